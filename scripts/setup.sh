@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs everything tsnproxy's build, tests, demo and benchmarks need on a fresh Debian
+# bookworm machine, as root. Idempotent: re-running only fills in what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  # build: BPF objects (clang, CO-RE headers) and the libraries tsnproxy dlopens
+  clang llvm libbpf-dev libbpf1 libmnl0 linux-libc-dev
+  # test topologies and traffic (tests only: the product needs none of these on a node)
+  iproute2 nftables python3 socat iperf3 kmod util-linux
+  # real container runtimes and the reference CNI plugins
+  containerd runc containernetworking-plugins umoci busybox-static podman
+  # Debian kernels in qemu (extracted, never installed) for real TSN qdiscs
+  qemu-system-x86 cpio xz-utils
+  # manifest validation
+  kubernetes-client
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The container runtimes are driven by the tests with their own roots and sockets; the
+# packages' own services must not hold the default ones.
+for svc in containerd podman; do
+  command -v systemctl >/dev/null 2>&1 && systemctl disable --now "$svc" >/dev/null 2>&1 || true
+done
+
+# deno and the npm modules (commander, yaml, zod; grpc for the CRI test client).
+if [ ! -x node_modules/.bin/deno ] || [ package.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+node_modules/.bin/deno --version | head -n 1
+
+# bpffs for the datapath's pins (a real node has it mounted by systemd).
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+echo "setup: ok"

@@ -1,0 +1,189 @@
+/**
+ * Small process and filesystem helpers shared by the e2e fixtures: run a command and collect its
+ * output, poll for a condition, find what the runtimes left mounted under a directory.
+ */
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunOptions {
+  env?: Record<string, string>;
+  stdin?: string;
+  cwd?: string;
+  /** Kill the command after this many milliseconds (default 120 s). */
+  timeoutMs?: number;
+}
+
+/** Run a command to completion; never throws for a non-zero exit (see {@link runOk}). */
+export async function run(argv: string[], opts: RunOptions = {}): Promise<RunResult> {
+  const [cmd, ...args] = argv;
+  const child = new Deno.Command(cmd, {
+    args,
+    env: opts.env,
+    cwd: opts.cwd,
+    stdin: opts.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (opts.stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(opts.stdin));
+    await w.close();
+  }
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+  }, opts.timeoutMs ?? 120_000);
+  try {
+    const out = await child.output();
+    const dec = new TextDecoder();
+    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Run a command and throw with its stderr when it fails. */
+export async function runOk(argv: string[], opts: RunOptions = {}): Promise<string> {
+  const r = await run(argv, opts);
+  if (r.code !== 0) {
+    throw new Error(`${argv.join(" ")} exited ${r.code}: ${r.stderr.trim() || r.stdout.trim()}`);
+  }
+  return r.stdout;
+}
+
+/** Poll `check` until it returns a value other than undefined, or throw after `timeoutMs`. */
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 30_000,
+  intervalMs = 50,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${what}${last ? `: ${last}` : ""}`);
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+/** Decode the octal escapes (\040 for a space...) the kernel uses in /proc/self/mountinfo. */
+function unescapeMount(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** Mount points at or below `dir`, deepest first (so they can be unmounted in order). */
+export async function mountsUnder(dir: string): Promise<string[]> {
+  const prefix = dir.endsWith("/") ? dir : dir + "/";
+  const text = await Deno.readTextFile("/proc/self/mountinfo");
+  const points = text.split("\n").filter(Boolean).map((l) => unescapeMount(l.split(" ")[4]))
+    .filter((p) => p === dir || p.startsWith(prefix));
+  return [...new Set(points)].sort((a, b) => b.length - a.length);
+}
+
+/** Unmount everything at or below `dir` (lazily when busy). Returns what was unmounted. */
+export async function unmountAll(dir: string): Promise<string[]> {
+  const done: string[] = [];
+  for (let round = 0; round < 5; round++) {
+    const points = await mountsUnder(dir);
+    if (points.length === 0) break;
+    for (const p of points) {
+      const r = await run(["umount", p]);
+      if (r.code !== 0) await run(["umount", "-l", p]);
+      done.push(p);
+    }
+  }
+  return done;
+}
+
+/** Remove a network namespace file that `ip netns add` or a runtime bind-mounted. */
+export async function removeNetnsFile(path: string): Promise<void> {
+  if (!(await exists(path))) return;
+  await run(["umount", path]);
+  await run(["umount", "-l", path]);
+  try {
+    await Deno.remove(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+}
+
+/** Remove a directory tree after unmounting whatever is mounted inside it. */
+export async function removeTree(dir: string): Promise<void> {
+  await unmountAll(dir);
+  try {
+    await Deno.remove(dir, { recursive: true });
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return;
+    // A lazily unmounted filesystem can keep a directory busy for a moment.
+    await new Promise((r) => setTimeout(r, 200));
+    await unmountAll(dir);
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Pids of running processes whose command line contains `needle` (e.g. a socket path). */
+export async function pidsWithCmdline(needle: string): Promise<number[]> {
+  const pids: number[] = [];
+  for await (const e of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    const pid = Number(e.name);
+    if (pid === Deno.pid) continue;
+    try {
+      const cmd = (await Deno.readTextFile(`/proc/${pid}/cmdline`)).replaceAll("\0", " ");
+      if (cmd.includes(needle)) pids.push(pid);
+    } catch { /* exited meanwhile */ }
+  }
+  return pids;
+}
+
+/** Root of the repository (tests/e2e/lib/ is three levels down). */
+export function repoRoot(): string {
+  return new URL("../../../", import.meta.url).pathname.replace(/\/$/, "");
+}
+
+/**
+ * Directory for artefacts worth keeping between runs (CRI descriptors, the busybox image):
+ * $TSNPROXY_E2E_CACHE, else <repo>/.cache/e2e (git-ignored).
+ */
+export async function cacheDir(): Promise<string> {
+  const dir = Deno.env.get("TSNPROXY_E2E_CACHE") ?? `${repoRoot()}/.cache/e2e`;
+  await Deno.mkdir(dir, { recursive: true });
+  return dir;
+}
+
+/** Write a file through a temporary name and a rename, so concurrent readers never see half. */
+export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
+  const tmp = `${path}.tmp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+  if (typeof data === "string") await Deno.writeTextFile(tmp, data);
+  else await Deno.writeFile(tmp, data);
+  await Deno.rename(tmp, path);
+}
+
+/** A cheap identity for a binary: size, mtime and inode, to key cached artefacts on. */
+export async function fileStamp(path: string): Promise<string> {
+  const st = await Deno.stat(path);
+  return `${st.size}-${st.mtime?.getTime() ?? 0}-${st.ino ?? 0}`;
+}

@@ -45,18 +45,32 @@ export async function runCli(argv: string[]): Promise<number> {
     });
 
   withLocation(program.command("install"))
-    .description("set this node up: pins the BPF datapath, attaches the restorer, injects the CNI entry")
+    .description(
+      "set this node up: pins the BPF datapath, attaches the restorer, injects the CNI entry",
+    )
     .option("--network <name>", "conflist to inject into when several exist (by network name)")
     .option("--dry-run", "print the planned changes and change nothing", false)
-    .addOption(new Option("--attach-mode <mode>", "tc attach API").choices(["auto", "tcx", "clsact"] as const))
+    .addOption(
+      new Option("--attach-mode <mode>", "tc attach API").choices(
+        ["auto", "tcx", "clsact"] as const,
+      ),
+    )
     .option("--in-place", "rewrite conflists in place (runtimes that ignore renames)")
     .action(async (o) => {
       const { runInstall } = await import("./install/command.ts");
-      code = await runInstall({ ...location(o), network: o.network, dryRun: o.dryRun, attachMode: o.attachMode, inPlace: o.inPlace });
+      code = await runInstall({
+        ...location(o),
+        network: o.network,
+        dryRun: o.dryRun,
+        attachMode: o.attachMode,
+        inPlace: o.inPlace,
+      });
     });
 
   withLocation(program.command("uninstall"))
-    .description("undo install: CNI entry, attachments, pins, binary (and the qdisc with --remove-qdisc)")
+    .description(
+      "undo install: CNI entry, attachments, pins, binary (and the qdisc with --remove-qdisc)",
+    )
     .option("--dry-run", "print the planned changes and change nothing", false)
     .option("--remove-qdisc", "also remove the qdisc install created", false)
     .action(async (o) => {
@@ -65,16 +79,24 @@ export async function runCli(argv: string[]): Promise<number> {
     });
 
   withLocation(program.command("agent"))
-    .description("long-running node agent: keeps the CNI entry and restorer in place, serves metrics")
+    .description(
+      "long-running node agent: keeps the CNI entry and restorer in place, serves metrics",
+    )
     .option("--metrics-address <host:port>", "Prometheus metrics listen address", "0.0.0.0:9489")
     .option("--reconcile-seconds <n>", "periodic reconcile interval", (v) => Number(v), 10)
     .action(async (o) => {
       const { runAgent } = await import("./agent/command.ts");
-      code = await runAgent({ ...location(o), metricsAddress: o.metricsAddress, reconcileSeconds: o.reconcileSeconds });
+      code = await runAgent({
+        ...location(o),
+        metricsAddress: o.metricsAddress,
+        reconcileSeconds: o.reconcileSeconds,
+      });
     });
 
   withLocation(program.command("doctor"))
-    .description("check this node and say how to fix what is wrong (exit 0 ok, 1 warnings, 2 failures)")
+    .description(
+      "check this node and say how to fix what is wrong (exit 0 ok, 1 warnings, 2 failures)",
+    )
     .option("--json", "machine-readable output", false)
     .action(async (o) => {
       const { runDoctor } = await import("./doctor/command.ts");
@@ -87,7 +109,11 @@ export async function runCli(argv: string[]): Promise<number> {
     .option("--watch [seconds]", "refresh every N seconds", (v) => Number(v))
     .action(async (o) => {
       const { runStatus } = await import("./doctor/status.ts");
-      code = await runStatus({ ...location(o), json: o.json, watch: o.watch === true ? 2 : o.watch });
+      code = await runStatus({
+        ...location(o),
+        json: o.json,
+        watch: o.watch === true ? 2 : o.watch,
+      });
     });
 
   program.command("version")
@@ -96,7 +122,13 @@ export async function runCli(argv: string[]): Promise<number> {
     .action(async (o) => {
       const { versionInfo } = await import("./build_info.ts");
       const info = versionInfo();
-      console.log(o.json ? JSON.stringify(info) : `tsnproxy ${info.version} (bpf ${info.bpfObjectsSha256.slice(0, 12)}, deno ${info.deno})`);
+      console.log(
+        o.json
+          ? JSON.stringify(info)
+          : `tsnproxy ${info.version} (bpf ${
+            info.bpfObjectsSha256.slice(0, 12)
+          }, deno ${info.deno})`,
+      );
     });
 
   try {

@@ -86,7 +86,10 @@ export class NotFoundError extends TsnproxyError {
 /** The node is not installed (pins missing). */
 export class NotInstalledError extends TsnproxyError {
   override name = "NotInstalledError";
-  constructor(message: string, hint = "run `tsnproxy install` on this node (or apply deploy/tsnproxy.yaml)") {
+  constructor(
+    message: string,
+    hint = "run `tsnproxy install` on this node (or apply deploy/tsnproxy.yaml)",
+  ) {
     super(message, hint, CniCode.NotInstalled);
   }
 }
@@ -95,7 +98,12 @@ export class NotInstalledError extends TsnproxyError {
 export function asTsnproxyError(e: unknown): TsnproxyError {
   if (e instanceof TsnproxyError) return e;
   const msg = e instanceof Error ? e.message : String(e);
-  return new TsnproxyError(msg, "this is a bug in tsnproxy: please report it with the log", CniCode.KernelFailure, {
-    cause: e,
-  });
+  return new TsnproxyError(
+    msg,
+    "this is a bug in tsnproxy: please report it with the log",
+    CniCode.KernelFailure,
+    {
+      cause: e,
+    },
+  );
 }

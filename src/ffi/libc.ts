@@ -1,5 +1,5 @@
 /** libc symbols tsnproxy needs: namespaces, interface names, errno. */
-import { cString, cstr, openLibrary } from "./open.ts";
+import { cstr, cString, openLibrary } from "./open.ts";
 
 export const libcSymbols = {
   setns: { parameters: ["i32", "i32"], result: "i32" },

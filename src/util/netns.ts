@@ -4,7 +4,7 @@
  * does synchronously (libbpf attach, netlink sockets, if_nametoindex) happens in the target
  * namespace. `fn` must not await: other JavaScript would then run in the wrong namespace.
  */
-import { NotFoundError, KernelError } from "../errors.ts";
+import { KernelError, NotFoundError } from "../errors.ts";
 import { CLONE_NEWNET, errno, libc, O_CLOEXEC, O_RDONLY, strerror } from "../ffi/libc.ts";
 import { cstr } from "../ffi/open.ts";
 

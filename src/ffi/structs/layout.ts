@@ -4,11 +4,13 @@
  * compiles a C probe against the system headers and checks every offset and size here.
  */
 export type FieldType = "u8" | "u16" | "u32" | "i32" | "u64" | "i64" | "ptr";
-export type FieldSpec = readonly [offset: number, type: FieldType] | readonly [
-  offset: number,
-  type: "bytes",
-  length: number,
-];
+export type FieldSpec =
+  | readonly [offset: number, type: FieldType]
+  | readonly [
+    offset: number,
+    type: "bytes",
+    length: number,
+  ];
 
 export interface StructLayout<F extends Record<string, FieldSpec>> {
   /** C struct name, for the probe (e.g. "struct bpf_tc_hook"). */
@@ -17,6 +19,13 @@ export interface StructLayout<F extends Record<string, FieldSpec>> {
   readonly headers: readonly string[];
   readonly size: number;
   readonly fields: F;
+  /**
+   * True when `size` is a prefix of the C struct: libbpf's versioned `*_opts` structs
+   * carry their own size in `sz`, so we send only the fields this libbpf version knows
+   * (1.1 on Debian 12) and newer ones still accept it. The probe then checks
+   * offsetofend(last field) <= size instead of sizeof == size.
+   */
+  readonly prefix: boolean;
 }
 
 export function struct<F extends Record<string, FieldSpec>>(
@@ -24,8 +33,9 @@ export function struct<F extends Record<string, FieldSpec>>(
   headers: readonly string[],
   size: number,
   fields: F,
+  opts: { prefix?: boolean } = {},
 ): StructLayout<F> {
-  return { cName, headers, size, fields };
+  return { cName, headers, size, fields, prefix: opts.prefix ?? false };
 }
 
 type Value<S extends FieldSpec> = S[1] extends "u64" | "i64" | "ptr" ? bigint
@@ -64,7 +74,12 @@ export function encode<F extends Record<string, FieldSpec>>(
   return buf;
 }
 
-function writeField(dv: DataView, spec: FieldSpec, v: number | bigint | Uint8Array, buf: Uint8Array) {
+function writeField(
+  dv: DataView,
+  spec: FieldSpec,
+  v: number | bigint | Uint8Array,
+  buf: Uint8Array,
+) {
   const off = spec[0];
   switch (spec[1]) {
     case "u8":

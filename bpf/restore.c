@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * restore: tc egress of the node's TSN interface (default), or tc ingress of the pod's
+ * host-side veth.
+ *
+ * Recomputes the packet's fingerprint and, when the saver recorded it within the age
+ * limit, writes the pod's priority back (taprio/mqprio map it to a traffic class) and,
+ * when the kernel dropped it on the way, the launch time with its clock type (etf and
+ * taprio's txtime-assist read it). Packets the node itself sends are never touched:
+ * only forwarded packets (ingress_ifindex != 0) can be a pod's.
+ */
+#include "tsnproxy.h"
+
+static __always_inline void count_pod(__u64 cookie)
+{
+	struct tsnp_pod_counters *c;
+
+	if (!cookie)
+		return;
+	c = bpf_map_lookup_elem(&tsnp_pod_stats, &cookie);
+	if (c)
+		c->restored++;
+}
+
+static __always_inline void restore_tstamp(struct __sk_buff *skb, struct tsnp_meta *m)
+{
+	if (m->tstamp_type == TSNP_TSTAMP_UNSPEC) {
+		/* The clock-less stamp old kernels carry for SO_TXTIME: a plain write keeps
+		 * the type unspecified, which is what the app's own packet had. */
+		skb->tstamp = m->tstamp;
+	} else if (bpf_skb_set_tstamp(skb, m->tstamp, m->tstamp_type) < 0) {
+		tsnp_count(TSNP_TSTAMP_FAILED);
+		return;
+	}
+	tsnp_count(TSNP_RESTORED_TSTAMP);
+}
+
+SEC("tc")
+int tsnp_restore(struct __sk_buff *skb)
+{
+	__u8 ttype = skb->tstamp_type; /* read it: otherwise tc ingress hides TAI stamps */
+	struct tsnp_fp fp = {};
+	struct tsnp_config *cfg;
+	struct tsnp_meta *m;
+	__u64 now;
+
+	if (tsnp_fingerprint(skb, &fp, NULL) < 0)
+		return TSNP_NEXT;
+	m = bpf_map_lookup_elem(&tsnp_meta, &fp);
+	if (!m) {
+		if (skb->ingress_ifindex)
+			tsnp_count(TSNP_NOT_FOUND);
+		return TSNP_NEXT;
+	}
+	if (!skb->ingress_ifindex) {
+		/* Same bytes as a pod's packet, but sent by the node: not ours to change. */
+		tsnp_count(TSNP_MISMATCH);
+		return TSNP_NEXT;
+	}
+	cfg = tsnp_config_get();
+	now = bpf_ktime_get_ns();
+	if (!cfg || now - m->saved_ns > cfg->max_age_ns) {
+		tsnp_count(TSNP_EXPIRED);
+		bpf_map_delete_elem(&tsnp_meta, &fp);
+		return TSNP_NEXT;
+	}
+	if (__sync_fetch_and_add(&m->pending, -1) <= 0) {
+		/* Every saved copy was restored already: this one is a duplicate we never saw. */
+		__sync_fetch_and_add(&m->pending, 1);
+		tsnp_count(TSNP_NOT_FOUND);
+		return TSNP_NEXT;
+	}
+
+	skb->priority = m->priority;
+	if ((m->flags & TSNP_META_HAS_TSTAMP) && (!skb->tstamp || ttype != m->tstamp_type))
+		restore_tstamp(skb, m);
+	tsnp_count(TSNP_RESTORED);
+	count_pod(m->pod_cookie);
+	if (m->pending <= 0)
+		bpf_map_delete_elem(&tsnp_meta, &fp);
+	return TSNP_NEXT;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

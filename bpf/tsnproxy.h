@@ -1,0 +1,322 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * tsnproxy datapath: definitions shared by every program.
+ *
+ * The kernel erases a pod packet's TSN metadata when it crosses the pod's veth
+ * (__dev_forward_skb zeroes skb->priority, scrubbing clears a non-mono skb->tstamp,
+ * IPv4 forwarding rewrites priority from TOS). The saver (save.c, pod eth0 egress)
+ * records that metadata under a content fingerprint of the packet; the restorer
+ * (restore.c, TSN NIC egress) recomputes the fingerprint and writes it back.
+ *
+ * Why a content fingerprint and not the skb pointer: the pointer is recycled within
+ * microseconds (stale entries then restore the wrong metadata onto unrelated packets),
+ * changes when anything re-creates the skb (an XDP program on the host veth), and needs
+ * bpf_cast_to_kern_ctx (6.2+). The fingerprint uses only fields that SNAT, DNAT and
+ * routing leave alone: the IP length and id / IPv6 flow label, the L4 protocol, TCP
+ * sequence/ack/flags/window, the ICMP type/code/sequence, the UDP length, and the first
+ * payload bytes. Ports, addresses, TTL, TOS/ECN and checksums are left out because NAT,
+ * routing or ECN marking change them.
+ */
+#ifndef TSNPROXY_H
+#define TSNPROXY_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+/* Hand the packet to the next tc/tcx program (tcx: TCX_NEXT; cls_bpf: TC_ACT_UNSPEC).
+ * Returning TC_ACT_OK would end the chain and skip the primary CNI's own programs. */
+#define TSNP_NEXT TC_ACT_UNSPEC
+
+/* __sk_buff->tstamp_type values (uapi names changed across versions; the numbers did not). */
+#define TSNP_TSTAMP_UNSPEC 0 /* realtime, or an app clock on kernels without clock types */
+#define TSNP_TSTAMP_MONO 1
+#define TSNP_TSTAMP_TAI 2 /* 6.11+ */
+
+#define TSNP_PAYLOAD_SAMPLE 12
+
+/* The fingerprint: the key of tsnp_meta. 32 bytes, no holes (hashed as bytes). */
+struct tsnp_fp {
+	__u8 family;	/* 4 or 6 */
+	__u8 l4proto;	/* IPPROTO_* (IPv6: the fixed header's next header) */
+	__u16 l3len;	/* IPv4 total length / IPv6 payload length, network order */
+	__u32 l3id;	/* IPv4 id << 16 | frag_off (network order) / IPv6 flow label */
+	__u32 l4a;	/* TCP seq; UDP length; ICMP type, code, sequence */
+	__u32 l4b;	/* TCP ack */
+	__u32 l4c;	/* TCP data offset + flags, window */
+	__u8 payload[TSNP_PAYLOAD_SAMPLE]; /* first bytes after the L4 header, zero padded */
+};
+
+#define TSNP_META_HAS_TSTAMP 0x1
+
+/* What the app's socket put on the packet, as seen at the pod's egress. */
+struct tsnp_meta {
+	__u64 tstamp;	   /* skb->tstamp (launch time), valid with TSNP_META_HAS_TSTAMP */
+	__u64 saved_ns;	   /* bpf_ktime_get_ns() at save, for the age limit */
+	__u64 pod_cookie;  /* identifies the pod for per-pod counters (0 = unknown) */
+	__u32 priority;	   /* skb->priority after the pod's policy */
+	__u8 tstamp_type;  /* TSNP_TSTAMP_* */
+	__u8 flags;	   /* TSNP_META_* */
+	__u16 _pad;
+	__s64 pending;	   /* saved copies not yet restored (identical packets share a key) */
+};
+
+#define TSNP_POLICY_REMAP 0x1
+
+/* A pod's priority policy: remap table for priorities 0-15, then a clamp. */
+struct tsnp_policy {
+	__u64 pod_cookie;
+	__u32 max_priority;
+	__u32 flags;	    /* TSNP_POLICY_* */
+	__u8 remap[16];
+};
+
+/* Key of tsnp_policy: the pod's source address, IPv4 as ::ffff:a.b.c.d. */
+struct tsnp_addr {
+	__u8 addr[16];
+};
+
+struct tsnp_config {
+	__u64 max_age_ns;     /* entries older than this never restore; GC removes them */
+	__u64 gc_interval_ns; /* GC timer period */
+	struct tsnp_policy default_policy; /* pods without an entry in tsnp_policy */
+};
+
+enum tsnp_counter {
+	TSNP_SAVED = 0,		/* packets whose metadata was saved */
+	TSNP_SAVE_CLAMPED,	/* priority changed by the pod's policy */
+	TSNP_SAVE_FAILED,	/* map update failed */
+	TSNP_RESTORED,		/* packets whose metadata was restored */
+	TSNP_RESTORED_TSTAMP,	/* of those, launch time written back */
+	TSNP_MISMATCH,		/* fingerprint found, packet refused (not forwarded from a pod) */
+	TSNP_EXPIRED,		/* fingerprint found, entry older than max_age (deleted) */
+	TSNP_NOT_FOUND,		/* forwarded IP packet without a saved entry */
+	TSNP_GC_EXPIRED,	/* entries removed by the GC timer */
+	TSNP_GC_RUNS,		/* GC timer callbacks */
+	TSNP_TSTAMP_FAILED,	/* launch time could not be written */
+	TSNP_COUNTER_MAX,
+};
+
+struct tsnp_pod_counters {
+	__u64 saved;
+	__u64 clamped;
+	__u64 restored;
+};
+
+struct tsnp_gc_timer {
+	struct bpf_timer timer;
+};
+
+/* Maps are pinned by name under the install's pin root and shared by every program. */
+#ifndef TSNP_META_ENTRIES
+#define TSNP_META_ENTRIES 16384 /* the loader sets the configured size before load */
+#endif
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH); /* an LRU: saving can never fail for a full map */
+	__uint(max_entries, TSNP_META_ENTRIES);
+	__type(key, struct tsnp_fp);
+	__type(value, struct tsnp_meta);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tsnp_meta SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct tsnp_addr);
+	__type(value, struct tsnp_policy);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tsnp_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tsnp_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tsnp_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TSNP_COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tsnp_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, struct tsnp_pod_counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tsnp_pod_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tsnp_gc_timer);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tsnp_gc SEC(".maps");
+
+static __always_inline void tsnp_count(enum tsnp_counter c)
+{
+	__u32 key = c;
+	__u64 *v = bpf_map_lookup_elem(&tsnp_stats, &key);
+
+	if (v)
+		*v += 1; /* per-CPU slot: no atomics needed */
+}
+
+static __always_inline struct tsnp_config *tsnp_config_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&tsnp_config, &zero);
+}
+
+/* Byte offset of the L3 header, or -1. Handles Ethernet (with up to two in-band VLAN
+ * tags) and raw-IP devices, which have no link-layer header at tc. */
+static __always_inline int tsnp_l3_offset(struct __sk_buff *skb)
+{
+	__u16 proto;
+	int off = 12;
+
+	if (bpf_skb_load_bytes(skb, off, &proto, sizeof(proto)) < 0)
+		return -1;
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		off += 4;
+		if (bpf_skb_load_bytes(skb, off, &proto, sizeof(proto)) < 0)
+			return -1;
+	}
+	if (proto == bpf_htons(ETH_P_IP) || proto == bpf_htons(ETH_P_IPV6))
+		return off + 2;
+	/* No Ethernet header: a raw-IP device; trust skb->protocol. */
+	if (skb->protocol == bpf_htons(ETH_P_IP) || skb->protocol == bpf_htons(ETH_P_IPV6))
+		return 0;
+	return -1;
+}
+
+/* Copies up to TSNP_PAYLOAD_SAMPLE bytes at off into fp->payload (the rest stays zero). */
+static __always_inline void tsnp_sample(struct __sk_buff *skb, __u32 off, struct tsnp_fp *fp)
+{
+	__u32 avail;
+
+	if (off >= skb->len)
+		return;
+	avail = skb->len - off;
+	if (avail >= TSNP_PAYLOAD_SAMPLE) {
+		bpf_skb_load_bytes(skb, off, fp->payload, TSNP_PAYLOAD_SAMPLE);
+	} else {
+		avail &= 0xf; /* bounds for the verifier: 1..11 */
+		if (avail > 0 && avail < TSNP_PAYLOAD_SAMPLE)
+			bpf_skb_load_bytes(skb, off, fp->payload, avail);
+	}
+}
+
+/* L4 part of the fingerprint; off is the L4 header's offset. */
+static __always_inline void tsnp_fp_l4(struct __sk_buff *skb, __u32 off, struct tsnp_fp *fp)
+{
+	switch (fp->l4proto) {
+	case IPPROTO_TCP: {
+		__u32 h[4]; /* source/dest ports, seq, ack; then doff/flags + window */
+
+		if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
+			return;
+		fp->l4a = h[1];
+		fp->l4b = h[2];
+		fp->l4c = h[3];
+		tsnp_sample(skb, off + ((h[3] & 0xf0) >> 2), fp); /* doff in 32-bit words */
+		return;
+	}
+	case IPPROTO_UDP: {
+		__u32 h[2]; /* ports; length + checksum */
+
+		if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
+			return;
+		fp->l4a = h[1] & bpf_htonl(0xffff0000); /* the length, not the checksum */
+		tsnp_sample(skb, off + 8, fp);
+		return;
+	}
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6: {
+		__u8 h[8]; /* type, code, checksum, identifier (NAT rewrites it), sequence */
+
+		if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
+			return;
+		fp->l4a = (__u32)h[0] << 24 | (__u32)h[1] << 16 | (__u32)h[6] << 8 | h[7];
+		tsnp_sample(skb, off + 8, fp);
+		return;
+	}
+	default:
+		tsnp_sample(skb, off, fp);
+	}
+}
+
+/*
+ * Fills fp from the packet. When src is not NULL it also receives the source address
+ * (the saver looks the pod's policy up by it). Returns 0, or -1 for packets that are not
+ * IPv4/IPv6.
+ */
+static __always_inline int tsnp_fingerprint(struct __sk_buff *skb, struct tsnp_fp *fp,
+					    struct tsnp_addr *src)
+{
+	int l3 = tsnp_l3_offset(skb);
+	__u8 version;
+
+	if (l3 < 0 || bpf_skb_load_bytes(skb, l3, &version, 1) < 0)
+		return -1;
+	version >>= 4;
+	if (version == 4) {
+		__u8 h[20];
+		__u32 ihl;
+
+		if (bpf_skb_load_bytes(skb, l3, h, sizeof(h)) < 0)
+			return -1;
+		ihl = (h[0] & 0xf) * 4;
+		if (ihl < 20)
+			return -1;
+		fp->family = 4;
+		fp->l4proto = h[9];
+		__builtin_memcpy(&fp->l3len, &h[2], 2);
+		__builtin_memcpy(&fp->l3id, &h[4], 4); /* id, flags + fragment offset */
+		if (src) {
+			__builtin_memset(src, 0, sizeof(*src));
+			src->addr[10] = 0xff;
+			src->addr[11] = 0xff;
+			__builtin_memcpy(&src->addr[12], &h[12], 4);
+		}
+		/* Later fragments carry no L4 header: sample their payload instead. */
+		if ((h[6] & 0x1f) | h[7])
+			tsnp_sample(skb, l3 + ihl, fp);
+		else
+			tsnp_fp_l4(skb, l3 + ihl, fp);
+		return 0;
+	}
+	if (version == 6) {
+		__u8 h[40];
+
+		if (bpf_skb_load_bytes(skb, l3, h, sizeof(h)) < 0)
+			return -1;
+		fp->family = 6;
+		fp->l4proto = h[6];
+		__builtin_memcpy(&fp->l3len, &h[4], 2);
+		fp->l3id = ((__u32)(h[1] & 0x0f) << 16) | ((__u32)h[2] << 8) | h[3];
+		if (src)
+			__builtin_memcpy(src->addr, &h[8], 16);
+		tsnp_fp_l4(skb, l3 + 40, fp);
+		return 0;
+	}
+	return -1;
+}
+
+#endif /* TSNPROXY_H */

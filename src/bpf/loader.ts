@@ -1,0 +1,125 @@
+/**
+ * Loads and verifies the datapath once per node and pins it (see pins.ts for the layout).
+ * Idempotent: a program already pinned with the same tag (same instructions) is kept, so
+ * re-running install changes nothing; a different build replaces the pinned program and
+ * keeps the maps (their state, the pod policies, survives an upgrade).
+ */
+import { KernelError } from "../errors.ts";
+import { libbpf } from "../ffi/libbpf.ts";
+import { BpfTestRunOpts } from "../ffi/structs/bpf.ts";
+import { encode } from "../ffi/structs/layout.ts";
+import { BpfObject } from "./object.ts";
+import { objectBytes } from "./objects.ts";
+import { assertBpffs, PinLayout, PROGRAM_OBJECT, type ProgramRole, PROGRAMS } from "./pins.ts";
+import { check, closeFd, objGet, objPin, progInfo } from "./sys.ts";
+
+export interface LoadOptions {
+  bpffs: string;
+  /** Size of the fingerprint table (tsnp_meta). */
+  mapEntries: number;
+  /** Report what would change without loading anything. */
+  dryRun?: boolean;
+}
+
+export interface ProgramState {
+  role: ProgramRole;
+  id: number;
+  tag: string;
+  /** "kept" (already pinned, same tag), "pinned" (new) or "replaced" (different build). */
+  action: "kept" | "pinned" | "replaced";
+}
+
+function mkdirs(pins: PinLayout): void {
+  for (const d of [pins.root, pins.mapsDir, pins.progsDir, pins.nodeDir, pins.podsDir]) {
+    Deno.mkdirSync(d, { recursive: true });
+  }
+}
+
+export function loadDatapath(opts: LoadOptions): ProgramState[] {
+  const pins = new PinLayout(opts.bpffs);
+  assertBpffs(pins.root);
+  if (!opts.dryRun) mkdirs(pins);
+  const out: ProgramState[] = [];
+  for (const role of Object.keys(PROGRAMS) as ProgramRole[]) {
+    out.push(loadProgram(pins, role, opts));
+  }
+  return out;
+}
+
+function pinnedTag(path: string): { id: number; tag: string } | undefined {
+  const fd = objGet(path);
+  if (fd === undefined) return undefined;
+  try {
+    const i = progInfo(fd);
+    return { id: i.id, tag: i.tag };
+  } finally {
+    closeFd(fd);
+  }
+}
+
+function loadProgram(pins: PinLayout, role: ProgramRole, opts: LoadOptions): ProgramState {
+  const existing = pinnedTag(pins.prog(role));
+  if (opts.dryRun) {
+    return {
+      role,
+      id: existing?.id ?? 0,
+      tag: existing?.tag ?? "",
+      action: existing ? "kept" : "pinned",
+    };
+  }
+  const objName = PROGRAM_OBJECT[role];
+  const obj = BpfObject.open(`tsnproxy_${objName}`, objectBytes(objName), pins.mapsDir);
+  try {
+    obj.setMaxEntries("tsnp_meta", opts.mapEntries);
+    obj.load();
+    const fd = obj.programFd(PROGRAMS[role]);
+    const info = progInfo(fd);
+    if (existing?.tag === info.tag) return { role, id: existing.id, tag: info.tag, action: "kept" };
+    if (existing) Deno.removeSync(pins.prog(role));
+    objPin(fd, pins.prog(role));
+    return { role, id: info.id, tag: info.tag, action: existing ? "replaced" : "pinned" };
+  } finally {
+    obj.close();
+  }
+}
+
+/** Runs a program once over a dummy packet (BPF_PROG_TEST_RUN); returns its return value. */
+export function testRun(
+  progFd: number,
+  packet = new Uint8Array(64),
+  repeat = 1,
+): { retval: number; durationNs: number } {
+  const opts = encode(BpfTestRunOpts, {
+    sz: BigInt(BpfTestRunOpts.size),
+    data_in: BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(packet))),
+    data_size_in: packet.length,
+    repeat,
+  });
+  check(libbpf().bpf_prog_test_run_opts(progFd, opts), "BPF_PROG_TEST_RUN failed", "run as root");
+  const dv = new DataView(opts.buffer);
+  return {
+    retval: dv.getUint32(BpfTestRunOpts.fields.retval[0], true),
+    durationNs: dv.getUint32(BpfTestRunOpts.fields.duration[0], true),
+  };
+}
+
+/** Arms the GC timer (idempotent: re-arming applies a changed interval). */
+export function startGc(bpffs: string): void {
+  const pins = new PinLayout(bpffs);
+  const fd = objGet(pins.prog("gcStart"));
+  if (fd === undefined) {
+    throw new KernelError(`${pins.prog("gcStart")} is not pinned`, "run `tsnproxy install`", 2);
+  }
+  try {
+    const { retval } = testRun(fd);
+    if (retval !== 0) {
+      throw new KernelError(
+        `the GC timer did not start (step ${retval} failed)`,
+        "the kernel needs bpf_timer (5.15+); see `tsnproxy doctor`",
+        22,
+      );
+    }
+  } finally {
+    closeFd(fd);
+  }
+}

@@ -1,0 +1,276 @@
+/**
+ * Typed access to the datapath's pinned maps from user space: the pod policy table, the
+ * node config, the counters and the fingerprint table's occupancy.
+ */
+import { Errno } from "../ffi/libc.ts";
+import { libbpf } from "../ffi/libbpf.ts";
+import { BPF_ANY } from "../ffi/structs/bpf.ts";
+import {
+  type CounterName,
+  COUNTERS,
+  TSNP_POLICY_REMAP,
+  TsnpAddr,
+  TsnpConfig,
+  TsnpFp,
+  TsnpPodCounters,
+  TsnpPolicy,
+} from "../ffi/structs/datapath.ts";
+import { decode, encode } from "../ffi/structs/layout.ts";
+import { check, closeFd, objGetRequired } from "./sys.ts";
+import { type MapName, PinLayout } from "./pins.ts";
+
+/** A pod policy in the form the saver applies it. */
+export interface DatapathPolicy {
+  /** Identifies the pod in per-pod counters (0 = none). */
+  podCookie: bigint;
+  /** Priorities above this are clamped to it (0xffffffff = no clamp). */
+  maxPriority: number;
+  /** remap[p] replaces priority p (0-15) before the clamp; undefined = identity. */
+  remap?: readonly number[];
+}
+
+export interface DatapathConfig {
+  maxAgeNs: bigint;
+  gcIntervalNs: bigint;
+  defaultPolicy: DatapathPolicy;
+}
+
+export const NO_CLAMP = 0xffffffff;
+
+export function encodePolicyFields(p: DatapathPolicy): { flags: number; remap: Uint8Array } {
+  const remap = new Uint8Array(16);
+  for (let i = 0; i < 16; i++) remap[i] = p.remap?.[i] ?? i;
+  return { flags: p.remap ? TSNP_POLICY_REMAP : 0, remap };
+}
+
+/** IPv4 addresses as ::ffff:a.b.c.d, IPv6 as is (the saver's key format). */
+export function addrKey(ip: string): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(16);
+  if (ip.includes(".") && !ip.includes(":")) {
+    const parts = ip.split(".").map(Number);
+    if (parts.length !== 4 || parts.some((n) => !Number.isInteger(n) || n < 0 || n > 255)) {
+      throw new Error(`not an IPv4 address: ${ip}`);
+    }
+    out[10] = 0xff;
+    out[11] = 0xff;
+    out.set(parts, 12);
+    return out;
+  }
+  const [head, tail = ""] = ip.split("::");
+  const h = head ? head.split(":") : [];
+  const t = ip.includes("::") ? (tail ? tail.split(":") : []) : [];
+  const groups = ip.includes("::") ? [...h, ...Array(8 - h.length - t.length).fill("0"), ...t] : h;
+  if (groups.length !== 8) throw new Error(`not an IPv6 address: ${ip}`);
+  groups.forEach((g, i) => {
+    const v = parseInt(g, 16);
+    if (!/^[0-9a-fA-F]{1,4}$/.test(g)) throw new Error(`not an IPv6 address: ${ip}`);
+    out[i * 2] = v >> 8;
+    out[i * 2 + 1] = v & 0xff;
+  });
+  return out;
+}
+
+export function addrFromKey(key: Uint8Array): string {
+  const v4mapped = key.subarray(0, 10).every((b) => b === 0) && key[10] === 0xff &&
+    key[11] === 0xff;
+  if (v4mapped) return [...key.subarray(12)].join(".");
+  const g: string[] = [];
+  for (let i = 0; i < 16; i += 2) g.push(((key[i] << 8) | key[i + 1]).toString(16));
+  return g.join(":").replace(/(^|:)0(:0)+(:|$)/, "::");
+}
+
+class PinnedMap {
+  constructor(readonly name: MapName, readonly fd: number) {}
+
+  lookup(key: Uint8Array<ArrayBuffer>, valueSize: number): Uint8Array<ArrayBuffer> | undefined {
+    const v = new Uint8Array(valueSize);
+    const r = libbpf().bpf_map_lookup_elem(this.fd, key, v);
+    if (r === -Errno.ENOENT) return undefined;
+    check(r, `lookup in ${this.name}`, "run as root");
+    return v;
+  }
+
+  update(key: Uint8Array<ArrayBuffer>, value: Uint8Array<ArrayBuffer>, flags = BPF_ANY): void {
+    check(
+      libbpf().bpf_map_update_elem(this.fd, key, value, flags),
+      `update of ${this.name}`,
+      "run as root",
+    );
+  }
+
+  /** True when something was deleted. */
+  delete(key: Uint8Array<ArrayBuffer>): boolean {
+    const r = libbpf().bpf_map_delete_elem(this.fd, key);
+    if (r === -Errno.ENOENT) return false;
+    check(r, `delete from ${this.name}`, "run as root");
+    return true;
+  }
+
+  *keys(keySize: number): Generator<Uint8Array<ArrayBuffer>> {
+    let prev: Uint8Array<ArrayBuffer> | null = null;
+    for (;;) {
+      const next = new Uint8Array(keySize);
+      const r = libbpf().bpf_map_get_next_key(this.fd, prev, next); // NULL: the first key
+      if (r === -Errno.ENOENT) return;
+      check(r, `iteration of ${this.name}`, "run as root");
+      yield next;
+      prev = next;
+    }
+  }
+
+  close(): void {
+    closeFd(this.fd);
+  }
+}
+
+export type Counters = Record<CounterName, bigint>;
+
+export interface PodCounters {
+  podCookie: bigint;
+  saved: bigint;
+  clamped: bigint;
+  restored: bigint;
+}
+
+/** The datapath's maps, opened from their pins. Close when done. */
+export class DatapathMaps {
+  readonly #maps = new Map<MapName, PinnedMap>();
+  readonly #ncpus: number;
+
+  constructor(readonly pins: PinLayout) {
+    this.#ncpus = libbpf().libbpf_num_possible_cpus();
+  }
+
+  static open(root: string): DatapathMaps {
+    return new DatapathMaps(new PinLayout(root));
+  }
+
+  #get(name: MapName): PinnedMap {
+    let m = this.#maps.get(name);
+    if (!m) {
+      m = new PinnedMap(name, objGetRequired(this.pins.map(name)));
+      this.#maps.set(name, m);
+    }
+    return m;
+  }
+
+  writeConfig(c: DatapathConfig): void {
+    const { flags, remap } = encodePolicyFields(c.defaultPolicy);
+    const value = encode(TsnpConfig, {
+      max_age_ns: c.maxAgeNs,
+      gc_interval_ns: c.gcIntervalNs,
+      "default_policy.pod_cookie": c.defaultPolicy.podCookie,
+      "default_policy.max_priority": c.defaultPolicy.maxPriority,
+      "default_policy.flags": flags,
+      "default_policy.remap": remap,
+    });
+    this.#get("tsnp_config").update(new Uint8Array(4), value);
+  }
+
+  readConfig(): DatapathConfig {
+    const v = this.#get("tsnp_config").lookup(new Uint8Array(4), TsnpConfig.size);
+    if (!v) throw new Error("tsnp_config has no entry");
+    const d = decode(TsnpConfig, v);
+    return {
+      maxAgeNs: d.max_age_ns,
+      gcIntervalNs: d.gc_interval_ns,
+      defaultPolicy: {
+        podCookie: d["default_policy.pod_cookie"],
+        maxPriority: d["default_policy.max_priority"],
+        remap: d["default_policy.flags"] & TSNP_POLICY_REMAP
+          ? [...d["default_policy.remap"]]
+          : undefined,
+      },
+    };
+  }
+
+  putPolicy(ip: string, p: DatapathPolicy): void {
+    const { flags, remap } = encodePolicyFields(p);
+    const value = encode(TsnpPolicy, {
+      pod_cookie: p.podCookie,
+      max_priority: p.maxPriority,
+      flags,
+      remap,
+    });
+    this.#get("tsnp_policy").update(addrKey(ip), value);
+  }
+
+  deletePolicy(ip: string): boolean {
+    return this.#get("tsnp_policy").delete(addrKey(ip));
+  }
+
+  policies(): Array<{ ip: string; policy: DatapathPolicy }> {
+    const m = this.#get("tsnp_policy");
+    const out: Array<{ ip: string; policy: DatapathPolicy }> = [];
+    for (const k of m.keys(TsnpAddr.size)) {
+      const v = m.lookup(k, TsnpPolicy.size);
+      if (!v) continue;
+      const d = decode(TsnpPolicy, v);
+      out.push({
+        ip: addrFromKey(k),
+        policy: {
+          podCookie: d.pod_cookie,
+          maxPriority: d.max_priority,
+          remap: d.flags & TSNP_POLICY_REMAP ? [...d.remap] : undefined,
+        },
+      });
+    }
+    return out;
+  }
+
+  /** Node-wide counters, summed over CPUs. */
+  counters(): Counters {
+    const m = this.#get("tsnp_stats");
+    const out = Object.fromEntries(COUNTERS.map((c) => [c, 0n])) as Counters;
+    COUNTERS.forEach((name, i) => {
+      const key = new Uint8Array(new Uint32Array([i]).buffer);
+      const v = m.lookup(key, 8 * this.#ncpus);
+      if (!v) return;
+      const dv = new DataView(v.buffer);
+      for (let c = 0; c < this.#ncpus; c++) out[name] += dv.getBigUint64(c * 8, true);
+    });
+    return out;
+  }
+
+  podCounters(): PodCounters[] {
+    const m = this.#get("tsnp_pod_stats");
+    const out: PodCounters[] = [];
+    const stride = TsnpPodCounters.size; // 8-byte aligned already
+    for (const k of m.keys(8)) {
+      const v = m.lookup(k, stride * this.#ncpus);
+      if (!v) continue;
+      const sum: PodCounters = {
+        podCookie: new DataView(k.buffer).getBigUint64(0, true),
+        saved: 0n,
+        clamped: 0n,
+        restored: 0n,
+      };
+      for (let c = 0; c < this.#ncpus; c++) {
+        const d = decode(TsnpPodCounters, v.subarray(c * stride, (c + 1) * stride));
+        sum.saved += d.saved;
+        sum.clamped += d.clamped;
+        sum.restored += d.restored;
+      }
+      out.push(sum);
+    }
+    return out;
+  }
+
+  deletePodCounters(podCookie: bigint): void {
+    const key = new Uint8Array(8);
+    new DataView(key.buffer).setBigUint64(0, podCookie, true);
+    this.#get("tsnp_pod_stats").delete(key);
+  }
+
+  /** Entries in the fingerprint table (walks the keys: cost grows with occupancy). */
+  metaOccupancy(): number {
+    let n = 0;
+    for (const _ of this.#get("tsnp_meta").keys(TsnpFp.size)) n++;
+    return n;
+  }
+
+  close(): void {
+    for (const m of this.#maps.values()) m.close();
+    this.#maps.clear();
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * libbpf symbol table. Debian 12 ships libbpf 1.1.2, which predates tcx: tcx attachments
+ * go through bpf_link_create with the raw BPF_TCX_* attach types (src/bpf/attach.ts).
+ */
+import { openLibrary } from "./open.ts";
+
+export const libbpfSymbols = {
+  libbpf_major_version: { parameters: [], result: "u32" },
+  libbpf_minor_version: { parameters: [], result: "u32" },
+  libbpf_set_print: { parameters: ["function"], result: "pointer" },
+  libbpf_num_possible_cpus: { parameters: [], result: "i32" },
+  libbpf_probe_bpf_helper: { parameters: ["u32", "u32", "pointer"], result: "i32" },
+  libbpf_probe_bpf_prog_type: { parameters: ["u32", "pointer"], result: "i32" },
+
+  bpf_object__open_mem: { parameters: ["buffer", "usize", "buffer"], result: "pointer" },
+  bpf_object__load: { parameters: ["pointer"], result: "i32" },
+  bpf_object__close: { parameters: ["pointer"], result: "void" },
+  bpf_object__find_program_by_name: { parameters: ["pointer", "buffer"], result: "pointer" },
+  bpf_object__find_map_by_name: { parameters: ["pointer", "buffer"], result: "pointer" },
+  bpf_program__fd: { parameters: ["pointer"], result: "i32" },
+  bpf_program__pin: { parameters: ["pointer", "buffer"], result: "i32" },
+  bpf_map__fd: { parameters: ["pointer"], result: "i32" },
+  bpf_map__set_max_entries: { parameters: ["pointer", "u32"], result: "i32" },
+  bpf_map__set_pin_path: { parameters: ["pointer", "buffer"], result: "i32" },
+
+  bpf_obj_get: { parameters: ["buffer"], result: "i32" },
+  bpf_obj_pin: { parameters: ["i32", "buffer"], result: "i32" },
+  bpf_obj_get_info_by_fd: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  bpf_prog_get_fd_by_id: { parameters: ["u32"], result: "i32" },
+  bpf_link_get_fd_by_id: { parameters: ["u32"], result: "i32" },
+  bpf_map_get_fd_by_id: { parameters: ["u32"], result: "i32" },
+
+  bpf_map_lookup_elem: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  bpf_map_update_elem: { parameters: ["i32", "buffer", "buffer", "u64"], result: "i32" },
+  bpf_map_delete_elem: { parameters: ["i32", "buffer"], result: "i32" },
+  bpf_map_get_next_key: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+
+  bpf_tc_hook_create: { parameters: ["buffer"], result: "i32" },
+  bpf_tc_hook_destroy: { parameters: ["buffer"], result: "i32" },
+  bpf_tc_attach: { parameters: ["buffer", "buffer"], result: "i32" },
+  bpf_tc_detach: { parameters: ["buffer", "buffer"], result: "i32" },
+  bpf_tc_query: { parameters: ["buffer", "buffer"], result: "i32" },
+
+  bpf_link_create: { parameters: ["i32", "i32", "u32", "buffer"], result: "i32" },
+  bpf_link_detach: { parameters: ["i32"], result: "i32" },
+  bpf_prog_query_opts: { parameters: ["i32", "u32", "buffer"], result: "i32" },
+  bpf_prog_test_run_opts: { parameters: ["i32", "buffer"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+export type Libbpf = Deno.DynamicLibrary<typeof libbpfSymbols>["symbols"];
+let lib: Deno.DynamicLibrary<typeof libbpfSymbols> | undefined;
+
+export function libbpf(): Libbpf {
+  lib ??= openLibrary({
+    name: "libbpf",
+    sonames: ["libbpf.so.1"],
+    envVar: "TSNPROXY_LIBBPF",
+    debianPackage: "libbpf1",
+  }, libbpfSymbols);
+  return lib.symbols;
+}

@@ -1,0 +1,110 @@
+/**
+ * libbpf and bpf(2) struct layouts (x86_64 and other LP64 targets). Checked against the
+ * system headers by tests/unit/structs_test.ts.
+ */
+import { struct } from "./layout.ts";
+
+const LIBBPF = ["bpf/libbpf.h"];
+const BPF = ["bpf/bpf.h"];
+const UAPI = ["linux/bpf.h"];
+
+/** Prefix up to pin_root_path: maps declared with LIBBPF_PIN_BY_NAME are pinned there. */
+export const BpfObjectOpenOpts = struct("struct bpf_object_open_opts", LIBBPF, 32, {
+  sz: [0, "u64"],
+  object_name: [8, "ptr"],
+  relaxed_maps: [16, "u8"],
+  pin_root_path: [24, "ptr"],
+}, { prefix: true });
+
+export const BpfTcHook = struct("struct bpf_tc_hook", LIBBPF, 24, {
+  sz: [0, "u64"],
+  ifindex: [8, "i32"],
+  attach_point: [12, "u32"],
+  parent: [16, "u32"],
+});
+
+export const BpfTcOpts = struct("struct bpf_tc_opts", LIBBPF, 32, {
+  sz: [0, "u64"],
+  prog_fd: [8, "i32"],
+  flags: [12, "u32"],
+  prog_id: [16, "u32"],
+  handle: [20, "u32"],
+  priority: [24, "u32"],
+});
+
+/** Prefix up to flags: libbpf 1.1 passes unknown attach types (tcx) through with flags only. */
+export const BpfLinkCreateOpts = struct("struct bpf_link_create_opts", BPF, 16, {
+  sz: [0, "u64"],
+  flags: [8, "u32"],
+}, { prefix: true });
+
+export const BpfProgQueryOpts = struct("struct bpf_prog_query_opts", BPF, 40, {
+  sz: [0, "u64"],
+  query_flags: [8, "u32"],
+  attach_flags: [12, "u32"],
+  prog_ids: [16, "ptr"],
+  prog_cnt: [24, "u32"],
+  prog_attach_flags: [32, "ptr"],
+}, { prefix: true });
+
+export const BpfTestRunOpts = struct("struct bpf_test_run_opts", BPF, 80, {
+  sz: [0, "u64"],
+  data_in: [8, "ptr"],
+  data_out: [16, "ptr"],
+  data_size_in: [24, "u32"],
+  data_size_out: [28, "u32"],
+  ctx_in: [32, "ptr"],
+  ctx_out: [40, "ptr"],
+  ctx_size_in: [48, "u32"],
+  ctx_size_out: [52, "u32"],
+  retval: [56, "u32"],
+  repeat: [60, "i32"],
+  duration: [64, "u32"],
+  flags: [68, "u32"],
+  cpu: [72, "u32"],
+  batch_size: [76, "u32"],
+}, { prefix: true });
+
+/** The fields we read of bpf_prog_info; the kernel fills as much as we give it room for. */
+export const BpfProgInfo = struct("struct bpf_prog_info", UAPI, 64 + 16, {
+  type: [0, "u32"],
+  id: [4, "u32"],
+  tag: [8, "bytes", 8],
+  load_time: [40, "u64"],
+  name: [64, "bytes", 16],
+}, { prefix: true });
+
+export const BpfMapInfo = struct("struct bpf_map_info", UAPI, 40, {
+  type: [0, "u32"],
+  id: [4, "u32"],
+  key_size: [8, "u32"],
+  value_size: [12, "u32"],
+  max_entries: [16, "u32"],
+  map_flags: [20, "u32"],
+  name: [24, "bytes", 16],
+}, { prefix: true });
+
+/** bpf_link_info prefix: type, id, prog_id, then the first words of the per-type union
+ * (tcx: ifindex, attach_type; the same offsets as netns's netns_ino, attach_type). */
+export const BpfLinkInfo = struct("struct bpf_link_info", UAPI, 24, {
+  type: [0, "u32"],
+  id: [4, "u32"],
+  prog_id: [8, "u32"],
+  "netns.netns_ino": [16, "u32"],
+  "netns.attach_type": [20, "u32"],
+}, { prefix: true });
+
+export const BPF_TC_INGRESS = 1;
+export const BPF_TC_EGRESS = 2;
+export const BPF_TC_F_REPLACE = 1;
+/** enum bpf_attach_type values libbpf 1.1 has no names for. */
+export const BPF_TCX_INGRESS = 46;
+export const BPF_TCX_EGRESS = 47;
+export const BPF_F_REPLACE = 1 << 2;
+export const BPF_F_BEFORE = 1 << 3;
+export const BPF_F_AFTER = 1 << 4;
+export const BPF_ANY = 0n;
+export const BPF_NOEXIST = 1n;
+export const BPF_EXIST = 2n;
+export const BPF_PROG_TYPE_SCHED_CLS = 3;
+export const BPF_LINK_TYPE_TCX = 11;

@@ -34,12 +34,17 @@ for svc in containerd podman; do
   command -v systemctl >/dev/null 2>&1 && systemctl disable --now "$svc" >/dev/null 2>&1 || true
 done
 
-# deno and the npm modules (commander, yaml, zod; grpc for the CRI test client).
-if [ ! -x node_modules/.bin/deno ] || [ package.json -nt node_modules/.package-lock.json ]; then
+# deno (from the npm registry, in tools/deno) and the npm modules (commander, yaml, zod;
+# grpc for the CRI test client).
+if [ ! -x tools/deno/node_modules/.bin/deno ] || [ tools/deno/package.json -nt tools/deno/node_modules/.package-lock.json ]; then
+  echo "setup: npm ci (deno)"
+  (cd tools/deno && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ ! -d node_modules/zod ] || [ package.json -nt node_modules/.package-lock.json ]; then
   echo "setup: npm ci"
   npm ci --no-audit --no-fund --loglevel=error
 fi
-node_modules/.bin/deno --version | head -n 1
+tools/deno/node_modules/.bin/deno --version | head -n 1
 
 # bpffs for the datapath's pins (a real node has it mounted by systemd).
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf

@@ -1,0 +1,251 @@
+/**
+ * The node config (/etc/tsnproxy/config.yaml): read by install, uninstall, agent, doctor and
+ * status. A missing file means all defaults. Every problem is reported as
+ * `config.yaml:7:12: gc.maxAgeMs: expected a positive integer` with a hint; unknown keys are
+ * rejected with the closest valid key suggested.
+ */
+import { LineCounter, parseDocument } from "yaml";
+import { z } from "zod";
+import { ConfigError } from "../errors.ts";
+import { podPolicySchema } from "./policy.ts";
+import { qdiscSchema } from "./qdisc.ts";
+import { closestKey, formatPath, issueMessage, keysAt, locate } from "./yaml_errors.ts";
+
+export const DEFAULT_NODE_CONFIG_PATH = "/etc/tsnproxy/config.yaml";
+
+const POS_INT = "expected a positive integer";
+const posInt = () => z.int({ error: POS_INT }).positive({ error: POS_INT });
+const absPath = (what: string) =>
+  z.string({ error: `expected ${what} as an absolute path` }).regex(/^\/\S*$/, {
+    error: `expected ${what} as an absolute path`,
+  });
+
+const mapEntries = z.int({ error: "expected an integer" }).refine(
+  (n) => n >= 1024 && n <= 1 << 20 && (n & (n - 1)) === 0,
+  { error: "expected a power of two between 1024 and 1048576" },
+);
+
+const hostPort = z.string({ error: 'expected "host:port"' }).refine((s) => {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):(\d{1,5})$/.exec(s);
+  return m !== null && Number(m[2]) <= 65535;
+}, { error: 'expected "host:port" (e.g. "0.0.0.0:9489", "[::1]:9489")' });
+
+/** Linux IFNAMSIZ is 16 including the NUL. */
+const ifname = z.string({ error: "expected an interface name" }).regex(/^[^\s/:]{1,15}$/, {
+  error: "expected an interface name (1-15 characters, no spaces, '/' or ':')",
+});
+
+export const RESTORE_AT = ["tsn-egress", "host-veth-ingress"] as const;
+export const ATTACH_MODES = ["auto", "tcx", "clsact"] as const;
+const oneOf = <T extends readonly [string, ...string[]]>(values: T) =>
+  z.enum(values, { error: `expected one of ${values.map((v) => `"${v}"`).join(", ")}` });
+
+export const nodeConfigSchema = z.strictObject({
+  /** The TSN NIC the restorer runs on; required by install unless given with a flag. */
+  tsnInterface: ifname.optional(),
+  restoreAt: oneOf(RESTORE_AT).default("tsn-egress"),
+  bpffs: absPath("bpffs").default("/sys/fs/bpf/tsnproxy"),
+  attachMode: oneOf(ATTACH_MODES).default("auto"),
+  gc: z.strictObject({
+    maxAgeMs: posInt().default(1000),
+    intervalMs: posInt().default(1000),
+  }).prefault({}),
+  mapEntries: mapEntries.default(16384),
+  policy: z.optional(podPolicySchema).transform((p) => p ?? {}),
+  cni: z.strictObject({
+    confDir: absPath("cni.confDir").default("/etc/cni/net.d"),
+    binDir: absPath("cni.binDir").default("/opt/cni/bin"),
+    /** Chain into the network with this name instead of the first config file. */
+    network: z.string().min(1, { error: "expected a network name" }).optional(),
+    /** Rewrite the conflist in place (runtimes that ignore renames); unset = installer decides. */
+    inPlace: z.boolean({ error: "expected true or false" }).optional(),
+  }).prefault({}),
+  qdisc: qdiscSchema.default({ kind: "keep" }),
+  metrics: z.strictObject({ address: hostPort.default("0.0.0.0:9489") }).prefault({}),
+});
+
+export type NodeConfig = z.infer<typeof nodeConfigSchema>;
+export type NodeConfigInput = z.input<typeof nodeConfigSchema>;
+
+/** Command-line flags that beat the file. */
+export interface NodeConfigOverrides {
+  tsnInterface?: string;
+  restoreAt?: string;
+  bpffs?: string;
+  attachMode?: string;
+  cniConfDir?: string;
+  cniBinDir?: string;
+  network?: string;
+  inPlace?: boolean;
+  metricsAddress?: string;
+}
+
+const OVERRIDE_PATHS: Record<keyof NodeConfigOverrides, [string[], string]> = {
+  tsnInterface: [["tsnInterface"], "--tsn-interface"],
+  restoreAt: [["restoreAt"], "--restore-at"],
+  bpffs: [["bpffs"], "--bpffs"],
+  attachMode: [["attachMode"], "--attach-mode"],
+  cniConfDir: [["cni", "confDir"], "--cni-conf-dir"],
+  cniBinDir: [["cni", "binDir"], "--cni-bin-dir"],
+  network: [["cni", "network"], "--network"],
+  inPlace: [["cni", "inPlace"], "--in-place"],
+  metricsAddress: [["metrics", "address"], "--metrics-address"],
+};
+
+const HINT_DOC = "see the example config (`EXAMPLE_NODE_CONFIG`, docs/config.md)";
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/**
+ * Parses and validates node config text. `file` names it in messages (a basename reads
+ * best: `config.yaml:7:12: ...`).
+ */
+export function parseNodeConfig(
+  text: string,
+  file = "config.yaml",
+  overrides: NodeConfigOverrides = {},
+): NodeConfig {
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0];
+    const { line, col } = lc.linePos(e.pos[0]);
+    const msg = e.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
+    throw new ConfigError(
+      `${file}:${line}:${col}: invalid YAML: ${msg}`,
+      "fix the YAML syntax (indent with spaces, one key per line, quote values with ':' or '#')",
+    );
+  }
+  let raw: unknown = doc.toJS({ maxAliasCount: 100 });
+  if (raw === null || raw === undefined) raw = {};
+  if (!isPlainObject(raw)) {
+    const { line, col } = locate(doc.contents, lc, []);
+    throw new ConfigError(
+      `${file}:${line}:${col}: expected a mapping of settings at the top level`,
+      HINT_DOC,
+    );
+  }
+  // Flags beat the file; remember which paths they set so errors name the flag.
+  const flagged = new Map<string, string>();
+  for (const [k, [path, flag]] of Object.entries(OVERRIDE_PATHS)) {
+    const v = overrides[k as keyof NodeConfigOverrides];
+    if (v === undefined) continue;
+    let o = raw as Record<string, unknown>;
+    for (const seg of path.slice(0, -1)) {
+      if (!isPlainObject(o[seg])) o[seg] = {};
+      o = o[seg] as Record<string, unknown>;
+    }
+    o[path[path.length - 1]] = v;
+    flagged.set(path.join("."), flag);
+  }
+  const r = nodeConfigSchema.safeParse(raw);
+  if (r.success) return r.data;
+
+  let hint = HINT_DOC;
+  const lines = r.error.issues.map((issue, n) => {
+    const path = issue.path;
+    const flag = flagged.get(path.map(String).join("."));
+    if (issue.code === "unrecognized_keys") {
+      return issue.keys.map((key) => {
+        const { line, col } = locate(doc.contents, lc, path, key);
+        const full = formatPath([...path, key]);
+        const guess = closestKey(key, keysAt(nodeConfigSchema, path));
+        if (n === 0) {
+          hint = guess
+            ? `rename "${key}" to "${guess}"`
+            : `valid keys here: ${keysAt(nodeConfigSchema, path).join(", ")}`;
+        }
+        return `${file}:${line}:${col}: ${full}: unknown key` +
+          (guess ? ` (did you mean "${guess}"?)` : "");
+      }).join("\n");
+    }
+    // A bad record key is reported at the key, anything else at its value.
+    const loc = issue.code === "invalid_key"
+      ? locate(doc.contents, lc, path.slice(0, -1), String(path[path.length - 1]))
+      : locate(doc.contents, lc, path);
+    const where = flag ?? `${file}:${loc.line}:${loc.col}`;
+    const missing = !flag && issue.code !== "invalid_key" && loc.depth < path.length;
+    if (n === 0 && missing) hint = `add ${formatPath(path)} to ${file}`;
+    return `${where}: ${formatPath(path) || "(top level)"}: ${issueMessage(issue, missing)}`;
+  });
+  throw new ConfigError(lines.join("\n"), hint);
+}
+
+/**
+ * Reads the node config at `path` (absent = all defaults), applies the flag overrides and
+ * validates. Errors carry file:line:col and the YAML path.
+ */
+export async function loadNodeConfig(
+  path: string = DEFAULT_NODE_CONFIG_PATH,
+  overrides: NodeConfigOverrides = {},
+): Promise<NodeConfig> {
+  let text = "";
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) {
+      throw new ConfigError(
+        `cannot read ${path}: ${e instanceof Error ? e.message : String(e)}`,
+        "check the file's permissions, or pass --config with another path",
+      );
+    }
+  }
+  return parseNodeConfig(text, path, overrides);
+}
+
+/** The TSN interface for install; ConfigError if neither the file nor a flag gave one. */
+export function requireTsnInterface(cfg: NodeConfig, file = DEFAULT_NODE_CONFIG_PATH): string {
+  if (cfg.tsnInterface) return cfg.tsnInterface;
+  throw new ConfigError(
+    "no TSN interface configured",
+    `pass --tsn-interface <ifname> or set tsnInterface in ${file}`,
+  );
+}
+
+/** A commented example that loads to the defaults plus `tsnInterface: tsn0`. */
+export const EXAMPLE_NODE_CONFIG =
+  `# tsnproxy node config (/etc/tsnproxy/config.yaml). Every key is optional; the values
+# below are the defaults, except tsnInterface, which install needs (here or --tsn-interface).
+
+# The TSN NIC: where the restorer puts the pods' SO_PRIORITY/SO_TXTIME back on the packets.
+tsnInterface: tsn0
+
+# Where the restorer runs: "tsn-egress" (the TSN NIC's egress) or "host-veth-ingress"
+# (the pod's host-side veth, for setups where traffic leaves through something else).
+restoreAt: tsn-egress
+
+# Pin directory for tsnproxy's maps and programs (on a bpffs mount).
+bpffs: /sys/fs/bpf/tsnproxy
+
+# tc attachment: "auto" (tcx on kernel 6.6+, else clsact), "tcx" or "clsact".
+attachMode: auto
+
+# Saved metadata not restored within maxAgeMs is dropped by the GC every intervalMs.
+gc:
+  maxAgeMs: 1000
+  intervalMs: 1000
+
+# Entries in the metadata map (a power of two, 1024..1048576).
+mapEntries: 16384
+
+# Default pod policy: clamp priorities and remap 0..15 (pods may narrow or override it
+# through the layers described in src/config/policy.ts).
+policy: {}
+#  maxPriority: 5
+#  remap: {"7": 3}
+
+cni:
+  confDir: /etc/cni/net.d
+  binDir: /opt/cni/bin
+  # network: cbr0       # chain into this network instead of the first config file
+  # inPlace: true       # rewrite the conflist in place (containerd 1.6 ignores renames)
+
+# Root qdisc on the TSN NIC: keep (leave as is), none, taprio or mqprio.
+qdisc:
+  kind: keep
+
+metrics:
+  address: 0.0.0.0:9489
+`;

@@ -315,11 +315,13 @@ function ifLabel(ifindex: number): string {
   return name ? `${name} (ifindex ${ifindex})` : `ifindex ${ifindex}`;
 }
 
-function qdiscContext(op: QdiscOp, target: QdiscTarget, kind: string | undefined): RequestContext {
-  const { parent, handle } = resolveTarget(
-    target,
-    kind === "clsact" ? { kind: "clsact" } : undefined,
-  );
+function qdiscContext(
+  op: QdiscOp,
+  target: QdiscTarget,
+  spec: QdiscSpec | undefined,
+  kind: string | undefined = spec?.kind,
+): RequestContext {
+  const { parent, handle } = resolveTarget(target, spec);
   const what = `${op} qdisc ${kind ?? ""} ${handle ? `handle ${formatHandle(handle)} ` : ""}` +
     `parent ${formatHandle(parent)} on ${ifLabel(target.ifindex)}`;
   return {
@@ -358,7 +360,7 @@ function sendQdisc(
   sock?: RtnlSocket,
 ) {
   const req = buildQdiscRequest(op, target, spec);
-  withRtnl(sock, (s) => s.request(req, qdiscContext(op, target, spec?.kind)));
+  withRtnl(sock, (s) => s.request(req, qdiscContext(op, target, spec)));
 }
 
 /** Creates or replaces the qdisc at target (NLM_F_CREATE|NLM_F_REPLACE). */
@@ -381,7 +383,7 @@ export function deleteQdisc(
 ): void {
   const spec = target.kind === "clsact" ? { kind: "clsact" as const } : undefined;
   const req = buildQdiscRequest("delete", target, spec);
-  withRtnl(sock, (s) => s.request(req, qdiscContext("delete", target, target.kind)));
+  withRtnl(sock, (s) => s.request(req, qdiscContext("delete", target, spec, target.kind)));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,149 @@
+/**
+ * The pod side of the datapath, used by `tsnproxy cni`: attach the pinned saver to the
+ * pod's interface inside its namespace (never loading or verifying BPF per pod), write
+ * the pod's policy under each of its addresses, and undo all of it.
+ */
+import { attach, type Attachment, detach, pinsOf, type TcApi } from "./attach.ts";
+import { DatapathMaps, type DatapathPolicy } from "./maps.ts";
+import { PinLayout, podAttachmentName } from "./pins.ts";
+import { closeFd, objGetRequired } from "./sys.ts";
+
+/** A stable 64-bit id for a container (FNV-1a), used to key per-pod counters and policies. */
+export function podCookie(containerId: string): bigint {
+  let h = 0xcbf29ce484222325n;
+  for (let i = 0; i < containerId.length; i++) {
+    h ^= BigInt(containerId.charCodeAt(i) & 0xff);
+    h = (h * 0x100000001b3n) & 0xffffffffffffffffn;
+  }
+  return h === 0n ? 1n : h;
+}
+
+export interface PodAttachRequest {
+  bpffs: string;
+  containerId: string;
+  ifname: string;
+  netns: string;
+  api: TcApi;
+  /** The pod's addresses on this interface (from prevResult). */
+  ips: readonly string[];
+  policy: Omit<DatapathPolicy, "podCookie">;
+  /** With restoreAt host-veth-ingress: the host-side veth in the caller's namespace. */
+  hostVeth?: string;
+}
+
+export function podPin(bpffs: string, containerId: string, ifname: string): string {
+  return `${new PinLayout(bpffs).podsDir}/${podAttachmentName(containerId, ifname)}`;
+}
+
+export function hostVethPin(bpffs: string, containerId: string, ifname: string): string {
+  return `${podPin(bpffs, containerId, ifname)}.host`;
+}
+
+export function attachPod(req: PodAttachRequest): Attachment[] {
+  const pins = new PinLayout(req.bpffs);
+  const cookie = podCookie(req.containerId);
+  const maps = DatapathMaps.open(req.bpffs);
+  const done: Attachment[] = [];
+  try {
+    // Policy first: the saver must never see the pod's packets without it.
+    for (const ip of req.ips) maps.putPolicy(ip, { ...req.policy, podCookie: cookie });
+    const save = objGetRequired(pins.prog("save"));
+    try {
+      const pin = podPin(req.bpffs, req.containerId, req.ifname);
+      detach(pin, req.netns); // a retried ADD replaces its own earlier attachment
+      done.push(
+        attach({
+          progFd: save,
+          ifname: req.ifname,
+          direction: "egress",
+          api: req.api,
+          netns: req.netns,
+          pin,
+          first: true,
+        }),
+      );
+    } finally {
+      closeFd(save);
+    }
+    if (req.hostVeth) {
+      const restore = objGetRequired(pins.prog("restore"));
+      try {
+        const pin = hostVethPin(req.bpffs, req.containerId, req.ifname);
+        detach(pin);
+        done.push(
+          attach({
+            progFd: restore,
+            ifname: req.hostVeth,
+            direction: "ingress",
+            api: req.api,
+            pin,
+            first: true,
+          }),
+        );
+      } finally {
+        closeFd(restore);
+      }
+    }
+    return done;
+  } catch (e) {
+    // Nothing half-attached: undo what this call did.
+    detachPod({
+      bpffs: req.bpffs,
+      containerId: req.containerId,
+      ifname: req.ifname,
+      netns: req.netns,
+    }, maps);
+    throw e;
+  } finally {
+    maps.close();
+  }
+}
+
+export interface PodDetachRequest {
+  bpffs: string;
+  containerId: string;
+  ifname: string;
+  /** May be empty or gone (the second DEL of a removed sandbox). */
+  netns?: string;
+}
+
+/** Idempotent: removes the pod's attachments, policies and counters; returns pins removed. */
+export function detachPod(req: PodDetachRequest, openMaps?: DatapathMaps): number {
+  const netns = req.netns || undefined;
+  let n = detach(podPin(req.bpffs, req.containerId, req.ifname), netns);
+  n += detach(hostVethPin(req.bpffs, req.containerId, req.ifname));
+  const maps = openMaps ?? DatapathMaps.open(req.bpffs);
+  try {
+    const cookie = podCookie(req.containerId);
+    for (const { ip, policy } of maps.policies()) {
+      if (policy.podCookie === cookie) maps.deletePolicy(ip);
+    }
+    maps.deletePodCounters(cookie);
+  } finally {
+    if (!openMaps) maps.close();
+  }
+  return n;
+}
+
+/** Attachment pins of a pod interface that exist now. */
+export function podPins(bpffs: string, containerId: string, ifname: string): string[] {
+  return [
+    ...pinsOf(podPin(bpffs, containerId, ifname)),
+    ...pinsOf(hostVethPin(bpffs, containerId, ifname)),
+  ];
+}
+
+/** Every pod attachment pinned on this node: container id + ifname, parsed back. */
+export function listPodAttachments(bpffs: string): Array<{ name: string; pins: string[] }> {
+  const dir = new PinLayout(bpffs).podsDir;
+  const byName = new Map<string, string[]>();
+  try {
+    for (const e of Deno.readDirSync(dir)) {
+      const name = e.name.replace(/@clsact-.*$/, "").replace(/\.host$/, "");
+      byName.set(name, [...(byName.get(name) ?? []), `${dir}/${e.name}`]);
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return [...byName].map(([name, pins]) => ({ name, pins }));
+}

@@ -1,0 +1,185 @@
+/**
+ * A throwaway node in network namespaces, shaped like a Kubernetes node with a bridge CNI:
+ *
+ *   pod netns (eth0 10.244.0.x, fd00:244::x) --veth--> node netns: br0 (10.244.0.1,
+ *   fd00:244::1), ip_forward, nftables MASQUERADE out of tsn0 and a DNAT rule standing in
+ *   for a ClusterIP Service (10.96.0.10:80 / [fd00:96::10]:80 -> far end :8080)
+ *   --> tsn0 (198.18.0.1, 2001:db8:18::1) --veth--> far netns (far0 198.18.0.2, ...::2)
+ *
+ * All addresses live only inside these namespaces.
+ */
+import { randomId, run, runAll } from "./run.ts";
+
+export const SERVICE_V4 = "10.96.0.10";
+export const SERVICE_V6 = "fd00:96::10";
+export const FAR_V4 = "198.18.0.2";
+export const FAR_V6 = "2001:db8:18::2";
+export const NODE_TSN_V4 = "198.18.0.1";
+
+export interface Pod {
+  name: string;
+  netns: string;
+  /** /run/netns/<name> */
+  netnsPath: string;
+  ifname: "eth0";
+  hostVeth: string;
+  ipv4: string;
+  ipv6: string;
+}
+
+export interface Topology {
+  id: string;
+  node: string;
+  nodePath: string;
+  far: string;
+  farPath: string;
+  pods: Pod[];
+  /** Runs argv inside a namespace (ip netns exec). */
+  exec(
+    ns: string,
+    argv: string[],
+    allowFail?: boolean,
+  ): Promise<{ code: number; stdout: string; stderr: string }>;
+  addPod(): Promise<Pod>;
+  destroy(): Promise<void>;
+}
+
+const nsPath = (n: string) => `/run/netns/${n}`;
+
+export async function createTopology(
+  opts: { pods?: number; tsnTxQueues?: number } = {},
+): Promise<Topology> {
+  const id = randomId();
+  const node = `tn-node-${id}`;
+  const far = `tn-far-${id}`;
+  const pods: Pod[] = [];
+  const created: string[] = [];
+  const ip = (...a: string[]) => ["ip", ...a];
+  const inNode = (...a: string[]) => ["ip", "-n", node, ...a];
+  const q = String(opts.tsnTxQueues ?? 1);
+
+  const topo: Topology = {
+    id,
+    node,
+    nodePath: nsPath(node),
+    far,
+    farPath: nsPath(far),
+    pods,
+    exec: (ns, argv, allowFail = false) => run(["ip", "netns", "exec", ns, ...argv], { allowFail }),
+    async addPod() {
+      const n = pods.length;
+      const name = `tn-pod${n}-${id}`;
+      const hostVeth = `tnv${n}${id}`.slice(0, 15);
+      await run(ip("netns", "add", name));
+      created.push(name);
+      await runAll([
+        ip(
+          "link",
+          "add",
+          "eth0",
+          "netns",
+          name,
+          "type",
+          "veth",
+          "peer",
+          "name",
+          hostVeth,
+          "netns",
+          node,
+        ),
+        ip("-n", name, "link", "set", "lo", "up"),
+        ip("-n", name, "link", "set", "eth0", "up"),
+        ip("-n", name, "addr", "add", `10.244.0.${10 + n}/24`, "dev", "eth0"),
+        ip(
+          "-n",
+          name,
+          "addr",
+          "add",
+          `fd00:244::${(10 + n).toString(16)}/64`,
+          "dev",
+          "eth0",
+          "nodad",
+        ),
+        ip("-n", name, "route", "add", "default", "via", "10.244.0.1"),
+        ip("-n", name, "-6", "route", "add", "default", "via", "fd00:244::1"),
+        // unprivileged ICMP echo sockets, as a pod's ping has
+        ["ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"],
+        inNode("link", "set", hostVeth, "master", "br0"),
+        inNode("link", "set", hostVeth, "up"),
+      ]);
+      const pod: Pod = {
+        name,
+        netns: name,
+        netnsPath: nsPath(name),
+        ifname: "eth0",
+        hostVeth,
+        ipv4: `10.244.0.${10 + n}`,
+        ipv6: `fd00:244::${(10 + n).toString(16)}`,
+      };
+      pods.push(pod);
+      return pod;
+    },
+    async destroy() {
+      for (const n of created.reverse()) await run(ip("netns", "del", n), { allowFail: true });
+      created.length = 0;
+    },
+  };
+
+  try {
+    for (const n of [node, far]) {
+      await run(ip("netns", "add", n));
+      created.push(n);
+    }
+    const nft = [
+      "table inet tsnp_test {",
+      "  chain pre { type nat hook prerouting priority dstnat;",
+      `    ip daddr ${SERVICE_V4} udp dport 80 dnat ip to ${FAR_V4}:8080`,
+      `    ip daddr ${SERVICE_V4} tcp dport 80 dnat ip to ${FAR_V4}:8080`,
+      `    ip6 daddr ${SERVICE_V6} udp dport 80 dnat ip6 to [${FAR_V6}]:8080`,
+      `    ip6 daddr ${SERVICE_V6} tcp dport 80 dnat ip6 to [${FAR_V6}]:8080`,
+      "  }",
+      "  chain post { type nat hook postrouting priority srcnat;",
+      '    oifname "tsn0" masquerade',
+      "  }",
+      "}",
+    ].join("\n");
+    await runAll([
+      inNode("link", "set", "lo", "up"),
+      inNode("link", "add", "br0", "type", "bridge"),
+      inNode("addr", "add", "10.244.0.1/24", "dev", "br0"),
+      inNode("addr", "add", "fd00:244::1/64", "dev", "br0", "nodad"),
+      inNode("link", "set", "br0", "up"),
+      inNode(
+        "link",
+        "add",
+        "tsn0",
+        "numtxqueues",
+        q,
+        "numrxqueues",
+        q,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "far0",
+        "netns",
+        far,
+      ),
+      inNode("addr", "add", `${NODE_TSN_V4}/24`, "dev", "tsn0"),
+      inNode("addr", "add", "2001:db8:18::1/64", "dev", "tsn0", "nodad"),
+      inNode("link", "set", "tsn0", "up"),
+      ip("-n", far, "link", "set", "lo", "up"),
+      ip("-n", far, "addr", "add", `${FAR_V4}/24`, "dev", "far0"),
+      ip("-n", far, "addr", "add", `${FAR_V6}/64`, "dev", "far0", "nodad"),
+      ip("-n", far, "link", "set", "far0", "up"),
+      ["ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+      ["ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"],
+    ]);
+    await run(["ip", "netns", "exec", node, "nft", "-f", "-"], { stdin: nft });
+    for (let i = 0; i < (opts.pods ?? 1); i++) await topo.addPod();
+    return topo;
+  } catch (e) {
+    await topo.destroy();
+    throw e;
+  }
+}

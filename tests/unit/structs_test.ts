@@ -1,0 +1,128 @@
+/**
+ * Every libbpf, bpf(2) and datapath struct layout in src/ffi/structs/ is checked against
+ * the C headers by the compiler itself: the test generates _Static_assert()s for each
+ * field's offset and size and each struct's size, and compiles them with clang. A wrong
+ * offset fails the build with the assertion's message.
+ */
+import assert from "node:assert/strict";
+import * as bpf from "../../src/ffi/structs/bpf.ts";
+import * as datapath from "../../src/ffi/structs/datapath.ts";
+import { fieldSize, type FieldSpec, type StructLayout } from "../../src/ffi/structs/layout.ts";
+
+type AnyLayout = StructLayout<Record<string, FieldSpec>>;
+
+function layoutsOf(mod: Record<string, unknown>): AnyLayout[] {
+  return Object.values(mod).filter((v): v is AnyLayout =>
+    typeof v === "object" && v !== null && "cName" in v && "fields" in v
+  );
+}
+
+function asserts(layouts: AnyLayout[]): string[] {
+  const out: string[] = [];
+  for (const l of layouts) {
+    let end = 0;
+    for (const [name, spec] of Object.entries(l.fields)) {
+      const size = fieldSize(spec);
+      end = Math.max(end, spec[0] + size);
+      out.push(
+        `_Static_assert(offsetof(${l.cName}, ${name}) == ${
+          spec[0]
+        }, "offsetof(${l.cName}, ${name})");`,
+        `_Static_assert(sizeof(((${l.cName} *)0)->${name}) == ${size}, "sizeof ${l.cName}.${name}");`,
+      );
+    }
+    out.push(
+      l.prefix
+        ? `_Static_assert(sizeof(${l.cName}) >= ${l.size} && ${end} <= ${l.size}, "prefix of ${l.cName}");`
+        : `_Static_assert(sizeof(${l.cName}) == ${l.size}, "sizeof(${l.cName})");`,
+    );
+  }
+  return out;
+}
+
+async function compile(source: string, args: string[]): Promise<{ ok: boolean; stderr: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "tsnp-structs-" });
+  try {
+    await Deno.writeTextFile(`${dir}/probe.c`, source);
+    const out = await new Deno.Command("clang", {
+      args: [...args, "-fsyntax-only", "-Wall", "-Werror", `${dir}/probe.c`],
+      stderr: "piped",
+    }).output();
+    return { ok: out.success, stderr: new TextDecoder().decode(out.stderr) };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const root = new URL("../../", import.meta.url).pathname;
+
+Deno.test("libbpf and bpf(2) struct layouts match the installed headers", async () => {
+  const layouts = layoutsOf(bpf);
+  assert.ok(layouts.length >= 8);
+  const headers = new Set(layouts.flatMap((l) => l.headers));
+  const src = [
+    "#include <stddef.h>",
+    ...[...headers].map((h) => `#include <${h}>`),
+    ...asserts(layouts),
+  ];
+  const r = await compile(src.join("\n") + "\n", []);
+  assert.ok(r.ok, r.stderr);
+});
+
+Deno.test("datapath struct layouts match bpf/tsnproxy.h", async () => {
+  const layouts = layoutsOf(datapath);
+  assert.ok(layouts.length >= 6);
+  const src = ["#include <stddef.h>", '#include "tsnproxy.h"', ...asserts(layouts)];
+  const r = await compile(src.join("\n") + "\n", [
+    "-target",
+    "bpf",
+    "-I/usr/include/x86_64-linux-gnu",
+    `-I${root}bpf`,
+  ]);
+  assert.ok(r.ok, r.stderr);
+});
+
+Deno.test("the struct probe catches a wrong offset", async () => {
+  // Guards the test itself: a layout with a deliberately wrong offset must not compile.
+  const wrong = {
+    ...bpf.BpfTcOpts,
+    fields: { ...bpf.BpfTcOpts.fields, handle: [24, "u32"] as const },
+  };
+  const r = await compile(
+    ["#include <stddef.h>", "#include <bpf/libbpf.h>", ...asserts([wrong])].join("\n"),
+    [],
+  );
+  assert.equal(r.ok, false);
+  assert.match(r.stderr, /offsetof\(struct bpf_tc_opts, handle\)/);
+});
+
+Deno.test("the datapath counters match enum tsnp_counter", async () => {
+  const src = [
+    '#include "tsnproxy.h"',
+    ...datapath.COUNTERS.map((_, i) =>
+      `_Static_assert(${
+        [
+          "TSNP_SAVED",
+          "TSNP_SAVE_CLAMPED",
+          "TSNP_SAVE_FAILED",
+          "TSNP_RESTORED",
+          "TSNP_RESTORED_TSTAMP",
+          "TSNP_MISMATCH",
+          "TSNP_EXPIRED",
+          "TSNP_NOT_FOUND",
+          "TSNP_GC_EXPIRED",
+          "TSNP_GC_RUNS",
+          "TSNP_TSTAMP_FAILED",
+        ][i]
+      } == ${i}, "counter ${i}");`
+    ),
+    `_Static_assert(TSNP_COUNTER_MAX == ${datapath.COUNTERS.length}, "counter count");`,
+  ];
+  const r = await compile(src.join("\n") + "\n", [
+    "-target",
+    "bpf",
+    "-I/usr/include/x86_64-linux-gnu",
+    `-I${root}bpf`,
+  ]);
+  assert.ok(r.ok, r.stderr);
+});

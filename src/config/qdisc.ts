@@ -72,11 +72,11 @@ const queueRange = z.union([
       const [count, offset] = s.split("@").map(Number);
       return { count, offset };
     }),
-  z.object({ count: z.number().int(), offset: z.number().int() }),
+  z.strictObject({ count: z.number().int(), offset: z.number().int() }),
 ]);
 
 /** Options of one etf qdisc (without the queue it sits on). */
-export const etfOptionsSchema = z.object({
+export const etfOptionsSchema = z.strictObject({
   clockid: clockSchema.default("CLOCK_TAI"),
   /** How long before its txtime a packet is dequeued (ns). */
   deltaNs: z.number().int().min(0).max(0x7fffffff),
@@ -108,11 +108,11 @@ const commandSchema = z.enum(["S", "H", "R"], {
   error: () => "entry command must be S (set gates), H (set and hold) or R (set and release)",
 });
 
-export const taprioSchema = z.object({
+export const taprioSchema = z.strictObject({
   kind: z.literal("taprio"),
   ...common,
   baseTime: nsBig("baseTime").default(0n),
-  entries: z.array(z.object({
+  entries: z.array(z.strictObject({
     command: commandSchema.default("S"),
     gateMask: u32Like("gateMask"),
     intervalNs: z.number().int().min(1, { message: "intervalNs must be > 0" }).max(U32_MAX),
@@ -127,15 +127,15 @@ export const taprioSchema = z.object({
   txtimeDelayNs: z.number().int().min(0).max(U32_MAX).optional(),
 });
 
-export const mqprioSchema = z.object({
+export const mqprioSchema = z.strictObject({
   kind: z.literal("mqprio"),
   ...common,
   /** 0: software only; 1: offload the traffic classes to the NIC. */
   hw: z.union([z.literal(0), z.literal(1)]).default(0),
 });
 
-const keepSchema = z.object({ kind: z.literal("keep") });
-const noneSchema = z.object({ kind: z.literal("none") });
+const keepSchema = z.strictObject({ kind: z.literal("keep") });
+const noneSchema = z.strictObject({ kind: z.literal("none") });
 
 type Ctx = z.core.$RefinementCtx<unknown>;
 interface TcShape {

@@ -1,0 +1,313 @@
+/**
+ * Qdiscs applied for real in a throwaway netns and read back with RTM_GETQDISC /
+ * RTM_GETTCLASS, compared with what was requested. htb, tbf, clsact and mq are built into the
+ * host kernel; taprio/mqprio/etf are tried too: where the kernel lacks them (this host) the
+ * error must name the missing module, where it has them (the Debian VMs) the read-back must
+ * match the config.
+ */
+import assert from "node:assert/strict";
+import { parseQdiscConfig, type TaprioConfig } from "../../src/config/qdisc.ts";
+import { ConfigError, KernelError } from "../../src/errors.ts";
+import { Errno } from "../../src/ffi/libc.ts";
+import { encode } from "../../src/ffi/structs/layout.ts";
+import { tc_htb_glob } from "../../src/ffi/structs/netlink.ts";
+import {
+  addQdisc,
+  applyQdiscConfig,
+  Attrs,
+  buildQdiscRequest,
+  configFromKernel,
+  deleteQdisc,
+  encodeTbfQopt,
+  ensureClsact,
+  getLink,
+  inspectQdiscOrder,
+  listClasses,
+  listQdiscs,
+  replaceQdisc,
+  rootQdisc,
+  RtnlSocket,
+  TC_H_CLSACT,
+  TC_H_ROOT,
+  TC_HTB_PROTOVER,
+  TCA_OPTIONS,
+  tcHandle,
+} from "../../src/netlink/mod.ts";
+import { withNetns } from "../../src/util/netns.ts";
+import { addVeth, run, uniqueName, withTestNetns } from "./_netns.ts";
+
+/** The TCA_OPTIONS payload a request carries (what the kernel should echo back). */
+function requestedOptions(msg: Uint8Array): Uint8Array {
+  const opts = new Attrs(msg.subarray(36)).raw(TCA_OPTIONS);
+  assert.ok(opts);
+  return opts;
+}
+
+Deno.test("htb: requested global options read back field for field", async () => {
+  await withTestNetns((ns) => {
+    addVeth(ns, "va", "vb");
+    withNetns(ns.path, () => {
+      using s = RtnlSocket.open();
+      const ifindex = getLink("va", s).index;
+      const spec = { kind: "htb" as const, defaultClass: 0x10, rate2quantum: 7, directQlen: 321 };
+      replaceQdisc({ ifindex, handle: tcHandle(1, 0) }, spec, s);
+      const root = rootQdisc(listQdiscs(ifindex, s));
+      assert.ok(root?.options?.kind === "htb");
+      assert.equal(root.handle, tcHandle(1, 0));
+      assert.equal(root.parent, TC_H_ROOT);
+      // The kernel accepts version 3 and reports its full HTB_VER (3 << 16 | minor 17).
+      assert.equal(root.options.version >>> 16, TC_HTB_PROTOVER);
+      assert.equal(root.options.rate2quantum, 7);
+      assert.equal(root.options.defaultClass, 0x10);
+      assert.equal(root.options.debug, 0);
+      assert.equal(root.options.directPackets, 0);
+      assert.equal(root.options.directQlen, 321);
+      assert.equal(root.options.offload, false);
+      // Byte comparison of TCA_HTB_INIT with the version word swapped for the kernel's.
+      const sent = new Attrs(requestedOptions(
+        buildQdiscRequest("replace", { ifindex, handle: tcHandle(1, 0) }, spec).message(),
+      ));
+      const echoed = new Attrs(root.rawOptions!);
+      assert.deepEqual(
+        echoed.raw(2)!.subarray(4),
+        sent.raw(2)!.subarray(4),
+        "TCA_HTB_INIT after the version word",
+      );
+      assert.deepEqual(echoed.raw(5), sent.raw(5), "TCA_HTB_DIRECT_QLEN");
+
+      // htb cannot change its global options in place: replace on the same handle is refused.
+      assert.throws(
+        () => replaceQdisc({ ifindex, handle: tcHandle(1, 0) }, { kind: "htb" }, s),
+        /kernel says "Change operation not supported by specified qdisc"/,
+      );
+      deleteQdisc({ ifindex, parent: TC_H_ROOT, handle: tcHandle(1, 0) }, s);
+      // Without directQlen the kernel reports the device's txqueuelen (1000 for veth).
+      replaceQdisc({ ifindex, handle: tcHandle(1, 0) }, { kind: "htb" }, s);
+      const again = rootQdisc(listQdiscs(ifindex, s));
+      assert.ok(again?.options?.kind === "htb");
+      assert.equal(again.options.directQlen, 1000);
+      assert.equal(again.options.rate2quantum, 10);
+      assert.deepEqual(
+        new Attrs(again.rawOptions!).raw(2)!.subarray(4),
+        encode(tc_htb_glob, { rate2quantum: 10 }).subarray(4),
+      );
+    });
+  });
+});
+
+Deno.test("tbf: TCA_TBF_PARMS echoed byte for byte, 64-bit rates through TCA_TBF_RATE64", async () => {
+  await withTestNetns((ns) => {
+    addVeth(ns, "va", "vb");
+    withNetns(ns.path, () => {
+      using s = RtnlSocket.open();
+      const ifindex = getLink("va", s).index;
+      for (
+        const spec of [
+          { kind: "tbf" as const, rateBytesPerSec: 125000, burstBytes: 10000, limitBytes: 30000 },
+          {
+            kind: "tbf" as const,
+            rateBytesPerSec: 5_000_000_000n,
+            burstBytes: 1_000_000,
+            limitBytes: 2_000_000,
+          },
+        ]
+      ) {
+        replaceQdisc({ ifindex, handle: tcHandle(2, 0) }, spec, s);
+        const root = rootQdisc(listQdiscs(ifindex, s));
+        assert.ok(root?.options?.kind === "tbf");
+        assert.deepEqual(root.options.parms, encodeTbfQopt(spec), "TCA_TBF_PARMS");
+        assert.equal(root.options.rateBytesPerSec, BigInt(spec.rateBytesPerSec));
+        assert.equal(root.options.limitBytes, spec.limitBytes);
+        // buffer = burst at rate, in 64 ns ticks
+        const ticks = BigInt(spec.burstBytes) * 1_000_000_000n / BigInt(spec.rateBytesPerSec) / 64n;
+        assert.equal(root.options.bufferTicks, Number(ticks));
+        const echoed = new Attrs(root.rawOptions!);
+        const sent = new Attrs(requestedOptions(
+          buildQdiscRequest("replace", { ifindex, handle: tcHandle(2, 0) }, spec).message(),
+        ));
+        assert.deepEqual(echoed.raw(4), sent.raw(4), "TCA_TBF_RATE64 (absent below 2^32)");
+      }
+      // Replace swapped the options in place: still one root with handle 2:
+      assert.equal(listQdiscs(ifindex, s).filter((q) => q.parent === TC_H_ROOT).length, 1);
+      deleteQdisc({ ifindex, parent: TC_H_ROOT, handle: tcHandle(2, 0) }, s);
+      assert.equal(rootQdisc(listQdiscs(ifindex, s))?.kind, "noqueue");
+    });
+  });
+});
+
+Deno.test("clsact: add, read back, refuse a second add, delete; ordering helper", async () => {
+  await withTestNetns((ns) => {
+    addVeth(ns, "va", "vb");
+    withNetns(ns.path, () => {
+      using s = RtnlSocket.open();
+      const ifindex = getLink("va", s).index;
+      assert.equal(inspectQdiscOrder(ifindex, s).clsact, false);
+      assert.deepEqual(ensureClsact(ifindex, s), { clsactAdded: true, rootRecreated: false });
+      const clsact = listQdiscs(ifindex, s).find((q) => q.kind === "clsact");
+      assert.ok(clsact);
+      assert.equal(clsact.handle, tcHandle(0xffff, 0));
+      assert.equal(clsact.parent, TC_H_CLSACT);
+      assert.equal(clsact.rawOptions?.length ?? 0, 0, "clsact has no options");
+      assert.deepEqual(ensureClsact(ifindex, s), { clsactAdded: false, rootRecreated: false });
+      assert.throws(() => addQdisc({ ifindex }, { kind: "clsact" }, s), (e: unknown) => {
+        assert.ok(e instanceof KernelError);
+        assert.equal(e.errno, Errno.EEXIST);
+        return true;
+      });
+      const order = inspectQdiscOrder(ifindex, s);
+      assert.equal(order.clsact, true);
+      assert.equal(order.root?.kind, "noqueue");
+      assert.equal(order.tsnRoot, undefined);
+      assert.equal(order.stallRisk, false);
+      deleteQdisc({ ifindex, kind: "clsact" }, s);
+      assert.equal(listQdiscs(ifindex, s).some((q) => q.kind === "clsact"), false);
+    });
+  });
+});
+
+Deno.test("mq on a 4-queue veth: one class per tx queue with per-class packet counts", async () => {
+  await withTestNetns(async (ns) => {
+    const far = uniqueName();
+    run("ip", "netns", "add", far);
+    try {
+      addVeth(ns, "va", "vb", 4);
+      ns.ip("link", "set", "vb", "netns", far);
+      ns.ip("addr", "add", "192.0.2.1/24", "dev", "va");
+      run("ip", "-n", far, "addr", "add", "192.0.2.2/24", "dev", "vb");
+      run("ip", "-n", far, "link", "set", "vb", "up");
+      const ifindex = withNetns(ns.path, () => {
+        using s = RtnlSocket.open();
+        const link = getLink("va", s);
+        assert.equal(link.numTxQueues, 4);
+        replaceQdisc({ ifindex: link.index, handle: tcHandle(3, 0) }, { kind: "mq" }, s);
+        return link.index;
+      });
+      // 5 UDP datagrams (bash's /dev/udp; no ping binary needed) plus ARP
+      run(
+        "ip",
+        "netns",
+        "exec",
+        ns.name,
+        "bash",
+        "-c",
+        "for i in 1 2 3 4 5; do echo x > /dev/udp/192.0.2.2/9; done",
+      );
+      const classes = withNetns(ns.path, () => listClasses(ifindex));
+      assert.deepEqual(classes.map((c) => c.handle), [1, 2, 3, 4].map((m) => tcHandle(3, m)));
+      assert.ok(classes.every((c) => c.kind === "mq" && c.parent === TC_H_ROOT));
+      const packets = classes.reduce((n, c) => n + c.stats.packets, 0);
+      const bytes = classes.reduce((n, c) => n + c.stats.bytes, 0n);
+      // compare with the root's own counters (mq sums its children)
+      assert.ok(packets >= 6, `mq classes counted ${packets} packets`);
+      const root = withNetns(ns.path, () => rootQdisc(listQdiscs(ifindex)));
+      assert.equal(root?.stats.packets, packets);
+      assert.equal(root?.stats.bytes, bytes);
+      await Promise.resolve();
+    } finally {
+      run("ip", "netns", "del", far);
+    }
+  });
+});
+
+const taprioYamlLike = {
+  kind: "taprio",
+  numTc: 4,
+  map: [0, 1, 2, 3],
+  queues: ["1@0", "1@1", "1@2", "1@3"],
+  baseTime: "0",
+  entries: [
+    { command: "S", gateMask: "0xf", intervalNs: 1000000 },
+  ],
+  etf: [{ queue: 0, deltaNs: 300000 }],
+};
+
+Deno.test("taprio/mqprio/etf: missing module named, or applied and read back", async () => {
+  const taprio = parseQdiscConfig(taprioYamlLike) as TaprioConfig;
+  const { baseTime: _b, entries: _e, ...layout } = taprioYamlLike;
+  const mqprio = parseQdiscConfig({ ...layout, kind: "mqprio" });
+  await withTestNetns((ns) => {
+    addVeth(ns, "va", "vb", 4);
+    withNetns(ns.path, () => {
+      using s = RtnlSocket.open();
+      const ifindex = getLink("va", s).index;
+      for (const cfg of [taprio, mqprio]) {
+        if (cfg.kind !== "taprio" && cfg.kind !== "mqprio") assert.fail(cfg.kind);
+        let applied = false;
+        try {
+          applyQdiscConfig(ifindex, cfg, { sock: s, clsactFirst: true });
+          applied = true;
+        } catch (e) {
+          assert.ok(e instanceof KernelError, String(e));
+          assert.equal(e.errno, Errno.ENOENT);
+          assert.match(e.message, new RegExp(`module sch_${cfg.kind} is missing`));
+          assert.match(e.message, /Specified qdisc kind is unknown/);
+          assert.match(e.hint, new RegExp(`modprobe sch_${cfg.kind}`));
+        }
+        if (!applied) continue;
+        // A kernel with the module (Debian VM): the kernel's view converts back to the config.
+        const qdiscs = listQdiscs(ifindex, s);
+        const root = rootQdisc(qdiscs);
+        assert.ok(root);
+        assert.deepEqual(configFromKernel(root, qdiscs), {
+          ...cfg,
+          ...(cfg.kind === "taprio" ? { clockid: "CLOCK_TAI" } : {}),
+        });
+        assert.equal(applyQdiscConfig(ifindex, cfg, { sock: s }).changed, false, "idempotent");
+        assert.equal(inspectQdiscOrder(ifindex, s).tsnRoot, cfg.kind);
+        assert.equal(applyQdiscConfig(ifindex, { kind: "none" }, { sock: s }).changed, true);
+      }
+      // etf alone (root of the veth).
+      const etf = { kind: "etf" as const, ...taprio.etf![0] };
+      try {
+        replaceQdisc({ ifindex, handle: tcHandle(0x200, 0) }, etf, s);
+        const root = rootQdisc(listQdiscs(ifindex, s));
+        assert.ok(root?.options?.kind === "etf");
+        assert.equal(root.options.deltaNs, etf.deltaNs);
+        assert.equal(root.options.clockid, 11);
+        assert.equal(root.options.skipSockCheck, true);
+        deleteQdisc({ ifindex, parent: TC_H_ROOT, handle: tcHandle(0x200, 0) }, s);
+      } catch (e) {
+        assert.ok(e instanceof KernelError, String(e));
+        assert.match(e.message, /module sch_etf is missing/);
+      }
+      // Too many queues for the interface: caught before the kernel is asked.
+      assert.throws(
+        () =>
+          applyQdiscConfig(
+            ifindex,
+            parseQdiscConfig({ ...taprioYamlLike, queues: ["1@0", "1@1", "1@2", "2@3"] }),
+            { sock: s },
+          ),
+        (e: unknown) => e instanceof ConfigError && /va has 4 tx queues/.test(e.message),
+      );
+    });
+  });
+});
+
+Deno.test("extack: the kernel's own message and the errno string reach the KernelError", async () => {
+  await withTestNetns((ns) => {
+    addVeth(ns, "va", "vb");
+    withNetns(ns.path, () => {
+      using s = RtnlSocket.open();
+      const ifindex = getLink("va", s).index;
+      // A parent class that does not exist.
+      assert.throws(
+        () => addQdisc({ ifindex, parent: tcHandle(0x77, 1) }, { kind: "htb" }, s),
+        (e: unknown) => {
+          assert.ok(e instanceof KernelError);
+          assert.equal(e.errno, Errno.ENOENT);
+          assert.match(e.message, /add qdisc htb parent 77:1 on va \(ifindex \d+\)/);
+          assert.match(e.message, /No such file or directory \(errno 2\)/);
+          assert.match(e.message, /kernel says "Failed to find specified qdisc"/);
+          assert.ok(e.hint.length > 0);
+          return true;
+        },
+      );
+      // Deleting the default root qdisc.
+      assert.throws(
+        () => deleteQdisc({ ifindex, parent: TC_H_ROOT }, s),
+        /kernel says "Cannot delete qdisc with handle of zero"/,
+      );
+    });
+  });
+});

@@ -2,7 +2,7 @@
  * CNI side of the e2e fixtures: a plugin directory (reference plugins plus plugins under test),
  * conflists, and a tiny chained logging plugin that records what the runtime passes.
  */
-import { exists, run } from "./proc.ts";
+import { exists, run, runOk } from "./proc.ts";
 
 /** Where Debian's containernetworking-plugins installs the reference plugins. */
 export const REFERENCE_PLUGIN_DIR = "/usr/lib/cni";
@@ -226,4 +226,129 @@ export async function readCniCalls(logDir: string): Promise<CniCall[]> {
     calls.push({ ...rec, rawArgs: rec.args, args });
   }
   return calls;
+}
+
+// ---- a per-test CNI environment ----
+
+export interface CniEnvOptions {
+  /** Short tag (letters/digits, <= 8 chars) naming the network and its bridge. */
+  tag: string;
+  /** IPv4 subnet; default a free 10.123.<n>.0/24. */
+  subnet?: string;
+  /** Reference plugins to link (default bridge, host-local, portmap, loopback). */
+  reference?: readonly string[];
+  /** Plugins under test: name in the bin dir -> executable path. */
+  extraPlugins?: Record<string, string>;
+  /** Name of the logging plugin written into the bin dir (default "e2elog"; false: none). */
+  logPlugin?: string | false;
+  /** The chain after bridge (default: just the logging plugin). */
+  chain?: (env: { logPlugin: string | false }) => Record<string, unknown>[];
+  cniVersion?: string;
+}
+
+/**
+ * Everything a runtime needs for one test network, under one temp dir: bin dir (symlinks plus
+ * the logging plugin), conf dir holding a bridge + host-local conflist, IPAM and log dirs.
+ * `cleanup()` deletes the bridge device and the directory.
+ */
+export class CniEnv {
+  readonly dir: string;
+  readonly binDir: string;
+  readonly confDir: string;
+  readonly logDir: string;
+  readonly network: BridgeNetwork;
+  readonly logPlugin: string | false;
+  conflist: Conflist;
+
+  private constructor(
+    dir: string,
+    network: BridgeNetwork,
+    logPlugin: string | false,
+    conflist: Conflist,
+  ) {
+    this.dir = dir;
+    this.binDir = `${dir}/bin`;
+    this.confDir = `${dir}/net.d`;
+    this.logDir = `${dir}/cni-log`;
+    this.network = network;
+    this.logPlugin = logPlugin;
+    this.conflist = conflist;
+  }
+
+  static async create(o: CniEnvOptions): Promise<CniEnv> {
+    if (!/^[a-z0-9]{1,8}$/.test(o.tag)) throw new Error(`bad CNI env tag ${o.tag}`);
+    const dir = await Deno.makeTempDir({ prefix: `tsnproxy-e2e-cni-${o.tag}-` });
+    const subnet = o.subnet ?? await freeSubnet();
+    const third = subnet.split(".")[2];
+    const network: BridgeNetwork = {
+      name: `e2e-${o.tag}`,
+      bridge: `e2e${o.tag}${third}`.slice(0, 15),
+      subnet,
+      ipamDataDir: `${dir}/ipam`,
+      cniVersion: o.cniVersion,
+    };
+    const logPlugin = o.logPlugin === undefined ? "e2elog" : o.logPlugin;
+    const chain = o.chain
+      ? o.chain({ logPlugin })
+      : logPlugin
+      ? [logPluginEntry(logPlugin, { portMappings: true })]
+      : [];
+    const env = new CniEnv(dir, network, logPlugin, bridgeConflist(network, chain));
+    await makeCniBinDir(env.binDir, { reference: o.reference, extra: o.extraPlugins });
+    if (logPlugin) await writeLogPlugin(env.binDir, logPlugin, env.logDir);
+    await env.writeConflist();
+    return env;
+  }
+
+  /** (Re)write the conflist in place; pass a new one to change the chain. */
+  async writeConflist(conflist: Conflist = this.conflist): Promise<string> {
+    this.conflist = conflist;
+    return await writeConflist(this.confDir, conflist, "10-e2e.conflist");
+  }
+
+  /** Calls recorded by the logging plugin, oldest first. */
+  calls(): Promise<CniCall[]> {
+    return readCniCalls(this.logDir);
+  }
+
+  get gateway(): string {
+    return gatewayOf(this.network.subnet);
+  }
+
+  /**
+   * Create the bridge with its gateway address before any pod exists, so a host listener can
+   * bind to the gateway first (the bridge plugin adopts an existing bridge and address).
+   */
+  async ensureBridge(): Promise<void> {
+    const br = this.network.bridge;
+    if (!(await linkExists(br))) await runOk(["ip", "link", "add", "name", br, "type", "bridge"]);
+    const prefix = this.network.subnet.split("/")[1];
+    const has = (await runOk(["ip", "-4", "-o", "addr", "show", "dev", br])).includes(
+      ` ${this.gateway}/`,
+    );
+    if (!has) await runOk(["ip", "addr", "add", `${this.gateway}/${prefix}`, "dev", br]);
+    await runOk(["ip", "link", "set", br, "up"]);
+  }
+
+  async cleanup(): Promise<void> {
+    await deleteLink(this.network.bridge);
+    await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.cleanup();
+  }
+}
+
+/**
+ * A 10.123.<n>.0/24 no host interface or route uses yet (random n, so concurrent test files
+ * rarely pick the same one; a clash shows up as an address already in use on the bridge).
+ */
+export async function freeSubnet(): Promise<string> {
+  const used = (await run(["ip", "-4", "route", "show", "table", "all"])).stdout;
+  for (let tries = 0; tries < 200; tries++) {
+    const n = 1 + Math.floor(Math.random() * 254);
+    if (!used.includes(`10.123.${n}.`)) return `10.123.${n}.0/24`;
+  }
+  throw new Error("no free 10.123.x.0/24 subnet");
 }

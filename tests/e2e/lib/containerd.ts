@@ -18,11 +18,14 @@ import {
   type PodSandboxConfig,
   type PortMapping,
 } from "./cri.ts";
+import type { Conflist } from "./cni.ts";
 import { importIntoContainerd, PAUSE_IMAGE, WORKLOAD_IMAGE } from "./image.ts";
 import {
   exists,
+  GiveUp,
   mountsUnder,
   pidsWithCmdline,
+  removeCgroup,
   removeNetnsFile,
   removeTree,
   run,
@@ -56,6 +59,8 @@ export interface PodOptions {
   portMappings?: PortMapping[];
   /** Host network (no CNI call) instead of a pod network namespace. */
   hostNetwork?: boolean;
+  /** Pod cgroup parent (default the fixture's own, removed by stop()). */
+  cgroupParent?: string;
 }
 
 export interface Pod {
@@ -161,6 +166,8 @@ export class Containerd {
   readonly socket: string;
   readonly configPath: string;
   readonly logPath: string;
+  /** cgroup parent of this fixture's pods (one per fixture, so stop() can remove it). */
+  readonly cgroupParent: string;
   readonly options: ContainerdOptions;
   #cri: CriClient | undefined;
   #child: Deno.ChildProcess | undefined;
@@ -177,6 +184,7 @@ export class Containerd {
     this.socket = `${dir}/containerd.sock`;
     this.configPath = `${dir}/containerd.toml`;
     this.logPath = `${dir}/containerd.log`;
+    this.cgroupParent = `/tsnproxy-e2e-${dir.split("/").pop()!.replace(/[^\w-]/g, "")}`;
   }
 
   /** The CRI client (throws if containerd is not running). */
@@ -187,6 +195,11 @@ export class Containerd {
       );
     }
     return this.#cri;
+  }
+
+  /** containerd's pid while it runs. */
+  get pid(): number | undefined {
+    return this.running ? this.#child?.pid : undefined;
   }
 
   get running(): boolean {
@@ -229,9 +242,7 @@ export class Containerd {
       if (this.#child === child) this.#exited = s;
     });
     await waitFor("containerd's socket", async () => {
-      if (this.#exited) {
-        throw new Error(`containerd exited with ${this.#exited.code}`);
-      }
+      if (this.#exited) throw new GiveUp(`containerd exited with ${this.#exited.code}`);
       return (await exists(this.socket)) ? true : undefined;
     }, this.options.startTimeoutMs ?? 60_000);
     this.#cri?.close();
@@ -296,6 +307,31 @@ export class Containerd {
     await this.#launch();
   }
 
+  /**
+   * The pod network conflists containerd has loaded (from verbose Status `cniconfig`), and the
+   * last load status ("OK" or an error). containerd reloads on in-place writes to conf_dir.
+   */
+  async loadedCniConfig(): Promise<{ conflists: Conflist[]; lastLoadStatus: string }> {
+    const { info } = await this.cri.status();
+    const cfg: LoadedCniConfig = JSON.parse(info.cniconfig ?? "{}");
+    const conflists = (cfg.Networks ?? []).filter((n) => n.IFName !== "lo")
+      .map((n) => JSON.parse(n.Config.Source) as Conflist);
+    return { conflists, lastLoadStatus: info.lastCNILoadStatus ?? "" };
+  }
+
+  /** Wait until containerd has loaded a pod network conflist satisfying `pred`. */
+  async waitForCniConfig(pred: (c: Conflist) => boolean, timeoutMs = 30_000): Promise<Conflist> {
+    return await waitFor(
+      "containerd to load the CNI config",
+      async () => {
+        const { conflists } = await this.loadedCniConfig();
+        return conflists.find(pred);
+      },
+      timeoutMs,
+      100,
+    );
+  }
+
   // ---- pods ----
 
   /** RunPodSandbox; returns the pod with its netns path and IP. */
@@ -310,7 +346,7 @@ export class Containerd {
       labels: o.labels ?? {},
       annotations: o.annotations ?? {},
       linux: {
-        cgroup_parent: "",
+        cgroup_parent: o.cgroupParent ?? this.cgroupParent,
         security_context: {
           namespace_options: {
             network: o.hostNetwork ? "NODE" : "POD",
@@ -435,6 +471,7 @@ export class Containerd {
         if (f.includes(p.id)) await Deno.remove(`/var/lib/cni/results/${f}`).catch(() => {});
       }
     }
+    for (const cg of await removeCgroup(this.cgroupParent)) problems.push(`cgroup ${cg} busy`);
     if (this.#ownsDir) await removeTree(this.dir);
     else await removeTree(`${this.dir}/root`).then(() => removeTree(`${this.dir}/state`));
     if (problems.length) console.error(`containerd fixture cleanup:\n  ${problems.join("\n  ")}`);
@@ -459,6 +496,10 @@ async function* readDirNames(dir: string): AsyncGenerator<string> {
     return;
   }
   for (const e of entries) yield e.name;
+}
+
+interface LoadedCniConfig {
+  Networks?: { Config: { Source: string }; IFName: string }[];
 }
 
 interface VerboseInfo {

@@ -56,7 +56,13 @@ export async function runOk(argv: string[], opts: RunOptions = {}): Promise<stri
   return r.stdout;
 }
 
-/** Poll `check` until it returns a value other than undefined, or throw after `timeoutMs`. */
+/** Thrown by a {@link waitFor} check to stop waiting at once (e.g. the daemon died). */
+export class GiveUp extends Error {}
+
+/**
+ * Poll `check` until it returns a value other than undefined, or throw after `timeoutMs`.
+ * Errors thrown by `check` are retried (and reported on timeout), except {@link GiveUp}.
+ */
 export async function waitFor<T>(
   what: string,
   check: () => Promise<T | undefined> | T | undefined,
@@ -70,6 +76,7 @@ export async function waitFor<T>(
       const v = await check();
       if (v !== undefined) return v;
     } catch (e) {
+      if (e instanceof GiveUp) throw e;
       last = e;
     }
     if (Date.now() > deadline) {
@@ -186,4 +193,37 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string): 
 export async function fileStamp(path: string): Promise<string> {
   const st = await Deno.stat(path);
   return `${st.size}-${st.mtime?.getTime() ?? 0}-${st.ino ?? 0}`;
+}
+
+/**
+ * Remove the cgroup `path` (e.g. "/tsnproxy-e2e-x") and its empty children in every mounted
+ * hierarchy (cgroup v1 controllers, the v1 "systemd"/"unified" ones, or a v2 root). Only empty
+ * cgroups can go: returns the ones that could not be removed.
+ */
+export async function removeCgroup(path: string): Promise<string[]> {
+  const rel = path.replace(/^\/+/, "");
+  if (!rel || rel.includes("..")) throw new Error(`refusing to remove cgroup ${path}`);
+  const roots = ["/sys/fs/cgroup"];
+  for await (const e of Deno.readDir("/sys/fs/cgroup")) {
+    if (e.isDirectory) roots.push(`/sys/fs/cgroup/${e.name}`);
+  }
+  const failed: string[] = [];
+  for (const root of roots) {
+    const top = `${root}/${rel}`;
+    if (!(await exists(top))) continue;
+    const dirs: string[] = [];
+    const walk = async (d: string) => {
+      dirs.push(d);
+      for await (const e of Deno.readDir(d)) if (e.isDirectory) await walk(`${d}/${e.name}`);
+    };
+    await walk(top);
+    for (const d of dirs.sort((a, b) => b.length - a.length)) {
+      try {
+        await Deno.remove(d); // rmdir
+      } catch {
+        failed.push(d);
+      }
+    }
+  }
+  return failed;
 }

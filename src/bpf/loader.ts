@@ -38,12 +38,25 @@ function mkdirs(pins: PinLayout): void {
 export function loadDatapath(opts: LoadOptions): ProgramState[] {
   const pins = new PinLayout(opts.bpffs);
   assertBpffs(pins.root);
+  libbpf(); // fail on a missing library before anything is created
+  const fresh = !exists(pins.root);
   if (!opts.dryRun) mkdirs(pins);
-  const out: ProgramState[] = [];
-  for (const role of Object.keys(PROGRAMS) as ProgramRole[]) {
-    out.push(loadProgram(pins, role, opts));
+  try {
+    return (Object.keys(PROGRAMS) as ProgramRole[]).map((role) => loadProgram(pins, role, opts));
+  } catch (e) {
+    // A first install that fails leaves no half-made pin tree behind.
+    if (fresh && !opts.dryRun) Deno.removeSync(pins.root, { recursive: true });
+    throw e;
   }
-  return out;
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function pinnedTag(path: string): { id: number; tag: string } | undefined {

@@ -19,7 +19,12 @@
  *   since it was planned. Re-planning after apply yields no change.
  */
 import { ConfigError, NotFoundError } from "../errors.ts";
-import { recoverInterruptedWrites, removeFileDurable, writeFileAtomic } from "./atomic.ts";
+import {
+  JOURNAL_SUFFIX,
+  recoverInterruptedWrites,
+  removeFileDurable,
+  writeFileAtomic,
+} from "./atomic.ts";
 
 export const PLUGIN_TYPE = "tsnproxy";
 export const BACKUP_SUFFIX = ".tsnproxy-orig";
@@ -696,6 +701,28 @@ export interface Plan {
 
 export interface PlanOptions extends DiscoverOptions {
   confDir: string;
+  /**
+   * Finish or discard interrupted writes (journals, stale temps; see atomic.ts) before
+   * reading, so the plan starts from a settled state (default true). `--dry-run` passes
+   * false to write nothing; the plan then warns about pending recoveries.
+   */
+  recover?: boolean;
+}
+
+async function settle(opts: PlanOptions, warnings: string[]): Promise<void> {
+  if (opts.recover !== false) {
+    await recoverInterruptedWrites(opts.confDir);
+    return;
+  }
+  try {
+    for await (const e of Deno.readDir(opts.confDir)) {
+      if (e.name.endsWith(JOURNAL_SUFFIX)) {
+        warnings.push(
+          `an interrupted in-place write is pending (${e.name}); install/uninstall finishes it first`,
+        );
+      }
+    }
+  } catch { /* discover reports a missing dir */ }
 }
 
 function backupPathFor(originalPath: string): string {
@@ -743,9 +770,13 @@ function change(
 
 /** What `tsnproxy install` would change in `confDir` to chain `entry`. */
 export async function planInstall(opts: PlanOptions & { entry: TsnproxyEntry }): Promise<Plan> {
+  const warnings: string[] = [];
+  await settle(opts, warnings);
   const { doc, skipped } = await discover(opts.confDir, opts);
-  const warnings = skipped.filter((s) => !s.reason.startsWith("network ")).map((s) =>
-    `skipped ${s.path}: ${s.reason}`
+  warnings.push(
+    ...skipped.filter((s) => !s.reason.startsWith("network ")).map((s) =>
+      `skipped ${s.path}: ${s.reason}`
+    ),
   );
   const r = inject(doc, opts.entry);
   warnings.push(...r.warnings);
@@ -843,11 +874,12 @@ export async function planInstall(opts: PlanOptions & { entry: TsnproxyEntry }):
 
 /** What `tsnproxy uninstall` would change in `confDir`. */
 export async function planUninstall(opts: PlanOptions): Promise<Plan> {
+  const warnings: string[] = [];
+  await settle(opts, warnings);
   const { doc } = await discover(opts.confDir, opts);
   const backup = await findBackup(doc.path);
   const r = remove(doc, backup);
   const changes: FileChange[] = [];
-  const warnings: string[] = [];
   if (r.status === "restored" && r.path !== doc.path) {
     const existing = await readText(r.path);
     changes.push(

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { type CniCall, CniEnv, linkExists } from "./lib/cni.ts";
-import { type Containerd, type Pod, startContainerd } from "./lib/containerd.ts";
+import { type Containerd, type Pod, shimSocketPath, startContainerd } from "./lib/containerd.ts";
 import { PAUSE_IMAGE, WORKLOAD_IMAGE } from "./lib/image.ts";
 import { pySendUdp, udpListen } from "./lib/net.ts";
 import { startPodman } from "./lib/podman.ts";
@@ -352,7 +352,10 @@ Deno.test("stop() after containerd crashed still sweeps pods, shims and mounts",
   const veths = (await env.calls()).filter((x) => x.command === "ADD")
     .flatMap((x) => hostVeths(x, env.network.bridge));
   assert.equal(veths.length, 2);
-  for (const p of pods) assert.equal(await exists(p.netnsPath), false, `${p.netnsPath} left`);
+  for (const p of pods) {
+    assert.equal(await exists(p.netnsPath), false, `${p.netnsPath} left`);
+    assert.equal(await exists(await shimSocketPath(c.socket, "k8s.io", p.id)), false);
+  }
   // Veths go with their netns, which the kernel frees asynchronously.
   await waitFor("pod veths to go", async () => {
     for (const v of veths) if (await linkExists(v)) return undefined;

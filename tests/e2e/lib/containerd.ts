@@ -463,6 +463,12 @@ export class Containerd {
       } catch { /* gone */ }
     }
     for (const p of this.pods.values()) {
+      // A killed shim leaves its socket, named by containerd 1.6 after this hash.
+      const sock = await shimSocketPath(this.socket, "k8s.io", p.id);
+      if (await exists(sock)) {
+        problems.push(`shim socket ${sock} left behind`);
+        await Deno.remove(sock).catch(() => {});
+      }
       if (p.netnsPath && await exists(p.netnsPath)) {
         problems.push(`netns ${p.netnsPath} left behind`);
         await removeNetnsFile(p.netnsPath);
@@ -496,6 +502,19 @@ async function* readDirNames(dir: string): AsyncGenerator<string> {
     return;
   }
   for (const e of entries) yield e.name;
+}
+
+/**
+ * Where a containerd 1.6 runc v2 shim listens: /run/containerd/s/sha256(<containerd address>/
+ * <namespace>/<group id>), the group being the pod sandbox for CRI containers.
+ */
+export async function shimSocketPath(address: string, ns: string, id: string): Promise<string> {
+  const d = await crypto.subtle.digest(
+    "SHA-256",
+    new TextEncoder().encode(`${address}/${ns}/${id}`),
+  );
+  const hex = [...new Uint8Array(d)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return `/run/containerd/s/${hex}`;
 }
 
 interface LoadedCniConfig {

@@ -1,0 +1,223 @@
+/**
+ * `tsnproxy cni`: the CNI plugin entry (spec 1.1.0; supports 0.3.0 to 1.1.0). Reads the
+ * CNI_* environment and the plugin config on stdin, writes a Result or an error Result on
+ * stdout (and nothing else: logs go to the entry's logFile), exits non-zero on error.
+ *
+ * Start-up is on every pod's critical path: this module and its static imports are small
+ * and zod-free; the datapath code is imported only by the verbs that need it.
+ */
+import { asTsnproxyError, CniCode, type TsnproxyError } from "../errors.ts";
+import { configureLog, log, type LogLevel } from "../log.ts";
+import { parsePluginEntry, PLUGIN_DEFAULTS, type PluginConfig, withDefaults } from "./config.ts";
+import {
+  type CniEnv,
+  type CniVersion,
+  compareVersions,
+  convertResult,
+  errorResult,
+  isObject,
+  isSupported,
+  type JsonObject,
+  LATEST_VERSION,
+  parseSemver,
+  readEnv,
+  selectVersion,
+  SUPPORTED_VERSIONS,
+  validateResult,
+} from "./protocol.ts";
+import { ConfigError } from "../errors.ts";
+
+const encoder = new TextEncoder();
+
+function writeStdout(value: unknown): void {
+  const bytes = encoder.encode(JSON.stringify(value) + "\n");
+  let off = 0;
+  while (off < bytes.length) off += Deno.stdout.writeSync(bytes.subarray(off));
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  const buf = new Uint8Array(65536);
+  let total = 0;
+  for (;;) {
+    const n = await Deno.stdin.read(buf);
+    if (n === null) break;
+    chunks.push(buf.slice(0, n));
+    total += n;
+    if (total > 16 << 20) {
+      throw new ConfigError(
+        "the network configuration on stdin exceeds 16 MiB",
+        "pass the plugin's entry of the conflist",
+        CniCode.IoFailure,
+      );
+    }
+  }
+  const all = new Uint8Array(total);
+  let off = 0;
+  for (const c of chunks) {
+    all.set(c, off);
+    off += c.length;
+  }
+  return new TextDecoder().decode(all);
+}
+
+function decodeFailure(msg: string): ConfigError {
+  return new ConfigError(
+    msg,
+    "the runtime must pass the plugin's network configuration as JSON on stdin",
+    CniCode.DecodeFailure,
+  );
+}
+
+function needsAtLeast(version: CniVersion, min: string, verb: string): void {
+  if (compareVersions(version, min) < 0) {
+    throw new ConfigError(
+      `config version ${version} does not allow ${verb} (it needs ${min} or later)`,
+      `set the conflist's cniVersion to ${min} or later (or add it to "cniVersions")`,
+      CniCode.IncompatibleVersion,
+    );
+  }
+}
+
+/** DEL must clean up even when the entry was edited into something invalid since ADD. */
+function lenientConfig(raw: JsonObject, e: TsnproxyError): PluginConfig {
+  const bpffs = typeof raw.bpffs === "string" && raw.bpffs.startsWith("/")
+    ? raw.bpffs
+    : PLUGIN_DEFAULTS.bpffs;
+  log("warn", "DEL with an invalid tsnproxy entry: cleaning up anyway", {
+    error: e.message,
+    bpffs,
+  });
+  return withDefaults({ type: String(raw.type ?? "tsnproxy"), bpffs });
+}
+
+function configureLogging(config: PluginConfig): void {
+  const level = Deno.env.get("TSNPROXY_LOG_LEVEL") ? undefined : config.logLevel as LogLevel;
+  configureLog({ stderr: false, file: config.logFile, ...(level ? { level } : {}) });
+}
+
+export async function runCni(): Promise<number> {
+  const started = performance.now();
+  configureLog({ stderr: false });
+  let version: string = LATEST_VERSION;
+  let env: CniEnv | undefined;
+  try {
+    const text = await readStdin();
+    let raw: unknown;
+    let decodeError: string | undefined;
+    try {
+      raw = text.trim() === "" ? undefined : JSON.parse(text);
+    } catch (e) {
+      decodeError = `the network configuration is not valid JSON: ${(e as Error).message}`;
+    }
+    // Errors are reported in the caller's version whenever it is one we speak.
+    if (isObject(raw) && isSupported(raw.cniVersion)) version = raw.cniVersion;
+
+    env = readEnv((k) => Deno.env.get(k));
+    if (env.command === "VERSION") {
+      const asked = isObject(raw) && typeof raw.cniVersion === "string" &&
+          parseSemver(raw.cniVersion)
+        ? raw.cniVersion
+        : LATEST_VERSION;
+      writeStdout({ cniVersion: asked, supportedVersions: [...SUPPORTED_VERSIONS] });
+      return 0;
+    }
+    if (decodeError) throw decodeFailure(decodeError);
+    if (raw === undefined) throw decodeFailure("no network configuration on stdin");
+    if (!isObject(raw)) throw decodeFailure("the network configuration is not a JSON object");
+
+    const selected = selectVersion(raw.cniVersion, raw.cniVersions);
+    version = selected;
+    let config: PluginConfig;
+    try {
+      config = parsePluginEntry(raw);
+    } catch (e) {
+      const err = asTsnproxyError(e);
+      if (env.command !== "DEL" || err.code !== CniCode.InvalidNetworkConfig) throw err;
+      config = lenientConfig(raw, err);
+    }
+    configureLogging(config);
+
+    let prevResult: JsonObject | undefined;
+    if (raw.prevResult !== undefined) {
+      try {
+        prevResult = convertResult(validateResult(raw.prevResult), selected);
+      } catch (e) {
+        if (env.command !== "DEL") throw e;
+        log("warn", "DEL with an unusable prevResult: ignored", { error: String(e) });
+      }
+    }
+
+    const verbs = () => import("./verbs.ts");
+    switch (env.command) {
+      case "ADD": {
+        if (!prevResult) {
+          const { cmdAdd } = await verbs();
+          await cmdAdd({ env, config }); // throws the "chained plugin" error
+          break;
+        }
+        const { cmdAdd } = await verbs();
+        await cmdAdd({ env, config, prevResult });
+        writeStdout(prevResult);
+        break;
+      }
+      case "DEL": {
+        const { cmdDel } = await verbs();
+        cmdDel({ env, config, prevResult });
+        break;
+      }
+      case "CHECK": {
+        needsAtLeast(selected, "0.4.0", "CHECK");
+        const { cmdCheck } = await verbs();
+        cmdCheck({ env, config, prevResult });
+        break;
+      }
+      case "STATUS": {
+        needsAtLeast(selected, "1.1.0", "STATUS");
+        const { cmdStatus } = await verbs();
+        cmdStatus(config);
+        break;
+      }
+      case "GC": {
+        needsAtLeast(selected, "1.1.0", "GC");
+        const valid = validAttachments(raw["cni.dev/valid-attachments"]);
+        const { cmdGc } = await verbs();
+        cmdGc(config, valid);
+        break;
+      }
+    }
+    log("debug", "done", {
+      command: env.command,
+      containerId: env.containerId,
+      ms: Math.round((performance.now() - started) * 100) / 100,
+    });
+    return 0;
+  } catch (e) {
+    const err = asTsnproxyError(e);
+    log("error", err.message, {
+      command: env?.command,
+      containerId: env?.containerId,
+      ifname: env?.ifname,
+      code: err.code,
+      hint: err.hint,
+    });
+    writeStdout(errorResult(err, version));
+    return 1;
+  }
+}
+
+function validAttachments(v: unknown): Array<{ containerID: string; ifname: string }> {
+  const bad = () =>
+    new ConfigError(
+      `GC needs "cni.dev/valid-attachments": a list of {"containerID", "ifname"}, got ${
+        JSON.stringify(v)
+      }`,
+      "the runtime fills this in for GC (libcni 1.2+)",
+      CniCode.InvalidNetworkConfig,
+    );
+  if (!Array.isArray(v)) throw bad();
+  return v.map((a) => {
+    if (!isObject(a) || typeof a.containerID !== "string" || a.containerID === "") throw bad();
+    return { containerID: a.containerID, ifname: typeof a.ifname === "string" ? a.ifname : "" };
+  });
+}

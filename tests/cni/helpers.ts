@@ -1,0 +1,240 @@
+/**
+ * Helpers for the CNI tests: a private pin root prepared with setupNode(), throwaway pod
+ * network namespaces with a veth, and the plugin run as a process exactly as a runtime
+ * runs it (environment + stdin, result on stdout).
+ */
+import assert from "node:assert/strict";
+import { setupNode, teardownNode } from "../../src/bpf/node.ts";
+import type { TcApi } from "../../src/bpf/attach.ts";
+import { podPins } from "../../src/bpf/pod.ts";
+import { DatapathMaps } from "../../src/bpf/maps.ts";
+import { randomId, run } from "../lib/run.ts";
+
+export const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+export const DENO = Deno.execPath();
+
+export interface Node {
+  bpffs: string;
+}
+
+/** Runs fn with a freshly set-up pin root; tears it down afterwards. */
+export async function withNode<T>(fn: (node: Node) => Promise<T>, api: TcApi = "tcx"): Promise<T> {
+  const bpffs = `/sys/fs/bpf/tsnp-test-${randomId(8)}`;
+  try {
+    setupNode({
+      bpffs,
+      mapEntries: 4096,
+      restoreAt: "tsn-egress",
+      api,
+      config: {
+        maxAgeNs: 1_000_000_000n,
+        gcIntervalNs: 1_000_000_000n,
+        defaultPolicy: { podCookie: 0n, maxPriority: 0xffffffff },
+      },
+    });
+    return await fn({ bpffs });
+  } finally {
+    teardownNode(bpffs);
+  }
+}
+
+export interface TestPod {
+  name: string;
+  netns: string;
+  hostVeth: string;
+  ifname: string;
+  ipv4: string;
+  ipv6: string;
+  containerId: string;
+}
+
+let podSeq = 0;
+
+/** A pod netns with eth0 (10.77.x.y/16, fd00:77::x:y/64) paired with a host veth. */
+export async function createPod(): Promise<TestPod> {
+  const id = randomId(6);
+  const n = ++podSeq;
+  const name = `tsnp-cni-${id}`;
+  const hostVeth = `vt${id}`;
+  const a = (n % 250) + 2;
+  const b = Math.floor(Math.random() * 250) + 1;
+  const pod: TestPod = {
+    name,
+    netns: `/run/netns/${name}`,
+    hostVeth,
+    ifname: "eth0",
+    ipv4: `10.77.${b}.${a}`,
+    ipv6: `fd00:77::${b.toString(16)}:${a.toString(16)}`,
+    containerId: `c${id}${"0".repeat(56)}`.slice(0, 64),
+  };
+  await run(["ip", "netns", "add", name]);
+  try {
+    await run([
+      "ip",
+      "link",
+      "add",
+      hostVeth,
+      "type",
+      "veth",
+      "peer",
+      "name",
+      "eth0",
+      "netns",
+      name,
+    ]);
+    await run(["ip", "link", "set", hostVeth, "up"]);
+    await run(["ip", "-n", name, "link", "set", "eth0", "up"]);
+    await run(["ip", "-n", name, "addr", "add", `${pod.ipv4}/16`, "dev", "eth0"]);
+  } catch (e) {
+    await deletePod(pod);
+    throw e;
+  }
+  return pod;
+}
+
+export async function deletePod(pod: TestPod): Promise<void> {
+  await run(["ip", "link", "del", pod.hostVeth], { allowFail: true });
+  await run(["ip", "netns", "del", pod.name], { allowFail: true });
+}
+
+export async function withPod<T>(fn: (pod: TestPod) => Promise<T>): Promise<T> {
+  const pod = await createPod();
+  try {
+    return await fn(pod);
+  } finally {
+    await deletePod(pod);
+  }
+}
+
+/** A bridge-plugin-shaped Result for the pod, in the given version. */
+export function prevResultFor(pod: TestPod, cniVersion = "1.1.0"): Record<string, unknown> {
+  const old = cniVersion.startsWith("0.");
+  const ip = (address: string, gateway: string, v: string) => ({
+    ...(old ? { version: v } : {}),
+    address,
+    gateway,
+    interface: 2,
+  });
+  return {
+    cniVersion,
+    interfaces: [
+      { name: "cni0", mac: "aa:bb:cc:00:00:01" },
+      { name: pod.hostVeth, mac: "aa:bb:cc:00:00:02" },
+      { name: pod.ifname, mac: "aa:bb:cc:00:00:03", sandbox: pod.netns },
+    ],
+    ips: [
+      ip(`${pod.ipv4}/16`, "10.77.0.1", "4"),
+      ip(`${pod.ipv6}/64`, "fd00:77::1", "6"),
+    ],
+    routes: [{ dst: "0.0.0.0/0" }],
+    dns: {},
+  };
+}
+
+export interface Entry {
+  [k: string]: unknown;
+}
+
+export function entry(node: Node, extra: Entry = {}, cniVersion = "1.1.0"): Entry {
+  return { cniVersion, name: "tsnp-test", type: "tsnproxy", bpffs: node.bpffs, ...extra };
+}
+
+export interface PluginRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** stdout parsed (undefined when empty). */
+  json?: Record<string, unknown>;
+}
+
+export interface Invoke {
+  command?: string;
+  pod?: TestPod;
+  env?: Record<string, string | undefined>;
+  stdin: unknown;
+  /** Run as `main.ts` with CNI_COMMAND and no argument (as an installed binary). */
+  noSubcommand?: boolean;
+}
+
+/** Runs the plugin as a process. */
+export async function cni(inv: Invoke): Promise<PluginRun> {
+  const env: Record<string, string> = {
+    PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+    CNI_PATH: "/opt/cni/bin",
+  };
+  if (inv.command !== undefined) env.CNI_COMMAND = inv.command;
+  if (inv.pod) {
+    env.CNI_CONTAINERID = inv.pod.containerId;
+    env.CNI_NETNS = inv.pod.netns;
+    env.CNI_IFNAME = inv.pod.ifname;
+  }
+  for (const [k, v] of Object.entries(inv.env ?? {})) {
+    if (v === undefined) delete env[k];
+    else env[k] = v;
+  }
+  const stdin = typeof inv.stdin === "string" ? inv.stdin : JSON.stringify(inv.stdin);
+  const args = ["run", "-A", "--quiet", MAIN, ...(inv.noSubcommand ? [] : ["cni"])];
+  const p = new Deno.Command(DENO, {
+    args,
+    env,
+    clearEnv: true,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const w = p.stdin.getWriter();
+  await w.write(new TextEncoder().encode(stdin));
+  await w.close();
+  const out = await p.output();
+  const stdout = new TextDecoder().decode(out.stdout);
+  const res: PluginRun = { code: out.code, stdout, stderr: new TextDecoder().decode(out.stderr) };
+  if (stdout.trim()) res.json = JSON.parse(stdout);
+  return res;
+}
+
+/** Asserts a spec error result with the code; returns it. */
+export function assertCniError(
+  r: PluginRun,
+  code: number,
+  msgPart?: RegExp,
+): Record<string, unknown> {
+  assert.notEqual(r.code, 0, `expected failure, got success: ${r.stdout}`);
+  assert.ok(r.json, `no error JSON on stdout (stderr: ${r.stderr})`);
+  assert.equal(r.json.code, code, `wrong code: ${r.stdout}`);
+  assert.equal(typeof r.json.msg, "string");
+  assert.equal(typeof r.json.cniVersion, "string");
+  if (msgPart) assert.match(String(r.json.msg), msgPart);
+  return r.json;
+}
+
+export function assertOk(r: PluginRun): void {
+  assert.equal(r.code, 0, `plugin failed: ${r.stdout} ${r.stderr}`);
+}
+
+/** Nothing of the pod left: no pins, no policy entries for its cookie. */
+export function assertNothingFor(node: Node, pod: TestPod): void {
+  assert.deepEqual(podPins(node.bpffs, pod.containerId, pod.ifname), []);
+  const maps = DatapathMaps.open(node.bpffs);
+  try {
+    const ips = maps.policies().map((p) => p.ip);
+    assert.ok(!ips.includes(pod.ipv4), `policy left for ${pod.ipv4}`);
+  } finally {
+    maps.close();
+  }
+}
+
+/** Every pod pin and policy under the root. */
+export function podState(node: Node): { pins: string[]; policies: number } {
+  let pins: string[] = [];
+  try {
+    pins = [...Deno.readDirSync(`${node.bpffs}/pods`)].map((e) => e.name);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  const maps = DatapathMaps.open(node.bpffs);
+  try {
+    return { pins, policies: maps.policies().length };
+  } finally {
+    maps.close();
+  }
+}

@@ -29,8 +29,12 @@
  *   5. CNI_ARGS          — `TSNPROXY_MAX_PRIORITY=5;TSNPROXY_PRIORITY_REMAP=7:3,6:3`: set by
  *                          whoever execs the plugin (runtime configuration, cnitool).
  *
- * Merge: `maxPriority` is taken from the highest layer that sets it; `remap` merges per key
- * (a higher layer's entry for priority 7 replaces a lower one's; other keys are kept).
+ * Merge: the operator's layers (node, entry) set the ceiling: the entry's `maxPriority`
+ * replaces the node's. The per-pod layers (annotations, runtimeConfig, CNI_ARGS) can only
+ * LOWER it (effective = min of the ceiling and every per-pod value): pod authors control
+ * annotations, and a pod must never raise its own priority above what the node allows.
+ * `remap` merges per key (a higher layer's entry for priority 7 replaces a lower one's);
+ * the clamp applies after the remap, so a remap cannot escape the ceiling either.
  *
  * This module is on the CNI ADD path: it imports zod/mini only (no yaml, no classic zod).
  */
@@ -99,8 +103,11 @@ export function resolvePolicy(layers: PolicyLayers): ResolvedPolicy {
     const layer = layers[name];
     if (!layer) continue;
     if (layer.maxPriority !== undefined) {
-      maxPriority = layer.maxPriority;
-      maxFrom = name;
+      const operator = name === "node" || name === "entry";
+      if (operator || maxPriority === undefined || layer.maxPriority < maxPriority) {
+        maxPriority = layer.maxPriority;
+        maxFrom = name;
+      }
     }
     for (const [k, v] of Object.entries(layer.remap ?? {})) {
       remap[String(Number(k))] = v;

@@ -59,7 +59,7 @@ Deno.test("policy: schema validation", () => {
 Deno.test("policy: precedence node < entry < annotations < runtimeConfig < CNI_ARGS", () => {
   const r = resolvePolicy({
     node: { maxPriority: 3, remap: { "1": 0, "2": 0 } },
-    entry: { maxPriority: 4, remap: { "2": 1 } },
+    entry: { maxPriority: 6, remap: { "2": 1 } },
     annotations: { remap: { "3": 1 } },
     runtimeConfig: { maxPriority: 5 },
     cniArgs: { remap: { "1": 7 } },
@@ -69,6 +69,19 @@ Deno.test("policy: precedence node < entry < annotations < runtimeConfig < CNI_A
     maxPriority: "runtimeConfig",
     remap: { "1": "cniArgs", "2": "entry", "3": "annotations" },
   });
+  // Per-pod layers can lower the operator's ceiling, never raise it.
+  const raised = resolvePolicy({
+    entry: { maxPriority: 4 },
+    annotations: { maxPriority: 7 },
+    cniArgs: { maxPriority: 6 },
+  });
+  assert.equal(raised.policy.maxPriority, 4);
+  assert.equal(raised.from.maxPriority, "entry");
+  // The entry (operator) may raise or lower the node default.
+  assert.equal(
+    resolvePolicy({ node: { maxPriority: 2 }, entry: { maxPriority: 5 } }).policy.maxPriority,
+    5,
+  );
   // Layer order is fixed regardless of object key order.
   const r2 = resolvePolicy({ cniArgs: { maxPriority: 1 }, node: { maxPriority: 9 } });
   assert.equal(r2.policy.maxPriority, 1);

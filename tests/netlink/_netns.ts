@@ -24,7 +24,21 @@ export interface TestNetns {
   tc(...args: string[]): string;
 }
 
-/** Creates a netns (lo up), runs fn, always deletes the netns. */
+/** Disables IPv6 on new interfaces of the netns (before any test link exists). */
+export function quiet(netns: string): void {
+  run(
+    "ip",
+    "netns",
+    "exec",
+    netns,
+    "bash",
+    "-c",
+    "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6; " +
+      "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6",
+  );
+}
+
+/** Creates a netns (lo up, IPv6 off), runs fn, always deletes the netns. */
 export async function withTestNetns<T>(fn: (ns: TestNetns) => T | Promise<T>): Promise<T> {
   const name = uniqueName();
   run("ip", "netns", "add", name);
@@ -36,6 +50,8 @@ export async function withTestNetns<T>(fn: (ns: TestNetns) => T | Promise<T>): P
   };
   try {
     ns.ip("link", "set", "lo", "up");
+    // No IPv6 autoconf/MLD chatter: packet counters then only see what a test sends.
+    quiet(name);
     return await fn(ns);
   } finally {
     run("ip", "netns", "del", name);

@@ -34,7 +34,7 @@ import {
   tcHandle,
 } from "../../src/netlink/mod.ts";
 import { withNetns } from "../../src/util/netns.ts";
-import { addVeth, run, uniqueName, withTestNetns } from "./_netns.ts";
+import { addVeth, quiet, run, uniqueName, withTestNetns } from "./_netns.ts";
 
 /** The TCA_OPTIONS payload a request carries (what the kernel should echo back). */
 function requestedOptions(msg: Uint8Array): Uint8Array {
@@ -170,6 +170,7 @@ Deno.test("mq on a 4-queue veth: one class per tx queue with per-class packet co
     const far = uniqueName();
     run("ip", "netns", "add", far);
     try {
+      quiet(far);
       addVeth(ns, "va", "vb", 4);
       ns.ip("link", "set", "vb", "netns", far);
       ns.ip("addr", "add", "192.0.2.1/24", "dev", "va");
@@ -242,6 +243,14 @@ Deno.test("taprio/mqprio/etf: missing module named, or applied and read back", a
           assert.match(e.message, new RegExp(`module sch_${cfg.kind} is missing`));
           assert.match(e.message, /Specified qdisc kind is unknown/);
           assert.match(e.hint, new RegExp(`modprobe sch_${cfg.kind}`));
+          // The plain replace says the same.
+          assert.throws(
+            () => replaceQdisc({ ifindex }, cfg, s),
+            (e2: unknown) =>
+              e2 instanceof KernelError &&
+              e2.message.includes(`replace qdisc ${cfg.kind} handle 100: parent root on va`) &&
+              e2.message.includes(`this kernel has no "${cfg.kind}" qdisc: module sch_${cfg.kind}`),
+          );
         }
         if (!applied) continue;
         // A kernel with the module (Debian VM): the kernel's view converts back to the config.
@@ -255,6 +264,21 @@ Deno.test("taprio/mqprio/etf: missing module named, or applied and read back", a
         assert.equal(applyQdiscConfig(ifindex, cfg, { sock: s }).changed, false, "idempotent");
         assert.equal(inspectQdiscOrder(ifindex, s).tsnRoot, cfg.kind);
         assert.equal(applyQdiscConfig(ifindex, { kind: "none" }, { sock: s }).changed, true);
+        if (cfg.kind === "taprio") {
+          // Repair path (Debian 6.1): taprio first, then clsact -> the root is re-created.
+          deleteQdisc({ ifindex, kind: "clsact" }, s);
+          applyQdiscConfig(ifindex, cfg, { sock: s });
+          assert.equal(inspectQdiscOrder(ifindex, s).softwareTaprio, true);
+          assert.deepEqual(ensureClsact(ifindex, s), { clsactAdded: true, rootRecreated: true });
+          const order = inspectQdiscOrder(ifindex, s);
+          assert.equal(order.stallRisk, true);
+          const after = listQdiscs(ifindex, s);
+          assert.deepEqual(configFromKernel(rootQdisc(after)!, after), {
+            ...cfg,
+            clockid: "CLOCK_TAI",
+          });
+          applyQdiscConfig(ifindex, { kind: "none" }, { sock: s });
+        }
       }
       // etf alone (root of the veth).
       const etf = { kind: "etf" as const, ...taprio.etf![0] };

@@ -7,8 +7,9 @@ import { asTsnproxyError } from "./errors.ts";
 import { DEFAULTS, type LocationOptions } from "./options.ts";
 import { VERSION } from "./version.ts";
 
-function withLocation<C extends Command<[], Record<string, unknown>>>(cmd: C) {
-  return cmd
+/** A subcommand with the location flags every node command shares. */
+function locationCommand(program: Command, name: string) {
+  return program.command(name)
     .option("--config <path>", "node config YAML", DEFAULTS.config)
     .option("--tsn-interface <name>", "the TSN NIC (overrides the config)")
     .option("--cni-conf-dir <dir>", "CNI network config directory", DEFAULTS.cniConfDir)
@@ -44,7 +45,7 @@ export async function runCli(argv: string[]): Promise<number> {
       code = await runCni();
     });
 
-  withLocation(program.command("install"))
+  locationCommand(program, "install")
     .description(
       "set this node up: pins the BPF datapath, attaches the restorer, injects the CNI entry",
     )
@@ -67,7 +68,7 @@ export async function runCli(argv: string[]): Promise<number> {
       });
     });
 
-  withLocation(program.command("uninstall"))
+  locationCommand(program, "uninstall")
     .description(
       "undo install: CNI entry, attachments, pins, binary (and the qdisc with --remove-qdisc)",
     )
@@ -78,7 +79,7 @@ export async function runCli(argv: string[]): Promise<number> {
       code = await runUninstall({ ...location(o), dryRun: o.dryRun, removeQdisc: o.removeQdisc });
     });
 
-  withLocation(program.command("agent"))
+  locationCommand(program, "agent")
     .description(
       "long-running node agent: keeps the CNI entry and restorer in place, serves metrics",
     )
@@ -93,7 +94,7 @@ export async function runCli(argv: string[]): Promise<number> {
       });
     });
 
-  withLocation(program.command("doctor"))
+  locationCommand(program, "doctor")
     .description(
       "check this node and say how to fix what is wrong (exit 0 ok, 1 warnings, 2 failures)",
     )
@@ -103,7 +104,7 @@ export async function runCli(argv: string[]): Promise<number> {
       code = await runDoctor({ ...location(o), json: o.json });
     });
 
-  withLocation(program.command("status"))
+  locationCommand(program, "status")
     .description("live datapath counters, per node and per pod")
     .option("--json", "machine-readable output", false)
     .option("--watch [seconds]", "refresh every N seconds", (v) => Number(v))

@@ -6,8 +6,8 @@
  */
 import { KernelError } from "../errors.ts";
 import { libbpf } from "../ffi/libbpf.ts";
-import { BpfTestRunOpts } from "../ffi/structs/bpf.ts";
-import { encode } from "../ffi/structs/layout.ts";
+import { BpfTestRunOpts, SkBuff } from "../ffi/structs/bpf.ts";
+import { decode, encode, type Values } from "../ffi/structs/layout.ts";
 import { BpfObject } from "./object.ts";
 import { objectBytes } from "./objects.ts";
 import { assertBpffs, PinLayout, PROGRAM_OBJECT, type ProgramRole, PROGRAMS } from "./pins.ts";
@@ -114,6 +114,38 @@ export function testRun(
     retval: dv.getUint32(BpfTestRunOpts.fields.retval[0], true),
     durationNs: dv.getUint32(BpfTestRunOpts.fields.duration[0], true),
   };
+}
+
+export type SkbFields = Values<typeof SkBuff.fields>;
+
+/**
+ * Runs a tc program once over `packet` with the given __sk_buff fields (priority,
+ * ingress_ifindex, tstamp...) and returns its verdict and the __sk_buff it left behind.
+ */
+export function testRunSkb(
+  progFd: number,
+  packet: Uint8Array<ArrayBuffer>,
+  skb: Partial<SkbFields> = {},
+): { retval: number; skb: SkbFields } {
+  const ctxIn = encode(SkBuff, { wire_len: packet.length, ...skb });
+  const ctxOut = new Uint8Array(SkBuff.size);
+  const dataOut = new Uint8Array(packet.length + 256);
+  const ptr = (b: Uint8Array) => BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(b)));
+  const opts = encode(BpfTestRunOpts, {
+    sz: BigInt(BpfTestRunOpts.size),
+    data_in: ptr(packet),
+    data_size_in: packet.length,
+    data_out: ptr(dataOut),
+    data_size_out: dataOut.length,
+    ctx_in: ptr(ctxIn),
+    ctx_size_in: ctxIn.length,
+    ctx_out: ptr(ctxOut),
+    ctx_size_out: ctxOut.length,
+    repeat: 1,
+  });
+  check(libbpf().bpf_prog_test_run_opts(progFd, opts), "BPF_PROG_TEST_RUN failed", "run as root");
+  const retval = new DataView(opts.buffer).getInt32(BpfTestRunOpts.fields.retval[0], true);
+  return { retval, skb: decode(SkBuff, ctxOut) };
 }
 
 /** Arms the GC timer (idempotent: re-arming applies a changed interval). */

@@ -108,3 +108,19 @@ export const BPF_NOEXIST = 1n;
 export const BPF_EXIST = 2n;
 export const BPF_PROG_TYPE_SCHED_CLS = 3;
 export const BPF_LINK_TYPE_TCX = 11;
+
+/** struct __sk_buff: BPF_PROG_TEST_RUN's ctx_in/ctx_out for tc programs (the fields the
+ * kernel lets a test set: mark, priority, ingress_ifindex, ifindex, cb, tstamp, ...). */
+export const SkBuff = struct("struct __sk_buff", UAPI, 192, {
+  len: [0, "u32"],
+  mark: [8, "u32"],
+  protocol: [16, "u32"],
+  priority: [32, "u32"],
+  ingress_ifindex: [36, "u32"],
+  ifindex: [40, "u32"],
+  tstamp: [152, "u64"],
+  wire_len: [160, "u32"],
+  gso_segs: [164, "u32"],
+  gso_size: [176, "u32"],
+  tstamp_type: [180, "u8"],
+});

@@ -1,0 +1,186 @@
+/**
+ * The saver and restorer run by the kernel over crafted packets (BPF_PROG_TEST_RUN): the
+ * key the saver stores equals the TypeScript mirror of the fingerprint; what NAT, routing
+ * and ECN change (addresses, ports, TTL, checksums, ToS, ICMP id) still matches; what
+ * identifies a different packet (IP id, length, TCP sequence, payload) does not; node
+ * packets, expired entries and exhausted duplicates are refused.
+ */
+import assert from "node:assert/strict";
+import { setupNode, teardownNode } from "../../src/bpf/node.ts";
+import { testRunSkb } from "../../src/bpf/loader.ts";
+import { DatapathMaps, NO_CLAMP } from "../../src/bpf/maps.ts";
+import { PinLayout } from "../../src/bpf/pins.ts";
+import { closeFd, objGetRequired } from "../../src/bpf/sys.ts";
+import { TsnpFp } from "../../src/ffi/structs/datapath.ts";
+import { libbpf } from "../../src/ffi/libbpf.ts";
+import { buildPacket, fingerprint, type PacketSpec } from "../lib/packets.ts";
+import { randomId } from "../lib/run.ts";
+
+const NEXT = -1; // TC_ACT_UNSPEC
+
+function metaKeys(fd: number): string[] {
+  const keys: string[] = [];
+  let prev: Uint8Array<ArrayBuffer> | null = null;
+  for (;;) {
+    const next = new Uint8Array(TsnpFp.size);
+    if (libbpf().bpf_map_get_next_key(fd, prev, next) < 0) return keys;
+    keys.push(hex(next));
+    prev = next;
+  }
+}
+const hex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+
+Deno.test(
+  { name: "fingerprint: kernel keys, NAT invariance, refusals", sanitizeResources: false },
+  async (t) => {
+    const bpffs = `/sys/fs/bpf/tsnp-test-fp-${randomId()}`;
+    setupNode({
+      bpffs,
+      mapEntries: 1024,
+      restoreAt: "tsn-egress",
+      api: "tcx",
+      config: {
+        maxAgeNs: 60_000_000_000n,
+        gcIntervalNs: 60_000_000_000n,
+        defaultPolicy: { podCookie: 0n, maxPriority: NO_CLAMP },
+      },
+    });
+    const pins = new PinLayout(bpffs);
+    const save = objGetRequired(pins.prog("save"));
+    const restore = objGetRequired(pins.prog("restore"));
+    const metaFd = objGetRequired(pins.map("tsnp_meta"));
+    const maps = DatapathMaps.open(bpffs);
+    const saveIt = (p: PacketSpec, priority: number, tstamp = 0n) => {
+      const r = testRunSkb(save, buildPacket(p), { priority, tstamp });
+      assert.equal(r.retval, NEXT, "the saver hands the packet on");
+      return r;
+    };
+    const restoreIt = (p: PacketSpec, ingress = 3) =>
+      testRunSkb(restore, buildPacket(p), { ingress_ifindex: ingress });
+    const clear = () => {
+      for (const k of metaKeys(metaFd)) {
+        const key = new Uint8Array(k.match(/../g)!.map((x) => parseInt(x, 16)));
+        libbpf().bpf_map_delete_elem(metaFd, key);
+      }
+    };
+    try {
+      const kinds: Array<[string, PacketSpec]> = [
+        ["UDP/IPv4", { family: 4, proto: "udp" }],
+        ["TCP/IPv4", { family: 4, proto: "tcp" }],
+        ["ICMP/IPv4", { family: 4, proto: "icmp" }],
+        ["UDP/IPv6", { family: 6, proto: "udp" }],
+        ["TCP/IPv6", { family: 6, proto: "tcp" }],
+        ["ICMPv6", { family: 6, proto: "icmp" }],
+        ["UDP/IPv4 in a VLAN tag", { family: 4, proto: "udp", vlan: 100 }],
+        ["IPv4 later fragment", { family: 4, proto: "udp", df: false, fragOffset: 185 }],
+        ["UDP/IPv4, 3-byte payload", {
+          family: 4,
+          proto: "udp",
+          payload: new Uint8Array([1, 2, 3]),
+        }],
+      ];
+      for (const [label, spec] of kinds) {
+        await t.step(`${label}: the saved key is the fingerprint`, () => {
+          clear();
+          saveIt(spec, 5);
+          assert.deepEqual(metaKeys(metaFd), [hex(fingerprint(buildPacket(spec)))]);
+        });
+      }
+
+      const base: PacketSpec = {
+        family: 4,
+        proto: "tcp",
+        tcpSeq: 777,
+        payload: new TextEncoder().encode("abcdefghijklmnop"),
+      };
+      const natted: Array<[string, Partial<PacketSpec>]> = [
+        ["SNAT source address and port", { src: "198.18.0.1", sport: 61000 }],
+        ["DNAT destination address and port", { dst: "10.0.0.99", dport: 9999 }],
+        ["TTL decremented by routing", { ttl: 63 }],
+        ["ECN marked in ToS", { tos: 0x03 }],
+        ["L4 checksum rewritten", { l4Checksum: 0xbeef }],
+      ];
+      for (const [label, change] of natted) {
+        await t.step(`restored after: ${label}`, () => {
+          clear();
+          saveIt(base, 6);
+          const r = restoreIt({ ...base, ...change });
+          assert.equal(r.retval, NEXT);
+          assert.equal(r.skb.priority, 6);
+          assert.deepEqual(metaKeys(metaFd), [], "the entry is consumed");
+        });
+      }
+      await t.step("restored after ICMP id rewrite (ICMP NAT)", () => {
+        clear();
+        saveIt({ family: 4, proto: "icmp", icmpId: 7 }, 2);
+        assert.equal(restoreIt({ family: 4, proto: "icmp", icmpId: 4242 }).skb.priority, 2);
+      });
+
+      const different: Array<[string, Partial<PacketSpec>]> = [
+        ["IP id", { ipId: 0x4321 }],
+        ["TCP sequence", { tcpSeq: 778 }],
+        ["TCP ack", { tcpAck: 2001 }],
+        ["payload byte", { payload: new TextEncoder().encode("abcdefghijkXmnop") }],
+        ["length", { payload: new TextEncoder().encode("abcdefghijklmnopq") }],
+      ];
+      for (const [label, change] of different) {
+        await t.step(`a packet differing in ${label} is not restored`, () => {
+          clear();
+          saveIt(base, 6);
+          const before = maps.counters().notFound;
+          const r = restoreIt({ ...base, ...change });
+          assert.equal(r.skb.priority, 0);
+          assert.equal(maps.counters().notFound, before + 1n);
+        });
+      }
+
+      await t.step("node-originated packets (ingress_ifindex 0) are refused", () => {
+        clear();
+        saveIt(base, 6);
+        const before = maps.counters().mismatch;
+        assert.equal(restoreIt(base, 0).skb.priority, 0);
+        assert.equal(maps.counters().mismatch, before + 1n);
+        assert.equal(restoreIt(base).skb.priority, 6, "the pod's own packet still restores");
+      });
+
+      await t.step("identical packets in flight each restore once", () => {
+        clear();
+        for (let i = 0; i < 3; i++) saveIt(base, 4);
+        for (let i = 0; i < 3; i++) assert.equal(restoreIt(base).skb.priority, 4, `copy ${i}`);
+        assert.equal(restoreIt(base).skb.priority, 0, "a fourth copy was never saved");
+      });
+
+      await t.step("a launch time is saved and restored with its value", () => {
+        clear();
+        saveIt({ family: 4, proto: "udp" }, 0, 1_700_000_000_123_456_789n);
+        const r = restoreIt({ family: 4, proto: "udp", sport: 1 });
+        assert.equal(r.skb.tstamp, 1_700_000_000_123_456_789n);
+        assert.equal(r.skb.priority, 0);
+      });
+
+      await t.step("packets without metadata are not stored", () => {
+        clear();
+        saveIt(base, 0);
+        assert.deepEqual(metaKeys(metaFd), []);
+      });
+
+      await t.step("entries older than maxAge are expired, not restored", () => {
+        clear();
+        maps.writeConfig({
+          maxAgeNs: 1n,
+          gcIntervalNs: 60_000_000_000n,
+          defaultPolicy: { podCookie: 0n, maxPriority: NO_CLAMP },
+        });
+        saveIt(base, 6);
+        const before = maps.counters().expired;
+        assert.equal(restoreIt(base).skb.priority, 0);
+        assert.equal(maps.counters().expired, before + 1n);
+        assert.deepEqual(metaKeys(metaFd), [], "the expired entry is deleted");
+      });
+    } finally {
+      maps.close();
+      for (const fd of [save, restore, metaFd]) closeFd(fd);
+      teardownNode(bpffs);
+    }
+  },
+);

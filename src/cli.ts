@@ -27,6 +27,13 @@ function location(o: LocationOptions): LocationOptions {
   };
 }
 
+/** Option names the user gave (not commander defaults): those beat the node config file. */
+function explicit(cmd: { getOptionValueSource(key: string): string | undefined }, o: object) {
+  return Object.keys(o).filter((k) => cmd.getOptionValueSource(k) === "cli");
+}
+
+const STATE_DIR_HELP = "where install records what it created (uninstall reads it)";
+
 export async function runCli(argv: string[]): Promise<number> {
   let code = 0;
   const program = new Command()
@@ -57,10 +64,13 @@ export async function runCli(argv: string[]): Promise<number> {
       ),
     )
     .option("--in-place", "rewrite conflists in place (runtimes that ignore renames)")
-    .action(async (o) => {
+    .option("--state-dir <dir>", STATE_DIR_HELP, "/var/lib/tsnproxy")
+    .action(async (o, cmd) => {
       const { runInstall } = await import("./install/command.ts");
       code = await runInstall({
         ...location(o),
+        explicit: explicit(cmd, o),
+        stateDir: o.stateDir,
         network: o.network,
         dryRun: o.dryRun,
         attachMode: o.attachMode,
@@ -74,23 +84,50 @@ export async function runCli(argv: string[]): Promise<number> {
     )
     .option("--dry-run", "print the planned changes and change nothing", false)
     .option("--remove-qdisc", "also remove the qdisc install created", false)
-    .action(async (o) => {
+    .option("--network <name>", "conflist to remove the entry from (by network name)")
+    .option("--state-dir <dir>", STATE_DIR_HELP, "/var/lib/tsnproxy")
+    .action(async (o, cmd) => {
       const { runUninstall } = await import("./install/uninstall.ts");
-      code = await runUninstall({ ...location(o), dryRun: o.dryRun, removeQdisc: o.removeQdisc });
+      code = await runUninstall({
+        ...location(o),
+        explicit: explicit(cmd, o),
+        stateDir: o.stateDir,
+        network: o.network,
+        dryRun: o.dryRun,
+        removeQdisc: o.removeQdisc,
+      });
     });
 
   locationCommand(program, "agent")
     .description(
       "long-running node agent: keeps the CNI entry and restorer in place, serves metrics",
     )
-    .option("--metrics-address <host:port>", "Prometheus metrics listen address", "0.0.0.0:9489")
+    .option(
+      "--metrics-address <host:port>",
+      "Prometheus metrics listen address (default: the config's metrics.address, 0.0.0.0:9489)",
+    )
     .option("--reconcile-seconds <n>", "periodic reconcile interval", (v) => Number(v), 10)
-    .action(async (o) => {
+    .option("--network <name>", "conflist to keep the entry in (by network name)")
+    .addOption(
+      new Option("--attach-mode <mode>", "tc attach API").choices(
+        ["auto", "tcx", "clsact"] as const,
+      ),
+    )
+    .option("--in-place", "rewrite conflists in place (runtimes that ignore renames)")
+    .option("--state-dir <dir>", STATE_DIR_HELP, "/var/lib/tsnproxy")
+    .option("--cni-results-dir <dir>", "libcni's result cache (pod names for metrics)")
+    .action(async (o, cmd) => {
       const { runAgent } = await import("./agent/command.ts");
       code = await runAgent({
         ...location(o),
+        explicit: explicit(cmd, o),
+        stateDir: o.stateDir,
+        network: o.network,
+        attachMode: o.attachMode,
+        inPlace: o.inPlace,
         metricsAddress: o.metricsAddress,
         reconcileSeconds: o.reconcileSeconds,
+        cniResultsDir: o.cniResultsDir,
       });
     });
 

@@ -11,6 +11,11 @@ export interface LocationOptions {
   cniBinDir: string;
   /** Pin root (default /sys/fs/bpf/tsnproxy). */
   bpffs: string;
+  /**
+   * Which of the fields above were given on the command line (the rest are commander's
+   * defaults, which must not beat the node config file). undefined: all of them were.
+   */
+  explicit?: readonly string[];
 }
 
 export const DEFAULTS = {
@@ -24,6 +29,8 @@ export type AttachMode = "auto" | "tcx" | "clsact";
 export type RestoreAt = "tsn-egress" | "host-veth-ingress";
 
 export interface InstallOptions extends LocationOptions {
+  /** Where install records what it created (default /var/lib/tsnproxy). */
+  stateDir?: string;
   network?: string;
   dryRun: boolean;
   attachMode?: AttachMode;
@@ -32,13 +39,22 @@ export interface InstallOptions extends LocationOptions {
 }
 
 export interface UninstallOptions extends LocationOptions {
+  stateDir?: string;
+  network?: string;
   dryRun: boolean;
   removeQdisc: boolean;
 }
 
 export interface AgentOptions extends LocationOptions {
-  metricsAddress: string;
+  stateDir?: string;
+  network?: string;
+  attachMode?: AttachMode;
+  inPlace?: boolean;
+  /** undefined: the node config's metrics.address. */
+  metricsAddress?: string;
   reconcileSeconds: number;
+  /** Where libcni caches results (pod names for metrics); default /var/lib/cni/results. */
+  cniResultsDir?: string;
 }
 
 export interface DoctorOptions extends LocationOptions {

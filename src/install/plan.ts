@@ -1,0 +1,410 @@
+/**
+ * The node install plan: every change `tsnproxy install` would make, computed from the
+ * machine's current state before anything is touched, printed by `--dry-run` (and before a
+ * real run), then executed in this order:
+ *
+ *   1. binary    the plugin executable in the CNI bin dir
+ *   2. datapath  load, verify and pin the programs; write the node config map; start the GC
+ *   3. qdisc     clsact first on the clsact path, the repair, the configured root
+ *   4. restorer  tsnp_restore on the TSN interface's egress
+ *   5. conflist  the tsnproxy entry at the end of the primary network's chain (last: the
+ *                runtime only calls the plugin once the node can serve it)
+ *   6. state     what install created that the machine cannot tell later (state.ts)
+ *
+ * Planning again after a run yields no change: every step compares with what is there.
+ * The agent reuses steps 3-5 (planReconcile) to heal what the primary CNI or an interface
+ * flap undid.
+ */
+import { type Attachment, type TcApi } from "../bpf/attach.ts";
+import { resolveTcApi } from "../bpf/features.ts";
+import { loadDatapath, type ProgramState, startGc } from "../bpf/loader.ts";
+import { type DatapathConfig, DatapathMaps } from "../bpf/maps.ts";
+import { attachRestorer, restorerAttached, restorerPin } from "../bpf/node.ts";
+import { assertBpffs, MAPS, PinLayout, PROGRAMS } from "../bpf/pins.ts";
+import type { NodeConfig } from "../config/node.ts";
+import { compilePolicy, U32_MAX } from "../config/policy.ts";
+import {
+  apply as applyConflist,
+  type Plan as ConflistPlan,
+  planInstall as planConflistInstall,
+  PLUGIN_TYPE,
+  type TsnproxyEntry,
+} from "./conflist.ts";
+import { applyBinary, type BinaryPlan, binarySource, planBinary } from "./binary.ts";
+import {
+  applyQdiscPlan,
+  formatQdiscStep,
+  planQdisc,
+  type QdiscPlan,
+  usesClsact,
+} from "./qdisc_plan.ts";
+import { type InstallState, readState, sameState, statePath, writeState } from "./state.ts";
+import { recoverInterruptedWrites } from "./atomic.ts";
+
+export interface InstallTarget {
+  cfg: NodeConfig;
+  tsnInterface: string;
+  api: TcApi;
+  stateDir: string;
+  /** Update conflists in place (flag, config, or the installer's default). */
+  inPlace: boolean;
+}
+
+/** The conflist entry install injects: the node's settings and default policy. */
+export function pluginEntry(t: InstallTarget): TsnproxyEntry {
+  const e: TsnproxyEntry = {
+    type: PLUGIN_TYPE,
+    tsnInterface: t.tsnInterface,
+    restoreAt: t.cfg.restoreAt,
+    bpffs: t.cfg.bpffs,
+    attachMode: t.cfg.attachMode,
+  };
+  const p = t.cfg.policy;
+  if (p.maxPriority !== undefined || p.remap !== undefined) {
+    const policy: Record<string, number | Record<string, number>> = {};
+    if (p.maxPriority !== undefined) policy.maxPriority = p.maxPriority;
+    if (p.remap !== undefined) policy.remap = { ...p.remap };
+    e.policy = policy;
+  }
+  return e;
+}
+
+/** The node config map install writes (GC ages, default policy). */
+export function datapathConfig(cfg: NodeConfig): DatapathConfig {
+  const dp = compilePolicy(cfg.policy);
+  return {
+    maxAgeNs: BigInt(cfg.gc.maxAgeMs) * 1_000_000n,
+    gcIntervalNs: BigInt(cfg.gc.intervalMs) * 1_000_000n,
+    defaultPolicy: {
+      podCookie: 0n,
+      maxPriority: dp.maxPriority,
+      remap: cfg.policy.remap ? dp.remap : undefined,
+    },
+  };
+}
+
+function sameConfig(a: DatapathConfig, b: DatapathConfig): boolean {
+  const ra = a.defaultPolicy.remap;
+  const rb = b.defaultPolicy.remap;
+  return a.maxAgeNs === b.maxAgeNs && a.gcIntervalNs === b.gcIntervalNs &&
+    a.defaultPolicy.podCookie === b.defaultPolicy.podCookie &&
+    a.defaultPolicy.maxPriority === b.defaultPolicy.maxPriority &&
+    (ra === undefined) === (rb === undefined) &&
+    (ra === undefined || ra.every((v, i) => v === rb?.[i]));
+}
+
+export interface DatapathPlan {
+  root: string;
+  rootExists: boolean;
+  programs: ProgramState[];
+  writeConfig: boolean;
+  startGc: boolean;
+  config: DatapathConfig;
+  mapEntries: number;
+  notes: string[];
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** GC armed and ticking: it has run, or its map is too young to have run yet. */
+function gcLooksArmed(maps: DatapathMaps, pins: PinLayout, intervalNs: bigint): boolean {
+  if (maps.counters().gcRuns > 0n) return true;
+  try {
+    const born = Deno.statSync(pins.map("tsnp_gc")).mtime?.getTime() ?? 0;
+    return Date.now() - born < Number(intervalNs / 1_000_000n) * 3 + 1000;
+  } catch {
+    return false;
+  }
+}
+
+export function planDatapath(cfg: NodeConfig): DatapathPlan {
+  const pins = new PinLayout(cfg.bpffs);
+  const rootExists = exists(pins.root);
+  assertBpffs(pins.root);
+  const config = datapathConfig(cfg);
+  const programs = loadDatapath({ bpffs: cfg.bpffs, mapEntries: cfg.mapEntries, dryRun: true });
+  const fresh = programs.some((p) => p.action !== "kept") ||
+    MAPS.some((m) => !exists(pins.map(m)));
+  const plan: DatapathPlan = {
+    root: pins.root,
+    rootExists,
+    programs,
+    writeConfig: true,
+    startGc: true,
+    config,
+    mapEntries: cfg.mapEntries,
+    notes: [],
+  };
+  if (!fresh) {
+    const maps = DatapathMaps.open(cfg.bpffs);
+    try {
+      plan.writeConfig = !sameConfig(maps.readConfig(), config);
+      plan.startGc = plan.writeConfig || !gcLooksArmed(maps, pins, config.gcIntervalNs);
+    } catch {
+      plan.writeConfig = true;
+    } finally {
+      maps.close();
+    }
+  }
+  return plan;
+}
+
+/** Loads (verifying; a pinned program with the same tag is kept), writes config, arms GC. */
+export function applyDatapath(plan: DatapathPlan): ProgramState[] {
+  const programs = loadDatapath({ bpffs: plan.root, mapEntries: plan.mapEntries });
+  const changed = programs.some((p) => p.action !== "kept");
+  if (plan.writeConfig || changed) {
+    const maps = DatapathMaps.open(plan.root);
+    try {
+      maps.writeConfig(plan.config);
+    } finally {
+      maps.close();
+    }
+  }
+  if (plan.startGc || plan.writeConfig || changed) startGc(plan.root);
+  return programs;
+}
+
+export interface RestorerPlan {
+  ifname: string;
+  api: TcApi;
+  pin: string;
+  /** undefined: not on the TSN interface (restoreAt host-veth-ingress). */
+  action?: "attach" | "kept";
+  existing?: Attachment;
+}
+
+export function planRestorer(t: InstallTarget): RestorerPlan {
+  const pin = restorerPin(t.cfg.bpffs, t.tsnInterface);
+  const plan: RestorerPlan = { ifname: t.tsnInterface, api: t.api, pin };
+  if (t.cfg.restoreAt !== "tsn-egress") return plan;
+  const existing = exists(new PinLayout(t.cfg.bpffs).root)
+    ? restorerAttached(t.cfg.bpffs, t.tsnInterface)
+    : undefined;
+  plan.action = existing ? "kept" : "attach";
+  if (existing) plan.existing = existing;
+  return plan;
+}
+
+export interface NodePlan {
+  target: InstallTarget;
+  binary?: BinaryPlan;
+  datapath?: DatapathPlan;
+  qdisc: QdiscPlan;
+  restorer: RestorerPlan;
+  conflist: ConflistPlan;
+  state: { before: InstallState; path: string };
+}
+
+export interface PlanScope {
+  binary: boolean;
+  datapath: boolean;
+  /** false: dry run (no recovery writes while planning). */
+  recover: boolean;
+}
+
+/** Everything install would do, read from the machine; changes nothing when !recover. */
+export async function planNode(t: InstallTarget, scope: PlanScope): Promise<NodePlan> {
+  const before = await readState(t.stateDir);
+  const cfg = t.cfg;
+  if (scope.recover && scope.binary) await recoverInterruptedWrites(cfg.cni.binDir).catch(() => {});
+  const binary = scope.binary ? await planBinary(cfg.cni.binDir, await binarySource()) : undefined;
+  const datapath = scope.datapath ? planDatapath(cfg) : undefined;
+  const qdisc = planQdisc(
+    t.tsnInterface,
+    cfg.qdisc,
+    usesClsact(t.api, cfg.restoreAt),
+    before,
+  );
+  const restorer = planRestorer(t);
+  const conflist = await planConflistInstall({
+    confDir: cfg.cni.confDir,
+    network: cfg.cni.network,
+    entry: pluginEntry(t),
+    recover: scope.recover,
+  });
+  return {
+    target: t,
+    binary,
+    datapath,
+    qdisc,
+    restorer,
+    conflist,
+    state: { before, path: statePath(t.stateDir) },
+  };
+}
+
+/** True when running the plan would change nothing. */
+export function planIsEmpty(p: NodePlan): boolean {
+  return (!p.binary || p.binary.action === "none") &&
+    (!p.datapath ||
+      (p.datapath.rootExists && p.datapath.programs.every((x) => x.action === "kept") &&
+        !p.datapath.writeConfig && !p.datapath.startGc)) &&
+    p.qdisc.steps.length === 0 &&
+    p.restorer.action !== "attach" &&
+    p.conflist.changes.length === 0;
+}
+
+/** Conflist changes for the plan: diffs for the files the runtime loads, one line per backup. */
+export function formatConflistChanges(plan: ConflistPlan, sign = "+"): string {
+  const out: string[] = [];
+  for (const c of plan.changes) {
+    if (c.role === "backup") {
+      out.push(`${sign} ${c.action} ${c.path}: ${c.why}`);
+    } else {
+      out.push(`${sign} ${c.action} ${c.path}: ${c.why}`, ...c.diff.trimEnd().split("\n"));
+    }
+  }
+  for (const w of plan.warnings) out.push(`! ${w}`);
+  return out.join("\n");
+}
+
+function ms(ns: bigint): string {
+  return `${ns / 1_000_000n} ms`;
+}
+
+function policyText(c: DatapathConfig): string {
+  const p = c.defaultPolicy;
+  const parts = [p.maxPriority === U32_MAX ? "no clamp" : `maxPriority ${p.maxPriority}`];
+  if (p.remap) {
+    const changed = p.remap.map((v, i) => [i, v]).filter(([i, v]) => i !== v);
+    parts.push(`remap ${changed.map(([i, v]) => `${i}->${v}`).join(",") || "identity"}`);
+  }
+  return parts.join(", ");
+}
+
+function indent(text: string, by = "    "): string {
+  return text.split("\n").map((l) => (l ? by + l : l)).join("\n");
+}
+
+/** The plan as text: one section per step, `+` for a change, `=` for no change. */
+export function formatNodePlan(p: NodePlan, verb = "install"): string {
+  const out: string[] = [];
+  const line = (changed: boolean, text: string) => out.push(`  ${changed ? "+" : "="} ${text}`);
+  const t = p.target;
+  out.push(
+    `tsnproxy ${verb} plan: TSN interface ${t.tsnInterface}, tc API ${t.api}, restoreAt ` +
+      `${t.cfg.restoreAt}, pin root ${t.cfg.bpffs}`,
+  );
+  if (p.binary) {
+    out.push("binary:");
+    const b = p.binary;
+    const what = b.source.kind === "compiled"
+      ? `copy of ${b.source.from} (${b.source.bytes.length} bytes)`
+      : `launcher exec'ing ${b.source.from}`;
+    line(
+      b.action !== "none",
+      `${b.action === "none" ? "keep" : b.action} ${b.path}: ${what}` +
+        (b.action === "none" ? " (up to date)" : ` (${b.why})`),
+    );
+  }
+  if (p.datapath) {
+    const d = p.datapath;
+    out.push("datapath:");
+    if (!d.rootExists) line(true, `create pin root ${d.root}`);
+    for (const prog of d.programs) {
+      line(
+        prog.action !== "kept",
+        prog.action === "kept"
+          ? `keep ${PROGRAMS[prog.role]} (pinned, id ${prog.id}, tag ${prog.tag}; re-verified, ` +
+            "replaced only if this build differs)"
+          : `load, verify and pin ${PROGRAMS[prog.role]} (${d.mapEntries}-entry fingerprint table)`,
+      );
+    }
+    line(
+      d.writeConfig,
+      `${d.writeConfig ? "write" : "keep"} node config: max age ${ms(d.config.maxAgeNs)}, GC ` +
+        `every ${ms(d.config.gcIntervalNs)}, default policy ${policyText(d.config)}`,
+    );
+    line(d.startGc, d.startGc ? "start the GC timer" : "GC timer running");
+  }
+  out.push(`qdisc (${p.qdisc.ifname}):`);
+  for (const s of p.qdisc.steps) line(true, formatQdiscStep(s));
+  for (const n of p.qdisc.notes) line(false, n);
+  for (const w of p.qdisc.warnings) out.push(`  ! ${w}`);
+  out.push("restorer:");
+  const r = p.restorer;
+  if (r.action === undefined) {
+    line(
+      false,
+      "attached per pod on the host-side veth by the plugin (restoreAt host-veth-ingress)",
+    );
+  } else if (r.action === "kept") {
+    line(
+      false,
+      `tsnp_restore attached to ${r.ifname} egress (${r.existing?.api}, ${r.existing?.pin})`,
+    );
+  } else {
+    line(true, `attach tsnp_restore to ${r.ifname} egress with ${r.api}, first (pin ${r.pin})`);
+  }
+  out.push(`conflist (${p.conflist.target}):`);
+  if (p.conflist.changes.length === 0) line(false, `entry present (${p.conflist.status})`);
+  else {
+    out.push(indent(formatConflistChanges(p.conflist)));
+    if (t.inPlace) out.push("    (existing conflists are rewritten in place)");
+  }
+  if (p.conflist.changes.length === 0) {
+    for (const w of p.conflist.warnings) out.push(`  ! ${w}`);
+  }
+  out.push(`state (${p.state.path}):`);
+  const next = predictState(p);
+  const changed = !sameState(p.state.before, next);
+  const rec = next.qdisc;
+  line(
+    changed,
+    `${changed ? "record" : "unchanged"}: ` + (rec && (rec.clsactCreated || rec.rootCreated)
+      ? [
+        rec.clsactCreated ? `clsact on ${rec.ifname} created by install` : "",
+        rec.rootCreated ? `root ${rec.rootCreated.kind} created by install` : "",
+      ].filter(Boolean).join("; ")
+      : "nothing install created needs recording"),
+  );
+  return out.join("\n") + "\n";
+}
+
+/** The state file after the plan ran (for the plan output). */
+function predictState(p: NodePlan): InstallState {
+  const q = p.qdisc;
+  const prev = p.state.before.qdisc;
+  const st = prev?.ifname === q.ifname ? { ...prev } : { ifname: q.ifname, clsactCreated: false };
+  for (const s of q.steps) {
+    if (s.op === "add-clsact") st.clsactCreated = true;
+    if (s.op === "apply-root") st.rootCreated = { kind: s.cfg.kind, handle: s.cfg.handle };
+    if (s.op === "delete-root") delete st.rootCreated;
+  }
+  return { ...p.state.before, qdisc: st };
+}
+
+export interface NodeResult {
+  programs?: ProgramState[];
+  changed: boolean;
+}
+
+/** Executes a plan made by planNode (re-checking what it can), writing state as it goes. */
+export async function executeNodePlan(p: NodePlan): Promise<NodeResult> {
+  const t = p.target;
+  const res: NodeResult = { changed: !planIsEmpty(p) };
+  if (p.binary) await applyBinary(p.binary);
+  if (p.datapath) res.programs = applyDatapath(p.datapath);
+  let state = p.state.before;
+  const qs = applyQdiscPlan(p.qdisc, state.qdisc);
+  state = { ...state, qdisc: qs };
+  // Recorded before the next step, so an install killed later still knows what it created.
+  if (!sameState(state, p.state.before)) await writeState(t.stateDir, state);
+  // On the clsact path planQdisc added clsact already: the restorer never creates it.
+  if (p.restorer.action === "attach") attachRestorer(t.cfg.bpffs, t.tsnInterface, t.api);
+  await applyConflist(p.conflist, { inPlace: t.inPlace });
+  return res;
+}
+
+/** The tc API for the node config (flag > config > kernel). */
+export function tcApiFor(cfg: NodeConfig): TcApi {
+  return resolveTcApi(cfg.attachMode);
+}

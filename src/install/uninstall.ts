@@ -1,0 +1,177 @@
+/**
+ * `tsnproxy uninstall`: undo install, in the reverse order of install's steps:
+ *
+ *   1. conflist  remove the entry (the original restored byte-identical from its backup when
+ *                nothing else changed the file), so the runtime stops calling the plugin
+ *   2. datapath  detach every node and pod attachment and remove the pin root (teardownNode):
+ *                everything pinned under it is tsnproxy's, nothing outside it is touched
+ *   3. qdisc     the root only with --remove-qdisc and only if install created it; clsact
+ *                only if install created it and nothing else uses it (state.ts)
+ *   4. binary    the plugin executable
+ *   5. state     the record, once nothing it records remains
+ *
+ * A second run finds nothing to do. `--dry-run` prints the plan and changes nothing.
+ */
+import { teardownNode } from "../bpf/node.ts";
+import { listPodAttachments } from "../bpf/pod.ts";
+import { PinLayout } from "../bpf/pins.ts";
+import { NotFoundError } from "../errors.ts";
+import { log } from "../log.ts";
+import type { UninstallOptions } from "../options.ts";
+import { apply, type Plan, planUninstall } from "./conflist.ts";
+import { formatConflistChanges } from "./plan.ts";
+import { planRemoveBinary, removeBinary } from "./binary.ts";
+import {
+  applyQdiscPlan,
+  formatQdiscStep,
+  planQdiscRemoval,
+  type QdiscPlan,
+  stateAfterRemoval,
+} from "./qdisc_plan.ts";
+import { DEFAULT_STATE_DIR, readState, sameState, statePath, writeState } from "./state.ts";
+import { loadConfig } from "./target.ts";
+
+function listDir(dir: string): string[] {
+  try {
+    return [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw e;
+  }
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function runUninstall(opts: UninstallOptions): Promise<number> {
+  const cfg = await loadConfig(opts);
+  const stateDir = opts.stateDir ?? DEFAULT_STATE_DIR;
+  const state = await readState(stateDir);
+  const out: string[] = [`tsnproxy uninstall plan: pin root ${cfg.bpffs}`];
+  const line = (changed: boolean, text: string) => out.push(`  ${changed ? "-" : "="} ${text}`);
+  let changes = 0;
+
+  // 1. conflist
+  let conflist: Plan | undefined;
+  out.push(`conflist (${cfg.cni.confDir}):`);
+  try {
+    conflist = await planUninstall({
+      confDir: cfg.cni.confDir,
+      network: cfg.cni.network,
+      recover: !opts.dryRun,
+    });
+    if (conflist.changes.length === 0) line(false, `${conflist.target}: no tsnproxy entry`);
+    else {
+      out.push(formatConflistChanges(conflist, "-").split("\n").map((l) => `    ${l}`).join("\n"));
+      changes += conflist.changes.length;
+    }
+  } catch (e) {
+    if (!(e instanceof NotFoundError)) throw e;
+    line(false, `nothing to remove (${e.message})`);
+  }
+
+  // 2. datapath
+  const pins = new PinLayout(cfg.bpffs);
+  out.push("datapath:");
+  const rootExists = exists(pins.root);
+  if (rootExists) {
+    const node = listDir(pins.nodeDir);
+    const pods = listPodAttachments(cfg.bpffs);
+    line(
+      true,
+      `detach ${node.length} node attachment(s)${node.length ? ` (${node.join(", ")})` : ""} ` +
+        `and ${pods.length} pod attachment(s); unpin maps and programs; remove ${pins.root}`,
+    );
+    changes++;
+  } else line(false, `${pins.root} does not exist`);
+
+  // 3. qdisc
+  let qplan: QdiscPlan | undefined;
+  if (state.qdisc) {
+    qplan = planQdiscRemoval(state.qdisc, opts.removeQdisc);
+    out.push(`qdisc (${state.qdisc.ifname}):`);
+    if (!qplan) line(false, `${state.qdisc.ifname} no longer exists: nothing to remove`);
+    for (const s of qplan?.steps ?? []) line(true, formatQdiscStep(s));
+    for (const n of qplan?.notes ?? []) line(false, n);
+    changes += qplan?.steps.length ?? 0;
+  } else {
+    out.push("qdisc:");
+    line(false, "install recorded no qdisc it created: none touched");
+  }
+
+  // 4. binary
+  const bin = await planRemoveBinary(cfg.cni.binDir);
+  out.push("binary:");
+  line(bin.exists, bin.exists ? `remove ${bin.path}` : `${bin.path} does not exist`);
+  if (bin.exists) changes++;
+
+  // 5. state
+  const after = state.qdisc ? { ...state, qdisc: predictQdiscState(state.qdisc, qplan) } : state;
+  const stateChanges = !sameState(after, state) ||
+    (exists(statePath(stateDir)) && !after.qdisc?.clsactCreated && !after.qdisc?.rootCreated);
+  out.push(`state (${statePath(stateDir)}):`);
+  line(
+    stateChanges,
+    stateChanges
+      ? (after.qdisc?.rootCreated || after.qdisc?.clsactCreated
+        ? "keep recording what remains"
+        : "remove")
+      : exists(statePath(stateDir))
+      ? "kept: it records what remains"
+      : "absent",
+  );
+  if (stateChanges) changes++;
+
+  console.log(out.join("\n"));
+  if (opts.dryRun) {
+    console.log(changes ? "dry run: nothing was changed" : "dry run: nothing to change");
+    return 0;
+  }
+  if (changes === 0) {
+    console.log("nothing to change: tsnproxy is not installed here");
+    return 0;
+  }
+
+  if (conflist && conflist.changes.length > 0) {
+    await apply(conflist, { inPlace: cfg.cni.inPlace ?? true });
+  }
+  const detached = rootExists ? teardownNode(cfg.bpffs) : 0;
+  let newState = state;
+  if (state.qdisc) {
+    const q = qplan ? applyQdiscPlan(qplan, state.qdisc) : state.qdisc;
+    newState = { ...state, qdisc: stateAfterRemoval(q, qplan) };
+  }
+  if (bin.exists) await removeBinary(bin.path);
+  await writeState(stateDir, newState);
+  log("info", "uninstalled", {
+    bpffs: cfg.bpffs,
+    detached,
+    conflist: conflist?.status,
+    qdisc: qplan?.steps.map((s) => s.op) ?? [],
+    binary: bin.exists ? bin.path : undefined,
+  });
+  console.log("uninstalled");
+  return 0;
+}
+
+function predictQdiscState(
+  q: NonNullable<Awaited<ReturnType<typeof readState>>["qdisc"]>,
+  plan: QdiscPlan | undefined,
+) {
+  if (!plan) return { ifname: q.ifname, clsactCreated: false };
+  const out = { ...q };
+  for (const s of plan.steps) {
+    if (s.op === "delete-root") {
+      delete out.rootCreated;
+      delete out.replacedRoot;
+    }
+    if (s.op === "delete-clsact") out.clsactCreated = false;
+  }
+  return out;
+}

@@ -4,15 +4,18 @@
  * `tsnproxy cni` (see https://www.cni.dev/docs/spec/#error).
  */
 
-/** CNI spec error codes (1-99 are reserved by the spec; 100+ are ours). */
+/**
+ * CNI spec error codes (1-99 are reserved by the spec; 100+ are ours). The spec's table:
+ * 4 is "invalid necessary environment variables", 7 "invalid network config".
+ */
 export const CniCode = {
   IncompatibleVersion: 1,
   UnsupportedField: 2,
   UnknownContainer: 3,
-  InvalidNetworkConfig: 4,
+  InvalidEnvironment: 4,
   IoFailure: 5,
   DecodeFailure: 6,
-  InvalidEnvironment: 7,
+  InvalidNetworkConfig: 7,
   TryAgainLater: 11,
   PluginNotAvailable: 50,
   PluginLimited: 51,

@@ -194,19 +194,27 @@ export function pinsOf(pin: string): string[] {
   }
 }
 
+/** Where detach() finds the clsact filters a pin records. */
+export interface DetachTarget {
+  /** Network namespace of the interface (undefined: the caller's). */
+  netns?: string;
+  /** Only unpin: the filters live in a namespace we cannot name (or that is gone). */
+  unpinOnly?: boolean;
+}
+
 /**
  * Detaches everything pinned under `pin`. Idempotent: missing pins, a deleted interface
  * or a namespace that no longer exists (its filters died with it) are not errors.
  */
-export function detach(pin: string, netns?: string): number {
+export function detach(pin: string, target: DetachTarget = {}): number {
   let n = 0;
   for (const p of pinsOf(pin)) {
     const a = describePinSafe(p);
-    if (a?.api === "clsact") {
-      const nsGone = netns !== undefined && !exists(netns);
+    if (a?.api === "clsact" && !target.unpinOnly) {
+      const nsGone = target.netns !== undefined && !exists(target.netns);
       if (!nsGone) {
         try {
-          withNetns(netns, () => detachClsact(a.ifindex, a.direction));
+          withNetns(target.netns, () => detachClsact(a.ifindex, a.direction));
         } catch (e) {
           if (!(e instanceof NotFoundError)) throw e;
         }

@@ -74,7 +74,7 @@ export function attachRestorer(
   const existing = restorerAttached(bpffs, ifname, netns);
   if (existing) return { ...existing, action: "kept" };
   const pin = restorerPin(bpffs, ifname);
-  detach(pin, netns); // stale pins of a deleted/recreated interface
+  detach(pin, { netns }); // stale pins of a deleted/recreated interface
   const fd = objGetRequired(new PinLayout(bpffs).prog("restore"));
   try {
     const a = attach({ progFd: fd, ifname, direction: "egress", api, netns, pin, first: true });
@@ -96,13 +96,12 @@ export function teardownNode(bpffs: string, netns?: string): number {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
     for (const name of names) {
-      // Pod clsact filters live in pod namespaces we cannot name here; unpinning the
-      // marker leaves them running the (now unpinned) saver, which is harmless and goes
-      // away with the pod. tcx links are detached by the unpin itself.
-      n += detach(
-        `${dir}/${name.replace(/@clsact-.*$/, "")}`,
-        dir === pins.nodeDir ? netns : undefined,
-      );
+      const base = name.replace(/@clsact-.*$/, "");
+      // Node attachments (the TSN NIC, pods' host veths) live in the node's namespace.
+      // Pod clsact filters live in pod namespaces we cannot name here: unpin only (the
+      // saver keeps running harmlessly until the pod goes; tcx links detach on unpin).
+      const inNode = dir === pins.nodeDir || base.endsWith("@host");
+      n += detach(`${dir}/${base}`, inNode ? { netns } : { unpinOnly: true });
     }
   }
   try {

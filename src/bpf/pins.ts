@@ -5,11 +5,13 @@
  *   <root>/maps/<map>        maps, pinned by libbpf (LIBBPF_PIN_BY_NAME)
  *   <root>/progs/<program>   tsnp_save, tsnp_restore, tsnp_gc_start
  *   <root>/node/<name>       node attachments (the restorer on the TSN interface)
- *   <root>/pods/<name>       one per pod interface: <container id>_<ifname>
+ *   <root>/pods/<name>       one per pod interface: <container id>_<ifname>, and
+ *                            <container id>_<ifname>@host for a restorer on its host veth
  *
  * An attachment pin is the tcx link itself (unpinning detaches it) or, for classic
  * clsact filters, which cannot be pinned, the program pinned under a name that records
  * the filter's interface and hook (`<name>@clsact-<egress|ingress>-<ifindex>`).
+ * bpffs refuses '.' in names: every name here is built from [A-Za-z0-9_@-].
  */
 import { NotFoundError } from "../errors.ts";
 
@@ -61,7 +63,7 @@ export class PinLayout {
 
 /** Attachment names must be valid file names: container ids and ifnames are. */
 export function podAttachmentName(containerId: string, ifname: string): string {
-  const safe = (s: string) => s.replace(/[^A-Za-z0-9_.-]/g, "_");
+  const safe = (s: string) => s.replace(/[^A-Za-z0-9_-]/g, "_");
   return `${safe(containerId)}_${safe(ifname)}`;
 }
 

@@ -36,7 +36,7 @@ export function podPin(bpffs: string, containerId: string, ifname: string): stri
 }
 
 export function hostVethPin(bpffs: string, containerId: string, ifname: string): string {
-  return `${podPin(bpffs, containerId, ifname)}.host`;
+  return `${podPin(bpffs, containerId, ifname)}@host`;
 }
 
 export function attachPod(req: PodAttachRequest): Attachment[] {
@@ -50,7 +50,7 @@ export function attachPod(req: PodAttachRequest): Attachment[] {
     const save = objGetRequired(pins.prog("save"));
     try {
       const pin = podPin(req.bpffs, req.containerId, req.ifname);
-      detach(pin, req.netns); // a retried ADD replaces its own earlier attachment
+      detach(pin, { netns: req.netns }); // a retried ADD replaces its own earlier attachment
       done.push(
         attach({
           progFd: save,
@@ -69,7 +69,7 @@ export function attachPod(req: PodAttachRequest): Attachment[] {
       const restore = objGetRequired(pins.prog("restore"));
       try {
         const pin = hostVethPin(req.bpffs, req.containerId, req.ifname);
-        detach(pin);
+        detach(pin, {});
         done.push(
           attach({
             progFd: restore,
@@ -109,9 +109,14 @@ export interface PodDetachRequest {
 
 /** Idempotent: removes the pod's attachments, policies and counters; returns pins removed. */
 export function detachPod(req: PodDetachRequest, openMaps?: DatapathMaps): number {
-  const netns = req.netns || undefined;
-  let n = detach(podPin(req.bpffs, req.containerId, req.ifname), netns);
-  n += detach(hostVethPin(req.bpffs, req.containerId, req.ifname));
+  // Without the pod's namespace its clsact filter cannot be reached (and dies with the
+  // namespace): only unpin. Never look for it in our own namespace, where the same ifindex
+  // may be a different interface (the TSN NIC's restorer uses the same filter handle).
+  let n = detach(
+    podPin(req.bpffs, req.containerId, req.ifname),
+    req.netns ? { netns: req.netns } : { unpinOnly: true },
+  );
+  n += detach(hostVethPin(req.bpffs, req.containerId, req.ifname), {});
   const maps = openMaps ?? DatapathMaps.open(req.bpffs);
   try {
     const cookie = podCookie(req.containerId);
@@ -139,7 +144,7 @@ export function listPodAttachments(bpffs: string): Array<{ name: string; pins: s
   const byName = new Map<string, string[]>();
   try {
     for (const e of Deno.readDirSync(dir)) {
-      const name = e.name.replace(/@clsact-.*$/, "").replace(/\.host$/, "");
+      const name = e.name.replace(/@clsact-.*$/, "").replace(/@host$/, "");
       byName.set(name, [...(byName.get(name) ?? []), `${dir}/${e.name}`]);
     }
   } catch (e) {

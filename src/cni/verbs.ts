@@ -12,7 +12,7 @@
  * recursive mkdir, which tolerates a concurrent creator.
  */
 import { CniCode, NotFoundError, NotInstalledError, TsnproxyError } from "../errors.ts";
-import { attachPod, detachPod, podCookie, podPin } from "../bpf/pod.ts";
+import { attachPod, detachPod, hostVethPin, podCookie, podPin } from "../bpf/pod.ts";
 import { resolveTcApi } from "../bpf/features.ts";
 import { addrFromKey, addrKey, DatapathMaps } from "../bpf/maps.ts";
 import { MAPS, PinLayout, podAttachmentName, PROGRAMS } from "../bpf/pins.ts";
@@ -205,15 +205,8 @@ export function cmdDel(inv: Invocation): void {
   }
   try {
     // A namespace that is gone is passed on: detach() skips its filters, they died with it.
+    // Without one (containerd's second DEL) detachPod only unpins the pod side.
     const netns: string | undefined = env.netns || undefined;
-    if (!netns) {
-      // Without a namespace (containerd's second DEL) a clsact saver cannot be detached:
-      // its filter lives in the pod's namespace and dies with it. Only unpin the marker,
-      // so nothing acts on its ifindex in the node's namespace.
-      for (const p of pinsOf(podPin(config.bpffs, env.containerId, env.ifname))) {
-        if (p.includes("@clsact-")) Deno.removeSync(p);
-      }
-    }
     let removed = 0;
     try {
       removed = detachPod({
@@ -314,7 +307,7 @@ export function cmdCheck(inv: Invocation): void {
   const problems: string[] = [];
   const api = config.attachMode === "auto" ? undefined : config.attachMode;
   const podSide = pinsOf(podPin(config.bpffs, env.containerId, env.ifname));
-  const hostSide = pinsOf(`${podPin(config.bpffs, env.containerId, env.ifname)}.host`);
+  const hostSide = pinsOf(hostVethPin(config.bpffs, env.containerId, env.ifname));
   if (podSide.length === 0) {
     problems.push(`no saver attachment pinned for container ${env.containerId} ${env.ifname}`);
   }
@@ -443,21 +436,16 @@ export function cmdGc(config: PluginConfig, valid: readonly GcAttachmentRef[]): 
     }
     const stale = new Set<string>();
     for (const n of names) {
-      const base = n.replace(/@clsact-.*$/, "").replace(/\.host$/, "");
+      const base = n.replace(/@clsact-.*$/, "").replace(/@host$/, "");
       if (!keepPrefixes.some((k) => base.startsWith(k))) stale.add(base);
     }
     const cookies = new Set<bigint>();
     let removed = 0;
     for (const base of stale) {
-      // Pod-side clsact markers: the filter is in a namespace we cannot name; unpin only.
-      for (const p of pinsOf(`${dir}/${base}`)) {
-        if (p.includes("@clsact-")) {
-          Deno.removeSync(p);
-          removed++;
-        }
-      }
-      removed += detach(`${dir}/${base}`); // tcx links: unpinning detaches
-      removed += detach(`${dir}/${base}.host`); // host veth: in our namespace
+      // Pod side: its clsact filter is in a namespace we cannot name, so unpin only (tcx
+      // links detach on unpin). Host veth side: in our namespace.
+      removed += detach(`${dir}/${base}`, { unpinOnly: true });
+      removed += detach(`${dir}/${base}@host`, {});
       // The container id is the name up to one of its '_' (ids are [A-Za-z0-9_.-]).
       for (let i = base.indexOf("_"); i > 0; i = base.indexOf("_", i + 1)) {
         cookies.add(podCookie(base.slice(0, i)));

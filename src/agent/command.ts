@@ -1,0 +1,278 @@
+/**
+ * `tsnproxy agent`: the DaemonSet's long-running process, after `tsnproxy install` ran in the
+ * init container. It keeps the node the way install left it and reports on it:
+ *
+ * - re-injects the conflist entry when the primary CNI rewrites its config (Deno.watchFs on
+ *   the conf dir, debounced, plus a periodic reconcile every --reconcile-seconds);
+ * - re-attaches the restorer when the TSN interface disappears and comes back (its ifindex
+ *   is polled every second; the qdisc config and the 6.1 clsact-first rule are applied to the
+ *   new interface first, exactly as install does);
+ * - serves Prometheus metrics on --metrics-address (/metrics, /healthz);
+ * - logs JSON lines on stderr.
+ *
+ * SIGTERM/SIGINT end it with exit 0 WITHOUT detaching anything: the datapath is pinned, so pods
+ * keep their metadata through an agent restart or upgrade. Only `tsnproxy uninstall` detaches.
+ */
+import { PinLayout } from "../bpf/pins.ts";
+import { attachRestorer, restorerAttached } from "../bpf/node.ts";
+import { ifNameToIndex } from "../ffi/libc.ts";
+import { asTsnproxyError } from "../errors.ts";
+import { configureLog, log } from "../log.ts";
+import type { AgentOptions } from "../options.ts";
+import { apply as applyConflist, planInstall as planConflistInstall } from "../install/conflist.ts";
+import { pluginEntry } from "../install/plan.ts";
+import { applyQdiscPlan, formatQdiscStep, planQdisc, usesClsact } from "../install/qdisc_plan.ts";
+import { readState, sameState, writeState } from "../install/state.ts";
+import { loadConfig, targetFrom } from "../install/target.ts";
+import { type AgentStats, CONTENT_TYPE, renderMetrics } from "./metrics.ts";
+import { DEFAULT_CNI_RESULTS_DIR, podsByCookie } from "./pods.ts";
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function parseListenAddress(a: string): { hostname: string; port: number } {
+  const m = /^(\[([0-9a-fA-F:.]+)\]|[A-Za-z0-9.-]*):(\d{1,5})$/.exec(a);
+  if (!m) throw new Error(`bad listen address ${a}`);
+  return { hostname: m[2] ?? (m[1] || "0.0.0.0"), port: Number(m[3]) };
+}
+
+export async function runAgent(opts: AgentOptions): Promise<number> {
+  configureLog({ stderr: true });
+  const cfg = await loadConfig(opts);
+  const target = targetFrom(cfg, opts);
+  const pins = new PinLayout(cfg.bpffs);
+  const resultsDir = opts.cniResultsDir ?? DEFAULT_CNI_RESULTS_DIR;
+  const interval = Math.max(1, opts.reconcileSeconds) * 1000;
+  const stats: AgentStats = {
+    reconciles: { ok: 0, error: 0 },
+    conflistReinjected: 0,
+    restorerReattached: 0,
+    restorerAttached: false,
+    installed: exists(pins.root),
+    startedAt: Date.now(),
+  };
+  const stop = new AbortController();
+
+  // One reconcile at a time; a request during a pass schedules exactly one more.
+  let running: Promise<void> | undefined;
+  let again = false;
+  const reconcile = (why: string): Promise<void> => {
+    if (stop.signal.aborted) return Promise.resolve();
+    if (running) {
+      again = true;
+      return running;
+    }
+    running = (async () => {
+      try {
+        do {
+          again = false;
+          await reconcileOnce(why);
+        } while (again && !stop.signal.aborted);
+      } finally {
+        running = undefined;
+      }
+    })();
+    return running;
+  };
+
+  async function reconcileOnce(why: string): Promise<void> {
+    let ok = true;
+    stats.installed = exists(pins.root);
+    // 1. the conflist entry
+    try {
+      const plan = await planConflistInstall({
+        confDir: cfg.cni.confDir,
+        network: cfg.cni.network,
+        entry: pluginEntry(target),
+      });
+      if (plan.changes.length > 0) {
+        await applyConflist(plan, { inPlace: target.inPlace });
+        stats.conflistReinjected++;
+        log("info", "conflist entry re-injected", {
+          why,
+          file: plan.target,
+          status: plan.status,
+          changes: plan.changes.map((c) => `${c.action} ${c.path}`),
+        });
+      }
+    } catch (e) {
+      ok = false;
+      log("warn", "conflist reconcile failed", { why, error: asTsnproxyError(e).oneLine() });
+    }
+    // 2. qdisc ordering/config and the restorer on the TSN interface
+    if (!stats.installed) {
+      log("error", "the datapath is not pinned: run `tsnproxy install` (the init container)", {
+        bpffs: cfg.bpffs,
+      });
+      stats.reconciles.error++;
+      return;
+    }
+    if (ifNameToIndex(target.tsnInterface) === 0) {
+      stats.restorerAttached = false;
+      log("warn", "TSN interface missing; waiting for it", { ifname: target.tsnInterface, why });
+    } else {
+      try {
+        const state = await readState(target.stateDir);
+        const qplan = planQdisc(
+          target.tsnInterface,
+          cfg.qdisc,
+          usesClsact(target.api, cfg.restoreAt),
+          state,
+        );
+        if (qplan.steps.length > 0) {
+          log("info", "qdisc reconcile", { why, steps: qplan.steps.map(formatQdiscStep) });
+          const qs = applyQdiscPlan(qplan, state.qdisc);
+          const next = { ...state, qdisc: qs };
+          if (!sameState(next, state)) await writeState(target.stateDir, next);
+        }
+        if (cfg.restoreAt === "tsn-egress") {
+          if (!restorerAttached(cfg.bpffs, target.tsnInterface)) {
+            const a = attachRestorer(cfg.bpffs, target.tsnInterface, target.api);
+            stats.restorerReattached++;
+            log("info", "restorer re-attached", {
+              why,
+              ifname: target.tsnInterface,
+              ifindex: a.ifindex,
+              api: a.api,
+            });
+          }
+          stats.restorerAttached = true;
+        }
+      } catch (e) {
+        ok = false;
+        stats.restorerAttached = restorerAttachedSafe();
+        log("error", "restorer reconcile failed", { why, error: asTsnproxyError(e).oneLine() });
+      }
+    }
+    if (ok) stats.reconciles.ok++;
+    else stats.reconciles.error++;
+  }
+
+  function restorerAttachedSafe(): boolean {
+    try {
+      return restorerAttached(cfg.bpffs, target.tsnInterface) !== undefined;
+    } catch {
+      return false;
+    }
+  }
+
+  // Signals: stop serving and watching; leave every attachment in place.
+  const onSignal = (sig: string) => () => {
+    if (stop.signal.aborted) return;
+    log("info", "stopping; the datapath stays attached", { signal: sig });
+    stop.abort();
+  };
+  const sigterm = onSignal("SIGTERM");
+  const sigint = onSignal("SIGINT");
+  Deno.addSignalListener("SIGTERM", sigterm);
+  Deno.addSignalListener("SIGINT", sigint);
+
+  const { hostname, port } = parseListenAddress(opts.metricsAddress ?? cfg.metrics.address);
+  let listening: () => void = () => {};
+  const listened = new Promise<void>((r) => (listening = r));
+  const server = Deno.serve({
+    hostname,
+    port,
+    signal: stop.signal,
+    onListen: (addr) => {
+      log("info", "metrics listening", { address: `${addr.hostname}:${addr.port}` });
+      listening();
+    },
+    onError: (e) => {
+      log("error", "metrics handler failed", { error: asTsnproxyError(e).oneLine() });
+      return new Response("internal error\n", { status: 500 });
+    },
+  }, (req) => {
+    const path = new URL(req.url).pathname;
+    if (path === "/metrics") {
+      const body = renderMetrics({
+        bpffs: cfg.bpffs,
+        mapEntries: cfg.mapEntries,
+        stats,
+        pods: stats.installed ? podsByCookie(cfg.bpffs, resultsDir) : new Map(),
+      });
+      return new Response(body, { headers: { "content-type": CONTENT_TYPE } });
+    }
+    if (path === "/healthz") {
+      const ok = exists(pins.root);
+      return new Response(ok ? "ok\n" : "datapath not installed\n", { status: ok ? 200 : 503 });
+    }
+    return new Response("not found\n", { status: 404 });
+  });
+  await listened;
+
+  log("info", "agent started", {
+    tsnInterface: target.tsnInterface,
+    bpffs: cfg.bpffs,
+    confDir: cfg.cni.confDir,
+    api: target.api,
+    reconcileSeconds: interval / 1000,
+  });
+  await reconcile("start");
+
+  // The conf dir: the primary CNI rewriting its conflist (rename or in place) triggers one
+  // debounced reconcile.
+  let watcher: Deno.FsWatcher | undefined;
+  let debounce: ReturnType<typeof setTimeout> | undefined;
+  const watchLoop = (async () => {
+    try {
+      watcher = Deno.watchFs(cfg.cni.confDir, { recursive: false });
+      for await (const ev of watcher) {
+        if (stop.signal.aborted) break;
+        // Reads (ours included) show up as "access": only changes matter.
+        if (ev.kind === "access" || ev.kind === "other") continue;
+        if (ev.paths.every((p) => /\.tsnproxy-(tmp|journal)/.test(p))) continue;
+        clearTimeout(debounce);
+        debounce = setTimeout(() => reconcile(`conf dir ${ev.kind}`), 200);
+      }
+    } catch (e) {
+      if (!stop.signal.aborted) {
+        log("warn", "cannot watch the CNI conf dir; periodic reconcile only", {
+          dir: cfg.cni.confDir,
+          error: asTsnproxyError(e).oneLine(),
+        });
+      }
+    }
+  })();
+
+  // The TSN interface: a new ifindex (deleted and re-created, or appeared) means re-attach.
+  let lastIndex = ifNameToIndex(target.tsnInterface);
+  const linkTimer = setInterval(() => {
+    const idx = ifNameToIndex(target.tsnInterface);
+    if (idx !== lastIndex) {
+      log("info", "TSN interface changed", {
+        ifname: target.tsnInterface,
+        from: lastIndex,
+        to: idx,
+      });
+      lastIndex = idx;
+      if (idx !== 0) reconcile("interface re-appeared");
+      else stats.restorerAttached = false;
+    }
+  }, 1000);
+  const periodic = setInterval(() => reconcile("periodic"), interval);
+
+  await new Promise<void>((resolve) => {
+    if (stop.signal.aborted) resolve();
+    stop.signal.addEventListener("abort", () => resolve(), { once: true });
+  });
+  clearInterval(linkTimer);
+  clearInterval(periodic);
+  clearTimeout(debounce);
+  try {
+    watcher?.close();
+  } catch { /* already closed */ }
+  await watchLoop;
+  await running;
+  await server.finished;
+  Deno.removeSignalListener("SIGTERM", sigterm);
+  Deno.removeSignalListener("SIGINT", sigint);
+  log("info", "agent stopped", { restorerAttached: restorerAttachedSafe() });
+  return 0;
+}

@@ -1,0 +1,151 @@
+/**
+ * Prometheus text exposition (format 0.0.4) of the datapath counters, per pod counters,
+ * fingerprint table occupancy, agent health and build info.
+ */
+import { versionInfo } from "../build_info.ts";
+import { DatapathMaps } from "../bpf/maps.ts";
+import type { CounterName } from "../ffi/structs/datapath.ts";
+import type { PodIdentity } from "./pods.ts";
+
+export const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
+const COUNTER_HELP: Record<CounterName, string> = {
+  saved: "Packets whose priority/txtime the saver stored at a pod's egress",
+  saveClamped: "Saved packets whose priority the pod policy lowered",
+  saveFailed: "Packets the saver could not store",
+  restored: "Packets whose metadata the restorer wrote back",
+  restoredTstamp: "Restored packets that got their SO_TXTIME launch time back",
+  mismatch: "Restorer lookups rejected by the fingerprint check",
+  expired: "Entries found too old at restore time",
+  notFound: "Forwarded packets at the restorer with no saved entry",
+  gcExpired: "Entries the GC timer removed",
+  gcRuns: "GC timer runs",
+  tstampFailed: "Launch times the kernel refused to set",
+};
+
+export function snake(name: string): string {
+  return name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}
+
+export function escapeLabel(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
+}
+
+function labels(l: Record<string, string | undefined>): string {
+  const parts = Object.entries(l).filter(([, v]) => v !== undefined).map(([k, v]) =>
+    `${k}="${escapeLabel(v ?? "")}"`
+  );
+  return parts.length ? `{${parts.join(",")}}` : "";
+}
+
+export interface AgentStats {
+  reconciles: { ok: number; error: number };
+  conflistReinjected: number;
+  restorerReattached: number;
+  restorerAttached: boolean;
+  installed: boolean;
+  startedAt: number;
+}
+
+export interface MetricsInput {
+  bpffs: string;
+  mapEntries: number;
+  stats: AgentStats;
+  pods: Map<bigint, PodIdentity>;
+}
+
+/** The exposition text; datapath metrics are left out (with tsnproxy_up 0) when not installed. */
+export function renderMetrics(inp: MetricsInput): string {
+  const out: string[] = [];
+  const metric = (
+    name: string,
+    type: "counter" | "gauge",
+    help: string,
+    samples: Array<[Record<string, string | undefined>, number | bigint]>,
+  ) => {
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    for (const [l, v] of samples) out.push(`${name}${labels(l)} ${v}`);
+  };
+  const info = versionInfo();
+  metric("tsnproxy_build_info", "gauge", "tsnproxy build", [[{
+    version: info.version,
+    bpf_objects: info.bpfObjectsSha256.slice(0, 12),
+    deno: info.deno,
+    compiled: String(info.compiled),
+  }, 1]]);
+  let maps: DatapathMaps | undefined;
+  try {
+    maps = inp.stats.installed ? DatapathMaps.open(inp.bpffs) : undefined;
+    if (maps) {
+      const c = maps.counters();
+      for (const [name, help] of Object.entries(COUNTER_HELP) as [CounterName, string][]) {
+        metric(`tsnproxy_${snake(name)}_total`, "counter", help, [[{}, c[name]]]);
+      }
+      const pods = maps.podCounters();
+      const podLabels = (cookie: bigint) => {
+        const p = inp.pods.get(cookie);
+        return {
+          pod_cookie: `0x${cookie.toString(16).padStart(16, "0")}`,
+          container_id: p?.containerId,
+          namespace: p?.namespace,
+          pod: p?.name,
+        };
+      };
+      for (const field of ["saved", "clamped", "restored"] as const) {
+        metric(
+          `tsnproxy_pod_${field}_total`,
+          "counter",
+          `Per pod: packets ${field}`,
+          pods.map((p) => [podLabels(p.podCookie), p[field]]),
+        );
+      }
+      metric(
+        "tsnproxy_meta_entries",
+        "gauge",
+        "Entries in the fingerprint table (saved, not yet restored or expired)",
+        [[{}, maps.metaOccupancy()]],
+      );
+    }
+  } catch {
+    inp.stats.installed = false;
+  } finally {
+    maps?.close();
+  }
+  metric("tsnproxy_meta_capacity", "gauge", "Size of the fingerprint table", [[
+    {},
+    inp.mapEntries,
+  ]]);
+  metric("tsnproxy_up", "gauge", "1 when the datapath is installed (pins present)", [[
+    {},
+    inp.stats.installed ? 1 : 0,
+  ]]);
+  metric("tsnproxy_restorer_attached", "gauge", "1 when the restorer is on the TSN interface", [[
+    {},
+    inp.stats.restorerAttached ? 1 : 0,
+  ]]);
+  metric("tsnproxy_pod_attachments", "gauge", "Pods with a saver attached", [[
+    {},
+    inp.pods.size,
+  ]]);
+  metric("tsnproxy_agent_reconciles_total", "counter", "Agent reconcile passes", [
+    [{ result: "ok" }, inp.stats.reconciles.ok],
+    [{ result: "error" }, inp.stats.reconciles.error],
+  ]);
+  metric(
+    "tsnproxy_agent_conflist_reinjections_total",
+    "counter",
+    "Times the agent put the CNI entry back",
+    [[{}, inp.stats.conflistReinjected]],
+  );
+  metric(
+    "tsnproxy_agent_restorer_reattachments_total",
+    "counter",
+    "Times the agent re-attached the restorer",
+    [[{}, inp.stats.restorerReattached]],
+  );
+  metric("tsnproxy_agent_start_time_seconds", "gauge", "Agent start (unix time)", [[
+    {},
+    Math.floor(inp.stats.startedAt / 1000),
+  ]]);
+  return out.join("\n") + "\n";
+}

@@ -1,0 +1,344 @@
+/** doctor checks of the CNI setup: the plugin binary and the entry in the active conflist. */
+import { versionInfo } from "../build_info.ts";
+import { PLUGIN_DEFAULTS } from "../cni/config.ts";
+import { asTsnproxyError } from "../errors.ts";
+import {
+  type CniDocument,
+  discover,
+  listCandidates,
+  parseCniDocument,
+  PLUGIN_TYPE,
+  toValue,
+} from "../install/conflist.ts";
+import { type DoctorContext, plural } from "./context.ts";
+
+/** What the installed plugin says about itself; undefined fields when it could not say. */
+interface InstalledVersion {
+  version?: string;
+  bpfObjectsSha256?: string;
+  compiled?: boolean;
+  error?: string;
+}
+
+/**
+ * Runs `<bin dir>/tsnproxy version --json` the way a runtime runs plugins: almost empty
+ * environment, working directory /. Started early (a `deno run` launcher takes a moment) and
+ * awaited by binaryCheck.
+ */
+export function queryInstalledVersion(path: string): Promise<InstalledVersion> {
+  const run = async (): Promise<InstalledVersion> => {
+    let out: Deno.CommandOutput;
+    try {
+      out = await new Deno.Command(path, {
+        args: ["version", "--json"],
+        clearEnv: true,
+        env: { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" },
+        cwd: "/",
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(30_000),
+      }).output();
+    } catch (e) {
+      return { error: e instanceof Error ? e.message : String(e) };
+    }
+    const stdout = new TextDecoder().decode(out.stdout).trim();
+    const stderr = new TextDecoder().decode(out.stderr).trim();
+    if (!out.success) {
+      return { error: `exit ${out.code}: ${(stderr || stdout).split("\n")[0].slice(0, 300)}` };
+    }
+    try {
+      const v: unknown = JSON.parse(stdout.split("\n").pop() ?? "");
+      if (typeof v !== "object" || v === null) throw new Error("not an object");
+      const o = v as Record<string, unknown>;
+      return {
+        version: typeof o.version === "string" ? o.version : undefined,
+        bpfObjectsSha256: typeof o.bpfObjectsSha256 === "string" ? o.bpfObjectsSha256 : undefined,
+        compiled: typeof o.compiled === "boolean" ? o.compiled : undefined,
+      };
+    } catch {
+      return { error: `\`version --json\` printed no JSON: ${stdout.slice(0, 200)}` };
+    }
+  };
+  return run();
+}
+
+function statOrUndefined(path: string): Deno.FileInfo | undefined {
+  try {
+    return Deno.statSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+export async function binaryCheck(
+  ctx: DoctorContext,
+  pending: Promise<InstalledVersion> | undefined,
+): Promise<void> {
+  const title = "CNI plugin binary";
+  const path = `${ctx.cniBinDir}/${PLUGIN_TYPE}`;
+  const installFix = `tsnproxy install --cni-bin-dir ${ctx.cniBinDir}   (puts the plugin there)`;
+  await ctx.runAsync("cni", "binary", title, async () => {
+    const st = statOrUndefined(path);
+    if (!st) {
+      ctx.add(
+        "fail",
+        "cni",
+        "binary",
+        title,
+        `${path} does not exist: the runtime fails every pod ADD of a network whose chain ` +
+          "names tsnproxy",
+        installFix,
+        { path },
+      );
+      return;
+    }
+    if (!st.isFile || ((st.mode ?? 0) & 0o111) === 0) {
+      ctx.add(
+        "fail",
+        "cni",
+        "binary",
+        title,
+        `${path} is not an executable file`,
+        `chmod 0755 ${path}   (or re-run \`${installFix}\`)`,
+        { path },
+      );
+      return;
+    }
+    const got = await (pending ?? queryInstalledVersion(path));
+    const me = versionInfo();
+    if (got.error !== undefined) {
+      ctx.add(
+        "fail",
+        "cni",
+        "binary",
+        title,
+        `${path} does not run with a runtime's empty environment: ${got.error}`,
+        installFix,
+        { path },
+      );
+      return;
+    }
+    const data = {
+      path,
+      installedVersion: got.version ?? null,
+      installedBpfSha256: got.bpfObjectsSha256 ?? null,
+      thisVersion: me.version,
+      thisBpfSha256: me.bpfObjectsSha256,
+    };
+    const same = got.version === me.version && got.bpfObjectsSha256 === me.bpfObjectsSha256;
+    const describe = (v: string | undefined, sha: string | undefined) =>
+      `${v ?? "?"} (bpf ${sha?.slice(0, 12) ?? "?"})`;
+    if (same) {
+      ctx.add(
+        "pass",
+        "cni",
+        "binary",
+        title,
+        `${path} is this build: tsnproxy ${describe(got.version, got.bpfObjectsSha256)}${
+          got.compiled === false ? ", a `deno run` launcher" : ""
+        }`,
+        undefined,
+        data,
+      );
+      return;
+    }
+    ctx.add(
+      "warn",
+      "cni",
+      "binary",
+      title,
+      `${path} is tsnproxy ${describe(got.version, got.bpfObjectsSha256)}, this doctor is ` +
+        `${describe(me.version, me.bpfObjectsSha256)}: pods are attached by a different build ` +
+        "than the one checking (and maybe than the one that pinned the datapath)",
+      `run \`tsnproxy install\` with the build you mean to run (it replaces ${path} and re-pins ` +
+        "changed programs)",
+      data,
+    );
+  });
+}
+
+function entryFields(doc: CniDocument, index: number): Record<string, unknown> {
+  const v = toValue(doc.plugins[index].node);
+  return typeof v === "object" && v !== null && !Array.isArray(v) ? v : {};
+}
+
+export async function conflistChecks(ctx: DoctorContext): Promise<void> {
+  const dir = ctx.cniConfDir;
+  const network = ctx.config.cni.network;
+  let doc: CniDocument | undefined;
+  await ctx.runAsync("cni", "entry", "tsnproxy entry in the active CNI config", async () => {
+    try {
+      doc = (await discover(dir, { network })).doc;
+    } catch (e) {
+      const err = asTsnproxyError(e);
+      ctx.add(
+        "fail",
+        "cni",
+        "entry",
+        "tsnproxy entry in the active CNI config",
+        `cannot tell which CNI config the runtime loads: ${err.message}`,
+        err.hint,
+      );
+      return;
+    }
+    const d = doc;
+    const which = `${d.path} (network ${JSON.stringify(d.name)}, the file libcni loads${
+      network ? ` for cni.network ${JSON.stringify(network)}` : ": first in lexical order"
+    })`;
+    const idx = d.plugins.map((p, i) => (p.type === PLUGIN_TYPE ? i : -1)).filter((i) => i >= 0);
+    // Entries in other files: libcni never runs them (stale installs, or the wrong file).
+    const elsewhere: string[] = [];
+    for (const name of await listCandidates(dir)) {
+      const p = `${dir}/${name}`;
+      if (p === d.path) continue;
+      try {
+        const other = parseCniDocument(p, await Deno.readTextFile(p));
+        if (other.plugins.some((x) => x.type === PLUGIN_TYPE)) elsewhere.push(p);
+      } catch {
+        // a broken inactive file is the runtime's business, not ours
+      }
+    }
+    const data = {
+      activeConfig: d.path,
+      network: d.name,
+      chain: d.plugins.map((p) => p.type),
+      inactiveWithEntry: elsewhere,
+    };
+    const stale = elsewhere.length
+      ? `; ${elsewhere.join(", ")} also ${
+        elsewhere.length === 1 ? "has" : "have"
+      } a tsnproxy entry that libcni never runs`
+      : "";
+    if (idx.length === 0) {
+      ctx.add(
+        "fail",
+        "cni",
+        "entry",
+        "tsnproxy entry in the active CNI config",
+        `no tsnproxy entry in ${which}: pods get no saver, their metadata is lost${stale}`,
+        `tsnproxy install --cni-conf-dir ${dir}${network ? ` --network ${network}` : ""}`,
+        data,
+      );
+      return;
+    }
+    ctx.add(
+      elsewhere.length ? "warn" : "pass",
+      "cni",
+      "entry",
+      "tsnproxy entry in the active CNI config",
+      `present in ${which}, chain: ${d.plugins.map((p) => p.type).join(" -> ")}${stale}`,
+      elsewhere.length
+        ? `remove the tsnproxy object from ${elsewhere.join(", ")} (\`tsnproxy uninstall\` ` +
+          "there, or edit by hand)"
+        : undefined,
+      data,
+    );
+  });
+  const d = doc;
+  const title = "tsnproxy is last in the chain";
+  if (!d || !d.plugins.some((p) => p.type === PLUGIN_TYPE)) {
+    ctx.add("skip", "cni", "order", title, "no tsnproxy entry in the active config (cni.entry)");
+    ctx.add("skip", "cni", "conflicts", "No conflicting entries", "no active tsnproxy entry");
+    ctx.add("skip", "cni", "entry_settings", "Entry matches the node config", "no entry");
+    return;
+  }
+  const idx = d.plugins.map((p, i) => (p.type === PLUGIN_TYPE ? i : -1)).filter((i) => i >= 0);
+  const lastOurs = idx[idx.length - 1];
+
+  ctx.run("cni", "order", title, () => {
+    const after = d.plugins.slice(idx[0] + 1).filter((p) => p.type !== PLUGIN_TYPE);
+    if (after.length === 0) {
+      ctx.add(
+        "pass",
+        "cni",
+        "order",
+        title,
+        `tsnproxy is plugin ${lastOurs + 1} of ${d.plugins.length} (last)`,
+      );
+      return;
+    }
+    ctx.add(
+      "warn",
+      "cni",
+      "order",
+      title,
+      `${plural(after.length, "plugin")} after tsnproxy in ${d.path}: ${
+        after.map((p) => p.type).join(", ")
+      }; they run on a prevResult tsnproxy has not seen and may add interfaces or tc ` +
+        "programs it does not know about (install leaves a misplaced entry where it is)",
+      `move the {"type": "tsnproxy", ...} object to the end of "plugins" in ${d.path}`,
+      { after: after.map((p) => p.type) },
+    );
+  });
+
+  ctx.run("cni", "conflicts", "No conflicting entries", () => {
+    const problems: string[] = [];
+    if (idx.length > 1) {
+      problems.push(
+        `${idx.length} tsnproxy entries (plugins ${
+          idx.map((i) => i + 1).join(", ")
+        }): each ADD attaches the saver twice and DEL undoes both`,
+      );
+    }
+    // The research design's plugin: a second saver keyed differently, fighting over tc hooks.
+    const foreign = d.plugins.filter((p) => p.type === "tsn");
+    if (foreign.length) {
+      problems.push(
+        `a "tsn" plugin (the research proof of concept) is also chained: its restorer returns ` +
+          "TC_ACT_OK and ends the tc chain",
+      );
+    }
+    if (problems.length === 0) {
+      ctx.add("pass", "cni", "conflicts", "No conflicting entries", "one tsnproxy entry");
+      return;
+    }
+    ctx.add(
+      "fail",
+      "cni",
+      "conflicts",
+      "No conflicting entries",
+      problems.join("; "),
+      `keep exactly one {"type": "tsnproxy"} object (the last) in ${d.path} and remove any ` +
+        `"tsn" plugin (re-running \`tsnproxy install\` drops duplicate tsnproxy entries)`,
+      { entries: idx.length },
+    );
+  });
+
+  ctx.run("cni", "entry_settings", "Entry matches the node config", () => {
+    const e = entryFields(d, lastOurs);
+    const want = {
+      bpffs: ctx.bpffs,
+      restoreAt: ctx.config.restoreAt,
+      tsnInterface: ctx.config.tsnInterface,
+    };
+    const have = {
+      bpffs: typeof e.bpffs === "string" ? e.bpffs : PLUGIN_DEFAULTS.bpffs,
+      restoreAt: typeof e.restoreAt === "string" ? e.restoreAt : PLUGIN_DEFAULTS.restoreAt,
+      tsnInterface: typeof e.tsnInterface === "string" ? e.tsnInterface : want.tsnInterface,
+    };
+    const diffs = (Object.keys(want) as (keyof typeof want)[])
+      .filter((k) => want[k] !== undefined && have[k] !== want[k])
+      .map((k) => `${k}: entry ${JSON.stringify(have[k])}, node ${JSON.stringify(want[k])}`);
+    if (diffs.length === 0) {
+      ctx.add(
+        "pass",
+        "cni",
+        "entry_settings",
+        "Entry matches the node config",
+        `bpffs ${have.bpffs}, restoreAt ${have.restoreAt}`,
+      );
+      return;
+    }
+    ctx.add(
+      "warn",
+      "cni",
+      "entry_settings",
+      "Entry matches the node config",
+      `the entry and the node config disagree (${diffs.join("; ")}): the plugin uses the ` +
+        "entry's values, so pods attach to a different datapath than the one checked here",
+      `tsnproxy install --config ${ctx.opts.config}   (rewrites the entry from the node config)`,
+      { diffs },
+    );
+  });
+}

@@ -1,0 +1,94 @@
+/**
+ * Runs every doctor check in dependency order and assembles the report. The GC check needs
+ * ~1.5 GC intervals between two counter readings: the first is taken up front and the
+ * others run in the meantime (as does the installed plugin's `version --json`).
+ */
+import { versionInfo } from "../build_info.ts";
+import { PLUGIN_TYPE } from "../install/conflist.ts";
+import { binaryCheck, conflistChecks, queryInstalledVersion } from "./checks_cni.ts";
+import { configChecks, kernelChecks, libraryChecks } from "./checks_host.ts";
+import {
+  interfaceChecks,
+  type NetState,
+  qdiscChecks,
+  qdiscStart,
+  sysctlChecks,
+  xdpChecks,
+} from "./checks_net.ts";
+import { gcCheck, gcSample, pinChecks } from "./checks_pins.ts";
+import { podChecks } from "./checks_pods.ts";
+import { DoctorContext, type DoctorRunOptions } from "./context.ts";
+import {
+  type Check,
+  CHECK_GROUPS,
+  DOCTOR_SCHEMA_VERSION,
+  type DoctorReport,
+  doctorReportSchema,
+} from "./schema.ts";
+
+export function exitCodeOf(checks: readonly Check[]): 0 | 1 | 2 {
+  if (checks.some((c) => c.status === "fail")) return 2;
+  if (checks.some((c) => c.status === "warn")) return 1;
+  return 0;
+}
+
+export async function collectReport(opts: DoctorRunOptions): Promise<DoctorReport> {
+  const ctx = new DoctorContext(opts);
+  await configChecks(ctx);
+  libraryChecks(ctx);
+  const libsOk = ctx.has("libraries.libbpf", "pass");
+
+  // Slow things first, awaited at the end.
+  const binPath = `${ctx.cniBinDir}/${PLUGIN_TYPE}`;
+  let pendingVersion: ReturnType<typeof queryInstalledVersion> | undefined;
+  try {
+    const st = Deno.statSync(binPath);
+    if (st.isFile && ((st.mode ?? 0) & 0o111) !== 0) {
+      pendingVersion = queryInstalledVersion(binPath);
+    }
+  } catch {
+    // binaryCheck reports it
+  }
+
+  if (libsOk) await kernelChecks(ctx);
+  const installed = libsOk && pinChecks(ctx);
+  const gc = installed ? gcSample(ctx) : undefined;
+  await conflistChecks(ctx);
+  const net: NetState = {};
+  if (ctx.has("libraries.libmnl", "pass")) {
+    interfaceChecks(ctx, net);
+    qdiscStart(ctx, net);
+    sysctlChecks(ctx);
+    xdpChecks(ctx);
+  }
+  if (libsOk) podChecks(ctx, installed);
+  await binaryCheck(ctx, pendingVersion);
+  if (ctx.has("libraries.libmnl", "pass")) await qdiscChecks(ctx, net);
+  if (installed) await gcCheck(ctx, gc);
+  else ctx.add("skip", "pins", "gc", "GC timer running", "tsnproxy is not installed (pins.*)");
+
+  const order = (c: Check) => CHECK_GROUPS.indexOf(c.group);
+  const checks = ctx.checks.map((c, i) => ({ c, i }))
+    .sort((a, b) => order(a.c) - order(b.c) || a.i - b.i)
+    .map(({ c }) => c);
+  const summary = { pass: 0, info: 0, warn: 0, fail: 0, skip: 0 };
+  for (const c of checks) summary[c.status]++;
+  const report: DoctorReport = {
+    version: DOCTOR_SCHEMA_VERSION,
+    generatedAt: new Date().toISOString(),
+    tool: versionInfo(),
+    host: { hostname: Deno.hostname(), kernel: ctx.kernel.release },
+    location: {
+      config: opts.config,
+      tsnInterface: ctx.tsnInterface ?? null,
+      cniConfDir: ctx.cniConfDir,
+      cniBinDir: ctx.cniBinDir,
+      bpffs: ctx.bpffs,
+    },
+    summary,
+    exitCode: exitCodeOf(checks),
+    checks,
+  };
+  // The schema is the contract: never print something that breaks it.
+  return doctorReportSchema.parse(report);
+}

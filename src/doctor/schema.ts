@@ -1,0 +1,112 @@
+/**
+ * The machine-readable shapes of `tsnproxy doctor --json` and `tsnproxy status --json`.
+ * They are a contract with monitoring and CI: add fields, never rename or remove them without
+ * bumping the `version` field (DOCTOR_SCHEMA_VERSION / STATUS_SCHEMA_VERSION).
+ */
+import { z } from "zod";
+
+export const DOCTOR_SCHEMA_VERSION = 1;
+export const STATUS_SCHEMA_VERSION = 1;
+
+/**
+ * pass: fine. info: nothing to fix, but worth knowing (e.g. unprivileged BPF state).
+ * warn: works, with a caveat or a risk. fail: tsnproxy does not (fully) work on this node.
+ * skip: could not be checked because something it depends on failed (named in `found`).
+ */
+export const CHECK_STATUSES = ["pass", "info", "warn", "fail", "skip"] as const;
+export type CheckStatus = typeof CHECK_STATUSES[number];
+
+export const CHECK_GROUPS = [
+  "kernel",
+  "libraries",
+  "config",
+  "cni",
+  "pins",
+  "interface",
+  "qdisc",
+  "sysctl",
+  "xdp",
+  "pods",
+] as const;
+export type CheckGroup = typeof CHECK_GROUPS[number];
+
+const versionInfoSchema = z.object({
+  version: z.string(),
+  bpfObjectsSha256: z.string(),
+  deno: z.string(),
+  compiled: z.boolean(),
+});
+
+export const checkSchema = z.object({
+  /** Stable identifier, e.g. "kernel.bpffs" (group.name); tests and alerts key on it. */
+  id: z.string().regex(/^[a-z]+\.[a-z0-9_]+$/),
+  group: z.enum(CHECK_GROUPS),
+  title: z.string(),
+  status: z.enum(CHECK_STATUSES),
+  /** What was found, one or more sentences. */
+  found: z.string(),
+  /** The exact fix (a command or a config change); present for warn and fail. */
+  fix: z.string().optional(),
+  /** Structured facts behind `found` (ids, versions, counts), check-specific. */
+  data: z.record(z.string(), z.json()).optional(),
+});
+export type Check = z.infer<typeof checkSchema>;
+
+export const doctorReportSchema = z.object({
+  version: z.literal(DOCTOR_SCHEMA_VERSION),
+  generatedAt: z.iso.datetime(),
+  tool: versionInfoSchema,
+  host: z.object({ hostname: z.string(), kernel: z.string() }),
+  /** The locations checked, after flags and the node config were combined. */
+  location: z.object({
+    config: z.string(),
+    tsnInterface: z.string().nullable(),
+    cniConfDir: z.string(),
+    cniBinDir: z.string(),
+    bpffs: z.string(),
+  }),
+  summary: z.object({
+    pass: z.int().nonnegative(),
+    info: z.int().nonnegative(),
+    warn: z.int().nonnegative(),
+    fail: z.int().nonnegative(),
+    skip: z.int().nonnegative(),
+  }),
+  /** 0 all pass, 1 warnings, 2 failures: the process exit code. */
+  exitCode: z.union([z.literal(0), z.literal(1), z.literal(2)]),
+  checks: z.array(checkSchema),
+});
+export type DoctorReport = z.infer<typeof doctorReportSchema>;
+
+const counter = z.string().regex(/^\d+$/); // u64 as a decimal string (JSON numbers lose bits)
+
+export const statusReportSchema = z.object({
+  version: z.literal(STATUS_SCHEMA_VERSION),
+  generatedAt: z.iso.datetime(),
+  bpffs: z.string(),
+  /** false when the pin root holds no datapath (not installed): everything else is absent. */
+  installed: z.boolean(),
+  error: z.string().optional(),
+  node: z.object({
+    /** Every datapath counter (src/ffi/structs/datapath.ts COUNTERS), summed over CPUs. */
+    counters: z.record(z.string(), counter),
+    metaEntries: z.int().nonnegative(),
+    metaMaxEntries: z.int().nonnegative(),
+    policies: z.int().nonnegative(),
+    gcIntervalMs: z.number().nonnegative(),
+    maxAgeMs: z.number().nonnegative(),
+  }).optional(),
+  pods: z.array(z.object({
+    /** The pod's cookie as 16 hex digits (what the datapath keys counters by). */
+    cookie: z.string().regex(/^[0-9a-f]{16}$/),
+    /** The pod attachment name (<container id>_<ifname>), when a pin names it. */
+    attachment: z.string().nullable(),
+    addresses: z.array(z.string()),
+    saved: counter,
+    clamped: counter,
+    restored: counter,
+  })).optional(),
+  /** Per-second rates over the last --watch interval (absent on the first sample). */
+  rates: z.record(z.string(), z.number()).optional(),
+});
+export type StatusReport = z.infer<typeof statusReportSchema>;

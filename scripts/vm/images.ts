@@ -8,6 +8,7 @@
  * Cache location: $TSNPROXY_VM_CACHE if set, else <checkout>/.cache/vm/ (gitignored):
  *   kernels/<package>_<version>/   the unpacked kernel package (boot/vmlinuz-*, lib/modules/*)
  *   images/<6.1|6.12>/             initramfs.cpio.gz + stamp.json (input hash, kernel version)
+ *                                  + apt.json (package resolved by apt-cache, per apt lists mtime)
  * The .deb (~70 MB for 6.1, ~107 MB for 6.12) is downloaded once and deleted after unpacking.
  * An initramfs is rebuilt only when its inputs change: the hash of the kernel package and
  * version, the resolved module list, init.sh, the busybox binary and FORMAT below.
@@ -166,7 +167,7 @@ async function readStamp(path: string): Promise<Stamp | undefined> {
 }
 
 /** The concrete kernel package behind the meta package, and its candidate version. */
-async function resolvePackage(kernel: KernelName): Promise<{ pkg: string; version: string }> {
+async function aptResolve(kernel: KernelName): Promise<{ pkg: string; version: string }> {
   const meta = KERNELS[kernel].metaPackage;
   const hint = "run `apt-get update` (Debian bookworm sources with bookworm-updates/security)";
   const deps = await tool("apt-cache", ["depends", meta], { hint });
@@ -178,6 +179,32 @@ async function resolvePackage(kernel: KernelName): Promise<{ pkg: string; versio
     throw new VmError(`${pkg} has no installable candidate in the apt lists`, hint);
   }
   return { pkg, version };
+}
+
+const APT_LISTS = "/var/lib/apt/lists";
+const resolvedInProcess = new Map<KernelName, { pkg: string; version: string }>();
+
+/**
+ * aptResolve, remembered: apt-cache takes seconds here, so the answer is kept in the cache
+ * next to the mtime of the apt lists (which `apt-get update` changes) and in this process.
+ */
+async function resolvePackage(kernel: KernelName): Promise<{ pkg: string; version: string }> {
+  const known = resolvedInProcess.get(kernel);
+  if (known) return known;
+  const file = `${cacheDir()}/images/${kernel}/apt.json`;
+  const lists = String((await Deno.stat(APT_LISTS).catch(() => undefined))?.mtime?.getTime());
+  let r: { pkg: string; version: string; lists?: string } | undefined;
+  try {
+    r = JSON.parse(await Deno.readTextFile(file));
+  } catch { /* not resolved yet */ }
+  if (!r || r.lists !== lists) {
+    r = { ...await aptResolve(kernel), lists };
+    await Deno.mkdir(`${cacheDir()}/images/${kernel}`, { recursive: true });
+    await Deno.writeTextFile(`${file}.tmp`, JSON.stringify(r) + "\n");
+    await Deno.rename(`${file}.tmp`, file);
+  }
+  resolvedInProcess.set(kernel, { pkg: r.pkg, version: r.version });
+  return { pkg: r.pkg, version: r.version };
 }
 
 /** Downloads and unpacks the kernel package unless already cached; returns its directory. */

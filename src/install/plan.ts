@@ -3,16 +3,17 @@
  * machine's current state before anything is touched, printed by `--dry-run` (and before a
  * real run), then executed in this order:
  *
- *   1. binary    the plugin executable in the CNI bin dir
- *   2. datapath  load, verify and pin the programs; write the node config map; start the GC
- *   3. qdisc     clsact first on the clsact path, the repair, the configured root
- *   4. restorer  tsnp_restore on the TSN interface's egress
+ *   1. qdisc     clsact first on the clsact path, the repair, the configured root (first
+ *                because it fails most often, and on failure it undoes itself: nothing changed)
+ *   2. binary    the plugin executable in the CNI bin dir
+ *   3. datapath  load, verify and pin the programs; write the node config map; start the GC
+ *   4. restorer  tsnp_restore on the TSN interface's egress (after clsact and the root)
  *   5. conflist  the tsnproxy entry at the end of the primary network's chain (last: the
  *                runtime only calls the plugin once the node can serve it)
  *   6. state     what install created that the machine cannot tell later (state.ts)
  *
  * Planning again after a run yields no change: every step compares with what is there.
- * The agent reuses steps 3-5 (planReconcile) to heal what the primary CNI or an interface
+ * The agent reuses steps 1, 4 and 5 to heal what the primary CNI or an interface
  * flap undid.
  */
 import { type Attachment, type TcApi } from "../bpf/attach.ts";
@@ -293,6 +294,10 @@ export function formatNodePlan(p: NodePlan, verb = "install"): string {
     `tsnproxy ${verb} plan: TSN interface ${t.tsnInterface}, tc API ${t.api}, restoreAt ` +
       `${t.cfg.restoreAt}, pin root ${t.cfg.bpffs}`,
   );
+  out.push(`qdisc (${p.qdisc.ifname}):`);
+  for (const s of p.qdisc.steps) line(true, formatQdiscStep(s));
+  for (const n of p.qdisc.notes) line(false, n);
+  for (const w of p.qdisc.warnings) out.push(`  ! ${w}`);
   if (p.binary) {
     out.push("binary:");
     const b = p.binary;
@@ -325,10 +330,6 @@ export function formatNodePlan(p: NodePlan, verb = "install"): string {
     );
     line(d.startGc, d.startGc ? "start the GC timer" : "GC timer running");
   }
-  out.push(`qdisc (${p.qdisc.ifname}):`);
-  for (const s of p.qdisc.steps) line(true, formatQdiscStep(s));
-  for (const n of p.qdisc.notes) line(false, n);
-  for (const w of p.qdisc.warnings) out.push(`  ! ${w}`);
   out.push("restorer:");
   const r = p.restorer;
   if (r.action === undefined) {
@@ -369,7 +370,22 @@ export function formatNodePlan(p: NodePlan, verb = "install"): string {
   return out.join("\n") + "\n";
 }
 
-/** The state file after the plan ran (for the plan output). */
+/** Intent and previous records together (a root created earlier stays recorded). */
+function mergeStates(intent: InstallState, before: InstallState): InstallState {
+  const a = intent.qdisc;
+  const b = before.qdisc;
+  if (!a || !b || a.ifname !== b.ifname) return intent;
+  return {
+    ...intent,
+    qdisc: {
+      ...a,
+      clsactCreated: a.clsactCreated || b.clsactCreated,
+      ...(a.rootCreated ?? b.rootCreated ? { rootCreated: a.rootCreated ?? b.rootCreated } : {}),
+    },
+  };
+}
+
+/** The state file after the plan ran (for the plan output, and recorded as intent). */
 function predictState(p: NodePlan): InstallState {
   const q = p.qdisc;
   const prev = p.state.before.qdisc;
@@ -391,13 +407,26 @@ export interface NodeResult {
 export async function executeNodePlan(p: NodePlan): Promise<NodeResult> {
   const t = p.target;
   const res: NodeResult = { changed: !planIsEmpty(p) };
+  // The qdisc first: it is what most often fails (a missing sch_taprio module, queues that do
+  // not fit), and applyQdiscPlan undoes its own clsact on failure, so such an install leaves
+  // the node as it was.
+  // What the qdisc step will create is recorded BEFORE it is created: an install killed in
+  // between leaves a record of something absent (harmless: uninstall checks the kernel), never
+  // an unrecorded clsact or root that uninstall would not remove.
+  const intent = predictState(p);
+  if (!sameState(intent, p.state.before)) {
+    await writeState(t.stateDir, mergeStates(intent, p.state.before));
+  }
+  let state: InstallState;
+  try {
+    state = { ...p.state.before, qdisc: applyQdiscPlan(p.qdisc, p.state.before.qdisc) };
+  } catch (e) {
+    await writeState(t.stateDir, p.state.before); // nothing was left behind (see applyQdiscPlan)
+    throw e;
+  }
+  if (!sameState(state, intent)) await writeState(t.stateDir, state);
   if (p.binary) await applyBinary(p.binary);
   if (p.datapath) res.programs = applyDatapath(p.datapath);
-  let state = p.state.before;
-  const qs = applyQdiscPlan(p.qdisc, state.qdisc);
-  state = { ...state, qdisc: qs };
-  // Recorded before the next step, so an install killed later still knows what it created.
-  if (!sameState(state, p.state.before)) await writeState(t.stateDir, state);
   // On the clsact path planQdisc added clsact already: the restorer never creates it.
   if (p.restorer.action === "attach") attachRestorer(t.cfg.bpffs, t.tsnInterface, t.api);
   await applyConflist(p.conflist, { inPlace: t.inPlace });

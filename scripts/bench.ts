@@ -1,0 +1,137 @@
+/**
+ * `deno task bench` (or, with a node_modules/.bin/deno in the tree, `deno run -A
+ * scripts/bench.ts`): tsnproxy's benchmarks. Root only; never part of `deno task test`.
+ *
+ *   1. datapath overhead: UDP/TCP through bridge + NAT without/with tsnproxy (alternating),
+ *      and each program's ns/packet from BPF_PROG_TEST_RUN
+ *   2. fidelity under load: % restored and wrong priorities, tsnproxy vs the research design
+ *   3. CNI ADD/DEL latency: tsnproxy vs Go `tuning` vs the research design's bash plugin
+ *   4. scale: N pods ADD then DEL at concurrency 1 and 16; peak RSS, map memory, leftovers
+ *
+ * Every comparison is measured side by side in one run: on a shared 2-core machine only the
+ * ratios mean something. Writes .cache/bench/report.json (--out) and docs/bench.svg (--svg).
+ *
+ *   --quick            fewer packets, pods and alternations (about 3 minutes)
+ *   --only=a,b         sections: throughput, cost, fidelity, cni, scale
+ *   --out=PATH --svg=PATH
+ */
+import { round, runCleanups } from "./bench/common.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+interface Args {
+  quick: boolean;
+  only: Set<string>;
+  out: string;
+  svg: string;
+}
+
+const SECTIONS = ["throughput", "cost", "fidelity", "cni", "scale"];
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = {
+    quick: false,
+    only: new Set(SECTIONS),
+    out: `${ROOT}.cache/bench/report.json`,
+    svg: `${ROOT}docs/bench.svg`,
+  };
+  for (const arg of argv) {
+    const [k, v] = arg.split("=", 2);
+    if (k === "--quick") a.quick = true;
+    else if (k === "--only" && v) {
+      a.only = new Set(v.split(","));
+      for (const s of a.only) if (!SECTIONS.includes(s)) throw new Error(`unknown section ${s}`);
+    } else if (k === "--out" && v) a.out = v;
+    else if (k === "--svg" && v) a.svg = v;
+    else throw new Error(`unknown argument ${arg} (see the header of scripts/bench.ts)`);
+  }
+  return a;
+}
+
+const log = (s: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${s}`);
+
+async function main(): Promise<number> {
+  const args = parseArgs(Deno.args);
+  if (Deno.uid() !== 0) {
+    console.error("bench: needs root (network namespaces, BPF)");
+    return 1;
+  }
+  // The benchmark-only BPF objects are generated; build them when run without `deno task`.
+  const b = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}scripts/build_bpf.ts`],
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
+  if (!b.success) throw new Error("scripts/build_bpf.ts failed");
+  const { report, render } = await import("./bench/report.ts");
+  const started = performance.now();
+  const q = args.quick;
+  const r = report(q);
+  const sig = () => {
+    console.error("bench: interrupted, cleaning up");
+    runCleanups().finally(() => Deno.exit(130));
+  };
+  Deno.addSignalListener("SIGINT", sig);
+  Deno.addSignalListener("SIGTERM", sig);
+  try {
+    if (args.only.has("throughput")) {
+      const { runThroughput } = await import("./bench/throughput.ts");
+      r.throughput = await runThroughput({ alternations: q ? 2 : 5, seconds: q ? 1.5 : 3, log });
+    }
+    if (args.only.has("cost")) {
+      const { runProgCost } = await import("./bench/progcost.ts");
+      r.programCost = runProgCost({
+        repeat: q ? 20000 : 100000,
+        rounds: q ? 3 : 5,
+        distinct: q ? 500 : 2000,
+        log,
+      });
+    }
+    if (args.only.has("fidelity")) {
+      const { runFidelity } = await import("./bench/fidelity.ts");
+      r.fidelity = await runFidelity({
+        packets: q ? 4000 : 20000,
+        pps: 2000,
+        cases: ["none", "prio0", "prio6"],
+        variants: ["tsnproxy", "research"],
+        log,
+      });
+    }
+    if (args.only.has("cni")) {
+      const { runLatency } = await import("./bench/cni.ts");
+      r.cniLatency = await runLatency({
+        pods: q ? 40 : 200,
+        warmup: 3,
+        profileReps: q ? 3 : 10,
+        log,
+      });
+    }
+    if (args.only.has("scale")) {
+      const { runScale } = await import("./bench/cni.ts");
+      r.scale = await runScale({ pods: q ? 40 : 250, concurrency: [1, 16], log });
+    }
+  } finally {
+    await runCleanups();
+    Deno.removeSignalListener("SIGINT", sig);
+    Deno.removeSignalListener("SIGTERM", sig);
+  }
+  r.seconds = round((performance.now() - started) / 1000);
+  await Deno.mkdir(args.out.replace(/\/[^/]*$/, ""), { recursive: true });
+  await Deno.writeTextFile(args.out, JSON.stringify(r, null, 2) + "\n");
+  const { tables, svg } = render(r);
+  for (const t of tables) console.log(t);
+  await Deno.mkdir(args.svg.replace(/\/[^/]*$/, ""), { recursive: true });
+  await Deno.writeTextFile(args.svg, svg);
+  console.log(`\nreport: ${args.out}\nchart:  ${args.svg}\ntook ${r.seconds} s`);
+  return 0;
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main());
+  } catch (e) {
+    await runCleanups();
+    console.error(`bench: ${(e as Error).stack ?? e}`);
+    Deno.exit(1);
+  }
+}

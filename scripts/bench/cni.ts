@@ -1,0 +1,542 @@
+/**
+ * Sections 3 and 4: CNI ADD/DEL latency and scale.
+ *
+ * Latency: fresh pod network namespaces with a veth (tests/cni/helpers.ts), a bridge-shaped
+ * prevResult, and three plugins exec'd as a runtime does (env + stdin, result on stdout),
+ * in rotating order per pod: tsnproxy (scripts/tsnproxy, the launcher a node without a
+ * compiled binary uses), Debian's Go /usr/lib/cni/tuning (one sysctl), and the research
+ * design's process-per-step bash plugin (scripts/bench/research_plugin.sh).
+ *
+ * Scale: tsnproxy alone, N pods ADD then DEL at concurrency 1 and 16, each plugin process
+ * under /usr/bin/time for its peak RSS, then a leftover census (pins, policies, tcx
+ * programs on the pods' interfaces) that must be all zero.
+ */
+import { setupNode, teardownNode } from "../../src/bpf/node.ts";
+import { queryTcx } from "../../src/bpf/attach.ts";
+import { DatapathMaps } from "../../src/bpf/maps.ts";
+import { MAPS, PinLayout } from "../../src/bpf/pins.ts";
+import { closeFd, mapInfo, objGetRequired, objPin } from "../../src/bpf/sys.ts";
+import { createPod, deletePod, prevResultFor, type TestPod } from "../../tests/cni/helpers.ts";
+import { onCleanup, sh, sleep, summarize, type Summary } from "./common.ts";
+import { TSNPROXY_CONFIG } from "./node.ts";
+import { ResearchDatapath } from "./research_dp.ts";
+import { udp4 } from "./progcost.ts";
+
+const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
+export const LAUNCHER = `${ROOT}/scripts/tsnproxy`;
+export const RESEARCH_PLUGIN = `${ROOT}/scripts/bench/research_plugin.sh`;
+export const GO_TUNING = "/usr/lib/cni/tuning";
+
+export type Plugin = "tsnproxy" | "go-tuning" | "research";
+
+interface Fixture {
+  id: string;
+  bpffs: string;
+  researchPins: string;
+  tmp: string;
+  dummy: string;
+}
+
+/** tsnproxy installed on a private pin root; the research programs pinned on a bpffs that
+ * `ip netns exec` does not hide; a veth standing in for its TSN NIC. */
+async function fixture(): Promise<Fixture> {
+  const id = crypto.randomUUID().slice(0, 6);
+  const f: Fixture = {
+    id,
+    bpffs: `/sys/fs/bpf/tsnp-bench-cni-${id}`,
+    researchPins: `/run/tsnp-bench-bpf-${id}`,
+    tmp: await Deno.makeTempDir({ prefix: "tsnp-bench-" }),
+    dummy: `tsnpb${id}`,
+  };
+  onCleanup(`temp dir ${f.tmp}`, () => Deno.removeSync(f.tmp, { recursive: true }));
+  setupNode({
+    bpffs: f.bpffs,
+    mapEntries: 16384,
+    restoreAt: "tsn-egress",
+    api: "tcx",
+    config: TSNPROXY_CONFIG,
+  });
+  onCleanup(`pin root ${f.bpffs}`, () => teardownNode(f.bpffs));
+  Deno.mkdirSync(f.researchPins, { recursive: true });
+  await sh(["mount", "-t", "bpf", "bpf", f.researchPins]);
+  onCleanup(`bpffs ${f.researchPins}`, async () => {
+    await sh(["umount", f.researchPins], { allowFail: true });
+    Deno.removeSync(f.researchPins, { recursive: true });
+  });
+  const r = ResearchDatapath.load(`${f.tmp}/unused-pins`);
+  try {
+    for (const p of ["save", "restore", "gc_start"] as const) {
+      objPin(r.prog(p), `${f.researchPins}/rsch_${p}`);
+    }
+  } finally {
+    r.close(); // the pins keep the programs (and their maps) alive
+  }
+  await Deno.writeFile(`${f.tmp}/pkt`, udp4(1));
+  await sh(["ip", "link", "add", f.dummy, "type", "veth", "peer", "name", `${f.dummy}p`]);
+  onCleanup(
+    `dummy ${f.dummy}`,
+    () => sh(["ip", "link", "del", f.dummy], { allowFail: true }).then(() => {}),
+  );
+  await sh(["ip", "link", "set", f.dummy, "up"]);
+  return f;
+}
+
+function stdinFor(plugin: Plugin, f: Fixture, pod: TestPod, extra: Record<string, unknown> = {}) {
+  if (plugin === "tsnproxy") {
+    return {
+      cniVersion: "1.1.0",
+      name: "bench",
+      type: "tsnproxy",
+      bpffs: f.bpffs,
+      ...extra,
+      prevResult: prevResultFor(pod, "1.1.0"),
+    };
+  }
+  if (plugin === "go-tuning") {
+    return {
+      cniVersion: "1.0.0",
+      name: "bench",
+      type: "tuning",
+      sysctl: { "net.ipv4.conf.eth0.log_martians": "1" },
+      prevResult: prevResultFor(pod, "1.0.0"),
+    };
+  }
+  return {
+    cniVersion: "1.0.0",
+    name: "bench",
+    type: "tsn",
+    tsnIfname: f.dummy,
+    tsnIngressOrEgress: "egress",
+    prevResult: prevResultFor(pod, "1.0.0"),
+  };
+}
+
+export interface ExecResult {
+  ms: number;
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Execs a plugin as a runtime does: a clean environment, config on stdin. */
+export async function execPlugin(
+  argv: string[],
+  cmd: string,
+  pod: TestPod,
+  stdin: unknown,
+  extraEnv: Record<string, string> = {},
+): Promise<ExecResult> {
+  const env: Record<string, string> = {
+    PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    CNI_COMMAND: cmd,
+    CNI_CONTAINERID: pod.containerId,
+    CNI_NETNS: pod.netns,
+    CNI_IFNAME: pod.ifname,
+    CNI_PATH: "/usr/lib/cni",
+    ...extraEnv,
+  };
+  const t0 = performance.now();
+  const p = new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    env,
+    clearEnv: true,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const w = p.stdin.getWriter();
+  await w.write(new TextEncoder().encode(JSON.stringify(stdin)));
+  await w.close();
+  const o = await p.output();
+  const ms = performance.now() - t0;
+  return {
+    ms,
+    code: o.code,
+    stdout: new TextDecoder().decode(o.stdout),
+    stderr: new TextDecoder().decode(o.stderr),
+  };
+}
+
+function argvFor(plugin: Plugin): string[] {
+  return plugin === "tsnproxy" ? [LAUNCHER] : plugin === "go-tuning" ? [GO_TUNING] : [
+    "/bin/bash",
+    RESEARCH_PLUGIN,
+  ];
+}
+
+function envFor(plugin: Plugin, f: Fixture): Record<string, string> {
+  return plugin === "research"
+    ? { RSCH_PINS: f.researchPins, RSCH_LOG: `${f.tmp}/research.log`, RSCH_PKT: `${f.tmp}/pkt` }
+    : {};
+}
+
+async function invoke(plugin: Plugin, cmd: "ADD" | "DEL", f: Fixture, pod: TestPod) {
+  const r = await execPlugin(
+    argvFor(plugin),
+    cmd,
+    pod,
+    stdinFor(plugin, f, pod),
+    envFor(plugin, f),
+  );
+  if (r.code !== 0) {
+    throw new Error(`${plugin} ${cmd} failed (${r.code}): ${r.stdout.trim()} ${r.stderr.trim()}`);
+  }
+  return r;
+}
+
+/** Creates pods with bounded parallelism; each one is deleted on cleanup. */
+async function makePods(n: number, parallel = 4): Promise<TestPod[]> {
+  const pods: TestPod[] = [];
+  let next = 0;
+  await Promise.all(Array.from({ length: parallel }, async () => {
+    while (next < n) {
+      next++;
+      const pod = await createPod();
+      pods.push(pod);
+      onCleanup(`pod ${pod.name}`, () => deletePod(pod));
+    }
+  }));
+  return pods;
+}
+
+async function deletePods(pods: TestPod[], parallel = 4): Promise<void> {
+  const queue = [...pods];
+  await Promise.all(Array.from({ length: parallel }, async () => {
+    for (let p = queue.pop(); p; p = queue.pop()) await deletePod(p);
+  }));
+}
+
+export interface LatencyResult {
+  pods: number;
+  add: Record<Plugin, Summary>;
+  del: Record<Plugin, Summary>;
+  ratios: { tsnproxyVsResearch: number; tsnproxyVsGo: number };
+  profile: Profile;
+}
+
+export interface Profile {
+  /** `deno run` of an empty module with the launcher's flags: the runtime's floor. */
+  denoEmptyMs: number;
+  /** tsnproxy VERSION through the launcher: start-up + main.ts + src/cni/main.ts. */
+  versionMs: number;
+  /** tsnproxy ADD through `deno run` directly (no bash launcher). */
+  addDirectMs: number;
+  /** ADD wall time through the launcher, and the part the plugin itself logs (runCni). */
+  addWallMs: number;
+  addInPluginMs: number;
+  /** Inside one process: importing src/cni/main.ts, then src/cni/verbs.ts (the datapath
+   * modules), then opening libbpf; medians. */
+  importMs: { cniMain: number; verbs: number; libbpfOpen: number };
+  /** Processes exec'd per ADD (strace -f execve). */
+  execsPerAdd: Record<Plugin, number>;
+  /** strace -f -c of one tsnproxy ADD: top syscalls by count. */
+  syscalls: Array<{ name: string; calls: number; seconds: number }>;
+  syscallsTotal: number;
+}
+
+const DENO = `${ROOT}/tools/deno/node_modules/deno/deno`;
+const DENO_ENV = {
+  DENO_DIR: `${ROOT}/.cache/deno`,
+  DENO_NO_UPDATE_CHECK: "1",
+  DENO_NO_PROMPT: "1",
+};
+
+async function profile(f: Fixture, pods: TestPod[], reps: number): Promise<Profile> {
+  const med = (xs: number[]) => summarize(xs).p50;
+  const empty = `${f.tmp}/empty.ts`;
+  await Deno.writeTextFile(empty, "");
+  const denoArgs = ["run", "--quiet", "--allow-all", "--no-lock", "--config", `${ROOT}/deno.json`];
+  const pod0 = pods[0];
+  const emptyMs: number[] = [];
+  const versionMs: number[] = [];
+  const direct: number[] = [];
+  const wall: number[] = [];
+  const inPlugin: number[] = [];
+  const logFile = `${f.tmp}/tsnproxy.log`;
+  for (let i = 0; i < reps; i++) {
+    emptyMs.push((await execPlugin([DENO, ...denoArgs, empty], "VERSION", pod0, {}, DENO_ENV)).ms);
+    versionMs.push((await execPlugin([LAUNCHER], "VERSION", pod0, { cniVersion: "1.1.0" })).ms);
+    const pod = pods[i % pods.length];
+    const d = await execPlugin(
+      [DENO, ...denoArgs, `${ROOT}/main.ts`],
+      "ADD",
+      pod,
+      stdinFor("tsnproxy", f, pod),
+      DENO_ENV,
+    );
+    if (d.code !== 0) throw new Error(`tsnproxy ADD failed: ${d.stdout}`);
+    direct.push(d.ms);
+    await invoke("tsnproxy", "DEL", f, pod);
+    const w = await execPlugin(
+      [LAUNCHER],
+      "ADD",
+      pod,
+      stdinFor("tsnproxy", f, pod, { logFile, logLevel: "debug" }),
+    );
+    if (w.code !== 0) throw new Error(`tsnproxy ADD failed: ${w.stdout}`);
+    wall.push(w.ms);
+    const lines = (await Deno.readTextFile(logFile)).trim().split("\n");
+    const done = JSON.parse(lines[lines.length - 1]) as { msg: string; ms?: number };
+    if (done.msg === "done" && typeof done.ms === "number") inPlugin.push(done.ms);
+    await invoke("tsnproxy", "DEL", f, pod);
+  }
+  const probe = `${f.tmp}/import_probe.ts`;
+  await Deno.writeTextFile(
+    probe,
+    [
+      "const t0 = performance.now();",
+      `await import(${JSON.stringify(`file://${ROOT}/src/cni/main.ts`)});`,
+      "const t1 = performance.now();",
+      `await import(${JSON.stringify(`file://${ROOT}/src/cni/verbs.ts`)});`,
+      "const t2 = performance.now();",
+      `const m = await import(${JSON.stringify(`file://${ROOT}/src/ffi/libbpf.ts`)});`,
+      "m.libbpf();",
+      "const t3 = performance.now();",
+      "console.log(JSON.stringify([t1 - t0, t2 - t1, t3 - t2]));",
+    ].join("\n"),
+  );
+  const imports: number[][] = [];
+  for (let i = 0; i < reps; i++) {
+    const r = await execPlugin([DENO, ...denoArgs, probe], "VERSION", pod0, {}, DENO_ENV);
+    if (r.code === 0) imports.push(JSON.parse(r.stdout));
+  }
+  const importMs = {
+    cniMain: med(imports.map((x) => x[0])),
+    verbs: med(imports.map((x) => x[1])),
+    libbpfOpen: med(imports.map((x) => x[2])),
+  };
+  // Processes per ADD and the syscall profile, with strace following forks.
+  const execsPerAdd = {} as Record<Plugin, number>;
+  for (const plugin of ["tsnproxy", "go-tuning", "research"] as Plugin[]) {
+    const out = `${f.tmp}/strace-${plugin}`;
+    const r = await execPlugin(
+      ["strace", "-f", "-qq", "-e", "trace=execve", "-o", out, ...argvFor(plugin)],
+      "ADD",
+      pod0,
+      stdinFor(plugin, f, pod0),
+      envFor(plugin, f),
+    );
+    if (r.code !== 0) throw new Error(`${plugin} ADD under strace failed: ${r.stdout}`);
+    execsPerAdd[plugin] = (await Deno.readTextFile(out)).split("\n")
+      .filter((l) => /execve\(/.test(l) && / = 0$/.test(l)).length;
+    await invoke(plugin, "DEL", f, pod0);
+  }
+  const cOut = `${f.tmp}/strace-c`;
+  await execPlugin(
+    ["strace", "-f", "-c", "-o", cOut, LAUNCHER],
+    "ADD",
+    pod0,
+    stdinFor("tsnproxy", f, pod0),
+  );
+  await invoke("tsnproxy", "DEL", f, pod0);
+  const syscalls: Profile["syscalls"] = [];
+  let syscallsTotal = 0;
+  for (const line of (await Deno.readTextFile(cOut)).split("\n")) {
+    const m = /^\s*[\d.]+\s+([\d.]+)\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$/.exec(line);
+    if (m && m[3] !== "total") {
+      syscalls.push({ name: m[3], calls: Number(m[2]), seconds: Number(m[1]) });
+    }
+    const t = /^\S+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?total/.exec(line);
+    if (t) syscallsTotal = Number(t[1]);
+  }
+  syscalls.sort((a, b) => b.calls - a.calls);
+  return {
+    denoEmptyMs: med(emptyMs),
+    versionMs: med(versionMs),
+    addDirectMs: med(direct),
+    addWallMs: med(wall),
+    addInPluginMs: inPlugin.length ? med(inPlugin) : NaN,
+    importMs,
+    execsPerAdd,
+    syscalls: syscalls.slice(0, 12),
+    syscallsTotal,
+  };
+}
+
+export async function runLatency(
+  o: { pods: number; warmup: number; profileReps: number; log: (s: string) => void },
+): Promise<LatencyResult> {
+  const f = await fixture();
+  o.log(`cni latency: creating ${o.pods} pod namespaces`);
+  const pods = await makePods(o.pods + o.warmup);
+  const plugins: Plugin[] = ["tsnproxy", "go-tuning", "research"];
+  const add: Record<Plugin, number[]> = { tsnproxy: [], "go-tuning": [], research: [] };
+  const del: Record<Plugin, number[]> = { tsnproxy: [], "go-tuning": [], research: [] };
+  try {
+    for (let i = 0; i < pods.length; i++) {
+      const order = plugins.map((_, k) => plugins[(i + k) % plugins.length]);
+      for (const plugin of order) {
+        const a = await invoke(plugin, "ADD", f, pods[i]);
+        const d = await invoke(plugin, "DEL", f, pods[i]);
+        if (i >= o.warmup) {
+          add[plugin].push(a.ms);
+          del[plugin].push(d.ms);
+        }
+      }
+      if ((i + 1) % 50 === 0) o.log(`cni latency: ${i + 1}/${pods.length} pods`);
+    }
+    o.log("cni latency: profiling tsnproxy");
+    const prof = await profile(f, pods.slice(0, 8), o.profileReps);
+    const s = (m: Record<Plugin, number[]>) =>
+      Object.fromEntries(plugins.map((p) => [p, summarize(m[p])])) as Record<Plugin, Summary>;
+    const addS = s(add);
+    return {
+      pods: o.pods,
+      add: addS,
+      del: s(del),
+      ratios: {
+        tsnproxyVsResearch: addS.tsnproxy.p50 / addS.research.p50,
+        tsnproxyVsGo: addS.tsnproxy.p50 / addS["go-tuning"].p50,
+      },
+      profile: prof,
+    };
+  } finally {
+    await deletePods(pods);
+  }
+}
+
+// ---- scale ------------------------------------------------------------------------------
+
+export interface ScaleRun {
+  concurrency: number;
+  addTotalS: number;
+  delTotalS: number;
+  addP50Ms: number;
+  delP50Ms: number;
+  peakRssMiB: number;
+  failures: number;
+  leftovers: { pins: number; policies: number; tcxPrograms: number; podCounters: number };
+}
+
+export interface ScaleResult {
+  pods: number;
+  runs: ScaleRun[];
+  maps: Array<
+    {
+      name: string;
+      type: number;
+      keySize: number;
+      valueSize: number;
+      maxEntries: number;
+      memlockKiB: number;
+    }
+  >;
+  mapMemlockKiBTotal: number;
+  leftoversAfterTeardown: { pinRootExists: boolean };
+}
+
+async function timed(
+  f: Fixture,
+  cmd: "ADD" | "DEL",
+  pod: TestPod,
+): Promise<{ ms: number; rssKiB: number; ok: boolean }> {
+  const out = `${f.tmp}/time-${pod.name}-${cmd}`;
+  const r = await execPlugin(
+    ["/usr/bin/time", "-f", "%M", "-o", out, LAUNCHER],
+    cmd,
+    pod,
+    stdinFor("tsnproxy", f, pod),
+  );
+  const rss = Number((await Deno.readTextFile(out)).trim().split("\n").pop());
+  await Deno.remove(out);
+  return { ms: r.ms, rssKiB: rss, ok: r.code === 0 };
+}
+
+async function pool<T>(items: T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {
+  const queue = [...items];
+  await Promise.all(Array.from({ length: n }, async () => {
+    for (let x = queue.shift(); x !== undefined; x = queue.shift()) await fn(x);
+  }));
+}
+
+function memlockKiB(fd: number): number {
+  const text = Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`);
+  const m = /memlock:\s*(\d+)/.exec(text);
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+export async function runScale(
+  o: { pods: number; concurrency: number[]; log: (s: string) => void },
+): Promise<ScaleResult> {
+  const f = await fixture();
+  o.log(`scale: creating ${o.pods} pod namespaces`);
+  const pods = await makePods(o.pods);
+  const runs: ScaleRun[] = [];
+  const pins = new PinLayout(f.bpffs);
+  try {
+    for (const c of o.concurrency) {
+      const adds: number[] = [];
+      const dels: number[] = [];
+      let rss = 0;
+      let failures = 0;
+      const step = async (cmd: "ADD" | "DEL", into: number[]) => {
+        const t0 = performance.now();
+        await pool(pods, c, async (pod) => {
+          const r = await timed(f, cmd, pod);
+          into.push(r.ms);
+          rss = Math.max(rss, r.rssKiB);
+          if (!r.ok) failures++;
+        });
+        return (performance.now() - t0) / 1000;
+      };
+      o.log(`scale: ${o.pods} pods, concurrency ${c}: ADD`);
+      const addTotalS = await step("ADD", adds);
+      o.log(`scale: ${o.pods} pods, concurrency ${c}: DEL`);
+      const delTotalS = await step("DEL", dels);
+      const maps = DatapathMaps.open(f.bpffs);
+      let policies = 0;
+      let podCounters = 0;
+      try {
+        policies = maps.policies().length;
+        podCounters = maps.podCounters().length;
+      } finally {
+        maps.close();
+      }
+      let pinCount = 0;
+      try {
+        pinCount = [...Deno.readDirSync(pins.podsDir)].length;
+      } catch {
+        // no pods dir: nothing left
+      }
+      let tcx = 0;
+      for (const pod of pods) tcx += queryTcx(pod.ifname, "egress", pod.netns).length;
+      runs.push({
+        concurrency: c,
+        addTotalS,
+        delTotalS,
+        addP50Ms: summarize(adds).p50,
+        delP50Ms: summarize(dels).p50,
+        peakRssMiB: rss / 1024,
+        failures,
+        leftovers: { pins: pinCount, policies, tcxPrograms: tcx, podCounters },
+      });
+    }
+    const maps: ScaleResult["maps"] = [];
+    for (const name of MAPS) {
+      const fd = objGetRequired(pins.map(name));
+      try {
+        const i = mapInfo(fd);
+        maps.push({
+          name,
+          type: i.type,
+          keySize: i.keySize,
+          valueSize: i.valueSize,
+          maxEntries: i.maxEntries,
+          memlockKiB: memlockKiB(fd),
+        });
+      } finally {
+        closeFd(fd);
+      }
+    }
+    await sleep(0);
+    return {
+      pods: o.pods,
+      runs,
+      maps,
+      mapMemlockKiBTotal: maps.reduce((a, m) => a + m.memlockKiB, 0),
+      leftoversAfterTeardown: { pinRootExists: false },
+    };
+  } finally {
+    await deletePods(pods);
+  }
+}

@@ -41,14 +41,14 @@ export class Observer {
     obj: BpfObject,
     ifindex: number,
     readonly ifname: string,
-    readonly netns: string,
+    readonly netns: string | undefined,
   ) {
     this.#obj = obj;
     this.#ifindex = ifindex;
   }
 
-  /** Attaches to `ifname` egress in `netns`. */
-  static attach(netns: string, ifname: string): Observer {
+  /** Attaches to `ifname` egress in `netns` (undefined: the caller's namespace). */
+  static attach(netns: string | undefined, ifname: string): Observer {
     const obj = BpfObject.open("tsnp_observer", objectBytes("observer", TEST_BPF_OBJECTS));
     obj.load();
     try {

@@ -6,7 +6,8 @@
 import { CLSACT_HANDLE, CLSACT_PRIORITY, queryTcx } from "../bpf/attach.ts";
 import { hasTcx } from "../bpf/features.ts";
 import { restorerAttached, restorerPin } from "../bpf/node.ts";
-import { closeFd, progInfo } from "../bpf/sys.ts";
+import { PROGRAMS } from "../bpf/pins.ts";
+import { closeFd, linkInfo, objGet, progInfo } from "../bpf/sys.ts";
 import { compilePolicy, REMAP_SLOTS } from "../config/policy.ts";
 import { libbpf } from "../ffi/libbpf.ts";
 import {
@@ -144,8 +145,10 @@ export function interfaceChecks(ctx: DoctorContext, st: NetState): void {
       );
       return;
     }
-    const restoreId = pinnedProgId(ctx.bpffs, "restore");
     if (a.api === "tcx") {
+      // The link's own program: after a re-pin (upgrade) it may be an older instance of the
+      // restorer than the pinned one, which is fine until the next install re-attaches.
+      const restoreId = linkProgId(a.pin) ?? pinnedProgId(ctx.bpffs, "restore");
       const progs = ctx.inNode(() => queryTcx(link.name, "egress"));
       const pos = progs.findIndex((p) => p.id === restoreId);
       const data = { api: "tcx", chain: progs.map((p) => `${p.name}#${p.id}`) };
@@ -188,7 +191,8 @@ export function interfaceChecks(ctx: DoctorContext, st: NetState): void {
     }
     const filters = ctx.inNode(() => listBpfFilters(link.index, "egress"));
     const ours = filters.find((f) =>
-      f.handle === CLSACT_HANDLE && f.priority === CLSACT_PRIORITY && f.progId === restoreId
+      f.handle === CLSACT_HANDLE && f.priority === CLSACT_PRIORITY &&
+      f.progId !== undefined && progName(f.progId) === PROGRAMS.restore
     );
     const data = {
       api: "clsact",
@@ -606,6 +610,16 @@ export function sysctlChecks(ctx: DoctorContext): void {
       data,
     );
   });
+}
+
+function linkProgId(pin: string): number | undefined {
+  const fd = objGet(pin);
+  if (fd === undefined) return undefined;
+  try {
+    return linkInfo(fd).progId;
+  } finally {
+    closeFd(fd);
+  }
 }
 
 function progName(id: number): string {

@@ -37,14 +37,15 @@ export function pinChecks(ctx: DoctorContext): boolean {
     }
     return false;
   }
-  if (!exists(pins.root)) {
+  if (!exists(pins.progsDir) && !exists(pins.mapsDir)) {
     ctx.add(
       "fail",
       "pins",
       "root",
       "Pin root",
-      `${pins.root} does not exist: tsnproxy is not installed on this node (or with another ` +
-        "--bpffs)",
+      `${pins.root} ${
+        exists(pins.root) ? "holds no progs/ or maps/" : "does not exist"
+      }: tsnproxy is not installed on this node (or with another --bpffs)`,
       installFix(ctx, "loads and pins the datapath"),
     );
     for (const [n, t] of Object.entries(PIN_TITLES).slice(1)) {

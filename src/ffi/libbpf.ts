@@ -2,7 +2,7 @@
  * libbpf symbol table. Debian 12 ships libbpf 1.1.2, which predates tcx: tcx attachments
  * go through bpf_link_create with the raw BPF_TCX_* attach types (src/bpf/attach.ts).
  */
-import { openLibrary } from "./open.ts";
+import { type LazyLibrary, lazyLibrary } from "./open.ts";
 
 export const libbpfSymbols = {
   libbpf_major_version: { parameters: [], result: "u32" },
@@ -48,14 +48,15 @@ export const libbpfSymbols = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 export type Libbpf = Deno.DynamicLibrary<typeof libbpfSymbols>["symbols"];
-let lib: Deno.DynamicLibrary<typeof libbpfSymbols> | undefined;
+let lib: LazyLibrary<typeof libbpfSymbols> | undefined;
 
 export function libbpf(): Libbpf {
-  lib ??= openLibrary({
+  lib ??= lazyLibrary({
     name: "libbpf",
     sonames: ["libbpf.so.1"],
     envVar: "TSNPROXY_LIBBPF",
     debianPackage: "libbpf1",
   }, libbpfSymbols);
+  lib.ensure();
   return lib.symbols;
 }

@@ -1,5 +1,5 @@
 /** libc symbols tsnproxy needs: namespaces, interface names, errno. */
-import { cstr, cString, openLibrary } from "./open.ts";
+import { cstr, cString, type LazyLibrary, lazyLibrary } from "./open.ts";
 
 export const libcSymbols = {
   setns: { parameters: ["i32", "i32"], result: "i32" },
@@ -14,16 +14,17 @@ export const libcSymbols = {
   gettid: { parameters: [], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
-let lib: Deno.DynamicLibrary<typeof libcSymbols> | undefined;
+let lib: LazyLibrary<typeof libcSymbols> | undefined;
 
 /** The libc symbol table, opened on first use. */
 export function libc(): Deno.DynamicLibrary<typeof libcSymbols>["symbols"] {
-  lib ??= openLibrary({
+  lib ??= lazyLibrary({
     name: "libc",
     sonames: ["libc.so.6"],
     envVar: "TSNPROXY_LIBC",
     debianPackage: "libc6",
   }, libcSymbols);
+  lib.ensure();
   return lib.symbols;
 }
 

@@ -4,7 +4,7 @@
  * are parsed in TypeScript (src/netlink/attrs.ts), which is simpler than mnl_cb_run callbacks
  * through FFI and avoids an FFI call per attribute.
  */
-import { openLibrary } from "./open.ts";
+import { type LazyLibrary, lazyLibrary } from "./open.ts";
 
 export const libmnlSymbols = {
   mnl_socket_open2: { parameters: ["i32", "i32"], result: "pointer" },
@@ -33,16 +33,17 @@ export const libmnlSymbols = {
   mnl_attr_nest_end: { parameters: ["pointer", "pointer"], result: "void" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
-let lib: Deno.DynamicLibrary<typeof libmnlSymbols> | undefined;
+let lib: LazyLibrary<typeof libmnlSymbols> | undefined;
 
 /** The libmnl symbol table, opened on first use (TSNPROXY_LIBMNL overrides the soname). */
 export function libmnl(): Deno.DynamicLibrary<typeof libmnlSymbols>["symbols"] {
-  lib ??= openLibrary({
+  lib ??= lazyLibrary({
     name: "libmnl",
     sonames: ["libmnl.so.0"],
     envVar: "TSNPROXY_LIBMNL",
     debianPackage: "libmnl0",
   }, libmnlSymbols);
+  lib.ensure();
   return lib.symbols;
 }
 

@@ -15,16 +15,15 @@ export interface LibrarySpec {
   debianPackage: string;
 }
 
-export function openLibrary<S extends Deno.ForeignLibraryInterface>(
-  spec: LibrarySpec,
-  symbols: S,
-): Deno.DynamicLibrary<S> {
+/** The file name that dlopen accepts for the library (env override first). */
+export function locateLibrary(spec: LibrarySpec): string {
   const override = Deno.env.get(spec.envVar);
   const candidates = override ? [override] : spec.sonames;
   const failures: string[] = [];
   for (const path of candidates) {
     try {
-      return Deno.dlopen(path, symbols);
+      Deno.dlopen(path, {}).close();
+      return path;
     } catch (e) {
       failures.push(`${path}: ${e instanceof Error ? e.message : String(e)}`);
     }
@@ -35,6 +34,50 @@ export function openLibrary<S extends Deno.ForeignLibraryInterface>(
       ? `${spec.envVar}=${override} does not name a loadable ${spec.name}; point it at the library or unset it`
       : `install ${spec.debianPackage} (apt-get install ${spec.debianPackage}) or set ${spec.envVar} to the library's path`,
   );
+}
+
+/** Opens the library with its whole symbol table bound now. */
+export function openLibrary<S extends Deno.ForeignLibraryInterface>(
+  spec: LibrarySpec,
+  symbols: S,
+): Deno.DynamicLibrary<S> {
+  return Deno.dlopen(locateLibrary(spec), symbols);
+}
+
+export interface LazyLibrary<S extends Deno.ForeignLibraryInterface> {
+  symbols: Deno.DynamicLibrary<S>["symbols"];
+  /** Locates the library now (throws LibraryError when it is missing). */
+  ensure(): void;
+}
+
+/**
+ * The library's symbols, each bound on first use. Binding a symbol costs Deno a dlsym plus
+ * a call trampoline: opening libbpf's whole table took ~25 ms here, too much for the CNI
+ * plugin, which runs once per pod and calls a handful of them.
+ */
+export function lazyLibrary<S extends Deno.ForeignLibraryInterface>(
+  spec: LibrarySpec,
+  symbols: S,
+): LazyLibrary<S> {
+  let path: string | undefined;
+  const ensure = () => {
+    path ??= locateLibrary(spec);
+  };
+  const out: Record<string, unknown> = {};
+  for (const name of Object.keys(symbols)) {
+    Object.defineProperty(out, name, {
+      configurable: true,
+      enumerable: true,
+      get() {
+        ensure();
+        // The handle is never closed: the bound function lives as long as the process.
+        const fn = Deno.dlopen(path!, { [name]: symbols[name] }).symbols[name];
+        Object.defineProperty(out, name, { value: fn, enumerable: true });
+        return fn;
+      },
+    });
+  }
+  return { symbols: out as Deno.DynamicLibrary<S>["symbols"], ensure };
 }
 
 /** Reads a NUL-terminated C string at ptr (null -> ""). */

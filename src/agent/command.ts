@@ -14,6 +14,7 @@
  * keep their metadata through an agent restart or upgrade. Only `tsnproxy uninstall` detaches.
  */
 import { PinLayout } from "../bpf/pins.ts";
+import { captureLibbpfLog, drainLibbpfLog } from "../bpf/libbpf_log.ts";
 import { attachRestorer, restorerAttached } from "../bpf/node.ts";
 import { ifNameToIndex } from "../ffi/libc.ts";
 import { asTsnproxyError } from "../errors.ts";
@@ -44,6 +45,9 @@ export function parseListenAddress(a: string): { hostname: string; port: number 
 
 export async function runAgent(opts: AgentOptions): Promise<number> {
   configureLog({ stderr: true });
+  // libbpf prints to stderr by default ("Exclusivity flag on" for an existing clsact): keep
+  // stderr JSON-only by routing it through the log.
+  captureLibbpfLog();
   const cfg = await loadConfig(opts);
   const target = targetFrom(cfg, opts);
   const pins = new PinLayout(cfg.bpffs);
@@ -150,6 +154,7 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
         log("error", "restorer reconcile failed", { why, error: asTsnproxyError(e).oneLine() });
       }
     }
+    for (const l of drainLibbpfLog()) log("debug", l, { why });
     if (ok) stats.reconciles.ok++;
     else stats.reconciles.error++;
   }

@@ -68,7 +68,8 @@ export function podsByCookie(
       const id = parseCniCacheEntry(Deno.readTextFileSync(path));
       if (!id) continue;
       const cookie = podCookie(id.containerId);
-      out.set(cookie, { ...out.get(cookie), ...id });
+      const known = out.get(cookie);
+      if (known) out.set(cookie, { ...known, ...id }); // only pods attached on this node
     } catch {
       // A file being rewritten by the runtime: skip it this time.
     }

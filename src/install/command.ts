@@ -3,12 +3,14 @@
  * is printed on stdout first; `--dry-run` stops there and changes nothing. Re-running
  * converges: a second install plans and performs no change.
  */
+import { captureLibbpfLog, drainLibbpfLog } from "../bpf/libbpf_log.ts";
 import { log } from "../log.ts";
 import type { InstallOptions } from "../options.ts";
-import { executeNodePlan, formatNodePlan, planIsEmpty, planNode } from "./plan.ts";
+import { executeNodePlan, formatNodePlan, type NodePlan, planIsEmpty, planNode } from "./plan.ts";
 import { loadConfig, targetFrom } from "./target.ts";
 
 export async function runInstall(opts: InstallOptions): Promise<number> {
+  captureLibbpfLog(); // libbpf's chatter goes to the log (debug), not raw to stderr
   const cfg = await loadConfig(opts);
   const target = targetFrom(cfg, opts);
   const plan = await planNode(target, { binary: true, datapath: true, recover: !opts.dryRun });
@@ -24,6 +26,7 @@ export async function runInstall(opts: InstallOptions): Promise<number> {
     return 0;
   }
   const res = await executeNodePlan(plan);
+  for (const l of drainLibbpfLog()) log("debug", l);
   log("info", "installed", {
     tsnInterface: target.tsnInterface,
     api: target.api,
@@ -42,4 +45,33 @@ export async function runInstall(opts: InstallOptions): Promise<number> {
   }
   console.log("installed");
   return 0;
+}
+
+/**
+ * Programmatic install for harnesses (the qemu VM suite): install with a node config YAML
+ * text, return the plan that ran and the plan afterwards (which must be empty). Throws the
+ * same TsnproxyErrors as the CLI.
+ *
+ *   const r = await installWithConfig(taprioYaml, {tsnInterface: "tsn0", attachMode: "clsact",
+ *     cniConfDir, cniBinDir, bpffs, stateDir});
+ *   // r.ran.qdisc.steps: add-clsact, (recreate-root), apply-root; r.after is empty
+ */
+export async function installWithConfig(
+  yaml: string,
+  o: Omit<InstallOptions, "config" | "dryRun"> & { dryRun?: boolean },
+): Promise<{ ran: NodePlan; text: string; after: NodePlan }> {
+  const dir = await Deno.makeTempDir({ prefix: "tsnproxy-config-" });
+  try {
+    await Deno.writeTextFile(`${dir}/config.yaml`, yaml);
+    const opts: InstallOptions = { ...o, config: `${dir}/config.yaml`, dryRun: o.dryRun ?? false };
+    const cfg = await loadConfig(opts);
+    const target = targetFrom(cfg, opts);
+    const ran = await planNode(target, { binary: true, datapath: true, recover: !opts.dryRun });
+    const text = formatNodePlan(ran);
+    if (!opts.dryRun) await executeNodePlan(ran);
+    const after = await planNode(target, { binary: true, datapath: true, recover: false });
+    return { ran, text, after };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 }

@@ -1,0 +1,170 @@
+/**
+ * `tsnproxy agent` as the DaemonSet runs it, on the real kernel: the conflist entry comes
+ * back after the primary CNI rewrites its file, the restorer comes back after the TSN
+ * interface is deleted and re-created, /metrics serves the counters, and SIGTERM exits 0
+ * leaving the datapath attached.
+ */
+import assert from "node:assert/strict";
+import { restorerAttached } from "../../src/bpf/node.ts";
+import { parseCniCacheEntry } from "../../src/agent/pods.ts";
+import { parseListenAddress } from "../../src/agent/command.ts";
+import { escapeLabel, snake } from "../../src/agent/metrics.ts";
+import { run } from "../lib/run.ts";
+import { createNode, DENO, destroyNode, FIXTURES, MAIN, tsnproxy } from "../install/_node.ts";
+
+async function until(what: string, fn: () => boolean | Promise<boolean>, ms = 8000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await fn()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+async function get(url: string): Promise<{ status: number; text: string } | undefined> {
+  try {
+    const r = await fetch(url);
+    return { status: r.status, text: await r.text() };
+  } catch {
+    return undefined;
+  }
+}
+
+for (const api of ["tcx", "clsact"] as const) {
+  Deno.test(`agent (${api}): re-injects, re-attaches, serves metrics, SIGTERM keeps the datapath`, async () => {
+    const node = await createNode();
+    const results = `${node.dir}/results`;
+    await Deno.mkdir(results);
+    let agent: Deno.ChildProcess | undefined;
+    try {
+      const inst = await tsnproxy(node, "install", "--attach-mode", api);
+      assert.equal(inst.code, 0, inst.stderr);
+      // A pod the runtime set up: libcni's cache names it.
+      const cid = "c0ffee" + "0".repeat(58);
+      await Deno.mkdir(`${node.bpffs}/pods`, { recursive: true });
+      await Deno.writeTextFile(
+        `${results}/dbnet-${cid}-eth0`,
+        JSON.stringify({
+          kind: "cniCacheV1",
+          containerId: cid,
+          ifName: "eth0",
+          networkName: "dbnet",
+          cniArgs: [["K8S_POD_NAMESPACE", "tsn"], ["K8S_POD_NAME", "talker-0"]],
+        }),
+      );
+      const port = freePort();
+      const base = `http://127.0.0.1:${port}`;
+      agent = new Deno.Command(DENO, {
+        args: [
+          "run",
+          "-A",
+          "--quiet",
+          MAIN,
+          "agent",
+          ...node.flags,
+          "--attach-mode",
+          api,
+          "--metrics-address",
+          `127.0.0.1:${port}`,
+          "--reconcile-seconds",
+          "3",
+          "--cni-results-dir",
+          results,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      await until("/healthz", async () => (await get(`${base}/healthz`))?.status === 200);
+
+      // The primary CNI rewrites its conflist without our entry (rename, like most do).
+      const conflist = `${node.confDir}/10-bridge.conflist`;
+      const pristine = await Deno.readTextFile(`${FIXTURES}bridge/10-bridge.conflist`);
+      await Deno.writeTextFile(`${conflist}.new`, pristine);
+      await Deno.rename(`${conflist}.new`, conflist);
+      const t0 = Date.now();
+      await until(
+        "the entry to come back",
+        async () => (await Deno.readTextFile(conflist)).includes('"type": "tsnproxy"'),
+        5000,
+      );
+      assert.ok(Date.now() - t0 < 5000);
+      JSON.parse(await Deno.readTextFile(conflist));
+
+      // The TSN interface goes away and comes back with a new ifindex.
+      await run(["ip", "link", "del", node.tsn]);
+      await run(["ip", "link", "add", node.tsn, "type", "veth", "peer", "name", node.peer]);
+      await run(["ip", "link", "set", node.tsn, "up"]);
+      await until(
+        "the restorer to be re-attached",
+        () => restorerAttached(node.bpffs, node.tsn) !== undefined,
+        6000,
+      );
+      if (api === "clsact") {
+        const q = (await run(["tc", "qdisc", "show", "dev", node.tsn])).stdout;
+        assert.match(q, /clsact/);
+      }
+
+      const m = await get(`${base}/metrics`);
+      assert.equal(m?.status, 200);
+      const text = m?.text ?? "";
+      for (
+        const needle of [
+          /^tsnproxy_saved_total \d+$/m,
+          /^tsnproxy_restored_total \d+$/m,
+          /^tsnproxy_gc_runs_total \d+$/m,
+          /^tsnproxy_meta_entries \d+$/m,
+          /^tsnproxy_meta_capacity 16384$/m,
+          /^tsnproxy_up 1$/m,
+          /^tsnproxy_restorer_attached 1$/m,
+          /^tsnproxy_build_info\{version="[^"]+",bpf_objects="[0-9a-f]{12}",.*\} 1$/m,
+          /^tsnproxy_agent_conflist_reinjections_total [1-9]\d*$/m,
+          /^tsnproxy_agent_restorer_reattachments_total [1-9]\d*$/m,
+          /^# TYPE tsnproxy_pod_saved_total counter$/m,
+        ]
+      ) assert.match(text, needle);
+
+      agent.kill("SIGTERM");
+      const out = await agent.output();
+      const err = new TextDecoder().decode(out.stderr);
+      assert.equal(out.code, 0, err);
+      agent = undefined;
+      assert.ok(restorerAttached(node.bpffs, node.tsn), "SIGTERM must not detach the restorer");
+      for (const line of err.trim().split("\n").filter(Boolean)) {
+        const o = JSON.parse(line); // structured logs only
+        assert.ok(o.ts && o.level && o.msg, line);
+      }
+      assert.match(err, /"msg":"conflist entry re-injected"/);
+      assert.match(err, /"msg":"restorer re-attached"/);
+    } finally {
+      if (agent) {
+        agent.kill("SIGKILL");
+        await agent.output();
+      }
+      await destroyNode(node);
+    }
+  });
+}
+
+Deno.test("agent: libcni cache entries name pods; metrics helpers", () => {
+  const id = parseCniCacheEntry(JSON.stringify({
+    kind: "cniCacheV1",
+    containerId: "abc",
+    ifName: "eth0",
+    cniArgs: [["IgnoreUnknown", "1"], ["K8S_POD_NAMESPACE", "ns"], ["K8S_POD_NAME", "p"]],
+  }));
+  assert.deepEqual(id, { containerId: "abc", ifname: "eth0", namespace: "ns", name: "p" });
+  assert.equal(parseCniCacheEntry("{"), undefined);
+  assert.equal(parseCniCacheEntry("{}"), undefined);
+  assert.equal(snake("restoredTstamp"), "restored_tstamp");
+  assert.equal(escapeLabel('a"b\\c\nd'), 'a\\"b\\\\c\\nd');
+  assert.deepEqual(parseListenAddress("0.0.0.0:9489"), { hostname: "0.0.0.0", port: 9489 });
+  assert.deepEqual(parseListenAddress("[::1]:80"), { hostname: "::1", port: 80 });
+  assert.deepEqual(parseListenAddress(":80"), { hostname: "0.0.0.0", port: 80 });
+});

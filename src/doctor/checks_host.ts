@@ -12,7 +12,7 @@ import {
   atLeast,
   exists,
   kernelConfig,
-  mappedLibrary,
+  libraryFile,
   readSysctl,
   versionFromFileName,
 } from "./probe.ts";
@@ -213,9 +213,9 @@ export async function kernelChecks(ctx: DoctorContext): Promise<void> {
   ctx.run("kernel", "unprivileged_bpf", "unprivileged BPF (informational)", () => {
     const v = readSysctl("kernel.unprivileged_bpf_disabled");
     const meaning: Record<string, string> = {
-      "0": "allowed: any user may load socket-filter programs",
+      "0": "allowed; any user may load socket-filter programs",
       "1": "disabled until reboot",
-      "2": "disabled (an admin may re-enable it)",
+      "2": "disabled; an admin may re-enable it",
     };
     ctx.add(
       "info",
@@ -236,7 +236,7 @@ export function libraryChecks(ctx: DoctorContext): void {
     try {
       const l = libbpf();
       const v = `${l.libbpf_major_version()}.${l.libbpf_minor_version()}`;
-      const file = mappedLibrary(/^libbpf\.so/) ?? "libbpf.so.1";
+      const file = libraryFile("libbpf.so.1", "TSNPROXY_LIBBPF");
       const data = { version: v, file };
       if (l.libbpf_major_version() < 1) {
         ctx.add(
@@ -260,7 +260,7 @@ export function libraryChecks(ctx: DoctorContext): void {
   ctx.run("libraries", "libmnl", "libmnl", () => {
     try {
       libmnl();
-      const file = mappedLibrary(/^libmnl\.so/) ?? "libmnl.so.0";
+      const file = libraryFile("libmnl.so.0", "TSNPROXY_LIBMNL");
       const v = versionFromFileName(file) ?? "unknown";
       ctx.add(
         "pass",
@@ -280,7 +280,7 @@ export function libraryChecks(ctx: DoctorContext): void {
   ctx.run("libraries", "libc", "libc", () => {
     try {
       libc();
-      const file = mappedLibrary(/^libc[.-]/) ?? "libc.so.6";
+      const file = libraryFile("libc.so.6", "TSNPROXY_LIBC");
       let v = "unknown";
       try {
         const g = openLibrary({

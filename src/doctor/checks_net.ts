@@ -334,7 +334,9 @@ export async function qdiscChecks(ctx: DoctorContext, st: NetState): Promise<voi
   const qdiscs = ctx.inNode(() => listQdiscs(link.index));
   const root = rootQdisc(qdiscs);
   const cfg = ctx.config.qdisc;
-  const rootDesc = root ? `${root.kind} ${formatHandle(root.handle)}` : "none";
+  const rootDesc = root
+    ? root.handle === 0 ? root.kind : `${root.kind} ${formatHandle(root.handle)}`
+    : "none";
   const tsnRoot = root && (root.options?.kind === "taprio" || root.options?.kind === "mqprio")
     ? root.options
     : undefined;

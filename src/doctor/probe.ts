@@ -109,14 +109,71 @@ export function readSysctl(name: string): string | undefined {
   return readOr(`/proc/sys/${name.replaceAll(".", "/")}`)?.trim();
 }
 
+/** Reads a procfs file to its end (a single read of /proc/self/maps stops at a page or so). */
+export function readProcFile(path: string): string | undefined {
+  let f: Deno.FsFile;
+  try {
+    f = Deno.openSync(path);
+  } catch {
+    return undefined;
+  }
+  try {
+    const chunks: Uint8Array[] = [];
+    const buf = new Uint8Array(65536);
+    for (;;) {
+      const n = f.readSync(buf);
+      if (n === null || n === 0) break;
+      chunks.push(buf.slice(0, n));
+    }
+    const out = new Uint8Array(chunks.reduce((a, c) => a + c.length, 0));
+    let off = 0;
+    for (const c of chunks) {
+      out.set(c, off);
+      off += c.length;
+    }
+    return new TextDecoder().decode(out);
+  } finally {
+    f.close();
+  }
+}
+
 /** The file a shared library was mapped from in this process (/proc/self/maps). */
 export function mappedLibrary(pattern: RegExp): string | undefined {
-  const maps = readOr("/proc/self/maps") ?? "";
+  const maps = readProcFile("/proc/self/maps") ?? "";
   for (const line of maps.split("\n")) {
     const path = line.slice(line.indexOf("/"));
     if (line.includes("/") && pattern.test(path.slice(path.lastIndexOf("/") + 1))) return path;
   }
   return undefined;
+}
+
+const LIB_DIRS = [
+  "/usr/lib/x86_64-linux-gnu",
+  "/lib/x86_64-linux-gnu",
+  "/usr/lib/aarch64-linux-gnu",
+  "/lib/aarch64-linux-gnu",
+  "/usr/lib64",
+  "/lib64",
+  "/usr/local/lib",
+  "/usr/lib",
+  "/lib",
+];
+
+/**
+ * The file a library was (or would be) loaded from: the mapping in this process when
+ * /proc/self/maps shows it, else the env override, else the soname in the usual library
+ * directories (what the dynamic loader searches on Debian).
+ */
+export function libraryFile(soname: string, envVar: string): string {
+  const escaped = soname.replace(/[.]/g, "\\.");
+  const mapped = mappedLibrary(new RegExp(`^${escaped}`));
+  if (mapped) return mapped;
+  const override = Deno.env.get(envVar);
+  if (override) return override;
+  for (const d of LIB_DIRS) {
+    if (exists(`${d}/${soname}`)) return `${d}/${soname}`;
+  }
+  return soname;
 }
 
 /** "libmnl.so.0.2.0" -> "0.2.0" (the version a soname symlink resolves to). */

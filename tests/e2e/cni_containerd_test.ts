@@ -1,0 +1,289 @@
+/**
+ * tsnproxy under a real containerd 1.6 CRI plugin, driven over gRPC like kubelet: the conflist
+ * bridge -> tsnproxy, pods whose unmodified talker (tests/lib/sender.py) sets SO_PRIORITY, and
+ * the observer on the TSN veth counting what leaves it (through MASQUERADE and a Service DNAT).
+ * Topology and datapath: tests/e2e/lib/tsn.ts. Needs root and scripts/setup.sh's packages.
+ */
+import assert from "node:assert/strict";
+import { CniEnv, type Conflist } from "./lib/cni.ts";
+import { type Containerd, type Pod, startContainerd } from "./lib/containerd.ts";
+import { exists } from "./lib/proc.ts";
+import {
+  bridgePorts,
+  type SendArgs,
+  SENDER_MOUNT,
+  senderArgv,
+  showPrios,
+  TCP,
+  TsnNode,
+  TSNPROXY_LAUNCHER,
+  UDP,
+} from "./lib/tsn.ts";
+import { NO_CLAMP } from "../../src/bpf/maps.ts";
+import type { ObserverCounts } from "../lib/observer.ts";
+
+const ANNOTATIONS_CAP = "io.kubernetes.cri.pod-annotations";
+const UDP_COUNT = 200;
+const TCP_CHUNKS = 16;
+
+async function timed<T>(what: string, f: () => Promise<T>): Promise<T> {
+  const t0 = performance.now();
+  try {
+    return await f();
+  } finally {
+    console.log(`  ${what}: ${Math.round(performance.now() - t0)} ms`);
+  }
+}
+
+Deno.test("tsnproxy chained after bridge under containerd CRI", async (t) => {
+  await using env = await CniEnv.create({
+    tag: "tsnc",
+    logPlugin: false,
+    chain: () => [],
+    extraPlugins: { tsnproxy: TSNPROXY_LAUNCHER },
+  });
+  await using node = await timed(
+    "TSN node setup",
+    () => TsnNode.create({ podSubnet: env.network.subnet }),
+  );
+  const plain: Conflist = env.conflist;
+  const withTsnproxy = (extra: Record<string, unknown> = {}): Conflist => ({
+    ...plain,
+    plugins: [
+      ...plain.plugins,
+      node.entry({ capabilities: { [ANNOTATIONS_CAP]: true }, ...extra }),
+    ],
+  });
+  const useConflist = async (conf: Conflist) => {
+    await env.writeConflist(conf);
+    const want = JSON.stringify(conf.plugins);
+    await c.waitForCniConfig((x) => JSON.stringify(x.plugins) === want);
+  };
+
+  const c: Containerd = await timed(
+    "containerd start + image import",
+    () => startContainerd({ cniBinDir: env.binDir, cniConfDir: env.confDir }),
+  );
+  let stopped = false;
+  try {
+    /** A pod with a sleeping workload that has the talker mounted. */
+    const talker = async (name: string, annotations: Record<string, string> = {}) => {
+      const pod = await c.runPod({ name, namespace: "tsn", annotations });
+      const w = await c.startWorkload(pod.id, {
+        command: ["/bin/sleep", "3600"],
+        mounts: [SENDER_MOUNT],
+      });
+      return { pod, w };
+    };
+    const send = async (w: string, a: SendArgs): Promise<ObserverCounts> =>
+      await node.measure(a.proto === "udp" ? UDP : TCP, async () => {
+        const r = await c.exec(w, senderArgv(a));
+        assert.equal(r.exitCode, 0, `sender ${a.proto} to ${a.dst}: ${r.stderr}`);
+      });
+    /** UDP and TCP, direct and through the Service: every packet with `expect(prio)`. */
+    const expectAll = async (w: string, prio: number, leaves: number, label: string) => {
+      for (const dst of [node.farIp, node.serviceIp]) {
+        const u = await send(w, { dst, port: node.farPort, proto: "udp", count: UDP_COUNT, prio });
+        assert.equal(u.fwdTotal, UDP_COUNT, `${label} UDP to ${dst}: ${showPrios(u)}`);
+        assert.equal(u.fwdPrio[leaves], UDP_COUNT, `${label} UDP to ${dst}: ${showPrios(u)}`);
+      }
+    };
+
+    let plainPod: { pod: Pod; w: string } | undefined;
+    await t.step("without tsnproxy in the chain, priorities are lost (0%)", async () => {
+      plainPod = await timed("RunPodSandbox + workload (bridge only)", () => talker("plain"));
+      assert.equal(node.podPins(plainPod.pod.id).length, 0);
+      for (const dst of [node.farIp, node.serviceIp]) {
+        const u = await send(plainPod.w, {
+          dst,
+          port: node.farPort,
+          proto: "udp",
+          count: UDP_COUNT,
+          prio: 3,
+        });
+        assert.equal(u.fwdTotal, UDP_COUNT, `UDP to ${dst}: ${showPrios(u)}`);
+        assert.equal(u.fwdPrio[0], UDP_COUNT, `UDP to ${dst}: ${showPrios(u)}`);
+        const tc = await send(plainPod.w, {
+          dst,
+          port: node.farPort,
+          proto: "tcp",
+          count: 4,
+          prio: 5,
+        });
+        assert.ok(tc.fwdTotal > 0, `TCP to ${dst}: nothing left the TSN veth`);
+        assert.equal(tc.fwdPrio[5], 0, `TCP to ${dst}: ${showPrios(tc)}`);
+      }
+    });
+
+    let main: { pod: Pod; w: string } | undefined;
+    await t.step("bridge -> tsnproxy: UDP 3 and TCP 5 leave with their priority", async () => {
+      await timed("conflist reload", () => useConflist(withTsnproxy()));
+      main = await timed("RunPodSandbox + workload (bridge -> tsnproxy)", () => talker("main"));
+      const { pod, w } = main;
+      assert.ok(node.podPins(pod.id).length > 0, "no pins for the pod");
+      assert.deepEqual(node.policyOf(pod.ip)?.maxPriority, NO_CLAMP);
+      assert.ok(
+        (await node.podEgressPrograms(pod.netnsPath)).includes("tsnp_save"),
+        "saver not on the pod's eth0 egress",
+      );
+      for (const dst of [node.farIp, node.serviceIp]) {
+        const u = await timed(
+          `UDP x${UDP_COUNT} to ${dst}`,
+          () => send(w, { dst, port: node.farPort, proto: "udp", count: UDP_COUNT, prio: 3 }),
+        );
+        assert.equal(u.fwdTotal, UDP_COUNT, `UDP to ${dst}: ${showPrios(u)}`);
+        assert.equal(u.fwdPrio[3], UDP_COUNT, `UDP to ${dst}: ${showPrios(u)}`);
+        const tc = await timed(
+          `TCP ${TCP_CHUNKS}x64KiB to ${dst}`,
+          () => send(w, { dst, port: node.farPort, proto: "tcp", count: TCP_CHUNKS, prio: 5 }),
+        );
+        assert.ok(tc.fwdTotal > 0, `TCP to ${dst}: nothing left the TSN veth`);
+        assert.equal(tc.fwdPrio[5], tc.fwdTotal, `TCP to ${dst}: ${showPrios(tc)}`);
+      }
+      // The pod started before the chain changed still goes without (per pod, not per node).
+      assert.ok(plainPod);
+      const u = await send(plainPod.w, {
+        dst: node.farIp,
+        port: node.farPort,
+        proto: "udp",
+        count: 50,
+        prio: 3,
+      });
+      assert.equal(u.fwdPrio[0], 50, `plain pod after the change: ${showPrios(u)}`);
+    });
+
+    await t.step("StopPodSandbox + RemovePodSandbox leave no pins, policies, tc", async () => {
+      assert.ok(main && plainPod);
+      const pod = main.pod;
+      const prog = node.saverProgId();
+      assert.ok(node.podPins(pod.id).length > 0);
+      if (node.api === "tcx") assert.equal((await node.saverLinks()).length, 1, `prog ${prog}`);
+      const ports = await bridgePorts(env.network.bridge);
+      assert.equal(ports.length, 2, `bridge ports ${ports}`);
+
+      await timed("StopPodSandbox", () => c.stopPod(pod.id));
+      assert.deepEqual(node.podPins(pod.id), []);
+      assert.equal(node.policyOf(pod.ip), undefined, "policy entry left after stop");
+      assert.deepEqual(await node.saverLinks(), [], "saver links left after stop");
+      assert.equal(await exists(pod.netnsPath), false);
+      assert.equal((await bridgePorts(env.network.bridge)).length, 1);
+
+      await timed("RemovePodSandbox", () => c.removePod(pod.id));
+      assert.deepEqual(node.podPins(pod.id), []);
+      assert.deepEqual(node.podAttachments(), []);
+      assert.deepEqual(node.policies(), []);
+
+      // The pod set up before tsnproxy: its DELs go through tsnproxy now, which has nothing.
+      await c.stopPod(plainPod.pod.id);
+      await c.removePod(plainPod.pod.id);
+      assert.deepEqual(node.podAttachments(), []);
+      assert.deepEqual(await bridgePorts(env.network.bridge), []);
+      const left = await c.leftovers();
+      assert.deepEqual(left.netns, []);
+      assert.deepEqual(
+        left.mounts.filter((m) => m.includes(pod.id) || m.includes(plainPod!.pod.id)),
+        [],
+      );
+    });
+
+    await t.step("policy: the entry's maxPriority 2 clamps a rogue SO_PRIORITY 6", async () => {
+      await timed(
+        "conflist reload",
+        () => useConflist(withTsnproxy({ policy: { maxPriority: 2 } })),
+      );
+      const rogue = await talker("rogue");
+      assert.equal(node.policyOf(rogue.pod.ip)?.maxPriority, 2);
+      await expectAll(rogue.w, 6, 2, "rogue");
+      const tc = await send(rogue.w, {
+        dst: node.serviceIp,
+        port: node.farPort,
+        proto: "tcp",
+        count: 4,
+        prio: 6,
+      });
+      assert.ok(tc.fwdTotal > 0);
+      assert.equal(tc.fwdPrio[2], tc.fwdTotal, `rogue TCP: ${showPrios(tc)}`);
+      // Priorities under the ceiling pass unchanged.
+      const low = await send(rogue.w, {
+        dst: node.farIp,
+        port: node.farPort,
+        proto: "udp",
+        count: 50,
+        prio: 1,
+      });
+      assert.equal(low.fwdPrio[1], 50, `rogue at 1: ${showPrios(low)}`);
+      // A pod annotation can lower the ceiling further, never raise it.
+      const lower = await talker("lower", { "tsnproxy.io/max-priority": "1" });
+      const higher = await talker("higher", { "tsnproxy.io/max-priority": "5" });
+      assert.equal(node.policyOf(lower.pod.ip)?.maxPriority, 1);
+      assert.equal(node.policyOf(higher.pod.ip)?.maxPriority, 2);
+      await expectAll(lower.w, 6, 1, "annotated max-priority 1");
+      await expectAll(higher.w, 6, 2, "annotated max-priority 5 under entry 2");
+      for (const p of [rogue, lower, higher]) {
+        await c.stopPod(p.pod.id);
+        await c.removePod(p.pod.id);
+      }
+      assert.deepEqual(node.podAttachments(), []);
+      assert.deepEqual(node.policies(), []);
+    });
+
+    await t.step("policy: a pod annotation remaps 6 -> 4 and 3 -> 1", async () => {
+      await timed("conflist reload", () => useConflist(withTsnproxy()));
+      const p = await talker("remap", { "tsnproxy.io/priority-remap": "6:4,3:1" });
+      const pol = node.policyOf(p.pod.ip);
+      assert.ok(pol?.remap, "no remap table in the pod's policy");
+      assert.equal(pol.remap[6], 4);
+      assert.equal(pol.remap[3], 1);
+      assert.equal(pol.remap[5], 5);
+      await expectAll(p.w, 6, 4, "remapped 6");
+      await expectAll(p.w, 3, 1, "remapped 3");
+      await expectAll(p.w, 5, 5, "identity 5");
+      await c.stopPod(p.pod.id);
+      await c.removePod(p.pod.id);
+      assert.deepEqual(node.policies(), []);
+    });
+
+    await t.step("20 pods created and removed concurrently leave nothing behind", async () => {
+      const pods = await timed(
+        "20 concurrent RunPodSandbox",
+        () => c.runPods(20, (i) => ({ name: `many${i}`, namespace: "tsn" })),
+      );
+      assert.equal(new Set(pods.map((p) => p.ip)).size, 20);
+      for (const p of pods) {
+        assert.ok(node.podPins(p.id).length > 0, `${p.name}: no pins`);
+        assert.ok(node.policyOf(p.ip), `${p.name}: no policy for ${p.ip}`);
+      }
+      assert.equal(node.podAttachments().length, 20);
+      assert.equal(node.policies().length, 20);
+      if (node.api === "tcx") assert.equal((await node.saverLinks()).length, 20);
+      assert.equal((await bridgePorts(env.network.bridge)).length, 20);
+
+      await timed("20 concurrent Stop+RemovePodSandbox", () =>
+        Promise.all(pods.map(async (p) => {
+          await c.stopPod(p.id);
+          await c.removePod(p.id);
+        })));
+      assert.deepEqual(node.podAttachments(), []);
+      assert.deepEqual(node.policies(), []);
+      assert.deepEqual(await node.saverLinks(), []);
+      assert.deepEqual(await bridgePorts(env.network.bridge), []);
+      const left = await c.leftovers();
+      assert.deepEqual(left.netns, []);
+      assert.deepEqual(left.mounts.filter((m) => pods.some((p) => m.includes(p.id))), []);
+      assert.deepEqual(await c.cri.listPodSandbox(), []);
+    });
+
+    await t.step("fixture stop, then the node's teardown, leave nothing behind", async () => {
+      const problems = await timed("containerd stop", () => c.stop());
+      stopped = true;
+      assert.deepEqual(problems, []);
+      assert.deepEqual(node.podAttachments(), []);
+      assert.deepEqual(node.policies(), []);
+      assert.deepEqual(await node.saverLinks(), []);
+      assert.deepEqual(await node.cleanup(), []);
+      assert.deepEqual(await node.leftovers(), []);
+    });
+  } finally {
+    if (!stopped) await c.stop();
+  }
+});

@@ -1,0 +1,428 @@
+/**
+ * A TSN node for the e2e tests of tsnproxy under the real runtimes, in the host network
+ * namespace (where containerd's and podman's bridge plugin puts the bridge):
+ *
+ *     pod eth0 --veth-- bridge (host) --routing, nft NAT-- tsnE<id> ==veth== tsnF<id> (far netns)
+ *                                                          ^ restorer (tcx/clsact, first)
+ *                                                          ^ observer (cls_bpf prio 50, last)
+ *
+ * `TsnNode.create(podSubnet)` makes the far namespace (198.19.<x>.2/24; the host side is
+ * 198.19.<x>.1/24), turns forwarding on (restored afterwards), adds an nftables table of its
+ * own (MASQUERADE of the pod subnet out of the TSN veth, DNAT of a fake Service IP
+ * 198.18.<x>.10 to the far end), loads and pins the datapath under /sys/fs/bpf/tsnp-test-<id>
+ * with the restorer on the TSN veth, attaches the test observer after it and starts UDP/TCP
+ * sinks on the far end. `cleanup()` undoes all of it and never throws.
+ */
+import { queryTcx, type TcApi } from "../../../src/bpf/attach.ts";
+import { resolveTcApi } from "../../../src/bpf/features.ts";
+import { DatapathMaps, type DatapathPolicy, NO_CLAMP } from "../../../src/bpf/maps.ts";
+import { setupNode, teardownNode } from "../../../src/bpf/node.ts";
+import { PinLayout } from "../../../src/bpf/pins.ts";
+import { listPodAttachments, podPins } from "../../../src/bpf/pod.ts";
+import { closeFd, objGetRequired, progInfo } from "../../../src/bpf/sys.ts";
+import { Observer, type ObserverCounts } from "../../lib/observer.ts";
+import type { Mount } from "./cri.ts";
+import { exists, repoRoot, run, runOk } from "./proc.ts";
+
+export const UDP = 17;
+export const TCP = 6;
+
+/** The plugin executable the runtimes exec (symlinked into the CNI bin dir as `tsnproxy`). */
+export const TSNPROXY_LAUNCHER = `${repoRoot()}/scripts/tsnproxy`;
+
+/** Where the unmodified talker (tests/lib/sender.py) appears inside workload containers. */
+export const SENDER_DIR_IN_CONTAINER = "/tsnp";
+const SENDER_DIR = `${repoRoot()}/tests/lib`;
+
+/** CRI mount giving a container the talker (read-only). */
+export const SENDER_MOUNT: Mount = {
+  container_path: SENDER_DIR_IN_CONTAINER,
+  host_path: SENDER_DIR,
+  readonly: true,
+};
+
+/** podman `-v` flags giving a container the talker (read-only). */
+export const SENDER_PODMAN_ARGS = ["-v", `${SENDER_DIR}:${SENDER_DIR_IN_CONTAINER}:ro`];
+
+export interface SendArgs {
+  dst: string;
+  port: number;
+  proto: "udp" | "tcp";
+  /** UDP: datagrams; TCP: 64 KiB chunks. */
+  count: number;
+  prio?: number;
+}
+
+/** argv running tests/lib/sender.py in a container (host /usr mounted for python3). */
+export function senderArgv(a: SendArgs): string[] {
+  const argv = [
+    "/usr/bin/python3",
+    `${SENDER_DIR_IN_CONTAINER}/sender.py`,
+    "--dst",
+    a.dst,
+    "--port",
+    String(a.port),
+    "--proto",
+    a.proto,
+    "--count",
+    String(a.count),
+  ];
+  if (a.prio !== undefined) argv.push("--prio", String(a.prio));
+  return argv;
+}
+
+export function sum(xs: readonly number[]): number {
+  return xs.reduce((a, b) => a + b, 0);
+}
+
+/** "prio:count" pairs of the non-zero priorities, for assertion messages. */
+export function showPrios(c: ObserverCounts): string {
+  const seen = c.fwdPrio.flatMap((n, p) => n ? [`${p}:${n}`] : []);
+  return `forwarded ${c.fwdTotal} (${seen.join(" ") || "none"}), node-local ${c.localTotal}`;
+}
+
+function randomHex(n: number): string {
+  return crypto.randomUUID().replaceAll("-", "").slice(0, n);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A free 198.19.<x>.0/24 (no address or route of the host uses it yet). */
+async function freeThirdOctet(): Promise<number> {
+  const used = (await run(["ip", "-4", "route", "show", "table", "all"])).stdout +
+    (await run(["ip", "-4", "-o", "addr"])).stdout;
+  for (let i = 0; i < 200; i++) {
+    const x = 1 + Math.floor(Math.random() * 254);
+    if (!used.includes(`198.19.${x}.`) && !used.includes(`198.18.${x}.`)) return x;
+  }
+  throw new Error("no free 198.19.x.0/24");
+}
+
+export interface TsnNodeOptions {
+  /** The pods' subnet (masqueraded out of the TSN veth). */
+  podSubnet: string;
+  /** attachMode for the datapath and the entry (default auto: tcx when the kernel has it). */
+  attachMode?: "auto" | TcApi;
+  /** The far end's UDP and TCP sink port (default 8080). */
+  farPort?: number;
+}
+
+export class TsnNode {
+  readonly id: string;
+  /** The TSN interface in the host namespace. */
+  readonly tsnIf: string;
+  readonly farIf: string;
+  readonly farNs: string;
+  readonly hostIp: string;
+  readonly farIp: string;
+  /** Fake ClusterIP, DNATed to farIp (same ports). */
+  readonly serviceIp: string;
+  readonly farPort: number;
+  readonly bpffs: string;
+  readonly api: TcApi;
+  readonly attachMode: "auto" | TcApi;
+  readonly nftTable: string;
+  readonly podSubnet: string;
+  observer: Observer | undefined;
+  #procs: Deno.ChildProcess[] = [];
+  #savedForward: string | undefined;
+  #cleaned = false;
+
+  private constructor(x: number, o: TsnNodeOptions) {
+    this.id = randomHex(6);
+    this.tsnIf = `tsnE${this.id}`;
+    this.farIf = `tsnF${this.id}`;
+    this.farNs = `tsnp-e2e-far-${this.id}`;
+    this.hostIp = `198.19.${x}.1`;
+    this.farIp = `198.19.${x}.2`;
+    this.serviceIp = `198.18.${x}.10`;
+    this.farPort = o.farPort ?? 8080;
+    this.bpffs = `/sys/fs/bpf/tsnp-test-${this.id}`;
+    this.attachMode = o.attachMode ?? "auto";
+    this.api = resolveTcApi(this.attachMode);
+    this.nftTable = `tsnp_e2e_${this.id}`;
+    this.podSubnet = o.podSubnet;
+  }
+
+  static async create(o: TsnNodeOptions): Promise<TsnNode> {
+    const node = new TsnNode(await freeThirdOctet(), o);
+    try {
+      await node.#setup();
+    } catch (e) {
+      const problems = await node.cleanup();
+      throw new Error(
+        `TSN node setup failed: ${e instanceof Error ? e.message : e}` +
+          (problems.length ? `\n(cleanup: ${problems.join("; ")})` : ""),
+        { cause: e },
+      );
+    }
+    return node;
+  }
+
+  async #setup(): Promise<void> {
+    const [tsn, far, ns] = [this.tsnIf, this.farIf, this.farNs];
+    await runOk(["ip", "netns", "add", ns]);
+    await runOk(["ip", "link", "add", tsn, "type", "veth", "peer", "name", far, "netns", ns]);
+    // No IPv6 on the TSN link: only the test's IPv4 traffic leaves it.
+    await Deno.writeTextFile(`/proc/sys/net/ipv6/conf/${tsn}/disable_ipv6`, "1");
+    await runOk(["ip", "addr", "add", `${this.hostIp}/24`, "dev", tsn]);
+    await runOk(["ip", "link", "set", tsn, "up"]);
+    const inFar = (argv: string[]) => runOk(["ip", "netns", "exec", ns, ...argv]);
+    await inFar(["sysctl", "-qw", `net.ipv6.conf.all.disable_ipv6=1`]);
+    await inFar(["ip", "link", "set", "lo", "up"]);
+    await inFar(["ip", "addr", "add", `${this.farIp}/24`, "dev", far]);
+    await inFar(["ip", "link", "set", far, "up"]);
+
+    this.#savedForward = (await Deno.readTextFile("/proc/sys/net/ipv4/ip_forward")).trim();
+    await Deno.writeTextFile("/proc/sys/net/ipv4/ip_forward", "1");
+
+    const t = this.nftTable;
+    const p = this.farPort;
+    await runOk(["nft", "-f", "-"], {
+      stdin: `table ip ${t} {
+  chain pre {
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr ${this.serviceIp} udp dport ${p} dnat to ${this.farIp}:${p}
+    ip daddr ${this.serviceIp} tcp dport ${p} dnat to ${this.farIp}:${p}
+  }
+  chain post {
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr ${this.podSubnet} oifname "${tsn}" masquerade
+  }
+}
+`,
+    });
+
+    setupNode({
+      bpffs: this.bpffs,
+      tsnInterface: tsn,
+      restoreAt: "tsn-egress",
+      api: this.api,
+      mapEntries: 4096,
+      config: {
+        maxAgeNs: 1_000_000_000n,
+        gcIntervalNs: 500_000_000n,
+        defaultPolicy: { podCookie: 0n, maxPriority: NO_CLAMP },
+      },
+    });
+    this.observer = Observer.attach(undefined, tsn);
+
+    this.#spawn(["socat", "-u", `UDP-RECV:${p}`, "/dev/null"]);
+    this.#spawn(["socat", "-u", `TCP-LISTEN:${p},reuseaddr,fork`, "/dev/null"]);
+    // A static neighbour: no first packet waits in the neighbour queue, no ARP noise.
+    const mac = (await inFar(["cat", `/sys/class/net/${far}/address`])).trim();
+    await runOk([
+      "ip",
+      "neigh",
+      "replace",
+      this.farIp,
+      "lladdr",
+      mac,
+      "dev",
+      tsn,
+      "nud",
+      "permanent",
+    ]);
+    await waitListening(ns, p);
+  }
+
+  #spawn(argv: string[]): void {
+    this.#procs.push(
+      new Deno.Command("ip", {
+        args: ["netns", "exec", this.farNs, ...argv],
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).spawn(),
+    );
+  }
+
+  /** The tsnproxy entry of a conflist for this node (plus `extra` fields, e.g. policy). */
+  entry(extra: Record<string, unknown> = {}): Record<string, unknown> {
+    return {
+      type: "tsnproxy",
+      bpffs: this.bpffs,
+      tsnInterface: this.tsnIf,
+      restoreAt: "tsn-egress",
+      attachMode: this.attachMode,
+      ...extra,
+    };
+  }
+
+  #observer(): Observer {
+    if (!this.observer) throw new Error("the observer is not attached");
+    return this.observer;
+  }
+
+  /**
+   * Counts what leaves the TSN veth with this L4 protocol and (translated) destination port
+   * while `send` runs.
+   */
+  async measure(
+    l4proto: number,
+    send: () => Promise<void>,
+    dport = this.farPort,
+  ): Promise<ObserverCounts> {
+    const obs = this.#observer();
+    obs.filter(l4proto, dport);
+    await send();
+    await sleep(100);
+    return obs.counts();
+  }
+
+  #maps<T>(fn: (m: DatapathMaps) => T): T {
+    const m = DatapathMaps.open(this.bpffs);
+    try {
+      return fn(m);
+    } finally {
+      m.close();
+    }
+  }
+
+  /** Every per-pod policy entry: address -> policy. */
+  policies(): Array<{ ip: string; policy: DatapathPolicy }> {
+    return this.#maps((m) => m.policies());
+  }
+
+  policyOf(ip: string): DatapathPolicy | undefined {
+    return this.policies().find((x) => x.ip === ip)?.policy;
+  }
+
+  /** Attachment pins of a pod's interface. */
+  podPins(containerId: string, ifname = "eth0"): string[] {
+    return podPins(this.bpffs, containerId, ifname);
+  }
+
+  /** Every pod attachment pinned under the node's pin root. */
+  podAttachments(): Array<{ name: string; pins: string[] }> {
+    return listPodAttachments(this.bpffs);
+  }
+
+  /** The kernel id of the pinned saver program. */
+  saverProgId(): number {
+    const fd = objGetRequired(new PinLayout(this.bpffs).prog("save"));
+    try {
+      return progInfo(fd).id;
+    } finally {
+      closeFd(fd);
+    }
+  }
+
+  /** BPF links anywhere on the system running the saver (tcx attachments of pods). */
+  async saverLinks(): Promise<Array<{ id: number; ifindex?: number }>> {
+    const prog = this.saverProgId();
+    const out = await runOk(["bpftool", "-j", "link", "show"]);
+    const links = JSON.parse(out) as Array<{ id: number; prog_id: number; ifindex?: number }>;
+    return links.filter((l) => l.prog_id === prog).map((l) => ({ id: l.id, ifindex: l.ifindex }));
+  }
+
+  /**
+   * Programs on a pod interface's egress inside its namespace: tcx programs (queried through
+   * libbpf; bpftool 7.1 does not know tcx), or the cls_bpf filters `tc` lists (clsact).
+   */
+  async podEgressPrograms(netns: string, ifname = "eth0"): Promise<string[]> {
+    if (this.api === "tcx") return queryTcx(ifname, "egress", netns).map((p) => p.name);
+    const out = await runOk([
+      "nsenter",
+      `--net=${netns}`,
+      "tc",
+      "filter",
+      "show",
+      "dev",
+      ifname,
+      "egress",
+    ]);
+    return [...out.matchAll(/bpf .*?name (\S+)/g)].map((m) => m[1]);
+  }
+
+  /** Undo everything (idempotent); returns what could not be undone. */
+  async cleanup(): Promise<string[]> {
+    if (this.#cleaned) return [];
+    this.#cleaned = true;
+    const problems: string[] = [];
+    const step = async (what: string, f: () => unknown) => {
+      try {
+        await f();
+      } catch (e) {
+        problems.push(`${what}: ${e instanceof Error ? e.message : e}`);
+      }
+    };
+    await step("observer", () => this.observer?.detach());
+    this.observer = undefined;
+    for (const p of this.#procs) {
+      await step("far sink", async () => {
+        try {
+          p.kill("SIGKILL");
+        } catch { /* gone */ }
+        await p.status;
+      });
+    }
+    this.#procs = [];
+    await step("datapath", () => teardownNode(this.bpffs));
+    if (await exists(this.bpffs)) problems.push(`pin root ${this.bpffs} left`);
+    await step("TSN veth", async () => {
+      const r = await run(["ip", "link", "del", this.tsnIf]);
+      if (r.code !== 0 && !/Cannot find device/.test(r.stderr)) throw new Error(r.stderr.trim());
+    });
+    await step("far netns", async () => {
+      const r = await run(["ip", "netns", "del", this.farNs]);
+      if (r.code !== 0 && !/No such file/.test(r.stderr)) throw new Error(r.stderr.trim());
+    });
+    await step("nft table", async () => {
+      const r = await run(["nft", "delete", "table", "ip", this.nftTable]);
+      if (r.code !== 0 && !/No such file/.test(r.stderr)) throw new Error(r.stderr.trim());
+    });
+    if (this.#savedForward !== undefined) {
+      const saved = this.#savedForward;
+      await step("ip_forward", () => Deno.writeTextFile("/proc/sys/net/ipv4/ip_forward", saved));
+    }
+    if (problems.length) console.error(`TSN node cleanup:\n  ${problems.join("\n  ")}`);
+    return problems;
+  }
+
+  /** What the node's own setup left behind after cleanup (expect all empty). */
+  async leftovers(): Promise<string[]> {
+    const left: string[] = [];
+    if (await exists(this.bpffs)) left.push(`pin root ${this.bpffs}`);
+    if ((await run(["ip", "link", "show", "dev", this.tsnIf])).code === 0) {
+      left.push(`link ${this.tsnIf}`);
+    }
+    if (await exists(`/run/netns/${this.farNs}`)) left.push(`netns ${this.farNs}`);
+    if ((await run(["nft", "list", "table", "ip", this.nftTable])).code === 0) {
+      left.push(`nft table ${this.nftTable}`);
+    }
+    return left;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.cleanup();
+  }
+}
+
+/** Wait until the far end's TCP sink accepts connections. */
+async function waitListening(ns: string, port: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const r = await run(["ip", "netns", "exec", ns, "ss", "-Hltn", `sport = :${port}`]);
+    if (r.stdout.trim()) return;
+    await sleep(50);
+  }
+  throw new Error(`the far end's TCP sink on :${port} did not start`);
+}
+
+/** Host-side ports of a bridge (pod veths still plugged in). */
+export async function bridgePorts(bridge: string): Promise<string[]> {
+  const r = await run(["ip", "-o", "link", "show", "master", bridge]);
+  if (r.code !== 0) return [];
+  return [...r.stdout.matchAll(/^\d+: ([^:@]+)/gm)].map((m) => m[1]);
+}
+
+/** A datapath policy in the plain form tests compare. */
+export function plainPolicy(p: DatapathPolicy | undefined): {
+  maxPriority: number;
+  remap?: number[];
+} | undefined {
+  if (!p) return undefined;
+  return p.remap ? { maxPriority: p.maxPriority, remap: [...p.remap] } : {
+    maxPriority: p.maxPriority,
+  };
+}

@@ -12,7 +12,7 @@ APT_PACKAGES=(
   # real container runtimes and the reference CNI plugins
   containerd runc containernetworking-plugins umoci busybox-static podman
   # Debian kernels in qemu (extracted, never installed) for real TSN qdiscs
-  qemu-system-x86 cpio xz-utils
+  qemu-system-x86 xz-utils zstd
   # manifest validation
   kubernetes-client
 )

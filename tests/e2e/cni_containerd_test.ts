@@ -75,6 +75,13 @@ Deno.test("tsnproxy chained after bridge under containerd CRI", async (t) => {
       });
       return { pod, w };
     };
+    /** A second container in the pod with CAP_NET_ADMIN: SO_TXTIME with TAI/REALTIME needs it. */
+    const txtimeTalker = (podId: string) =>
+      c.startWorkload(podId, {
+        command: ["/bin/sleep", "3600"],
+        mounts: [SENDER_MOUNT],
+        addCaps: ["NET_ADMIN"],
+      });
     const send = async (w: string, a: SendArgs): Promise<ObserverCounts> =>
       await node.measure(a.proto === "udp" ? UDP : TCP, async () => {
         const r = await c.exec(w, senderArgv(a));
@@ -113,6 +120,14 @@ Deno.test("tsnproxy chained after bridge under containerd CRI", async (t) => {
         assert.ok(tc.fwdTotal > 0, `TCP to ${dst}: nothing left the TSN veth`);
         assert.equal(tc.fwdPrio[5], 0, `TCP to ${dst}: ${showPrios(tc)}`);
       }
+      const rt = await send(await txtimeTalker(plainPod.pod.id), {
+        dst: node.farIp,
+        port: node.farPort,
+        proto: "udp",
+        count: 50,
+        txtime: "realtime",
+      });
+      assert.equal(rt.tsNone, 50, `REALTIME launch time: ${showPrios(rt)}`);
     });
 
     let main: { pod: Pod; w: string } | undefined;
@@ -139,6 +154,20 @@ Deno.test("tsnproxy chained after bridge under containerd CRI", async (t) => {
         );
         assert.ok(tc.fwdTotal > 0, `TCP to ${dst}: nothing left the TSN veth`);
         assert.equal(tc.fwdPrio[5], tc.fwdTotal, `TCP to ${dst}: ${showPrios(tc)}`);
+      }
+      // SO_TXTIME: the launch time leaves with the packet (REALTIME ones the kernel drops).
+      const tw = await txtimeTalker(pod.id);
+      for (const txtime of ["tai", "realtime"] as const) {
+        const u = await send(tw, {
+          dst: node.serviceIp,
+          port: node.farPort,
+          proto: "udp",
+          count: 100,
+          prio: 2,
+          txtime,
+        });
+        assert.equal(u.fwdPrio[2], 100, `${txtime}: ${showPrios(u)}`);
+        assert.equal(u.tsOk, 100, `${txtime}: ${showPrios(u)}`);
       }
       // The pod started before the chain changed still goes without (per pod, not per node).
       assert.ok(plainPod);

@@ -135,39 +135,46 @@ Deno.test("tsnproxy chained after bridge under podman (CNI backend)", async (t) 
       await nothingLeft(node, p, bridge, netns);
     });
 
-    await t.step("podman run --rm with the talker as the command: same, then nothing", async () => {
-      const script = [
-        'ip -4 -o addr show dev eth0 && "$@"',
-        "sh",
-        ...senderArgv({
-          dst: node.serviceIp,
-          port: node.farPort,
-          proto: "udp",
-          count: 100,
-          prio: 4,
-        }),
-      ];
-      let stdout = "";
-      const c = await timed("podman run --rm (talker)", () =>
-        node.measure(17, async () => {
-          const r = await p.runContainer({
-            network: conflist.name,
-            name: "tsn-podman-2",
-            command: ["/bin/sh", "-c", ...script],
-            extraArgs: SENDER_PODMAN_ARGS,
-          });
-          assert.equal(r.code, 0, r.stderr);
-          stdout = r.stdout;
-        }));
-      assert.equal(c.fwdTotal, 100, showPrios(c));
-      assert.equal(c.fwdPrio[4], 100, showPrios(c));
-      assert.match(stdout, /inet 10\.123\.\d+\.\d+\//);
-      assert.deepEqual(node.podAttachments(), []);
-      assert.deepEqual(node.policies(), []);
-      assert.deepEqual(await node.saverLinks(), []);
-      assert.deepEqual(await bridgePorts(bridge), []);
-      assert.deepEqual(await p.leftoverMounts(), []);
-    });
+    await t.step(
+      "podman run --rm, talker with SO_TXTIME as the command: restored, then nothing",
+      async () => {
+        const script = [
+          'ip -4 -o addr show dev eth0 && "$@"',
+          "sh",
+          ...senderArgv({
+            dst: node.serviceIp,
+            port: node.farPort,
+            proto: "udp",
+            count: 100,
+            prio: 4,
+            txtime: "tai",
+          }),
+        ];
+        let stdout = "";
+        const c = await timed("podman run --rm (talker)", () =>
+          node.measure(17, async () => {
+            const r = await p.runContainer({
+              network: conflist.name,
+              name: "tsn-podman-2",
+              command: ["/bin/sh", "-c", ...script],
+              // SO_TXTIME with CLOCK_TAI needs CAP_NET_ADMIN (any clock but MONOTONIC).
+              addCaps: ["NET_ADMIN"],
+              extraArgs: SENDER_PODMAN_ARGS,
+            });
+            assert.equal(r.code, 0, r.stderr);
+            stdout = r.stdout;
+          }));
+        assert.equal(c.fwdTotal, 100, showPrios(c));
+        assert.equal(c.fwdPrio[4], 100, showPrios(c));
+        assert.equal(c.tsOk, 100, showPrios(c));
+        assert.match(stdout, /inet 10\.123\.\d+\.\d+\//);
+        assert.deepEqual(node.podAttachments(), []);
+        assert.deepEqual(node.policies(), []);
+        assert.deepEqual(await node.saverLinks(), []);
+        assert.deepEqual(await bridgePorts(bridge), []);
+        assert.deepEqual(await p.leftoverMounts(), []);
+      },
+    );
 
     await t.step("fixture stop, then the node's teardown, leave nothing behind", async () => {
       const problems = await p.stop();

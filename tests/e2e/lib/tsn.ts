@@ -51,6 +51,8 @@ export interface SendArgs {
   /** UDP: datagrams; TCP: 64 KiB chunks. */
   count: number;
   prio?: number;
+  /** SO_TXTIME with this clock; the launch time is 5 ms ahead, also written in the payload. */
+  txtime?: "tai" | "realtime";
 }
 
 /** argv running tests/lib/sender.py in a container (host /usr mounted for python3). */
@@ -68,6 +70,7 @@ export function senderArgv(a: SendArgs): string[] {
     String(a.count),
   ];
   if (a.prio !== undefined) argv.push("--prio", String(a.prio));
+  if (a.txtime) argv.push("--txtime", a.txtime);
   return argv;
 }
 
@@ -78,7 +81,8 @@ export function sum(xs: readonly number[]): number {
 /** "prio:count" pairs of the non-zero priorities, for assertion messages. */
 export function showPrios(c: ObserverCounts): string {
   const seen = c.fwdPrio.flatMap((n, p) => n ? [`${p}:${n}`] : []);
-  return `forwarded ${c.fwdTotal} (${seen.join(" ") || "none"}), node-local ${c.localTotal}`;
+  return `forwarded ${c.fwdTotal} (${seen.join(" ") || "none"}), node-local ${c.localTotal}, ` +
+    `launch time ok ${c.tsOk} bad ${c.tsBad} none ${c.tsNone}`;
 }
 
 function randomHex(n: number): string {

@@ -105,10 +105,22 @@ async function freeThirdOctet(): Promise<number> {
 export interface TsnNodeOptions {
   /** The pods' subnet (masqueraded out of the TSN veth). */
   podSubnet: string;
-  /** attachMode for the datapath and the entry (default auto: tcx when the kernel has it). */
+  /**
+   * attachMode for the datapath and the entry (default TSNPROXY_E2E_ATTACH_MODE, else auto:
+   * tcx when the kernel has it).
+   */
   attachMode?: "auto" | TcApi;
   /** The far end's UDP and TCP sink port (default 8080). */
   farPort?: number;
+}
+
+/** TSNPROXY_E2E_ATTACH_MODE=clsact|tcx|auto overrides "auto" (e.g. clsact on a tcx kernel). */
+export function attachModeFromEnv(): "auto" | TcApi {
+  const v = Deno.env.get("TSNPROXY_E2E_ATTACH_MODE") ?? "auto";
+  if (v !== "auto" && v !== "tcx" && v !== "clsact") {
+    throw new Error(`TSNPROXY_E2E_ATTACH_MODE=${v}: expected auto, tcx or clsact`);
+  }
+  return v;
 }
 
 export class TsnNode {
@@ -142,7 +154,7 @@ export class TsnNode {
     this.serviceIp = `198.18.${x}.10`;
     this.farPort = o.farPort ?? 8080;
     this.bpffs = `/sys/fs/bpf/tsnp-test-${this.id}`;
-    this.attachMode = o.attachMode ?? "auto";
+    this.attachMode = o.attachMode ?? attachModeFromEnv();
     this.api = resolveTcApi(this.attachMode);
     this.nftTable = `tsnp_e2e_${this.id}`;
     this.podSubnet = o.podSubnet;

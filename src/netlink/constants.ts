@@ -67,6 +67,7 @@ export const TCA_OPTIONS = 2;
 export const TCA_STATS = 3;
 export const TCA_XSTATS = 4;
 export const TCA_STATS2 = 7;
+export const TCA_DUMP_INVISIBLE = 10;
 export const TCA_CHAIN = 11;
 export const TCA_STATS_BASIC = 1;
 export const TCA_STATS_QUEUE = 3;
@@ -205,6 +206,7 @@ export const probedConstants: Record<string, string> = {
   TCA_STATS: "TCA_STATS",
   TCA_XSTATS: "TCA_XSTATS",
   TCA_STATS2: "TCA_STATS2",
+  TCA_DUMP_INVISIBLE: "TCA_DUMP_INVISIBLE",
   TCA_CHAIN: "TCA_CHAIN",
   TCA_STATS_BASIC: "TCA_STATS_BASIC",
   TCA_STATS_QUEUE: "TCA_STATS_QUEUE",

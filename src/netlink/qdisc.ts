@@ -57,6 +57,7 @@ import {
   TC_TAPRIO_CMD_SET_AND_HOLD,
   TC_TAPRIO_CMD_SET_AND_RELEASE,
   TC_TAPRIO_CMD_SET_GATES,
+  TCA_DUMP_INVISIBLE,
   TCA_ETF_PARMS,
   TCA_HTB_DIRECT_QLEN,
   TCA_HTB_INIT,
@@ -486,7 +487,16 @@ export interface ClassInfo {
   kind: string;
   /** Handle of the leaf qdisc attached to this class (tcm_info), 0 when none. */
   leaf: number;
+  /** The class's own counters as the kernel reports them. */
   stats: TcStats;
+  /**
+   * Counters of the child qdisc under this class (the qdisc whose parent is this class), when
+   * the qdisc dump (with TCA_DUMP_INVISIBLE) shows one. On 6.12 class and child counters
+   * agree. Debian 6.1's software taprio grafts the root itself on every tx queue: each class
+   * then has leaf = the root's handle, reports the root's totals, and no per-queue counters
+   * exist over netlink (measured).
+   */
+  leafStats?: TcStats;
 }
 
 function parseStats(a: Attrs): TcStats {
@@ -689,16 +699,22 @@ function tcDumpRequest(type: number, ifindex: number): NlRequest {
   return req;
 }
 
-/** Qdiscs on one interface (root, children, clsact/ingress), in the kernel's order. */
-export function listQdiscs(ifindex: number, sock?: RtnlSocket): QdiscInfo[] {
-  return withRtnl(
-    sock,
-    (s) =>
-      s.dump(tcDumpRequest(RTM_GETQDISC, ifindex), { what: `list qdiscs on ${ifLabel(ifindex)}` })
-        .filter((m) => m.type === RTM_NEWQDISC)
-        .map(parseQdisc)
-        .filter((q) => q.ifindex === ifindex),
-  );
+/**
+ * Qdiscs on one interface (root, children, clsact/ingress), in the kernel's order. With
+ * `invisible`, TCA_DUMP_INVISIBLE asks for the qdiscs tc hides by default as well.
+ */
+export function listQdiscs(
+  ifindex: number,
+  sock?: RtnlSocket,
+  opts: { invisible?: boolean } = {},
+): QdiscInfo[] {
+  const req = tcDumpRequest(RTM_GETQDISC, ifindex);
+  if (opts.invisible) req.bytes(TCA_DUMP_INVISIBLE, new Uint8Array(0));
+  return withRtnl(sock, (s) =>
+    s.dump(req, { what: `list qdiscs on ${ifLabel(ifindex)}` })
+      .filter((m) => m.type === RTM_NEWQDISC)
+      .map(parseQdisc)
+      .filter((q) => q.ifindex === ifindex));
 }
 
 /**
@@ -706,24 +722,30 @@ export function listQdiscs(ifindex: number, sock?: RtnlSocket): QdiscInfo[] {
  * (major:queue+1) whose counters are those of the queue's child qdisc.
  */
 export function listClasses(ifindex: number, sock?: RtnlSocket): ClassInfo[] {
-  return withRtnl(
-    sock,
-    (s) =>
-      s.dump(tcDumpRequest(RTM_GETTCLASS, ifindex), { what: `list classes on ${ifLabel(ifindex)}` })
-        .filter((m) => m.type === RTM_NEWTCLASS)
-        .map((m) => {
-          const { t, a, kind } = parseTcObject(m);
-          return {
-            ifindex: t.tcm_ifindex,
-            handle: t.tcm_handle,
-            parent: t.tcm_parent,
-            kind,
-            leaf: t.tcm_info,
-            stats: parseStats(a),
-          };
-        })
-        .filter((c) => c.ifindex === ifindex),
-  );
+  return withRtnl(sock, (s) => {
+    const classes = s.dump(tcDumpRequest(RTM_GETTCLASS, ifindex), {
+      what: `list classes on ${ifLabel(ifindex)}`,
+    })
+      .filter((m) => m.type === RTM_NEWTCLASS)
+      .map((m): ClassInfo => {
+        const { t, a, kind } = parseTcObject(m);
+        return {
+          ifindex: t.tcm_ifindex,
+          handle: t.tcm_handle,
+          parent: t.tcm_parent,
+          kind,
+          leaf: t.tcm_info,
+          stats: parseStats(a),
+        };
+      })
+      .filter((c) => c.ifindex === ifindex);
+    const qdiscs = listQdiscs(ifindex, s, { invisible: true });
+    for (const c of classes) {
+      const child = qdiscs.find((q) => q.parent === c.handle && (!c.leaf || q.handle === c.leaf));
+      if (child) c.leafStats = child.stats;
+    }
+    return classes;
+  });
 }
 
 /** The root qdisc (parent TC_H_ROOT), if the dump shows one. */

@@ -1,7 +1,7 @@
 /**
  * libmnl symbols tsnproxy uses for rtnetlink: the socket calls, and the message builders that
  * write headers and attributes into a buffer we own (a pointer into a JS ArrayBuffer). Replies
- * are parsed in TypeScript (src/netlink/attrs.ts), which is simpler than mnl_cb_run callbacks
+ * are parsed in TypeScript (src/netlink/message.ts), which is simpler than mnl_cb_run callbacks
  * through FFI and avoids an FFI call per attribute.
  */
 import { type LazyLibrary, lazyLibrary } from "./open.ts";

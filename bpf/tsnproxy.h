@@ -217,9 +217,16 @@ static __always_inline void tsnp_sample(struct __sk_buff *skb, __u32 off, struct
 	if (avail >= TSNP_PAYLOAD_SAMPLE) {
 		bpf_skb_load_bytes(skb, off, fp->payload, TSNP_PAYLOAD_SAMPLE);
 	} else {
-		avail &= 0xf; /* bounds for the verifier: 1..11 */
-		if (avail > 0 && avail < TSNP_PAYLOAD_SAMPLE)
-			bpf_skb_load_bytes(skb, off, fp->payload, avail);
+		/*
+		 * Short tail: byte by byte, constant sizes. A variable length (1..11) is refused by
+		 * Debian 6.1's verifier ("invalid zero-sized read"): it does not narrow a length
+		 * register from a "!= 0" test on a 32-bit copy of it, so it sees 0..11.
+		 */
+#pragma unroll
+		for (__u32 i = 0; i < TSNP_PAYLOAD_SAMPLE - 1; i++) {
+			if (i < avail)
+				bpf_skb_load_bytes(skb, off + i, &fp->payload[i], 1);
+		}
 	}
 }
 

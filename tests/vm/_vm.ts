@@ -13,12 +13,24 @@ export function kernels(): KernelName[] {
   return ALL_KERNELS.filter((k) => only.split(/[ ,]+/).includes(k));
 }
 
-/** Runs tests/vm/guest/<file> in `kernel`; fails the test (with the guest output) unless it exits 0. */
-export async function runGuest<T>(kernel: KernelName, file: string, tag: string): Promise<{
+/**
+ * Runs tests/vm/guest/<file> in `kernel`; fails the test (with the guest output) unless it exits 0.
+ * timeoutSec: the whole run, boot included (default 150).
+ */
+export async function runGuest<T>(
+  kernel: KernelName,
+  file: string,
+  tag: string,
+  opts: { timeoutSec?: number } = {},
+): Promise<{
   result: T;
   vm: VmResult;
 }> {
-  const vm = await runDenoInVm({ kernel, file: `tests/vm/guest/${file}`, timeoutSec: 150 });
+  const vm = await runDenoInVm({
+    kernel,
+    file: `tests/vm/guest/${file}`,
+    timeoutSec: opts.timeoutSec ?? 150,
+  });
   const timing =
     `boot ${(vm.bootMs / 1000).toFixed(1)} s, test ${(vm.testMs / 1000).toFixed(1)} s, ` +
     `total ${(vm.totalMs / 1000).toFixed(1)} s${vm.attempts > 1 ? `, ${vm.attempts} boots` : ""}`;

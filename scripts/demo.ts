@@ -1,15 +1,32 @@
 /**
- * `deno task demo`: a one-minute tour on a throwaway node built in network namespaces.
- * An unmodified talker in a "pod" sends UDP with SO_PRIORITY and SO_TXTIME through the
- * bridge, forwarding, MASQUERADE and a DNAT'd Service to the node's TSN interface; the
- * table shows what leaves tsn0 without and then with tsnproxy. `--json` for scripts.
+ * `deno task demo`: the one-minute tour on a throwaway node built in network namespaces.
+ *
+ *   1. a node: bridge CNI (the reference `bridge` + `host-local` plugins), IP forwarding,
+ *      MASQUERADE and a DNAT'd "Service" towards tsn0, the TSN NIC, and a far end;
+ *   2. a talker pod created through the chain WITHOUT tsnproxy: an unmodified sender with
+ *      SO_PRIORITY and SO_TXTIME; what leaves tsn0 is counted;
+ *   3. `tsnproxy install` (binary, pinned datapath, restorer on tsn0, entry appended to the
+ *      conflist), a second talker pod created through the chain WITH tsnproxy, same traffic;
+ *   4. `tsnproxy doctor`, `tsnproxy status`; then DEL, `tsnproxy uninstall`, teardown.
+ *
+ * `--json` prints one JSON document on stdout instead of the tables.
  */
-import { DatapathEnv } from "../tests/lib/datapath_env.ts";
-import { FAR_V4, FAR_V6, SERVICE_V4 } from "../tests/lib/topology.ts";
-import { resolveTcApi } from "../src/bpf/features.ts";
+import { chainAdd, chainDel, type Conflist } from "./lib/cni_chain.ts";
+import { Observer } from "../tests/lib/observer.ts";
+import {
+  createTopology,
+  FAR_V4,
+  FAR_V6,
+  SERVICE_V4,
+  type Topology,
+} from "../tests/lib/topology.ts";
+import { run } from "../tests/lib/run.ts";
 
 const json = Deno.args.includes("--json");
-const say = (s: string) => json || console.error(s);
+const root = new URL("..", import.meta.url).pathname;
+const launcher = `${root}scripts/tsnproxy`;
+const sender = `${root}tests/lib/sender.py`;
+const step = (s: string) => json || console.error(`\x1b[1m==>\x1b[0m ${s}`);
 
 interface Case {
   label: string;
@@ -19,12 +36,13 @@ interface Case {
   txtime?: "tai" | "realtime";
   count: number;
 }
-const cases: Case[] = [
+const CASES: Case[] = [
   { label: "UDP IPv4, SO_PRIORITY 3", dst: FAR_V4, port: 8080, prio: 3, count: 500 },
   { label: "UDP via Service DNAT, SO_PRIORITY 2", dst: SERVICE_V4, port: 80, prio: 2, count: 500 },
   { label: "UDP IPv6, SO_PRIORITY 1", dst: FAR_V6, port: 8080, prio: 1, count: 500 },
+  { label: "TCP, SO_PRIORITY 5", dst: FAR_V4, port: 8080, prio: 5, count: 0 },
   {
-    label: "UDP SO_TXTIME CLOCK_TAI, SO_PRIORITY 3",
+    label: "SO_TXTIME CLOCK_TAI + SO_PRIORITY 3",
     dst: FAR_V4,
     port: 8080,
     prio: 3,
@@ -32,7 +50,7 @@ const cases: Case[] = [
     count: 200,
   },
   {
-    label: "UDP SO_TXTIME CLOCK_REALTIME",
+    label: "SO_TXTIME CLOCK_REALTIME",
     dst: FAR_V4,
     port: 8080,
     prio: 0,
@@ -43,82 +61,230 @@ const cases: Case[] = [
 
 interface Row {
   case: string;
+  tsnproxy: boolean;
   sent: number;
-  mode: "without" | "with";
   leftTsn0: number;
   rightPriority: number;
   rightLaunchTime: number | null;
 }
 
-const api = resolveTcApi("auto");
-say(`tsnproxy demo: building a node (pod -> bridge -> NAT -> tsn0 -> far end), tc API ${api}...`);
-const env = await DatapathEnv.create(api, { pods: 1 });
-const [pod] = env.topo.pods;
+async function tsnproxy(node: Topology, args: string[], allowFail = false) {
+  return await run(["nsenter", `--net=${node.nodePath}`, launcher, ...args], { allowFail });
+}
+
+const topo = await createTopology({ pods: 0, bridge: false });
+const tmp = await Deno.makeTempDir({ prefix: "tsnproxy-demo-" });
+const bpffs = `/sys/fs/bpf/tsnproxy-demo-${topo.id}`;
+const loc = [
+  "--config",
+  `${tmp}/config.yaml`,
+  "--cni-conf-dir",
+  `${tmp}/net.d`,
+  "--cni-bin-dir",
+  `${tmp}/bin`,
+  "--bpffs",
+  bpffs,
+  "--state-dir",
+  `${tmp}/state`,
+];
+const pods: Array<{ id: string; netns: string; conf: Conflist; result: unknown }> = [];
+let observer: Observer | undefined;
+const sinks: Deno.ChildProcess[] = [];
+let installed = false;
 const rows: Row[] = [];
+let doctorSummary: Record<string, number> = {};
+let status: unknown;
+
 try {
-  for (const mode of ["without", "with"] as const) {
-    if (mode === "with") {
-      say("attaching tsnproxy to the pod (what `tsnproxy cni` ADD does)...");
-      env.attachPod(pod);
-    }
-    for (const c of cases) {
-      env.observer.filter(17, 8080);
-      await env.send(pod.netns, {
-        dst: c.dst,
-        port: c.port,
-        count: c.count,
-        prio: c.prio,
-        txtime: c.txtime,
-      });
-      const o = env.observer.counts();
+  step(`building a node in network namespaces (${topo.node}: bridge CNI, NAT, Service DNAT, tsn0)`);
+  await Deno.mkdir(`${tmp}/net.d`);
+  await Deno.mkdir(`${tmp}/bin`);
+  for (const p of ["bridge", "host-local", "loopback"]) {
+    await Deno.symlink(`/usr/lib/cni/${p}`, `${tmp}/bin/${p}`);
+  }
+  const conflist: Conflist = {
+    cniVersion: "1.0.0",
+    name: "demo",
+    plugins: [{
+      type: "bridge",
+      bridge: "cni0",
+      isGateway: true,
+      ipMasq: false,
+      ipam: {
+        type: "host-local",
+        ranges: [[{ subnet: "10.244.0.0/24" }], [{ subnet: "fd00:244::/64" }]],
+        routes: [{ dst: "0.0.0.0/0" }, { dst: "::/0" }],
+        dataDir: `${tmp}/ipam`,
+      },
+    }],
+  };
+  await Deno.writeTextFile(
+    `${tmp}/net.d/10-demo.conflist`,
+    JSON.stringify(conflist, null, 2) + "\n",
+  );
+  await Deno.writeTextFile(
+    `${tmp}/config.yaml`,
+    ["# the demo node's tsnproxy config", "tsnInterface: tsn0", "qdisc:", "  kind: keep", ""].join(
+      "\n",
+    ),
+  );
+  observer = Observer.attach(topo.nodePath, "tsn0");
+  for (const l of ["UDP6-RECV:8080,ipv6only=0", "TCP6-LISTEN:8080,ipv6only=0,reuseaddr,fork"]) {
+    sinks.push(new Deno.Command("ip", {
+      args: ["netns", "exec", topo.far, "socat", "-u", l, "/dev/null"],
+      stdout: "null",
+      stderr: "null",
+    }).spawn());
+  }
+
+  const addPod = async (label: string) => {
+    const id = `demo-${label}-${topo.id}`;
+    await run(["ip", "netns", "add", id]);
+    await run([
+      "ip",
+      "netns",
+      "exec",
+      id,
+      "sysctl",
+      "-qw",
+      "net.ipv6.conf.all.accept_dad=0",
+      "net.ipv6.conf.default.accept_dad=0",
+    ]);
+    const conf = JSON.parse(await Deno.readTextFile(`${tmp}/net.d/10-demo.conflist`)) as Conflist;
+    const ctx = {
+      containerId: id,
+      netns: `/run/netns/${id}`,
+      binDir: `${tmp}/bin`,
+      nodeNetns: topo.nodePath,
+    };
+    const result = await chainAdd(conf, ctx);
+    pods.push({ id, netns: ctx.netns, conf, result });
+    step(`pod ${id}: ADD through ${conf.plugins.map((p) => p.type).join(" -> ")}`);
+    return id;
+  };
+
+  const measure = async (pod: string, withTsnproxy: boolean) => {
+    await new Promise((r) => setTimeout(r, 300)); // IPv6 routes settle
+    for (const c of CASES) {
+      const tcp = c.count === 0;
+      observer!.filter(tcp ? 6 : 17, 8080);
+      const args = ["--dst", c.dst, "--port", String(c.port), "--prio", String(c.prio)];
+      args.push("--proto", tcp ? "tcp" : "udp", "--count", String(tcp ? 32 : c.count));
+      if (c.txtime) args.push("--txtime", c.txtime);
+      await run(["ip", "netns", "exec", pod, "python3", sender, ...args]);
+      const o = observer!.counts();
       rows.push({
         case: c.label,
-        sent: c.count,
-        mode,
+        tsnproxy: withTsnproxy,
+        sent: tcp ? o.fwdTotal : c.count,
         leftTsn0: o.fwdTotal,
         rightPriority: o.fwdPrio[c.prio],
         rightLaunchTime: c.txtime ? o.tsOk : null,
       });
     }
+  };
+
+  step("talker pod WITHOUT tsnproxy");
+  await measure(await addPod("plain"), false);
+
+  step("tsnproxy install");
+  const inst = await tsnproxy(topo, ["install", ...loc]);
+  installed = true;
+  if (!json) {
+    console.error(
+      inst.stdout.split("\n").filter((l) => /^\S|^\s+\+/.test(l)).map((l) => `    ${l}`).join("\n"),
+    );
   }
-  const m = env.maps();
-  const counters = m.counters();
-  m.close();
-  if (json) {
-    console.log(
-      JSON.stringify(
-        {
-          api,
-          kernel: Deno.osRelease(),
-          rows,
-          counters: Object.fromEntries(Object.entries(counters).map(([k, v]) => [k, Number(v)])),
-        },
-        null,
-        2,
-      ),
-    );
-  } else {
-    const pad = (s: string | number, n: number) => String(s).padEnd(n);
-    console.log(
-      `\n${pad("case", 40)} ${pad("tsnproxy", 9)} ${pad("sent", 5)} ${pad("left tsn0", 10)} ${
-        pad("right prio", 11)
-      } right launch time`,
-    );
-    for (const r of rows) {
-      const pct = (n: number) => `${n} (${Math.round((100 * n) / r.sent)}%)`;
-      console.log(
-        `${pad(r.case, 40)} ${pad(r.mode, 9)} ${pad(r.sent, 5)} ${pad(r.leftTsn0, 10)} ${
-          pad(pct(r.rightPriority), 11)
-        } ${r.rightLaunchTime === null ? "-" : pct(r.rightLaunchTime)}`,
-      );
-    }
-    console.log(
-      `\ndatapath counters: saved ${counters.saved}, restored ${counters.restored} (launch times ${counters.restoredTstamp}), refused ${counters.mismatch}, not found ${counters.notFound}`,
-    );
-    console.log(
-      `kernel ${Deno.osRelease()}: CLOCK_TAI launch times survive veth on 6.11+ kernels; REALTIME ones (and TAI on older kernels) need tsnproxy.`,
-    );
+
+  step("talker pod WITH tsnproxy");
+  await measure(await addPod("tsn"), true);
+
+  step("tsnproxy doctor");
+  const doc = await tsnproxy(topo, [
+    "doctor",
+    "--json",
+    ...loc.filter((_, i) => loc[i] !== "--state-dir" && loc[i - 1] !== "--state-dir"),
+  ], true);
+  const report = JSON.parse(doc.stdout) as {
+    summary: Record<string, number>;
+    checks: Array<{ id: string; status: string; found: string }>;
+  };
+  doctorSummary = report.summary;
+  if (!json) {
+    const human = await tsnproxy(topo, [
+      "doctor",
+      ...loc.filter((_, i) => loc[i] !== "--state-dir" && loc[i - 1] !== "--state-dir"),
+    ], true);
+    console.error(human.stdout.split("\n").map((l) => `    ${l}`).join("\n"));
+  }
+  step("tsnproxy status");
+  const st = await tsnproxy(topo, [
+    "status",
+    "--json",
+    "--bpffs",
+    bpffs,
+    "--config",
+    `${tmp}/config.yaml`,
+  ]);
+  status = JSON.parse(st.stdout);
+  if (!json) {
+    const human = await tsnproxy(topo, [
+      "status",
+      "--bpffs",
+      bpffs,
+      "--config",
+      `${tmp}/config.yaml`,
+    ]);
+    console.error(human.stdout.split("\n").map((l) => `    ${l}`).join("\n"));
   }
 } finally {
-  await env.destroy();
+  step("teardown: DEL pods, tsnproxy uninstall, delete the node");
+  for (const p of pods.reverse()) {
+    if (!json) console.error(`    DEL ${p.id}`);
+    await chainDel(p.conf, {
+      containerId: p.id,
+      netns: p.netns,
+      binDir: `${tmp}/bin`,
+      nodeNetns: topo.nodePath,
+    }, p.result)
+      .catch((e) => console.error(`DEL ${p.id}: ${e.message}`));
+    await run(["ip", "netns", "del", p.id], { allowFail: true });
+  }
+  if (!json) console.error("    tsnproxy uninstall");
+  if (installed) await tsnproxy(topo, ["uninstall", ...loc], true);
+  if (!json) console.error("    observer, namespaces");
+  observer?.detach();
+  for (const p of sinks) {
+    p.kill("SIGKILL");
+    await p.status;
+  }
+  await topo.destroy();
+  await Deno.remove(tmp, { recursive: true }).catch(() => {});
+}
+
+if (json) {
+  console.log(
+    JSON.stringify({ kernel: Deno.osRelease(), rows, doctor: doctorSummary, status }, null, 2),
+  );
+} else {
+  const pad = (s: string | number, n: number) => String(s).padEnd(n);
+  const pct = (n: number, of: number) => `${n} (${of ? Math.round((100 * n) / of) : 0}%)`;
+  console.log(
+    `\n${pad("traffic from the pod", 38)} ${pad("tsnproxy", 9)} ${pad("sent", 5)} ${
+      pad("left tsn0", 10)
+    } ${pad("with its priority", 18)} with its launch time`,
+  );
+  for (const r of rows) {
+    console.log(
+      `${pad(r.case, 38)} ${pad(r.tsnproxy ? "yes" : "no", 9)} ${pad(r.sent, 5)} ${
+        pad(r.leftTsn0, 10)
+      } ${pad(pct(r.rightPriority, r.sent), 18)} ${
+        r.rightLaunchTime === null ? "-" : pct(r.rightLaunchTime, r.sent)
+      }`,
+    );
+  }
+  console.log(`\ndoctor: ${Object.entries(doctorSummary).map(([k, v]) => `${v} ${k}`).join(", ")}`);
+  console.log(
+    `kernel ${Deno.osRelease()}: CLOCK_TAI launch times cross veth on 6.11+ by themselves; REALTIME ones (and TAI before 6.11) need tsnproxy.`,
+  );
 }

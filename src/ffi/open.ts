@@ -63,6 +63,9 @@ export function lazyLibrary<S extends Deno.ForeignLibraryInterface>(
   const ensure = () => {
     path ??= locateLibrary(spec);
   };
+  // The handles must stay reachable: a collected DynamicLibrary frees its bindings, and a
+  // call through a function bound from it then crashes the process.
+  const handles: Deno.DynamicLibrary<Deno.ForeignLibraryInterface>[] = [];
   const out: Record<string, unknown> = {};
   for (const name of Object.keys(symbols)) {
     Object.defineProperty(out, name, {
@@ -70,8 +73,9 @@ export function lazyLibrary<S extends Deno.ForeignLibraryInterface>(
       enumerable: true,
       get() {
         ensure();
-        // The handle is never closed: the bound function lives as long as the process.
-        const fn = Deno.dlopen(path!, { [name]: symbols[name] }).symbols[name];
+        const lib = Deno.dlopen(path!, { [name]: symbols[name] });
+        handles.push(lib); // never closed: bound functions live as long as the process
+        const fn = lib.symbols[name];
         Object.defineProperty(out, name, { value: fn, enumerable: true });
         return fn;
       },

@@ -145,10 +145,13 @@ export async function createTopology(
     ].join("\n");
     await runAll([
       inNode("link", "set", "lo", "up"),
-      inNode("link", "add", "br0", "type", "bridge"),
-      inNode("addr", "add", "10.244.0.1/24", "dev", "br0"),
-      inNode("addr", "add", "fd00:244::1/64", "dev", "br0", "nodad"),
-      inNode("link", "set", "br0", "up"),
+      // Without `bridge` a CNI bridge plugin creates the pods' bridge and gateway itself.
+      ...(opts.bridge === false ? [] : [
+        inNode("link", "add", "br0", "type", "bridge"),
+        inNode("addr", "add", "10.244.0.1/24", "dev", "br0"),
+        inNode("addr", "add", "fd00:244::1/64", "dev", "br0", "nodad"),
+        inNode("link", "set", "br0", "up"),
+      ]),
       inNode(
         "link",
         "add",

@@ -4,7 +4,7 @@
  */
 import { Errno } from "../ffi/libc.ts";
 import { libbpf } from "../ffi/libbpf.ts";
-import { BPF_ANY } from "../ffi/structs/bpf.ts";
+import { BPF_ANY, BpfMapBatchOpts } from "../ffi/structs/bpf.ts";
 import {
   type CounterName,
   COUNTERS,
@@ -12,6 +12,7 @@ import {
   TsnpAddr,
   TsnpConfig,
   TsnpFp,
+  TsnpMeta,
   TsnpPodCounters,
   TsnpPolicy,
 } from "../ffi/structs/datapath.ts";
@@ -262,11 +263,36 @@ export class DatapathMaps {
     this.#get("tsnp_pod_stats").delete(key);
   }
 
-  /** Entries in the fingerprint table (walks the keys: cost grows with occupancy). */
+  /**
+   * Entries in the fingerprint table. Uses BPF_MAP_LOOKUP_BATCH, which walks the hash
+   * buckets in order: a get_next_key walk restarts from the first key whenever the key it
+   * stands on is evicted, and over-counted a churning LRU several times over.
+   */
   metaOccupancy(): number {
+    const fd = this.#get("tsnp_meta").fd;
+    const chunk = 1024;
+    const keys = new Uint8Array(TsnpFp.size * chunk);
+    const values = new Uint8Array(TsnpMeta.size * chunk);
+    const token = [new Uint8Array(8), new Uint8Array(8)];
+    const count = new Uint32Array(1);
+    const opts = encode(BpfMapBatchOpts, { sz: BigInt(BpfMapBatchOpts.size) });
     let n = 0;
-    for (const _ of this.#get("tsnp_meta").keys(TsnpFp.size)) n++;
-    return n;
+    for (let i = 0;; i++) {
+      count[0] = chunk;
+      const inBatch = i === 0 ? null : token[(i + 1) % 2];
+      const r = libbpf().bpf_map_lookup_batch(
+        fd,
+        inBatch,
+        token[i % 2],
+        keys,
+        values,
+        new Uint8Array(count.buffer),
+        opts,
+      );
+      if (r < 0 && r !== -Errno.ENOENT) check(r, "batch lookup of tsnp_meta", "run as root");
+      n += count[0];
+      if (r === -Errno.ENOENT) return n;
+    }
   }
 
   close(): void {

@@ -34,6 +34,10 @@ export const libbpfSymbols = {
   bpf_map_update_elem: { parameters: ["i32", "buffer", "buffer", "u64"], result: "i32" },
   bpf_map_delete_elem: { parameters: ["i32", "buffer"], result: "i32" },
   bpf_map_get_next_key: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  bpf_map_lookup_batch: {
+    parameters: ["i32", "buffer", "buffer", "buffer", "buffer", "buffer", "buffer"],
+    result: "i32",
+  },
 
   bpf_tc_hook_create: { parameters: ["buffer"], result: "i32" },
   bpf_tc_hook_destroy: { parameters: ["buffer"], result: "i32" },

@@ -184,3 +184,30 @@ Deno.test(
     }
   },
 );
+
+Deno.test({
+  name: "occupancy: exact, and bounded by the LRU size under churn",
+  sanitizeResources: false,
+}, () => {
+  const bpffs = `/sys/fs/bpf/tsnp-test-occ-${randomId()}`;
+  const config = {
+    maxAgeNs: 10n ** 12n,
+    gcIntervalNs: 10n ** 12n,
+    defaultPolicy: { podCookie: 0n, maxPriority: NO_CLAMP },
+  };
+  setupNode({ bpffs, mapEntries: 1024, restoreAt: "tsn-egress", api: "tcx", config });
+  const save = objGetRequired(new PinLayout(bpffs).prog("save"));
+  const maps = DatapathMaps.open(bpffs);
+  try {
+    for (let i = 0; i < 3000; i++) {
+      testRunSkb(save, buildPacket({ family: 4, proto: "tcp", tcpSeq: i }), { priority: 3 });
+      if (i === 99) assert.equal(maps.metaOccupancy(), 100);
+    }
+    const n = maps.metaOccupancy();
+    assert.ok(n > 512 && n <= 1024, `occupancy ${n} of 1024 after 3000 inserts`);
+  } finally {
+    maps.close();
+    closeFd(save);
+    teardownNode(bpffs);
+  }
+});

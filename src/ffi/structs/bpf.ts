@@ -47,6 +47,12 @@ export const BpfProgQueryOpts = struct("struct bpf_prog_query_opts", BPF, 40, {
   prog_attach_flags: [32, "ptr"],
 }, { prefix: true });
 
+export const BpfMapBatchOpts = struct("struct bpf_map_batch_opts", BPF, 24, {
+  sz: [0, "u64"],
+  elem_flags: [8, "u64"],
+  flags: [16, "u64"],
+});
+
 export const BpfTestRunOpts = struct("struct bpf_test_run_opts", BPF, 80, {
   sz: [0, "u64"],
   data_in: [8, "ptr"],

@@ -230,8 +230,8 @@ gc:
 # Entries in the metadata map (a power of two, 1024..1048576).
 mapEntries: 16384
 
-# Default pod policy: clamp priorities and remap 0..15 (pods may narrow or override it
-# through the layers described in src/config/policy.ts).
+# Default pod policy: clamp priorities and remap 0..15 (per-pod layers may only lower the
+# ceiling; see src/config/policy_layers.ts).
 policy: {}
 #  maxPriority: 5
 #  remap: {"7": 3}

@@ -47,7 +47,7 @@ export interface Topology {
 const nsPath = (n: string) => `/run/netns/${n}`;
 
 export async function createTopology(
-  opts: { pods?: number; tsnTxQueues?: number } = {},
+  opts: { pods?: number; tsnTxQueues?: number; bridge?: boolean } = {},
 ): Promise<Topology> {
   const id = randomId();
   const node = `tn-node-${id}`;

@@ -70,9 +70,9 @@ export interface VmResult {
   kver: string;
 }
 
-/** The host's deno, which the guest can run from the shared checkout. */
+/** The host's deno binary (tools/deno, from npm), which the guest runs from the shared checkout. */
 export function denoPath(): string {
-  return `${repoRoot()}/node_modules/.bin/deno`;
+  return `${repoRoot()}/tools/deno/node_modules/deno/deno`;
 }
 
 export interface DenoInVmOptions extends Omit<RunVmOptions, "command" | "script"> {

@@ -5,9 +5,8 @@
 import { report } from "./report.ts";
 
 const root = new URL("../../..", import.meta.url).pathname.replace(/\/$/, "");
-// node_modules/.bin/deno is npm's link or a wrapper script (scripts/setup.sh); either way the
-// process runs the npm "deno" package's binary, a hard link of @deno/linux-x64-glibc/deno.
-const shim = `${root}/node_modules/.bin/deno`;
+// tools/deno/node_modules/deno/deno (npm's "deno" package) is a hard link of
+// @deno/linux-x64-glibc/deno, the platform package's binary.
 const exec = Deno.execPath();
 const real = `${exec.replace(/\/deno\/deno$/, "")}/@deno/linux-x64-glibc/deno`;
 const execStat = Deno.statSync(exec);
@@ -44,8 +43,6 @@ mnl.close();
 const result = {
   kernel: Deno.osRelease(),
   deno: Deno.version.deno,
-  shim,
-  shimText: Deno.readTextFileSync(shim).slice(0, 200),
   execPath: exec,
   execInCheckout: exec.startsWith(root + "/"),
   realBinary: real,

@@ -13,8 +13,8 @@ APT_PACKAGES=(
   containerd runc containernetworking-plugins umoci busybox-static podman
   # Debian kernels in qemu (extracted, never installed) for real TSN qdiscs
   qemu-system-x86 xz-utils zstd
-  # manifest validation
-  kubernetes-client
+  # benchmarks only: the research design's per-pod plugin, re-created, runs jq and bpftool
+  jq bpftool
 )
 
 missing=()

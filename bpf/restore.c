@@ -41,9 +41,17 @@ int tsnp_restore(struct __sk_buff *skb)
 	__u8 ttype = skb->tstamp_type; /* read it: otherwise tc ingress hides TAI stamps */
 	struct tsnp_fp fp = {};
 	struct tsnp_config *cfg;
+	struct tsnp_live *live;
 	struct tsnp_meta *m;
 	__u64 now;
 
+	cfg = tsnp_config_get();
+	live = tsnp_live_get();
+	if (!cfg || !live)
+		return TSNP_NEXT;
+	now = bpf_ktime_get_ns();
+	if (now - live->last_save_ns > cfg->max_age_ns)
+		return TSNP_NEXT; /* nothing saved recently enough to restore: no parsing */
 	if (tsnp_fingerprint(skb, &fp, NULL) < 0)
 		return TSNP_NEXT;
 	m = bpf_map_lookup_elem(&tsnp_meta, &fp);
@@ -57,9 +65,7 @@ int tsnp_restore(struct __sk_buff *skb)
 		tsnp_count(TSNP_MISMATCH);
 		return TSNP_NEXT;
 	}
-	cfg = tsnp_config_get();
-	now = bpf_ktime_get_ns();
-	if (!cfg || now - m->saved_ns > cfg->max_age_ns) {
+	if (now - m->saved_ns > cfg->max_age_ns) {
 		tsnp_count(TSNP_EXPIRED);
 		bpf_map_delete_elem(&tsnp_meta, &fp);
 		return TSNP_NEXT;

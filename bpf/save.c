@@ -18,6 +18,24 @@ static __always_inline struct tsnp_policy *policy_for(struct tsnp_addr *src, str
 	return p ? p : &cfg->default_policy;
 }
 
+/* An untagged Ethernet frame carrying TCP (one load: EtherType through the L4 protocol). */
+static __always_inline int tsnp_is_plain_tcp(struct __sk_buff *skb)
+{
+	__u8 h[12]; /* bytes 12..23: EtherType, then the IP header's first 10 bytes */
+	__u16 proto;
+
+	if (bpf_skb_load_bytes(skb, 12, h, sizeof(h)) < 0)
+		return 0;
+	__builtin_memcpy(&proto, h, 2);
+	if (proto != skb->protocol)
+		return 0;
+	if (proto == bpf_htons(ETH_P_IP))
+		return h[11] == IPPROTO_TCP;
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return h[8] == IPPROTO_TCP;
+	return 0;
+}
+
 static __always_inline __u32 apply_policy(struct tsnp_policy *p, __u32 prio)
 {
 	if ((p->flags & TSNP_POLICY_REMAP) && prio < 16)
@@ -55,10 +73,17 @@ int tsnp_save(struct __sk_buff *skb)
 	struct tsnp_meta meta = {}, *old;
 	struct tsnp_config *cfg;
 	struct tsnp_policy *pol;
+	struct tsnp_live *live;
 	__u32 allowed;
 
-	if (!prio && !ts)
-		return TSNP_NEXT;
+	if (!prio) {
+		if (!ts)
+			return TSNP_NEXT;
+		/* Every TCP skb carries the stack's monotonic pacing stamp: without a priority
+		 * there is nothing to save, so leave before parsing the whole packet. */
+		if (ttype == TSNP_TSTAMP_MONO && tsnp_is_plain_tcp(skb))
+			return TSNP_NEXT;
+	}
 	if (tsnp_fingerprint(skb, &fp, &src) < 0)
 		return TSNP_NEXT;
 	/* TCP stamps every skb with its monotonic pacing time: that is the stack's, not a
@@ -102,6 +127,9 @@ int tsnp_save(struct __sk_buff *skb)
 		return TSNP_NEXT;
 	}
 saved:
+	live = tsnp_live_get();
+	if (live)
+		live->last_save_ns = meta.saved_ns; /* before the packet can reach a restorer */
 	tsnp_count(TSNP_SAVED);
 	count_pod(meta.pod_cookie, allowed != prio);
 	return TSNP_NEXT;

@@ -107,6 +107,17 @@ struct tsnp_pod_counters {
 	__u64 restored;
 };
 
+/*
+ * When the newest entry was saved. An entry older than max_age_ns never restores, so when
+ * the newest one is that old no packet on the TSN NIC can be a pod's: the restorer then
+ * skips parsing and lookup, and traffic with no pod metadata in flight pays a few loads.
+ * Savers store their bpf_ktime_get_ns() before their packet leaves them, so a restorer that
+ * sees the packet sees a time at least that recent.
+ */
+struct tsnp_live {
+	__u64 last_save_ns;
+};
+
 struct tsnp_gc_timer {
 	struct bpf_timer timer;
 };
@@ -173,6 +184,21 @@ struct {
 	__type(value, struct tsnp_gc_timer);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } tsnp_gc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tsnp_live);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tsnp_live SEC(".maps");
+
+static __always_inline struct tsnp_live *tsnp_live_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&tsnp_live, &zero);
+}
 
 static __always_inline void tsnp_count(enum tsnp_counter c)
 {

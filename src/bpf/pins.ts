@@ -36,6 +36,7 @@ export const MAPS = [
   "tsnp_stats",
   "tsnp_pod_stats",
   "tsnp_gc",
+  "tsnp_live",
 ] as const;
 export type MapName = typeof MAPS[number];
 

@@ -164,18 +164,36 @@ Deno.test(
         assert.deepEqual(metaKeys(metaFd), []);
       });
 
-      await t.step("entries older than maxAge are expired, not restored", () => {
+      await t.step("entries older than maxAge are expired, not restored", async () => {
         clear();
         maps.writeConfig({
-          maxAgeNs: 1n,
+          maxAgeNs: 50_000_000n,
           gcIntervalNs: 60_000_000_000n,
           defaultPolicy: { podCookie: 0n, maxPriority: NO_CLAMP },
         });
         saveIt(base, 6);
+        await new Promise((r) => setTimeout(r, 120));
+        saveIt({ family: 4, proto: "udp" }, 1); // a fresh save: the restorer does look
         const before = maps.counters().expired;
         assert.equal(restoreIt(base).skb.priority, 0);
         assert.equal(maps.counters().expired, before + 1n);
-        assert.deepEqual(metaKeys(metaFd), [], "the expired entry is deleted");
+        assert.equal(
+          metaKeys(metaFd).length,
+          1,
+          "the expired entry is deleted, the fresh one kept",
+        );
+      });
+
+      await t.step("nothing saved within maxAge: the restorer does not even look", async () => {
+        clear();
+        saveIt(base, 6);
+        await new Promise((r) => setTimeout(r, 120));
+        const c0 = maps.counters();
+        assert.equal(restoreIt(base).skb.priority, 0);
+        const c1 = maps.counters();
+        assert.equal(c1.expired, c0.expired, "no lookup, so no expiry counted");
+        assert.equal(c1.notFound, c0.notFound);
+        assert.equal(metaKeys(metaFd).length, 1, "left for the GC");
       });
     } finally {
       maps.close();

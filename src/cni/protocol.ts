@@ -12,31 +12,6 @@ export const LATEST_VERSION: CniVersion = "1.1.0";
 export const VERBS = ["ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC"] as const;
 export type Verb = typeof VERBS[number];
 
-/** Spec well-known error codes as they go on the wire. */
-export const WIRE = {
-  IncompatibleVersion: 1,
-  UnsupportedField: 2,
-  UnknownContainer: 3,
-  InvalidEnvironment: 4,
-  IoFailure: 5,
-  DecodeFailure: 6,
-  InvalidNetworkConfig: 7,
-  TryAgainLater: 11,
-  PluginNotAvailable: 50,
-  PluginLimited: 51,
-} as const;
-
-/**
- * The number a CniCode is reported as. The spec says 4 = invalid environment variables
- * and 7 = invalid network config; this maps by meaning, so it stays right whichever
- * numbers src/errors.ts gives those names.
- */
-export function wireCode(code: CniCodeValue): number {
-  if (code === CniCode.InvalidNetworkConfig) return WIRE.InvalidNetworkConfig;
-  if (code === CniCode.InvalidEnvironment) return WIRE.InvalidEnvironment;
-  return code;
-}
-
 export interface CniErrorResult {
   cniVersion: string;
   code: number;
@@ -45,7 +20,7 @@ export interface CniErrorResult {
 }
 
 export function errorResult(e: TsnproxyError, cniVersion: string): CniErrorResult {
-  const out: CniErrorResult = { cniVersion, code: wireCode(e.code), msg: e.message };
+  const out: CniErrorResult = { cniVersion, code: e.code, msg: e.message };
   if (e.hint) out.details = e.hint;
   return out;
 }

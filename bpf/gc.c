@@ -18,7 +18,7 @@ struct gc_ctx {
 
 static long expire_one(void *map, struct tsnp_fp *key, struct tsnp_meta *m, struct gc_ctx *ctx)
 {
-	if (ctx->now - m->saved_ns > ctx->max_age) {
+	if (tsnp_older_than(ctx->now, m->saved_ns, ctx->max_age)) {
 		bpf_map_delete_elem(map, key);
 		ctx->expired++;
 	}

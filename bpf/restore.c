@@ -50,7 +50,7 @@ int tsnp_restore(struct __sk_buff *skb)
 	if (!cfg || !live)
 		return TSNP_NEXT;
 	now = bpf_ktime_get_ns();
-	if (now - live->last_save_ns > cfg->max_age_ns)
+	if (tsnp_older_than(now, live->last_save_ns, cfg->max_age_ns))
 		return TSNP_NEXT; /* nothing saved recently enough to restore: no parsing */
 	if (tsnp_fingerprint(skb, &fp, NULL) < 0)
 		return TSNP_NEXT;
@@ -65,7 +65,7 @@ int tsnp_restore(struct __sk_buff *skb)
 		tsnp_count(TSNP_MISMATCH);
 		return TSNP_NEXT;
 	}
-	if (now - m->saved_ns > cfg->max_age_ns) {
+	if (tsnp_older_than(now, m->saved_ns, cfg->max_age_ns)) {
 		tsnp_count(TSNP_EXPIRED);
 		bpf_map_delete_elem(&tsnp_meta, &fp);
 		return TSNP_NEXT;

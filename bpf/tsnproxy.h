@@ -209,6 +209,13 @@ static __always_inline void tsnp_count(enum tsnp_counter c)
 		*v += 1; /* per-CPU slot: no atomics needed */
 }
 
+/* True when `then` is more than `age` before `now`. Another CPU may have stored a `then`
+ * taken after this program read `now`: that is not old, and must not wrap around. */
+static __always_inline int tsnp_older_than(__u64 now, __u64 then, __u64 age)
+{
+	return now > then && now - then > age;
+}
+
 static __always_inline struct tsnp_config *tsnp_config_get(void)
 {
 	__u32 zero = 0;

@@ -124,7 +124,7 @@ export function render(r: Report): { tables: string[]; svg: string } {
         r1(f.floodKpps),
         f.podSent,
         f.podRestored,
-        round(f.restoredPct, 3).toFixed(3),
+        f.restoredPct.toFixed(3), // exact: 99.98% must not print as 100
         Object.entries(f.podWrongByPrio).map(([p, n]) => `${n} at ${p}`).join(", ") || "0",
         f.nodeSent,
         f.nodeWrong,

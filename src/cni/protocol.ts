@@ -3,7 +3,7 @@
  * their required environment, version negotiation, the error result, result conversion
  * between spec versions and CNI_ARGS. Hot path: imports nothing heavy.
  */
-import { CniCode, type CniCodeValue, ConfigError, type TsnproxyError } from "../errors.ts";
+import { CniCode, ConfigError, type TsnproxyError } from "../errors.ts";
 
 export const SUPPORTED_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] as const;
 export type CniVersion = typeof SUPPORTED_VERSIONS[number];

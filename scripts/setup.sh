@@ -37,8 +37,10 @@ done
 # deno (from the npm registry, in tools/deno) and the npm modules (commander, yaml, zod;
 # grpc for the CRI test client).
 if [ ! -x tools/deno/node_modules/.bin/deno ] || [ tools/deno/package.json -nt tools/deno/node_modules/.package-lock.json ]; then
-  echo "setup: npm ci (deno)"
-  (cd tools/deno && npm ci --no-audit --no-fund --loglevel=error)
+  echo "setup: npm install (deno)"
+  # `npm install`, not `npm ci`: npm 11 writes this lock without the other platforms' optional
+  # @deno/* packages and then refuses it in `npm ci`. The version is pinned exactly.
+  (cd tools/deno && npm install --no-save --no-audit --no-fund --loglevel=error)
 fi
 if [ ! -d node_modules/zod ] || [ package.json -nt node_modules/.package-lock.json ]; then
   echo "setup: npm ci"

@@ -249,13 +249,17 @@ static __always_inline int tsnp_l3_offset(struct __sk_buff *skb)
 }
 
 /* Copies up to TSNP_PAYLOAD_SAMPLE bytes at off into fp->payload (the rest stays zero). */
-static __always_inline void tsnp_sample(struct __sk_buff *skb, __u32 off, struct tsnp_fp *fp)
+static __always_inline void tsnp_sample(struct __sk_buff *skb, __u32 off, __u32 end,
+					struct tsnp_fp *fp)
 {
 	__u32 avail;
 
-	if (off >= skb->len)
+	/* The IP packet's end, not the frame's: link-layer padding is not payload. */
+	if (end > skb->len)
+		end = skb->len;
+	if (off >= end)
 		return;
-	avail = skb->len - off;
+	avail = end - off;
 	if (avail >= TSNP_PAYLOAD_SAMPLE) {
 		bpf_skb_load_bytes(skb, off, fp->payload, TSNP_PAYLOAD_SAMPLE);
 	} else {
@@ -273,7 +277,8 @@ static __always_inline void tsnp_sample(struct __sk_buff *skb, __u32 off, struct
 }
 
 /* L4 part of the fingerprint; off is the L4 header's offset. */
-static __always_inline void tsnp_fp_l4(struct __sk_buff *skb, __u32 off, struct tsnp_fp *fp)
+static __always_inline void tsnp_fp_l4(struct __sk_buff *skb, __u32 off, __u32 end,
+				       struct tsnp_fp *fp)
 {
 	switch (fp->l4proto) {
 	case IPPROTO_TCP: {
@@ -284,7 +289,7 @@ static __always_inline void tsnp_fp_l4(struct __sk_buff *skb, __u32 off, struct 
 		fp->l4a = h[1];
 		fp->l4b = h[2];
 		fp->l4c = h[3];
-		tsnp_sample(skb, off + ((h[3] & 0xf0) >> 2), fp); /* doff in 32-bit words */
+		tsnp_sample(skb, off + ((h[3] & 0xf0) >> 2), end, fp); /* doff in 32-bit words */
 		return;
 	}
 	case IPPROTO_UDP: {
@@ -293,7 +298,7 @@ static __always_inline void tsnp_fp_l4(struct __sk_buff *skb, __u32 off, struct 
 		if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
 			return;
 		fp->l4a = h[1] & bpf_htonl(0xffff0000); /* the length, not the checksum */
-		tsnp_sample(skb, off + 8, fp);
+		tsnp_sample(skb, off + 8, end, fp);
 		return;
 	}
 	case IPPROTO_ICMP:
@@ -303,11 +308,11 @@ static __always_inline void tsnp_fp_l4(struct __sk_buff *skb, __u32 off, struct 
 		if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
 			return;
 		fp->l4a = (__u32)h[0] << 24 | (__u32)h[1] << 16 | (__u32)h[6] << 8 | h[7];
-		tsnp_sample(skb, off + 8, fp);
+		tsnp_sample(skb, off + 8, end, fp);
 		return;
 	}
 	default:
-		tsnp_sample(skb, off, fp);
+		tsnp_sample(skb, off, end, fp);
 	}
 }
 
@@ -320,6 +325,7 @@ static __always_inline int tsnp_fingerprint(struct __sk_buff *skb, struct tsnp_f
 					    struct tsnp_addr *src)
 {
 	int l3 = tsnp_l3_offset(skb);
+	__u32 end, plen;
 	__u8 version;
 
 	if (l3 < 0 || bpf_skb_load_bytes(skb, l3, &version, 1) < 0)
@@ -338,6 +344,9 @@ static __always_inline int tsnp_fingerprint(struct __sk_buff *skb, struct tsnp_f
 		fp->l4proto = h[9];
 		__builtin_memcpy(&fp->l3len, &h[2], 2);
 		__builtin_memcpy(&fp->l3id, &h[4], 4); /* id, flags + fragment offset */
+		plen = ((__u32)h[2] << 8) | h[3];
+		/* total length 0: a BIG TCP GSO packet, bounded by the skb */
+		end = plen ? l3 + plen : skb->len;
 		if (src) {
 			__builtin_memset(src, 0, sizeof(*src));
 			src->addr[10] = 0xff;
@@ -346,9 +355,9 @@ static __always_inline int tsnp_fingerprint(struct __sk_buff *skb, struct tsnp_f
 		}
 		/* Later fragments carry no L4 header: sample their payload instead. */
 		if ((h[6] & 0x1f) | h[7])
-			tsnp_sample(skb, l3 + ihl, fp);
+			tsnp_sample(skb, l3 + ihl, end, fp);
 		else
-			tsnp_fp_l4(skb, l3 + ihl, fp);
+			tsnp_fp_l4(skb, l3 + ihl, end, fp);
 		return 0;
 	}
 	if (version == 6) {
@@ -362,7 +371,10 @@ static __always_inline int tsnp_fingerprint(struct __sk_buff *skb, struct tsnp_f
 		fp->l3id = ((__u32)(h[1] & 0x0f) << 16) | ((__u32)h[2] << 8) | h[3];
 		if (src)
 			__builtin_memcpy(src->addr, &h[8], 16);
-		tsnp_fp_l4(skb, l3 + 40, fp);
+		plen = ((__u32)h[4] << 8) | h[5];
+		/* payload length 0: a jumbogram (BIG TCP), bounded by the skb */
+		end = plen ? l3 + 40 + plen : skb->len;
+		tsnp_fp_l4(skb, l3 + 40, end, fp);
 		return 0;
 	}
 	return -1;

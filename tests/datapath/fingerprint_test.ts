@@ -110,6 +110,13 @@ Deno.test(
           assert.deepEqual(metaKeys(metaFd), [], "the entry is consumed");
         });
       }
+      await t.step("link-layer padding is not payload: restored when it differs", () => {
+        clear();
+        const short: PacketSpec = { family: 4, proto: "udp", payload: new Uint8Array([1, 2, 3]) };
+        saveIt({ ...short, padByte: 0 }, 5);
+        assert.equal(restoreIt({ ...short, padByte: 0xee }).skb.priority, 5);
+      });
+
       await t.step("restored after ICMP id rewrite (ICMP NAT)", () => {
         clear();
         saveIt({ family: 4, proto: "icmp", icmpId: 7 }, 2);

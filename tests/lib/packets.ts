@@ -28,6 +28,8 @@ export interface PacketSpec {
   payload?: Uint8Array;
   /** 802.1Q tag in the frame. */
   vlan?: number;
+  /** Value of the bytes padding a short frame to 60 bytes (default 0). */
+  padByte?: number;
   /** Garbage in the L4 checksum field (NAT rewrites it). */
   l4Checksum?: number;
 }
@@ -118,7 +120,9 @@ export function buildPacket(s: PacketSpec): Uint8Array<ArrayBuffer> {
   const macs = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
   const vlan = s.vlan !== undefined ? [0x81, 0x00, ...u16(s.vlan)] : [];
   const frame = [...macs, ...vlan, ...ethType, ...l3, ...body];
-  while (frame.length < 60) frame.push(0); // Ethernet minimum; the IP length bounds the packet
+  // Ethernet minimum; the IP length bounds the packet. Padding bytes are normally zero; a test
+  // can make them garbage to prove they are not part of the fingerprint.
+  while (frame.length < 60) frame.push(s.padByte ?? 0);
   return new Uint8Array(frame);
 }
 
@@ -133,8 +137,9 @@ export function fingerprint(pkt: Uint8Array): Uint8Array<ArrayBuffer> {
   }
   const l3 = off + 2;
   const payload = new Uint8Array(12);
+  let end = pkt.length; // the IP packet's end (set below): link-layer padding is not payload
   const sample = (at: number) => {
-    if (at < pkt.length) payload.set(pkt.subarray(at, Math.min(at + 12, pkt.length)));
+    if (at < end) payload.set(pkt.subarray(at, Math.min(at + 12, end)));
   };
   // Native-endian u32 of 4 packet bytes (the BPF program copies them as they are).
   const raw32 = (at: number) => dv.getUint32(at, true);
@@ -145,6 +150,8 @@ export function fingerprint(pkt: Uint8Array): Uint8Array<ArrayBuffer> {
     fields.l4proto = pkt[l3 + 9];
     fields.l3len = dv.getUint16(l3 + 2, true);
     fields.l3id = raw32(l3 + 4);
+    const total = dv.getUint16(l3 + 2);
+    if (total) end = Math.min(end, l3 + total);
     l4 = l3 + (pkt[l3] & 0xf) * 4;
     if ((pkt[l3 + 6] & 0x1f) | pkt[l3 + 7]) {
       sample(l4);
@@ -155,6 +162,8 @@ export function fingerprint(pkt: Uint8Array): Uint8Array<ArrayBuffer> {
     fields.l4proto = pkt[l3 + 6];
     fields.l3len = dv.getUint16(l3 + 4, true);
     fields.l3id = ((pkt[l3 + 1] & 0x0f) << 16) | (pkt[l3 + 2] << 8) | pkt[l3 + 3];
+    const plen = dv.getUint16(l3 + 4);
+    if (plen) end = Math.min(end, l3 + 40 + plen);
     l4 = l3 + 40;
   }
   switch (fields.l4proto) {

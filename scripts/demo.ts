@@ -184,6 +184,11 @@ try {
     }
   };
 
+  // Resolve the far end's neighbour entries first, so no case loses its first packets to ARP/ND.
+  for (const dst of [FAR_V4, FAR_V6]) {
+    await run(["ip", "netns", "exec", topo.node, "python3", sender, "--dst", dst, "--count", "2"]);
+  }
+
   step("talker pod WITHOUT tsnproxy");
   await measure(await addPod("plain"), false);
 

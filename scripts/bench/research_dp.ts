@@ -12,7 +12,7 @@ import { check } from "../../src/bpf/sys.ts";
 import { Errno } from "../../src/ffi/libc.ts";
 import { libbpf } from "../../src/ffi/libbpf.ts";
 import { BENCH_BPF_OBJECTS } from "./objects.gen.ts";
-import type { ObserverCounts } from "../../tests/lib/observer.ts";
+import { COUNTS_SIZE, decodeCounts, type ObserverCounts } from "../../tests/lib/observer.ts";
 
 export const RESEARCH_STATS = [
   "saved",
@@ -118,31 +118,13 @@ export class ResearchDatapath {
 
   /** What its restorer let leave (same layout as tests/bpf/observer.c; UDP only). */
   counts(): ObserverCounts {
-    const v = new Uint8Array(8 * 44);
+    const v = new Uint8Array(COUNTS_SIZE);
     check(
       libbpf().bpf_map_lookup_elem(this.obj.mapFd("research_obs"), new Uint8Array(4), v),
       "research_obs",
       "root",
     );
-    const dv = new DataView(v.buffer);
-    let off = 0;
-    const next = () => {
-      const x = Number(dv.getBigUint64(off, true));
-      off += 8;
-      return x;
-    };
-    const arr = (n: number) => Array.from({ length: n }, next);
-    return {
-      fwdTotal: next(),
-      fwdPrio: arr(17),
-      localTotal: next(),
-      localPrio: arr(17),
-      tsOk: next(),
-      tsBad: next(),
-      tsNone: next(),
-      tstampType: arr(4),
-      gso: next(),
-    };
+    return decodeCounts(v);
   }
 
   resetCounts(): void {

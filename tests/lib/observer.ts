@@ -112,25 +112,7 @@ export class Observer {
       "counts",
       "",
     );
-    const dv = new DataView(v.buffer);
-    let off = 0;
-    const next = () => {
-      const x = Number(dv.getBigUint64(off, true));
-      off += 8;
-      return x;
-    };
-    const arr = (n: number) => Array.from({ length: n }, next);
-    return {
-      fwdTotal: next(),
-      fwdPrio: arr(17),
-      localTotal: next(),
-      localPrio: arr(17),
-      tsOk: next(),
-      tsBad: next(),
-      tsNone: next(),
-      tstampType: arr(4),
-      gso: next(),
-    };
+    return decodeCounts(v);
   }
 
   detach(): void {
@@ -156,4 +138,27 @@ export class Observer {
 }
 
 /** sizeof(struct obs_counts): 1 + 17 + 1 + 17 + 3 + 4 + 1 u64s. */
-const COUNTS_SIZE = 8 * (1 + 17 + 1 + 17 + 3 + 4 + 1);
+export const COUNTS_SIZE = 8 * (1 + 17 + 1 + 17 + 3 + 4 + 1);
+
+/** Decodes struct obs_counts (tests/bpf/observer.c; the research benchmark shares its layout). */
+export function decodeCounts(v: Uint8Array<ArrayBuffer>): ObserverCounts {
+  const dv = new DataView(v.buffer, v.byteOffset, v.byteLength);
+  let off = 0;
+  const next = () => {
+    const x = Number(dv.getBigUint64(off, true));
+    off += 8;
+    return x;
+  };
+  const arr = (n: number) => Array.from({ length: n }, next);
+  return {
+    fwdTotal: next(),
+    fwdPrio: arr(17),
+    localTotal: next(),
+    localPrio: arr(17),
+    tsOk: next(),
+    tsBad: next(),
+    tsNone: next(),
+    tstampType: arr(4),
+    gso: next(),
+  };
+}

@@ -25,8 +25,25 @@ static long expire_one(void *map, struct tsnp_fp *key, struct tsnp_meta *m, stru
 	return 0;
 }
 
+/*
+ * Expresses max_age in jiffies for the restorer's gate (see struct tsnp_live), from the
+ * jiffies that passed since the previous tick against the clock. One more jiffy than
+ * measured, and two of slack, so the gate errs open: a late close costs a lookup, an early
+ * one would lose a restore.
+ */
+static void calibrate_gate(struct tsnp_live *live, __u64 now, __u64 max_age)
+{
+	__u64 j = bpf_jiffies64();
+
+	if (live->cal_ns && now > live->cal_ns && j >= live->cal_jiffies)
+		live->gate_jiffies = max_age * (j - live->cal_jiffies + 1) / (now - live->cal_ns) + 2;
+	live->cal_ns = now;
+	live->cal_jiffies = j;
+}
+
 static int gc_tick(void *map, __u32 *key, struct tsnp_gc_timer *t)
 {
+	struct tsnp_live *live = tsnp_live_get();
 	struct tsnp_config *cfg = tsnp_config_get();
 	struct gc_ctx ctx = {};
 	__u32 k = TSNP_GC_EXPIRED;
@@ -36,6 +53,8 @@ static int gc_tick(void *map, __u32 *key, struct tsnp_gc_timer *t)
 		return 0;
 	ctx.now = bpf_ktime_get_ns();
 	ctx.max_age = cfg->max_age_ns;
+	if (live)
+		calibrate_gate(live, ctx.now, ctx.max_age);
 	bpf_for_each_map_elem(&tsnp_meta, expire_one, &ctx, 0);
 	v = bpf_map_lookup_elem(&tsnp_stats, &k);
 	if (v)

@@ -6,8 +6,11 @@
  * Recomputes the packet's fingerprint and, when the saver recorded it within the age
  * limit, writes the pod's priority back (taprio/mqprio map it to a traffic class) and,
  * when the kernel dropped it on the way, the launch time with its clock type (etf and
- * taprio's txtime-assist read it). Packets the node itself sends are never touched:
- * only forwarded packets (ingress_ifindex != 0) can be a pod's.
+ * taprio's txtime-assist read it).
+ *
+ * Cost order: packets the node itself sends (ingress_ifindex 0) are never a pod's and leave
+ * at once; while no pod has saved anything within max_age, forwarded packets leave after
+ * one jiffies comparison; only then is the packet parsed and looked up.
  */
 #include "tsnproxy.h"
 
@@ -45,26 +48,26 @@ int tsnp_restore(struct __sk_buff *skb)
 	struct tsnp_meta *m;
 	__u64 now;
 
-	cfg = tsnp_config_get();
-	live = tsnp_live_get();
-	if (!cfg || !live)
+	/* Sent by the node: even with the same bytes as a pod's packet, not ours to change. */
+	if (!skb->ingress_ifindex)
 		return TSNP_NEXT;
-	now = bpf_ktime_get_ns();
-	if (tsnp_older_than(now, live->last_save_ns, cfg->max_age_ns))
+	live = tsnp_live_get();
+	if (!live)
+		return TSNP_NEXT;
+	if (live->gate_jiffies &&
+	    tsnp_older_than(bpf_jiffies64(), live->last_save_jiffies, live->gate_jiffies))
 		return TSNP_NEXT; /* nothing saved recently enough to restore: no parsing */
 	if (tsnp_fingerprint(skb, &fp, NULL) < 0)
 		return TSNP_NEXT;
 	m = bpf_map_lookup_elem(&tsnp_meta, &fp);
 	if (!m) {
-		if (skb->ingress_ifindex)
-			tsnp_count(TSNP_NOT_FOUND);
+		tsnp_count(TSNP_NOT_FOUND);
 		return TSNP_NEXT;
 	}
-	if (!skb->ingress_ifindex) {
-		/* Same bytes as a pod's packet, but sent by the node: not ours to change. */
-		tsnp_count(TSNP_MISMATCH);
+	cfg = tsnp_config_get();
+	if (!cfg)
 		return TSNP_NEXT;
-	}
+	now = bpf_ktime_get_ns();
 	if (tsnp_older_than(now, m->saved_ns, cfg->max_age_ns)) {
 		tsnp_count(TSNP_EXPIRED);
 		bpf_map_delete_elem(&tsnp_meta, &fp);

@@ -21,10 +21,11 @@ static __always_inline struct tsnp_policy *policy_for(struct tsnp_addr *src, str
 /* An untagged Ethernet frame carrying TCP (one load: EtherType through the L4 protocol). */
 static __always_inline int tsnp_is_plain_tcp(struct __sk_buff *skb)
 {
+	struct tsnp_pkt pk = tsnp_pkt_of(skb);
 	__u8 h[12]; /* bytes 12..23: EtherType, then the IP header's first 10 bytes */
 	__u16 proto;
 
-	if (bpf_skb_load_bytes(skb, 12, h, sizeof(h)) < 0)
+	if (tsnp_load(&pk, 12, h, sizeof(h)) < 0)
 		return 0;
 	__builtin_memcpy(&proto, h, 2);
 	if (proto != skb->protocol)
@@ -128,8 +129,14 @@ int tsnp_save(struct __sk_buff *skb)
 	}
 saved:
 	live = tsnp_live_get();
-	if (live)
-		live->last_save_ns = meta.saved_ns; /* before the packet can reach a restorer */
+	if (live) {
+		/* Before the packet can reach a restorer; written once per jiffy at most, so
+		 * savers on different CPUs rarely contend for the cache line. */
+		__u64 j = bpf_jiffies64();
+
+		if (live->last_save_jiffies != j)
+			live->last_save_jiffies = j;
+	}
 	tsnp_count(TSNP_SAVED);
 	count_pod(meta.pod_cookie, allowed != prio);
 	return TSNP_NEXT;

@@ -39,6 +39,9 @@
 
 #define TSNP_PAYLOAD_SAMPLE 12
 
+/* Offsets below this are read in place when the linear area holds them (headers, sample). */
+#define TSNP_DIRECT_MAX 256
+
 /* The fingerprint: the key of tsnp_meta. 32 bytes, no holes (hashed as bytes). */
 struct tsnp_fp {
 	__u8 family;	/* 4 or 6 */
@@ -92,7 +95,6 @@ enum tsnp_counter {
 	TSNP_SAVE_FAILED,	/* map update failed */
 	TSNP_RESTORED,		/* packets whose metadata was restored */
 	TSNP_RESTORED_TSTAMP,	/* of those, launch time written back */
-	TSNP_MISMATCH,		/* fingerprint found, packet refused (not forwarded from a pod) */
 	TSNP_EXPIRED,		/* fingerprint found, entry older than max_age (deleted) */
 	TSNP_NOT_FOUND,		/* forwarded IP packet without a saved entry */
 	TSNP_GC_EXPIRED,	/* entries removed by the GC timer */
@@ -108,14 +110,19 @@ struct tsnp_pod_counters {
 };
 
 /*
- * When the newest entry was saved. An entry older than max_age_ns never restores, so when
- * the newest one is that old no packet on the TSN NIC can be a pod's: the restorer then
- * skips parsing and lookup, and traffic with no pod metadata in flight pays a few loads.
- * Savers store their bpf_ktime_get_ns() before their packet leaves them, so a restorer that
- * sees the packet sees a time at least that recent.
+ * The restorer's gate: when no pod saved anything for longer than max_age, no packet on the
+ * TSN NIC can restore, so the restorer skips parsing and lookup. It runs on every packet the
+ * NIC sends, so it reads jiffies (a load) rather than the clock (a helper call that costs
+ * more than the rest of the idle path). The kernel's HZ is not known to BPF: the GC timer
+ * measures jiffies against the monotonic clock on each tick and stores max_age in jiffies,
+ * rounded up with two jiffies of slack. Until it has (the first GC interval after install)
+ * gate_jiffies is 0 and the restorer always looks.
  */
 struct tsnp_live {
-	__u64 last_save_ns;
+	__u64 last_save_jiffies; /* stored by savers before their packet leaves them */
+	__u64 gate_jiffies;	 /* max_age in jiffies, or 0: not measured yet */
+	__u64 cal_ns;		 /* the GC's previous reading of the clock ... */
+	__u64 cal_jiffies;	 /* ... and of jiffies */
 };
 
 struct tsnp_gc_timer {
@@ -223,25 +230,66 @@ static __always_inline struct tsnp_config *tsnp_config_get(void)
 	return bpf_map_lookup_elem(&tsnp_config, &zero);
 }
 
+/*
+ * Copies len bytes at off into to. Headers are read in place (direct packet access) when
+ * they lie in the skb's linear area, as they do for everything a local socket sends and for
+ * forwarded packets once NAT has touched them; otherwise bpf_skb_load_bytes copies them out
+ * of the fragments. len must be a compile-time constant. The packet is never modified.
+ */
+struct tsnp_pkt {
+	struct __sk_buff *skb;
+	void *data;	/* skb->data and skb->data_end, read once: nothing here moves them */
+	void *data_end;
+};
+
+static __always_inline struct tsnp_pkt tsnp_pkt_of(struct __sk_buff *skb)
+{
+	struct tsnp_pkt pk = {
+		.skb = skb,
+		.data = (void *)(long)skb->data,
+		.data_end = (void *)(long)skb->data_end,
+	};
+
+	return pk;
+}
+
+static __always_inline int tsnp_load(struct tsnp_pkt *pk, __u32 off, void *to, const __u32 len)
+{
+	void *p;
+
+	if (off < TSNP_DIRECT_MAX) {
+		p = pk->data + off;
+		if (p + len <= pk->data_end) {
+			/* Whole words: the headers start 2 bytes off a word boundary after Ethernet,
+			 * and the JIT and verifier accept unaligned packet loads on this target. */
+			__builtin_memcpy(to, __builtin_assume_aligned(p, 4), len);
+			return 0;
+		}
+	}
+	return bpf_skb_load_bytes(pk->skb, off, to, len);
+}
+
 /* Byte offset of the L3 header, or -1. Handles Ethernet (with up to two in-band VLAN
  * tags) and raw-IP devices, which have no link-layer header at tc. */
-static __always_inline int tsnp_l3_offset(struct __sk_buff *skb)
+static __always_inline int tsnp_l3_offset(struct tsnp_pkt *pk)
 {
+	struct __sk_buff *skb = pk->skb;
 	__u16 proto;
 	int off = 12;
 
-	if (bpf_skb_load_bytes(skb, off, &proto, sizeof(proto)) < 0)
-		return -1;
+	if (tsnp_load(pk, off, &proto, sizeof(proto)) < 0)
+		goto raw;
 #pragma unroll
 	for (int i = 0; i < 2; i++) {
 		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
 			break;
 		off += 4;
-		if (bpf_skb_load_bytes(skb, off, &proto, sizeof(proto)) < 0)
+		if (tsnp_load(pk, off, &proto, sizeof(proto)) < 0)
 			return -1;
 	}
 	if (proto == bpf_htons(ETH_P_IP) || proto == bpf_htons(ETH_P_IPV6))
 		return off + 2;
+raw:
 	/* No Ethernet header: a raw-IP device; trust skb->protocol. */
 	if (skb->protocol == bpf_htons(ETH_P_IP) || skb->protocol == bpf_htons(ETH_P_IPV6))
 		return 0;
@@ -249,19 +297,19 @@ static __always_inline int tsnp_l3_offset(struct __sk_buff *skb)
 }
 
 /* Copies up to TSNP_PAYLOAD_SAMPLE bytes at off into fp->payload (the rest stays zero). */
-static __always_inline void tsnp_sample(struct __sk_buff *skb, __u32 off, __u32 end,
+static __always_inline void tsnp_sample(struct tsnp_pkt *pk, __u32 off, __u32 end,
 					struct tsnp_fp *fp)
 {
 	__u32 avail;
 
 	/* The IP packet's end, not the frame's: link-layer padding is not payload. */
-	if (end > skb->len)
-		end = skb->len;
+	if (end > pk->skb->len)
+		end = pk->skb->len;
 	if (off >= end)
 		return;
 	avail = end - off;
 	if (avail >= TSNP_PAYLOAD_SAMPLE) {
-		bpf_skb_load_bytes(skb, off, fp->payload, TSNP_PAYLOAD_SAMPLE);
+		tsnp_load(pk, off, fp->payload, TSNP_PAYLOAD_SAMPLE);
 	} else {
 		/*
 		 * Short tail: byte by byte, constant sizes. A variable length (1..11) is refused by
@@ -271,48 +319,48 @@ static __always_inline void tsnp_sample(struct __sk_buff *skb, __u32 off, __u32 
 #pragma unroll
 		for (__u32 i = 0; i < TSNP_PAYLOAD_SAMPLE - 1; i++) {
 			if (i < avail)
-				bpf_skb_load_bytes(skb, off + i, &fp->payload[i], 1);
+				tsnp_load(pk, off + i, &fp->payload[i], 1);
 		}
 	}
 }
 
 /* L4 part of the fingerprint; off is the L4 header's offset. */
-static __always_inline void tsnp_fp_l4(struct __sk_buff *skb, __u32 off, __u32 end,
+static __always_inline void tsnp_fp_l4(struct tsnp_pkt *pk, __u32 off, __u32 end,
 				       struct tsnp_fp *fp)
 {
 	switch (fp->l4proto) {
 	case IPPROTO_TCP: {
 		__u32 h[4]; /* source/dest ports, seq, ack; then doff/flags + window */
 
-		if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
+		if (tsnp_load(pk, off, h, sizeof(h)) < 0)
 			return;
 		fp->l4a = h[1];
 		fp->l4b = h[2];
 		fp->l4c = h[3];
-		tsnp_sample(skb, off + ((h[3] & 0xf0) >> 2), end, fp); /* doff in 32-bit words */
+		tsnp_sample(pk, off + ((h[3] & 0xf0) >> 2), end, fp); /* doff in 32-bit words */
 		return;
 	}
 	case IPPROTO_UDP: {
 		__u32 h[2]; /* ports; length + checksum */
 
-		if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
+		if (tsnp_load(pk, off, h, sizeof(h)) < 0)
 			return;
 		fp->l4a = h[1] & bpf_htonl(0xffff0000); /* the length, not the checksum */
-		tsnp_sample(skb, off + 8, end, fp);
+		tsnp_sample(pk, off + 8, end, fp);
 		return;
 	}
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6: {
 		__u8 h[8]; /* type, code, checksum, identifier (NAT rewrites it), sequence */
 
-		if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
+		if (tsnp_load(pk, off, h, sizeof(h)) < 0)
 			return;
 		fp->l4a = (__u32)h[0] << 24 | (__u32)h[1] << 16 | (__u32)h[6] << 8 | h[7];
-		tsnp_sample(skb, off + 8, end, fp);
+		tsnp_sample(pk, off + 8, end, fp);
 		return;
 	}
 	default:
-		tsnp_sample(skb, off, end, fp);
+		tsnp_sample(pk, off, end, fp);
 	}
 }
 
@@ -324,18 +372,19 @@ static __always_inline void tsnp_fp_l4(struct __sk_buff *skb, __u32 off, __u32 e
 static __always_inline int tsnp_fingerprint(struct __sk_buff *skb, struct tsnp_fp *fp,
 					    struct tsnp_addr *src)
 {
-	int l3 = tsnp_l3_offset(skb);
+	struct tsnp_pkt pk = tsnp_pkt_of(skb);
+	int l3 = tsnp_l3_offset(&pk);
 	__u32 end, plen;
 	__u8 version;
 
-	if (l3 < 0 || bpf_skb_load_bytes(skb, l3, &version, 1) < 0)
+	if (l3 < 0 || tsnp_load(&pk, l3, &version, 1) < 0)
 		return -1;
 	version >>= 4;
 	if (version == 4) {
 		__u8 h[20];
 		__u32 ihl;
 
-		if (bpf_skb_load_bytes(skb, l3, h, sizeof(h)) < 0)
+		if (tsnp_load(&pk, l3, h, sizeof(h)) < 0)
 			return -1;
 		ihl = (h[0] & 0xf) * 4;
 		if (ihl < 20)
@@ -355,15 +404,15 @@ static __always_inline int tsnp_fingerprint(struct __sk_buff *skb, struct tsnp_f
 		}
 		/* Later fragments carry no L4 header: sample their payload instead. */
 		if ((h[6] & 0x1f) | h[7])
-			tsnp_sample(skb, l3 + ihl, end, fp);
+			tsnp_sample(&pk, l3 + ihl, end, fp);
 		else
-			tsnp_fp_l4(skb, l3 + ihl, end, fp);
+			tsnp_fp_l4(&pk, l3 + ihl, end, fp);
 		return 0;
 	}
 	if (version == 6) {
 		__u8 h[40];
 
-		if (bpf_skb_load_bytes(skb, l3, h, sizeof(h)) < 0)
+		if (tsnp_load(&pk, l3, h, sizeof(h)) < 0)
 			return -1;
 		fp->family = 6;
 		fp->l4proto = h[6];
@@ -374,7 +423,7 @@ static __always_inline int tsnp_fingerprint(struct __sk_buff *skb, struct tsnp_f
 		plen = ((__u32)h[4] << 8) | h[5];
 		/* payload length 0: a jumbogram (BIG TCP), bounded by the skb */
 		end = plen ? l3 + 40 + plen : skb->len;
-		tsnp_fp_l4(skb, l3 + 40, end, fp);
+		tsnp_fp_l4(&pk, l3 + 40, end, fp);
 		return 0;
 	}
 	return -1;

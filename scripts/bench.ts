@@ -80,7 +80,7 @@ async function main(): Promise<number> {
     }
     if (args.only.has("cost")) {
       const { runProgCost } = await import("./bench/progcost.ts");
-      r.programCost = runProgCost({
+      r.programCost = await runProgCost({
         repeat: q ? 20000 : 100000,
         rounds: q ? 3 : 5,
         distinct: q ? 500 : 2000,

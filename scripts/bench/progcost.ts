@@ -9,12 +9,13 @@ import { BpfObject } from "../../src/bpf/object.ts";
 import { objectBytes } from "../../src/bpf/objects.ts";
 import { PinLayout } from "../../src/bpf/pins.ts";
 import { check, closeFd, objGetRequired } from "../../src/bpf/sys.ts";
-import { NO_CLAMP } from "../../src/bpf/maps.ts";
+import { DatapathMaps, NO_CLAMP } from "../../src/bpf/maps.ts";
+import { startGc } from "../../src/bpf/loader.ts";
 import { Errno } from "../../src/ffi/libc.ts";
 import { libbpf } from "../../src/ffi/libbpf.ts";
 import { BpfTestRunOpts } from "../../src/ffi/structs/bpf.ts";
 import { encode } from "../../src/ffi/structs/layout.ts";
-import { median, onCleanup } from "./common.ts";
+import { median, onCleanup, sleep } from "./common.ts";
 import { BENCH_BPF_OBJECTS } from "./objects.gen.ts";
 import { ResearchDatapath } from "./research_dp.ts";
 
@@ -115,7 +116,7 @@ function clearMap(fd: number, keySize: number): void {
   }
 }
 
-export function runProgCost(o: CostOptions): CostRow[] {
+export async function runProgCost(o: CostOptions): Promise<CostRow[]> {
   const bpffs = `/sys/fs/bpf/tsnp-bench-cost-${crypto.randomUUID().slice(0, 6)}`;
   setupNode({
     bpffs,
@@ -224,7 +225,29 @@ export function runProgCost(o: CostOptions): CostRow[] {
       "repeat",
       rep(restore, pkt, { ingressIfindex: 1 }),
     );
-    add("tsnp_restore", "miss (node's own packet)", "repeat", rep(restore, pkt, {}));
+    add("tsnp_restore", "node's own packet (never a pod's)", "repeat", rep(restore, pkt, {}));
+    add(
+      "tsnp_restore",
+      "forwarded, nothing saved within max_age (gate closed)",
+      "repeat",
+      await (async () => {
+        // The gate needs max_age in jiffies, which the GC measures over two of its ticks.
+        const maps = DatapathMaps.open(bpffs);
+        try {
+          maps.writeConfig({
+            maxAgeNs: 20_000_000n,
+            gcIntervalNs: 10_000_000n,
+            defaultPolicy: { podCookie: 0n, maxPriority: NO_CLAMP },
+          });
+          startGc(bpffs);
+          for (let i = 0; i < 500 && maps.restorerGate().gateJiffies === 0n; i++) await sleep(10);
+          await sleep(200); // no saves meanwhile: the gate closes
+        } finally {
+          maps.close();
+        }
+        return rep(restore, pkt, { ingressIfindex: 1 });
+      })(),
+    );
 
     o.log("progcost: research design (rebuilt)");
     const rSave = research.prog("save");

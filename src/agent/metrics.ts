@@ -15,7 +15,6 @@ const COUNTER_HELP: Record<CounterName, string> = {
   saveFailed: "Packets the saver could not store",
   restored: "Packets whose metadata the restorer wrote back",
   restoredTstamp: "Restored packets that got their SO_TXTIME launch time back",
-  mismatch: "Restorer lookups rejected by the fingerprint check",
   expired: "Entries found too old at restore time",
   notFound: "Forwarded packets at the restorer with no saved entry",
   gcExpired: "Entries the GC timer removed",

@@ -12,6 +12,7 @@ import {
   TsnpAddr,
   TsnpConfig,
   TsnpFp,
+  TsnpLive,
   TsnpMeta,
   TsnpPodCounters,
   TsnpPolicy,
@@ -166,6 +167,21 @@ export class DatapathMaps {
       "default_policy.remap": remap,
     });
     this.#get("tsnp_config").update(new Uint8Array(4), value);
+    // The restorer's gate holds max_age in jiffies: a new age must be measured again (until
+    // then the restorer always looks). The last save time is kept.
+    const live = this.restorerGate();
+    this.#get("tsnp_live").update(
+      new Uint8Array(4),
+      encode(TsnpLive, { last_save_jiffies: live.lastSaveJiffies }),
+    );
+  }
+
+  /** The restorer's gate (struct tsnp_live): gateJiffies 0 = not measured yet. */
+  restorerGate(): { lastSaveJiffies: bigint; gateJiffies: bigint } {
+    const v = this.#get("tsnp_live").lookup(new Uint8Array(4), TsnpLive.size);
+    if (!v) throw new Error("tsnp_live has no entry");
+    const d = decode(TsnpLive, v);
+    return { lastSaveJiffies: d.last_save_jiffies, gateJiffies: d.gate_jiffies };
   }
 
   readConfig(): DatapathConfig {

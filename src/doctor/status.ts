@@ -110,7 +110,6 @@ export function ratesBetween(prev: StatusReport, cur: StatusReport): Record<stri
 const SHOWN = [
   "saved",
   "restored",
-  "mismatch",
   "expired",
   "notFound",
   "saveClamped",

@@ -28,6 +28,12 @@ export interface PacketSpec {
   payload?: Uint8Array;
   /** 802.1Q tag in the frame. */
   vlan?: number;
+  /** An 802.1ad outer tag before the 802.1Q one (QinQ). */
+  outerVlan?: number;
+  /** IPv4 options, in 4-byte words (NOPs). */
+  ipOptionWords?: number;
+  /** TCP options, in 4-byte words (NOPs). */
+  tcpOptionWords?: number;
   /** Value of the bytes padding a short frame to 60 bytes (default 0). */
   padByte?: number;
   /** Garbage in the L4 checksum field (NAT rewrites it). */
@@ -67,12 +73,13 @@ export function buildPacket(s: PacketSpec): Uint8Array<ArrayBuffer> {
       ...u16(s.dport ?? 8080),
       ...u32(s.tcpSeq ?? 1000),
       ...u32(s.tcpAck ?? 2000),
-      0x50,
+      (5 + (s.tcpOptionWords ?? 0)) << 4,
       s.tcpFlags ?? 0x18,
       ...u16(s.tcpWindow ?? 512),
       ...u16(s.l4Checksum ?? 0),
       0,
       0,
+      ...Array(4 * (s.tcpOptionWords ?? 0)).fill(1),
     );
   } else {
     l4.push(
@@ -88,10 +95,11 @@ export function buildPacket(s: PacketSpec): Uint8Array<ArrayBuffer> {
   let l3: number[];
   if (s.family === 4) {
     const frag = ((s.df ?? true) ? 0x4000 : 0) | (s.fragOffset ?? 0);
+    const options = Array(4 * (s.ipOptionWords ?? 0)).fill(1);
     l3 = [
-      0x45,
+      0x40 | (5 + (s.ipOptionWords ?? 0)),
       s.tos ?? 0,
-      ...u16(20 + body.length),
+      ...u16(20 + options.length + body.length),
       ...u16(s.ipId ?? 0x1234),
       ...u16(frag),
       s.ttl ?? 64,
@@ -100,6 +108,7 @@ export function buildPacket(s: PacketSpec): Uint8Array<ArrayBuffer> {
       0,
       ...v4(s.src ?? "10.244.0.10"),
       ...v4(s.dst ?? "198.18.0.2"),
+      ...options,
     ];
   } else {
     const fl = s.flowLabel ?? 0x12345;
@@ -118,7 +127,10 @@ export function buildPacket(s: PacketSpec): Uint8Array<ArrayBuffer> {
   }
   const ethType = s.family === 4 ? [0x08, 0x00] : [0x86, 0xdd];
   const macs = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
-  const vlan = s.vlan !== undefined ? [0x81, 0x00, ...u16(s.vlan)] : [];
+  const vlan = [
+    ...(s.outerVlan !== undefined ? [0x88, 0xa8, ...u16(s.outerVlan)] : []),
+    ...(s.vlan !== undefined ? [0x81, 0x00, ...u16(s.vlan)] : []),
+  ];
   const frame = [...macs, ...vlan, ...ethType, ...l3, ...body];
   // Ethernet minimum; the IP length bounds the packet. Padding bytes are normally zero; a test
   // can make them garbage to prove they are not part of the fingerprint.

@@ -47,6 +47,13 @@ export const TsnpConfig = struct("struct tsnp_config", H, 48, {
   "default_policy.remap": [32, "bytes", 16],
 });
 
+export const TsnpLive = struct("struct tsnp_live", H, 32, {
+  last_save_jiffies: [0, "u64"],
+  gate_jiffies: [8, "u64"],
+  cal_ns: [16, "u64"],
+  cal_jiffies: [24, "u64"],
+});
+
 export const TsnpPodCounters = struct("struct tsnp_pod_counters", H, 24, {
   saved: [0, "u64"],
   clamped: [8, "u64"],
@@ -63,7 +70,6 @@ export const COUNTERS = [
   "saveFailed",
   "restored",
   "restoredTstamp",
-  "mismatch",
   "expired",
   "notFound",
   "gcExpired",

@@ -212,6 +212,12 @@ export class DatapathMaps {
     this.#get("tsnp_policy").update(addrKey(ip), value);
   }
 
+  /** The pod cookie of the policy stored under ip, if any. */
+  policyCookie(ip: string): bigint | undefined {
+    const v = this.#get("tsnp_policy").lookup(addrKey(ip), TsnpPolicy.size);
+    return v ? decode(TsnpPolicy, v).pod_cookie : undefined;
+  }
+
   deletePolicy(ip: string): boolean {
     return this.#get("tsnp_policy").delete(addrKey(ip));
   }

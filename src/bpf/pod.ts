@@ -105,6 +105,8 @@ export interface PodDetachRequest {
   ifname: string;
   /** May be empty or gone (the second DEL of a removed sandbox). */
   netns?: string;
+  /** The interface's addresses (from DEL's prevResult), when the runtime passed them. */
+  ips?: readonly string[];
 }
 
 /** Idempotent: removes the pod's attachments, policies and counters; returns pins removed. */
@@ -120,8 +122,16 @@ export function detachPod(req: PodDetachRequest, openMaps?: DatapathMaps): numbe
   const maps = openMaps ?? DatapathMaps.open(req.bpffs);
   try {
     const cookie = podCookie(req.containerId);
-    for (const { ip, policy } of maps.policies()) {
-      if (policy.podCookie === cookie) maps.deletePolicy(ip);
+    // The policies ADD wrote are keyed by the addresses DEL's prevResult names again: remove
+    // those directly. Only without them (or when none is the pod's) walk the whole map, which
+    // costs two syscalls per pod address on the node, under the node-wide lock.
+    const own = (req.ips ?? []).filter((ip) => maps.policyCookie(ip) === cookie);
+    if (own.length) {
+      for (const ip of own) maps.deletePolicy(ip);
+    } else {
+      for (const { ip, policy } of maps.policies()) {
+        if (policy.podCookie === cookie) maps.deletePolicy(ip);
+      }
     }
     maps.deletePodCounters(cookie);
   } finally {

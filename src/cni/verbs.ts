@@ -214,6 +214,7 @@ export function cmdDel(inv: Invocation): void {
         containerId: env.containerId,
         ifname: env.ifname,
         netns,
+        ips: inv.prevResult ? podAddresses(inv.prevResult, env.ifname) : undefined,
       });
     } catch (e) {
       // Maps gone (node uninstalled): the pins were removed before the maps were needed.

@@ -312,3 +312,54 @@ Deno.test("concurrent ADD and DEL of pods sharing a recycled address keep the ne
     }
   });
 });
+
+Deno.test("a pod with two interfaces: DEL of one keeps the other's attachment and policy", async () => {
+  await withNode(async (node) => {
+    await withPod(async (pod) => {
+      // A second network (as Multus adds one): net1 with its own addresses.
+      const peer = `${pod.hostVeth}n1`;
+      await run([
+        "ip",
+        "link",
+        "add",
+        peer,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "net1",
+        "netns",
+        pod.name,
+      ]);
+      try {
+        await run(["ip", "-n", pod.name, "link", "set", "net1", "up"]);
+        const net1: TestPod = {
+          ...pod,
+          hostVeth: peer,
+          ifname: "net1",
+          ipv4: pod.ipv4.replace(/^10\.77\./, "10.78."),
+          ipv6: pod.ipv6.replace(/^fd00:77:/, "fd00:78:"),
+        };
+        const conf = (p: TestPod) => ({ ...entry(node), prevResult: prevResultFor(p) });
+        assertOk(await cni({ command: "ADD", pod, stdin: conf(pod) }));
+        assertOk(await cni({ command: "ADD", pod: net1, stdin: conf(net1) }));
+        assertOk(await cni({ command: "DEL", pod, stdin: conf(pod) }));
+        const maps = DatapathMaps.open(node.bpffs);
+        try {
+          const ips = maps.policies().map((p) => p.ip).sort();
+          assert.deepEqual(ips, [net1.ipv4, net1.ipv6].sort(), "only net1's policy is left");
+        } finally {
+          maps.close();
+        }
+        assert.equal(podPins(node.bpffs, pod.containerId, "eth0").length, 0);
+        assert.equal(podPins(node.bpffs, pod.containerId, "net1").length, 1);
+        assertOk(await cni({ command: "CHECK", pod: net1, stdin: conf(net1) }));
+        // DEL without prevResult (a runtime that lost it) still removes everything it owns.
+        assertOk(await cni({ command: "DEL", pod: net1, stdin: entry(node) }));
+        assert.deepEqual(podState(node), { pins: [], policies: 0 });
+      } finally {
+        await run(["ip", "link", "del", peer], { allowFail: true });
+      }
+    });
+  });
+});

@@ -121,7 +121,7 @@ struct tsnp_pod_counters {
 struct tsnp_live {
 	__u64 last_save_jiffies; /* stored by savers before their packet leaves them */
 	__u64 gate_jiffies;	 /* max_age in jiffies, or 0: not measured yet */
-	__u64 cal_ns;		 /* the GC's previous reading of the clock ... */
+	__u64 cal_ns;		 /* the GC's last tick: its clock reading (also a heartbeat) ... */
 	__u64 cal_jiffies;	 /* ... and of jiffies */
 };
 

@@ -7,7 +7,7 @@ import type { LatencyResult, Plugin, ScaleResult } from "./cni.ts";
 import type { FidelityResult } from "./fidelity.ts";
 import type { CostRow } from "./progcost.ts";
 import { COLORS, type Panel, renderSvg } from "./svg.ts";
-import type { ThroughputResult } from "./throughput.ts";
+import type { InSitu, ThroughputResult } from "./throughput.ts";
 
 export interface Report {
   version: 1;
@@ -61,6 +61,20 @@ export function render(r: Report): { tables: string[]; svg: string } {
         row("TCP iperf3, Gbit/s", t.tcpGbps.with, t.tcpGbps.without, t.tcpRatio),
       ],
     ));
+    if (t.inSitu) {
+      const s = t.inSitu;
+      tables.push(table(
+        "1a'. Per-program cost on the real path (kernel run-time stats, one more run of each; ns per packet)",
+        ["traffic", "tsnp_save ns", "save runs", "tsnp_restore ns", "restore runs"],
+        [
+          ["UDP 64 B prio 3 (every packet saved and restored)", s.udp],
+          ["TCP iperf3 prio 0 (saver skips)", s.tcp],
+        ].map(([name, x]) => {
+          const v = x as InSitu;
+          return [name as string, r1(v.saveNs), v.saveRuns, r1(v.restoreNs), v.restoreRuns];
+        }),
+      ));
+    }
     panels.push({
       title: "Datapath throughput with / without tsnproxy",
       unit: "ratio (medians)",

@@ -4,7 +4,14 @@
  * same namespaces (ABBA order against drift). UDP: 64-byte datagrams at priority 3, flat out
  * from one Python talker, so every packet is saved and restored (the worst case); rate from
  * the far end's receive counter. TCP: iperf3 (priority 0: saver skips, restorer misses).
+ *
+ * Then one more run of each with the kernel's run-time stats on (BPF_ENABLE_STATS): each
+ * program's average ns per packet on the real path, warm caches and all, which
+ * BPF_PROG_TEST_RUN cannot show. Stats cost two clock reads per run, so the ratio runs
+ * above never have them on.
  */
+import { PinLayout } from "../../src/bpf/pins.ts";
+import { closeFd, enableRunTimeStats, objGetRequired, progInfo } from "../../src/bpf/sys.ts";
 import { FAR_V4 } from "../../tests/lib/topology.ts";
 import { FLOOD, linkStats, median, sh, sleep } from "./common.ts";
 import { BenchNode, floodResult, spawnIn } from "./node.ts";
@@ -16,6 +23,43 @@ export interface ThroughputResult {
   tcpGbps: { without: number[]; with: number[] };
   udpRatio: number;
   tcpRatio: number;
+  /** Average ns per run of each program on the real path (kernel run-time stats). */
+  inSitu: {
+    udp: InSitu;
+    tcp: InSitu;
+  };
+}
+
+export interface InSitu {
+  saveNs: number;
+  saveRuns: number;
+  restoreNs: number;
+  restoreRuns: number;
+}
+
+/** Runs fn with run-time stats on; returns each program's average ns per run over it. */
+async function measureInSitu(bpffs: string, fn: () => Promise<unknown>): Promise<InSitu> {
+  const pins = new PinLayout(bpffs);
+  const fds = [objGetRequired(pins.prog("save")), objGetRequired(pins.prog("restore"))];
+  const stats = enableRunTimeStats();
+  try {
+    const before = fds.map(progInfo);
+    await fn();
+    const after = fds.map(progInfo);
+    const [save, restore] = after.map((a, i) => {
+      const runs = Number(a.runCount - before[i].runCount);
+      return { ns: runs ? Number(a.runTimeNs - before[i].runTimeNs) / runs : NaN, runs };
+    });
+    return {
+      saveNs: save.ns,
+      saveRuns: save.runs,
+      restoreNs: restore.ns,
+      restoreRuns: restore.runs,
+    };
+  } finally {
+    closeFd(stats);
+    fds.forEach(closeFd);
+  }
 }
 
 export async function runThroughput(
@@ -29,6 +73,10 @@ export async function runThroughput(
     tcpGbps: { without: [], with: [] },
     udpRatio: NaN,
     tcpRatio: NaN,
+    inSitu: {
+      udp: { saveNs: NaN, saveRuns: 0, restoreNs: NaN, restoreRuns: 0 },
+      tcp: { saveNs: NaN, saveRuns: 0, restoreNs: NaN, restoreRuns: 0 },
+    },
   };
   try {
     const pod = node.topo.pods[0];
@@ -104,6 +152,15 @@ export async function runThroughput(
     }
     res.udpRatio = median(res.udpKpps.with) / median(res.udpKpps.without);
     res.tcpRatio = median(res.tcpGbps.with) / median(res.tcpGbps.without);
+    set(true);
+    res.inSitu.udp = await measureInSitu(node.bpffs, udp);
+    res.inSitu.tcp = await measureInSitu(node.bpffs, tcp);
+    const fmt = (x: InSitu) =>
+      `save ${x.saveNs.toFixed(0)} ns x ${x.saveRuns}, restore ${
+        x.restoreNs.toFixed(0)
+      } ns x ${x.restoreRuns}`;
+    o.log(`in situ, udp priority 3: ${fmt(res.inSitu.udp)}`);
+    o.log(`in situ, tcp priority 0: ${fmt(res.inSitu.tcp)}`);
     return res;
   } finally {
     await node.destroy();

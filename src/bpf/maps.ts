@@ -176,6 +176,12 @@ export class DatapathMaps {
     );
   }
 
+  /** CLOCK_MONOTONIC ns of the GC timer's last tick (0: none since the last config write). */
+  lastGcTickNs(): bigint {
+    const v = this.#get("tsnp_live").lookup(new Uint8Array(4), TsnpLive.size);
+    return v ? decode(TsnpLive, v).cal_ns : 0n;
+  }
+
   /** The restorer's gate (struct tsnp_live): gateJiffies 0 = not measured yet. */
   restorerGate(): { lastSaveJiffies: bigint; gateJiffies: bigint } {
     const v = this.#get("tsnp_live").lookup(new Uint8Array(4), TsnpLive.size);

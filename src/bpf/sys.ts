@@ -71,11 +71,21 @@ export interface ProgInfo {
   type: number;
   name: string;
   tag: string;
+  /** Time spent in the program and runs, counted while run-time stats are enabled. */
+  runTimeNs: bigint;
+  runCount: bigint;
 }
 
 export function progInfo(fd: number): ProgInfo {
   const v = infoByFd(fd, BpfProgInfo, "program");
-  return { id: v.id, type: v.type, name: nulTerminated(v.name), tag: hex(v.tag) };
+  return {
+    id: v.id,
+    type: v.type,
+    name: nulTerminated(v.name),
+    tag: hex(v.tag),
+    runTimeNs: v.run_time_ns,
+    runCount: v.run_cnt,
+  };
 }
 
 export interface MapInfo {
@@ -133,3 +143,17 @@ export function lastErrno(): number {
 }
 
 export { cString };
+
+/**
+ * Turns on the kernel's per-program run-time accounting (BPF_ENABLE_STATS) for as long as
+ * the returned fd is open. It costs two clock reads per program run, so it is for
+ * measurements, never left on.
+ */
+export function enableRunTimeStats(): number {
+  const BPF_STATS_RUN_TIME = 0;
+  return check(
+    libbpf().bpf_enable_stats(BPF_STATS_RUN_TIME),
+    "cannot enable BPF run-time stats",
+    "run as root (CAP_SYS_ADMIN)",
+  );
+}

@@ -26,6 +26,7 @@ export const libbpfSymbols = {
   bpf_obj_get: { parameters: ["buffer"], result: "i32" },
   bpf_obj_pin: { parameters: ["i32", "buffer"], result: "i32" },
   bpf_obj_get_info_by_fd: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  bpf_enable_stats: { parameters: ["i32"], result: "i32" },
   bpf_prog_get_fd_by_id: { parameters: ["u32"], result: "i32" },
   bpf_link_get_fd_by_id: { parameters: ["u32"], result: "i32" },
   bpf_map_get_fd_by_id: { parameters: ["u32"], result: "i32" },

@@ -1,4 +1,4 @@
-/** libc symbols tsnproxy needs: namespaces, interface names, errno. */
+/** libc symbols tsnproxy needs: namespaces, interface names, errno, the monotonic clock. */
 import { cstr, cString, type LazyLibrary, lazyLibrary } from "./open.ts";
 
 export const libcSymbols = {
@@ -12,6 +12,7 @@ export const libcSymbols = {
   vsnprintf: { parameters: ["buffer", "usize", "pointer", "pointer"], result: "i32" },
   getpid: { parameters: [], result: "i32" },
   gettid: { parameters: [], result: "i32" },
+  clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 let lib: LazyLibrary<typeof libcSymbols> | undefined;
@@ -48,6 +49,17 @@ export const Errno = {
   E2BIG: 7,
   ENOTSUPP: 524,
 } as const;
+
+const CLOCK_MONOTONIC = 1;
+
+/** CLOCK_MONOTONIC in ns: the clock bpf_ktime_get_ns() reads, to compare with its stamps. */
+export function monotonicNs(): bigint {
+  const ts = new BigInt64Array(2); // struct timespec: tv_sec, tv_nsec
+  if (libc().clock_gettime(CLOCK_MONOTONIC, new Uint8Array(ts.buffer)) !== 0) {
+    throw new Error(`clock_gettime(CLOCK_MONOTONIC) failed: errno ${errno()}`);
+  }
+  return ts[0] * 1_000_000_000n + ts[1];
+}
 
 export function errno(): number {
   const p = libc().__errno_location();

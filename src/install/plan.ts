@@ -41,6 +41,7 @@ import {
 } from "./qdisc_plan.ts";
 import { type InstallState, readState, sameState, statePath, writeState } from "./state.ts";
 import { recoverInterruptedWrites } from "./atomic.ts";
+import { monotonicNs } from "../ffi/libc.ts";
 
 export interface InstallTarget {
   cfg: NodeConfig;
@@ -115,13 +116,20 @@ function exists(path: string): boolean {
 }
 
 /** GC armed and ticking: it has run, or its map is too young to have run yet. */
-function gcLooksArmed(maps: DatapathMaps, pins: PinLayout, intervalNs: bigint): boolean {
-  if (maps.counters().gcRuns > 0n) return true;
-  try {
-    const born = Deno.statSync(pins.map("tsnp_gc")).mtime?.getTime() ?? 0;
-    return Date.now() - born < Number(intervalNs / 1_000_000n) * 3 + 1000;
-  } catch {
-    return false;
+/**
+ * Whether the GC timer is running. Each tick stores its clock reading (tsnp_live.cal_ns), so a
+ * running timer's last tick is at most an interval old. Right after it was (re)armed no tick
+ * has happened yet: wait for the first one, at most an interval and a second.
+ */
+function gcLooksArmed(maps: DatapathMaps, intervalNs: bigint): boolean {
+  const slackNs = 1_000_000_000n;
+  const deadline = monotonicNs() + intervalNs + slackNs;
+  for (;;) {
+    const last = maps.lastGcTickNs();
+    const now = monotonicNs();
+    if (last > 0n && now - last <= 2n * intervalNs + slackNs) return true;
+    if (last > 0n || now >= deadline) return false;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20); // sleep 20 ms
   }
 }
 
@@ -147,7 +155,7 @@ export function planDatapath(cfg: NodeConfig): DatapathPlan {
     const maps = DatapathMaps.open(cfg.bpffs);
     try {
       plan.writeConfig = !sameConfig(maps.readConfig(), config);
-      plan.startGc = plan.writeConfig || !gcLooksArmed(maps, pins, config.gcIntervalNs);
+      plan.startGc = plan.writeConfig || !gcLooksArmed(maps, config.gcIntervalNs);
     } catch {
       plan.writeConfig = true;
     } finally {

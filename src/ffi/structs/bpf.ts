@@ -72,12 +72,15 @@ export const BpfTestRunOpts = struct("struct bpf_test_run_opts", BPF, 80, {
 }, { prefix: true });
 
 /** The fields we read of bpf_prog_info; the kernel fills as much as we give it room for. */
-export const BpfProgInfo = struct("struct bpf_prog_info", UAPI, 64 + 16, {
+export const BpfProgInfo = struct("struct bpf_prog_info", UAPI, 208, {
   type: [0, "u32"],
   id: [4, "u32"],
   tag: [8, "bytes", 8],
   load_time: [40, "u64"],
   name: [64, "bytes", 16],
+  /** Filled while BPF_ENABLE_STATS (or the kernel.bpf_stats_enabled sysctl) is on. */
+  run_time_ns: [192, "u64"],
+  run_cnt: [200, "u64"],
 }, { prefix: true });
 
 export const BpfMapInfo = struct("struct bpf_map_info", UAPI, 40, {

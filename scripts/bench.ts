@@ -14,13 +14,16 @@
  *   --quick            fewer packets, pods and alternations (about 3 minutes)
  *   --only=a,b         sections: throughput, cost, fidelity, cni, scale
  *   --out=PATH --svg=PATH
+ *   --render           print the tables and draw the chart again from an existing --out report
  */
 import { round, runCleanups } from "./bench/common.ts";
+import type { Report } from "./bench/report.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
 interface Args {
   quick: boolean;
+  render: boolean;
   only: Set<string>;
   out: string;
   svg: string;
@@ -31,6 +34,7 @@ const SECTIONS = ["throughput", "cost", "fidelity", "cni", "scale"];
 function parseArgs(argv: string[]): Args {
   const a: Args = {
     quick: false,
+    render: false,
     only: new Set(SECTIONS),
     out: `${ROOT}.cache/bench/report.json`,
     svg: `${ROOT}docs/bench.svg`,
@@ -38,6 +42,7 @@ function parseArgs(argv: string[]): Args {
   for (const arg of argv) {
     const [k, v] = arg.split("=", 2);
     if (k === "--quick") a.quick = true;
+    else if (k === "--render") a.render = true;
     else if (k === "--only" && v) {
       a.only = new Set(v.split(","));
       for (const s of a.only) if (!SECTIONS.includes(s)) throw new Error(`unknown section ${s}`);
@@ -50,8 +55,21 @@ function parseArgs(argv: string[]): Args {
 
 const log = (s: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${s}`);
 
+async function output(r: Report, args: Args): Promise<void> {
+  const { render } = await import("./bench/report.ts");
+  const { tables, svg } = render(r);
+  for (const t of tables) console.log(t);
+  await Deno.mkdir(args.svg.replace(/\/[^/]*$/, ""), { recursive: true });
+  await Deno.writeTextFile(args.svg, svg);
+  console.log(`\nreport: ${args.out}\nchart:  ${args.svg}\ntook ${r.seconds} s`);
+}
+
 async function main(): Promise<number> {
   const args = parseArgs(Deno.args);
+  if (args.render) {
+    await output(JSON.parse(await Deno.readTextFile(args.out)) as Report, args);
+    return 0;
+  }
   if (Deno.uid() !== 0) {
     console.error("bench: needs root (network namespaces, BPF)");
     return 1;
@@ -63,7 +81,7 @@ async function main(): Promise<number> {
     stderr: "inherit",
   }).output();
   if (!b.success) throw new Error("scripts/build_bpf.ts failed");
-  const { report, render } = await import("./bench/report.ts");
+  const { report } = await import("./bench/report.ts");
   const started = performance.now();
   const q = args.quick;
   const r = report(q);
@@ -118,11 +136,7 @@ async function main(): Promise<number> {
   r.seconds = round((performance.now() - started) / 1000);
   await Deno.mkdir(args.out.replace(/\/[^/]*$/, ""), { recursive: true });
   await Deno.writeTextFile(args.out, JSON.stringify(r, null, 2) + "\n");
-  const { tables, svg } = render(r);
-  for (const t of tables) console.log(t);
-  await Deno.mkdir(args.svg.replace(/\/[^/]*$/, ""), { recursive: true });
-  await Deno.writeTextFile(args.svg, svg);
-  console.log(`\nreport: ${args.out}\nchart:  ${args.svg}\ntook ${r.seconds} s`);
+  await output(r, args);
   return 0;
 }
 

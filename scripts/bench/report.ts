@@ -106,6 +106,11 @@ export function render(r: Report): { tables: string[]; svg: string } {
       ["save, prio 3", pick("tsnp_save", "priority 3, same packet again (in-flight count +1)")],
       ["restore hit", pick("tsnp_restore", "hit (forwarded, entry found, priority written)")],
       ["restore miss", pick("tsnp_restore", "miss (forwarded, no entry)")],
+      [
+        "restore, idle",
+        pick("tsnp_restore", "forwarded, nothing saved within max_age (gate closed)"),
+      ],
+      ["restore, node pkt", pick("tsnp_restore", "node's own packet (never a pod's)")],
     ] as const;
     panels.push({
       title: "tsnproxy program cost (test_run, repeat, net)",

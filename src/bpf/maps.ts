@@ -169,24 +169,27 @@ export class DatapathMaps {
     this.#get("tsnp_config").update(new Uint8Array(4), value);
     // The restorer's gate holds max_age in jiffies: a new age must be measured again (until
     // then the restorer always looks). The last save time is kept.
-    const live = this.restorerGate();
     this.#get("tsnp_live").update(
       new Uint8Array(4),
-      encode(TsnpLive, { last_save_jiffies: live.lastSaveJiffies }),
+      encode(TsnpLive, { last_save_jiffies: this.#live().last_save_jiffies }),
     );
+  }
+
+  /** struct tsnp_live: the restorer's gate and the GC timer's last tick. */
+  #live() {
+    const v = this.#get("tsnp_live").lookup(new Uint8Array(4), TsnpLive.size);
+    if (!v) throw new Error("tsnp_live has no entry");
+    return decode(TsnpLive, v);
   }
 
   /** CLOCK_MONOTONIC ns of the GC timer's last tick (0: none since the last config write). */
   lastGcTickNs(): bigint {
-    const v = this.#get("tsnp_live").lookup(new Uint8Array(4), TsnpLive.size);
-    return v ? decode(TsnpLive, v).cal_ns : 0n;
+    return this.#live().cal_ns;
   }
 
-  /** The restorer's gate (struct tsnp_live): gateJiffies 0 = not measured yet. */
+  /** The restorer's gate: gateJiffies 0 = not measured yet. */
   restorerGate(): { lastSaveJiffies: bigint; gateJiffies: bigint } {
-    const v = this.#get("tsnp_live").lookup(new Uint8Array(4), TsnpLive.size);
-    if (!v) throw new Error("tsnp_live has no entry");
-    const d = decode(TsnpLive, v);
+    const d = this.#live();
     return { lastSaveJiffies: d.last_save_jiffies, gateJiffies: d.gate_jiffies };
   }
 

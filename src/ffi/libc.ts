@@ -1,4 +1,5 @@
 /** libc symbols tsnproxy needs: namespaces, interface names, errno, the monotonic clock. */
+import { KernelError } from "../errors.ts";
 import { cstr, cString, type LazyLibrary, lazyLibrary } from "./open.ts";
 
 export const libcSymbols = {
@@ -56,7 +57,12 @@ const CLOCK_MONOTONIC = 1;
 export function monotonicNs(): bigint {
   const ts = new BigInt64Array(2); // struct timespec: tv_sec, tv_nsec
   if (libc().clock_gettime(CLOCK_MONOTONIC, new Uint8Array(ts.buffer)) !== 0) {
-    throw new Error(`clock_gettime(CLOCK_MONOTONIC) failed: errno ${errno()}`);
+    const e = errno();
+    throw new KernelError(
+      `clock_gettime(CLOCK_MONOTONIC): ${strerror(e)}`,
+      "a Linux libc is needed",
+      e,
+    );
   }
   return ts[0] * 1_000_000_000n + ts[1];
 }

@@ -115,7 +115,6 @@ function exists(path: string): boolean {
   }
 }
 
-/** GC armed and ticking: it has run, or its map is too young to have run yet. */
 /**
  * Whether the GC timer is running. Each tick stores its clock reading (tsnp_live.cal_ns), so a
  * running timer's last tick is at most an interval old. Right after it was (re)armed no tick

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import * as bpf from "../../src/ffi/structs/bpf.ts";
 import * as datapath from "../../src/ffi/structs/datapath.ts";
+import { snake } from "../../src/agent/metrics.ts";
 import { fieldSize, type FieldSpec, type StructLayout } from "../../src/ffi/structs/layout.ts";
 
 type AnyLayout = StructLayout<Record<string, FieldSpec>>;
@@ -100,9 +101,7 @@ Deno.test("the datapath counters match enum tsnp_counter", async () => {
   const src = [
     '#include "tsnproxy.h"',
     ...datapath.COUNTERS.map((name, i) =>
-      `_Static_assert(TSNP_${
-        name.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()
-      } == ${i}, "counter ${i}");`
+      `_Static_assert(TSNP_${snake(name).toUpperCase()} == ${i}, "counter ${i}");`
     ),
     `_Static_assert(TSNP_COUNTER_MAX == ${datapath.COUNTERS.length}, "counter count");`,
   ];

@@ -3,26 +3,26 @@
  * restore: tc egress of the node's TSN interface (default), or tc ingress of the pod's
  * host-side veth.
  *
- * Recomputes the packet's fingerprint and, when the saver recorded it within the age
- * limit, writes the pod's priority back (taprio/mqprio map it to a traffic class) and,
- * when the kernel dropped it on the way, the launch time with its clock type (etf and
- * taprio's txtime-assist read it).
+ * Writes the pod's priority back (taprio/mqprio map it to a traffic class) from the tag the
+ * saver put in skb->tc_index. Otherwise recomputes the packet's fingerprint and, when the
+ * saver recorded it within the age limit, restores the priority and, when the kernel
+ * dropped it on the way, the launch time with its clock type (etf and taprio's
+ * txtime-assist read it).
  *
- * Cost order: packets the node itself sends (ingress_ifindex 0) are never a pod's and leave
- * at once; while no pod has saved anything within max_age, forwarded packets leave after
- * one jiffies comparison; only then is the packet parsed and looked up.
+ * Cost order: a tagged packet is done after one load and two stores. Then packets the node
+ * itself sends (ingress_ifindex 0) are never in the table and leave; while no pod has saved
+ * anything in the table within max_age, forwarded packets leave after one jiffies
+ * comparison; only then is the packet parsed and looked up. The tag is checked first
+ * because tunnel encapsulation (VXLAN, IPIP) turns a pod's packet into one the node sends.
  */
 #include "tsnproxy.h"
 
-static __always_inline void count_pod(__u64 cookie)
+static __always_inline void count_pod(__u16 slot)
 {
-	struct tsnp_pod_counters *c;
+	struct tsnp_pod_counters *c = tsnp_pod_counters_of(slot);
 
-	if (!cookie)
-		return;
-	c = bpf_map_lookup_elem(&tsnp_pod_stats, &cookie);
 	if (c)
-		c->restored++;
+		c->restored++; /* per-CPU: no atomics needed */
 }
 
 static __always_inline void restore_tstamp(struct __sk_buff *skb, struct tsnp_meta *m)
@@ -41,13 +41,21 @@ static __always_inline void restore_tstamp(struct __sk_buff *skb, struct tsnp_me
 SEC("tc")
 int tsnp_restore(struct __sk_buff *skb)
 {
-	__u8 ttype = skb->tstamp_type; /* read it: otherwise tc ingress hides TAI stamps */
+	__u32 tag = skb->tc_index;
+	__u8 ttype;
 	struct tsnp_fp fp = {};
 	struct tsnp_config *cfg;
 	struct tsnp_live *live;
 	struct tsnp_meta *m;
 	__u64 now;
 
+	if (tsnp_is_tag(tag)) {
+		skb->priority = tag & TSNP_TAG_PRIO_MAX;
+		tsnp_count(TSNP_RESTORED);
+		count_pod((tag >> 4) & (TSNP_SLOTS - 1));
+		return TSNP_NEXT;
+	}
+	ttype = skb->tstamp_type; /* read it: otherwise tc ingress hides TAI stamps */
 	/* Sent by the node: even with the same bytes as a pod's packet, not ours to change. */
 	if (!skb->ingress_ifindex)
 		return TSNP_NEXT;
@@ -57,7 +65,7 @@ int tsnp_restore(struct __sk_buff *skb)
 	if (live->gate_jiffies &&
 	    tsnp_older_than(bpf_jiffies64(), live->last_save_jiffies, live->gate_jiffies))
 		return TSNP_NEXT; /* nothing saved recently enough to restore: no parsing */
-	if (tsnp_fingerprint(skb, &fp, NULL) < 0)
+	if (tsnp_fingerprint(skb, &fp) < 0)
 		return TSNP_NEXT;
 	m = bpf_map_lookup_elem(&tsnp_meta, &fp);
 	if (!m) {
@@ -84,7 +92,7 @@ int tsnp_restore(struct __sk_buff *skb)
 	if ((m->flags & TSNP_META_HAS_TSTAMP) && (!skb->tstamp || ttype != m->tstamp_type))
 		restore_tstamp(skb, m);
 	tsnp_count(TSNP_RESTORED);
-	count_pod(m->pod_cookie);
+	count_pod(m->slot);
 	if (m->pending <= 0)
 		bpf_map_delete_elem(&tsnp_meta, &fp);
 	return TSNP_NEXT;

@@ -3,10 +3,25 @@
  * tsnproxy datapath: definitions shared by every program.
  *
  * The kernel erases a pod packet's TSN metadata when it crosses the pod's veth
- * (__dev_forward_skb zeroes skb->priority, scrubbing clears a non-mono skb->tstamp,
- * IPv4 forwarding rewrites priority from TOS). The saver (save.c, pod eth0 egress)
- * records that metadata under a content fingerprint of the packet; the restorer
- * (restore.c, TSN NIC egress) recomputes the fingerprint and writes it back.
+ * (__dev_forward_skb zeroes skb->priority, scrubbing clears an untyped skb->tstamp,
+ * IPv4 forwarding rewrites priority from TOS). The saver (save.c, pod eth0 egress) puts
+ * that metadata where it survives; the restorer (restore.c, TSN NIC egress) writes it back.
+ *
+ * Two carriers, chosen per packet by the saver:
+ *
+ * 1. The tag (nearly every packet): skb->tc_index. Nothing between the pod's veth and the
+ *    node's NIC touches it: veth scrubbing, bridging, routing, NAT, GSO segmentation, IP
+ *    fragmentation and tunnel encapsulation (VXLAN, IPIP) keep or copy it, and its only
+ *    in-kernel writers were the dsmark qdisc and the tcindex classifier (removed in 6.8 and
+ *    6.3). It holds a priority of 0-15 (all taprio and mqprio look at) and the pod's counter
+ *    slot. A launch time with a clock type (CLOCK_MONOTONIC, or CLOCK_TAI on 6.11+) needs no
+ *    carrier: scrubbing and forwarding keep typed stamps. No map, no parsing at restore,
+ *    nothing to expire: the metadata travels on the packet itself.
+ *
+ * 2. The fingerprint table (the rest): a launch time without a clock type (CLOCK_TAI before
+ *    6.11), which the veth crossing clears, or a priority above 15 (a qdisc class id). The
+ *    saver records the metadata under a content fingerprint of the packet; the restorer
+ *    recomputes it and looks it up.
  *
  * Why a content fingerprint and not the skb pointer: the pointer is recycled within
  * microseconds (stale entries then restore the wrong metadata onto unrelated packets),
@@ -37,6 +52,25 @@
 #define TSNP_TSTAMP_MONO 1
 #define TSNP_TSTAMP_TAI 2 /* 6.11+ */
 
+/*
+ * The tag in skb->tc_index: 0b101 in bits 15-13 (another user's value is not mistaken for
+ * ours), the pod's counter slot in bits 12-4, the priority in bits 3-0.
+ */
+#define TSNP_TAG_MASK 0xe000
+#define TSNP_TAG 0xa000
+#define TSNP_TAG_PRIO_MAX 15
+#define TSNP_SLOTS 512 /* per-pod counter slots; slot 0: no pod (the node default policy) */
+
+static __always_inline __u16 tsnp_tag(__u16 slot, __u32 prio)
+{
+	return TSNP_TAG | (slot & (TSNP_SLOTS - 1)) << 4 | prio;
+}
+
+static __always_inline int tsnp_is_tag(__u32 tc_index)
+{
+	return (tc_index & TSNP_TAG_MASK) == TSNP_TAG;
+}
+
 #define TSNP_PAYLOAD_SAMPLE 12
 
 /* Offsets below this are read in place when the linear area holds them (headers, sample). */
@@ -60,12 +94,11 @@ struct tsnp_fp {
 struct tsnp_meta {
 	__u64 tstamp;	   /* skb->tstamp (launch time), valid with TSNP_META_HAS_TSTAMP */
 	__u64 saved_ns;	   /* bpf_ktime_get_ns() at save, for the age limit */
-	__u64 pod_cookie;  /* identifies the pod for per-pod counters (0 = unknown) */
+	__s64 pending;	   /* saved copies not yet restored (identical packets share a key) */
 	__u32 priority;	   /* skb->priority after the pod's policy */
 	__u8 tstamp_type;  /* TSNP_TSTAMP_* */
 	__u8 flags;	   /* TSNP_META_* */
-	__u16 _pad;
-	__s64 pending;	   /* saved copies not yet restored (identical packets share a key) */
+	__u16 slot;	   /* the pod's counter slot (0 = none) */
 };
 
 #define TSNP_POLICY_REMAP 0x1
@@ -74,7 +107,8 @@ struct tsnp_meta {
 struct tsnp_policy {
 	__u64 pod_cookie;
 	__u32 max_priority;
-	__u32 flags;	    /* TSNP_POLICY_* */
+	__u16 flags;	    /* TSNP_POLICY_* */
+	__u16 slot;	    /* the pod's counter slot in tsnp_pod_stats (0 = none) */
 	__u8 remap[16];
 };
 
@@ -87,6 +121,18 @@ struct tsnp_config {
 	__u64 max_age_ns;     /* entries older than this never restore; GC removes them */
 	__u64 gc_interval_ns; /* GC timer period */
 	struct tsnp_policy default_policy; /* pods without an entry in tsnp_policy */
+	__u64 policy_gen;     /* bumped by user space after any policy change (never 0) */
+};
+
+/*
+ * Each CPU's saver remembers the last source address it looked up and its policy: a pod's
+ * packets come in runs, and the hash lookup is the most expensive step of a tagged save.
+ * Valid while gen equals tsnp_config.policy_gen.
+ */
+struct tsnp_policy_cache {
+	struct tsnp_addr src;
+	__u64 gen;	/* 0: empty */
+	struct tsnp_policy policy;
 };
 
 enum tsnp_counter {
@@ -100,6 +146,7 @@ enum tsnp_counter {
 	TSNP_GC_EXPIRED,	/* entries removed by the GC timer */
 	TSNP_GC_RUNS,		/* GC timer callbacks */
 	TSNP_TSTAMP_FAILED,	/* launch time could not be written */
+	TSNP_SAVED_TABLE,	/* of the saved packets, those that needed the fingerprint table */
 	TSNP_COUNTER_MAX,
 };
 
@@ -177,12 +224,36 @@ struct {
 } tsnp_stats SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tsnp_policy_cache);
+} tsnp_policy_cache SEC(".maps");
+
+/* Per-pod counters by slot. User space hands out slots at CNI ADD and zeroes them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TSNP_SLOTS);
+	__type(key, __u32);
 	__type(value, struct tsnp_pod_counters);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } tsnp_pod_stats SEC(".maps");
+
+/* The pod cookie that owns each slot (0 = free). Only user space reads and writes it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TSNP_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tsnp_slots SEC(".maps");
+
+static __always_inline struct tsnp_pod_counters *tsnp_pod_counters_of(__u16 slot)
+{
+	__u32 key = slot;
+
+	return slot ? bpf_map_lookup_elem(&tsnp_pod_stats, &key) : NULL;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -364,13 +435,34 @@ static __always_inline void tsnp_fp_l4(struct tsnp_pkt *pk, __u32 off, __u32 end
 	}
 }
 
-/*
- * Fills fp from the packet. When src is not NULL it also receives the source address
- * (the saver looks the pod's policy up by it). Returns 0, or -1 for packets that are not
- * IPv4/IPv6.
- */
-static __always_inline int tsnp_fingerprint(struct __sk_buff *skb, struct tsnp_fp *fp,
-					    struct tsnp_addr *src)
+/* The source address (the saver looks the pod's policy up by it) and the L4 protocol
+ * (IPv6: the fixed header's next header). Returns 0, or -1 for packets that are not IP. */
+static __always_inline int tsnp_source(struct __sk_buff *skb, struct tsnp_addr *src,
+				       __u8 *l4proto)
+{
+	struct tsnp_pkt pk = tsnp_pkt_of(skb);
+	int l3 = tsnp_l3_offset(&pk);
+	__u8 h[16]; /* IPv4: through the source address; IPv6: next header, hop limit */
+
+	if (l3 < 0 || tsnp_load(&pk, l3, h, sizeof(h)) < 0)
+		return -1;
+	switch (h[0] >> 4) {
+	case 4:
+		*l4proto = h[9];
+		__builtin_memset(src, 0, sizeof(*src));
+		src->addr[10] = 0xff;
+		src->addr[11] = 0xff;
+		__builtin_memcpy(&src->addr[12], &h[12], 4);
+		return 0;
+	case 6:
+		*l4proto = h[6];
+		return tsnp_load(&pk, l3 + 8, src->addr, sizeof(src->addr));
+	}
+	return -1;
+}
+
+/* Fills fp from the packet. Returns 0, or -1 for packets that are not IPv4/IPv6. */
+static __always_inline int tsnp_fingerprint(struct __sk_buff *skb, struct tsnp_fp *fp)
 {
 	struct tsnp_pkt pk = tsnp_pkt_of(skb);
 	int l3 = tsnp_l3_offset(&pk);
@@ -396,12 +488,6 @@ static __always_inline int tsnp_fingerprint(struct __sk_buff *skb, struct tsnp_f
 		plen = ((__u32)h[2] << 8) | h[3];
 		/* total length 0: a BIG TCP GSO packet, bounded by the skb */
 		end = plen ? l3 + plen : skb->len;
-		if (src) {
-			__builtin_memset(src, 0, sizeof(*src));
-			src->addr[10] = 0xff;
-			src->addr[11] = 0xff;
-			__builtin_memcpy(&src->addr[12], &h[12], 4);
-		}
 		/* Later fragments carry no L4 header: sample their payload instead. */
 		if ((h[6] & 0x1f) | h[7])
 			tsnp_sample(&pk, l3 + ihl, end, fp);
@@ -418,8 +504,6 @@ static __always_inline int tsnp_fingerprint(struct __sk_buff *skb, struct tsnp_f
 		fp->l4proto = h[6];
 		__builtin_memcpy(&fp->l3len, &h[4], 2);
 		fp->l3id = ((__u32)(h[1] & 0x0f) << 16) | ((__u32)h[2] << 8) | h[3];
-		if (src)
-			__builtin_memcpy(src->addr, &h[8], 16);
 		plen = ((__u32)h[4] << 8) | h[5];
 		/* payload length 0: a jumbogram (BIG TCP), bounded by the skb */
 		end = plen ? l3 + 40 + plen : skb->len;

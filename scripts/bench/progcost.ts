@@ -171,49 +171,88 @@ export async function runProgCost(o: CostOptions): Promise<CostRow[]> {
     add("(empty program)", "test loop floor", "repeat", floorRep);
     add("(empty program)", "test loop floor", "one run per packet", floorOne);
     add("tsnp_save", "priority 0, no launch time (skipped)", "repeat", rep(save, pkt, {}));
+    add("tsnp_save", "priority 3 (the tag)", "repeat", rep(save, pkt, { priority: 3 }));
+    // The table: what the tag cannot carry. A class-id priority ("1:3"), or a launch time
+    // without a clock type (test_run's stamps have none, like CLOCK_TAI before 6.11).
+    const CLS = 0x10003;
     clearMap(metaFd, 32);
-    add("tsnp_save", "priority 3, new key", "one run per packet", single(save, { priority: 3 }));
     add(
       "tsnp_save",
-      "priority 3 + launch time, new key",
+      "class-id priority, new key (table)",
+      "one run per packet",
+      single(save, { priority: CLS }),
+    );
+    add(
+      "tsnp_save",
+      "priority 3 + untyped launch time, new key (table)",
       "one run per packet",
       single(save, { priority: 3, tstamp: 1_700_000_000_000_000_000n }),
     );
     // Fill the LRU: every further save evicts.
-    for (let i = 0; i < 17000; i++) testRunCtx(save, udp4(1_000_000 + i), 1, { priority: 3 });
+    for (let i = 0; i < 17000; i++) testRunCtx(save, udp4(1_000_000 + i), 1, { priority: CLS });
     add(
       "tsnp_save",
-      "priority 3, new key, table full (LRU evicts)",
+      "class-id priority, new key, table full (LRU evicts)",
       "one run per packet",
-      single(save, { priority: 3 }),
+      single(save, { priority: CLS }),
     );
     clearMap(metaFd, 32);
     add(
       "tsnp_save",
-      "priority 3, same packet again (in-flight count +1)",
+      "class-id priority, same packet again (in-flight count +1)",
       "repeat",
-      rep(save, pkt, { priority: 3 }),
+      rep(save, pkt, { priority: CLS }),
     );
     clearMap(metaFd, 32);
+
+    // The tag, through bench_tagged (which writes it and tail-calls bench_next[0]); the same
+    // wrapper calling the empty program is this case's floor.
+    const tagged = calib.programFd("bench_tagged");
+    const next = calib.mapFd("bench_next");
+    const setNext = (fd: number) =>
+      check(
+        libbpf().bpf_map_update_elem(
+          next,
+          new Uint8Array(4),
+          new Uint8Array(new Uint32Array([fd]).buffer),
+          0n,
+        ),
+        "bench_next",
+        "run as root",
+      );
+    setNext(nop);
+    const tagFloor = rep(tagged, pkt, { ingressIfindex: 1 });
+    setNext(restore);
+    const probe = testRunCtx(tagged, pkt, 1, { ingressIfindex: 1 });
+    if (probe.retval !== -1) throw new Error(`bench_tagged returned ${probe.retval}: no tail call`);
+    const tagNs = rep(tagged, pkt, { ingressIfindex: 1 });
+    rows.push({
+      program: "tsnp_restore",
+      case: "tagged (priority from the tag)",
+      method: `repeat ${o.repeat}, via tail call`,
+      ns: tagNs,
+      netNs: Math.max(0, tagNs - tagFloor),
+    });
+
     // Hit: save the packet repeat+1 times (pending = repeat+1), then every restore run hits.
     const hitPkt = udp4(7);
     add(
       "tsnp_restore",
-      "hit (forwarded, entry found, priority written)",
+      "table hit (forwarded, entry found, priority written)",
       "repeat",
       rep(restore, hitPkt, { ingressIfindex: 1 }, () => {
         clearMap(metaFd, 32);
-        testRunCtx(save, hitPkt, o.repeat + 1, { priority: 3 });
+        testRunCtx(save, hitPkt, o.repeat + 1, { priority: CLS });
       }),
     );
     add(
       "tsnp_restore",
-      "hit, one entry per packet",
+      "table hit, one entry per packet",
       "one run per packet",
       (() => {
         clearMap(metaFd, 32);
         for (let i = 0; i < o.distinct; i++) {
-          testRunCtx(save, udp4(100_000 + i), 1, { priority: 3 });
+          testRunCtx(save, udp4(100_000 + i), 1, { priority: CLS });
         }
         return single(restore, { ingressIfindex: 1 });
       })(),
@@ -221,14 +260,14 @@ export async function runProgCost(o: CostOptions): Promise<CostRow[]> {
     clearMap(metaFd, 32);
     add(
       "tsnp_restore",
-      "miss (forwarded, no entry)",
+      "untagged, table miss (forwarded, no entry)",
       "repeat",
       rep(restore, pkt, { ingressIfindex: 1 }),
     );
-    add("tsnp_restore", "node's own packet (never a pod's)", "repeat", rep(restore, pkt, {}));
+    add("tsnp_restore", "untagged node's own packet", "repeat", rep(restore, pkt, {}));
     add(
       "tsnp_restore",
-      "forwarded, nothing saved within max_age (gate closed)",
+      "untagged, nothing in the table within max_age (gate closed)",
       "repeat",
       await (async () => {
         // The gate needs max_age in jiffies, which the GC measures over two of its ticks.

@@ -103,14 +103,22 @@ export function render(r: Report): { tables: string[]; svg: string } {
       r.programCost!.find((x) => x.program === p && x.case === c);
     const bars = [
       ["save, prio 0", pick("tsnp_save", "priority 0, no launch time (skipped)")],
-      ["save, prio 3", pick("tsnp_save", "priority 3, same packet again (in-flight count +1)")],
-      ["restore hit", pick("tsnp_restore", "hit (forwarded, entry found, priority written)")],
-      ["restore miss", pick("tsnp_restore", "miss (forwarded, no entry)")],
+      ["save, prio 3 (tag)", pick("tsnp_save", "priority 3 (the tag)")],
+      ["restore, tagged", pick("tsnp_restore", "tagged (priority from the tag)")],
+      [
+        "save, table",
+        pick("tsnp_save", "class-id priority, same packet again (in-flight count +1)"),
+      ],
+      [
+        "restore, table hit",
+        pick("tsnp_restore", "table hit (forwarded, entry found, priority written)"),
+      ],
+      ["restore, table miss", pick("tsnp_restore", "untagged, table miss (forwarded, no entry)")],
       [
         "restore, idle",
-        pick("tsnp_restore", "forwarded, nothing saved within max_age (gate closed)"),
+        pick("tsnp_restore", "untagged, nothing in the table within max_age (gate closed)"),
       ],
-      ["restore, node pkt", pick("tsnp_restore", "node's own packet (never a pod's)")],
+      ["restore, node pkt", pick("tsnp_restore", "untagged node's own packet")],
     ] as const;
     panels.push({
       title: "tsnproxy program cost (test_run, repeat, net)",

@@ -10,7 +10,7 @@ import type { PodIdentity } from "./pods.ts";
 export const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
 const COUNTER_HELP: Record<CounterName, string> = {
-  saved: "Packets whose priority/txtime the saver stored at a pod's egress",
+  saved: "Packets whose priority/txtime the saver carried from a pod's egress",
   saveClamped: "Saved packets whose priority the pod policy lowered",
   saveFailed: "Packets the saver could not store",
   restored: "Packets whose metadata the restorer wrote back",
@@ -20,6 +20,8 @@ const COUNTER_HELP: Record<CounterName, string> = {
   gcExpired: "Entries the GC timer removed",
   gcRuns: "GC timer runs",
   tstampFailed: "Launch times the kernel refused to set",
+  savedTable:
+    "Saved packets that needed the fingerprint table (untyped launch time, priority > 15)",
 };
 
 export function snake(name: string): string {

@@ -9,6 +9,7 @@ import {
   type CounterName,
   COUNTERS,
   TSNP_POLICY_REMAP,
+  TSNP_SLOTS,
   TsnpAddr,
   TsnpConfig,
   TsnpFp,
@@ -23,8 +24,10 @@ import { type MapName, PinLayout } from "./pins.ts";
 
 /** A pod policy in the form the saver applies it. */
 export interface DatapathPolicy {
-  /** Identifies the pod in per-pod counters (0 = none). */
+  /** Identifies the pod: DEL finds its policies by it (0 = none). */
   podCookie: bigint;
+  /** The pod's counter slot (0 = none): see acquireSlot(). */
+  slot?: number;
   /** Priorities above this are clamped to it (0xffffffff = no clamp). */
   maxPriority: number;
   /** remap[p] replaces priority p (0-15) before the clamp; undefined = identity. */
@@ -158,12 +161,15 @@ export class DatapathMaps {
 
   writeConfig(c: DatapathConfig): void {
     const { flags, remap } = encodePolicyFields(c.defaultPolicy);
+    // A new default policy, like any policy change, must reach the savers' caches.
     const value = encode(TsnpConfig, {
+      policy_gen: this.#policyGen() + 1n,
       max_age_ns: c.maxAgeNs,
       gc_interval_ns: c.gcIntervalNs,
       "default_policy.pod_cookie": c.defaultPolicy.podCookie,
       "default_policy.max_priority": c.defaultPolicy.maxPriority,
       "default_policy.flags": flags,
+      "default_policy.slot": c.defaultPolicy.slot ?? 0,
       "default_policy.remap": remap,
     });
     this.#get("tsnp_config").update(new Uint8Array(4), value);
@@ -173,6 +179,26 @@ export class DatapathMaps {
       new Uint8Array(4),
       encode(TsnpLive, { last_save_jiffies: this.#live().last_save_jiffies }),
     );
+  }
+
+  /** tsnp_config.policy_gen, 0 before the first config write. */
+  #policyGen(): bigint {
+    const v = this.#get("tsnp_config").lookup(new Uint8Array(4), TsnpConfig.size);
+    return v ? decode(TsnpConfig, v).policy_gen : 0n;
+  }
+
+  /**
+   * Invalidates every CPU's cached policy (struct tsnp_policy_cache) after a change to
+   * tsnp_policy. Until it lands, a saver may apply the address's previous policy: the
+   * window is the time between two syscalls.
+   */
+  #policiesChanged(): void {
+    const m = this.#get("tsnp_config");
+    const v = m.lookup(new Uint8Array(4), TsnpConfig.size);
+    if (!v) throw new Error("tsnp_config has no entry");
+    const d = decode(TsnpConfig, v);
+    new DataView(v.buffer).setBigUint64(TsnpConfig.fields.policy_gen[0], d.policy_gen + 1n, true);
+    m.update(new Uint8Array(4), v);
   }
 
   /** struct tsnp_live: the restorer's gate and the GC timer's last tick. */
@@ -202,6 +228,7 @@ export class DatapathMaps {
       gcIntervalNs: d.gc_interval_ns,
       defaultPolicy: {
         podCookie: d["default_policy.pod_cookie"],
+        slot: d["default_policy.slot"],
         maxPriority: d["default_policy.max_priority"],
         remap: d["default_policy.flags"] & TSNP_POLICY_REMAP
           ? [...d["default_policy.remap"]]
@@ -216,9 +243,11 @@ export class DatapathMaps {
       pod_cookie: p.podCookie,
       max_priority: p.maxPriority,
       flags,
+      slot: p.slot ?? 0,
       remap,
     });
     this.#get("tsnp_policy").update(addrKey(ip), value);
+    this.#policiesChanged();
   }
 
   /** The pod cookie of the policy stored under ip, if any. */
@@ -228,7 +257,9 @@ export class DatapathMaps {
   }
 
   deletePolicy(ip: string): boolean {
-    return this.#get("tsnp_policy").delete(addrKey(ip));
+    const deleted = this.#get("tsnp_policy").delete(addrKey(ip));
+    if (deleted) this.#policiesChanged();
+    return deleted;
   }
 
   policies(): Array<{ ip: string; policy: DatapathPolicy }> {
@@ -242,6 +273,7 @@ export class DatapathMaps {
         ip: addrFromKey(k),
         policy: {
           podCookie: d.pod_cookie,
+          slot: d.slot,
           maxPriority: d.max_priority,
           remap: d.flags & TSNP_POLICY_REMAP ? [...d.remap] : undefined,
         },
@@ -264,19 +296,76 @@ export class DatapathMaps {
     return out;
   }
 
+  /**
+   * The owner (pod cookie, 0 = free) of every counter slot, index = slot. One
+   * BPF_MAP_LOOKUP_BATCH: CNI ADD and DEL read it under the node lock.
+   */
+  #slotOwners(): BigUint64Array<ArrayBuffer> {
+    const owners = new BigUint64Array(TSNP_SLOTS);
+    const keys = new Uint8Array(4 * TSNP_SLOTS);
+    const outBatch = new Uint8Array(4);
+    const count = new Uint32Array([TSNP_SLOTS]);
+    const opts = encode(BpfMapBatchOpts, { sz: BigInt(BpfMapBatchOpts.size) });
+    const r = libbpf().bpf_map_lookup_batch(
+      this.#get("tsnp_slots").fd,
+      null,
+      outBatch,
+      keys,
+      new Uint8Array(owners.buffer),
+      new Uint8Array(count.buffer),
+      opts,
+    );
+    if (r < 0 && r !== -Errno.ENOENT) check(r, "batch lookup of tsnp_slots", "run as root");
+    if (count[0] !== TSNP_SLOTS) {
+      throw new Error(`tsnp_slots returned ${count[0]} of ${TSNP_SLOTS} slots`);
+    }
+    return owners;
+  }
+
+  #slotKey(slot: number): Uint8Array<ArrayBuffer> {
+    return new Uint8Array(new Uint32Array([slot]).buffer);
+  }
+
+  /**
+   * The pod's counter slot: the one it holds already (a retried ADD, a second network), else
+   * the lowest free one, its counters zeroed. 0 when every slot is taken: the pod's packets
+   * are still restored, only not counted per pod. Call under the node lock.
+   */
+  acquireSlot(podCookie: bigint): number {
+    const owners = this.#slotOwners();
+    let free = 0;
+    for (let s = 1; s < TSNP_SLOTS; s++) {
+      if (owners[s] === podCookie) return s;
+      if (!free && owners[s] === 0n) free = s;
+    }
+    if (!free) return 0;
+    const key = this.#slotKey(free);
+    this.#get("tsnp_pod_stats").update(key, new Uint8Array(TsnpPodCounters.size * this.#ncpus));
+    this.#get("tsnp_slots").update(key, new Uint8Array(new BigUint64Array([podCookie]).buffer));
+    return free;
+  }
+
+  /** Frees the pod's slots; its counters stay until the slot's next owner zeroes them. */
+  releaseSlot(podCookie: bigint): void {
+    const owners = this.#slotOwners();
+    for (let s = 1; s < TSNP_SLOTS; s++) {
+      if (owners[s] === podCookie) {
+        this.#get("tsnp_slots").update(this.#slotKey(s), new Uint8Array(8));
+      }
+    }
+  }
+
+  /** Per-pod counters (summed over CPUs) of every pod that holds a slot. */
   podCounters(): PodCounters[] {
+    const owners = this.#slotOwners();
     const m = this.#get("tsnp_pod_stats");
-    const out: PodCounters[] = [];
     const stride = TsnpPodCounters.size; // 8-byte aligned already
-    for (const k of m.keys(8)) {
-      const v = m.lookup(k, stride * this.#ncpus);
+    const out: PodCounters[] = [];
+    for (let s = 1; s < TSNP_SLOTS; s++) {
+      if (owners[s] === 0n) continue;
+      const v = m.lookup(this.#slotKey(s), stride * this.#ncpus);
       if (!v) continue;
-      const sum: PodCounters = {
-        podCookie: new DataView(k.buffer).getBigUint64(0, true),
-        saved: 0n,
-        clamped: 0n,
-        restored: 0n,
-      };
+      const sum: PodCounters = { podCookie: owners[s], saved: 0n, clamped: 0n, restored: 0n };
       for (let c = 0; c < this.#ncpus; c++) {
         const d = decode(TsnpPodCounters, v.subarray(c * stride, (c + 1) * stride));
         sum.saved += d.saved;
@@ -286,12 +375,6 @@ export class DatapathMaps {
       out.push(sum);
     }
     return out;
-  }
-
-  deletePodCounters(podCookie: bigint): void {
-    const key = new Uint8Array(8);
-    new DataView(key.buffer).setBigUint64(0, podCookie, true);
-    this.#get("tsnp_pod_stats").delete(key);
   }
 
   /**

@@ -35,6 +35,7 @@ export const MAPS = [
   "tsnp_config",
   "tsnp_stats",
   "tsnp_pod_stats",
+  "tsnp_slots",
   "tsnp_gc",
   "tsnp_live",
 ] as const;

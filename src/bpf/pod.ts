@@ -26,7 +26,7 @@ export interface PodAttachRequest {
   api: TcApi;
   /** The pod's addresses on this interface (from prevResult). */
   ips: readonly string[];
-  policy: Omit<DatapathPolicy, "podCookie">;
+  policy: Omit<DatapathPolicy, "podCookie" | "slot">;
   /** With restoreAt host-veth-ingress: the host-side veth in the caller's namespace. */
   hostVeth?: string;
 }
@@ -46,7 +46,8 @@ export function attachPod(req: PodAttachRequest): Attachment[] {
   const done: Attachment[] = [];
   try {
     // Policy first: the saver must never see the pod's packets without it.
-    for (const ip of req.ips) maps.putPolicy(ip, { ...req.policy, podCookie: cookie });
+    const slot = maps.acquireSlot(cookie);
+    for (const ip of req.ips) maps.putPolicy(ip, { ...req.policy, podCookie: cookie, slot });
     const save = objGetRequired(pins.prog("save"));
     try {
       const pin = podPin(req.bpffs, req.containerId, req.ifname);
@@ -109,7 +110,10 @@ export interface PodDetachRequest {
   ips?: readonly string[];
 }
 
-/** Idempotent: removes the pod's attachments, policies and counters; returns pins removed. */
+/**
+ * Idempotent: removes the pod's attachments and policies, and frees its counter slot once
+ * none of its interfaces is attached any more; returns pins removed.
+ */
 export function detachPod(req: PodDetachRequest, openMaps?: DatapathMaps): number {
   // Without the pod's namespace its clsact filter cannot be reached (and dies with the
   // namespace): only unpin. Never look for it in our own namespace, where the same ifindex
@@ -133,7 +137,10 @@ export function detachPod(req: PodDetachRequest, openMaps?: DatapathMaps): numbe
         if (policy.podCookie === cookie) maps.deletePolicy(ip);
       }
     }
-    maps.deletePodCounters(cookie);
+    const prefix = podAttachmentName(req.containerId, "");
+    if (!listPodAttachments(req.bpffs).some((a) => a.name.startsWith(prefix))) {
+      maps.releaseSlot(cookie);
+    }
   } finally {
     if (!openMaps) maps.close();
   }

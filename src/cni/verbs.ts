@@ -461,7 +461,7 @@ export function cmdGc(config: PluginConfig, valid: readonly GcAttachmentRef[]): 
             maps.deletePolicy(ip);
           }
         }
-        for (const c of cookies) if (!validCookies.has(c)) maps.deletePodCounters(c);
+        for (const c of cookies) if (!validCookies.has(c)) maps.releaseSlot(c);
       } catch (e) {
         if (!(e instanceof NotInstalledError)) throw e;
       } finally {

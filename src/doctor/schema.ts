@@ -97,7 +97,7 @@ export const statusReportSchema = z.object({
     maxAgeMs: z.number().nonnegative(),
   }).optional(),
   pods: z.array(z.object({
-    /** The pod's cookie as 16 hex digits (what the datapath keys counters by). */
+    /** The pod's cookie as 16 hex digits (what its policies and counter slot record). */
     cookie: z.string().regex(/^[0-9a-f]{16}$/),
     /** The pod attachment name (<container id>_<ifname>), when a pin names it. */
     attachment: z.string().nullable(),

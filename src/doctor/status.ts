@@ -109,6 +109,7 @@ export function ratesBetween(prev: StatusReport, cur: StatusReport): Record<stri
 
 const SHOWN = [
   "saved",
+  "savedTable",
   "restored",
   "expired",
   "notFound",

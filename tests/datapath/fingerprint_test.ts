@@ -18,6 +18,13 @@ import { randomId } from "../lib/run.ts";
 
 const NEXT = -1; // TC_ACT_UNSPEC
 
+/*
+ * Priorities 0-15 travel in the tag (skb->tc_index), which BPF_PROG_TEST_RUN can neither set
+ * nor read back (tests/datapath/datapath_test.ts covers it with real packets). A priority
+ * that is a qdisc class id ("1:5" = 0x10005) takes the fingerprint table, tested here.
+ */
+const cls = (minor: number) => 0x10000 | minor;
+
 function metaKeys(fd: number): string[] {
   const keys: string[] = [];
   let prev: Uint8Array<ArrayBuffer> | null = null;
@@ -105,7 +112,7 @@ Deno.test(
       for (const [label, spec] of kinds) {
         await t.step(`${label}: the saved key is the fingerprint`, () => {
           clear();
-          saveIt(spec, 5);
+          saveIt(spec, cls(5));
           assert.deepEqual(metaKeys(metaFd), [hex(fingerprint(buildPacket(spec)))]);
         });
       }
@@ -126,24 +133,24 @@ Deno.test(
       for (const [label, change] of natted) {
         await t.step(`restored after: ${label}`, () => {
           clear();
-          saveIt(base, 6);
+          saveIt(base, cls(6));
           const r = restoreIt({ ...base, ...change });
           assert.equal(r.retval, NEXT);
-          assert.equal(r.skb.priority, 6);
+          assert.equal(r.skb.priority, cls(6));
           assert.deepEqual(metaKeys(metaFd), [], "the entry is consumed");
         });
       }
       await t.step("link-layer padding is not payload: restored when it differs", () => {
         clear();
         const short: PacketSpec = { family: 4, proto: "udp", payload: new Uint8Array([1, 2, 3]) };
-        saveIt({ ...short, padByte: 0 }, 5);
-        assert.equal(restoreIt({ ...short, padByte: 0xee }).skb.priority, 5);
+        saveIt({ ...short, padByte: 0 }, cls(5));
+        assert.equal(restoreIt({ ...short, padByte: 0xee }).skb.priority, cls(5));
       });
 
       await t.step("restored after ICMP id rewrite (ICMP NAT)", () => {
         clear();
-        saveIt({ family: 4, proto: "icmp", icmpId: 7 }, 2);
-        assert.equal(restoreIt({ family: 4, proto: "icmp", icmpId: 4242 }).skb.priority, 2);
+        saveIt({ family: 4, proto: "icmp", icmpId: 7 }, cls(2));
+        assert.equal(restoreIt({ family: 4, proto: "icmp", icmpId: 4242 }).skb.priority, cls(2));
       });
 
       const different: Array<[string, Partial<PacketSpec>]> = [
@@ -156,7 +163,7 @@ Deno.test(
       for (const [label, change] of different) {
         await t.step(`a packet differing in ${label} is not restored`, () => {
           clear();
-          saveIt(base, 6);
+          saveIt(base, cls(6));
           const before = maps.counters().notFound;
           const r = restoreIt({ ...base, ...change });
           assert.equal(r.skb.priority, 0);
@@ -166,17 +173,17 @@ Deno.test(
 
       await t.step("node-originated packets (ingress_ifindex 0) are left alone", () => {
         clear();
-        saveIt(base, 6);
+        saveIt(base, cls(6));
         const before = maps.counters();
         assert.equal(restoreIt(base, 0).skb.priority, 0);
         assert.deepEqual(maps.counters(), before, "not even looked up");
-        assert.equal(restoreIt(base).skb.priority, 6, "the pod's own packet still restores");
+        assert.equal(restoreIt(base).skb.priority, cls(6), "the pod's own packet still restores");
       });
 
       await t.step("identical packets in flight each restore once", () => {
         clear();
-        for (let i = 0; i < 3; i++) saveIt(base, 4);
-        for (let i = 0; i < 3; i++) assert.equal(restoreIt(base).skb.priority, 4, `copy ${i}`);
+        for (let i = 0; i < 3; i++) saveIt(base, cls(4));
+        for (let i = 0; i < 3; i++) assert.equal(restoreIt(base).skb.priority, cls(4), `copy ${i}`);
         assert.equal(restoreIt(base).skb.priority, 0, "a fourth copy was never saved");
       });
 
@@ -194,6 +201,42 @@ Deno.test(
         assert.deepEqual(metaKeys(metaFd), []);
       });
 
+      await t.step("a priority of 0-15 goes in the tag: nothing in the table", () => {
+        clear();
+        const before = maps.counters();
+        for (const prio of [1, 7, 15]) saveIt(base, prio);
+        assert.deepEqual(metaKeys(metaFd), []);
+        const after = maps.counters();
+        assert.equal(after.saved, before.saved + 3n);
+        assert.equal(after.savedTable, before.savedTable);
+        saveIt(base, 16);
+        assert.equal(metaKeys(metaFd).length, 1, "16 does not fit in the tag");
+        assert.equal(maps.counters().savedTable, before.savedTable + 1n);
+      });
+
+      await t.step("a changed policy reaches the saver at once (its per-CPU cache)", () => {
+        const prioOut = () => saveIt(base, 6).skb.priority;
+        assert.equal(prioOut(), 6, "the node default: no clamp");
+        assert.equal(prioOut(), 6, "again, from this CPU's cache");
+        maps.putPolicy("10.244.0.10", { podCookie: 9n, maxPriority: 2 });
+        assert.equal(prioOut(), 2, "the pod's new policy clamps");
+        maps.putPolicy("10.244.0.10", { podCookie: 9n, maxPriority: 4 });
+        assert.equal(prioOut(), 4, "a replaced policy applies");
+        maps.deletePolicy("10.244.0.10");
+        assert.equal(prioOut(), 6, "back to the default once deleted");
+        maps.writeConfig({
+          maxAgeNs: 60_000_000_000n,
+          gcIntervalNs: 60_000_000_000n,
+          defaultPolicy: { podCookie: 0n, maxPriority: 5 },
+        });
+        assert.equal(prioOut(), 5, "a new node default applies");
+        maps.writeConfig({
+          maxAgeNs: 60_000_000_000n,
+          gcIntervalNs: 60_000_000_000n,
+          defaultPolicy: { podCookie: 0n, maxPriority: NO_CLAMP },
+        });
+      });
+
       await t.step("entries older than maxAge are expired, not restored", async () => {
         clear();
         maps.writeConfig({
@@ -201,9 +244,9 @@ Deno.test(
           gcIntervalNs: 60_000_000_000n,
           defaultPolicy: { podCookie: 0n, maxPriority: NO_CLAMP },
         });
-        saveIt(base, 6);
+        saveIt(base, cls(6));
         await new Promise((r) => setTimeout(r, 120));
-        saveIt({ family: 4, proto: "udp" }, 1); // a fresh save: the restorer does look
+        saveIt({ family: 4, proto: "udp" }, cls(1)); // a fresh save: the restorer does look
         const before = maps.counters().expired;
         assert.equal(restoreIt(base).skb.priority, 0);
         assert.equal(maps.counters().expired, before + 1n);
@@ -231,9 +274,9 @@ Deno.test(
         const gate = maps.restorerGate().gateJiffies;
         // 50 ms is 5-50 jiffies at HZ 100-1000, plus the measurement's rounding and slack.
         assert.ok(gate >= 5n && gate <= 60n, `max_age in jiffies: ${gate}`);
-        saveIt(base, 6);
-        assert.equal(restoreIt(base).skb.priority, 6, "open right after a save");
-        saveIt(base, 6);
+        saveIt(base, cls(6));
+        assert.equal(restoreIt(base).skb.priority, cls(6), "open right after a save");
+        saveIt(base, cls(6));
         const saved = maps.counters();
         await new Promise((r) => setTimeout(r, 400)); // > max_age + slack at HZ 100
         const c0 = maps.counters();
@@ -266,7 +309,7 @@ Deno.test({
   const maps = DatapathMaps.open(bpffs);
   try {
     for (let i = 0; i < 3000; i++) {
-      testRunSkb(save, buildPacket({ family: 4, proto: "tcp", tcpSeq: i }), { priority: 3 });
+      testRunSkb(save, buildPacket({ family: 4, proto: "tcp", tcpSeq: i }), { priority: cls(3) });
       if (i === 99) assert.equal(maps.metaOccupancy(), 100);
     }
     // Per-CPU LRU lists: inserts from one CPU recycle that CPU's share of the table.

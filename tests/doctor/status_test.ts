@@ -13,7 +13,7 @@ const opts = { sanitizeResources: false, sanitizeOps: false };
 const SEND = `
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, 3)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, int(sys.argv[2]))
 for i in range(int(sys.argv[1])):
     s.sendto(b"tsnproxy-status-%d" % i, ("10.250.0.1", 9))
 `;
@@ -41,7 +41,9 @@ Deno.test("status: node and per-pod counters, --json schema, --watch rates", opt
     });
     const before = collectStatus(env.bpffs);
     assert.equal(before.installed, true);
-    await run(["ip", "netns", "exec", pod, "python3", "-c", SEND, "20"]);
+    // 15 in the tag, 5 with a class-id priority ("1:3"), which takes the fingerprint table.
+    await run(["ip", "netns", "exec", pod, "python3", "-c", SEND, "15", "3"]);
+    await run(["ip", "netns", "exec", pod, "python3", "-c", SEND, "5", String(0x10003)]);
     const after = collectStatus(env.bpffs);
     statusReportSchema.parse(after);
     const saved = (r: StatusReport) => BigInt(r.node?.counters.saved ?? "0");
@@ -50,6 +52,8 @@ Deno.test("status: node and per-pod counters, --json schema, --watch rates", opt
     assert.ok(mine, JSON.stringify(after.pods));
     assert.equal(mine.saved, "20");
     assert.deepEqual(mine.addresses, ["10.250.0.9"]);
+    const savedTable = (r: StatusReport) => BigInt(r.node?.counters.savedTable ?? "0");
+    assert.equal(savedTable(after), savedTable(before) + 5n, JSON.stringify(after.node));
     // Nothing reaches tsn0, so the fingerprints wait in the table for the GC.
     assert.ok((after.node?.metaEntries ?? 0) >= 1);
     assert.equal(after.node?.metaMaxEntries, 16384);

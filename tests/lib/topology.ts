@@ -15,6 +15,10 @@ export const SERVICE_V6 = "fd00:96::10";
 export const FAR_V4 = "198.18.0.2";
 export const FAR_V6 = "2001:db8:18::2";
 export const NODE_TSN_V4 = "198.18.0.1";
+/** The far end's address inside the VXLAN overlay (see addOverlay). */
+export const OVERLAY_FAR_V4 = "10.250.0.2";
+/** VXLAN's IANA port: the outer UDP packets on tsn0 go to it. */
+export const VXLAN_PORT = 4789;
 
 export interface Pod {
   name: string;
@@ -41,6 +45,13 @@ export interface Topology {
     allowFail?: boolean,
   ): Promise<{ code: number; stdout: string; stderr: string }>;
   addPod(): Promise<Pod>;
+  /**
+   * A VXLAN overlay from the node to the far end over tsn0, the way Flannel's default
+   * backend carries pod traffic between nodes: 10.250.0.1 (node) - 10.250.0.2 (far end), the
+   * far end routing the pod network back through it. Pod packets to OVERLAY_FAR_V4 leave
+   * tsn0 encapsulated, as packets the node itself sends.
+   */
+  addOverlay(): Promise<void>;
   destroy(): Promise<void>;
 }
 
@@ -118,6 +129,21 @@ export async function createTopology(
       };
       pods.push(pod);
       return pod;
+    },
+    async addOverlay() {
+      const vxlan = (ns: string, local: string, remote: string, dev: string) => [
+        ...ip("-n", ns, "link", "add", "vxlan0", "type", "vxlan", "id", "42"),
+        ...["local", local, "remote", remote, "dstport", String(VXLAN_PORT), "dev", dev],
+      ];
+      await runAll([
+        vxlan(node, NODE_TSN_V4, FAR_V4, "tsn0"),
+        inNode("addr", "add", "10.250.0.1/24", "dev", "vxlan0"),
+        inNode("link", "set", "vxlan0", "up"),
+        vxlan(far, FAR_V4, NODE_TSN_V4, "far0"),
+        ip("-n", far, "addr", "add", `${OVERLAY_FAR_V4}/24`, "dev", "vxlan0"),
+        ip("-n", far, "link", "set", "vxlan0", "up"),
+        ip("-n", far, "route", "add", "10.244.0.0/24", "via", "10.250.0.1"),
+      ]);
     },
     async destroy() {
       for (const n of created.reverse()) await run(ip("netns", "del", n), { allowFail: true });

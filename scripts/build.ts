@@ -41,6 +41,10 @@ const compile = await new Deno.Command(Deno.execPath(), {
     "--allow-all", // the same permissions scripts/tsnproxy grants under `deno run`
     "--config",
     `${root}deno.json`,
+    // main.ts imports the CLI through a non-literal specifier (kept out of the CNI path's
+    // module graph), which compile cannot discover on its own.
+    "--include",
+    `${root}src/cli.ts`,
     "--output",
     out,
     `${root}main.ts`,

@@ -2,19 +2,25 @@
  * Section 1a, datapath overhead: pod -> bridge -> forwarding + MASQUERADE -> tsn0 -> far end,
  * without and with tsnproxy (saver on the pod's eth0, restorer on tsn0), alternating in the
  * same namespaces (ABBA order against drift). UDP: 64-byte datagrams at priority 3, flat out
- * from one Python talker, so every packet is saved and restored (the worst case); rate from
+ * from one Python talker, so every packet is tagged and restored (the worst case); rate from
  * the far end's receive counter. TCP: iperf3 (priority 0: saver skips, restorer misses).
  *
  * Then one more run of each with the kernel's run-time stats on (BPF_ENABLE_STATS): each
- * program's average ns per packet on the real path, warm caches and all, which
+ * program's average ns per packet on the real path, caches as they are, which
  * BPF_PROG_TEST_RUN cannot show. Stats cost two clock reads per run, so the ratio runs
- * above never have them on.
+ * above never have them on; an empty program attached right after each of ours in the same
+ * run measures that overhead, and "net" subtracts it.
  */
+import { attach, detach } from "../../src/bpf/attach.ts";
+import { BpfObject } from "../../src/bpf/object.ts";
+import { objectBytes } from "../../src/bpf/objects.ts";
 import { PinLayout } from "../../src/bpf/pins.ts";
 import { closeFd, enableRunTimeStats, objGetRequired, progInfo } from "../../src/bpf/sys.ts";
 import { FAR_V4 } from "../../tests/lib/topology.ts";
 import { FLOOD, linkStats, median, sh, sleep } from "./common.ts";
 import { BenchNode, floodResult, spawnIn } from "./node.ts";
+import { BENCH_BPF_OBJECTS } from "./objects.gen.ts";
+import type { Pod } from "../../tests/lib/topology.ts";
 
 export interface ThroughputResult {
   alternations: number;
@@ -35,18 +41,53 @@ export interface InSitu {
   saveRuns: number;
   restoreNs: number;
   restoreRuns: number;
+  /** The empty program's ns per run right after the saver / the restorer (stats overhead). */
+  saveFloorNs: number;
+  restoreFloorNs: number;
 }
 
-/** Runs fn with run-time stats on; returns each program's average ns per run over it. */
-async function measureInSitu(bpffs: string, fn: () => Promise<unknown>): Promise<InSitu> {
-  const pins = new PinLayout(bpffs);
-  const fds = [objGetRequired(pins.prog("save")), objGetRequired(pins.prog("restore"))];
+/**
+ * Runs fn with run-time stats on; returns each program's average ns per run over it, and
+ * that of an empty program (its own instance per hook) attached right after each.
+ */
+async function measureInSitu(
+  node: BenchNode,
+  pod: Pod,
+  fn: () => Promise<unknown>,
+): Promise<InSitu> {
+  const pins = new PinLayout(node.bpffs);
+  const nops = [0, 1].map(() => {
+    const o = BpfObject.open("calib", objectBytes("calib", BENCH_BPF_OBJECTS));
+    o.load();
+    return o;
+  });
+  const nopPins = [`${node.bpffs}/bench_nop_save`, `${node.bpffs}/bench_nop_restore`];
+  const fds = [
+    objGetRequired(pins.prog("save")),
+    objGetRequired(pins.prog("restore")),
+    ...nops.map((o) => o.programFd("bench_nop")),
+  ];
   const stats = enableRunTimeStats();
   try {
+    const common = { direction: "egress", api: "tcx", first: false } as const;
+    attach({
+      ...common,
+      progFd: fds[2],
+      ifname: pod.ifname,
+      netns: pod.netnsPath,
+      pin: nopPins[0],
+    });
+    attach({
+      ...common,
+      progFd: fds[3],
+      ifname: "tsn0",
+      netns: node.topo.nodePath,
+      pin: nopPins[1],
+    });
     const before = fds.map(progInfo);
     await fn();
     const after = fds.map(progInfo);
-    const [save, restore] = after.map((a, i) => {
+    const [save, restore, saveFloor, restoreFloor] = after.map((a, i) => {
       const runs = Number(a.runCount - before[i].runCount);
       return { ns: runs ? Number(a.runTimeNs - before[i].runTimeNs) / runs : NaN, runs };
     });
@@ -55,12 +96,26 @@ async function measureInSitu(bpffs: string, fn: () => Promise<unknown>): Promise
       saveRuns: save.runs,
       restoreNs: restore.ns,
       restoreRuns: restore.runs,
+      saveFloorNs: saveFloor.ns,
+      restoreFloorNs: restoreFloor.ns,
     };
   } finally {
+    detach(nopPins[0], { netns: pod.netnsPath });
+    detach(nopPins[1], { netns: node.topo.nodePath });
     closeFd(stats);
-    fds.forEach(closeFd);
+    fds.slice(0, 2).forEach(closeFd);
+    nops.forEach((o) => o.close());
   }
 }
+
+const noInSitu = (): InSitu => ({
+  saveNs: NaN,
+  saveRuns: 0,
+  restoreNs: NaN,
+  restoreRuns: 0,
+  saveFloorNs: NaN,
+  restoreFloorNs: NaN,
+});
 
 export async function runThroughput(
   o: { alternations: number; seconds: number; log: (s: string) => void },
@@ -74,8 +129,8 @@ export async function runThroughput(
     udpRatio: NaN,
     tcpRatio: NaN,
     inSitu: {
-      udp: { saveNs: NaN, saveRuns: 0, restoreNs: NaN, restoreRuns: 0 },
-      tcp: { saveNs: NaN, saveRuns: 0, restoreNs: NaN, restoreRuns: 0 },
+      udp: noInSitu(),
+      tcp: noInSitu(),
     },
   };
   try {
@@ -153,12 +208,14 @@ export async function runThroughput(
     res.udpRatio = median(res.udpKpps.with) / median(res.udpKpps.without);
     res.tcpRatio = median(res.tcpGbps.with) / median(res.tcpGbps.without);
     set(true);
-    res.inSitu.udp = await measureInSitu(node.bpffs, udp);
-    res.inSitu.tcp = await measureInSitu(node.bpffs, tcp);
+    res.inSitu.udp = await measureInSitu(node, pod, udp);
+    res.inSitu.tcp = await measureInSitu(node, pod, tcp);
     const fmt = (x: InSitu) =>
-      `save ${x.saveNs.toFixed(0)} ns x ${x.saveRuns}, restore ${
-        x.restoreNs.toFixed(0)
-      } ns x ${x.restoreRuns}`;
+      `save ${x.saveNs.toFixed(0)} ns x ${x.saveRuns} (empty program ${
+        x.saveFloorNs.toFixed(0)
+      }), restore ${x.restoreNs.toFixed(0)} ns x ${x.restoreRuns} (empty program ${
+        x.restoreFloorNs.toFixed(0)
+      })`;
     o.log(`in situ, udp priority 3: ${fmt(res.inSitu.udp)}`);
     o.log(`in situ, tcp priority 0: ${fmt(res.inSitu.tcp)}`);
     return res;

@@ -39,15 +39,30 @@ export function hostVethPin(bpffs: string, containerId: string, ifname: string):
   return `${podPin(bpffs, containerId, ifname)}@host`;
 }
 
-export function attachPod(req: PodAttachRequest): Attachment[] {
-  const pins = new PinLayout(req.bpffs);
+/**
+ * The map side of a pod's ADD: its counter slot, then its policy under each address. Runs
+ * under the node lock (src/cni/verbs.ts). Before attachSavers(): the saver must never see
+ * the pod's packets without the policy.
+ */
+export function writePodPolicies(
+  maps: DatapathMaps,
+  req: Pick<PodAttachRequest, "containerId" | "ips" | "policy">,
+): void {
   const cookie = podCookie(req.containerId);
-  const maps = DatapathMaps.open(req.bpffs);
+  const slot = maps.acquireSlot(cookie);
+  for (const ip of req.ips) maps.putPolicy(ip, { ...req.policy, podCookie: cookie, slot });
+}
+
+/**
+ * The attach side of a pod's ADD: the saver on its interface (and, with restoreAt
+ * host-veth-ingress, a restorer on its host veth). Touches only this pod's pins, so it needs
+ * no node lock: a tcx attach waits for an RCU grace period, which concurrent ADDs then wait
+ * for side by side. On failure nothing of it stays attached.
+ */
+export function attachSavers(req: PodAttachRequest): Attachment[] {
+  const pins = new PinLayout(req.bpffs);
   const done: Attachment[] = [];
   try {
-    // Policy first: the saver must never see the pod's packets without it.
-    const slot = maps.acquireSlot(cookie);
-    for (const ip of req.ips) maps.putPolicy(ip, { ...req.policy, podCookie: cookie, slot });
     const save = objGetRequired(pins.prog("save"));
     try {
       const pin = podPin(req.bpffs, req.containerId, req.ifname);
@@ -87,14 +102,22 @@ export function attachPod(req: PodAttachRequest): Attachment[] {
     }
     return done;
   } catch (e) {
-    // Nothing half-attached: undo what this call did.
-    detachPod({
-      bpffs: req.bpffs,
-      containerId: req.containerId,
-      ifname: req.ifname,
-      netns: req.netns,
-    }, maps);
+    detachAttachments(req);
     throw e;
+  }
+}
+
+/** ADD in one call, for callers without concurrent plugins (tests, benchmarks, the demo). */
+export function attachPod(req: PodAttachRequest): Attachment[] {
+  const maps = DatapathMaps.open(req.bpffs);
+  try {
+    writePodPolicies(maps, req);
+    try {
+      return attachSavers(req);
+    } catch (e) {
+      removePodPolicies(maps, req); // nothing half-attached
+      throw e;
+    }
   } finally {
     maps.close();
   }
@@ -110,39 +133,52 @@ export interface PodDetachRequest {
   ips?: readonly string[];
 }
 
-/**
- * Idempotent: removes the pod's attachments and policies, and frees its counter slot once
- * none of its interfaces is attached any more; returns pins removed.
- */
-export function detachPod(req: PodDetachRequest, openMaps?: DatapathMaps): number {
+/** The pod interface's attachments (idempotent, no node lock needed); returns pins removed. */
+export function detachAttachments(req: PodDetachRequest): number {
   // Without the pod's namespace its clsact filter cannot be reached (and dies with the
   // namespace): only unpin. Never look for it in our own namespace, where the same ifindex
   // may be a different interface (the TSN NIC's restorer uses the same filter handle).
-  let n = detach(
+  const n = detach(
     podPin(req.bpffs, req.containerId, req.ifname),
     req.netns ? { netns: req.netns } : { unpinOnly: true },
   );
-  n += detach(hostVethPin(req.bpffs, req.containerId, req.ifname), {});
-  const maps = openMaps ?? DatapathMaps.open(req.bpffs);
+  return n + detach(hostVethPin(req.bpffs, req.containerId, req.ifname), {});
+}
+
+/**
+ * The map side of a DEL (idempotent, under the node lock): the pod's policies, and its
+ * counter slot once none of its interfaces is attached any more.
+ */
+export function removePodPolicies(
+  maps: DatapathMaps,
+  req: Pick<PodDetachRequest, "bpffs" | "containerId" | "ips">,
+): void {
+  const cookie = podCookie(req.containerId);
+  // The policies ADD wrote are keyed by the addresses DEL's prevResult names again: remove
+  // those directly. Only without them (or when none is the pod's) walk the whole map, which
+  // costs two syscalls per pod address on the node, under the node-wide lock.
+  const own = (req.ips ?? []).filter((ip) => maps.policyCookie(ip) === cookie);
+  if (own.length) {
+    for (const ip of own) maps.deletePolicy(ip);
+  } else {
+    for (const { ip, policy } of maps.policies()) {
+      if (policy.podCookie === cookie) maps.deletePolicy(ip);
+    }
+  }
+  const prefix = podAttachmentName(req.containerId, "");
+  if (!listPodAttachments(req.bpffs).some((a) => a.name.startsWith(prefix))) {
+    maps.releaseSlot(cookie);
+  }
+}
+
+/** DEL in one call: attachments, then policies and slot; returns pins removed. */
+export function detachPod(req: PodDetachRequest): number {
+  const n = detachAttachments(req);
+  const maps = DatapathMaps.open(req.bpffs);
   try {
-    const cookie = podCookie(req.containerId);
-    // The policies ADD wrote are keyed by the addresses DEL's prevResult names again: remove
-    // those directly. Only without them (or when none is the pod's) walk the whole map, which
-    // costs two syscalls per pod address on the node, under the node-wide lock.
-    const own = (req.ips ?? []).filter((ip) => maps.policyCookie(ip) === cookie);
-    if (own.length) {
-      for (const ip of own) maps.deletePolicy(ip);
-    } else {
-      for (const { ip, policy } of maps.policies()) {
-        if (policy.podCookie === cookie) maps.deletePolicy(ip);
-      }
-    }
-    const prefix = podAttachmentName(req.containerId, "");
-    if (!listPodAttachments(req.bpffs).some((a) => a.name.startsWith(prefix))) {
-      maps.releaseSlot(cookie);
-    }
+    removePodPolicies(maps, req);
   } finally {
-    if (!openMaps) maps.close();
+    maps.close();
   }
   return n;
 }

@@ -3,16 +3,27 @@
  * that touch the datapath.
  *
  * Concurrency: the runtime runs ADD/DEL/CHECK for many pods at once, each in its own
- * process. Per-pod pins have per-pod names and BPF map updates are atomic per element, but
- * DEL removes a pod's policies by scanning the policy map for its cookie, and an address
- * can be reused by a new pod whose ADD overwrites the entry between that scan and the
- * delete. All verbs that change state therefore hold an exclusive flock on the pin root
- * directory (bpffs supports flock) for the few milliseconds they run; the lock dies with the
- * process, so a crashed plugin never blocks the node. The pods directory is created with a
+ * process (never two at once for the same container, the CNI spec says). Per-pod pins have
+ * per-pod names and BPF map updates are atomic per element, but DEL removes a pod's
+ * policies by checking the owner of each entry, an address can be reused by a new pod whose
+ * ADD overwrites the entry between that check and the delete, and counter slots are handed
+ * out by reading which are free. The map side of every verb therefore holds an exclusive
+ * flock on the pin root directory (bpffs supports flock); the lock dies with the process, so
+ * a crashed plugin never blocks the node. Attaching and detaching the pod's own programs
+ * happen outside it: a tcx attach or detach waits for an RCU grace period, and under the
+ * lock concurrent ADDs would wait for each other's. The pods directory is created with a
  * recursive mkdir, which tolerates a concurrent creator.
  */
 import { CniCode, NotFoundError, NotInstalledError, TsnproxyError } from "../errors.ts";
-import { attachPod, detachPod, hostVethPin, podCookie, podPin } from "../bpf/pod.ts";
+import {
+  attachSavers,
+  detachAttachments,
+  hostVethPin,
+  podCookie,
+  podPin,
+  removePodPolicies,
+  writePodPolicies,
+} from "../bpf/pod.ts";
 import { resolveTcApi } from "../bpf/features.ts";
 import { addrFromKey, addrKey, DatapathMaps } from "../bpf/maps.ts";
 import { MAPS, PinLayout, podAttachmentName, PROGRAMS } from "../bpf/pins.ts";
@@ -93,15 +104,6 @@ export function resolvePodPolicy(inv: Invocation, nodeDefault: SaverPolicy): Sav
   return toSaver(merged);
 }
 
-function readNodeDefault(bpffs: string): SaverPolicy {
-  const maps = DatapathMaps.open(bpffs);
-  try {
-    return maps.readConfig().defaultPolicy;
-  } finally {
-    maps.close();
-  }
-}
-
 function netnsMustExist(netns: string): void {
   if (!netnsExists(netns)) {
     throw new NotFoundError(
@@ -151,16 +153,19 @@ export async function cmdAdd(inv: Invocation): Promise<void> {
       ifname: env.ifname,
     });
   }
-  const lock = lockRoot(config.bpffs);
-  if (!lock) throw notInstalled(config.bpffs, `${config.bpffs} does not exist`);
+  const api = resolveTcApi(config.attachMode);
+  const hostVeth = config.restoreAt === "host-veth-ingress"
+    ? await findHostVeth(env.netns, env.ifname, prev)
+    : undefined;
+  const maps = DatapathMaps.open(config.bpffs); // opens pins on first use
   try {
-    const policy = resolvePodPolicy(inv, readNodeDefault(config.bpffs));
-    const api = resolveTcApi(config.attachMode);
-    const hostVeth = config.restoreAt === "host-veth-ingress"
-      ? await findHostVeth(env.netns, env.ifname, prev)
-      : undefined;
-    Deno.mkdirSync(new PinLayout(config.bpffs).podsDir, { recursive: true });
-    const done = attachPod({
+    const policy = withNodeLock(config.bpffs, () => {
+      const p = resolvePodPolicy(inv, maps.readConfig().defaultPolicy);
+      Deno.mkdirSync(new PinLayout(config.bpffs).podsDir, { recursive: true });
+      writePodPolicies(maps, { containerId: env.containerId, ips, policy: p });
+      return p;
+    });
+    const req = {
       bpffs: config.bpffs,
       containerId: env.containerId,
       ifname: env.ifname,
@@ -169,7 +174,15 @@ export async function cmdAdd(inv: Invocation): Promise<void> {
       ips,
       policy,
       hostVeth,
-    });
+    };
+    let done: Attachment[];
+    try {
+      done = attachSavers(req);
+    } catch (e) {
+      // Nothing half-attached: attachSavers undid its own part, this undoes the maps'.
+      withNodeLock(config.bpffs, () => removePodPolicies(maps, req));
+      throw e;
+    }
     log("info", "attached", {
       containerId: env.containerId,
       ifname: env.ifname,
@@ -180,6 +193,17 @@ export async function cmdAdd(inv: Invocation): Promise<void> {
       remap: policy.remap,
       pins: done.map((a) => a.pin),
     });
+  } finally {
+    maps.close();
+  }
+}
+
+/** Runs fn under the node lock; throws the not-installed error without a pin root. */
+function withNodeLock<T>(bpffs: string, fn: () => T): T {
+  const lock = lockRoot(bpffs);
+  if (!lock) throw notInstalled(bpffs, `${bpffs} does not exist`);
+  try {
+    return fn();
   } finally {
     unlock(lock);
   }
@@ -198,32 +222,34 @@ function missingPrevResult(verb: string): TsnproxyError {
 
 export function cmdDel(inv: Invocation): void {
   const { env, config } = inv;
-  const lock = lockRoot(config.bpffs);
-  if (!lock) {
+  if (!exists(config.bpffs)) {
     log("info", "DEL: pin root does not exist, nothing to remove", { bpffs: config.bpffs });
     return;
   }
-  try {
+  const req = {
+    bpffs: config.bpffs,
+    containerId: env.containerId,
+    ifname: env.ifname,
     // A namespace that is gone is passed on: detach() skips its filters, they died with it.
-    // Without one (containerd's second DEL) detachPod only unpins the pod side.
-    const netns: string | undefined = env.netns || undefined;
-    let removed = 0;
+    // Without one (containerd's second DEL) only the pod side's pin is removed.
+    netns: env.netns || undefined,
+    ips: inv.prevResult ? podAddresses(inv.prevResult, env.ifname) : undefined,
+  };
+  const removed = detachAttachments(req); // outside the lock: a tcx detach waits for RCU
+  const lock = lockRoot(config.bpffs);
+  if (lock) {
+    const maps = DatapathMaps.open(config.bpffs);
     try {
-      removed = detachPod({
-        bpffs: config.bpffs,
-        containerId: env.containerId,
-        ifname: env.ifname,
-        netns,
-        ips: inv.prevResult ? podAddresses(inv.prevResult, env.ifname) : undefined,
-      });
+      removePodPolicies(maps, req);
     } catch (e) {
       // Maps gone (node uninstalled): the pins were removed before the maps were needed.
       if (!(e instanceof NotInstalledError)) throw e;
+    } finally {
+      maps.close();
+      unlock(lock);
     }
-    log("info", "detached", { containerId: env.containerId, ifname: env.ifname, removed });
-  } finally {
-    unlock(lock);
   }
+  log("info", "detached", { containerId: env.containerId, ifname: env.ifname, removed });
 }
 
 // ---- CHECK ------------------------------------------------------------------------------

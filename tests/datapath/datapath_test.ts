@@ -276,6 +276,34 @@ for (const api of ["tcx", "clsact"] as const satisfies readonly TcApi[]) {
     );
   }
 
+  Deno.test(
+    { name: `datapath [${api}]: a pod that routes another pod's packets drops its tag`, ...opts },
+    async () => {
+      // Pod A sends to the far end through pod R, which forwards (a router or VPN pod). A's
+      // packets reach R tagged with priority 3; what R sends on is R's own packet (priority
+      // 0 from R's forwarding), and must not leave the node with A's priority.
+      const env = await DatapathEnv.create(api, { pods: 2 });
+      const [a, router] = env.topo.pods;
+      try {
+        env.attachPod(a);
+        env.attachPod(router);
+        for (
+          const k of ["ip_forward=1", "conf.all.send_redirects=0", "conf.eth0.send_redirects=0"]
+        ) {
+          await env.topo.exec(router.netns, ["sysctl", "-qw", `net.ipv4.${k}`]);
+        }
+        await env.topo.exec(a.netns, ["ip", "route", "add", FAR_V4, "via", router.ipv4]);
+        env.observer.filter(UDP, 8080);
+        await env.send(a.netns, { dst: FAR_V4, count: 200, prio: 3 });
+        const c = env.observer.counts();
+        assert.equal(c.fwdTotal, 200);
+        assert.equal(c.fwdPrio[0], 200, `priorities seen: ${c.fwdPrio}`);
+      } finally {
+        await env.destroy();
+      }
+    },
+  );
+
   Deno.test({ name: `datapath [${api}]: pod policy clamps and remaps`, ...opts }, async () => {
     const env = await DatapathEnv.create(api, { pods: 2 });
     const [clamped, remapped] = env.topo.pods;

@@ -665,8 +665,9 @@ export function xdpChecks(ctx: DoctorContext): void {
       title,
       `XDP on ${
         list.map((x) => `${x.ifname} (${x.mode}, ${x.progName}#${x.progId ?? "?"})`).join(", ")
-      }: XDP re-creates the skb of every packet the pod sends (tsnproxy keys by packet content, ` +
-        "so restoring still works, unlike pointer-keyed designs), but packets it redirects " +
+      }: XDP re-creates the skb of every packet the pod sends (tsnproxy's tag is copied with ` +
+        "it and its table keys by content, so restoring still works, unlike pointer-keyed " +
+        "designs), but packets it redirects " +
         "(XDP_REDIRECT/XDP_TX) bypass tc and are never restored",
       `if the primary CNI did not mean to attach it: ${
         list.map((x) => `ip link set dev ${x.ifname} xdp off`).join("; ")

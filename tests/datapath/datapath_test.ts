@@ -15,6 +15,8 @@ import {
   VXLAN_PORT,
 } from "../lib/topology.ts";
 import type { TcApi } from "../../src/bpf/attach.ts";
+import { compileTestBpf } from "../netlink/_bpf.ts";
+import { run } from "../lib/run.ts";
 
 const UDP = 17, TCP = 6, ICMP = 1, ICMPV6 = 58;
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -299,6 +301,40 @@ for (const api of ["tcx", "clsact"] as const satisfies readonly TcApi[]) {
         assert.equal(c.fwdTotal, 200);
         assert.equal(c.fwdPrio[0], 200, `priorities seen: ${c.fwdPrio}`);
       } finally {
+        await env.destroy();
+      }
+    },
+  );
+
+  Deno.test(
+    { name: `datapath [${api}]: an XDP program on the host veth changes nothing`, ...opts },
+    async (t) => {
+      // XDP on the host veth re-creates the skb (kernel.md: it broke pointer keys). The tag is
+      // copied with the skb's header; the table keys by content.
+      const env = await DatapathEnv.create(api, { pods: 1 });
+      const [pod] = env.topo.pods;
+      const xdp = compileTestBpf();
+      try {
+        env.attachPod(pod);
+        for (const mode of ["xdpgeneric", "xdpdrv"] as const) {
+          await t.step(`${mode}: tag and table restored`, async () => {
+            const link = ["ip", "-n", env.topo.node, "link", "set", "dev", pod.hostVeth];
+            await run([...link, mode, "obj", xdp.object, "sec", "xdp"]);
+            try {
+              env.observer.filter(UDP, 8080);
+              await env.send(pod.netns, { dst: FAR_V4, count: 200, prio: 3 });
+              await env.send(pod.netns, { dst: FAR_V4, count: 100, prio: 2, txtime: "realtime" });
+              const c = env.observer.counts();
+              assert.equal(c.fwdPrio[3], 200, `priorities seen: ${c.fwdPrio}`);
+              assert.equal(c.fwdPrio[2], 100, `priorities seen: ${c.fwdPrio}`);
+              assert.equal(c.tsOk, 100, `launch times: ok ${c.tsOk} none ${c.tsNone}`);
+            } finally {
+              await run([...link, mode, "off"]);
+            }
+          });
+        }
+      } finally {
+        xdp.cleanup();
         await env.destroy();
       }
     },

@@ -222,12 +222,13 @@ bpffs: /sys/fs/bpf/tsnproxy
 # tc attachment: "auto" (tcx on kernel 6.6+, else clsact), "tcx" or "clsact".
 attachMode: auto
 
-# Saved metadata not restored within maxAgeMs is dropped by the GC every intervalMs.
+# Fingerprint-table entries (launch times without a clock type, priorities above 15; the
+# tag in tc_index carries the rest) not restored within maxAgeMs are dropped by the GC.
 gc:
   maxAgeMs: 1000
   intervalMs: 1000
 
-# Entries in the metadata map (a power of two, 1024..1048576).
+# Entries in the fingerprint table (a power of two, 1024..1048576).
 mapEntries: 16384
 
 # Default pod policy: clamp priorities and remap 0..15 (per-pod layers may only lower the

@@ -676,3 +676,50 @@ export function xdpChecks(ctx: DoctorContext): void {
     );
   });
 }
+
+/**
+ * Devices whose dsmark qdisc (kernels before 6.8) rewrites skb->tc_index, where the saver's
+ * tag travels. On the TSN interface itself the qdisc runs after the restorer; anywhere else
+ * (an overlay, a bond in front of the NIC) the tag of every packet through it is lost.
+ */
+export function tcIndexWriters(
+  links: readonly Pick<LinkInfo, "index" | "name">[],
+  qdiscsOf: (ifindex: number) => readonly Pick<QdiscInfo, "kind" | "handle">[],
+  tsnInterface: string | undefined,
+): string[] {
+  return links.filter((l) => l.name !== tsnInterface).flatMap((l) =>
+    qdiscsOf(l.index).filter((q) => q.kind === "dsmark").map((q) =>
+      `${l.name} (dsmark ${formatHandle(q.handle)})`
+    )
+  );
+}
+
+export function tcIndexChecks(ctx: DoctorContext): void {
+  const title = "Nothing on the way rewrites skb->tc_index";
+  ctx.run("interface", "tc_index", title, () => {
+    const writers = ctx.inNode(() =>
+      tcIndexWriters(listLinks(), (i) => listQdiscs(i), ctx.tsnInterface)
+    );
+    if (writers.length === 0) {
+      ctx.add(
+        "pass",
+        "interface",
+        "tc_index",
+        title,
+        "no dsmark qdisc between the pods and the TSN interface: the priority tag arrives intact",
+      );
+      return;
+    }
+    ctx.add(
+      "warn",
+      "interface",
+      "tc_index",
+      title,
+      `${writers.join(", ")}: dsmark rewrites skb->tc_index, which carries the pods' ` +
+        "priorities to the TSN interface; packets through these devices leave with the " +
+        "priority the node gives them",
+      "replace dsmark (removed from Linux in 6.8) with a qdisc that does not rewrite tc_index",
+      { writers },
+    );
+  });
+}

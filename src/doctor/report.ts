@@ -13,6 +13,7 @@ import {
   qdiscChecks,
   qdiscStart,
   sysctlChecks,
+  tcIndexChecks,
   xdpChecks,
 } from "./checks_net.ts";
 import { gcCheck, gcSample, pinChecks } from "./checks_pins.ts";
@@ -60,6 +61,7 @@ export async function collectReport(opts: DoctorRunOptions): Promise<DoctorRepor
     qdiscStart(ctx, net);
     sysctlChecks(ctx);
     xdpChecks(ctx);
+    tcIndexChecks(ctx);
   }
   if (libsOk) podChecks(ctx, installed);
   await binaryCheck(ctx, pendingVersion);

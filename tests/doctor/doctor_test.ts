@@ -57,6 +57,7 @@ Deno.test("doctor: a freshly set-up node passes the datapath checks", opts, asyn
         "interface.restorer",
         "sysctl.forward_update_priority",
         "xdp.host_veths",
+        "interface.tc_index",
         "pods.attachments",
         "pods.policies",
       ]

@@ -142,7 +142,7 @@ int tsnp_save(struct __sk_buff *skb)
 	}
 
 	/* A typed launch time survives on its own; an untyped one is cleared on the way. */
-	if (allowed <= TSNP_TAG_PRIO_MAX &&
+	if (allowed <= TSNP_TAG_PRIO_MAX && !(cfg->flags & TSNP_CONFIG_TABLE_ONLY) &&
 	    !((meta.flags & TSNP_META_HAS_TSTAMP) && ttype == TSNP_TSTAMP_UNSPEC)) {
 		skb->tc_index = tsnp_tag(pol->slot, allowed);
 	} else {

@@ -122,7 +122,16 @@ struct tsnp_config {
 	__u64 gc_interval_ns; /* GC timer period */
 	struct tsnp_policy default_policy; /* pods without an entry in tsnp_policy */
 	__u64 policy_gen;     /* bumped by user space after any policy change (never 0) */
+	__u32 flags;	      /* TSNP_CONFIG_* */
+	__u32 _pad;
 };
+
+/*
+ * Every saved packet takes the table, none the tag: for nodes where a classic tc filter
+ * between the pods and the TSN NIC returns TC_ACT_OK, after which the kernel resets
+ * skb->tc_index (tc_run(): tc_index = TC_H_MIN(classid)). Node config `carrier: table`.
+ */
+#define TSNP_CONFIG_TABLE_ONLY 0x1
 
 /*
  * Each CPU's saver remembers the last source address it looked up and its policy: a pod's

@@ -8,6 +8,7 @@ import { BPF_ANY, BpfMapBatchOpts } from "../ffi/structs/bpf.ts";
 import {
   type CounterName,
   COUNTERS,
+  TSNP_CONFIG_TABLE_ONLY,
   TSNP_POLICY_REMAP,
   TSNP_SLOTS,
   TsnpAddr,
@@ -34,10 +35,15 @@ export interface DatapathPolicy {
   remap?: readonly number[];
 }
 
+/** How priorities 0-15 travel (bpf/tsnproxy.h): the tc_index tag, or the table for all. */
+export type Carrier = "tag" | "table";
+
 export interface DatapathConfig {
   maxAgeNs: bigint;
   gcIntervalNs: bigint;
   defaultPolicy: DatapathPolicy;
+  /** Default "tag". */
+  carrier?: Carrier;
 }
 
 export const NO_CLAMP = 0xffffffff;
@@ -164,6 +170,7 @@ export class DatapathMaps {
     // A new default policy, like any policy change, must reach the savers' caches.
     const value = encode(TsnpConfig, {
       policy_gen: this.#policyGen() + 1n,
+      flags: c.carrier === "table" ? TSNP_CONFIG_TABLE_ONLY : 0,
       max_age_ns: c.maxAgeNs,
       gc_interval_ns: c.gcIntervalNs,
       "default_policy.pod_cookie": c.defaultPolicy.podCookie,
@@ -226,6 +233,7 @@ export class DatapathMaps {
     return {
       maxAgeNs: d.max_age_ns,
       gcIntervalNs: d.gc_interval_ns,
+      carrier: d.flags & TSNP_CONFIG_TABLE_ONLY ? "table" : "tag",
       defaultPolicy: {
         podCookie: d["default_policy.pod_cookie"],
         slot: d["default_policy.slot"],

@@ -37,6 +37,7 @@ const ifname = z.string({ error: "expected an interface name" }).regex(/^[^\s/:]
 
 export const RESTORE_AT = ["tsn-egress", "host-veth-ingress"] as const;
 export const ATTACH_MODES = ["auto", "tcx", "clsact"] as const;
+export const CARRIERS = ["tag", "table"] as const;
 const oneOf = <T extends readonly [string, ...string[]]>(values: T) =>
   z.enum(values, { error: `expected one of ${values.map((v) => `"${v}"`).join(", ")}` });
 
@@ -46,6 +47,7 @@ export const nodeConfigSchema = z.strictObject({
   restoreAt: oneOf(RESTORE_AT).default("tsn-egress"),
   bpffs: absPath("bpffs").default("/sys/fs/bpf/tsnproxy"),
   attachMode: oneOf(ATTACH_MODES).default("auto"),
+  carrier: oneOf(CARRIERS).default("tag"),
   gc: z.strictObject({
     maxAgeMs: posInt().default(1000),
     intervalMs: posInt().default(1000),
@@ -221,6 +223,12 @@ bpffs: /sys/fs/bpf/tsnproxy
 
 # tc attachment: "auto" (tcx on kernel 6.6+, else clsact), "tcx" or "clsact".
 attachMode: auto
+
+# How a priority of 0-15 travels from the pod to the TSN NIC: "tag" (in skb->tc_index: no
+# map, nothing a flood can evict) or "table" (the fingerprint table, which launch times
+# without a clock type always take). Use "table" when a classic tc filter between the pods
+# and the NIC returns TC_ACT_OK: the kernel then resets tc_index ("tsnproxy doctor" warns).
+carrier: tag
 
 # Fingerprint-table entries (launch times without a clock type, priorities above 15; the
 # tag in tc_index carries the rest) not restored within maxAgeMs are dropped by the GC.

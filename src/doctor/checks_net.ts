@@ -694,32 +694,84 @@ export function tcIndexWriters(
   );
 }
 
+/**
+ * Classic tc BPF filters on the node's devices, other than tsnproxy's own: after one returns
+ * TC_ACT_OK the kernel sets skb->tc_index = TC_H_MIN(classid) (tc_run()), which erases the
+ * tag of the pod packets through it. tcx programs do not. The TSN interface's egress is left
+ * out: the restorer runs before its filters (tcx) or is one of them (interface.restorer).
+ */
+export function classicFilterHooks(
+  links: readonly Pick<LinkInfo, "index" | "name">[],
+  filtersOf: (ifindex: number, dir: "ingress" | "egress") => readonly { progId?: number }[],
+  tsnInterface: string | undefined,
+  ours: ReadonlySet<number>,
+): string[] {
+  const out: string[] = [];
+  for (const l of links) {
+    if (l.name === "lo") continue;
+    for (const dir of ["ingress", "egress"] as const) {
+      if (dir === "egress" && l.name === tsnInterface) continue;
+      const foreign = filtersOf(l.index, dir).filter((f) => !ours.has(f.progId ?? -1));
+      if (foreign.length) out.push(`${l.name} ${dir} (${plural(foreign.length, "filter")})`);
+    }
+  }
+  return out;
+}
+
 export function tcIndexChecks(ctx: DoctorContext): void {
-  const title = "Nothing on the way rewrites skb->tc_index";
+  const title = "Nothing on the way resets skb->tc_index";
   ctx.run("interface", "tc_index", title, () => {
-    const writers = ctx.inNode(() =>
-      tcIndexWriters(listLinks(), (i) => listQdiscs(i), ctx.tsnInterface)
-    );
-    if (writers.length === 0) {
+    if (ctx.config.carrier === "table") {
       ctx.add(
         "pass",
         "interface",
         "tc_index",
         title,
-        "no dsmark qdisc between the pods and the TSN interface: the priority tag arrives intact",
+        "carrier: table: priorities travel in the fingerprint table, tc_index is not used",
       );
       return;
     }
+    const ours = new Set(
+      [pinnedProgId(ctx.bpffs, "restore"), pinnedProgId(ctx.bpffs, "save")]
+        .filter((id): id is number => id !== undefined),
+    );
+    const { writers, hooks } = ctx.inNode(() => {
+      const links = listLinks();
+      return {
+        writers: tcIndexWriters(links, (i) => listQdiscs(i), ctx.tsnInterface),
+        hooks: classicFilterHooks(links, listBpfFilters, ctx.tsnInterface, ours),
+      };
+    });
+    if (writers.length === 0 && hooks.length === 0) {
+      ctx.add(
+        "pass",
+        "interface",
+        "tc_index",
+        title,
+        "no dsmark qdisc and no classic tc filter on the node's devices: the priority tag " +
+          "arrives intact",
+      );
+      return;
+    }
+    const why = [
+      ...(writers.length ? [`${writers.join(", ")}: dsmark rewrites skb->tc_index`] : []),
+      ...(hooks.length
+        ? [
+          `classic tc BPF filters on ${hooks.join(", ")}: one that returns TC_ACT_OK makes ` +
+          "the kernel reset skb->tc_index",
+        ]
+        : []),
+    ];
     ctx.add(
       "warn",
       "interface",
       "tc_index",
       title,
-      `${writers.join(", ")}: dsmark rewrites skb->tc_index, which carries the pods' ` +
-        "priorities to the TSN interface; packets through these devices leave with the " +
-        "priority the node gives them",
-      "replace dsmark (removed from Linux in 6.8) with a qdisc that does not rewrite tc_index",
-      { writers },
+      `${why.join("; ")}. tsnproxy carries priorities 0-15 in tc_index: pod packets through ` +
+        "these hooks may leave with the priority the node gives them",
+      "if `tsnproxy status` shows restored well below saved, set `carrier: table` in the node " +
+        "config and run `tsnproxy install` again",
+      { writers, hooks },
     );
   });
 }

@@ -77,6 +77,7 @@ export function datapathConfig(cfg: NodeConfig): DatapathConfig {
   return {
     maxAgeNs: BigInt(cfg.gc.maxAgeMs) * 1_000_000n,
     gcIntervalNs: BigInt(cfg.gc.intervalMs) * 1_000_000n,
+    carrier: cfg.carrier,
     defaultPolicy: {
       podCookie: 0n,
       maxPriority: dp.maxPriority,
@@ -89,6 +90,7 @@ function sameConfig(a: DatapathConfig, b: DatapathConfig): boolean {
   const ra = a.defaultPolicy.remap;
   const rb = b.defaultPolicy.remap;
   return a.maxAgeNs === b.maxAgeNs && a.gcIntervalNs === b.gcIntervalNs &&
+    (a.carrier ?? "tag") === (b.carrier ?? "tag") &&
     a.defaultPolicy.podCookie === b.defaultPolicy.podCookie &&
     a.defaultPolicy.maxPriority === b.defaultPolicy.maxPriority &&
     (ra === undefined) === (rb === undefined) &&
@@ -333,7 +335,9 @@ export function formatNodePlan(p: NodePlan, verb = "install"): string {
     line(
       d.writeConfig,
       `${d.writeConfig ? "write" : "keep"} node config: max age ${ms(d.config.maxAgeNs)}, GC ` +
-        `every ${ms(d.config.gcIntervalNs)}, default policy ${policyText(d.config)}`,
+        `every ${ms(d.config.gcIntervalNs)}, priorities 0-15 by ${
+          d.config.carrier === "table" ? "the table" : "the tc_index tag"
+        }, default policy ${policyText(d.config)}`,
     );
     line(d.startGc, d.startGc ? "start the GC timer" : "GC timer running");
   }

@@ -340,6 +340,44 @@ for (const api of ["tcx", "clsact"] as const satisfies readonly TcApi[]) {
     },
   );
 
+  Deno.test(
+    { name: `datapath [${api}]: a tc filter returning OK resets the tag; carrier table`, ...opts },
+    async (t) => {
+      // The kernel sets tc_index = TC_H_MIN(classid) after a classic tc filter's TC_ACT_OK
+      // (tc_run); a primary CNI's cls_bpf program on the host veth does that.
+      const env = await DatapathEnv.create(api, { pods: 1 });
+      const [pod] = env.topo.pods;
+      const obj = compileTestBpf();
+      try {
+        env.attachPod(pod);
+        const tc = ["ip", "netns", "exec", env.topo.node, "tc"];
+        await run([...tc, "qdisc", "add", "dev", pod.hostVeth, "clsact"]);
+        await run([...tc, "filter", "add", "dev", pod.hostVeth, "ingress", "bpf", "da", "obj"]
+          .concat([obj.object, "sec", "classifier_ok"]));
+        await t.step("carrier tag: the priority is lost (what doctor warns about)", async () => {
+          env.observer.filter(UDP, 8080);
+          await env.send(pod.netns, { dst: FAR_V4, count: 200, prio: 3 });
+          assert.equal(env.observer.counts().fwdPrio[0], 200);
+        });
+        await t.step("carrier table: restored", async () => {
+          const m = env.maps();
+          try {
+            m.writeConfig({ ...m.readConfig(), carrier: "table" });
+          } finally {
+            m.close();
+          }
+          env.observer.filter(UDP, 8080);
+          await env.send(pod.netns, { dst: FAR_V4, count: 200, prio: 3 });
+          const c = env.observer.counts();
+          assert.equal(c.fwdPrio[3], 200, `priorities seen: ${c.fwdPrio}`);
+        });
+      } finally {
+        obj.cleanup();
+        await env.destroy();
+      }
+    },
+  );
+
   Deno.test({ name: `datapath [${api}]: pod policy clamps and remaps`, ...opts }, async () => {
     const env = await DatapathEnv.create(api, { pods: 2 });
     const [clamped, remapped] = env.topo.pods;

@@ -353,6 +353,30 @@ Deno.test("doctor: XDP program on a host veth, then removed", opts, async () => 
   }
 });
 
+Deno.test("doctor: a classic tc filter on a host veth would reset the tag", opts, async () => {
+  const env = await DoctorEnv.create();
+  const bpf = compileTestBpf();
+  try {
+    const pod = `tnd-pod-${randomId()}`;
+    await run(["ip", "netns", "add", pod]);
+    env.netnsToDelete.push(pod);
+    await env.ip("link", "add", "hv4", "type", "veth", "peer", "name", "eth0", "netns", pod);
+    await env.ip("link", "set", "hv4", "up");
+    await env.nsExec("tc", "qdisc", "add", "dev", "hv4", "clsact");
+    await env.nsExec(
+      ...["tc", "filter", "add", "dev", "hv4", "ingress", "bpf", "da", "obj", bpf.object],
+      ...["sec", "classifier_ok"],
+    );
+    const r = await env.report();
+    expect(r, "interface.tc_index", "warn", /hv4 ingress \(1 filter\)/, /carrier: table/);
+    await env.nsExec("tc", "qdisc", "del", "dev", "hv4", "clsact");
+    expect(await env.report(), "interface.tc_index", "pass");
+  } finally {
+    bpf.cleanup();
+    await env.destroy();
+  }
+});
+
 Deno.test("doctor: leaked pod attachment (netns deleted) and orphaned policy", opts, async () => {
   const env = await DoctorEnv.create();
   try {

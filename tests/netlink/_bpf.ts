@@ -1,8 +1,12 @@
-/** A trivial BPF object for tests (tc classifier + XDP), compiled with clang at test time. */
+/**
+ * A trivial BPF object for tests, compiled with clang at test time: tc classifiers returning
+ * TC_ACT_UNSPEC (section classifier) and TC_ACT_OK (classifier_ok), and an XDP_PASS program.
+ */
 import { run } from "./_netns.ts";
 
 const SOURCE = `
 __attribute__((section("classifier"), used)) int tn_cls(void *ctx) { return -1; }
+__attribute__((section("classifier_ok"), used)) int tn_cls_ok(void *ctx) { return 0; }
 __attribute__((section("xdp"), used)) int tn_xdp(void *ctx) { return 2; }
 char _license[] __attribute__((section("license"), used)) = "GPL";
 `;

@@ -12,6 +12,7 @@ const DEFAULTS: NodeConfig = {
   restoreAt: "tsn-egress",
   bpffs: "/sys/fs/bpf/tsnproxy",
   attachMode: "auto",
+  carrier: "tag",
   gc: { maxAgeMs: 1000, intervalMs: 1000 },
   mapEntries: 16384,
   policy: {},

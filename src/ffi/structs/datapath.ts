@@ -39,7 +39,7 @@ export const TsnpAddr = struct("struct tsnp_addr", H, 16, {
   addr: [0, "bytes", 16],
 });
 
-export const TsnpConfig = struct("struct tsnp_config", H, 56, {
+export const TsnpConfig = struct("struct tsnp_config", H, 64, {
   max_age_ns: [0, "u64"],
   gc_interval_ns: [8, "u64"],
   "default_policy.pod_cookie": [16, "u64"],
@@ -48,6 +48,7 @@ export const TsnpConfig = struct("struct tsnp_config", H, 56, {
   "default_policy.slot": [30, "u16"],
   "default_policy.remap": [32, "bytes", 16],
   policy_gen: [48, "u64"],
+  flags: [56, "u32"],
 });
 
 export const TsnpLive = struct("struct tsnp_live", H, 32, {
@@ -64,6 +65,7 @@ export const TsnpPodCounters = struct("struct tsnp_pod_counters", H, 24, {
 });
 
 export const TSNP_POLICY_REMAP = 1;
+export const TSNP_CONFIG_TABLE_ONLY = 1;
 /** Per-pod counter slots (tsnp_pod_stats, tsnp_slots); slot 0 is nobody's. */
 export const TSNP_SLOTS = 512;
 export const TSNP_META_HAS_TSTAMP = 1;

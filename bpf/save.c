@@ -25,9 +25,11 @@ static __always_inline struct tsnp_policy *policy_for(struct tsnp_addr *src, str
 {
 	__u32 zero = 0;
 	struct tsnp_policy_cache *c = bpf_map_lookup_elem(&tsnp_policy_cache, &zero);
+	__u64 *genp = bpf_map_lookup_elem(&tsnp_policy_gen, &zero);
+	__u64 gen = genp ? *genp : 0;
 	struct tsnp_policy *p;
 
-	if (c && c->gen == cfg->policy_gen && same_addr(&c->src, src))
+	if (c && gen && c->gen == gen && same_addr(&c->src, src))
 		return &c->policy;
 	p = bpf_map_lookup_elem(&tsnp_policy, src);
 	if (!p)
@@ -36,7 +38,7 @@ static __always_inline struct tsnp_policy *policy_for(struct tsnp_addr *src, str
 		return p;
 	c->src = *src;
 	c->policy = *p;
-	c->gen = cfg->policy_gen;
+	c->gen = gen;
 	return &c->policy;
 }
 

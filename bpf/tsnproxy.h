@@ -121,7 +121,6 @@ struct tsnp_config {
 	__u64 max_age_ns;     /* entries older than this never restore; GC removes them */
 	__u64 gc_interval_ns; /* GC timer period */
 	struct tsnp_policy default_policy; /* pods without an entry in tsnp_policy */
-	__u64 policy_gen;     /* bumped by user space after any policy change (never 0) */
 	__u32 flags;	      /* TSNP_CONFIG_* */
 	__u32 _pad;
 };
@@ -136,7 +135,7 @@ struct tsnp_config {
 /*
  * Each CPU's saver remembers the last source address it looked up and its policy: a pod's
  * packets come in runs, and the hash lookup is the most expensive step of a tagged save.
- * Valid while gen equals tsnp_config.policy_gen.
+ * Valid while gen equals tsnp_policy_gen.
  */
 struct tsnp_policy_cache {
 	struct tsnp_addr src;
@@ -238,6 +237,19 @@ struct {
 	__type(key, __u32);
 	__type(value, struct tsnp_policy_cache);
 } tsnp_policy_cache SEC(".maps");
+
+/*
+ * The policies' generation: user space writes CLOCK_MONOTONIC ns into it after every change
+ * to tsnp_policy or the default policy (a new value each time, 0 = never written), which
+ * empties every CPU's tsnp_policy_cache. A map of its own: bumping it rewrites nothing else.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tsnp_policy_gen SEC(".maps");
 
 /* Per-pod counters by slot. User space hands out slots at CNI ADD and zeroes them. */
 struct {

@@ -2,7 +2,7 @@
  * Typed access to the datapath's pinned maps from user space: the pod policy table, the
  * node config, the counters and the fingerprint table's occupancy.
  */
-import { Errno } from "../ffi/libc.ts";
+import { Errno, monotonicNs } from "../ffi/libc.ts";
 import { libbpf } from "../ffi/libbpf.ts";
 import { BPF_ANY, BpfMapBatchOpts } from "../ffi/structs/bpf.ts";
 import {
@@ -167,9 +167,7 @@ export class DatapathMaps {
 
   writeConfig(c: DatapathConfig): void {
     const { flags, remap } = encodePolicyFields(c.defaultPolicy);
-    // A new default policy, like any policy change, must reach the savers' caches.
     const value = encode(TsnpConfig, {
-      policy_gen: this.#policyGen() + 1n,
       flags: c.carrier === "table" ? TSNP_CONFIG_TABLE_ONLY : 0,
       max_age_ns: c.maxAgeNs,
       gc_interval_ns: c.gcIntervalNs,
@@ -180,6 +178,7 @@ export class DatapathMaps {
       "default_policy.remap": remap,
     });
     this.#get("tsnp_config").update(new Uint8Array(4), value);
+    this.#policiesChanged(); // a new default policy must reach the savers' caches too
     // The restorer's gate holds max_age in jiffies: a new age must be measured again (until
     // then the restorer always looks). The last save time is kept.
     this.#get("tsnp_live").update(
@@ -188,24 +187,17 @@ export class DatapathMaps {
     );
   }
 
-  /** tsnp_config.policy_gen, 0 before the first config write. */
-  #policyGen(): bigint {
-    const v = this.#get("tsnp_config").lookup(new Uint8Array(4), TsnpConfig.size);
-    return v ? decode(TsnpConfig, v).policy_gen : 0n;
-  }
-
   /**
-   * Invalidates every CPU's cached policy (struct tsnp_policy_cache) after a change to
-   * tsnp_policy. Until it lands, a saver may apply the address's previous policy: the
-   * window is the time between two syscalls.
+   * Empties every CPU's cached policy (struct tsnp_policy_cache) after a policy change, by
+   * writing a new generation (CLOCK_MONOTONIC ns: different from every earlier one, whoever
+   * writes it, without reading the old one). Until it lands, a saver may apply the address's
+   * previous policy: the window is the time between two syscalls.
    */
   #policiesChanged(): void {
-    const m = this.#get("tsnp_config");
-    const v = m.lookup(new Uint8Array(4), TsnpConfig.size);
-    if (!v) throw new Error("tsnp_config has no entry");
-    const d = decode(TsnpConfig, v);
-    new DataView(v.buffer).setBigUint64(TsnpConfig.fields.policy_gen[0], d.policy_gen + 1n, true);
-    m.update(new Uint8Array(4), v);
+    this.#get("tsnp_policy_gen").update(
+      new Uint8Array(4),
+      new Uint8Array(new BigUint64Array([monotonicNs()]).buffer),
+    );
   }
 
   /** struct tsnp_live: the restorer's gate and the GC timer's last tick. */

@@ -36,6 +36,7 @@ export const MAPS = [
   "tsnp_stats",
   "tsnp_pod_stats",
   "tsnp_slots",
+  "tsnp_policy_gen",
   "tsnp_gc",
   "tsnp_live",
 ] as const;

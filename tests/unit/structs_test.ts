@@ -97,9 +97,13 @@ Deno.test("the struct probe catches a wrong offset", async () => {
   assert.match(r.stderr, /offsetof\(struct bpf_tc_opts, handle\)/);
 });
 
-Deno.test("the datapath counters match enum tsnp_counter", async () => {
+Deno.test("the datapath counters and constants match bpf/tsnproxy.h", async () => {
   const src = [
     '#include "tsnproxy.h"',
+    `_Static_assert(TSNP_SLOTS == ${datapath.TSNP_SLOTS}, "TSNP_SLOTS");`,
+    `_Static_assert(TSNP_POLICY_REMAP == ${datapath.TSNP_POLICY_REMAP}, "TSNP_POLICY_REMAP");`,
+    `_Static_assert(TSNP_CONFIG_TABLE_ONLY == ${datapath.TSNP_CONFIG_TABLE_ONLY}, "TABLE_ONLY");`,
+    `_Static_assert(TSNP_META_HAS_TSTAMP == ${datapath.TSNP_META_HAS_TSTAMP}, "HAS_TSTAMP");`,
     ...datapath.COUNTERS.map((name, i) =>
       `_Static_assert(TSNP_${snake(name).toUpperCase()} == ${i}, "counter ${i}");`
     ),

@@ -39,7 +39,7 @@ export const TsnpAddr = struct("struct tsnp_addr", H, 16, {
   addr: [0, "bytes", 16],
 });
 
-export const TsnpConfig = struct("struct tsnp_config", H, 64, {
+export const TsnpConfig = struct("struct tsnp_config", H, 56, {
   max_age_ns: [0, "u64"],
   gc_interval_ns: [8, "u64"],
   "default_policy.pod_cookie": [16, "u64"],
@@ -47,8 +47,7 @@ export const TsnpConfig = struct("struct tsnp_config", H, 64, {
   "default_policy.flags": [28, "u16"],
   "default_policy.slot": [30, "u16"],
   "default_policy.remap": [32, "bytes", 16],
-  policy_gen: [48, "u64"],
-  flags: [56, "u32"],
+  flags: [48, "u32"],
 });
 
 export const TsnpLive = struct("struct tsnp_live", H, 32, {

@@ -137,6 +137,18 @@ export class DoctorEnv {
     return run(["ip", "-n", this.node, ...args]);
   }
 
+  /**
+   * A pod namespace (deleted with the env) whose eth0 is paired with `hostVeth` in the node
+   * namespace. Returns the pod namespace's name.
+   */
+  async addPod(hostVeth: string): Promise<string> {
+    const pod = `tnd-pod-${randomId()}`;
+    await run(["ip", "netns", "add", pod]);
+    this.netnsToDelete.push(pod);
+    await this.ip("link", "add", hostVeth, "type", "veth", "peer", "name", "eth0", "netns", pod);
+    return pod;
+  }
+
   nsExec(...args: string[]) {
     return run(["ip", "netns", "exec", this.node, ...args]);
   }

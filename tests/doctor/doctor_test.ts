@@ -330,10 +330,7 @@ Deno.test("doctor: XDP program on a host veth, then removed", opts, async () => 
   const env = await DoctorEnv.create();
   const bpf = compileTestBpf();
   try {
-    const pod = `tnd-pod-${randomId()}`;
-    await run(["ip", "netns", "add", pod]);
-    env.netnsToDelete.push(pod);
-    await env.ip("link", "add", "hv0", "type", "veth", "peer", "name", "eth0", "netns", pod);
+    await env.addPod("hv0");
     await env.ip("link", "set", "hv0", "up");
     await env.ip("link", "set", "dev", "hv0", "xdpgeneric", "obj", bpf.object, "sec", "xdp");
     let r = await env.report();
@@ -357,10 +354,7 @@ Deno.test("doctor: a classic tc filter on a host veth would reset the tag", opts
   const env = await DoctorEnv.create();
   const bpf = compileTestBpf();
   try {
-    const pod = `tnd-pod-${randomId()}`;
-    await run(["ip", "netns", "add", pod]);
-    env.netnsToDelete.push(pod);
-    await env.ip("link", "add", "hv4", "type", "veth", "peer", "name", "eth0", "netns", pod);
+    await env.addPod("hv4");
     await env.ip("link", "set", "hv4", "up");
     await env.nsExec("tc", "qdisc", "add", "dev", "hv4", "clsact");
     await env.nsExec(
@@ -380,10 +374,7 @@ Deno.test("doctor: a classic tc filter on a host veth would reset the tag", opts
 Deno.test("doctor: leaked pod attachment (netns deleted) and orphaned policy", opts, async () => {
   const env = await DoctorEnv.create();
   try {
-    const pod = `tnd-pod-${randomId()}`;
-    await run(["ip", "netns", "add", pod]);
-    env.netnsToDelete.push(pod);
-    await env.ip("link", "add", "hv1", "type", "veth", "peer", "name", "eth0", "netns", pod);
+    const pod = await env.addPod("hv1");
     await run(["ip", "-n", pod, "link", "set", "eth0", "up"]);
     const req = {
       bpffs: env.bpffs,

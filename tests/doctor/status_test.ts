@@ -21,10 +21,7 @@ for i in range(int(sys.argv[1])):
 Deno.test("status: node and per-pod counters, --json schema, --watch rates", opts, async () => {
   const env = await DoctorEnv.create();
   try {
-    const pod = `tnd-pod-${randomId()}`;
-    await run(["ip", "netns", "add", pod]);
-    env.netnsToDelete.push(pod);
-    await env.ip("link", "add", "hv2", "type", "veth", "peer", "name", "eth0", "netns", pod);
+    const pod = await env.addPod("hv2");
     await env.ip("addr", "add", "10.250.0.1/24", "dev", "hv2");
     await env.ip("link", "set", "hv2", "up");
     await run(["ip", "-n", pod, "addr", "add", "10.250.0.9/24", "dev", "eth0"]);

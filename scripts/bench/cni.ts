@@ -8,11 +8,13 @@
  * design's process-per-step bash plugin (scripts/bench/research_plugin.sh).
  *
  * Scale: tsnproxy alone, N pods ADD then DEL at concurrency 1 and 16, each plugin process
- * under /usr/bin/time for its peak RSS, then a leftover census (pins, policies, tcx
+ * under /usr/bin/time for its peak RSS, then a leftover census (pins, policies, tcx/cls_bpf
  * programs on the pods' interfaces) that must be all zero.
  */
 import { setupNode, teardownNode } from "../../src/bpf/node.ts";
-import { queryTcx } from "../../src/bpf/attach.ts";
+import { clsactProgId, queryTcx } from "../../src/bpf/attach.ts";
+import { ifNameToIndex } from "../../src/ffi/libc.ts";
+import { withNetns } from "../../src/util/netns.ts";
 import { DatapathMaps } from "../../src/bpf/maps.ts";
 import { MAPS, PinLayout } from "../../src/bpf/pins.ts";
 import { closeFd, mapInfo, objGetRequired, objPin } from "../../src/bpf/sys.ts";
@@ -405,7 +407,8 @@ export interface ScaleRun {
   delP50Ms: number;
   peakRssMiB: number;
   failures: number;
-  leftovers: { pins: number; policies: number; tcxPrograms: number; podCounters: number };
+  /** hookPrograms: tcx programs and our cls_bpf filter on the pods' egress hooks. */
+  leftovers: { pins: number; policies: number; hookPrograms: number; podCounters: number };
 }
 
 export interface ScaleResult {
@@ -498,8 +501,12 @@ export async function runScale(
       } catch {
         // no pods dir: nothing left
       }
-      let tcx = 0;
-      for (const pod of pods) tcx += queryTcx(pod.ifname, "egress", pod.netns).length;
+      let hooked = 0;
+      for (const pod of pods) {
+        hooked += queryTcx(pod.ifname, "egress", pod.netns).length;
+        const onHook = withNetns(pod.netns, () => clsactProgId(ifNameToIndex(pod.ifname), "egress"));
+        if (onHook !== undefined) hooked++;
+      }
       runs.push({
         concurrency: c,
         addTotalS,
@@ -508,7 +515,7 @@ export async function runScale(
         delP50Ms: summarize(dels).p50,
         peakRssMiB: rss / 1024,
         failures,
-        leftovers: { pins: pinCount, policies, tcxPrograms: tcx, podCounters },
+        leftovers: { pins: pinCount, policies, hookPrograms: hooked, podCounters },
       });
     }
     const maps: ScaleResult["maps"] = [];

@@ -285,7 +285,7 @@ export function render(r: Report): { tables: string[]; svg: string } {
         "failures",
         "left pins",
         "left policies",
-        "left tcx progs",
+        "left progs on pod hooks",
         "left pod counters",
       ],
       s.runs.map((x) => [
@@ -298,7 +298,7 @@ export function render(r: Report): { tables: string[]; svg: string } {
         x.failures,
         x.leftovers.pins,
         x.leftovers.policies,
-        x.leftovers.tcxPrograms,
+        x.leftovers.hookPrograms,
         x.leftovers.podCounters,
       ]),
     ));

@@ -20,7 +20,7 @@ import {
   BpfTcHook,
   BpfTcOpts,
 } from "../ffi/structs/bpf.ts";
-import { encode } from "../ffi/structs/layout.ts";
+import { decode, encode } from "../ffi/structs/layout.ts";
 import { withNetns } from "../util/netns.ts";
 import { check, closeFd, linkInfo, objGet, objPin, progInfo } from "./sys.ts";
 
@@ -51,16 +51,41 @@ export interface Attachment {
   direction: Direction;
   /** The pin that records it. */
   pin: string;
+  /**
+   * clsact: the network namespace of the filter when it is not the attaching process's own
+   * (a pod's), as the marker records it. A tcx link needs none: unpinning detaches it.
+   */
+  netns?: string;
 }
 
-function clsactMarker(pin: string, direction: Direction, ifindex: number): string {
-  return `${pin}@clsact-${direction}-${ifindex}`;
+/**
+ * A cls_bpf filter is not a kernel object a pin can hold, so a clsact attachment is recorded
+ * by pinning its program under a marker name that says where the filter is:
+ * <pin>@clsact-<direction>-<ifindex>[@netns=<namespace path, URI-encoded>]. With the
+ * namespace, uninstall and GC can still reach a live pod's filter without the runtime.
+ */
+export function clsactMarker(
+  pin: string,
+  direction: Direction,
+  ifindex: number,
+  netns?: string,
+): string {
+  const ns = netns ? `@netns=${encodeURIComponent(netns)}` : "";
+  return `${pin}@clsact-${direction}-${ifindex}${ns}`;
 }
 
 /** Parses a pin name back into what it records. */
 export function describePin(path: string): Attachment {
-  const m = /^(.*)@clsact-(ingress|egress)-(\d+)$/.exec(path);
-  if (m) return { api: "clsact", direction: m[2] as Direction, ifindex: Number(m[3]), pin: path };
+  const m = /^(.*)@clsact-(ingress|egress)-(\d+)(?:@netns=([^@/]*))?$/.exec(path);
+  if (m) {
+    return {
+      api: "clsact",
+      direction: m[2] as Direction,
+      ifindex: Number(m[3]),
+      pin: path,
+      ...(m[4] ? { netns: decodeURIComponent(m[4]) } : {}),
+    };
+  }
   const fd = objGet(path);
   if (fd === undefined) throw new NotFoundError(`no attachment pinned at ${path}`, "nothing to do");
   try {
@@ -154,14 +179,31 @@ function attachClsact(req: AttachRequest, ifindex: number): Attachment {
     `cannot attach the cls_bpf filter to ${req.ifname} ${req.direction}`,
     "run as root; the kernel needs CONFIG_NET_CLS_BPF",
   );
-  const marker = clsactMarker(req.pin, req.direction, ifindex);
+  const marker = clsactMarker(req.pin, req.direction, ifindex, req.netns);
   try {
     objPin(req.progFd, marker);
   } catch (err) {
     detachClsact(ifindex, req.direction);
     throw err;
   }
-  return { api: "clsact", ifindex, direction: req.direction, pin: marker };
+  return {
+    api: "clsact",
+    ifindex,
+    direction: req.direction,
+    pin: marker,
+    ...(req.netns ? { netns: req.netns } : {}),
+  };
+}
+
+/** The program id of our cls_bpf filter on a hook, in the calling thread's namespace. */
+export function clsactProgId(ifindex: number, direction: Direction): number | undefined {
+  const opts = encode(BpfTcOpts, {
+    sz: BigInt(BpfTcOpts.size),
+    handle: CLSACT_HANDLE,
+    priority: CLSACT_PRIORITY,
+  });
+  if (libbpf().bpf_tc_query(tcHook(ifindex, direction), opts) < 0) return undefined;
+  return decode(BpfTcOpts, opts).prog_id;
 }
 
 function detachClsact(ifindex: number, direction: Direction): void {
@@ -198,8 +240,12 @@ export function pinsOf(pin: string): string[] {
 export interface DetachTarget {
   /** Network namespace of the interface (undefined: the caller's). */
   netns?: string;
-  /** Only unpin: the filters live in a namespace we cannot name (or that is gone). */
-  unpinOnly?: boolean;
+  /**
+   * The caller cannot name the namespace (uninstall, GC, a DEL without CNI_NETNS): use the
+   * one the marker records, and only while its filter still runs the marker's program (a
+   * namespace path can be reused). Without a recorded one, only unpin.
+   */
+  recorded?: boolean;
 }
 
 /**
@@ -210,11 +256,16 @@ export function detach(pin: string, target: DetachTarget = {}): number {
   let n = 0;
   for (const p of pinsOf(pin)) {
     const a = describePinSafe(p);
-    if (a?.api === "clsact" && !target.unpinOnly) {
-      const nsGone = target.netns !== undefined && !exists(target.netns);
-      if (!nsGone) {
+    if (a?.api === "clsact") {
+      const netns = target.recorded ? a.netns : target.netns;
+      const reachable = target.recorded ? netns !== undefined : true;
+      if (reachable && (netns === undefined || exists(netns))) {
         try {
-          withNetns(target.netns, () => detachClsact(a.ifindex, a.direction));
+          withNetns(netns, () => {
+            if (!target.recorded || clsactProgId(a.ifindex, a.direction) === pinnedProgId(p)) {
+              detachClsact(a.ifindex, a.direction);
+            }
+          });
         } catch (e) {
           if (!(e instanceof NotFoundError)) throw e;
         }
@@ -225,6 +276,16 @@ export function detach(pin: string, target: DetachTarget = {}): number {
     n++;
   }
   return n;
+}
+
+function pinnedProgId(path: string): number | undefined {
+  const fd = objGet(path);
+  if (fd === undefined) return undefined;
+  try {
+    return progInfo(fd).id;
+  } finally {
+    closeFd(fd);
+  }
 }
 
 function describePinSafe(p: string): Attachment | undefined {

@@ -21,10 +21,28 @@ export function hasTcx(): boolean {
   return tcx;
 }
 
-/** The tc API for an attach-mode setting ("auto": tcx where the kernel has it). */
-export function resolveTcApi(mode: "auto" | TcApi | undefined): TcApi {
+function explicitApi(mode: "auto" | TcApi | undefined): TcApi | undefined {
   if (mode === "tcx" || mode === "clsact") return mode;
   const env = Deno.env.get("TSNPROXY_ATTACH_MODE");
-  if (env === "tcx" || env === "clsact") return env;
-  return hasTcx() ? "tcx" : "clsact";
+  return env === "tcx" || env === "clsact" ? env : undefined;
+}
+
+/**
+ * The tc API for node devices (the TSN NIC, host veths) under an attach-mode setting
+ * ("auto": tcx where the kernel has it, to run in a defined order beside other datapaths).
+ */
+export function resolveTcApi(mode: "auto" | TcApi | undefined): TcApi {
+  return explicitApi(mode) ?? (hasTcx() ? "tcx" : "clsact");
+}
+
+/**
+ * The tc API for a pod's saver, inside the pod's namespace. "auto" is clsact on every kernel:
+ * a tcx attach (and detach) holds RTNL through a full RCU grace period (tcx_entry_sync), ~12
+ * ms of every ADD here and serialising the node's concurrent ADDs, where adding the first
+ * cls_bpf filter costs an expedited one at most. What tcx adds, ordering among several
+ * programs on one hook, matters on node devices shared with other datapaths, not in a pod's
+ * own namespace; uninstall reaches clsact filters through the namespace their pin records.
+ */
+export function resolvePodTcApi(mode: "auto" | TcApi | undefined): TcApi {
+  return explicitApi(mode) ?? "clsact";
 }

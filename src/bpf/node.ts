@@ -98,10 +98,10 @@ export function teardownNode(bpffs: string, netns?: string): number {
     for (const name of names) {
       const base = name.replace(/@clsact-.*$/, "");
       // Node attachments (the TSN NIC, pods' host veths) live in the node's namespace.
-      // Pod clsact filters live in pod namespaces we cannot name here: unpin only (the
-      // saver keeps running harmlessly until the pod goes; tcx links detach on unpin).
+      // Pod savers: tcx links detach on unpin; clsact filters are removed in the pod
+      // namespace their marker records, while it lives.
       const inNode = dir === pins.nodeDir || base.endsWith("@host");
-      n += detach(`${dir}/${base}`, inNode ? { netns } : { unpinOnly: true });
+      n += detach(`${dir}/${base}`, inNode ? { netns } : { recorded: true });
     }
   }
   try {

@@ -23,7 +23,10 @@ export interface PodAttachRequest {
   containerId: string;
   ifname: string;
   netns: string;
+  /** For the saver, in the pod's namespace (src/bpf/features.ts: resolvePodTcApi). */
   api: TcApi;
+  /** For the host veth's restorer (default: api). */
+  hostApi?: TcApi;
   /** The pod's addresses on this interface (from prevResult). */
   ips: readonly string[];
   policy: Omit<DatapathPolicy, "podCookie" | "slot">;
@@ -91,7 +94,7 @@ export function attachSavers(req: PodAttachRequest): Attachment[] {
             progFd: restore,
             ifname: req.hostVeth,
             direction: "ingress",
-            api: req.api,
+            api: req.hostApi ?? req.api,
             pin,
             first: true,
           }),
@@ -135,12 +138,13 @@ export interface PodDetachRequest {
 
 /** The pod interface's attachments (idempotent, no node lock needed); returns pins removed. */
 export function detachAttachments(req: PodDetachRequest): number {
-  // Without the pod's namespace its clsact filter cannot be reached (and dies with the
-  // namespace): only unpin. Never look for it in our own namespace, where the same ifindex
-  // may be a different interface (the TSN NIC's restorer uses the same filter handle).
+  // Without CNI_NETNS a clsact filter is looked for only in the namespace its marker
+  // records (usually gone by then: the filter died with it). Never in our own namespace,
+  // where the same ifindex may be a different interface (the TSN NIC's restorer uses the
+  // same filter handle).
   const n = detach(
     podPin(req.bpffs, req.containerId, req.ifname),
-    req.netns ? { netns: req.netns } : { unpinOnly: true },
+    req.netns ? { netns: req.netns } : { recorded: true },
   );
   return n + detach(hostVethPin(req.bpffs, req.containerId, req.ifname), {});
 }

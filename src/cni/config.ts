@@ -11,7 +11,7 @@
  *   tsnInterface  the node's TSN NIC; absent = node default          (node config / agent)
  *   restoreAt     "tsn-egress" | "host-veth-ingress"               "tsn-egress"
  *   bpffs         absolute pin root                                "/sys/fs/bpf/tsnproxy"
- *   attachMode    "auto" | "tcx" | "clsact"                        "auto" (tcx when the kernel has it)
+ *   attachMode    "auto" | "tcx" | "clsact"                        "auto" (pod: clsact; host: tcx if present)
  *   policy        {maxPriority?, remap?} (src/config/policy.ts)    none (node default applies)
  *   logLevel      "debug" | "info" | "warn" | "error"              "info"
  *   logFile       absolute path, JSON lines appended               none (no log)

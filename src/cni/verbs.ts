@@ -24,17 +24,14 @@ import {
   removePodPolicies,
   writePodPolicies,
 } from "../bpf/pod.ts";
-import { resolveTcApi } from "../bpf/features.ts";
+import { resolvePodTcApi, resolveTcApi } from "../bpf/features.ts";
 import { addrFromKey, addrKey, DatapathMaps } from "../bpf/maps.ts";
 import { MAPS, PinLayout, podAttachmentName, PROGRAMS } from "../bpf/pins.ts";
-import { type Attachment, describePin, detach, pinsOf } from "../bpf/attach.ts";
+import { type Attachment, clsactProgId, describePin, detach, pinsOf } from "../bpf/attach.ts";
 import { closeFd, objGet, progInfo } from "../bpf/sys.ts";
 import { netnsExists, withNetns } from "../util/netns.ts";
 import { ifNameToIndex } from "../ffi/libc.ts";
 import { libbpf } from "../ffi/libbpf.ts";
-import { BPF_TC_EGRESS, BPF_TC_INGRESS, BpfTcHook, BpfTcOpts } from "../ffi/structs/bpf.ts";
-import { decode, encode } from "../ffi/structs/layout.ts";
-import { CLSACT_HANDLE, CLSACT_PRIORITY } from "../bpf/attach.ts";
 import { log } from "../log.ts";
 import type { PluginConfig } from "./config.ts";
 import {
@@ -153,10 +150,12 @@ export async function cmdAdd(inv: Invocation): Promise<void> {
       ifname: env.ifname,
     });
   }
-  const api = resolveTcApi(config.attachMode);
+  quietLibbpf();
+  const api = resolvePodTcApi(config.attachMode);
   const hostVeth = config.restoreAt === "host-veth-ingress"
     ? await findHostVeth(env.netns, env.ifname, prev)
     : undefined;
+  const hostApi = hostVeth ? resolveTcApi(config.attachMode) : undefined;
   const maps = DatapathMaps.open(config.bpffs); // opens pins on first use
   try {
     const policy = withNodeLock(config.bpffs, () => {
@@ -171,6 +170,7 @@ export async function cmdAdd(inv: Invocation): Promise<void> {
       ifname: env.ifname,
       netns: env.netns,
       api,
+      hostApi,
       ips,
       policy,
       hostVeth,
@@ -189,6 +189,7 @@ export async function cmdAdd(inv: Invocation): Promise<void> {
       api,
       ips,
       hostVeth,
+      hostApi,
       maxPriority: policy.maxPriority,
       remap: policy.remap,
       pins: done.map((a) => a.pin),
@@ -196,6 +197,15 @@ export async function cmdAdd(inv: Invocation): Promise<void> {
   } finally {
     maps.close();
   }
+}
+
+/**
+ * Turns libbpf's printing off. Its default printer writes to stderr, which a runtime may put in
+ * its logs, e.g. "Exclusivity flag on" whenever a pod's clsact qdisc exists already. Every
+ * failure the plugin reports comes from a return code, with its own message.
+ */
+function quietLibbpf(): void {
+  libbpf().libbpf_set_print(null);
 }
 
 /** Runs fn under the node lock; throws the not-installed error without a pin root. */
@@ -226,6 +236,7 @@ export function cmdDel(inv: Invocation): void {
     log("info", "DEL: pin root does not exist, nothing to remove", { bpffs: config.bpffs });
     return;
   }
+  quietLibbpf();
   const req = {
     bpffs: config.bpffs,
     containerId: env.containerId,
@@ -253,21 +264,6 @@ export function cmdDel(inv: Invocation): void {
 }
 
 // ---- CHECK ------------------------------------------------------------------------------
-
-function clsactFilterProgId(a: Attachment): number | undefined {
-  const hook = encode(BpfTcHook, {
-    sz: BigInt(BpfTcHook.size),
-    ifindex: a.ifindex,
-    attach_point: a.direction === "ingress" ? BPF_TC_INGRESS : BPF_TC_EGRESS,
-  });
-  const opts = encode(BpfTcOpts, {
-    sz: BigInt(BpfTcOpts.size),
-    handle: CLSACT_HANDLE,
-    priority: CLSACT_PRIORITY,
-  });
-  if (libbpf().bpf_tc_query(hook, opts) < 0) return undefined;
-  return decode(BpfTcOpts, opts).prog_id;
-}
 
 function pinnedProgId(bpffs: string, role: keyof typeof PROGRAMS): number | undefined {
   const fd = objGet(new PinLayout(bpffs).prog(role));
@@ -307,7 +303,7 @@ function checkAttachment(
     );
   }
   if (a.api === "clsact") {
-    const id = withNetns(netns, () => clsactFilterProgId(a));
+    const id = withNetns(netns, () => clsactProgId(a.ifindex, a.direction));
     if (id === undefined) out.push(`the cls_bpf filter of ${pin} is missing on ${ifname}`);
     else if (progId !== undefined && id !== progId) {
       out.push(
@@ -323,6 +319,7 @@ export function cmdCheck(inv: Invocation): void {
   const prev = inv.prevResult;
   if (!prev) throw missingPrevResult("CHECK");
   netnsMustExist(env.netns);
+  quietLibbpf();
   const pins = new PinLayout(config.bpffs);
   const missing = [
     ...Object.keys(PROGRAMS).filter((r) =>
@@ -452,6 +449,7 @@ export interface GcAttachmentRef {
 export function cmdGc(config: PluginConfig, valid: readonly GcAttachmentRef[]): number {
   const lock = lockRoot(config.bpffs);
   if (!lock) return 0;
+  quietLibbpf();
   try {
     const dir = new PinLayout(config.bpffs).podsDir;
     const keepPrefixes = valid.map((a) => podAttachmentName(a.containerID, ""));
@@ -469,9 +467,9 @@ export function cmdGc(config: PluginConfig, valid: readonly GcAttachmentRef[]): 
     const cookies = new Set<bigint>();
     let removed = 0;
     for (const base of stale) {
-      // Pod side: its clsact filter is in a namespace we cannot name, so unpin only (tcx
-      // links detach on unpin). Host veth side: in our namespace.
-      removed += detach(`${dir}/${base}`, { unpinOnly: true });
+      // Pod side: a tcx link detaches on unpin; a clsact filter is removed in the namespace
+      // its marker records, if that still lives. Host veth side: in our namespace.
+      removed += detach(`${dir}/${base}`, { recorded: true });
       removed += detach(`${dir}/${base}@host`, {});
       // The container id is the name up to one of its '_' (ids are [A-Za-z0-9_.-]).
       for (let i = base.indexOf("_"); i > 0; i = base.indexOf("_", i + 1)) {

@@ -221,7 +221,8 @@ restoreAt: tsn-egress
 # Pin directory for tsnproxy's maps and programs (on a bpffs mount).
 bpffs: /sys/fs/bpf/tsnproxy
 
-# tc attachment: "auto" (tcx on kernel 6.6+, else clsact), "tcx" or "clsact".
+# tc attachment: "auto" (node devices: tcx on kernel 6.6+, else clsact; pod savers: clsact,
+# which attaches without a full RCU grace period on every pod ADD), "tcx" or "clsact".
 attachMode: auto
 
 # How a priority of 0-15 travels from the pod to the TSN NIC: "tag" (in skb->tc_index: no

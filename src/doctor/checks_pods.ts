@@ -74,7 +74,7 @@ export function findLeaks(ctx: DoctorContext): { leaks: Leak[]; total: number; n
   for (const { pins } of atts) {
     for (const pin of pins) {
       total++;
-      const hostSide = /\.host(@clsact-.*)?$/.test(pin);
+      const hostSide = /@host(@clsact-.*)?$/.test(pin);
       let a: Attachment;
       try {
         a = describePin(pin);
@@ -102,8 +102,18 @@ export function findLeaks(ctx: DoctorContext): { leaks: Leak[]; total: number; n
         }
         continue;
       }
-      // A pod's clsact filter lives in the pod's namespace, which the pin does not name:
-      // look in every named namespace (runtimes bind-mount pod namespaces there).
+      // A pod's clsact filter lives in the pod's namespace: the one its pin records, else
+      // (pins from before namespaces were recorded) any named one (runtimes bind-mount pod
+      // namespaces there).
+      if (a.netns !== undefined) {
+        if (!clsactAlive(a, saveId, a.netns)) {
+          leaks.push({
+            pin,
+            reason: `no saver on ifindex ${a.ifindex} in ${a.netns} any more (pod gone)`,
+          });
+        }
+        continue;
+      }
       nsList ??= namedNetns();
       if (!nsList.some((ns) => clsactAlive(a, saveId, ns))) {
         leaks.push({

@@ -85,6 +85,34 @@ for (const api of ["tcx", "clsact"] as const) {
 }
 
 Deno.test({
+  name: "attachMode auto: saver on clsact in the pod, restorer on tcx; DEL without CNI_NETNS",
+}, async () => {
+  await withNode(async (node) => {
+    await withPod(async (pod) => {
+      const conf = {
+        ...entry(node, { restoreAt: "host-veth-ingress" }), // attachMode defaults to auto
+        prevResult: prevResultFor(pod),
+      };
+      assertOk(await cni({ command: "ADD", pod, stdin: conf }));
+      const pins = podPins(node.bpffs, pod.containerId, pod.ifname).map(describePin);
+      const saver = pins.find((a) => a.direction === "egress");
+      assert.equal(saver?.api, "clsact");
+      assert.equal(saver?.netns, pod.netns, "the marker records the pod's namespace");
+      assert.deepEqual(queryTcx(pod.ifname, "egress", pod.netns), []);
+      assert.match(await tcFilters(pod, "eth0", "egress"), /tsnp_save/);
+      assert.deepEqual(queryTcx(pod.hostVeth, "ingress").map((p) => p.name), ["tsnp_restore"]);
+      assertOk(await cni({ command: "CHECK", pod, stdin: conf }));
+      // A DEL without a namespace (containerd's second DEL, here with the namespace still
+      // alive) finds the filter through the namespace the marker records.
+      assertOk(await cni({ command: "DEL", pod, stdin: conf, env: { CNI_NETNS: "" } }));
+      assert.doesNotMatch(await tcFilters(pod, "eth0", "egress"), /tsnp_save/);
+      assert.deepEqual(queryTcx(pod.hostVeth, "ingress"), []);
+      assertNothingFor(node, pod);
+    });
+  });
+});
+
+Deno.test({
   name: "host-veth-ingress finds the peer by ifindex when prevResult lists no host veth",
 }, async () => {
   await withNode(async (node) => {

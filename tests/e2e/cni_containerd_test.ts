@@ -186,7 +186,8 @@ Deno.test("tsnproxy chained after bridge under containerd CRI", async (t) => {
       const pod = main.pod;
       const prog = node.saverProgId();
       assert.ok(node.podPins(pod.id).length > 0);
-      if (node.api === "tcx") assert.equal((await node.saverLinks()).length, 1, `prog ${prog}`);
+      if (node.podApi === "tcx") assert.equal((await node.saverLinks()).length, 1, `prog ${prog}`);
+      else assert.deepEqual(await node.podEgressPrograms(pod.netnsPath), ["tsnp_save"]);
       const ports = await bridgePorts(env.network.bridge);
       assert.equal(ports.length, 2, `bridge ports ${ports}`);
 
@@ -284,7 +285,12 @@ Deno.test("tsnproxy chained after bridge under containerd CRI", async (t) => {
       }
       assert.equal(node.podAttachments().length, 20);
       assert.equal(node.policies().length, 20);
-      if (node.api === "tcx") assert.equal((await node.saverLinks()).length, 20);
+      if (node.podApi === "tcx") assert.equal((await node.saverLinks()).length, 20);
+      else {
+        for (const p of pods) {
+          assert.deepEqual(await node.podEgressPrograms(p.netnsPath), ["tsnp_save"], p.name);
+        }
+      }
       assert.equal((await bridgePorts(env.network.bridge)).length, 20);
 
       await timed("20 concurrent Stop+RemovePodSandbox", () =>

@@ -12,6 +12,7 @@
  *   converges and uninstall restores the original.
  */
 import assert from "node:assert/strict";
+import { queryTcx } from "../../src/bpf/attach.ts";
 import { podPins } from "../../src/bpf/pod.ts";
 import { parseCniDocument } from "../../src/install/conflist.ts";
 import { createPod, deletePod, prevResultFor } from "../cni/helpers.ts";
@@ -129,10 +130,24 @@ for (const api of ["tcx", "clsact"] as const) {
       assert.deepEqual(await snapshot(node), withPod, "uninstall --dry-run changed the machine");
       await ok(node, "uninstall");
       assert.deepEqual(await snapshot(node), before, "uninstall did not restore the machine");
-      if (api === "tcx") {
-        const { queryTcx } = await import("../../src/bpf/attach.ts");
-        assert.deepEqual(queryTcx("eth0", "egress", pod.netns), [], "pod saver detached");
-      }
+      // The live pod's saver is detached too: a tcx link by unpinning it, a clsact filter in
+      // the namespace its pin records.
+      assert.deepEqual(queryTcx("eth0", "egress", pod.netns), [], "pod saver's tcx link");
+      assert.equal(
+        (await run([
+          "nsenter",
+          `--net=${pod.netns}`,
+          "tc",
+          "filter",
+          "show",
+          "dev",
+          "eth0",
+          "egress",
+        ]))
+          .stdout,
+        "",
+        "pod saver's cls_bpf filter",
+      );
       // Second uninstall: no-op.
       const again = await ok(node, "uninstall");
       assert.match(again, /nothing to change/);

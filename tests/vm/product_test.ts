@@ -71,14 +71,14 @@ const EXPECTED_INSTALLS: Record<string, Record<string, string[]>> = {
 };
 
 /**
- * Left after uninstall. 6.1 (clsact path): the pod's saver filter stays on its eth0 (uninstall
- * cannot reach pod namespaces: src/bpf/node.ts teardownNode), and with the operator's taprio
- * kept, install.json keeps recording the clsact install added (removing it would stop taprio).
+ * Left after uninstall. No pod saver (uninstall detaches clsact filters in the namespaces their
+ * pins record); 6.1 with the operator's taprio kept: install.json keeps recording the clsact
+ * install added (removing it would stop taprio).
  */
 const EXPECTED_LEFT: Record<string, Record<string, string[]>> = {
   "6.1": {
-    "--remove-qdisc": ["pod0 eth0 egress filter tsnp_save"],
-    "keep": ["/tmp/tsnp/state/install.json", "pod0 eth0 egress filter tsnp_save"],
+    "--remove-qdisc": [],
+    "keep": ["/tmp/tsnp/state/install.json"],
   },
   "6.12": { "--remove-qdisc": [], "keep": [] },
 };

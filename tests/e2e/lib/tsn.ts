@@ -14,7 +14,7 @@
  * sinks on the far end. `cleanup()` undoes all of it and never throws.
  */
 import { queryTcx, type TcApi } from "../../../src/bpf/attach.ts";
-import { resolveTcApi } from "../../../src/bpf/features.ts";
+import { resolvePodTcApi, resolveTcApi } from "../../../src/bpf/features.ts";
 import { DatapathMaps, type DatapathPolicy, NO_CLAMP } from "../../../src/bpf/maps.ts";
 import { setupNode, teardownNode } from "../../../src/bpf/node.ts";
 import { PinLayout } from "../../../src/bpf/pins.ts";
@@ -135,7 +135,10 @@ export class TsnNode {
   readonly serviceIp: string;
   readonly farPort: number;
   readonly bpffs: string;
+  /** The TSN NIC's restorer. */
   readonly api: TcApi;
+  /** Pod savers (attachMode auto: clsact). */
+  readonly podApi: TcApi;
   readonly attachMode: "auto" | TcApi;
   readonly nftTable: string;
   readonly podSubnet: string;
@@ -156,6 +159,7 @@ export class TsnNode {
     this.bpffs = `/sys/fs/bpf/tsnp-test-${this.id}`;
     this.attachMode = o.attachMode ?? attachModeFromEnv();
     this.api = resolveTcApi(this.attachMode);
+    this.podApi = resolvePodTcApi(this.attachMode);
     this.nftTable = `tsnp_e2e_${this.id}`;
     this.podSubnet = o.podSubnet;
   }
@@ -337,7 +341,7 @@ export class TsnNode {
    * libbpf; bpftool 7.1 does not know tcx), or the cls_bpf filters `tc` lists (clsact).
    */
   async podEgressPrograms(netns: string, ifname = "eth0"): Promise<string[]> {
-    if (this.api === "tcx") return queryTcx(ifname, "egress", netns).map((p) => p.name);
+    if (this.podApi === "tcx") return queryTcx(ifname, "egress", netns).map((p) => p.name);
     const out = await runOk([
       "nsenter",
       `--net=${netns}`,

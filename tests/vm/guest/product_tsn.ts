@@ -17,8 +17,9 @@
  *      priority 2 with SO_TXTIME CLOCK_TAI -> etf 200:3 counts them; pod1 (no saver) sends the
  *      same -> priority lost -> class 200:1, whose etf sees the launch time only if the kernel
  *      kept it across the veth (6.12) and drops them when it was cleared (6.1).
- *   C. uninstall --remove-qdisc: tsn0's qdiscs as before install, no pins, no conflist entry
- *      (6.1: the pod's saver filter stays on its eth0, see POD_SAVER_LEFT).
+ *   C. uninstall --remove-qdisc: tsn0's qdiscs as before install, no pins, no conflist entry,
+ *      and no saver left on pod0's eth0 (a clsact filter, found through the namespace its pin
+ *      records).
  *   D. a control on its own veth: taprio, then clsact (no tsnproxy): 6.1 stops dequeuing.
  *      Then the operator's taprio on tsn0 (iproute2 tc) BEFORE install with qdisc kind keep:
  *      the installer adds clsact and re-creates taprio (6.1); ADD; every class flows.
@@ -470,12 +471,6 @@ const is61 = KERNEL.startsWith("6.1.");
 const wantApi = is61 ? "clsact" : "tcx";
 const attach = "auto"; // the default: feature detection must pick clsact on 6.1, tcx on 6.12
 const notes: string[] = [];
-/**
- * On the clsact path (6.1) uninstall cannot detach the savers of running pods: their filters
- * live in pod namespaces it does not know (src/bpf/node.ts teardownNode: "unpin only"). The
- * saver keeps writing into its now unpinned map until the pod goes; nothing restores.
- */
-const POD_SAVER_LEFT = is61 ? ["pod0 eth0 egress filter tsnp_save"] : [];
 const uninstalled: Record<string, string[]> = {};
 
 try {
@@ -558,7 +553,7 @@ try {
   await uninstall("product qdisc", true);
   uninstalled["--remove-qdisc"] = leftovers();
   check(
-    JSON.stringify(uninstalled["--remove-qdisc"]) === JSON.stringify(POD_SAVER_LEFT),
+    JSON.stringify(uninstalled["--remove-qdisc"]) === "[]",
     `left after uninstall: ${uninstalled["--remove-qdisc"].join(", ")}`,
   );
   const shapeAfter = await qdiscShape();
@@ -642,7 +637,7 @@ try {
   // --- E. uninstall: the operator's taprio stays (6.1: with the empty clsact), flows
   await uninstall("keep", false);
   uninstalled["keep"] = leftovers();
-  const wantLeft = is61 ? [...POD_SAVER_LEFT, `${LOC.stateDir}/install.json`].sort() : [];
+  const wantLeft = is61 ? [`${LOC.stateDir}/install.json`] : [];
   check(
     JSON.stringify(uninstalled["keep"]) === JSON.stringify(wantLeft),
     `left after uninstall (keep): ${uninstalled["keep"].join(", ")}`,

@@ -53,7 +53,8 @@ export interface Attachment {
   pin: string;
   /**
    * clsact: the network namespace of the filter when it is not the attaching process's own
-   * (a pod's), as the marker records it. A tcx link needs none: unpinning detaches it.
+   * (a pod's), as the marker records it, for uninstall. A tcx link needs none: unpinning
+   * detaches it.
    */
   netns?: string;
 }
@@ -62,7 +63,7 @@ export interface Attachment {
  * A cls_bpf filter is not a kernel object a pin can hold, so a clsact attachment is recorded
  * by pinning its program under a marker name that says where the filter is:
  * <pin>@clsact-<direction>-<ifindex>[@netns=<namespace path, URI-encoded>]. With the
- * namespace, uninstall and GC can still reach a live pod's filter without the runtime.
+ * namespace, uninstall can still reach a live pod's filter without the runtime.
  */
 export function clsactMarker(
   pin: string,
@@ -240,10 +241,14 @@ export function pinsOf(pin: string): string[] {
 export interface DetachTarget {
   /** Network namespace of the interface (undefined: the caller's). */
   netns?: string;
+  /** Only unpin: the filter lives in a namespace the caller cannot name, or that is gone. */
+  unpinOnly?: boolean;
   /**
-   * The caller cannot name the namespace (uninstall, GC, a DEL without CNI_NETNS): use the
-   * one the marker records, and only while its filter still runs the marker's program (a
-   * namespace path can be reused). Without a recorded one, only unpin.
+   * Uninstall, where every saver goes whichever pod it serves: detach in the namespace the
+   * marker records, while it lives and its filter still runs the marker's program. Not for
+   * GC or a DEL without CNI_NETNS: a reused path (/proc/<pid>/ns/net) can name another pod's
+   * namespace, whose saver runs the same program on the same ifindex. Without a recorded
+   * namespace, only unpin.
    */
   recorded?: boolean;
 }
@@ -256,7 +261,7 @@ export function detach(pin: string, target: DetachTarget = {}): number {
   let n = 0;
   for (const p of pinsOf(pin)) {
     const a = describePinSafe(p);
-    if (a?.api === "clsact") {
+    if (a?.api === "clsact" && !target.unpinOnly) {
       const netns = target.recorded ? a.netns : target.netns;
       const reachable = target.recorded ? netns !== undefined : true;
       if (reachable && (netns === undefined || exists(netns))) {

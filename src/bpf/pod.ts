@@ -138,13 +138,13 @@ export interface PodDetachRequest {
 
 /** The pod interface's attachments (idempotent, no node lock needed); returns pins removed. */
 export function detachAttachments(req: PodDetachRequest): number {
-  // Without CNI_NETNS a clsact filter is looked for only in the namespace its marker
-  // records (usually gone by then: the filter died with it). Never in our own namespace,
-  // where the same ifindex may be a different interface (the TSN NIC's restorer uses the
-  // same filter handle).
+  // Without the pod's namespace its clsact filter cannot be reached safely (and dies with
+  // the namespace): only unpin. Never look for it in our own namespace, where the same
+  // ifindex may be a different interface (the TSN NIC's restorer uses the same filter
+  // handle), nor in the path the marker records, which may name another pod's namespace now.
   const n = detach(
     podPin(req.bpffs, req.containerId, req.ifname),
-    req.netns ? { netns: req.netns } : { recorded: true },
+    req.netns ? { netns: req.netns } : { unpinOnly: true },
   );
   return n + detach(hostVethPin(req.bpffs, req.containerId, req.ifname), {});
 }

@@ -467,9 +467,10 @@ export function cmdGc(config: PluginConfig, valid: readonly GcAttachmentRef[]): 
     const cookies = new Set<bigint>();
     let removed = 0;
     for (const base of stale) {
-      // Pod side: a tcx link detaches on unpin; a clsact filter is removed in the namespace
-      // its marker records, if that still lives. Host veth side: in our namespace.
-      removed += detach(`${dir}/${base}`, { recorded: true });
+      // Pod side: a tcx link detaches on unpin; a clsact filter lives in a namespace we
+      // cannot name safely (the recorded path may have been reused by another pod), so only
+      // unpin: it dies with its namespace. Host veth side: in our namespace.
+      removed += detach(`${dir}/${base}`, { unpinOnly: true });
       removed += detach(`${dir}/${base}@host`, {});
       // The container id is the name up to one of its '_' (ids are [A-Za-z0-9_.-]).
       for (let i = base.indexOf("_"); i > 0; i = base.indexOf("_", i + 1)) {

@@ -85,7 +85,7 @@ for (const api of ["tcx", "clsact"] as const) {
 }
 
 Deno.test({
-  name: "attachMode auto: saver on clsact in the pod, restorer on tcx; DEL without CNI_NETNS",
+  name: "attachMode auto: saver on clsact in the pod (namespace recorded), restorer on tcx",
 }, async () => {
   await withNode(async (node) => {
     await withPod(async (pod) => {
@@ -102,9 +102,7 @@ Deno.test({
       assert.match(await tcFilters(pod, "eth0", "egress"), /tsnp_save/);
       assert.deepEqual(queryTcx(pod.hostVeth, "ingress").map((p) => p.name), ["tsnp_restore"]);
       assertOk(await cni({ command: "CHECK", pod, stdin: conf }));
-      // A DEL without a namespace (containerd's second DEL, here with the namespace still
-      // alive) finds the filter through the namespace the marker records.
-      assertOk(await cni({ command: "DEL", pod, stdin: conf, env: { CNI_NETNS: "" } }));
+      assertOk(await cni({ command: "DEL", pod, stdin: conf }));
       assert.doesNotMatch(await tcFilters(pod, "eth0", "egress"), /tsnp_save/);
       assert.deepEqual(queryTcx(pod.hostVeth, "ingress"), []);
       assertNothingFor(node, pod);

@@ -22,7 +22,7 @@ import {
 } from "../ffi/structs/bpf.ts";
 import { decode, encode } from "../ffi/structs/layout.ts";
 import { withNetns } from "../util/netns.ts";
-import { check, closeFd, linkInfo, objGet, objPin, progInfo } from "./sys.ts";
+import { check, closeFd, linkInfo, objPin, progIdAt, progInfo, readPinned } from "./sys.ts";
 
 export type Direction = "ingress" | "egress";
 export type TcApi = "tcx" | "clsact";
@@ -87,19 +87,14 @@ export function describePin(path: string): Attachment {
       ...(m[4] ? { netns: decodeURIComponent(m[4]) } : {}),
     };
   }
-  const fd = objGet(path);
-  if (fd === undefined) throw new NotFoundError(`no attachment pinned at ${path}`, "nothing to do");
-  try {
-    const info = linkInfo(fd);
-    return {
-      api: "tcx",
-      ifindex: info.ifindex,
-      direction: info.attachType === BPF_TCX_INGRESS ? "ingress" : "egress",
-      pin: path,
-    };
-  } finally {
-    closeFd(fd);
-  }
+  const info = readPinned(path, linkInfo);
+  if (!info) throw new NotFoundError(`no attachment pinned at ${path}`, "nothing to do");
+  return {
+    api: "tcx",
+    ifindex: info.ifindex,
+    direction: info.attachType === BPF_TCX_INGRESS ? "ingress" : "egress",
+    pin: path,
+  };
 }
 
 function resolveIfindex(ifname: string, netns?: string): number {
@@ -267,7 +262,7 @@ export function detach(pin: string, target: DetachTarget = {}): number {
       if (reachable && (netns === undefined || exists(netns))) {
         try {
           withNetns(netns, () => {
-            if (!target.recorded || clsactProgId(a.ifindex, a.direction) === pinnedProgId(p)) {
+            if (!target.recorded || clsactProgId(a.ifindex, a.direction) === progIdAt(p)) {
               detachClsact(a.ifindex, a.direction);
             }
           });
@@ -281,16 +276,6 @@ export function detach(pin: string, target: DetachTarget = {}): number {
     n++;
   }
   return n;
-}
-
-function pinnedProgId(path: string): number | undefined {
-  const fd = objGet(path);
-  if (fd === undefined) return undefined;
-  try {
-    return progInfo(fd).id;
-  } finally {
-    closeFd(fd);
-  }
 }
 
 function describePinSafe(p: string): Attachment | undefined {

@@ -33,6 +33,22 @@ export function objGet(path: string): number | undefined {
   );
 }
 
+/** Opens the object pinned at path for read(fd) and closes it; undefined without the pin. */
+export function readPinned<T>(path: string, read: (fd: number) => T): T | undefined {
+  const fd = objGet(path);
+  if (fd === undefined) return undefined;
+  try {
+    return read(fd);
+  } finally {
+    closeFd(fd);
+  }
+}
+
+/** The id of the program pinned at path; undefined without the pin. */
+export function progIdAt(path: string): number | undefined {
+  return readPinned(path, (fd) => progInfo(fd).id);
+}
+
 /** Opens a pinned object that must exist (the node was installed). */
 export function objGetRequired(path: string): number {
   const fd = objGet(path);

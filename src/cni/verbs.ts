@@ -28,7 +28,7 @@ import { resolvePodTcApi, resolveTcApi } from "../bpf/features.ts";
 import { addrFromKey, addrKey, DatapathMaps } from "../bpf/maps.ts";
 import { MAPS, PinLayout, podAttachmentName, PROGRAMS } from "../bpf/pins.ts";
 import { type Attachment, clsactProgId, describePin, detach, pinsOf } from "../bpf/attach.ts";
-import { closeFd, objGet, progInfo } from "../bpf/sys.ts";
+import { progIdAt } from "../bpf/sys.ts";
 import { netnsExists, withNetns } from "../util/netns.ts";
 import { ifNameToIndex } from "../ffi/libc.ts";
 import { libbpf } from "../ffi/libbpf.ts";
@@ -265,16 +265,6 @@ export function cmdDel(inv: Invocation): void {
 
 // ---- CHECK ------------------------------------------------------------------------------
 
-function pinnedProgId(bpffs: string, role: keyof typeof PROGRAMS): number | undefined {
-  const fd = objGet(new PinLayout(bpffs).prog(role));
-  if (fd === undefined) return undefined;
-  try {
-    return progInfo(fd).id;
-  } finally {
-    closeFd(fd);
-  }
-}
-
 /** Problems with one attachment (empty = fine). */
 function checkAttachment(
   pin: string,
@@ -335,11 +325,11 @@ export function cmdCheck(inv: Invocation): void {
   if (podSide.length === 0) {
     problems.push(`no saver attachment pinned for container ${env.containerId} ${env.ifname}`);
   }
-  const saveId = pinnedProgId(config.bpffs, "save");
+  const saveId = progIdAt(pins.prog("save"));
   for (const p of podSide) problems.push(...checkAttachment(p, api, env.ifname, env.netns, saveId));
   if (config.restoreAt === "host-veth-ingress") {
     if (hostSide.length === 0) problems.push("no restorer attachment on the host-side veth");
-    const restoreId = pinnedProgId(config.bpffs, "restore");
+    const restoreId = progIdAt(pins.prog("restore"));
     for (const p of hostSide) {
       let hostIf: string | undefined;
       try {

@@ -7,7 +7,7 @@ import { CLSACT_HANDLE, CLSACT_PRIORITY, queryTcx } from "../bpf/attach.ts";
 import { hasTcx } from "../bpf/features.ts";
 import { restorerAttached, restorerPin } from "../bpf/node.ts";
 import { PROGRAMS } from "../bpf/pins.ts";
-import { closeFd, linkInfo, objGet, progInfo } from "../bpf/sys.ts";
+import { closeFd, linkInfo, progInfo, readPinned } from "../bpf/sys.ts";
 import { compilePolicy, REMAP_SLOTS } from "../config/policy.ts";
 import { libbpf } from "../ffi/libbpf.ts";
 import {
@@ -615,13 +615,7 @@ export function sysctlChecks(ctx: DoctorContext): void {
 }
 
 function linkProgId(pin: string): number | undefined {
-  const fd = objGet(pin);
-  if (fd === undefined) return undefined;
-  try {
-    return linkInfo(fd).progId;
-  } finally {
-    closeFd(fd);
-  }
+  return readPinned(pin, (fd) => linkInfo(fd).progId);
 }
 
 function progName(id: number): string {

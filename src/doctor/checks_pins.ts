@@ -1,7 +1,7 @@
 /** doctor checks of the pinned datapath: programs, maps, the config map, the GC timer. */
 import { DatapathMaps } from "../bpf/maps.ts";
 import { MAPS, PinLayout, type ProgramRole, PROGRAMS } from "../bpf/pins.ts";
-import { closeFd, mapInfo, objGet, progInfo } from "../bpf/sys.ts";
+import { closeFd, mapInfo, objGet, progIdAt, progInfo } from "../bpf/sys.ts";
 import { type DoctorContext, plural } from "./context.ts";
 import { exists } from "./probe.ts";
 
@@ -19,13 +19,7 @@ function installFix(ctx: DoctorContext, what: string): string {
 
 /** The pinned program's id, or undefined when the pin is missing. */
 export function pinnedProgId(bpffs: string, role: ProgramRole): number | undefined {
-  const fd = objGet(new PinLayout(bpffs).prog(role));
-  if (fd === undefined) return undefined;
-  try {
-    return progInfo(fd).id;
-  } finally {
-    closeFd(fd);
-  }
+  return progIdAt(new PinLayout(bpffs).prog(role));
 }
 
 /** True when the pin root holds a datapath (so per-pin checks make sense). */

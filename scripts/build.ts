@@ -41,10 +41,13 @@ const compile = await new Deno.Command(Deno.execPath(), {
     "--allow-all", // the same permissions scripts/tsnproxy grants under `deno run`
     "--config",
     `${root}deno.json`,
-    // main.ts imports the CLI through a non-literal specifier (kept out of the CNI path's
-    // module graph), which compile cannot discover on its own.
+    // main.ts imports the CLI and the CNI code through non-literal specifiers (keeping each
+    // out of the other's module graph), which compile cannot discover on its own. The binary
+    // runs the CNI modules themselves: build/cni.js is for `deno run` (src/cni/entry.ts).
     "--include",
     `${root}src/cli.ts`,
+    "--include",
+    `${root}src/cni/main.ts`,
     "--output",
     out,
     `${root}main.ts`,

@@ -221,14 +221,16 @@ export interface Profile {
   denoEmptyMs: number;
   /** tsnproxy VERSION through the launcher: start-up + main.ts + src/cni/main.ts. */
   versionMs: number;
-  /** tsnproxy ADD through `deno run` directly (no bash launcher). */
+  /** tsnproxy ADD through `deno run` directly (no sh launcher). */
   addDirectMs: number;
   /** ADD wall time through the launcher, and the part the plugin itself logs (runCni). */
   addWallMs: number;
   addInPluginMs: number;
-  /** Inside one process: importing src/cni/main.ts, then src/cni/verbs.ts (the datapath
-   * modules), then opening libbpf; medians. */
-  importMs: { cniMain: number; verbs: number; libbpfOpen: number };
+  /** ADD through the launcher with the CNI code as modules (TSNPROXY_CNI_BUNDLE=0). */
+  addModulesMs: number;
+  /** Inside one process, medians: importing src/cni/main.ts, then src/cni/verbs.ts (the
+   * datapath modules); importing build/cni.js (all of it, bundled); opening libbpf. */
+  importMs: { cniMain: number; verbs: number; bundle: number; libbpfOpen: number };
   /** Processes exec'd per ADD (strace -f execve). */
   execsPerAdd: Record<Plugin, number>;
   /** strace -f -c of one tsnproxy ADD: top syscalls by count. */
@@ -254,6 +256,7 @@ async function profile(f: Fixture, pods: TestPod[], reps: number): Promise<Profi
   const direct: number[] = [];
   const wall: number[] = [];
   const inPlugin: number[] = [];
+  const modules: number[] = [];
   const logFile = `${f.tmp}/tsnproxy.log`;
   for (let i = 0; i < reps; i++) {
     emptyMs.push((await execPlugin([DENO, ...denoArgs, empty], "VERSION", pod0, {}, DENO_ENV)).ms);
@@ -278,8 +281,21 @@ async function profile(f: Fixture, pods: TestPod[], reps: number): Promise<Profi
     if (w.code !== 0) throw new Error(`tsnproxy ADD failed: ${w.stdout}`);
     wall.push(w.ms);
     const lines = (await Deno.readTextFile(logFile)).trim().split("\n");
-    const done = JSON.parse(lines[lines.length - 1]) as { msg: string; ms?: number };
+    const done = JSON.parse(lines[lines.length - 1]) as {
+      msg: string;
+      ms?: number;
+      entry?: string;
+    };
     if (done.msg === "done" && typeof done.ms === "number") inPlugin.push(done.ms);
+    if (done.entry !== "bundle") {
+      throw new Error(`the CNI bundle is not in use (${JSON.stringify(done)}): deno task bundle`);
+    }
+    await invoke("tsnproxy", "DEL", f, pod);
+    const m = await execPlugin([LAUNCHER], "ADD", pod, stdinFor("tsnproxy", f, pod), {
+      TSNPROXY_CNI_BUNDLE: "0",
+    });
+    if (m.code !== 0) throw new Error(`tsnproxy ADD failed: ${m.stdout}`);
+    modules.push(m.ms);
     await invoke("tsnproxy", "DEL", f, pod);
   }
   const probe = `${f.tmp}/import_probe.ts`;
@@ -297,15 +313,29 @@ async function profile(f: Fixture, pods: TestPod[], reps: number): Promise<Profi
       "console.log(JSON.stringify([t1 - t0, t2 - t1, t3 - t2]));",
     ].join("\n"),
   );
+  // The bundle in a process of its own: its first import pays what main.ts's did above.
+  const bundleProbe = `${f.tmp}/import_bundle_probe.ts`;
+  await Deno.writeTextFile(
+    bundleProbe,
+    [
+      "const t0 = performance.now();",
+      `await import(${JSON.stringify(`file://${ROOT}/build/cni.js`)});`,
+      "console.log(JSON.stringify([performance.now() - t0]));",
+    ].join("\n"),
+  );
   const imports: number[][] = [];
   for (let i = 0; i < reps; i++) {
     const r = await execPlugin([DENO, ...denoArgs, probe], "VERSION", pod0, {}, DENO_ENV);
-    if (r.code === 0) imports.push(JSON.parse(r.stdout));
+    const b = await execPlugin([DENO, ...denoArgs, bundleProbe], "VERSION", pod0, {}, DENO_ENV);
+    if (r.code === 0 && b.code === 0) {
+      imports.push([...JSON.parse(r.stdout), ...JSON.parse(b.stdout)]);
+    }
   }
   const importMs = {
     cniMain: med(imports.map((x) => x[0])),
     verbs: med(imports.map((x) => x[1])),
     libbpfOpen: med(imports.map((x) => x[2])),
+    bundle: med(imports.map((x) => x[3])),
   };
   // Processes per ADD and the syscall profile, with strace following forks.
   const execsPerAdd = {} as Record<Plugin, number>;
@@ -348,6 +378,7 @@ async function profile(f: Fixture, pods: TestPod[], reps: number): Promise<Profi
     addDirectMs: med(direct),
     addWallMs: med(wall),
     addInPluginMs: inPlugin.length ? med(inPlugin) : NaN,
+    addModulesMs: med(modules),
     importMs,
     execsPerAdd,
     syscalls: syscalls.slice(0, 12),
@@ -504,7 +535,10 @@ export async function runScale(
       let hooked = 0;
       for (const pod of pods) {
         hooked += queryTcx(pod.ifname, "egress", pod.netns).length;
-        const onHook = withNetns(pod.netns, () => clsactProgId(ifNameToIndex(pod.ifname), "egress"));
+        const onHook = withNetns(
+          pod.netns,
+          () => clsactProgId(ifNameToIndex(pod.ifname), "egress"),
+        );
         if (onHook !== undefined) hooked++;
       }
       runs.push({

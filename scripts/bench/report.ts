@@ -235,13 +235,15 @@ export function render(r: Report): { tables: string[]; svg: string } {
       ["step", "ms"],
       [
         ["deno run of an empty module (runtime floor)", r1(p.denoEmptyMs)],
-        ["VERSION via launcher (floor + launcher + main.ts + src/cni/main.ts)", r1(p.versionMs)],
-        ["  in-process: import src/cni/main.ts", r1(p.importMs.cniMain)],
+        ["VERSION via launcher (floor + launcher + main.ts + the bundle)", r1(p.versionMs)],
+        ["  in-process: import build/cni.js (the CNI code bundled)", r1(p.importMs.bundle)],
+        ["  in-process: import src/cni/main.ts (as modules)", r1(p.importMs.cniMain)],
         ["  in-process: import src/cni/verbs.ts (datapath modules)", r1(p.importMs.verbs)],
         ["  in-process: open libbpf", r1(p.importMs.libbpfOpen)],
         ["ADD via `deno run main.ts` directly", r1(p.addDirectMs)],
         ["ADD via scripts/tsnproxy (launcher)", r1(p.addWallMs)],
         ["  of which runCni() start to done (logged by the plugin)", r1(p.addInPluginMs)],
+        ["ADD via launcher, CNI code as modules (TSNPROXY_CNI_BUNDLE=0)", r1(p.addModulesMs)],
       ],
     ));
     tables.push(table(

@@ -26,6 +26,7 @@ import {
   validateResult,
 } from "./protocol.ts";
 import { ConfigError } from "../errors.ts";
+import type { CniEntry } from "./entry.ts";
 
 const encoder = new TextEncoder();
 
@@ -96,7 +97,8 @@ function configureLogging(config: PluginConfig): void {
   configureLog({ stderr: false, file: config.logFile, ...(level ? { level } : {}) });
 }
 
-export async function runCni(): Promise<number> {
+/** entry: which form of this code runs (src/cni/entry.ts), reported in the debug log. */
+export async function runCni(entry?: Pick<CniEntry, "kind" | "reason">): Promise<number> {
   const started = performance.now();
   configureLog({ stderr: false });
   let version: string = LATEST_VERSION;
@@ -190,6 +192,8 @@ export async function runCni(): Promise<number> {
       command: env.command,
       containerId: env.containerId,
       ms: Math.round((performance.now() - started) * 100) / 100,
+      entry: entry?.kind,
+      ...(entry?.reason ? { modulesBecause: entry.reason } : {}),
     });
     return 0;
   } catch (e) {

@@ -2,10 +2,12 @@
  * Sections 3 and 4: CNI ADD/DEL latency and scale.
  *
  * Latency: fresh pod network namespaces with a veth (tests/cni/helpers.ts), a bridge-shaped
- * prevResult, and three plugins exec'd as a runtime does (env + stdin, result on stdout),
- * in rotating order per pod: tsnproxy (scripts/tsnproxy, the launcher a node without a
- * compiled binary uses), Debian's Go /usr/lib/cni/tuning (one sysctl), and the research
- * design's process-per-step bash plugin (scripts/bench/research_plugin.sh).
+ * prevResult, and the plugins exec'd as a runtime does (env + stdin, result on stdout), in
+ * rotating order per pod: tsnproxy (scripts/tsnproxy, the launcher a node without a compiled
+ * binary uses) doing the work itself, the same with an agentSocket in its entry (the agent's
+ * CNI server, scripts/bench/cni_agent.ts, runs the verbs), Debian's Go /usr/lib/cni/tuning
+ * (one sysctl), and the research design's process-per-step bash plugin
+ * (scripts/bench/research_plugin.sh).
  *
  * Scale: tsnproxy alone, N pods ADD then DEL at concurrency 1 and 16, each plugin process
  * under /usr/bin/time for its peak RSS, then a leftover census (pins, policies, tcx/cls_bpf
@@ -29,7 +31,8 @@ export const LAUNCHER = `${ROOT}/scripts/tsnproxy`;
 export const RESEARCH_PLUGIN = `${ROOT}/scripts/bench/research_plugin.sh`;
 export const GO_TUNING = "/usr/lib/cni/tuning";
 
-export type Plugin = "tsnproxy" | "go-tuning" | "research";
+export type Plugin = "tsnproxy" | "tsnproxy-agent" | "go-tuning" | "research";
+export const PLUGINS: readonly Plugin[] = ["tsnproxy", "tsnproxy-agent", "go-tuning", "research"];
 
 interface Fixture {
   id: string;
@@ -37,6 +40,7 @@ interface Fixture {
   researchPins: string;
   tmp: string;
   dummy: string;
+  agentSocket: string;
 }
 
 /** tsnproxy installed on a private pin root; the research programs pinned on a bpffs that
@@ -49,7 +53,9 @@ async function fixture(): Promise<Fixture> {
     researchPins: `/run/tsnp-bench-bpf-${id}`,
     tmp: await Deno.makeTempDir({ prefix: "tsnp-bench-" }),
     dummy: `tsnpb${id}`,
+    agentSocket: "",
   };
+  f.agentSocket = `${f.tmp}/agent/cni.sock`;
   onCleanup(`temp dir ${f.tmp}`, () => Deno.removeSync(f.tmp, { recursive: true }));
   setupNode({
     bpffs: f.bpffs,
@@ -80,16 +86,41 @@ async function fixture(): Promise<Fixture> {
     () => sh(["ip", "link", "del", f.dummy], { allowFail: true }).then(() => {}),
   );
   await sh(["ip", "link", "set", f.dummy, "up"]);
+  await startAgent(f);
   return f;
 }
 
+/** The agent's CNI server on f.agentSocket, until cleanup. */
+async function startAgent(f: Fixture): Promise<void> {
+  const proc = new Deno.Command(DENO, {
+    args: ["run", "--quiet", "--allow-all", `${ROOT}/scripts/bench/cni_agent.ts`, f.agentSocket],
+    env: DENO_ENV,
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  onCleanup("agent CNI server", async () => {
+    proc.kill("SIGTERM");
+    await proc.status;
+  });
+  for (let i = 0; i < 200; i++) {
+    try {
+      (await Deno.connect({ transport: "unix", path: f.agentSocket })).close();
+      return;
+    } catch {
+      await sleep(50);
+    }
+  }
+  throw new Error(`the agent CNI server did not listen on ${f.agentSocket}`);
+}
+
 function stdinFor(plugin: Plugin, f: Fixture, pod: TestPod, extra: Record<string, unknown> = {}) {
-  if (plugin === "tsnproxy") {
+  if (plugin === "tsnproxy" || plugin === "tsnproxy-agent") {
     return {
       cniVersion: "1.1.0",
       name: "bench",
       type: "tsnproxy",
       bpffs: f.bpffs,
+      ...(plugin === "tsnproxy-agent" ? { agentSocket: f.agentSocket } : {}),
       ...extra,
       prevResult: prevResultFor(pod, "1.1.0"),
     };
@@ -160,7 +191,7 @@ export async function execPlugin(
 }
 
 function argvFor(plugin: Plugin): string[] {
-  return plugin === "tsnproxy" ? [LAUNCHER] : plugin === "go-tuning" ? [GO_TUNING] : [
+  return plugin.startsWith("tsnproxy") ? [LAUNCHER] : plugin === "go-tuning" ? [GO_TUNING] : [
     "/bin/bash",
     RESEARCH_PLUGIN,
   ];
@@ -212,7 +243,13 @@ export interface LatencyResult {
   pods: number;
   add: Record<Plugin, Summary>;
   del: Record<Plugin, Summary>;
-  ratios: { tsnproxyVsResearch: number; tsnproxyVsGo: number };
+  /** ADD p50 of tsnproxy doing the work itself, and via the agent, over the baselines. */
+  ratios: {
+    tsnproxyVsResearch: number;
+    tsnproxyVsGo: number;
+    agentVsResearch: number;
+    agentVsGo: number;
+  };
   profile: Profile;
 }
 
@@ -339,7 +376,7 @@ async function profile(f: Fixture, pods: TestPod[], reps: number): Promise<Profi
   };
   // Processes per ADD and the syscall profile, with strace following forks.
   const execsPerAdd = {} as Record<Plugin, number>;
-  for (const plugin of ["tsnproxy", "go-tuning", "research"] as Plugin[]) {
+  for (const plugin of PLUGINS) {
     const out = `${f.tmp}/strace-${plugin}`;
     const r = await execPlugin(
       ["strace", "-f", "-qq", "-e", "trace=execve", "-o", out, ...argvFor(plugin)],
@@ -392,9 +429,10 @@ export async function runLatency(
   const f = await fixture();
   o.log(`cni latency: creating ${o.pods} pod namespaces`);
   const pods = await makePods(o.pods + o.warmup);
-  const plugins: Plugin[] = ["tsnproxy", "go-tuning", "research"];
-  const add: Record<Plugin, number[]> = { tsnproxy: [], "go-tuning": [], research: [] };
-  const del: Record<Plugin, number[]> = { tsnproxy: [], "go-tuning": [], research: [] };
+  const plugins = PLUGINS;
+  const none = () => Object.fromEntries(plugins.map((p) => [p, [] as number[]]));
+  const add = none() as Record<Plugin, number[]>;
+  const del = none() as Record<Plugin, number[]>;
   try {
     for (let i = 0; i < pods.length; i++) {
       const order = plugins.map((_, k) => plugins[(i + k) % plugins.length]);
@@ -420,6 +458,8 @@ export async function runLatency(
       ratios: {
         tsnproxyVsResearch: addS.tsnproxy.p50 / addS.research.p50,
         tsnproxyVsGo: addS.tsnproxy.p50 / addS["go-tuning"].p50,
+        agentVsResearch: addS["tsnproxy-agent"].p50 / addS.research.p50,
+        agentVsGo: addS["tsnproxy-agent"].p50 / addS["go-tuning"].p50,
       },
       profile: prof,
     };

@@ -3,7 +3,7 @@
  * the SVG chart (docs/bench.svg).
  */
 import { median, round, table } from "./common.ts";
-import type { LatencyResult, Plugin, ScaleResult } from "./cni.ts";
+import { type LatencyResult, type Plugin, PLUGINS, type ScaleResult } from "./cni.ts";
 import type { FidelityResult } from "./fidelity.ts";
 import type { CostRow } from "./progcost.ts";
 import { COLORS, type Panel, renderSvg } from "./svg.ts";
@@ -33,6 +33,7 @@ export function report(quick: boolean): Report {
 
 const PLUGIN_LABEL: Record<Plugin, string> = {
   tsnproxy: "tsnproxy (scripts/tsnproxy)",
+  "tsnproxy-agent": "tsnproxy, agent runs the verb",
   "go-tuning": "Go tuning (Debian)",
   research: "research bash plugin",
 };
@@ -196,7 +197,7 @@ export function render(r: Report): { tables: string[]; svg: string } {
   }
   if (r.cniLatency) {
     const l = r.cniLatency;
-    const plugins: Plugin[] = ["tsnproxy", "go-tuning", "research"];
+    const plugins = PLUGINS;
     tables.push(table(
       `3. CNI latency, ${l.pods} fresh pod netns, same run, rotating order (ms)`,
       ["plugin", "ADD p50", "ADD p90", "ADD p99", "DEL p50", "DEL p90", "DEL p99", "execs/ADD"],
@@ -226,6 +227,18 @@ export function render(r: Report): { tables: string[]; svg: string } {
           round(l.ratios.tsnproxyVsGo, 2),
           "<= 10",
           l.ratios.tsnproxyVsGo <= 10 ? "yes" : "no",
+        ],
+        [
+          "tsnproxy, agent runs the verb / research",
+          round(l.ratios.agentVsResearch, 3),
+          "<= 0.2",
+          l.ratios.agentVsResearch <= 0.2 ? "yes" : "no",
+        ],
+        [
+          "tsnproxy, agent runs the verb / Go tuning",
+          round(l.ratios.agentVsGo, 2),
+          "<= 10",
+          l.ratios.agentVsGo <= 10 ? "yes" : "no",
         ],
       ],
     ));
@@ -259,12 +272,14 @@ export function render(r: Report): { tables: string[]; svg: string } {
           ? "Go tuning"
           : pl === "research"
           ? "research (bash)"
+          : pl === "tsnproxy-agent"
+          ? "tsnproxy via agent"
           : "tsnproxy",
         bars: [{
           label: "",
           value: l.add[pl].p50,
           text: `${r1(l.add[pl].p50)} ms`,
-          color: pl === "tsnproxy"
+          color: pl.startsWith("tsnproxy")
             ? COLORS.tsnproxy
             : pl === "research"
             ? COLORS.research

@@ -8,6 +8,8 @@
  *   is polled every second; the qdisc config and the 6.1 clsact-first rule are applied to the
  *   new interface first, exactly as install does);
  * - serves Prometheus metrics on --metrics-address (/metrics, /healthz);
+ * - with cni.agentSocket set, runs the CNI verbs plugin processes hand over
+ *   (src/agent/cni_server.ts), in this warm process;
  * - logs JSON lines on stderr.
  *
  * SIGTERM/SIGINT end it with exit 0 WITHOUT detaching anything: the datapath is pinned, so pods
@@ -27,6 +29,7 @@ import { readState, sameState, writeState } from "../install/state.ts";
 import { loadConfig, targetFrom } from "../install/target.ts";
 import { type AgentStats, CONTENT_TYPE, renderMetrics } from "./metrics.ts";
 import { DEFAULT_CNI_RESULTS_DIR, podsByCookie } from "./pods.ts";
+import { type CniServer, serveCni } from "./cni_server.ts";
 
 function exists(path: string): boolean {
   try {
@@ -212,6 +215,21 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
   });
   await listened;
 
+  // Plugin processes hand their verbs over here when the entry names the socket.
+  let cniServer: CniServer | undefined;
+  if (cfg.cni.agentSocket) {
+    try {
+      cniServer = serveCni(cfg.cni.agentSocket, captureLibbpfLog);
+      stats.cni = cniServer.stats;
+    } catch (e) {
+      // The plugin does the work itself then: slower pod start-up, nothing lost.
+      log("error", "cannot serve CNI requests; plugins run their verbs themselves", {
+        socket: cfg.cni.agentSocket,
+        error: asTsnproxyError(e).oneLine(),
+      });
+    }
+  }
+
   log("info", "agent started", {
     tsnInterface: target.tsnInterface,
     bpffs: cfg.bpffs,
@@ -275,6 +293,7 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
   } catch { /* already closed */ }
   await watchLoop;
   await running;
+  await cniServer?.close();
   await server.finished;
   Deno.removeSignalListener("SIGTERM", sigterm);
   Deno.removeSignalListener("SIGINT", sigint);

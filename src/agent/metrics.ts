@@ -39,6 +39,8 @@ function labels(l: Record<string, string | undefined>): string {
   return parts.length ? `{${parts.join(",")}}` : "";
 }
 
+import type { CniServerStats } from "./cni_server.ts";
+
 export interface AgentStats {
   reconciles: { ok: number; error: number };
   conflistReinjected: number;
@@ -46,6 +48,8 @@ export interface AgentStats {
   restorerAttached: boolean;
   installed: boolean;
   startedAt: number;
+  /** CNI verbs run for plugin processes (src/agent/cni_server.ts); absent without a socket. */
+  cni?: CniServerStats;
 }
 
 export interface MetricsInput {
@@ -144,6 +148,22 @@ export function renderMetrics(inp: MetricsInput): string {
     "Times the agent re-attached the restorer",
     [[{}, inp.stats.restorerReattached]],
   );
+  const cni = inp.stats.cni;
+  if (cni) {
+    metric(
+      "tsnproxy_agent_cni_requests_total",
+      "counter",
+      "CNI verbs the agent ran for plugin processes, by verb and result; declined ones ran in the plugin",
+      [
+        ...Object.entries(cni.served).flatMap(([command, n]) => [
+          [{ command, result: "ok" }, n.ok] as [Record<string, string>, number],
+          [{ command, result: "error" }, n.error] as [Record<string, string>, number],
+        ]),
+        [{ command: "", result: "declined" }, cni.declined],
+        [{ command: "", result: "bad_request" }, cni.bad],
+      ],
+    );
+  }
   metric("tsnproxy_agent_start_time_seconds", "gauge", "Agent start (unix time)", [[
     {},
     Math.floor(inp.stats.startedAt / 1000),

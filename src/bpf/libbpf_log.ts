@@ -13,10 +13,9 @@ let callback:
   | Deno.UnsafeCallback<{ parameters: ["i32", "pointer", "pointer"]; result: "i32" }>
   | undefined;
 
-/** Routes libbpf's printing into an in-memory buffer (debug messages dropped). */
+/** Routes libbpf's printing into an in-memory buffer (debug messages dropped); idempotent. */
 export function captureLibbpfLog(): void {
-  if (callback) return;
-  callback = new Deno.UnsafeCallback(
+  callback ??= new Deno.UnsafeCallback(
     { parameters: ["i32", "pointer", "pointer"], result: "i32" } as const,
     (level, fmt, args) => {
       if (level > 1 && !Deno.env.get("TSNPROXY_LIBBPF_DEBUG")) return 0;
@@ -28,6 +27,7 @@ export function captureLibbpfLog(): void {
       return 0;
     },
   );
+  // Again on every call: the CNI verbs turn the printer off (the agent runs them too).
   libbpf().libbpf_set_print(callback.pointer);
 }
 

@@ -15,6 +15,8 @@
  *   policy        {maxPriority?, remap?} (src/config/policy.ts)    none (node default applies)
  *   logLevel      "debug" | "info" | "warn" | "error"              "info"
  *   logFile       absolute path, JSON lines appended               none (no log)
+ *   agentSocket   absolute path of the node agent's CNI socket     none (every verb in-process)
+ *                 (src/cni/delegate.ts; the agent's node config cni.agentSocket writes it)
  *
  * Standard fields: cniVersion, cniVersions, name, prevResult, runtimeConfig, capabilities,
  * args, and any key starting with "cni.dev/" (reserved for the runtime). Anything else is
@@ -53,6 +55,7 @@ export const OWN_FIELDS = [
   "policy",
   "logLevel",
   "logFile",
+  "agentSocket",
 ] as const;
 export const RESERVED_PREFIX = "cni.dev/";
 
@@ -222,6 +225,7 @@ export function parsePluginEntry(input: unknown): PluginConfig {
   if (e.policy !== undefined) problems.push(...policyProblems(e.policy, "policy"));
   if (e.logLevel !== undefined) oneOf(e.logLevel, LOG_LEVELS, "logLevel", problems);
   if (e.logFile !== undefined) absolutePath(e.logFile, "logFile", problems);
+  if (e.agentSocket !== undefined) absolutePath(e.agentSocket, "agentSocket", problems);
   if (problems.length) {
     throw new ConfigError(
       `invalid tsnproxy entry: ${problems.join("; ")}`,

@@ -27,6 +27,7 @@ import {
 } from "./protocol.ts";
 import { ConfigError } from "../errors.ts";
 import type { CniEntry } from "./entry.ts";
+import { CNI_ENV } from "./delegate.ts";
 
 const encoder = new TextEncoder();
 
@@ -97,14 +98,46 @@ function configureLogging(config: PluginConfig): void {
   configureLog({ stderr: false, file: config.logFile, ...(level ? { level } : {}) });
 }
 
-/** entry: which form of this code runs (src/cni/entry.ts), reported in the debug log. */
-export async function runCni(entry?: Pick<CniEntry, "kind" | "reason">): Promise<number> {
+/** What one invocation answers: the exit code and the JSON for stdout (none for DEL etc.). */
+export interface CniOutcome {
+  code: number;
+  stdout?: unknown;
+}
+
+export interface HandleOptions {
+  /** Which form of this code runs (src/cni/entry.ts), reported in the debug log. */
+  entry?: Pick<CniEntry, "kind" | "reason">;
+  /**
+   * Set when the node agent runs the verb for a plugin process (src/agent/cni_server.ts): the
+   * entry's agentSocket is not followed again, and the agent's log configuration stays.
+   */
+  inAgent?: boolean;
+}
+
+/** The CNI variables of the environment, as a delegated request carries them. */
+function cniVars(get: (k: string) => string | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k of CNI_ENV) {
+    const v = get(k);
+    if (v !== undefined) out[k] = v;
+  }
+  return out;
+}
+
+/**
+ * One CNI invocation: the configuration as read from stdin and the environment in, the
+ * outcome out. Never throws: failures become the spec's error Result.
+ */
+export async function handleCni(
+  text: string,
+  getEnv: (k: string) => string | undefined,
+  opts: HandleOptions = {},
+): Promise<CniOutcome> {
   const started = performance.now();
-  configureLog({ stderr: false });
   let version: string = LATEST_VERSION;
   let env: CniEnv | undefined;
+  let via = opts.inAgent ? "agent" : "process";
   try {
-    const text = await readStdin();
     let raw: unknown;
     let decodeError: string | undefined;
     try {
@@ -115,14 +148,13 @@ export async function runCni(entry?: Pick<CniEntry, "kind" | "reason">): Promise
     // Errors are reported in the caller's version whenever it is one we speak.
     if (isObject(raw) && isSupported(raw.cniVersion)) version = raw.cniVersion;
 
-    env = readEnv((k) => Deno.env.get(k));
+    env = readEnv(getEnv);
     if (env.command === "VERSION") {
       const asked = isObject(raw) && typeof raw.cniVersion === "string" &&
           parseSemver(raw.cniVersion)
         ? raw.cniVersion
         : LATEST_VERSION;
-      writeStdout({ cniVersion: asked, supportedVersions: [...SUPPORTED_VERSIONS] });
-      return 0;
+      return { code: 0, stdout: { cniVersion: asked, supportedVersions: [...SUPPORTED_VERSIONS] } };
     }
     if (decodeError) throw decodeFailure(decodeError);
     if (raw === undefined) throw decodeFailure("no network configuration on stdin");
@@ -138,7 +170,7 @@ export async function runCni(entry?: Pick<CniEntry, "kind" | "reason">): Promise
       if (env.command !== "DEL" || err.code !== CniCode.InvalidNetworkConfig) throw err;
       config = lenientConfig(raw, err);
     }
-    configureLogging(config);
+    if (!opts.inAgent) configureLogging(config);
 
     let prevResult: JsonObject | undefined;
     if (raw.prevResult !== undefined) {
@@ -150,6 +182,30 @@ export async function runCni(entry?: Pick<CniEntry, "kind" | "reason">): Promise
       }
     }
 
+    // The input is valid: the node agent may run the verb (src/cni/delegate.ts).
+    if (config.agentSocket && !opts.inAgent) {
+      const { delegate } = await import("./delegate.ts");
+      const d = await delegate(config.agentSocket, cniVars(getEnv), text);
+      if (d.served) {
+        log("debug", "done", {
+          command: env.command,
+          containerId: env.containerId,
+          ms: Math.round((performance.now() - started) * 100) / 100,
+          entry: opts.entry?.kind,
+          via: "agent",
+        });
+        return { code: d.code, stdout: d.stdout };
+      }
+      via = "process";
+      // No agent yet (install wrote the entry before the agent started) is routine.
+      log(d.reason.endsWith(": no socket") ? "debug" : "warn", "running in-process", {
+        command: env.command,
+        containerId: env.containerId,
+        reason: d.reason,
+      });
+    }
+
+    let stdout: unknown;
     const verbs = () => import("./verbs.ts");
     switch (env.command) {
       case "ADD": {
@@ -160,7 +216,7 @@ export async function runCni(entry?: Pick<CniEntry, "kind" | "reason">): Promise
         }
         const { cmdAdd } = await verbs();
         await cmdAdd({ env, config, prevResult });
-        writeStdout(prevResult);
+        stdout = prevResult;
         break;
       }
       case "DEL": {
@@ -192,10 +248,11 @@ export async function runCni(entry?: Pick<CniEntry, "kind" | "reason">): Promise
       command: env.command,
       containerId: env.containerId,
       ms: Math.round((performance.now() - started) * 100) / 100,
-      entry: entry?.kind,
-      ...(entry?.reason ? { modulesBecause: entry.reason } : {}),
+      entry: opts.entry?.kind,
+      ...(opts.entry?.reason ? { modulesBecause: opts.entry.reason } : {}),
+      via,
     });
-    return 0;
+    return { code: 0, stdout };
   } catch (e) {
     const err = asTsnproxyError(e);
     log("error", err.message, {
@@ -204,10 +261,27 @@ export async function runCni(entry?: Pick<CniEntry, "kind" | "reason">): Promise
       ifname: env?.ifname,
       code: err.code,
       hint: err.hint,
+      via,
     });
-    writeStdout(errorResult(err, version));
+    return { code: 1, stdout: errorResult(err, version) };
+  }
+}
+
+/** The plugin process: stdin and the environment in, the Result on stdout, the exit code. */
+export async function runCni(entry?: Pick<CniEntry, "kind" | "reason">): Promise<number> {
+  configureLog({ stderr: false });
+  let text: string;
+  try {
+    text = await readStdin();
+  } catch (e) {
+    const err = asTsnproxyError(e);
+    log("error", err.message, { code: err.code, hint: err.hint });
+    writeStdout(errorResult(err, LATEST_VERSION));
     return 1;
   }
+  const out = await handleCni(text, (k) => Deno.env.get(k), { entry });
+  if (out.stdout !== undefined) writeStdout(out.stdout);
+  return out.code;
 }
 
 function validAttachments(v: unknown): Array<{ containerID: string; ifname: string }> {

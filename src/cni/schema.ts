@@ -33,6 +33,7 @@ export const pluginEntrySchema = z.strictObject({
   policy: z.optional(podPolicySchema),
   logLevel: z.optional(z.enum(LOG_LEVELS)),
   logFile: z.optional(absolutePath),
+  agentSocket: z.optional(absolutePath),
 });
 export type PluginEntry = z.infer<typeof pluginEntrySchema>;
 

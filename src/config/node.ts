@@ -61,6 +61,11 @@ export const nodeConfigSchema = z.strictObject({
     network: z.string().min(1, { error: "expected a network name" }).optional(),
     /** Rewrite the conflist in place (runtimes that ignore renames); unset = installer decides. */
     inPlace: z.boolean({ error: "expected true or false" }).optional(),
+    /**
+     * The agent serves CNI verbs on this unix socket and the entry tells the plugin to hand
+     * them over (src/cni/delegate.ts); unset = the plugin does all the work itself.
+     */
+    agentSocket: absPath("cni.agentSocket").optional(),
   }).prefault({}),
   qdisc: qdiscSchema.default({ kind: "keep" }),
   metrics: z.strictObject({ address: hostPort.default("0.0.0.0:9489") }).prefault({}),
@@ -251,6 +256,7 @@ cni:
   binDir: /opt/cni/bin
   # network: cbr0       # chain into this network instead of the first config file
   # inPlace: true       # rewrite the conflist in place (containerd 1.6 ignores renames)
+  # agentSocket: /run/tsnproxy/cni.sock  # the agent runs the plugin's verbs (faster ADD/DEL)
 
 # Root qdisc on the TSN NIC: keep (leave as is), none, taprio or mqprio.
 qdisc:

@@ -61,6 +61,7 @@ export function pluginEntry(t: InstallTarget): TsnproxyEntry {
     bpffs: t.cfg.bpffs,
     attachMode: t.cfg.attachMode,
   };
+  if (t.cfg.cni.agentSocket) e.agentSocket = t.cfg.cni.agentSocket;
   const p = t.cfg.policy;
   if (p.maxPriority !== undefined || p.remap !== undefined) {
     const policy: Record<string, number | Record<string, number>> = {};

@@ -37,6 +37,7 @@ const VALID: unknown[] = [
   { ...base, capabilities: { "io.kubernetes.cri.pod-annotations": true, tsnproxy: false } },
   { ...base, "cni.dev/valid-attachments": [], "cni.dev/anything": 1 },
   { ...base, tsnInterface: "a".repeat(15) },
+  { ...base, agentSocket: "/run/tsnproxy/cni.sock" },
 ];
 
 const INVALID: unknown[] = [
@@ -64,6 +65,8 @@ const INVALID: unknown[] = [
   { ...base, attachMode: "xdp" },
   { ...base, logLevel: "trace" },
   { ...base, logFile: "log.txt" },
+  { ...base, agentSocket: "cni.sock" },
+  { ...base, agentSocket: 1 },
   { ...base, prevResult: [] },
   { ...base, prevResult: "x" },
   { ...base, runtimeConfig: null },

@@ -36,10 +36,12 @@ Deno.test("deploy/tsnproxy.yaml: DaemonSet shape", async () => {
   assert.equal(cfg.cni.confDir, "/host/etc/cni/net.d");
   assert.equal(cfg.cni.binDir, "/host/opt/cni/bin");
   assert.equal(cfg.bpffs, "/sys/fs/bpf/tsnproxy");
+  assert.equal(cfg.cni.agentSocket, "/run/tsnproxy/cni.sock");
 
   const ds = all[3];
   const pod = o(o(o(ds.spec).template).spec);
   assert.equal(pod.hostNetwork, true);
+  assert.equal(pod.hostPID, true, "the agent opens /proc/<pid>/ns/net namespaces");
   assert.equal(pod.automountServiceAccountToken, false);
   assert.deepEqual(pod.tolerations, [{ operator: "Exists" }]);
 
@@ -49,6 +51,8 @@ Deno.test("deploy/tsnproxy.yaml: DaemonSet shape", async () => {
   assert.equal(hostPath("cni-conf"), "/etc/cni/net.d");
   assert.equal(hostPath("bpffs"), "/sys/fs/bpf");
   assert.equal(hostPath("state"), "/var/lib/tsnproxy");
+  assert.equal(hostPath("agent-run"), "/run/tsnproxy");
+  assert.equal(hostPath("netns"), "/run/netns");
   assert.equal(o(o(volumes.get("config")).configMap).name, "tsnproxy-config");
 
   const init = a(pod.initContainers);
@@ -80,6 +84,10 @@ Deno.test("deploy/tsnproxy.yaml: DaemonSet shape", async () => {
     assert.equal(mounts.get("cni-bin")?.mountPath, "/host/opt/cni/bin");
     assert.equal(mounts.get("cni-conf")?.mountPath, "/host/etc/cni/net.d");
     assert.equal(mounts.get("config")?.readOnly, true);
+    // The agent's socket directory, and pod namespaces bind-mounted after the agent started.
+    assert.equal(mounts.get("agent-run")?.mountPath, "/run/tsnproxy");
+    assert.equal(mounts.get("netns")?.mountPath, "/run/netns");
+    assert.equal(mounts.get("netns")?.mountPropagation, "HostToContainer");
     assert.ok(o(o(c.resources).requests).cpu, `${c.name}: resource requests`);
   }
   const agent = containers[0];

@@ -1,0 +1,23 @@
+/**
+ * The agent's CNI server alone (src/agent/cni_server.ts), for the latency bench's
+ * "tsnproxy via agent" row: the same code `tsnproxy agent` runs when cni.agentSocket is set,
+ * without its conflist and restorer reconciling, which the bench's fixture has no use for.
+ *
+ *   deno run -A scripts/bench/cni_agent.ts <socket>
+ */
+import { serveCni } from "../../src/agent/cni_server.ts";
+import { captureLibbpfLog } from "../../src/bpf/libbpf_log.ts";
+import { configureLog } from "../../src/log.ts";
+
+const [socket] = Deno.args;
+if (!socket) {
+  console.error("usage: cni_agent.ts <socket>");
+  Deno.exit(2);
+}
+configureLog({ stderr: true, level: "warn" });
+captureLibbpfLog();
+const server = serveCni(socket, captureLibbpfLog);
+Deno.addSignalListener("SIGTERM", async () => {
+  await server.close();
+  Deno.exit(0);
+});

@@ -1,0 +1,139 @@
+/**
+ * The plugin's side of delegation: when the tsnproxy entry names an `agentSocket`, the plugin
+ * hands the verb to the node agent (src/agent/cni_server.ts) instead of doing the datapath work
+ * itself. The agent has libbpf open, its FFI symbols bound and the code compiled: an ADD costs
+ * it a few ms, where a fresh plugin process spends ~15 ms getting there (`deno task bench`).
+ *
+ * The plugin has already read and validated its input: a bad entry or environment is answered
+ * without the agent. Whatever goes wrong on the way to the agent (no socket yet, a stale one,
+ * no answer within the timeout, a malformed or cut-off reply, the agent declining because it
+ * cannot see the pod's namespace or the pin root) is not the pod's failure: the plugin runs
+ * the verb in-process, as it does without an agentSocket. Every verb is idempotent, so
+ * running it again after an agent that died half-way is safe.
+ *
+ * The wire format is one JSON line each way on a fresh connection:
+ *   request  {"v": 1, "env": {"CNI_COMMAND": ..., ...}, "stdin": "<the entry as received>"}
+ *   reply    {"v": 1, "code": <exit code>, "stdout": <the JSON the plugin prints>}
+ *            {"v": 1, "declined": "<why the agent will not run it>"}
+ */
+
+export const PROTOCOL_VERSION = 1;
+/** The CNI variables a request carries (the agent's own environment is not the plugin's). */
+export const CNI_ENV = [
+  "CNI_COMMAND",
+  "CNI_CONTAINERID",
+  "CNI_NETNS",
+  "CNI_IFNAME",
+  "CNI_ARGS",
+  "CNI_PATH",
+] as const;
+export const MAX_MESSAGE = 16 << 20;
+export const DEFAULT_TIMEOUT_MS = 10_000;
+
+export interface AgentRequest {
+  v: number;
+  env: Record<string, string>;
+  stdin: string;
+}
+
+export type AgentReply =
+  | { v: number; code: number; stdout?: unknown }
+  | { v: number; declined: string };
+
+/** What delegate() got: the agent's answer, or why the plugin must run the verb itself. */
+export type Delegation = { served: true; code: number; stdout?: unknown } | {
+  served: false;
+  reason: string;
+};
+
+/** Reads one newline-terminated message (without the newline); undefined at EOF before it. */
+export async function readLine(conn: Deno.Conn, limit = MAX_MESSAGE): Promise<string | undefined> {
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const buf = new Uint8Array(65536);
+  for (;;) {
+    const n = await conn.read(buf);
+    if (n === null) return undefined;
+    const nl = buf.subarray(0, n).indexOf(10);
+    const part = buf.slice(0, nl >= 0 ? nl : n);
+    chunks.push(part);
+    total += part.length;
+    if (total > limit) throw new Error(`message exceeds ${limit} bytes`);
+    if (nl >= 0) break;
+  }
+  const all = new Uint8Array(total);
+  let off = 0;
+  for (const c of chunks) {
+    all.set(c, off);
+    off += c.length;
+  }
+  return new TextDecoder().decode(all);
+}
+
+export async function writeLine(conn: Deno.Conn, value: unknown): Promise<void> {
+  const bytes = new TextEncoder().encode(JSON.stringify(value) + "\n");
+  let off = 0;
+  while (off < bytes.length) off += await conn.write(bytes.subarray(off));
+}
+
+function describe(e: unknown): string {
+  if (e instanceof Deno.errors.NotFound) return "no socket";
+  if (e instanceof Deno.errors.ConnectionRefused) return "nobody listens on the socket";
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Asks the agent at `socket` to run the verb; never throws. */
+export async function delegate(
+  socket: string,
+  env: Record<string, string>,
+  stdin: string,
+  timeoutMs = DEFAULT_TIMEOUT_MS,
+): Promise<Delegation> {
+  let conn: Deno.UnixConn;
+  try {
+    conn = await Deno.connect({ transport: "unix", path: socket });
+  } catch (e) {
+    return { served: false, reason: `agent socket ${socket}: ${describe(e)}` };
+  }
+  // Not setTimeout: its first use in a process costs ~7 ms here (measured), more than the
+  // whole exchange with the agent.
+  let timedOut = false;
+  const deadline = AbortSignal.timeout(timeoutMs);
+  const onDeadline = () => {
+    timedOut = true;
+    conn.close();
+  };
+  deadline.addEventListener("abort", onDeadline, { once: true });
+  try {
+    const request: AgentRequest = { v: PROTOCOL_VERSION, env, stdin };
+    await writeLine(conn, request);
+    const line = await readLine(conn);
+    if (line === undefined) return { served: false, reason: "the agent closed without answering" };
+    const reply = JSON.parse(line) as Partial<AgentReply>;
+    if (reply.v !== PROTOCOL_VERSION) {
+      return {
+        served: false,
+        reason: `the agent speaks protocol ${reply.v}, not ${PROTOCOL_VERSION}`,
+      };
+    }
+    if ("declined" in reply && typeof reply.declined === "string") {
+      return { served: false, reason: `the agent declined: ${reply.declined}` };
+    }
+    if ("code" in reply && typeof reply.code === "number" && Number.isInteger(reply.code)) {
+      return { served: true, code: reply.code, stdout: reply.stdout };
+    }
+    return { served: false, reason: "the agent's reply has no exit code" };
+  } catch (e) {
+    const why = timedOut ? `no answer within ${timeoutMs} ms` : describe(e);
+    return { served: false, reason: `agent socket ${socket}: ${why}` };
+  } finally {
+    deadline.removeEventListener("abort", onDeadline);
+    if (!timedOut) {
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+    }
+  }
+}

@@ -1,0 +1,184 @@
+/**
+ * Delegation to the agent (src/cni/delegate.ts, src/agent/cni_server.ts) on the real kernel:
+ * with cni.agentSocket in the node config, install writes it into the entry, the agent serves
+ * the plugin's verbs, and the plugin runs them itself whenever the agent cannot: declined,
+ * stopped, or killed with its socket left behind.
+ */
+import assert from "node:assert/strict";
+import { createNode, DENO, destroyNode, MAIN, type TestNode, tsnproxy } from "../install/_node.ts";
+import {
+  assertOk,
+  cni,
+  createPod,
+  deletePod,
+  prevResultFor,
+  type TestPod,
+} from "../cni/helpers.ts";
+import { podPins } from "../../src/bpf/pod.ts";
+
+async function until(what: string, fn: () => boolean | Promise<boolean>, ms = 8000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await fn()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The tsnproxy entry install wrote into the node's conflist. */
+function installedEntry(node: TestNode): Record<string, unknown> {
+  const conflist = JSON.parse(Deno.readTextFileSync(`${node.confDir}/10-bridge.conflist`));
+  const e = conflist.plugins.find((p: { type: string }) => p.type === "tsnproxy");
+  assert.ok(e, "install put the entry into the conflist");
+  return { cniVersion: conflist.cniVersion, name: conflist.name, ...e };
+}
+
+interface Agent {
+  proc: Deno.ChildProcess;
+  metrics: string;
+}
+
+async function startAgent(node: TestNode, socket: string): Promise<Agent> {
+  const port = freePort();
+  const proc = new Deno.Command(DENO, {
+    args: [
+      "run",
+      "-A",
+      "--quiet",
+      MAIN,
+      "agent",
+      ...node.flags,
+      "--metrics-address",
+      `127.0.0.1:${port}`,
+      "--reconcile-seconds",
+      "30",
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  // Connectable, not just present: a killed agent leaves its socket file behind.
+  await until("the agent to listen on its socket", async () => {
+    try {
+      (await Deno.connect({ transport: "unix", path: socket })).close();
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  return { proc, metrics: `http://127.0.0.1:${port}/metrics` };
+}
+
+/** The plugin's "done" and "running in-process" log lines written since `from`. */
+function pluginLog(logFile: string, from: number): Array<Record<string, string>> {
+  return Deno.readTextFileSync(logFile).slice(from).trim().split("\n").filter(Boolean)
+    .map((l) => JSON.parse(l))
+    .filter((l) => l.msg === "done" || l.msg === "running in-process");
+}
+
+Deno.test("the agent runs the plugin's verbs; the plugin runs them itself when it cannot", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "tsnp-agent-sock-" });
+  const socket = `${dir}/run/cni.sock`;
+  const node = await createNode({
+    config: `qdisc:\n  kind: keep\ncni:\n  agentSocket: ${socket}\n`,
+  });
+  const logFile = `${dir}/plugin.log`;
+  Deno.writeTextFileSync(logFile, "");
+  let agent: Agent | undefined;
+  let pod: TestPod | undefined;
+  try {
+    const inst = await tsnproxy(node, "install");
+    assert.equal(inst.code, 0, inst.stderr);
+    const base = installedEntry(node);
+    assert.equal(base.agentSocket, socket);
+    pod = await createPod();
+    const conf = { ...base, logLevel: "debug", logFile, prevResult: prevResultFor(pod) };
+    const verbs = async (expectVia: string) => {
+      const from = Deno.statSync(logFile).size;
+      for (const command of ["ADD", "CHECK", "DEL"]) {
+        assertOk(await cni({ command, pod, stdin: conf }));
+        if (command === "ADD") {
+          assert.equal(podPins(node.bpffs, pod!.containerId, pod!.ifname).length, 1);
+        }
+      }
+      assert.deepEqual(podPins(node.bpffs, pod!.containerId, pod!.ifname), []);
+      const lines = pluginLog(logFile, from);
+      assert.deepEqual(
+        lines.filter((l) => l.msg === "done").map((l) => [l.command, l.via]),
+        [["ADD", expectVia], ["CHECK", expectVia], ["DEL", expectVia]],
+      );
+      return lines.filter((l) => l.msg === "running in-process").map((l) => l.reason);
+    };
+
+    // No agent yet: the socket is missing, which is routine (the debug level says why).
+    assert.deepEqual(
+      new Set(await verbs("process")),
+      new Set([`agent socket ${socket}: no socket`]),
+    );
+
+    agent = await startAgent(node, socket);
+    assert.equal(Deno.lstatSync(socket).mode! & 0o777, 0o600);
+    assert.deepEqual(await verbs("agent"), []);
+    const metrics = await (await fetch(agent.metrics)).text();
+    for (const verb of ["ADD", "CHECK", "DEL"]) {
+      assert.match(
+        metrics,
+        new RegExp(`^tsnproxy_agent_cni_requests_total\\{command="${verb}",result="ok"\\} 1$`, "m"),
+      );
+    }
+
+    // A pin root the agent does not see: declined, and the plugin answers as it would alone.
+    const from = Deno.statSync(logFile).size;
+    const missing = { ...conf, cniVersion: "1.1.0", bpffs: `${node.bpffs}-absent` };
+    const st = await cni({ command: "STATUS", stdin: missing });
+    assert.equal(st.code, 1);
+    assert.match(String(st.json?.msg), /cannot attach pods: .*-absent\/progs\/tsnp_save/);
+    assert.match(
+      pluginLog(logFile, from).find((l) => l.msg === "running in-process")?.reason ?? "",
+      /the agent declined: the agent does not see the pin root/,
+    );
+
+    // SIGKILL leaves the socket behind: nobody listens, the plugin runs the verbs itself.
+    agent.proc.kill("SIGKILL");
+    await agent.proc.status;
+    await agent.proc.stderr.cancel();
+    agent = undefined;
+    assert.ok(exists(socket), "a killed agent leaves its socket");
+    assert.deepEqual(
+      new Set(await verbs("process")),
+      new Set([`agent socket ${socket}: nobody listens on the socket`]),
+    );
+
+    // A new agent replaces the stale socket; SIGTERM removes it.
+    agent = await startAgent(node, socket);
+    assert.deepEqual(await verbs("agent"), []);
+    agent.proc.kill("SIGTERM");
+    const out = await agent.proc.output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    agent = undefined;
+    assert.ok(!exists(socket), "a stopped agent removes its socket");
+  } finally {
+    if (agent) {
+      agent.proc.kill("SIGKILL");
+      await agent.proc.output();
+    }
+    if (pod) await deletePod(pod);
+    await destroyNode(node);
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

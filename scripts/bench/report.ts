@@ -215,32 +215,17 @@ export function render(r: Report): { tables: string[]; svg: string } {
     tables.push(table(
       "3. ADD p50 ratios (goals: vs research <= 0.2, vs Go <= 10)",
       ["ratio", "value", "goal", "met"],
-      [
-        [
-          "tsnproxy / research",
-          round(l.ratios.tsnproxyVsResearch, 3),
-          "<= 0.2",
-          l.ratios.tsnproxyVsResearch <= 0.2 ? "yes" : "no",
-        ],
-        [
-          "tsnproxy / Go tuning",
-          round(l.ratios.tsnproxyVsGo, 2),
-          "<= 10",
-          l.ratios.tsnproxyVsGo <= 10 ? "yes" : "no",
-        ],
-        [
-          "tsnproxy, agent runs the verb / research",
-          round(l.ratios.agentVsResearch, 3),
-          "<= 0.2",
-          l.ratios.agentVsResearch <= 0.2 ? "yes" : "no",
-        ],
-        [
-          "tsnproxy, agent runs the verb / Go tuning",
-          round(l.ratios.agentVsGo, 2),
-          "<= 10",
-          l.ratios.agentVsGo <= 10 ? "yes" : "no",
-        ],
-      ],
+      ([
+        ["tsnproxy / research", l.ratios.tsnproxyVsResearch, 0.2, 3],
+        ["tsnproxy / Go tuning", l.ratios.tsnproxyVsGo, 10, 2],
+        ["tsnproxy, agent runs the verb / research", l.ratios.agentVsResearch, 0.2, 3],
+        ["tsnproxy, agent runs the verb / Go tuning", l.ratios.agentVsGo, 10, 2],
+      ] as const).map(([name, value, goal, digits]) => [
+        name,
+        round(value, digits),
+        `<= ${goal}`,
+        value <= goal ? "yes" : "no",
+      ]),
     ));
     const p = l.profile;
     tables.push(table(

@@ -136,7 +136,16 @@ export async function handleCni(
   const started = performance.now();
   let version: string = LATEST_VERSION;
   let env: CniEnv | undefined;
-  let via = opts.inAgent ? "agent" : "process";
+  const here = opts.inAgent ? "agent" : "process";
+  const logDone = (e: CniEnv, via: string) =>
+    log("debug", "done", {
+      command: e.command,
+      containerId: e.containerId,
+      ms: Math.round((performance.now() - started) * 100) / 100,
+      entry: opts.entry?.kind,
+      ...(opts.entry?.reason ? { modulesBecause: opts.entry.reason } : {}),
+      via,
+    });
   try {
     let raw: unknown;
     let decodeError: string | undefined;
@@ -187,16 +196,9 @@ export async function handleCni(
       const { delegate } = await import("./delegate.ts");
       const d = await delegate(config.agentSocket, cniVars(getEnv), text);
       if (d.served) {
-        log("debug", "done", {
-          command: env.command,
-          containerId: env.containerId,
-          ms: Math.round((performance.now() - started) * 100) / 100,
-          entry: opts.entry?.kind,
-          via: "agent",
-        });
+        logDone(env, "agent");
         return { code: d.code, stdout: d.stdout };
       }
-      via = "process";
       // No agent yet (install wrote the entry before the agent started) is routine.
       log(d.reason.endsWith(": no socket") ? "debug" : "warn", "running in-process", {
         command: env.command,
@@ -244,14 +246,7 @@ export async function handleCni(
         break;
       }
     }
-    log("debug", "done", {
-      command: env.command,
-      containerId: env.containerId,
-      ms: Math.round((performance.now() - started) * 100) / 100,
-      entry: opts.entry?.kind,
-      ...(opts.entry?.reason ? { modulesBecause: opts.entry.reason } : {}),
-      via,
-    });
+    logDone(env, here);
     return { code: 0, stdout };
   } catch (e) {
     const err = asTsnproxyError(e);
@@ -261,7 +256,7 @@ export async function handleCni(
       ifname: env?.ifname,
       code: err.code,
       hint: err.hint,
-      via,
+      via: here,
     });
     return { code: 1, stdout: errorResult(err, version) };
   }

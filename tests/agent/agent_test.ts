@@ -11,22 +11,7 @@ import { parseListenAddress } from "../../src/agent/command.ts";
 import { escapeLabel, snake } from "../../src/agent/metrics.ts";
 import { run } from "../lib/run.ts";
 import { createNode, DENO, destroyNode, FIXTURES, MAIN, tsnproxy } from "../install/_node.ts";
-
-async function until(what: string, fn: () => boolean | Promise<boolean>, ms = 8000) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await fn()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  assert.fail(`timed out waiting for ${what}`);
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
+import { freePort, until } from "../lib/wait.ts";
 
 async function get(url: string): Promise<{ status: number; text: string } | undefined> {
   try {

@@ -15,22 +15,7 @@ import {
   type TestPod,
 } from "../cni/helpers.ts";
 import { podPins } from "../../src/bpf/pod.ts";
-
-async function until(what: string, fn: () => boolean | Promise<boolean>, ms = 8000) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await fn()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  assert.fail(`timed out waiting for ${what}`);
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
+import { freePort, until } from "../lib/wait.ts";
 
 function exists(path: string): boolean {
   try {

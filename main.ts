@@ -11,11 +11,15 @@
  */
 const args = Deno.args;
 if (args[0] === "cni" || (args.length === 0 && Deno.env.get("CNI_COMMAND") !== undefined)) {
-  // The CNI path's modules, or their bundle while it is fresh (src/cni/entry.ts).
+  // The node agent runs the verb when the entry names it (src/cni/handoff.ts); else the CNI
+  // path's modules, or their bundle while it is fresh (src/cni/entry.ts), run it here.
+  const { handOff } = await import("./src/cni/handoff.ts");
+  const input = await handOff((k) => Deno.env.get(k));
+  if ("served" in input) Deno.exit(input.served);
   const { cniEntry } = await import("./src/cni/entry.ts");
   const entry = cniEntry();
   const { runCni }: typeof import("./src/cni/main.ts") = await import(entry.specifier);
-  Deno.exit(await runCni(entry));
+  Deno.exit(await runCni(entry, input));
 }
 const cli = "./src/cli.ts";
 const { runCli }: typeof import("./src/cli.ts") = await import(cli);

@@ -25,6 +25,7 @@ import { onCleanup, sh, sleep, summarize, type Summary } from "./common.ts";
 import { TSNPROXY_CONFIG } from "./node.ts";
 import { ResearchDatapath } from "./research_dp.ts";
 import { udp4 } from "./progcost.ts";
+import type { CniServerStats } from "../../src/agent/cni_server.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 export const LAUNCHER = `${ROOT}/scripts/tsnproxy`;
@@ -41,6 +42,8 @@ interface Fixture {
   tmp: string;
   dummy: string;
   agentSocket: string;
+  /** Stops the agent's CNI server; what it served. */
+  stopAgent: () => Promise<CniServerStats>;
 }
 
 /** tsnproxy installed on a private pin root; the research programs pinned on a bpffs that
@@ -54,6 +57,7 @@ async function fixture(): Promise<Fixture> {
     tmp: await Deno.makeTempDir({ prefix: "tsnp-bench-" }),
     dummy: `tsnpb${id}`,
     agentSocket: "",
+    stopAgent: () => Promise.reject(new Error("no agent")),
   };
   f.agentSocket = `${f.tmp}/agent/cni.sock`;
   onCleanup(`temp dir ${f.tmp}`, () => Deno.removeSync(f.tmp, { recursive: true }));
@@ -86,26 +90,32 @@ async function fixture(): Promise<Fixture> {
     () => sh(["ip", "link", "del", f.dummy], { allowFail: true }).then(() => {}),
   );
   await sh(["ip", "link", "set", f.dummy, "up"]);
-  await startAgent(f);
+  f.stopAgent = await startAgent(f);
   return f;
 }
 
-/** The agent's CNI server on f.agentSocket, until cleanup. */
-async function startAgent(f: Fixture): Promise<void> {
+/** The agent's CNI server on f.agentSocket, until cleanup or the stop it returns. */
+async function startAgent(f: Fixture): Promise<() => Promise<CniServerStats>> {
   const proc = new Deno.Command(DENO, {
     args: ["run", "--quiet", "--allow-all", `${ROOT}/scripts/bench/cni_agent.ts`, f.agentSocket],
     env: DENO_ENV,
-    stdout: "null",
+    stdout: "piped",
     stderr: "inherit",
   }).spawn();
+  let stopped: Promise<CniServerStats> | undefined;
+  const stop = () =>
+    stopped ??= (async () => {
+      proc.kill("SIGTERM");
+      const out = await proc.output();
+      return JSON.parse(new TextDecoder().decode(out.stdout)) as CniServerStats;
+    })();
   onCleanup("agent CNI server", async () => {
-    proc.kill("SIGTERM");
-    await proc.status;
+    await stop().catch(() => undefined);
   });
   for (let i = 0; i < 200; i++) {
     try {
       (await Deno.connect({ transport: "unix", path: f.agentSocket })).close();
-      return;
+      return stop;
     } catch {
       await sleep(50);
     }
@@ -445,6 +455,17 @@ export async function runLatency(
         }
       }
       if ((i + 1) % 50 === 0) o.log(`cni latency: ${i + 1}/${pods.length} pods`);
+    }
+    // The agent row is the agent's only if it ran every one of its verbs.
+    const st = await f.stopAgent();
+    for (const verb of ["ADD", "DEL"]) {
+      const ok = st.served[verb]?.ok ?? 0;
+      if (ok !== pods.length) {
+        throw new Error(
+          `the agent ran ${ok} of the ${pods.length} ${verb}s of its row (declined ${st.declined}, ` +
+            `bad ${st.bad}): the plugin ran the rest itself, the row would not measure the agent`,
+        );
+      }
     }
     o.log("cni latency: profiling tsnproxy");
     const prof = await profile(f, pods.slice(0, 8), o.profileReps);

@@ -4,6 +4,8 @@
  * without its conflist and restorer reconciling, which the bench's fixture has no use for.
  *
  *   deno run -A scripts/bench/cni_agent.ts <socket>
+ *
+ * On SIGTERM it prints its CniServerStats as one JSON line.
  */
 import { serveCni } from "../../src/agent/cni_server.ts";
 import { captureLibbpfLog } from "../../src/bpf/libbpf_log.ts";
@@ -17,7 +19,9 @@ if (!socket) {
 configureLog({ stderr: true, level: "warn" });
 captureLibbpfLog();
 const server = serveCni(socket, captureLibbpfLog);
+// What it served goes to stdout on the way out: the bench checks its agent row was the agent's.
 Deno.addSignalListener("SIGTERM", async () => {
   await server.close();
+  console.log(JSON.stringify(server.stats));
   Deno.exit(0);
 });

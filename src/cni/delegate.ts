@@ -4,8 +4,10 @@
  * itself. The agent has libbpf open, its FFI symbols bound and the code compiled: an ADD costs
  * it a few ms, where a fresh plugin process spends ~15 ms getting there (`deno task bench`).
  *
- * The plugin has already read and validated its input: a bad entry or environment is answered
- * without the agent. Whatever goes wrong on the way to the agent (no socket yet, a stale one,
+ * The plugin hands over before loading its own code (src/cni/handoff.ts): it only peeks at the
+ * entry's agentSocket, and the agent validates the input exactly as the plugin would (the same
+ * handleCni), so a bad entry or environment gets the same error Result either way. Whatever
+ * goes wrong on the way to the agent (no socket yet, a stale one,
  * no answer within the timeout, a malformed or cut-off reply, the agent declining because it
  * cannot see the pod's namespace or the pin root) is not the pod's failure: the plugin runs
  * the verb in-process, as it does without an agentSocket. Every verb is idempotent, so
@@ -46,19 +48,30 @@ export type Delegation = { served: true; code: number; stdout?: unknown } | {
   reason: string;
 };
 
-/** Reads one newline-terminated message (without the newline); undefined at EOF before it. */
-export async function readLine(conn: Deno.Conn, limit = MAX_MESSAGE): Promise<string | undefined> {
+/**
+ * Reads from `read` until EOF, or with `untilNewline` until the first newline (not included).
+ * Undefined: EOF came before the newline. Throws past `limit` bytes. Shared by the plugin's
+ * stdin (src/cni/handoff.ts) and both ends of the socket.
+ */
+export async function readMessage(
+  read: (buf: Uint8Array) => Promise<number | null>,
+  limit: number,
+  untilNewline: boolean,
+): Promise<string | undefined> {
   const chunks: Uint8Array[] = [];
   let total = 0;
   const buf = new Uint8Array(65536);
   for (;;) {
-    const n = await conn.read(buf);
-    if (n === null) return undefined;
-    const nl = buf.subarray(0, n).indexOf(10);
+    const n = await read(buf);
+    if (n === null) {
+      if (untilNewline) return undefined;
+      break;
+    }
+    const nl = untilNewline ? buf.subarray(0, n).indexOf(10) : -1;
     const part = buf.slice(0, nl >= 0 ? nl : n);
     chunks.push(part);
     total += part.length;
-    if (total > limit) throw new Error(`message exceeds ${limit} bytes`);
+    if (total > limit) throw new RangeError(`message exceeds ${limit} bytes`);
     if (nl >= 0) break;
   }
   const all = new Uint8Array(total);
@@ -68,6 +81,11 @@ export async function readLine(conn: Deno.Conn, limit = MAX_MESSAGE): Promise<st
     off += c.length;
   }
   return new TextDecoder().decode(all);
+}
+
+/** One newline-terminated message from the socket (undefined: EOF before the newline). */
+export function readLine(conn: Deno.Conn, limit = MAX_MESSAGE): Promise<string | undefined> {
+  return readMessage((b) => conn.read(b), limit, true);
 }
 
 export async function writeLine(conn: Deno.Conn, value: unknown): Promise<void> {

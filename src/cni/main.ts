@@ -27,41 +27,7 @@ import {
 } from "./protocol.ts";
 import { ConfigError } from "../errors.ts";
 import type { CniEntry } from "./entry.ts";
-import { CNI_ENV } from "./delegate.ts";
-
-const encoder = new TextEncoder();
-
-function writeStdout(value: unknown): void {
-  const bytes = encoder.encode(JSON.stringify(value) + "\n");
-  let off = 0;
-  while (off < bytes.length) off += Deno.stdout.writeSync(bytes.subarray(off));
-}
-
-async function readStdin(): Promise<string> {
-  const chunks: Uint8Array[] = [];
-  const buf = new Uint8Array(65536);
-  let total = 0;
-  for (;;) {
-    const n = await Deno.stdin.read(buf);
-    if (n === null) break;
-    chunks.push(buf.slice(0, n));
-    total += n;
-    if (total > 16 << 20) {
-      throw new ConfigError(
-        "the network configuration on stdin exceeds 16 MiB",
-        "pass the plugin's entry of the conflist",
-        CniCode.IoFailure,
-      );
-    }
-  }
-  const all = new Uint8Array(total);
-  let off = 0;
-  for (const c of chunks) {
-    all.set(c, off);
-    off += c.length;
-  }
-  return new TextDecoder().decode(all);
-}
+import { handOff, type PluginInput, writeJsonLine } from "./handoff.ts";
 
 function decodeFailure(msg: string): ConfigError {
   return new ConfigError(
@@ -109,19 +75,11 @@ export interface HandleOptions {
   entry?: Pick<CniEntry, "kind" | "reason">;
   /**
    * Set when the node agent runs the verb for a plugin process (src/agent/cni_server.ts): the
-   * entry's agentSocket is not followed again, and the agent's log configuration stays.
+   * agent's log configuration stays.
    */
   inAgent?: boolean;
-}
-
-/** The CNI variables of the environment, as a delegated request carries them. */
-function cniVars(get: (k: string) => string | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const k of CNI_ENV) {
-    const v = get(k);
-    if (v !== undefined) out[k] = v;
-  }
-  return out;
+  /** Why the agent the entry names did not run this verb (src/cni/handoff.ts), to be logged. */
+  notDelegated?: string;
 }
 
 /**
@@ -137,15 +95,6 @@ export async function handleCni(
   let version: string = LATEST_VERSION;
   let env: CniEnv | undefined;
   const here = opts.inAgent ? "agent" : "process";
-  const logDone = (e: CniEnv, via: string) =>
-    log("debug", "done", {
-      command: e.command,
-      containerId: e.containerId,
-      ms: Math.round((performance.now() - started) * 100) / 100,
-      entry: opts.entry?.kind,
-      ...(opts.entry?.reason ? { modulesBecause: opts.entry.reason } : {}),
-      via,
-    });
   try {
     let raw: unknown;
     let decodeError: string | undefined;
@@ -191,19 +140,12 @@ export async function handleCni(
       }
     }
 
-    // The input is valid: the node agent may run the verb (src/cni/delegate.ts).
-    if (config.agentSocket && !opts.inAgent) {
-      const { delegate } = await import("./delegate.ts");
-      const d = await delegate(config.agentSocket, cniVars(getEnv), text);
-      if (d.served) {
-        logDone(env, "agent");
-        return { code: d.code, stdout: d.stdout };
-      }
+    if (opts.notDelegated) {
       // No agent yet (install wrote the entry before the agent started) is routine.
-      log(d.reason.endsWith(": no socket") ? "debug" : "warn", "running in-process", {
+      log(opts.notDelegated.endsWith(": no socket") ? "debug" : "warn", "running in-process", {
         command: env.command,
         containerId: env.containerId,
-        reason: d.reason,
+        reason: opts.notDelegated,
       });
     }
 
@@ -246,7 +188,14 @@ export async function handleCni(
         break;
       }
     }
-    logDone(env, here);
+    log("debug", "done", {
+      command: env.command,
+      containerId: env.containerId,
+      ms: Math.round((performance.now() - started) * 100) / 100,
+      entry: opts.entry?.kind,
+      ...(opts.entry?.reason ? { modulesBecause: opts.entry.reason } : {}),
+      via: here,
+    });
     return { code: 0, stdout };
   } catch (e) {
     const err = asTsnproxyError(e);
@@ -262,20 +211,36 @@ export async function handleCni(
   }
 }
 
-/** The plugin process: stdin and the environment in, the Result on stdout, the exit code. */
-export async function runCni(entry?: Pick<CniEntry, "kind" | "reason">): Promise<number> {
+/**
+ * The plugin process: stdin and the environment in, the Result on stdout, the exit code.
+ * `input` is what main.ts's hand-off left when the agent did not serve the verb; without it
+ * the hand-off happens here.
+ */
+export async function runCni(
+  entry?: Pick<CniEntry, "kind" | "reason">,
+  input?: PluginInput,
+): Promise<number> {
   configureLog({ stderr: false });
-  let text: string;
-  try {
-    text = await readStdin();
-  } catch (e) {
-    const err = asTsnproxyError(e);
+  if (!input) {
+    const h = await handOff((k) => Deno.env.get(k));
+    if ("served" in h) return h.served;
+    input = h;
+  }
+  if (input.text === undefined) {
+    const err = new ConfigError(
+      input.unreadable ?? "cannot read the network configuration on stdin",
+      "the runtime must pass the plugin's entry of the conflist on stdin",
+      CniCode.IoFailure,
+    );
     log("error", err.message, { code: err.code, hint: err.hint });
-    writeStdout(errorResult(err, LATEST_VERSION));
+    writeJsonLine(errorResult(err, LATEST_VERSION));
     return 1;
   }
-  const out = await handleCni(text, (k) => Deno.env.get(k), { entry });
-  if (out.stdout !== undefined) writeStdout(out.stdout);
+  const out = await handleCni(input.text, (k) => Deno.env.get(k), {
+    entry,
+    notDelegated: input.notDelegated,
+  });
+  if (out.stdout !== undefined) writeJsonLine(out.stdout);
   return out.code;
 }
 

@@ -1,8 +1,9 @@
 /**
  * Delegation to the agent (src/cni/delegate.ts, src/agent/cni_server.ts) on the real kernel:
  * with cni.agentSocket in the node config, install writes it into the entry, the agent serves
- * the plugin's verbs, and the plugin runs them itself whenever the agent cannot: declined,
- * stopped, or killed with its socket left behind.
+ * the plugin's verbs (the plugin hands them over before loading its own code, so it logs
+ * nothing for them: the agent's counters say who ran them), and the plugin runs them itself
+ * whenever the agent cannot: declined, stopped, or killed with its socket left behind.
  */
 import assert from "node:assert/strict";
 import { createNode, DENO, destroyNode, MAIN, type TestNode, tsnproxy } from "../install/_node.ts";
@@ -69,6 +70,18 @@ async function startAgent(node: TestNode, socket: string): Promise<Agent> {
   return { proc, metrics: `http://127.0.0.1:${port}/metrics` };
 }
 
+/** The agent's count of verbs it ran, by verb, that ended in `result`, from its metrics. */
+async function served(
+  agent: Agent,
+  result: "ok" | "error" = "ok",
+): Promise<Record<string, number>> {
+  const text = await (await fetch(agent.metrics)).text();
+  const out: Record<string, number> = {};
+  const re = /^tsnproxy_agent_cni_requests_total\{command="(\w+)",result="(\w+)"\} (\d+)$/gm;
+  for (const m of text.matchAll(re)) if (m[2] === result) out[m[1]] = Number(m[3]);
+  return out;
+}
+
 /** The plugin's "done" and "running in-process" log lines written since `from`. */
 function pluginLog(logFile: string, from: number): Array<Record<string, string>> {
   return Deno.readTextFileSync(logFile).slice(from).trim().split("\n").filter(Boolean)
@@ -93,8 +106,10 @@ Deno.test("the agent runs the plugin's verbs; the plugin runs them itself when i
     assert.equal(base.agentSocket, socket);
     pod = await createPod();
     const conf = { ...base, logLevel: "debug", logFile, prevResult: prevResultFor(pod) };
-    const verbs = async (expectVia: string) => {
+    /** Runs ADD, CHECK, DEL; returns the plugin's reasons for running them in-process. */
+    const verbs = async (expectVia: "agent" | "process") => {
       const from = Deno.statSync(logFile).size;
+      const servedBefore = agent ? await served(agent) : undefined;
       for (const command of ["ADD", "CHECK", "DEL"]) {
         assertOk(await cni({ command, pod, stdin: conf }));
         if (command === "ADD") {
@@ -105,8 +120,17 @@ Deno.test("the agent runs the plugin's verbs; the plugin runs them itself when i
       const lines = pluginLog(logFile, from);
       assert.deepEqual(
         lines.filter((l) => l.msg === "done").map((l) => [l.command, l.via]),
-        [["ADD", expectVia], ["CHECK", expectVia], ["DEL", expectVia]],
+        expectVia === "process"
+          ? [["ADD", "process"], ["CHECK", "process"], ["DEL", "process"]]
+          : [],
       );
+      if (agent) {
+        const after = await served(agent);
+        const step = expectVia === "agent" ? 1 : 0;
+        for (const verb of ["ADD", "CHECK", "DEL"]) {
+          assert.equal(after[verb] ?? 0, (servedBefore![verb] ?? 0) + step, `${verb} served`);
+        }
+      }
       return lines.filter((l) => l.msg === "running in-process").map((l) => l.reason);
     };
 
@@ -119,13 +143,21 @@ Deno.test("the agent runs the plugin's verbs; the plugin runs them itself when i
     agent = await startAgent(node, socket);
     assert.equal(Deno.lstatSync(socket).mode! & 0o777, 0o600);
     assert.deepEqual(await verbs("agent"), []);
-    const metrics = await (await fetch(agent.metrics)).text();
-    for (const verb of ["ADD", "CHECK", "DEL"]) {
-      assert.match(
-        metrics,
-        new RegExp(`^tsnproxy_agent_cni_requests_total\\{command="${verb}",result="ok"\\} 1$`, "m"),
-      );
-    }
+    assert.deepEqual(await served(agent), { ADD: 1, CHECK: 1, DEL: 1 });
+
+    // The plugin only peeks at agentSocket: the agent validates the rest, with the same answer.
+    const bad = { ...conf, bogus: 1 };
+    const byAgent = await cni({ command: "ADD", pod, stdin: bad });
+    const byPlugin = await cni({ command: "ADD", pod, stdin: { ...bad, agentSocket: undefined } });
+    assert.equal(byAgent.code, 1);
+    assert.equal(byAgent.json?.code, 7);
+    assert.match(String(byAgent.json?.msg), /bogus/);
+    assert.deepEqual(byAgent.json, byPlugin.json);
+    assert.deepEqual(await served(agent, "error"), { ADD: 1, CHECK: 0, DEL: 0 });
+    // VERSION needs nothing from the node: the plugin answers it alone.
+    const version = await cni({ command: "VERSION", stdin: conf });
+    assertOk(version);
+    assert.equal((await served(agent)).VERSION, undefined);
 
     // A pin root the agent does not see: declined, and the plugin answers as it would alone.
     const from = Deno.statSync(logFile).size;

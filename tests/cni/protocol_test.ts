@@ -126,6 +126,12 @@ Deno.test("malformed inputs: right error code, nothing attached or pinned", asyn
       }> = [
         { name: "bad JSON", stdin: "{not json", code: 6, msg: /not valid JSON/ },
         { name: "empty stdin", stdin: "", code: 6 },
+        {
+          name: "stdin over 16 MiB",
+          stdin: `{"pad": "${"x".repeat(16 << 20)}"}`,
+          code: 5,
+          msg: /exceeds 16 MiB/,
+        },
         { name: "JSON array", stdin: "[]", code: 6 },
         { name: "no prevResult", stdin: entry(node), code: 7, msg: /chained plugin/ },
         { name: "prevResult not object", stdin: { ...good, prevResult: "x" }, code: 7 },

@@ -21,6 +21,8 @@ import {
 } from "./lib/tsn.ts";
 import { NO_CLAMP } from "../../src/bpf/maps.ts";
 import type { ObserverCounts } from "../lib/observer.ts";
+import { serveCni } from "../../src/agent/cni_server.ts";
+import { configureLog } from "../../src/log.ts";
 
 const ANNOTATIONS_CAP = "io.kubernetes.cri.pod-annotations";
 const UDP_COUNT = 200;
@@ -306,6 +308,44 @@ Deno.test("tsnproxy chained after bridge under containerd CRI", async (t) => {
       assert.deepEqual(left.netns, []);
       assert.deepEqual(left.mounts.filter((m) => pods.some((p) => m.includes(p.id))), []);
       assert.deepEqual(await c.cri.listPodSandbox(), []);
+    });
+
+    await t.step("agentSocket: the agent's CNI server runs the verbs containerd asks", async () => {
+      // The agent's server (src/agent/cni_server.ts) in this process: the plugin processes
+      // containerd execs hand their verbs to it over the socket. Its per-verb lines stay quiet.
+      configureLog({ level: "warn" });
+      const dir = await Deno.makeTempDir({ prefix: "tsnp-e2e-agent-" });
+      const server = serveCni(`${dir}/cni.sock`);
+      try {
+        await timed(
+          "conflist reload",
+          () => useConflist(withTsnproxy({ agentSocket: `${dir}/cni.sock` })),
+        );
+        const p = await timed("RunPodSandbox + workload (via the agent)", () => talker("agent"));
+        const others = await timed(
+          "4 concurrent RunPodSandbox (via the agent)",
+          () => c.runPods(4, (i) => ({ name: `agent${i}`, namespace: "tsn" })),
+        );
+        assert.equal(server.stats.served.ADD?.ok, 5, JSON.stringify(server.stats));
+        for (const pod of [p.pod, ...others]) {
+          assert.ok(node.podPins(pod.id).length > 0, `${pod.name}: no pins`);
+          assert.ok(node.policyOf(pod.ip), `${pod.name}: no policy for ${pod.ip}`);
+        }
+        await expectAll(p.w, 3, 3, "via the agent");
+        await Promise.all([p.pod, ...others].map(async (pod) => {
+          await c.stopPod(pod.id);
+          await c.removePod(pod.id);
+        }));
+        assert.deepEqual(node.podAttachments(), []);
+        assert.deepEqual(node.policies(), []);
+        const st = server.stats;
+        assert.ok((st.served.DEL?.ok ?? 0) >= 5, JSON.stringify(st));
+        assert.deepEqual([st.served.ADD?.error, st.served.DEL?.error], [0, 0]);
+        assert.deepEqual([st.declined, st.bad], [0, 0], JSON.stringify(st));
+      } finally {
+        await server.close();
+        await Deno.remove(dir, { recursive: true });
+      }
     });
 
     await t.step("fixture stop, then the node's teardown, leave nothing behind", async () => {

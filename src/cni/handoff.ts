@@ -1,0 +1,84 @@
+/**
+ * The CNI path's first step (main.ts), before the plugin's own code is loaded: read the
+ * network configuration from stdin and, when the entry names an `agentSocket`, hand the verb
+ * to the node agent (src/cni/delegate.ts). Loading the CNI code (its bundle or ~25 modules),
+ * parsing and validating the entry cost the plugin ~7 ms of an ADD that the agent, warm,
+ * does in ~1 ms: a plugin the agent serves skips all of it (`deno task bench`).
+ *
+ * Only the agentSocket is looked at here. The agent validates the rest with the plugin's own
+ * code, so a malformed entry or environment gets the same error Result from either side.
+ * When the agent does not serve the verb, the caller runs it in-process with the text read
+ * here and logs why (src/cni/main.ts).
+ *
+ * Imports only delegate.ts, which imports nothing.
+ */
+import { CNI_ENV, delegate, MAX_MESSAGE, readMessage } from "./delegate.ts";
+
+/** What the in-process plugin gets when the agent did not answer for it. */
+export interface PluginInput {
+  /** The configuration as read from stdin; absent when it could not be read. */
+  text?: string;
+  /** Why stdin could not be read (too large, an I/O error). */
+  unreadable?: string;
+  /** Why the agent the entry names did not run the verb; absent when it names none. */
+  notDelegated?: string;
+}
+
+/** The agent ran the verb and its Result is on stdout: the plugin exits with `served`. */
+export type HandOff = { served: number } | PluginInput;
+
+const encoder = new TextEncoder();
+
+/** Writes one JSON value and a newline to stdout, all of it. */
+export function writeJsonLine(value: unknown): void {
+  const bytes = encoder.encode(JSON.stringify(value) + "\n");
+  let off = 0;
+  while (off < bytes.length) off += Deno.stdout.writeSync(bytes.subarray(off));
+}
+
+async function readInput(): Promise<PluginInput> {
+  try {
+    const text = await readMessage((b) => Deno.stdin.read(b), MAX_MESSAGE, false);
+    return { text: text ?? "" };
+  } catch (e) {
+    return {
+      unreadable: e instanceof RangeError
+        ? `the network configuration on stdin exceeds ${MAX_MESSAGE >> 20} MiB`
+        : `cannot read the network configuration on stdin: ${(e as Error).message}`,
+    };
+  }
+}
+
+/** The entry's agentSocket, if it names a usable one (config.ts rejects any other form). */
+function agentSocketOf(text: string): string | undefined {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    return undefined; // the in-process plugin answers with the decode error
+  }
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return undefined;
+  const socket = (raw as { agentSocket?: unknown }).agentSocket;
+  return typeof socket === "string" && socket.startsWith("/") ? socket : undefined;
+}
+
+/**
+ * Reads stdin and, when the entry names an agentSocket, asks the agent to run the verb
+ * (VERSION is answered by the plugin, which needs nothing for it). Never throws.
+ */
+export async function handOff(getEnv: (k: string) => string | undefined): Promise<HandOff> {
+  const input = await readInput();
+  const command = getEnv("CNI_COMMAND");
+  if (input.text === undefined || command === undefined || command === "VERSION") return input;
+  const socket = agentSocketOf(input.text);
+  if (!socket) return input;
+  const env: Record<string, string> = {};
+  for (const k of CNI_ENV) {
+    const v = getEnv(k);
+    if (v !== undefined) env[k] = v;
+  }
+  const d = await delegate(socket, env, input.text);
+  if (!d.served) return { ...input, notDelegated: d.reason };
+  if (d.stdout !== undefined) writeJsonLine(d.stdout);
+  return { served: d.code };
+}

@@ -23,6 +23,7 @@ import {
 import { netnsExists } from "../util/netns.ts";
 import { asTsnproxyError } from "../errors.ts";
 import { log } from "../log.ts";
+import { versionInfo } from "../build_info.ts";
 
 export interface CniServerStats {
   /** Requests answered, by verb and exit code 0 ("ok") or not ("error"). */
@@ -113,6 +114,8 @@ export function serveCni(path: string, afterRequest: () => void = () => {}): Cni
   const listener = Deno.listen({ transport: "unix", path });
   Deno.chmodSync(path, 0o600);
   const stats: CniServerStats = { served: {}, declined: 0, bad: 0 };
+  const { version, bpfObjectsSha256 } = versionInfo();
+  const agent = { version, bpfObjectsSha256 };
 
   // One request at a time, in arrival order.
   let queue: Promise<void> = Promise.resolve();
@@ -136,7 +139,7 @@ export function serveCni(path: string, afterRequest: () => void = () => {}): Cni
           containerId: req.env.CNI_CONTAINERID,
           reason: declined,
         });
-        reply = { v: PROTOCOL_VERSION, declined };
+        reply = { v: PROTOCOL_VERSION, declined, agent };
       } else {
         const t0 = performance.now();
         const out = await handleCni(req.stdin, (k) => req.env[k], { inAgent: true });
@@ -151,7 +154,7 @@ export function serveCni(path: string, afterRequest: () => void = () => {}): Cni
           code: out.code,
           ms: Math.round((performance.now() - t0) * 100) / 100,
         });
-        reply = { v: PROTOCOL_VERSION, code: out.code, stdout: out.stdout };
+        reply = { v: PROTOCOL_VERSION, code: out.code, stdout: out.stdout, agent };
       }
       await writeLine(conn, reply);
     } catch (e) {

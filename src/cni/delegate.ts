@@ -15,8 +15,9 @@
  *
  * The wire format is one JSON line each way on a fresh connection:
  *   request  {"v": 1, "env": {"CNI_COMMAND": ..., ...}, "stdin": "<the entry as received>"}
- *   reply    {"v": 1, "code": <exit code>, "stdout": <the JSON the plugin prints>}
- *            {"v": 1, "declined": "<why the agent will not run it>"}
+ *   reply    {"v": 1, "code": <exit code>, "stdout": <the JSON the plugin prints>, "agent": {...}}
+ *            {"v": 1, "declined": "<why the agent will not run it>", "agent": {...}}
+ * where "agent" (optional) names the agent's build, which `tsnproxy doctor` compares with its own.
  */
 
 export const PROTOCOL_VERSION = 1;
@@ -38,15 +39,34 @@ export interface AgentRequest {
   stdin: string;
 }
 
+/** The agent's build: its version and the SHA-256 of the BPF objects it carries. */
+export interface AgentBuild {
+  version: string;
+  bpfObjectsSha256: string;
+}
+
 export type AgentReply =
-  | { v: number; code: number; stdout?: unknown }
-  | { v: number; declined: string };
+  | { v: number; code: number; stdout?: unknown; agent?: AgentBuild }
+  | { v: number; declined: string; agent?: AgentBuild };
+
+/**
+ * Why the agent did not run a verb: no socket file, nobody accepting on it, the agent said
+ * no, it speaks another protocol version, or the exchange broke (timeout, cut-off, garbage).
+ */
+export type NotServedCause = "absent" | "unreachable" | "declined" | "protocol" | "broken";
 
 /** What delegate() got: the agent's answer, or why the plugin must run the verb itself. */
-export type Delegation = { served: true; code: number; stdout?: unknown } | {
-  served: false;
-  reason: string;
-};
+export type Delegation =
+  | { served: true; code: number; stdout?: unknown; agent?: AgentBuild }
+  | { served: false; cause: NotServedCause; reason: string; agent?: AgentBuild };
+
+function agentBuild(v: unknown): AgentBuild | undefined {
+  if (typeof v !== "object" || v === null) return undefined;
+  const { version, bpfObjectsSha256 } = v as Partial<AgentBuild>;
+  return typeof version === "string" && typeof bpfObjectsSha256 === "string"
+    ? { version, bpfObjectsSha256 }
+    : undefined;
+}
 
 /**
  * Reads from `read` until EOF, or with `untilNewline` until the first newline (not included).
@@ -94,10 +114,16 @@ export async function writeLine(conn: Deno.Conn, value: unknown): Promise<void> 
   while (off < bytes.length) off += await conn.write(bytes.subarray(off));
 }
 
-function describe(e: unknown): string {
-  if (e instanceof Deno.errors.NotFound) return "no socket";
-  if (e instanceof Deno.errors.ConnectionRefused) return "nobody listens on the socket";
-  return e instanceof Error ? e.message : String(e);
+function connectFailure(socket: string, e: unknown): Delegation {
+  const at = `agent socket ${socket}`;
+  if (e instanceof Deno.errors.NotFound) {
+    return { served: false, cause: "absent", reason: `${at}: no socket` };
+  }
+  if (e instanceof Deno.errors.ConnectionRefused) {
+    return { served: false, cause: "unreachable", reason: `${at}: nobody listens on the socket` };
+  }
+  const why = e instanceof Error ? e.message : String(e);
+  return { served: false, cause: "unreachable", reason: `${at}: ${why}` };
 }
 
 /** Asks the agent at `socket` to run the verb; never throws. */
@@ -111,7 +137,7 @@ export async function delegate(
   try {
     conn = await Deno.connect({ transport: "unix", path: socket });
   } catch (e) {
-    return { served: false, reason: `agent socket ${socket}: ${describe(e)}` };
+    return connectFailure(socket, e);
   }
   // Not setTimeout: its first use in a process costs ~7 ms here (measured), more than the
   // whole exchange with the agent.
@@ -126,24 +152,38 @@ export async function delegate(
     const request: AgentRequest = { v: PROTOCOL_VERSION, env, stdin };
     await writeLine(conn, request);
     const line = await readLine(conn);
-    if (line === undefined) return { served: false, reason: "the agent closed without answering" };
+    if (line === undefined) {
+      return { served: false, cause: "broken", reason: "the agent closed without answering" };
+    }
     const reply = JSON.parse(line) as Partial<AgentReply>;
+    const agent = agentBuild(reply.agent);
     if (reply.v !== PROTOCOL_VERSION) {
       return {
         served: false,
+        cause: "protocol",
         reason: `the agent speaks protocol ${reply.v}, not ${PROTOCOL_VERSION}`,
+        agent,
       };
     }
     if ("declined" in reply && typeof reply.declined === "string") {
-      return { served: false, reason: `the agent declined: ${reply.declined}` };
+      return {
+        served: false,
+        cause: "declined",
+        reason: `the agent declined: ${reply.declined}`,
+        agent,
+      };
     }
     if ("code" in reply && typeof reply.code === "number" && Number.isInteger(reply.code)) {
-      return { served: true, code: reply.code, stdout: reply.stdout };
+      return { served: true, code: reply.code, stdout: reply.stdout, agent };
     }
-    return { served: false, reason: "the agent's reply has no exit code" };
+    return { served: false, cause: "broken", reason: "the agent's reply has no exit code", agent };
   } catch (e) {
-    const why = timedOut ? `no answer within ${timeoutMs} ms` : describe(e);
-    return { served: false, reason: `agent socket ${socket}: ${why}` };
+    const why = timedOut
+      ? `no answer within ${timeoutMs} ms`
+      : e instanceof Error
+      ? e.message
+      : String(e);
+    return { served: false, cause: "broken", reason: `agent socket ${socket}: ${why}` };
   } finally {
     deadline.removeEventListener("abort", onDeadline);
     if (!timedOut) {

@@ -12,7 +12,7 @@
  *
  * Imports only delegate.ts, which imports nothing.
  */
-import { CNI_ENV, delegate, MAX_MESSAGE, readMessage } from "./delegate.ts";
+import { CNI_ENV, delegate, MAX_MESSAGE, type NotServedCause, readMessage } from "./delegate.ts";
 
 /** What the in-process plugin gets when the agent did not answer for it. */
 export interface PluginInput {
@@ -21,7 +21,7 @@ export interface PluginInput {
   /** Why stdin could not be read (too large, an I/O error). */
   unreadable?: string;
   /** Why the agent the entry names did not run the verb; absent when it names none. */
-  notDelegated?: string;
+  notDelegated?: { cause: NotServedCause; reason: string };
 }
 
 /** The agent ran the verb and its Result is on stdout: the plugin exits with `served`. */
@@ -78,7 +78,7 @@ export async function handOff(getEnv: (k: string) => string | undefined): Promis
     if (v !== undefined) env[k] = v;
   }
   const d = await delegate(socket, env, input.text);
-  if (!d.served) return { ...input, notDelegated: d.reason };
+  if (!d.served) return { ...input, notDelegated: { cause: d.cause, reason: d.reason } };
   if (d.stdout !== undefined) writeJsonLine(d.stdout);
   return { served: d.code };
 }

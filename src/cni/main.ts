@@ -79,7 +79,7 @@ export interface HandleOptions {
    */
   inAgent?: boolean;
   /** Why the agent the entry names did not run this verb (src/cni/handoff.ts), to be logged. */
-  notDelegated?: string;
+  notDelegated?: PluginInput["notDelegated"];
 }
 
 /**
@@ -142,10 +142,10 @@ export async function handleCni(
 
     if (opts.notDelegated) {
       // No agent yet (install wrote the entry before the agent started) is routine.
-      log(opts.notDelegated.endsWith(": no socket") ? "debug" : "warn", "running in-process", {
+      log(opts.notDelegated.cause === "absent" ? "debug" : "warn", "running in-process", {
         command: env.command,
         containerId: env.containerId,
-        reason: opts.notDelegated,
+        reason: opts.notDelegated.reason,
       });
     }
 

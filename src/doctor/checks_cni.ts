@@ -1,6 +1,8 @@
 /** doctor checks of the CNI setup: the plugin binary and the entry in the active conflist. */
 import { versionInfo } from "../build_info.ts";
 import { PLUGIN_DEFAULTS } from "../cni/config.ts";
+import { delegate, type NotServedCause, PROTOCOL_VERSION } from "../cni/delegate.ts";
+import { LATEST_VERSION } from "../cni/protocol.ts";
 import { asTsnproxyError } from "../errors.ts";
 import {
   type CniDocument,
@@ -311,14 +313,17 @@ export async function conflistChecks(ctx: DoctorContext): Promise<void> {
       bpffs: ctx.bpffs,
       restoreAt: ctx.config.restoreAt,
       tsnInterface: ctx.config.tsnInterface,
+      agentSocket: ctx.config.cni.agentSocket,
     };
     const have = {
       bpffs: typeof e.bpffs === "string" ? e.bpffs : PLUGIN_DEFAULTS.bpffs,
       restoreAt: typeof e.restoreAt === "string" ? e.restoreAt : PLUGIN_DEFAULTS.restoreAt,
       tsnInterface: typeof e.tsnInterface === "string" ? e.tsnInterface : want.tsnInterface,
+      agentSocket: typeof e.agentSocket === "string" ? e.agentSocket : undefined,
     };
+    // An absent agentSocket is a setting too: the entry must follow the node config both ways.
     const diffs = (Object.keys(want) as (keyof typeof want)[])
-      .filter((k) => want[k] !== undefined && have[k] !== want[k])
+      .filter((k) => (want[k] !== undefined || k === "agentSocket") && have[k] !== want[k])
       .map((k) => `${k}: entry ${JSON.stringify(have[k])}, node ${JSON.stringify(want[k])}`);
     if (diffs.length === 0) {
       ctx.add(
@@ -339,6 +344,97 @@ export async function conflistChecks(ctx: DoctorContext): Promise<void> {
         "entry's values, so pods attach to a different datapath than the one checked here",
       `tsnproxy install --config ${ctx.opts.config}   (rewrites the entry from the node config)`,
       { diffs },
+    );
+  });
+}
+
+const AGENT_FIX: Record<NotServedCause, string> = {
+  absent: "start the node agent with this config (`tsnproxy agent`; the DaemonSet in deploy/ " +
+    "runs it): until then plugins run every verb themselves",
+  unreachable: "restart the node agent (a killed agent leaves its socket behind; a new one " +
+    "replaces it)",
+  declined: "give the agent's container the host's pin root and namespaces as " +
+    "deploy/tsnproxy.yaml does (/sys/fs/bpf, /run/netns, hostPID)",
+  protocol: "run the same tsnproxy build as plugin and agent: `tsnproxy install`, then restart " +
+    "the agent",
+  broken: "read the agent's log (`kubectl -n kube-system logs ds/tsnproxy`, or its stderr)",
+};
+
+/**
+ * With cni.agentSocket set: the agent answers a VERSION request on it, as a plugin would ask,
+ * and is the build this doctor is. Without an answer nothing is lost (every plugin runs its
+ * verbs itself) but each ADD and DEL pays the plugin's full start-up: a warning, not a failure.
+ */
+export async function agentSocketCheck(ctx: DoctorContext): Promise<void> {
+  const title = "Node agent answers on the CNI socket";
+  const socket = ctx.config.cni.agentSocket;
+  if (!socket) {
+    ctx.add(
+      "skip",
+      "cni",
+      "agent_socket",
+      title,
+      "cni.agentSocket is not set: plugins run every verb in-process",
+    );
+    return;
+  }
+  await ctx.runAsync("cni", "agent_socket", title, async () => {
+    const t0 = performance.now();
+    const stdin = JSON.stringify({ cniVersion: LATEST_VERSION, bpffs: ctx.bpffs });
+    const d = await delegate(socket, { CNI_COMMAND: "VERSION" }, stdin, 5_000);
+    const ms = Math.round((performance.now() - t0) * 10) / 10;
+    const data = {
+      socket,
+      protocol: PROTOCOL_VERSION,
+      agentVersion: d.agent?.version ?? null,
+      agentBpfSha256: d.agent?.bpfObjectsSha256 ?? null,
+      ms,
+    };
+    if (!d.served) {
+      ctx.add(
+        "warn",
+        "cni",
+        "agent_socket",
+        title,
+        `${d.reason}: plugins run every verb themselves (correct, but each ADD and DEL pays ` +
+          "the plugin's full start-up)",
+        AGENT_FIX[d.cause],
+        { ...data, cause: d.cause },
+      );
+      return;
+    }
+    const me = versionInfo();
+    const same = d.agent?.version === me.version &&
+      d.agent?.bpfObjectsSha256 === me.bpfObjectsSha256;
+    const build = d.agent
+      ? `${d.agent.version} (bpf ${d.agent.bpfObjectsSha256.slice(0, 12)})`
+      : "an unnamed build";
+    if (d.code !== 0 || !same) {
+      ctx.add(
+        "warn",
+        "cni",
+        "agent_socket",
+        title,
+        d.code !== 0
+          ? `the agent at ${socket} answered VERSION with exit code ${d.code}: ${
+            JSON.stringify(d.stdout)
+          }`
+          : `the agent at ${socket} is tsnproxy ${build}, this doctor is ${me.version} (bpf ` +
+            `${me.bpfObjectsSha256.slice(0, 12)}): pods are attached by the agent's build`,
+        AGENT_FIX.protocol,
+        data,
+      );
+      return;
+    }
+    ctx.add(
+      "pass",
+      "cni",
+      "agent_socket",
+      title,
+      `the agent at ${socket} answered in ${ms} ms (protocol ${PROTOCOL_VERSION}, this build): ` +
+        "it runs the plugins' verbs",
+      undefined,
+      data,
     );
   });
 }

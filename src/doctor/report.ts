@@ -5,7 +5,12 @@
  */
 import { versionInfo } from "../build_info.ts";
 import { PLUGIN_TYPE } from "../install/conflist.ts";
-import { binaryCheck, conflistChecks, queryInstalledVersion } from "./checks_cni.ts";
+import {
+  agentSocketCheck,
+  binaryCheck,
+  conflistChecks,
+  queryInstalledVersion,
+} from "./checks_cni.ts";
 import { configChecks, kernelChecks, libraryChecks } from "./checks_host.ts";
 import {
   interfaceChecks,
@@ -65,6 +70,7 @@ export async function collectReport(opts: DoctorRunOptions): Promise<DoctorRepor
   }
   if (libsOk) podChecks(ctx, installed);
   await binaryCheck(ctx, pendingVersion);
+  await agentSocketCheck(ctx);
   if (ctx.has("libraries.libmnl", "pass")) await qdiscChecks(ctx, net);
   if (installed) await gcCheck(ctx, gc);
   else ctx.add("skip", "pins", "gc", "GC timer running", "tsnproxy is not installed (pins.*)");

@@ -30,6 +30,8 @@ export const BRIDGE_CONFLIST = `{
 export interface ConfigPatch {
   restoreAt?: "tsn-egress" | "host-veth-ingress";
   qdisc?: string;
+  /** cni.agentSocket */
+  agentSocket?: string;
   extra?: string;
 }
 
@@ -108,25 +110,30 @@ export class DoctorEnv {
         `bpffs: ${this.bpffs}`,
         "attachMode: tcx",
         "gc: {maxAgeMs: 1000, intervalMs: 200}",
-        `cni: {confDir: ${this.confDir}, binDir: ${this.binDir}}`,
+        `cni: {confDir: ${this.confDir}, binDir: ${this.binDir}${
+          p.agentSocket ? `, agentSocket: ${p.agentSocket}` : ""
+        }}`,
         `qdisc: ${p.qdisc ?? "{kind: keep}"}`,
         p.extra ?? "",
       ].join("\n") + "\n",
     );
   }
 
-  entry(restoreAt = "tsn-egress") {
+  entry(restoreAt = "tsn-egress", extra: Record<string, string> = {}) {
     return {
       type: "tsnproxy",
       tsnInterface: "tsn0",
       restoreAt,
       bpffs: this.bpffs,
       attachMode: "tcx",
+      ...extra,
     };
   }
 
-  async injectEntry(restoreAt = "tsn-egress"): Promise<void> {
-    await apply(await planInstall({ confDir: this.confDir, entry: this.entry(restoreAt) }));
+  async injectEntry(restoreAt = "tsn-egress", extra: Record<string, string> = {}): Promise<void> {
+    await apply(
+      await planInstall({ confDir: this.confDir, entry: this.entry(restoreAt, extra) }),
+    );
   }
 
   async removeEntry(): Promise<void> {

@@ -16,6 +16,9 @@ import { compileTestBpf } from "../netlink/_bpf.ts";
 import { randomId, run } from "../lib/run.ts";
 import { describe, DoctorEnv, find, ROOT } from "./_env.ts";
 import type { DoctorReport } from "../../src/doctor/schema.ts";
+import { type CniServer, serveCni } from "../../src/agent/cni_server.ts";
+import { readLine, writeLine } from "../../src/cni/delegate.ts";
+import { versionInfo } from "../../src/build_info.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -442,6 +445,74 @@ Deno.test(
       r = await env.report();
       expect(r, "sysctl.forward_update_priority", "pass");
     } finally {
+      await env.destroy();
+    }
+  },
+);
+
+Deno.test(
+  "doctor: cni.agent_socket — no agent, a serving one, a stale socket, another protocol",
+  opts,
+  async () => {
+    const env = await DoctorEnv.create();
+    const socket = `${env.dir}/agent/cni.sock`;
+    let server: CniServer | undefined;
+    try {
+      let r = await env.report();
+      expect(r, "cni.agent_socket", "skip", /not set/);
+
+      // The node config names a socket the entry does not: the entry must follow.
+      env.writeConfig({ agentSocket: socket });
+      r = await env.report();
+      expect(r, "cni.entry_settings", "warn", /agentSocket: entry undefined/);
+      expect(r, "cni.agent_socket", "warn", /no socket/, /start the node agent/);
+      await env.injectEntry("tsn-egress", { agentSocket: socket });
+      r = await env.report();
+      expect(r, "cni.entry_settings", "pass");
+
+      // The agent's server (src/agent/cni_server.ts), this build: it answers.
+      server = serveCni(socket);
+      r = await env.report();
+      expect(r, "cni.agent_socket", "pass", /answered in .* ms \(protocol 1, this build\)/);
+      assert.equal(find(r, "cni.agent_socket").data?.agentVersion, versionInfo().version);
+      assert.deepEqual(server.stats.served.VERSION, { ok: 1, error: 0 });
+
+      // A pin root the agent does not see: it declines, and doctor says what to mount.
+      r = await env.report({ bpffs: `${env.bpffs}-absent` });
+      expect(r, "cni.agent_socket", "warn", /declined.*-absent/, /\/sys\/fs\/bpf/);
+
+      // Killed without cleanup: the socket file stays and nobody accepts on it.
+      await server.close();
+      server = undefined;
+      const py = `import os, socket; socket.socket(socket.AF_UNIX).bind(${
+        JSON.stringify(socket)
+      }); os.kill(os.getpid(), 9)`;
+      await run(["python3", "-c", py], { allowFail: true });
+      assert.ok(Deno.lstatSync(socket).isSocket, "a killed process leaves its socket file");
+      r = await env.report();
+      expect(r, "cni.agent_socket", "warn", /nobody listens/, /restart the node agent/);
+
+      // An agent of another protocol version (a build this checkout cannot produce, so a peer
+      // speaking it on the real socket): the plugin would not use it.
+      Deno.removeSync(socket);
+      const other = Deno.listen({ transport: "unix", path: socket });
+      const answering = (async () => {
+        for await (const conn of other) {
+          await readLine(conn);
+          await writeLine(conn, {
+            v: 2,
+            code: 0,
+            agent: { version: "9.9.9", bpfObjectsSha256: "ab" },
+          });
+          conn.close();
+        }
+      })();
+      r = await env.report();
+      expect(r, "cni.agent_socket", "warn", /protocol 2, not 1/, /same tsnproxy build/);
+      other.close();
+      await answering.catch(() => undefined);
+    } finally {
+      await server?.close();
       await env.destroy();
     }
   },

@@ -45,6 +45,16 @@ Deno.test("node config: the embedded example round-trips", () => {
   assert.equal(requireTsnInterface(cfg), "tsn0");
 });
 
+Deno.test("node config: docs/config.md shows the embedded example as it is", () => {
+  const doc = Deno.readTextFileSync(new URL("../../docs/config.md", import.meta.url));
+  const block = doc.split("```yaml\n")[1]?.split("```")[0];
+  assert.equal(
+    block,
+    EXAMPLE_NODE_CONFIG,
+    "copy EXAMPLE_NODE_CONFIG into docs/config.md's first block",
+  );
+});
+
 Deno.test("node config: a full valid config", () => {
   const cfg = parseNodeConfig(`
 tsnInterface: enp3s0

@@ -159,6 +159,37 @@ Deno.test("the agent runs the plugin's verbs; the plugin runs them itself when i
     assertOk(version);
     assert.equal((await served(agent)).VERSION, undefined);
 
+    // A namespace named by a process (/proc/<pid>/ns/net, as podman and CRI-O pass it): the
+    // agent, with the host's PID namespace, opens it as the plugin would.
+    const holder = new Deno.Command("ip", {
+      args: ["netns", "exec", pod.name, "sleep", "60"],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    try {
+      const byPid = { ...pod, netns: `/proc/${holder.pid}/ns/net` };
+      await until("the holder to enter the pod's namespace", () => {
+        try {
+          return Deno.readLinkSync(byPid.netns) !== Deno.readLinkSync("/proc/self/ns/net");
+        } catch {
+          return false;
+        }
+      });
+      const before = await served(agent);
+      for (const command of ["ADD", "DEL"]) {
+        assertOk(await cni({ command, pod: byPid, stdin: conf }));
+        if (command === "ADD") {
+          assert.equal(podPins(node.bpffs, pod.containerId, pod.ifname).length, 1);
+        }
+      }
+      assert.deepEqual(podPins(node.bpffs, pod.containerId, pod.ifname), []);
+      const after = await served(agent);
+      assert.deepEqual([after.ADD - before.ADD, after.DEL - before.DEL], [1, 1]);
+    } finally {
+      holder.kill("SIGKILL");
+      await holder.status;
+    }
+
     // A pin root the agent does not see: declined, and the plugin answers as it would alone.
     const from = Deno.statSync(logFile).size;
     const missing = { ...conf, cniVersion: "1.1.0", bpffs: `${node.bpffs}-absent` };

@@ -7,7 +7,8 @@
  * binary uses) doing the work itself, the same with an agentSocket in its entry (the agent's
  * CNI server, scripts/bench/cni_agent.ts, runs the verbs), Debian's Go /usr/lib/cni/tuning
  * (one sysctl), and the research design's process-per-step bash plugin
- * (scripts/bench/research_plugin.sh).
+ * (scripts/bench/research_plugin.sh). With a compiled dist/tsnproxy of this checkout (built
+ * first when DENORT_BIN names a mirrored denort) the binary gets a row of its own.
  *
  * Scale: tsnproxy alone, N pods ADD then DEL at concurrency 1 and 16, each plugin process
  * under /usr/bin/time for its peak RSS, then a leftover census (pins, policies, tcx/cls_bpf
@@ -26,14 +27,17 @@ import { TSNPROXY_CONFIG } from "./node.ts";
 import { ResearchDatapath } from "./research_dp.ts";
 import { udp4 } from "./progcost.ts";
 import type { CniServerStats } from "../../src/agent/cni_server.ts";
+import { type VersionInfo, versionInfo } from "../../src/build_info.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 export const LAUNCHER = `${ROOT}/scripts/tsnproxy`;
 export const RESEARCH_PLUGIN = `${ROOT}/scripts/bench/research_plugin.sh`;
 export const GO_TUNING = "/usr/lib/cni/tuning";
 
-export type Plugin = "tsnproxy" | "tsnproxy-agent" | "go-tuning" | "research";
+export type Plugin = "tsnproxy" | "tsnproxy-binary" | "tsnproxy-agent" | "go-tuning" | "research";
+/** The rows every run has; "tsnproxy-binary" joins them when there is a binary to measure. */
 export const PLUGINS: readonly Plugin[] = ["tsnproxy", "tsnproxy-agent", "go-tuning", "research"];
+export const BINARY = `${ROOT}/dist/tsnproxy`;
 
 interface Fixture {
   id: string;
@@ -44,6 +48,8 @@ interface Fixture {
   agentSocket: string;
   /** Stops the agent's CNI server; what it served. */
   stopAgent: () => Promise<CniServerStats>;
+  /** Verbs the "tsnproxy-agent" row asked, each of which the agent must have served. */
+  agentAsked: Record<"ADD" | "DEL", number>;
 }
 
 /** tsnproxy installed on a private pin root; the research programs pinned on a bpffs that
@@ -58,6 +64,7 @@ async function fixture(): Promise<Fixture> {
     dummy: `tsnpb${id}`,
     agentSocket: "",
     stopAgent: () => Promise.reject(new Error("no agent")),
+    agentAsked: { ADD: 0, DEL: 0 },
   };
   f.agentSocket = `${f.tmp}/agent/cni.sock`;
   onCleanup(`temp dir ${f.tmp}`, () => Deno.removeSync(f.tmp, { recursive: true }));
@@ -124,7 +131,7 @@ async function startAgent(f: Fixture): Promise<() => Promise<CniServerStats>> {
 }
 
 function stdinFor(plugin: Plugin, f: Fixture, pod: TestPod, extra: Record<string, unknown> = {}) {
-  if (plugin === "tsnproxy" || plugin === "tsnproxy-agent") {
+  if (plugin.startsWith("tsnproxy")) {
     return {
       cniVersion: "1.1.0",
       name: "bench",
@@ -178,6 +185,8 @@ export async function execPlugin(
     CNI_PATH: "/usr/lib/cni",
     ...extraEnv,
   };
+  // The launcher measures `deno run` even where a compiled dist/tsnproxy exists (its own row).
+  if (argv.includes(LAUNCHER)) env.TSNPROXY_DENO_RUN = "1";
   const t0 = performance.now();
   const p = new Deno.Command(argv[0], {
     args: argv.slice(1),
@@ -201,6 +210,7 @@ export async function execPlugin(
 }
 
 function argvFor(plugin: Plugin): string[] {
+  if (plugin === "tsnproxy-binary") return [BINARY];
   return plugin.startsWith("tsnproxy") ? [LAUNCHER] : plugin === "go-tuning" ? [GO_TUNING] : [
     "/bin/bash",
     RESEARCH_PLUGIN,
@@ -214,6 +224,7 @@ function envFor(plugin: Plugin, f: Fixture): Record<string, string> {
 }
 
 async function invoke(plugin: Plugin, cmd: "ADD" | "DEL", f: Fixture, pod: TestPod) {
+  if (plugin === "tsnproxy-agent") f.agentAsked[cmd]++;
   const r = await execPlugin(
     argvFor(plugin),
     cmd,
@@ -251,15 +262,21 @@ async function deletePods(pods: TestPod[], parallel = 4): Promise<void> {
 
 export interface LatencyResult {
   pods: number;
-  add: Record<Plugin, Summary>;
-  del: Record<Plugin, Summary>;
+  /** The rows measured, in table order (reports before the binary row: PLUGINS). */
+  plugins?: Plugin[];
+  add: Partial<Record<Plugin, Summary>>;
+  del: Partial<Record<Plugin, Summary>>;
   /** ADD p50 of tsnproxy doing the work itself, and via the agent, over the baselines. */
   ratios: {
     tsnproxyVsResearch: number;
     tsnproxyVsGo: number;
     agentVsResearch: number;
     agentVsGo: number;
+    binaryVsResearch?: number;
+    binaryVsGo?: number;
   };
+  /** Whether the compiled binary was measured, and if not why. */
+  binary?: { measured: boolean; note: string };
   profile: Profile;
 }
 
@@ -279,7 +296,7 @@ export interface Profile {
    * datapath modules); importing build/cni.js (all of it, bundled); opening libbpf. */
   importMs: { cniMain: number; verbs: number; bundle: number; libbpfOpen: number };
   /** Processes exec'd per ADD (strace -f execve). */
-  execsPerAdd: Record<Plugin, number>;
+  execsPerAdd: Partial<Record<Plugin, number>>;
   /** strace -f -c of one tsnproxy ADD: top syscalls by count. */
   syscalls: Array<{ name: string; calls: number; seconds: number }>;
   syscallsTotal: number;
@@ -292,7 +309,12 @@ const DENO_ENV = {
   DENO_NO_PROMPT: "1",
 };
 
-async function profile(f: Fixture, pods: TestPod[], reps: number): Promise<Profile> {
+async function profile(
+  f: Fixture,
+  pods: TestPod[],
+  reps: number,
+  plugins: readonly Plugin[],
+): Promise<Profile> {
   const med = (xs: number[]) => summarize(xs).p50;
   const empty = `${f.tmp}/empty.ts`;
   await Deno.writeTextFile(empty, "");
@@ -385,8 +407,8 @@ async function profile(f: Fixture, pods: TestPod[], reps: number): Promise<Profi
     bundle: med(imports.map((x) => x[3])),
   };
   // Processes per ADD and the syscall profile, with strace following forks.
-  const execsPerAdd = {} as Record<Plugin, number>;
-  for (const plugin of PLUGINS) {
+  const execsPerAdd: Partial<Record<Plugin, number>> = {};
+  for (const plugin of plugins) {
     const out = `${f.tmp}/strace-${plugin}`;
     const r = await execPlugin(
       ["strace", "-f", "-qq", "-e", "trace=execve", "-o", out, ...argvFor(plugin)],
@@ -395,6 +417,7 @@ async function profile(f: Fixture, pods: TestPod[], reps: number): Promise<Profi
       stdinFor(plugin, f, pod0),
       envFor(plugin, f),
     );
+    if (plugin === "tsnproxy-agent") f.agentAsked.ADD++;
     if (r.code !== 0) throw new Error(`${plugin} ADD under strace failed: ${r.stdout}`);
     execsPerAdd[plugin] = (await Deno.readTextFile(out)).split("\n")
       .filter((l) => /execve\(/.test(l) && / = 0$/.test(l)).length;
@@ -436,10 +459,13 @@ async function profile(f: Fixture, pods: TestPod[], reps: number): Promise<Profi
 export async function runLatency(
   o: { pods: number; warmup: number; profileReps: number; log: (s: string) => void },
 ): Promise<LatencyResult> {
+  const binary = await compiledBinary(o.log);
+  const plugins: Plugin[] = binary.measured
+    ? ["tsnproxy", "tsnproxy-binary", "tsnproxy-agent", "go-tuning", "research"]
+    : [...PLUGINS];
   const f = await fixture();
   o.log(`cni latency: creating ${o.pods} pod namespaces`);
   const pods = await makePods(o.pods + o.warmup);
-  const plugins = PLUGINS;
   const none = () => Object.fromEntries(plugins.map((p) => [p, [] as number[]]));
   const add = none() as Record<Plugin, number[]>;
   const del = none() as Record<Plugin, number[]>;
@@ -456,37 +482,95 @@ export async function runLatency(
       }
       if ((i + 1) % 50 === 0) o.log(`cni latency: ${i + 1}/${pods.length} pods`);
     }
+    o.log("cni latency: profiling tsnproxy");
+    const prof = await profile(f, pods.slice(0, 8), o.profileReps, plugins);
     // The agent row is the agent's only if it ran every one of its verbs.
     const st = await f.stopAgent();
-    for (const verb of ["ADD", "DEL"]) {
+    for (const verb of ["ADD", "DEL"] as const) {
       const ok = st.served[verb]?.ok ?? 0;
-      if (ok !== pods.length) {
+      if (ok !== f.agentAsked[verb]) {
         throw new Error(
-          `the agent ran ${ok} of the ${pods.length} ${verb}s of its row (declined ${st.declined}, ` +
-            `bad ${st.bad}): the plugin ran the rest itself, the row would not measure the agent`,
+          `the agent ran ${ok} of the ${f.agentAsked[verb]} ${verb}s of its row (declined ` +
+            `${st.declined}, bad ${st.bad}): the plugin ran the rest itself, the row would not ` +
+            "measure the agent",
         );
       }
     }
-    o.log("cni latency: profiling tsnproxy");
-    const prof = await profile(f, pods.slice(0, 8), o.profileReps);
     const s = (m: Record<Plugin, number[]>) =>
       Object.fromEntries(plugins.map((p) => [p, summarize(m[p])])) as Record<Plugin, Summary>;
     const addS = s(add);
+    const p50 = (p: Plugin) => addS[p].p50;
     return {
       pods: o.pods,
+      plugins,
       add: addS,
       del: s(del),
       ratios: {
-        tsnproxyVsResearch: addS.tsnproxy.p50 / addS.research.p50,
-        tsnproxyVsGo: addS.tsnproxy.p50 / addS["go-tuning"].p50,
-        agentVsResearch: addS["tsnproxy-agent"].p50 / addS.research.p50,
-        agentVsGo: addS["tsnproxy-agent"].p50 / addS["go-tuning"].p50,
+        tsnproxyVsResearch: p50("tsnproxy") / p50("research"),
+        tsnproxyVsGo: p50("tsnproxy") / p50("go-tuning"),
+        agentVsResearch: p50("tsnproxy-agent") / p50("research"),
+        agentVsGo: p50("tsnproxy-agent") / p50("go-tuning"),
+        ...(binary.measured
+          ? {
+            binaryVsResearch: p50("tsnproxy-binary") / p50("research"),
+            binaryVsGo: p50("tsnproxy-binary") / p50("go-tuning"),
+          }
+          : {}),
       },
+      binary,
       profile: prof,
     };
   } finally {
     await deletePods(pods);
   }
+}
+
+/**
+ * dist/tsnproxy, if it can be measured: built first when DENORT_BIN is set (scripts/build.ts
+ * fails with its own message otherwise), and only if it is this checkout's build (a stale
+ * binary would put another version's figures beside this one's).
+ */
+async function compiledBinary(
+  log: (s: string) => void,
+): Promise<{ measured: boolean; note: string }> {
+  if (Deno.env.get("DENORT_BIN")) {
+    log("cni latency: building dist/tsnproxy (DENORT_BIN is set)");
+    const b = await new Deno.Command(DENO, {
+      args: ["run", "--allow-all", `${ROOT}/scripts/build.ts`],
+      env: DENO_ENV,
+      stdout: "inherit",
+      stderr: "inherit",
+    }).output();
+    if (!b.success) throw new Error("scripts/build.ts failed with DENORT_BIN set (see above)");
+  }
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command(BINARY, { args: ["version", "--json"], stderr: "null" }).output();
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      return {
+        measured: false,
+        note:
+          "no dist/tsnproxy: `DENORT_BIN=<mirrored denort> deno task bench` builds and measures it",
+      };
+    }
+    throw e;
+  }
+  const me = versionInfo();
+  let got: Partial<VersionInfo> = {};
+  try {
+    got = JSON.parse(new TextDecoder().decode(out.stdout));
+  } catch {
+    // reported below
+  }
+  if (!out.success || got.version !== me.version || got.bpfObjectsSha256 !== me.bpfObjectsSha256) {
+    return {
+      measured: false,
+      note: `dist/tsnproxy is not this checkout's build (${got.version ?? "no version"}, bpf ` +
+        `${got.bpfObjectsSha256?.slice(0, 12) ?? "?"}): \`deno task build\` it again`,
+    };
+  }
+  return { measured: true, note: `dist/tsnproxy ${got.version}, compiled: ${got.compiled}` };
 }
 
 // ---- scale ------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ export function report(quick: boolean): Report {
 
 const PLUGIN_LABEL: Record<Plugin, string> = {
   tsnproxy: "tsnproxy (scripts/tsnproxy)",
+  "tsnproxy-binary": "tsnproxy, compiled binary",
   "tsnproxy-agent": "tsnproxy, agent runs the verb",
   "go-tuning": "Go tuning (Debian)",
   research: "research bash plugin",
@@ -197,19 +198,21 @@ export function render(r: Report): { tables: string[]; svg: string } {
   }
   if (r.cniLatency) {
     const l = r.cniLatency;
-    const plugins = PLUGINS;
+    const plugins = (l.plugins ?? PLUGINS).filter((p) => l.add[p] && l.del[p]);
     tables.push(table(
-      `3. CNI latency, ${l.pods} fresh pod netns, same run, rotating order (ms)`,
+      `3. CNI latency, ${l.pods} fresh pod netns, same run, rotating order (ms)${
+        l.binary && !l.binary.measured ? `; compiled binary not measured: ${l.binary.note}` : ""
+      }`,
       ["plugin", "ADD p50", "ADD p90", "ADD p99", "DEL p50", "DEL p90", "DEL p99", "execs/ADD"],
       plugins.map((p) => [
         PLUGIN_LABEL[p],
-        r1(l.add[p].p50),
-        r1(l.add[p].p90),
-        r1(l.add[p].p99),
-        r1(l.del[p].p50),
-        r1(l.del[p].p90),
-        r1(l.del[p].p99),
-        l.profile.execsPerAdd[p],
+        r1(l.add[p]!.p50),
+        r1(l.add[p]!.p90),
+        r1(l.add[p]!.p99),
+        r1(l.del[p]!.p50),
+        r1(l.del[p]!.p90),
+        r1(l.del[p]!.p99),
+        l.profile.execsPerAdd[p] ?? "",
       ]),
     ));
     tables.push(table(
@@ -218,14 +221,17 @@ export function render(r: Report): { tables: string[]; svg: string } {
       ([
         ["tsnproxy / research", l.ratios.tsnproxyVsResearch, 0.2, 3],
         ["tsnproxy / Go tuning", l.ratios.tsnproxyVsGo, 10, 2],
+        ["tsnproxy, compiled binary / research", l.ratios.binaryVsResearch, 0.2, 3],
+        ["tsnproxy, compiled binary / Go tuning", l.ratios.binaryVsGo, 10, 2],
         ["tsnproxy, agent runs the verb / research", l.ratios.agentVsResearch, 0.2, 3],
         ["tsnproxy, agent runs the verb / Go tuning", l.ratios.agentVsGo, 10, 2],
-      ] as const).map(([name, value, goal, digits]) => [
-        name,
-        round(value, digits),
-        `<= ${goal}`,
-        value <= goal ? "yes" : "no",
-      ]),
+      ] as Array<[string, number | undefined, number, number]>).flatMap((
+        [name, value, goal, digits],
+      ) =>
+        value === undefined
+          ? []
+          : [[name, round(value, digits), `<= ${goal}`, value <= goal ? "yes" : "no"]]
+      ),
     ));
     const p = l.profile;
     tables.push(table(
@@ -259,11 +265,13 @@ export function render(r: Report): { tables: string[]; svg: string } {
           ? "research (bash)"
           : pl === "tsnproxy-agent"
           ? "tsnproxy via agent"
+          : pl === "tsnproxy-binary"
+          ? "tsnproxy binary"
           : "tsnproxy",
         bars: [{
           label: "",
-          value: l.add[pl].p50,
-          text: `${r1(l.add[pl].p50)} ms`,
+          value: l.add[pl]!.p50,
+          text: `${r1(l.add[pl]!.p50)} ms`,
           color: pl.startsWith("tsnproxy")
             ? COLORS.tsnproxy
             : pl === "research"

@@ -6,7 +6,8 @@
  *      and each program's ns/packet from BPF_PROG_TEST_RUN
  *   2. fidelity under load: % restored and wrong priorities, tsnproxy vs the research design
  *   3. CNI ADD/DEL latency: tsnproxy vs Go `tuning` vs the research design's bash plugin
- *   4. scale: N pods ADD then DEL at concurrency 1 and 16; peak RSS, map memory, leftovers
+ *   4. scale: N pods ADD then DEL at concurrency 1 and 16, alone and via the agent; peak RSS,
+ *      map memory, leftovers
  *
  * Every comparison is measured side by side in one run: on a shared 2-core machine only the
  * ratios mean something. Writes .cache/bench/report.json (--out) and docs/bench.svg (--svg).

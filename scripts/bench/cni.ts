@@ -10,9 +10,10 @@
  * (scripts/bench/research_plugin.sh). With a compiled dist/tsnproxy of this checkout (built
  * first when DENORT_BIN names a mirrored denort) the binary gets a row of its own.
  *
- * Scale: tsnproxy alone, N pods ADD then DEL at concurrency 1 and 16, each plugin process
- * under /usr/bin/time for its peak RSS, then a leftover census (pins, policies, tcx/cls_bpf
- * programs on the pods' interfaces) that must be all zero.
+ * Scale: N pods ADD then DEL at concurrency 1 and 16, tsnproxy alone and with the agent
+ * running the verbs, each plugin process under /usr/bin/time for its peak RSS (and the
+ * agent's own peak), then a leftover census (pins, policies, tcx/cls_bpf programs on the
+ * pods' interfaces) that must be all zero.
  */
 import { setupNode, teardownNode } from "../../src/bpf/node.ts";
 import { clsactProgId, queryTcx } from "../../src/bpf/attach.ts";
@@ -48,6 +49,7 @@ interface Fixture {
   agentSocket: string;
   /** Stops the agent's CNI server; what it served. */
   stopAgent: () => Promise<CniServerStats>;
+  agentPid: number;
   /** Verbs the "tsnproxy-agent" row asked, each of which the agent must have served. */
   agentAsked: Record<"ADD" | "DEL", number>;
 }
@@ -64,6 +66,7 @@ async function fixture(): Promise<Fixture> {
     dummy: `tsnpb${id}`,
     agentSocket: "",
     stopAgent: () => Promise.reject(new Error("no agent")),
+    agentPid: 0,
     agentAsked: { ADD: 0, DEL: 0 },
   };
   f.agentSocket = `${f.tmp}/agent/cni.sock`;
@@ -97,12 +100,16 @@ async function fixture(): Promise<Fixture> {
     () => sh(["ip", "link", "del", f.dummy], { allowFail: true }).then(() => {}),
   );
   await sh(["ip", "link", "set", f.dummy, "up"]);
-  f.stopAgent = await startAgent(f);
+  const agent = await startAgent(f);
+  f.stopAgent = agent.stop;
+  f.agentPid = agent.pid;
   return f;
 }
 
 /** The agent's CNI server on f.agentSocket, until cleanup or the stop it returns. */
-async function startAgent(f: Fixture): Promise<() => Promise<CniServerStats>> {
+async function startAgent(
+  f: Fixture,
+): Promise<{ stop: () => Promise<CniServerStats>; pid: number }> {
   const proc = new Deno.Command(DENO, {
     args: ["run", "--quiet", "--allow-all", `${ROOT}/scripts/bench/cni_agent.ts`, f.agentSocket],
     env: DENO_ENV,
@@ -122,7 +129,7 @@ async function startAgent(f: Fixture): Promise<() => Promise<CniServerStats>> {
   for (let i = 0; i < 200; i++) {
     try {
       (await Deno.connect({ transport: "unix", path: f.agentSocket })).close();
-      return stop;
+      return { stop, pid: proc.pid };
     } catch {
       await sleep(50);
     }
@@ -484,18 +491,7 @@ export async function runLatency(
     }
     o.log("cni latency: profiling tsnproxy");
     const prof = await profile(f, pods.slice(0, 8), o.profileReps, plugins);
-    // The agent row is the agent's only if it ran every one of its verbs.
-    const st = await f.stopAgent();
-    for (const verb of ["ADD", "DEL"] as const) {
-      const ok = st.served[verb]?.ok ?? 0;
-      if (ok !== f.agentAsked[verb]) {
-        throw new Error(
-          `the agent ran ${ok} of the ${f.agentAsked[verb]} ${verb}s of its row (declined ` +
-            `${st.declined}, bad ${st.bad}): the plugin ran the rest itself, the row would not ` +
-            "measure the agent",
-        );
-      }
-    }
+    await agentServedAll(f);
     const s = (m: Record<Plugin, number[]>) =>
       Object.fromEntries(plugins.map((p) => [p, summarize(m[p])])) as Record<Plugin, Summary>;
     const addS = s(add);
@@ -523,6 +519,27 @@ export async function runLatency(
   } finally {
     await deletePods(pods);
   }
+}
+
+/** Stops the agent: its rows are the agent's only if it ran every verb they asked of it. */
+async function agentServedAll(f: Fixture): Promise<void> {
+  const st = await f.stopAgent();
+  for (const verb of ["ADD", "DEL"] as const) {
+    const ok = st.served[verb]?.ok ?? 0;
+    if (ok !== f.agentAsked[verb]) {
+      throw new Error(
+        `the agent ran ${ok} of the ${f.agentAsked[verb]} ${verb}s asked of it (declined ` +
+          `${st.declined}, bad ${st.bad}): the plugin ran the rest itself, its figures would ` +
+          "not be the agent's",
+      );
+    }
+  }
+}
+
+/** The peak resident set of a process so far (VmHWM), in KiB. */
+function peakRssKiB(pid: number): number {
+  const m = /^VmHWM:\s+(\d+) kB$/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+  return m ? Number(m[1]) : NaN;
 }
 
 /**
@@ -575,13 +592,20 @@ async function compiledBinary(
 
 // ---- scale ------------------------------------------------------------------------------
 
+export type ScalePlugin = "tsnproxy" | "tsnproxy-agent";
+
 export interface ScaleRun {
+  /** Absent in reports from before the agent rows: "tsnproxy". */
+  plugin?: ScalePlugin;
   concurrency: number;
   addTotalS: number;
   delTotalS: number;
   addP50Ms: number;
   delP50Ms: number;
+  /** The largest plugin process. */
   peakRssMiB: number;
+  /** The agent's peak so far (VmHWM), for the agent's runs. */
+  agentPeakRssMiB?: number;
   failures: number;
   /** hookPrograms: tcx programs and our cls_bpf filter on the pods' egress hooks. */
   leftovers: { pins: number; policies: number; hookPrograms: number; podCounters: number };
@@ -606,15 +630,17 @@ export interface ScaleResult {
 
 async function timed(
   f: Fixture,
+  plugin: ScalePlugin,
   cmd: "ADD" | "DEL",
   pod: TestPod,
 ): Promise<{ ms: number; rssKiB: number; ok: boolean }> {
   const out = `${f.tmp}/time-${pod.name}-${cmd}`;
+  if (plugin === "tsnproxy-agent") f.agentAsked[cmd]++;
   const r = await execPlugin(
     ["/usr/bin/time", "-f", "%M", "-o", out, LAUNCHER],
     cmd,
     pod,
-    stdinFor("tsnproxy", f, pod),
+    stdinFor(plugin, f, pod),
   );
   const rss = Number((await Deno.readTextFile(out)).trim().split("\n").pop());
   await Deno.remove(out);
@@ -642,8 +668,11 @@ export async function runScale(
   const pods = await makePods(o.pods);
   const runs: ScaleRun[] = [];
   const pins = new PinLayout(f.bpffs);
+  const plan = o.concurrency.flatMap((c) =>
+    (["tsnproxy", "tsnproxy-agent"] as const).map((plugin) => ({ c, plugin }))
+  );
   try {
-    for (const c of o.concurrency) {
+    for (const { c, plugin } of plan) {
       const adds: number[] = [];
       const dels: number[] = [];
       let rss = 0;
@@ -651,16 +680,16 @@ export async function runScale(
       const step = async (cmd: "ADD" | "DEL", into: number[]) => {
         const t0 = performance.now();
         await pool(pods, c, async (pod) => {
-          const r = await timed(f, cmd, pod);
+          const r = await timed(f, plugin, cmd, pod);
           into.push(r.ms);
           rss = Math.max(rss, r.rssKiB);
           if (!r.ok) failures++;
         });
         return (performance.now() - t0) / 1000;
       };
-      o.log(`scale: ${o.pods} pods, concurrency ${c}: ADD`);
+      o.log(`scale: ${o.pods} pods, ${plugin}, concurrency ${c}: ADD`);
       const addTotalS = await step("ADD", adds);
-      o.log(`scale: ${o.pods} pods, concurrency ${c}: DEL`);
+      o.log(`scale: ${o.pods} pods, ${plugin}, concurrency ${c}: DEL`);
       const delTotalS = await step("DEL", dels);
       const maps = DatapathMaps.open(f.bpffs);
       let policies = 0;
@@ -687,12 +716,14 @@ export async function runScale(
         if (onHook !== undefined) hooked++;
       }
       runs.push({
+        plugin,
         concurrency: c,
         addTotalS,
         delTotalS,
         addP50Ms: summarize(adds).p50,
         delP50Ms: summarize(dels).p50,
         peakRssMiB: rss / 1024,
+        ...(plugin === "tsnproxy-agent" ? { agentPeakRssMiB: peakRssKiB(f.agentPid) / 1024 } : {}),
         failures,
         leftovers: { pins: pinCount, policies, hookPrograms: hooked, podCounters },
       });
@@ -714,6 +745,7 @@ export async function runScale(
         closeFd(fd);
       }
     }
+    await agentServedAll(f);
     await sleep(0);
     return {
       pods: o.pods,

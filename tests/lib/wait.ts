@@ -1,4 +1,4 @@
-/** Polling and a free TCP port, for tests that drive long-running processes (the agent). */
+/** Polling, a free TCP port and a stale unix socket, for tests that drive long-running processes. */
 import assert from "node:assert/strict";
 
 /** Polls fn every 100 ms until it holds; fails the test after ms. */
@@ -21,4 +21,16 @@ export function freePort(): number {
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
   return port;
+}
+
+/**
+ * Leaves a unix socket file at `path` that nobody listens on, as an agent killed with SIGKILL
+ * does (Deno removes a socket it closes itself, so a process binds it and dies instead).
+ */
+export async function staleSocket(path: string): Promise<void> {
+  const py = `import os, socket; socket.socket(socket.AF_UNIX).bind(${
+    JSON.stringify(path)
+  }); os.kill(os.getpid(), 9)`;
+  await new Deno.Command("python3", { args: ["-c", py], stderr: "null" }).output();
+  assert.ok(Deno.lstatSync(path).isSocket, `no stale socket at ${path}`);
 }

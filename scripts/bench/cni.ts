@@ -24,6 +24,7 @@ import { MAPS, PinLayout } from "../../src/bpf/pins.ts";
 import { closeFd, mapInfo, objGetRequired, objPin } from "../../src/bpf/sys.ts";
 import { createPod, deletePod, prevResultFor, type TestPod } from "../../tests/cni/helpers.ts";
 import { onCleanup, sh, sleep, summarize, type Summary } from "./common.ts";
+import { run } from "../../tests/lib/run.ts";
 import { TSNPROXY_CONFIG } from "./node.ts";
 import { ResearchDatapath } from "./research_dp.ts";
 import { udp4 } from "./progcost.ts";
@@ -195,25 +196,13 @@ export async function execPlugin(
   // The launcher measures `deno run` even where a compiled dist/tsnproxy exists (its own row).
   if (argv.includes(LAUNCHER)) env.TSNPROXY_DENO_RUN = "1";
   const t0 = performance.now();
-  const p = new Deno.Command(argv[0], {
-    args: argv.slice(1),
+  const r = await run(argv, {
     env,
     clearEnv: true,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const w = p.stdin.getWriter();
-  await w.write(new TextEncoder().encode(JSON.stringify(stdin)));
-  await w.close();
-  const o = await p.output();
-  const ms = performance.now() - t0;
-  return {
-    ms,
-    code: o.code,
-    stdout: new TextDecoder().decode(o.stdout),
-    stderr: new TextDecoder().decode(o.stderr),
-  };
+    stdin: JSON.stringify(stdin),
+    allowFail: true,
+  });
+  return { ms: performance.now() - t0, ...r };
 }
 
 function argvFor(plugin: Plugin): string[] {

@@ -3,6 +3,8 @@
  * (each gets the previous plugin's result as prevResult), in reverse for DEL, with the
  * runtime's environment and nothing else. Used by the demo and the benchmarks.
  */
+import { run } from "../../tests/lib/run.ts";
+
 export interface ChainContext {
   containerId: string;
   /** Path of the pod's network namespace. */
@@ -42,8 +44,7 @@ async function exec(
   });
   const bin = `${ctx.binDir}/${type}`;
   const argv = ctx.nodeNetns ? ["nsenter", `--net=${ctx.nodeNetns}`, bin] : [bin];
-  const p = new Deno.Command(argv[0], {
-    args: argv.slice(1),
+  const out = await run(argv, {
     clearEnv: true,
     env: {
       CNI_COMMAND: command,
@@ -54,18 +55,11 @@ async function exec(
       ...(ctx.args ? { CNI_ARGS: ctx.args } : {}),
       PATH: "/usr/sbin:/usr/bin:/sbin:/bin",
     },
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const w = p.stdin.getWriter();
-  await w.write(new TextEncoder().encode(stdin));
-  await w.close();
-  const out = await p.output();
-  const text = new TextDecoder().decode(out.stdout);
-  if (!out.success) {
-    throw new ChainError(type, out.code, text || new TextDecoder().decode(out.stderr));
-  }
+    stdin,
+    allowFail: true,
+  });
+  const text = out.stdout;
+  if (out.code !== 0) throw new ChainError(type, out.code, text || out.stderr);
   return command === "ADD" && text.trim() ? JSON.parse(text) : prevResult;
 }
 

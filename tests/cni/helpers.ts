@@ -174,21 +174,13 @@ export async function cni(inv: Invoke): Promise<PluginRun> {
   }
   const stdin = typeof inv.stdin === "string" ? inv.stdin : JSON.stringify(inv.stdin);
   const args = ["run", "-A", "--quiet", MAIN, ...(inv.noSubcommand ? [] : ["cni"])];
-  const p = new Deno.Command(DENO, {
-    args,
+  const res: PluginRun = await run([DENO, ...args], {
     env,
     clearEnv: true,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const w = p.stdin.getWriter();
-  await w.write(new TextEncoder().encode(stdin));
-  await w.close();
-  const out = await p.output();
-  const stdout = new TextDecoder().decode(out.stdout);
-  const res: PluginRun = { code: out.code, stdout, stderr: new TextDecoder().decode(out.stderr) };
-  if (stdout.trim()) res.json = JSON.parse(stdout);
+    stdin,
+    allowFail: true,
+  });
+  if (res.stdout.trim()) res.json = JSON.parse(res.stdout);
   return res;
 }
 

@@ -48,23 +48,13 @@ async function runtimeExec(
   env: Record<string, string>,
   stdin: unknown,
 ) {
-  const p = new Deno.Command(`${node.binDir}/tsnproxy`, {
+  return await run([`${node.binDir}/tsnproxy`], {
     env: { CNI_COMMAND: command, CNI_PATH: node.binDir, CNI_IFNAME: "eth0", ...env },
     clearEnv: true,
     cwd: "/",
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const w = p.stdin.getWriter();
-  await w.write(new TextEncoder().encode(JSON.stringify(stdin)));
-  await w.close();
-  const out = await p.output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
+    stdin: JSON.stringify(stdin),
+    allowFail: true,
+  });
 }
 
 for (const api of ["tcx", "clsact"] as const) {

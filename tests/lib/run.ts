@@ -1,20 +1,30 @@
-/** Small process helpers for tests: run a command, fail loudly with its output. */
+/** Small process helpers for tests and scripts: run a command, fail loudly with its output. */
 export interface RunResult {
   code: number;
   stdout: string;
   stderr: string;
 }
 
-export async function run(
-  cmd: string[],
-  opts: { stdin?: string; env?: Record<string, string>; allowFail?: boolean } = {},
-): Promise<RunResult> {
+export interface RunOptions {
+  /** Written to the command's stdin, which is then closed (none: /dev/null). */
+  stdin?: string;
+  env?: Record<string, string>;
+  /** Only `env`, as a container runtime execs a CNI plugin. */
+  clearEnv?: boolean;
+  cwd?: string;
+  /** Return a non-zero exit instead of throwing. */
+  allowFail?: boolean;
+}
+
+export async function run(cmd: string[], opts: RunOptions = {}): Promise<RunResult> {
   const p = new Deno.Command(cmd[0], {
     args: cmd.slice(1),
     stdin: opts.stdin !== undefined ? "piped" : "null",
     stdout: "piped",
     stderr: "piped",
     env: opts.env,
+    clearEnv: opts.clearEnv,
+    cwd: opts.cwd,
   }).spawn();
   if (opts.stdin !== undefined) {
     const w = p.stdin.getWriter();

@@ -34,6 +34,7 @@ import { runUninstall } from "../../../src/install/uninstall.ts";
 import { findLink, listBpfFilters, listQdiscs, TC_H_ROOT } from "../../../src/netlink/mod.ts";
 import { withNetns } from "../../../src/util/netns.ts";
 import { report, run } from "./report.ts";
+import { run as runProcess } from "../../lib/run.ts";
 
 /** Guest uptime when this module started running (its imports loaded): start-up cost. */
 const UPTIME_AT_START = Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]);
@@ -291,7 +292,7 @@ async function cniExec(
   stdin: unknown,
 ): Promise<CniRun> {
   const t = performance.now();
-  const p = new Deno.Command(`${LOC.cniBinDir}/tsnproxy`, {
+  const out = await runProcess([`${LOC.cniBinDir}/tsnproxy`], {
     env: {
       CNI_COMMAND: command,
       CNI_CONTAINERID: containerId,
@@ -301,21 +302,10 @@ async function cniExec(
     },
     clearEnv: true,
     cwd: "/",
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const w = p.stdin.getWriter();
-  await w.write(new TextEncoder().encode(JSON.stringify(stdin)));
-  await w.close();
-  const out = await p.output();
-  const dec = new TextDecoder();
-  return {
-    code: out.code,
-    stdout: dec.decode(out.stdout),
-    stderr: dec.decode(out.stderr),
-    ms: Math.round(performance.now() - t),
-  };
+    stdin: JSON.stringify(stdin),
+    allowFail: true,
+  });
+  return { ...out, ms: Math.round(performance.now() - t) };
 }
 
 /** The tsnproxy entry install put at the end of the conflist, as a runtime passes it. */

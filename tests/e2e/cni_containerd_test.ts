@@ -21,8 +21,7 @@ import {
 } from "./lib/tsn.ts";
 import { NO_CLAMP } from "../../src/bpf/maps.ts";
 import type { ObserverCounts } from "../lib/observer.ts";
-import { serveCni } from "../../src/agent/cni_server.ts";
-import { configureLog } from "../../src/log.ts";
+import { withAgentServer } from "./lib/agent.ts";
 
 const ANNOTATIONS_CAP = "io.kubernetes.cri.pod-annotations";
 const UDP_COUNT = 200;
@@ -311,22 +310,14 @@ Deno.test("tsnproxy chained after bridge under containerd CRI", async (t) => {
     });
 
     await t.step("agentSocket: the agent's CNI server runs the verbs containerd asks", async () => {
-      // The agent's server (src/agent/cni_server.ts) in this process: the plugin processes
-      // containerd execs hand their verbs to it over the socket. Its per-verb lines stay quiet.
-      configureLog({ level: "warn" });
-      const dir = await Deno.makeTempDir({ prefix: "tsnp-e2e-agent-" });
-      const server = serveCni(`${dir}/cni.sock`);
-      try {
-        await timed(
-          "conflist reload",
-          () => useConflist(withTsnproxy({ agentSocket: `${dir}/cni.sock` })),
-        );
+      await withAgentServer(async (socket, st) => {
+        await timed("conflist reload", () => useConflist(withTsnproxy({ agentSocket: socket })));
         const p = await timed("RunPodSandbox + workload (via the agent)", () => talker("agent"));
         const others = await timed(
           "4 concurrent RunPodSandbox (via the agent)",
           () => c.runPods(4, (i) => ({ name: `agent${i}`, namespace: "tsn" })),
         );
-        assert.equal(server.stats.served.ADD?.ok, 5, JSON.stringify(server.stats));
+        assert.equal(st.served.ADD?.ok, 5, JSON.stringify(st));
         for (const pod of [p.pod, ...others]) {
           assert.ok(node.podPins(pod.id).length > 0, `${pod.name}: no pins`);
           assert.ok(node.policyOf(pod.ip), `${pod.name}: no policy for ${pod.ip}`);
@@ -338,14 +329,10 @@ Deno.test("tsnproxy chained after bridge under containerd CRI", async (t) => {
         }));
         assert.deepEqual(node.podAttachments(), []);
         assert.deepEqual(node.policies(), []);
-        const st = server.stats;
         assert.ok((st.served.DEL?.ok ?? 0) >= 5, JSON.stringify(st));
         assert.deepEqual([st.served.ADD?.error, st.served.DEL?.error], [0, 0]);
         assert.deepEqual([st.declined, st.bad], [0, 0], JSON.stringify(st));
-      } finally {
-        await server.close();
-        await Deno.remove(dir, { recursive: true });
-      }
+      });
     });
 
     await t.step("fixture stop, then the node's teardown, leave nothing behind", async () => {

@@ -17,6 +17,7 @@ import {
   TSNPROXY_LAUNCHER,
 } from "./lib/tsn.ts";
 import { NO_CLAMP } from "../../src/bpf/maps.ts";
+import { withAgentServer } from "./lib/agent.ts";
 
 const UDP_COUNT = 200;
 
@@ -173,6 +174,44 @@ Deno.test("tsnproxy chained after bridge under podman (CNI backend)", async (t) 
         assert.deepEqual(await node.saverLinks(), []);
         assert.deepEqual(await bridgePorts(bridge), []);
         assert.deepEqual(await p.leftoverMounts(), []);
+      },
+    );
+
+    await t.step(
+      "agentSocket: podman's plugin processes hand their verbs to the agent",
+      async () => {
+        await withAgentServer(async (socket, st) => {
+          await p.addNetwork({
+            ...conflist,
+            plugins: [...env.conflist.plugins, node.entry({ agentSocket: socket })],
+          });
+          const c = await timed(
+            "podman run --rm (talker, via the agent)",
+            () =>
+              node.measure(17, async () => {
+                const r = await p.runContainer({
+                  network: conflist.name,
+                  name: "tsn-podman-agent",
+                  command: senderArgv({
+                    dst: node.farIp,
+                    port: node.farPort,
+                    proto: "udp",
+                    count: 100,
+                    prio: 2,
+                  }),
+                  extraArgs: SENDER_PODMAN_ARGS,
+                });
+                assert.equal(r.code, 0, r.stderr);
+              }),
+          );
+          assert.equal(c.fwdPrio[2], 100, showPrios(c));
+          assert.equal(st.served.ADD?.ok, 1, JSON.stringify(st));
+          assert.ok((st.served.DEL?.ok ?? 0) >= 1, JSON.stringify(st));
+          assert.deepEqual([st.declined, st.bad, st.served.DEL?.error], [0, 0, 0]);
+          assert.deepEqual(node.podAttachments(), []);
+          assert.deepEqual(node.policies(), []);
+          assert.deepEqual(await bridgePorts(bridge), []);
+        });
       },
     );
 

@@ -115,7 +115,7 @@ struct tsnp_policy {
 /* Key of tsnp_policy: the pod's source address, IPv4 as ::ffff:a.b.c.d. */
 struct tsnp_addr {
 	__u8 addr[16];
-};
+} __attribute__((aligned(8))); /* word loads and stores, not sixteen byte-wide ones */
 
 struct tsnp_config {
 	__u64 max_age_ns;     /* entries older than this never restore; GC removes them */
@@ -463,7 +463,10 @@ static __always_inline int tsnp_source(struct __sk_buff *skb, struct tsnp_addr *
 {
 	struct tsnp_pkt pk = tsnp_pkt_of(skb);
 	int l3 = tsnp_l3_offset(&pk);
-	__u8 h[16]; /* IPv4: through the source address; IPv6: next header, hop limit */
+	/* IPv4: through the source address; IPv6: next header, hop limit. Word-aligned, so the
+	 * copy out of the packet is four loads, not sixteen byte loads and the shifts joining
+	 * them. */
+	__u8 h[16] __attribute__((aligned(8)));
 
 	if (l3 < 0 || tsnp_load(&pk, l3, h, sizeof(h)) < 0)
 		return -1;

@@ -101,7 +101,7 @@ async function main(): Promise<number> {
       const { runProgCost } = await import("./bench/progcost.ts");
       r.programCost = await runProgCost({
         repeat: q ? 20000 : 100000,
-        rounds: q ? 3 : 5,
+        rounds: q ? 7 : 15,
         distinct: q ? 500 : 2000,
         log,
       });

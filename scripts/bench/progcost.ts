@@ -2,7 +2,9 @@
  * Section 1b, per-program cost: BPF_PROG_TEST_RUN with a struct __sk_buff context (ctx_in)
  * so the packet carries a priority, a launch time and an ingress ifindex like the real one.
  * Figures are the kernel's own per-run average; the cost of an empty program run the same
- * way (the test loop's floor) is measured too and subtracted ("net").
+ * way (the test loop's floor) is measured right before each run of the program and the
+ * difference's median is the "net" figure: a pair shares the machine's state of the moment
+ * (this shared 2-vCPU machine moves between states that shift both by 10-20 ns).
  */
 import { setupNode, teardownNode } from "../../src/bpf/node.ts";
 import { BpfObject } from "../../src/bpf/object.ts";
@@ -97,8 +99,14 @@ export interface CostRow {
   method: string;
   /** Median of the kernel's per-run figure. */
   ns: number;
-  /** ns minus the empty program's floor measured the same way. */
+  /** Median of (ns minus the empty program's floor measured the same way, just before). */
   netNs: number;
+}
+
+/** A program's median per-run figure and its median difference with the paired floor. */
+interface Measured {
+  ns: number;
+  net: number;
 }
 
 export interface CostOptions {
@@ -143,33 +151,46 @@ export async function runProgCost(o: CostOptions): Promise<CostRow[]> {
   try {
     const nop = calib.programFd("bench_nop");
     const pkt = udp4(1);
+    /** Runs of a program, each paired with a floor run just before it. */
+    const paired = (runs: Array<() => { floor: number; ns: number }>): Measured => {
+      const got = runs.map((r) => r());
+      return {
+        ns: median(got.map((g) => g.ns)),
+        net: Math.max(0, median(got.map((g) => g.ns - g.floor))),
+      };
+    };
     const rep = (fd: number, p: Uint8Array<ArrayBuffer>, ctx: SkbCtx, before?: () => void) =>
-      median(Array.from({ length: o.rounds }, () => {
+      paired(Array.from({ length: o.rounds }, () => () => {
+        const floor = testRunCtx(nop, p, o.repeat, {}).ns;
         before?.();
-        return testRunCtx(fd, p, o.repeat, ctx).ns;
+        return { floor, ns: testRunCtx(fd, p, o.repeat, ctx).ns };
       }));
     // One run per distinct packet: each packet is a new key (the common case on a node).
-    const single = (fd: number, ctx: SkbCtx, before?: (i: number) => void) => {
-      const ns: number[] = [];
-      for (let i = 0; i < o.distinct; i++) {
+    const single = (fd: number, ctx: SkbCtx, before?: (i: number) => void) =>
+      paired(Array.from({ length: o.distinct }, (_, i) => () => {
+        const p = udp4(100_000 + i);
+        const floor = testRunCtx(nop, p, 1, {}).ns;
         before?.(i);
-        ns.push(testRunCtx(fd, udp4(100_000 + i), 1, ctx).ns);
-      }
-      return median(ns);
-    };
-    const floorRep = rep(nop, pkt, {});
-    const floorOne = single(nop, {});
-    const add = (program: string, c: string, method: "repeat" | "one run per packet", ns: number) =>
+        return { floor, ns: testRunCtx(fd, p, 1, ctx).ns };
+      }));
+    const floorRep = rep(nop, pkt, {}).ns;
+    const floorOne = single(nop, {}).ns;
+    const add = (
+      program: string,
+      c: string,
+      method: "repeat" | "one run per packet",
+      m: Measured,
+    ) =>
       rows.push({
         program,
         case: c,
         method: method === "repeat" ? `repeat ${o.repeat}` : `1 run x ${o.distinct} packets`,
-        ns,
-        netNs: Math.max(0, ns - (method === "repeat" ? floorRep : floorOne)),
+        ns: m.ns,
+        netNs: m.net,
       });
     o.log("progcost: tsnproxy");
-    add("(empty program)", "test loop floor", "repeat", floorRep);
-    add("(empty program)", "test loop floor", "one run per packet", floorOne);
+    add("(empty program)", "test loop floor", "repeat", { ns: floorRep, net: 0 });
+    add("(empty program)", "test loop floor", "one run per packet", { ns: floorOne, net: 0 });
     add("tsnp_save", "priority 0, no launch time (skipped)", "repeat", rep(save, pkt, {}));
     add("tsnp_save", "priority 3 (the tag)", "repeat", rep(save, pkt, { priority: 3 }));
     // The table: what the tag cannot carry. A class-id priority ("1:3"), or a launch time
@@ -220,18 +241,21 @@ export async function runProgCost(o: CostOptions): Promise<CostRow[]> {
         "bench_next",
         "run as root",
       );
-    setNext(nop);
-    const tagFloor = rep(tagged, pkt, { ingressIfindex: 1 });
     setNext(restore);
     const probe = testRunCtx(tagged, pkt, 1, { ingressIfindex: 1 });
     if (probe.retval !== -1) throw new Error(`bench_tagged returned ${probe.retval}: no tail call`);
-    const tagNs = rep(tagged, pkt, { ingressIfindex: 1 });
+    const viaTail = paired(Array.from({ length: o.rounds }, () => () => {
+      setNext(nop);
+      const floor = testRunCtx(tagged, pkt, o.repeat, { ingressIfindex: 1 }).ns;
+      setNext(restore);
+      return { floor, ns: testRunCtx(tagged, pkt, o.repeat, { ingressIfindex: 1 }).ns };
+    }));
     rows.push({
       program: "tsnp_restore",
       case: "tagged (priority from the tag)",
       method: `repeat ${o.repeat}, via tail call`,
-      ns: tagNs,
-      netNs: Math.max(0, tagNs - tagFloor),
+      ns: viaTail.ns,
+      netNs: viaTail.net,
     });
 
     // Hit: save the packet repeat+1 times (pending = repeat+1), then every restore run hits.

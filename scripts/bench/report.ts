@@ -56,7 +56,7 @@ export function render(r: Report): { tables: string[]; svg: string } {
       `${r1(Math.min(...w))}-${r1(Math.max(...w))}`,
     ];
     tables.push(table(
-      `1a. Datapath overhead (${t.alternations} alternations x ${t.seconds} s; medians; goal ratio >= 0.98)`,
+      `1a. Datapath overhead (${t.alternations} alternations x ${t.seconds} s; medians; with/without: median of the alternations' ratios; goal >= 0.98)`,
       ["traffic", "without", "with", "with/without", "range without", "range with"],
       [
         row("UDP 64 B prio 3, kpps", t.udpKpps.with, t.udpKpps.without, t.udpRatio),

@@ -27,6 +27,7 @@ export interface ThroughputResult {
   seconds: number;
   udpKpps: { without: number[]; with: number[] };
   tcpGbps: { without: number[]; with: number[] };
+  /** Median over the alternations of with/without, each pair measured back to back. */
   udpRatio: number;
   tcpRatio: number;
   /** Average ns per run of each program on the real path (kernel run-time stats). */
@@ -205,8 +206,12 @@ export async function runThroughput(
         );
       }
     }
-    res.udpRatio = median(res.udpKpps.with) / median(res.udpKpps.without);
-    res.tcpRatio = median(res.tcpGbps.with) / median(res.tcpGbps.without);
+    // Each alternation measures both back to back: the ratio of a pair shares the machine's
+    // state of that moment, which drifts by more than the difference measured here.
+    const pairs = (x: { with: number[]; without: number[] }) =>
+      median(x.with.map((w, i) => w / x.without[i]));
+    res.udpRatio = pairs(res.udpKpps);
+    res.tcpRatio = pairs(res.tcpGbps);
     set(true);
     res.inSitu.udp = await measureInSitu(node, pod, udp);
     res.inSitu.tcp = await measureInSitu(node, pod, tcp);

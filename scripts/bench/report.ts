@@ -97,7 +97,7 @@ export function render(r: Report): { tables: string[]; svg: string } {
     }
     panels.push({
       title: "Datapath throughput with / without tsnproxy",
-      unit: "ratio (medians)",
+      unit: "ratio (median of back-to-back pairs)",
       min: 0.5,
       max: 1.2,
       lines: [{ value: 0.98, label: "goal 0.98" }],

@@ -2,16 +2,16 @@
  * The plugin's side of delegation: when the tsnproxy entry names an `agentSocket`, the plugin
  * hands the verb to the node agent (src/agent/cni_server.ts) instead of doing the datapath work
  * itself. The agent has libbpf open, its FFI symbols bound and the code compiled: an ADD costs
- * it a few ms, where a fresh plugin process spends ~15 ms getting there (`deno task bench`).
+ * it ~1 ms, where a fresh plugin process spends ~20 ms getting there (`deno task bench`).
  *
  * The plugin hands over before loading its own code (src/cni/handoff.ts): it only peeks at the
  * entry's agentSocket, and the agent validates the input exactly as the plugin would (the same
  * handleCni), so a bad entry or environment gets the same error Result either way. Whatever
- * goes wrong on the way to the agent (no socket yet, a stale one,
- * no answer within the timeout, a malformed or cut-off reply, the agent declining because it
- * cannot see the pod's namespace or the pin root) is not the pod's failure: the plugin runs
- * the verb in-process, as it does without an agentSocket. Every verb is idempotent, so
- * running it again after an agent that died half-way is safe.
+ * goes wrong on the way to the agent (no socket yet, a stale one, no answer within the
+ * timeout, a malformed or cut-off reply, the agent declining because it cannot see the pod's
+ * namespace or the pin root) is not the pod's failure: the plugin runs the verb in-process,
+ * as it does without an agentSocket. Every verb is idempotent, so running it again after an
+ * agent that died half-way is safe.
  *
  * The wire format is one JSON line each way on a fresh connection:
  *   request  {"v": 1, "env": {"CNI_COMMAND": ..., ...}, "stdin": "<the entry as received>"}

@@ -52,11 +52,10 @@ Deno.test("delegate: a peer that never answers costs the timeout, then in-proces
     await readLine(conn); // reads the request, then says nothing
     await new Promise(() => {});
   }, async (socket) => {
-    const t0 = performance.now();
+    // The reason names the deadline only when the deadline fired (no wall-clock assertion).
     const d = notServed(await delegate(socket, ENV, STDIN, 300));
     assert.equal(d.cause, "broken");
     assert.match(d.reason, /no answer within 300 ms/);
-    assert.ok(performance.now() - t0 >= 250, "returned before its timeout");
   });
 });
 

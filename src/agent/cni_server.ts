@@ -23,6 +23,7 @@ import {
 import { netnsExists } from "../util/netns.ts";
 import { asTsnproxyError } from "../errors.ts";
 import { log } from "../log.ts";
+import { isDir } from "../util/fs.ts";
 import { versionInfo } from "../build_info.ts";
 
 export interface CniServerStats {
@@ -64,18 +65,10 @@ function declineReason(req: AgentRequest): string | undefined {
     return `the agent cannot open ${netns} (mount the host's /run/netns, or use hostPID)`;
   }
   const bpffs = pinRootOf(req.stdin) ?? PLUGIN_DEFAULTS.bpffs;
-  if (!existsDir(bpffs)) {
+  if (!isDir(bpffs)) {
     return `the agent does not see the pin root ${bpffs}`;
   }
   return undefined;
-}
-
-function existsDir(path: string): boolean {
-  try {
-    return Deno.statSync(path).isDirectory;
-  } catch {
-    return false;
-  }
 }
 
 function parseRequest(line: string): AgentRequest | string {

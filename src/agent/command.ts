@@ -30,15 +30,7 @@ import { loadConfig, targetFrom } from "../install/target.ts";
 import { type AgentStats, CONTENT_TYPE, renderMetrics } from "./metrics.ts";
 import { DEFAULT_CNI_RESULTS_DIR, podsByCookie } from "./pods.ts";
 import { type CniServer, serveCni } from "./cni_server.ts";
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { exists } from "../util/fs.ts";
 
 export function parseListenAddress(a: string): { hostname: string; port: number } {
   const m = /^(\[([0-9a-fA-F:.]+)\]|[A-Za-z0-9.-]*):(\d{1,5})$/.exec(a);

@@ -6,6 +6,7 @@ import { versionInfo } from "../build_info.ts";
 import { DatapathMaps } from "../bpf/maps.ts";
 import type { CounterName } from "../ffi/structs/datapath.ts";
 import type { PodIdentity } from "./pods.ts";
+import type { CniServerStats } from "./cni_server.ts";
 
 export const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -38,8 +39,6 @@ function labels(l: Record<string, string | undefined>): string {
   );
   return parts.length ? `{${parts.join(",")}}` : "";
 }
-
-import type { CniServerStats } from "./cni_server.ts";
 
 export interface AgentStats {
   reconciles: { ok: number; error: number };

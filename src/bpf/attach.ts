@@ -23,6 +23,7 @@ import {
 import { decode, encode } from "../ffi/structs/layout.ts";
 import { withNetns } from "../util/netns.ts";
 import { check, closeFd, linkInfo, objPin, progIdAt, progInfo, readPinned } from "./sys.ts";
+import { exists } from "../util/fs.ts";
 
 export type Direction = "ingress" | "egress";
 export type TcApi = "tcx" | "clsact";
@@ -283,15 +284,6 @@ function describePinSafe(p: string): Attachment | undefined {
     return describePin(p);
   } catch {
     return undefined;
-  }
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 

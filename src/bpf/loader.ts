@@ -12,6 +12,7 @@ import { BpfObject } from "./object.ts";
 import { objectBytes } from "./objects.ts";
 import { assertBpffs, PinLayout, PROGRAM_OBJECT, type ProgramRole, PROGRAMS } from "./pins.ts";
 import { check, closeFd, objGet, objPin, progInfo } from "./sys.ts";
+import { exists } from "../util/fs.ts";
 
 export interface LoadOptions {
   bpffs: string;
@@ -47,15 +48,6 @@ export function loadDatapath(opts: LoadOptions): ProgramState[] {
     // A first install that fails leaves no half-made pin tree behind.
     if (fresh && !opts.dryRun) Deno.removeSync(pins.root, { recursive: true });
     throw e;
-  }
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 

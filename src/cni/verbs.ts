@@ -50,6 +50,7 @@ import {
   type SaverPolicy,
   toSaver,
 } from "./pod_policy.ts";
+import { lexists } from "../util/fs.ts";
 
 export interface Invocation {
   env: CniEnv;
@@ -232,7 +233,7 @@ function missingPrevResult(verb: string): TsnproxyError {
 
 export function cmdDel(inv: Invocation): void {
   const { env, config } = inv;
-  if (!exists(config.bpffs)) {
+  if (!lexists(config.bpffs)) {
     log("info", "DEL: pin root does not exist, nothing to remove", { bpffs: config.bpffs });
     return;
   }
@@ -313,9 +314,9 @@ export function cmdCheck(inv: Invocation): void {
   const pins = new PinLayout(config.bpffs);
   const missing = [
     ...Object.keys(PROGRAMS).filter((r) =>
-      !exists(pins.prog(r as keyof typeof PROGRAMS)) && r !== "gcStart"
+      !lexists(pins.prog(r as keyof typeof PROGRAMS)) && r !== "gcStart"
     ).map((r) => pins.prog(r as keyof typeof PROGRAMS)),
-    ...MAPS.filter((m) => !exists(pins.map(m))).map((m) => pins.map(m)),
+    ...MAPS.filter((m) => !lexists(pins.map(m))).map((m) => pins.map(m)),
   ];
   if (missing.length) throw notInstalled(config.bpffs, `missing ${missing.join(", ")}`);
   const problems: string[] = [];
@@ -392,15 +393,6 @@ function canonicalIp(ip: string): string {
   return addrFromKey(addrKey(ip));
 }
 
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 // ---- STATUS -----------------------------------------------------------------------------
 
 /** Pins an ADD needs; STATUS stats them only (no libbpf), it is polled often. */
@@ -414,7 +406,7 @@ export function cmdStatus(config: PluginConfig): void {
     pins.map("tsnp_meta"),
     pins.map("tsnp_pod_stats"),
   ];
-  const missing = needed.filter((p) => !exists(p));
+  const missing = needed.filter((p) => !lexists(p));
   if (missing.length) {
     throw new TsnproxyError(
       `tsnproxy cannot attach pods: ${missing.join(", ")} missing`,

@@ -8,14 +8,8 @@ import { libc } from "../ffi/libc.ts";
 import { libmnl } from "../ffi/libmnl.ts";
 import { cString, openLibrary } from "../ffi/open.ts";
 import type { DoctorContext } from "./context.ts";
-import {
-  atLeast,
-  exists,
-  kernelConfig,
-  libraryFile,
-  readSysctl,
-  versionFromFileName,
-} from "./probe.ts";
+import { atLeast, kernelConfig, libraryFile, readSysctl, versionFromFileName } from "./probe.ts";
+import { exists } from "../util/fs.ts";
 
 const BPF_PROG_TYPE_SCHED_CLS = 3;
 const BPF_FUNC_timer_init = 169;

@@ -3,7 +3,7 @@ import { DatapathMaps } from "../bpf/maps.ts";
 import { MAPS, PinLayout, type ProgramRole, PROGRAMS } from "../bpf/pins.ts";
 import { closeFd, mapInfo, objGet, progIdAt, progInfo } from "../bpf/sys.ts";
 import { type DoctorContext, plural } from "./context.ts";
-import { exists } from "./probe.ts";
+import { exists } from "../util/fs.ts";
 
 const INSTALL = "tsnproxy install";
 const PIN_TITLES = {

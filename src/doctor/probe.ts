@@ -3,6 +3,7 @@
  * kernel release, its build config (/proc/config.gz or /boot/config-*), whether a module
  * is built in / loaded / loadable, sysctls and which C library files are mapped.
  */
+import { exists } from "../util/fs.ts";
 
 export interface KernelVersion {
   release: string;
@@ -93,15 +94,6 @@ export async function moduleState(module: string, configSymbol: string): Promise
   if (v === "m") return dep === undefined ? "unknown" : "missing";
   if (v === "n") return "missing";
   return "unknown";
-}
-
-export function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** A sysctl as text (trimmed), in the calling thread's namespaces; undefined when absent. */

@@ -42,6 +42,7 @@ import {
 import { type InstallState, readState, sameState, statePath, writeState } from "./state.ts";
 import { recoverInterruptedWrites } from "./atomic.ts";
 import { monotonicNs } from "../ffi/libc.ts";
+import { exists } from "../util/fs.ts";
 
 export interface InstallTarget {
   cfg: NodeConfig;
@@ -107,15 +108,6 @@ export interface DatapathPlan {
   config: DatapathConfig;
   mapEntries: number;
   notes: string[];
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**

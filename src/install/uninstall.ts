@@ -30,6 +30,7 @@ import {
 } from "./qdisc_plan.ts";
 import { DEFAULT_STATE_DIR, readState, sameState, statePath, writeState } from "./state.ts";
 import { loadConfig } from "./target.ts";
+import { lexists } from "../util/fs.ts";
 
 function listDir(dir: string): string[] {
   try {
@@ -37,15 +38,6 @@ function listDir(dir: string): string[] {
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return [];
     throw e;
-  }
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 
@@ -79,7 +71,7 @@ export async function runUninstall(opts: UninstallOptions): Promise<number> {
   // 2. datapath
   const pins = new PinLayout(cfg.bpffs);
   out.push("datapath:");
-  const rootExists = exists(pins.root);
+  const rootExists = lexists(pins.root);
   if (rootExists) {
     const node = listDir(pins.nodeDir);
     const pods = listPodAttachments(cfg.bpffs);
@@ -114,7 +106,7 @@ export async function runUninstall(opts: UninstallOptions): Promise<number> {
   // 5. state
   const after = state.qdisc ? { ...state, qdisc: predictQdiscState(state.qdisc, qplan) } : state;
   const stateChanges = !sameState(after, state) ||
-    (exists(statePath(stateDir)) && !after.qdisc?.clsactCreated && !after.qdisc?.rootCreated);
+    (lexists(statePath(stateDir)) && !after.qdisc?.clsactCreated && !after.qdisc?.rootCreated);
   out.push(`state (${statePath(stateDir)}):`);
   line(
     stateChanges,
@@ -122,7 +114,7 @@ export async function runUninstall(opts: UninstallOptions): Promise<number> {
       ? (after.qdisc?.rootCreated || after.qdisc?.clsactCreated
         ? "keep recording what remains"
         : "remove")
-      : exists(statePath(stateDir))
+      : lexists(statePath(stateDir))
       ? "kept: it records what remains"
       : "absent",
   );

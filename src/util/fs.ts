@@ -1,0 +1,30 @@
+/** Existence checks that answer instead of throwing. */
+
+/** True when path exists (symlinks followed). */
+export function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** True when path itself exists: a dangling symlink or a socket file left behind counts. */
+export function lexists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** True when path is a directory (symlinks followed). */
+export function isDir(path: string): boolean {
+  try {
+    return Deno.statSync(path).isDirectory;
+  } catch {
+    return false;
+  }
+}

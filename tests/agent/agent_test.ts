@@ -10,7 +10,7 @@ import { parseCniCacheEntry } from "../../src/agent/pods.ts";
 import { parseListenAddress } from "../../src/agent/command.ts";
 import { escapeLabel, snake } from "../../src/agent/metrics.ts";
 import { run } from "../lib/run.ts";
-import { createNode, DENO, destroyNode, FIXTURES, MAIN, tsnproxy } from "../install/_node.ts";
+import { createNode, destroyNode, FIXTURES, spawnAgent, tsnproxy } from "../install/_node.ts";
 import { freePort, until } from "../lib/wait.ts";
 
 async function get(url: string): Promise<{ status: number; text: string } | undefined> {
@@ -46,26 +46,11 @@ for (const api of ["tcx", "clsact"] as const) {
       );
       const port = freePort();
       const base = `http://127.0.0.1:${port}`;
-      agent = new Deno.Command(DENO, {
-        args: [
-          "run",
-          "-A",
-          "--quiet",
-          MAIN,
-          "agent",
-          ...node.flags,
-          "--attach-mode",
-          api,
-          "--metrics-address",
-          `127.0.0.1:${port}`,
-          "--reconcile-seconds",
-          "3",
-          "--cni-results-dir",
-          results,
-        ],
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
+      agent = spawnAgent(node, {
+        port,
+        reconcileSeconds: 3,
+        extra: ["--attach-mode", api, "--cni-results-dir", results],
+      });
       await until("/healthz", async () => (await get(`${base}/healthz`))?.status === 200);
 
       // The primary CNI rewrites its conflist without our entry (rename, like most do).

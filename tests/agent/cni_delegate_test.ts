@@ -6,7 +6,7 @@
  * whenever the agent cannot: declined, stopped, or killed with its socket left behind.
  */
 import assert from "node:assert/strict";
-import { createNode, DENO, destroyNode, MAIN, type TestNode, tsnproxy } from "../install/_node.ts";
+import { createNode, destroyNode, spawnAgent, type TestNode, tsnproxy } from "../install/_node.ts";
 import {
   assertOk,
   cni,
@@ -17,15 +17,7 @@ import {
 } from "../cni/helpers.ts";
 import { podPins } from "../../src/bpf/pod.ts";
 import { freePort, until } from "../lib/wait.ts";
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { lexists } from "../../src/util/fs.ts";
 
 /** The tsnproxy entry install wrote into the node's conflist. */
 function installedEntry(node: TestNode): Record<string, unknown> {
@@ -42,22 +34,7 @@ interface Agent {
 
 async function startAgent(node: TestNode, socket: string): Promise<Agent> {
   const port = freePort();
-  const proc = new Deno.Command(DENO, {
-    args: [
-      "run",
-      "-A",
-      "--quiet",
-      MAIN,
-      "agent",
-      ...node.flags,
-      "--metrics-address",
-      `127.0.0.1:${port}`,
-      "--reconcile-seconds",
-      "30",
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
+  const proc = spawnAgent(node, { port, reconcileSeconds: 30, stdout: "null" });
   // Connectable, not just present: a killed agent leaves its socket file behind.
   await until("the agent to listen on its socket", async () => {
     try {
@@ -206,7 +183,7 @@ Deno.test("the agent runs the plugin's verbs; the plugin runs them itself when i
     await agent.proc.status;
     await agent.proc.stderr.cancel();
     agent = undefined;
-    assert.ok(exists(socket), "a killed agent leaves its socket");
+    assert.ok(lexists(socket), "a killed agent leaves its socket");
     assert.deepEqual(
       new Set(await verbs("process")),
       new Set([`agent socket ${socket}: nobody listens on the socket`]),
@@ -219,7 +196,7 @@ Deno.test("the agent runs the plugin's verbs; the plugin runs them itself when i
     const out = await agent.proc.output();
     assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
     agent = undefined;
-    assert.ok(!exists(socket), "a stopped agent removes its socket");
+    assert.ok(!lexists(socket), "a stopped agent removes its socket");
   } finally {
     if (agent) {
       agent.proc.kill("SIGKILL");

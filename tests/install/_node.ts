@@ -85,6 +85,33 @@ export async function tsnproxy(
   });
 }
 
+/**
+ * `tsnproxy agent` against the node as a long-running child (the caller stops it), metrics on
+ * 127.0.0.1:port; `extra` flags go after the node's own.
+ */
+export function spawnAgent(
+  node: TestNode,
+  o: { port: number; reconcileSeconds: number; extra?: string[]; stdout?: "piped" | "null" },
+): Deno.ChildProcess {
+  return new Deno.Command(DENO, {
+    args: [
+      "run",
+      "-A",
+      "--quiet",
+      MAIN,
+      "agent",
+      ...node.flags,
+      ...(o.extra ?? []),
+      "--metrics-address",
+      `127.0.0.1:${o.port}`,
+      "--reconcile-seconds",
+      String(o.reconcileSeconds),
+    ],
+    stdout: o.stdout ?? "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
 async function files(dir: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
   try {

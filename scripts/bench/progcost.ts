@@ -10,7 +10,14 @@ import { setupNode, teardownNode } from "../../src/bpf/node.ts";
 import { BpfObject } from "../../src/bpf/object.ts";
 import { objectBytes } from "../../src/bpf/objects.ts";
 import { PinLayout } from "../../src/bpf/pins.ts";
-import { check, closeFd, objGetRequired } from "../../src/bpf/sys.ts";
+import {
+  check,
+  closeFd,
+  mapDelete,
+  mapNextKey,
+  mapUpdate,
+  objGetRequired,
+} from "../../src/bpf/sys.ts";
 import { DatapathMaps, NO_CLAMP } from "../../src/bpf/maps.ts";
 import { startGc } from "../../src/bpf/loader.ts";
 import { Errno } from "../../src/ffi/libc.ts";
@@ -20,6 +27,7 @@ import { encode } from "../../src/ffi/structs/layout.ts";
 import { median, onCleanup, sleep } from "./common.ts";
 import { BENCH_BPF_OBJECTS } from "./objects.gen.ts";
 import { ResearchDatapath } from "./research_dp.ts";
+import { addressOf } from "../../src/ffi/open.ts";
 
 /** struct __sk_buff (uapi/linux/bpf.h, checked with offsetof on this machine). */
 const SKB_SIZE = 192;
@@ -31,10 +39,6 @@ export interface SkbCtx {
   priority?: number;
   ingressIfindex?: number;
   tstamp?: bigint;
-}
-
-function ptr(b: Uint8Array): bigint {
-  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(b)));
 }
 
 /** bpf_prog_test_run_opts with ctx_in; returns the kernel's per-run duration in ns. */
@@ -51,9 +55,9 @@ export function testRunCtx(
   dv.setBigUint64(SKB_TSTAMP, ctx.tstamp ?? 0n, true);
   const opts = encode(BpfTestRunOpts, {
     sz: BigInt(BpfTestRunOpts.size),
-    data_in: ptr(packet),
+    data_in: addressOf(packet),
     data_size_in: packet.length,
-    ctx_in: ptr(skb),
+    ctx_in: addressOf(skb),
     ctx_size_in: SKB_SIZE,
     repeat,
   });
@@ -119,8 +123,8 @@ export interface CostOptions {
 
 function clearMap(fd: number, keySize: number): void {
   const k = new Uint8Array(keySize);
-  while (libbpf().bpf_map_get_next_key(fd, null, k) === 0) {
-    if (libbpf().bpf_map_delete_elem(fd, k) === -Errno.ENOENT) break;
+  while (mapNextKey(fd, null, k) === 0) {
+    if (mapDelete(fd, k) === -Errno.ENOENT) break;
   }
 }
 
@@ -232,7 +236,7 @@ export async function runProgCost(o: CostOptions): Promise<CostRow[]> {
     const next = calib.mapFd("bench_next");
     const setNext = (fd: number) =>
       check(
-        libbpf().bpf_map_update_elem(
+        mapUpdate(
           next,
           new Uint8Array(4),
           new Uint8Array(new Uint32Array([fd]).buffer),

@@ -8,9 +8,9 @@ import { attach, detach, pinsOf } from "../../src/bpf/attach.ts";
 import { BpfObject } from "../../src/bpf/object.ts";
 import { objectBytes } from "../../src/bpf/objects.ts";
 import { testRun } from "../../src/bpf/loader.ts";
-import { check } from "../../src/bpf/sys.ts";
+import { check, mapLookup, mapNextKey, mapUpdate } from "../../src/bpf/sys.ts";
+import { possibleCpus } from "../../src/bpf/maps.ts";
 import { Errno } from "../../src/ffi/libc.ts";
-import { libbpf } from "../../src/ffi/libbpf.ts";
 import { BENCH_BPF_OBJECTS } from "./objects.gen.ts";
 import { COUNTS_SIZE, decodeCounts, type ObserverCounts } from "../../tests/lib/observer.ts";
 
@@ -28,7 +28,7 @@ export type ResearchStats = Record<typeof RESEARCH_STATS[number], number>;
 export class ResearchDatapath {
   readonly obj: BpfObject;
   readonly #pins: string[] = [];
-  readonly #ncpus = libbpf().libbpf_num_possible_cpus();
+  readonly #ncpus = possibleCpus();
 
   private constructor(obj: BpfObject, readonly pinDir: string) {
     this.obj = obj;
@@ -92,7 +92,7 @@ export class ResearchDatapath {
     let prev: Uint8Array<ArrayBuffer> | null = null;
     for (;;) {
       const next = new Uint8Array(8);
-      const r = libbpf().bpf_map_get_next_key(fd, prev, next);
+      const r = mapNextKey(fd, prev, next);
       if (r === -Errno.ENOENT) return n;
       check(r, "research_meta iteration", "root");
       n++;
@@ -106,7 +106,7 @@ export class ResearchDatapath {
     RESEARCH_STATS.forEach((name, i) => {
       const v = new Uint8Array(8 * this.#ncpus);
       check(
-        libbpf().bpf_map_lookup_elem(fd, new Uint8Array(new Uint32Array([i]).buffer), v),
+        mapLookup(fd, new Uint8Array(new Uint32Array([i]).buffer), v),
         "research_stats",
         "root",
       );
@@ -120,7 +120,7 @@ export class ResearchDatapath {
   counts(): ObserverCounts {
     const v = new Uint8Array(COUNTS_SIZE);
     check(
-      libbpf().bpf_map_lookup_elem(this.obj.mapFd("research_obs"), new Uint8Array(4), v),
+      mapLookup(this.obj.mapFd("research_obs"), new Uint8Array(4), v),
       "research_obs",
       "root",
     );
@@ -129,7 +129,7 @@ export class ResearchDatapath {
 
   resetCounts(): void {
     check(
-      libbpf().bpf_map_update_elem(
+      mapUpdate(
         this.obj.mapFd("research_obs"),
         new Uint8Array(4),
         new Uint8Array(8 * 44),

@@ -22,8 +22,9 @@ import {
 } from "../ffi/structs/bpf.ts";
 import { decode, encode } from "../ffi/structs/layout.ts";
 import { withNetns } from "../util/netns.ts";
-import { check, closeFd, linkInfo, objPin, progIdAt, progInfo, readPinned } from "./sys.ts";
+import { check, closeFd, fdById, linkInfo, objPin, progIdAt, progInfo, readPinned } from "./sys.ts";
 import { exists } from "../util/fs.ts";
+import { addressOf } from "../ffi/open.ts";
 
 export type Direction = "ingress" | "egress";
 export type TcApi = "tcx" | "clsact";
@@ -299,7 +300,7 @@ export function queryTcx(ifname: string, direction: Direction, netns?: string): 
     const ids = new Uint32Array(64);
     const opts = encode(BpfProgQueryOpts, {
       sz: BigInt(BpfProgQueryOpts.size),
-      prog_ids: BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(ids))),
+      prog_ids: addressOf(ids),
       prog_cnt: ids.length,
     });
     const r = libbpf().bpf_prog_query_opts(
@@ -311,7 +312,7 @@ export function queryTcx(ifname: string, direction: Direction, netns?: string): 
     check(r, `cannot query tcx programs on ${ifname}`, "run as root");
     const cnt = new DataView(opts.buffer).getUint32(BpfProgQueryOpts.fields.prog_cnt[0], true);
     return [...ids.subarray(0, cnt)].map((id) => {
-      const fd = libbpf().bpf_prog_get_fd_by_id(id);
+      const fd = fdById("prog", id);
       if (fd < 0) return { id, name: "?" };
       try {
         return { id, name: progInfo(fd).name };

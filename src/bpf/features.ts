@@ -4,6 +4,7 @@ import { libbpf } from "../ffi/libbpf.ts";
 import { BPF_TCX_EGRESS, BpfProgQueryOpts } from "../ffi/structs/bpf.ts";
 import { encode } from "../ffi/structs/layout.ts";
 import type { TcApi } from "./attach.ts";
+import { addressOf } from "../ffi/open.ts";
 
 let tcx: boolean | undefined;
 
@@ -13,7 +14,7 @@ export function hasTcx(): boolean {
   const ids = new Uint32Array(8);
   const opts = encode(BpfProgQueryOpts, {
     sz: BigInt(BpfProgQueryOpts.size),
-    prog_ids: BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(ids))),
+    prog_ids: addressOf(ids),
     prog_cnt: ids.length,
   });
   const r = libbpf().bpf_prog_query_opts(1, BPF_TCX_EGRESS, opts);

@@ -13,6 +13,7 @@ import { objectBytes } from "./objects.ts";
 import { assertBpffs, PinLayout, PROGRAM_OBJECT, type ProgramRole, PROGRAMS } from "./pins.ts";
 import { check, closeFd, objGet, objPin, progInfo } from "./sys.ts";
 import { exists } from "../util/fs.ts";
+import { addressOf } from "../ffi/open.ts";
 
 export interface LoadOptions {
   bpffs: string;
@@ -96,7 +97,7 @@ export function testRun(
 ): { retval: number; durationNs: number } {
   const opts = encode(BpfTestRunOpts, {
     sz: BigInt(BpfTestRunOpts.size),
-    data_in: BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(packet))),
+    data_in: addressOf(packet),
     data_size_in: packet.length,
     repeat,
   });
@@ -122,16 +123,15 @@ export function testRunSkb(
   const ctxIn = encode(SkBuff, { wire_len: packet.length, ...skb });
   const ctxOut = new Uint8Array(SkBuff.size);
   const dataOut = new Uint8Array(packet.length + 256);
-  const ptr = (b: Uint8Array) => BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(b)));
   const opts = encode(BpfTestRunOpts, {
     sz: BigInt(BpfTestRunOpts.size),
-    data_in: ptr(packet),
+    data_in: addressOf(packet),
     data_size_in: packet.length,
-    data_out: ptr(dataOut),
+    data_out: addressOf(dataOut),
     data_size_out: dataOut.length,
-    ctx_in: ptr(ctxIn),
+    ctx_in: addressOf(ctxIn),
     ctx_size_in: ctxIn.length,
-    ctx_out: ptr(ctxOut),
+    ctx_out: addressOf(ctxOut),
     ctx_size_out: ctxOut.length,
     repeat: 1,
   });

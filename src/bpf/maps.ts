@@ -2,9 +2,9 @@
  * Typed access to the datapath's pinned maps from user space: the pod policy table, the
  * node config, the counters and the fingerprint table's occupancy.
  */
+import { TsnproxyError } from "../errors.ts";
 import { Errno, monotonicNs } from "../ffi/libc.ts";
-import { libbpf } from "../ffi/libbpf.ts";
-import { BPF_ANY, BpfMapBatchOpts } from "../ffi/structs/bpf.ts";
+import { BPF_ANY } from "../ffi/structs/bpf.ts";
 import {
   type CounterName,
   COUNTERS,
@@ -20,7 +20,16 @@ import {
   TsnpPolicy,
 } from "../ffi/structs/datapath.ts";
 import { decode, encode } from "../ffi/structs/layout.ts";
-import { check, closeFd, objGetRequired } from "./sys.ts";
+import {
+  check,
+  closeFd,
+  mapDelete,
+  mapLookup,
+  mapLookupBatch,
+  mapNextKey,
+  mapUpdate,
+  objGetRequired,
+} from "./sys.ts";
 import { type MapName, PinLayout } from "./pins.ts";
 
 /** A pod policy in the form the saver applies it. */
@@ -90,12 +99,33 @@ export function addrFromKey(key: Uint8Array): string {
   return g.join(":").replace(/(^|:)0(:0)+(:|$)/, "::");
 }
 
+/**
+ * How many CPUs the kernel may ever bring up (/sys/devices/system/cpu/possible, e.g. "0-3"
+ * or "0,2-5"): per-CPU map values hold one slot for each, as libbpf_num_possible_cpus() says.
+ */
+export function possibleCpus(
+  text = Deno.readTextFileSync("/sys/devices/system/cpu/possible"),
+): number {
+  let n = 0;
+  for (const part of text.trim().split(",")) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part);
+    if (!m) {
+      throw new TsnproxyError(
+        `cannot parse the possible CPUs: "${text.trim()}"`,
+        "/sys/devices/system/cpu/possible should hold a list such as 0-3: is sysfs mounted?",
+      );
+    }
+    n += (m[2] === undefined ? 0 : Number(m[2]) - Number(m[1])) + 1;
+  }
+  return n;
+}
+
 class PinnedMap {
   constructor(readonly name: MapName, readonly fd: number) {}
 
   lookup(key: Uint8Array<ArrayBuffer>, valueSize: number): Uint8Array<ArrayBuffer> | undefined {
     const v = new Uint8Array(valueSize);
-    const r = libbpf().bpf_map_lookup_elem(this.fd, key, v);
+    const r = mapLookup(this.fd, key, v);
     if (r === -Errno.ENOENT) return undefined;
     check(r, `lookup in ${this.name}`, "run as root");
     return v;
@@ -103,7 +133,7 @@ class PinnedMap {
 
   update(key: Uint8Array<ArrayBuffer>, value: Uint8Array<ArrayBuffer>, flags = BPF_ANY): void {
     check(
-      libbpf().bpf_map_update_elem(this.fd, key, value, flags),
+      mapUpdate(this.fd, key, value, flags),
       `update of ${this.name}`,
       "run as root",
     );
@@ -111,7 +141,7 @@ class PinnedMap {
 
   /** True when something was deleted. */
   delete(key: Uint8Array<ArrayBuffer>): boolean {
-    const r = libbpf().bpf_map_delete_elem(this.fd, key);
+    const r = mapDelete(this.fd, key);
     if (r === -Errno.ENOENT) return false;
     check(r, `delete from ${this.name}`, "run as root");
     return true;
@@ -121,7 +151,7 @@ class PinnedMap {
     let prev: Uint8Array<ArrayBuffer> | null = null;
     for (;;) {
       const next = new Uint8Array(keySize);
-      const r = libbpf().bpf_map_get_next_key(this.fd, prev, next); // NULL: the first key
+      const r = mapNextKey(this.fd, prev, next); // null: the first key
       if (r === -Errno.ENOENT) return;
       check(r, `iteration of ${this.name}`, "run as root");
       yield next;
@@ -149,7 +179,7 @@ export class DatapathMaps {
   readonly #ncpus: number;
 
   constructor(readonly pins: PinLayout) {
-    this.#ncpus = libbpf().libbpf_num_possible_cpus();
+    this.#ncpus = possibleCpus();
   }
 
   static open(root: string): DatapathMaps {
@@ -302,22 +332,16 @@ export class DatapathMaps {
    */
   #slotOwners(): BigUint64Array<ArrayBuffer> {
     const owners = new BigUint64Array(TSNP_SLOTS);
-    const keys = new Uint8Array(4 * TSNP_SLOTS);
-    const outBatch = new Uint8Array(4);
-    const count = new Uint32Array([TSNP_SLOTS]);
-    const opts = encode(BpfMapBatchOpts, { sz: BigInt(BpfMapBatchOpts.size) });
-    const r = libbpf().bpf_map_lookup_batch(
-      this.#get("tsnp_slots").fd,
-      null,
-      outBatch,
-      keys,
-      new Uint8Array(owners.buffer),
-      new Uint8Array(count.buffer),
-      opts,
-    );
-    if (r < 0 && r !== -Errno.ENOENT) check(r, "batch lookup of tsnp_slots", "run as root");
-    if (count[0] !== TSNP_SLOTS) {
-      throw new Error(`tsnp_slots returned ${count[0]} of ${TSNP_SLOTS} slots`);
+    const { ret, count } = mapLookupBatch(this.#get("tsnp_slots").fd, {
+      inBatch: null,
+      outBatch: new Uint8Array(4),
+      keys: new Uint8Array(4 * TSNP_SLOTS),
+      values: new Uint8Array(owners.buffer),
+      count: TSNP_SLOTS,
+    });
+    if (ret < 0 && ret !== -Errno.ENOENT) check(ret, "batch lookup of tsnp_slots", "run as root");
+    if (count !== TSNP_SLOTS) {
+      throw new Error(`tsnp_slots returned ${count} of ${TSNP_SLOTS} slots`);
     }
     return owners;
   }
@@ -388,24 +412,19 @@ export class DatapathMaps {
     const keys = new Uint8Array(TsnpFp.size * chunk);
     const values = new Uint8Array(TsnpMeta.size * chunk);
     const token = [new Uint8Array(8), new Uint8Array(8)];
-    const count = new Uint32Array(1);
-    const opts = encode(BpfMapBatchOpts, { sz: BigInt(BpfMapBatchOpts.size) });
     let n = 0;
     for (let i = 0;; i++) {
-      count[0] = chunk;
       const inBatch = i === 0 ? null : token[(i + 1) % 2];
-      const r = libbpf().bpf_map_lookup_batch(
-        fd,
+      const { ret, count } = mapLookupBatch(fd, {
         inBatch,
-        token[i % 2],
+        outBatch: token[i % 2],
         keys,
         values,
-        new Uint8Array(count.buffer),
-        opts,
-      );
-      if (r < 0 && r !== -Errno.ENOENT) check(r, "batch lookup of tsnp_meta", "run as root");
-      n += count[0];
-      if (r === -Errno.ENOENT) return n;
+        count: chunk,
+      });
+      if (ret < 0 && ret !== -Errno.ENOENT) check(ret, "batch lookup of tsnp_meta", "run as root");
+      n += count;
+      if (ret === -Errno.ENOENT) return n;
     }
   }
 

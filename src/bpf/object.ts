@@ -5,7 +5,7 @@
  */
 import { KernelError } from "../errors.ts";
 import { libbpf } from "../ffi/libbpf.ts";
-import { cstr } from "../ffi/open.ts";
+import { addressOf, cstr } from "../ffi/open.ts";
 import { BpfObjectOpenOpts } from "../ffi/structs/bpf.ts";
 import { encode } from "../ffi/structs/layout.ts";
 import { errno, strerror } from "../ffi/libc.ts";
@@ -28,8 +28,8 @@ export class BpfObject {
     const pin = pinRoot ? cstr(pinRoot) : undefined;
     const opts = encode(BpfObjectOpenOpts, {
       sz: BigInt(BpfObjectOpenOpts.size),
-      object_name: BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(objName))),
-      pin_root_path: pin ? BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(pin))) : 0n,
+      object_name: addressOf(objName),
+      pin_root_path: pin ? addressOf(pin) : 0n,
     });
     const obj = libbpf().bpf_object__open_mem(bytes, BigInt(bytes.length), opts);
     if (obj === null) {

@@ -1,28 +1,139 @@
 /**
- * Thin, checked wrappers over libbpf's syscall helpers: every failure becomes a KernelError
- * naming the operation, the errno and a fix.
+ * bpf(2) as tsnproxy issues it: the object, map and info commands straight through libc's
+ * syscall binding (src/ffi/libc.ts: one FFI symbol instead of one per libbpf wrapper, which the
+ * CNI plugin would bind on every ADD and DEL), and checked wrappers that turn every failure
+ * into a KernelError naming the operation, the errno and a fix. libbpf keeps what it is for:
+ * the object loader, tc attachment, links and probes.
  */
 import { KernelError, NotInstalledError } from "../errors.ts";
-import { Errno, errno, libc, strerror } from "../ffi/libc.ts";
-import { libbpf } from "../ffi/libbpf.ts";
-import { cstr, cString } from "../ffi/open.ts";
-import { BpfLinkInfo, BpfMapInfo, BpfProgInfo } from "../ffi/structs/bpf.ts";
-import { decode, type FieldSpec, type StructLayout, type Values } from "../ffi/structs/layout.ts";
+import { closeFd, Errno, errno, strerror, SYS, sys } from "../ffi/libc.ts";
+import { addressOf, cstr, cString } from "../ffi/open.ts";
+import {
+  BpfAttrBatch,
+  BpfAttrEnableStats,
+  BpfAttrGetFdById,
+  BpfAttrInfo,
+  BpfAttrMapElem,
+  BpfAttrObj,
+  BpfCmd,
+  BpfLinkInfo,
+  BpfMapInfo,
+  BpfProgInfo,
+} from "../ffi/structs/bpf.ts";
+import {
+  decode,
+  encode,
+  type FieldSpec,
+  type StructLayout,
+  type Values,
+} from "../ffi/structs/layout.ts";
 
-/** libbpf 1.x returns -errno from int functions; pointer functions set errno. */
+export { closeFd };
+
+/** bpf(2): the result (an fd, or 0), or -errno. `pointees`: the buffers attr points into. */
+export function bpf(
+  cmd: number,
+  attr: Uint8Array<ArrayBuffer>,
+  ...pointees: Array<Uint8Array | null>
+): number {
+  return sys(SYS.bpf, cmd, attr, attr.length, 0, pointees);
+}
+
+/** Throws a KernelError for a negative result (-errno); returns a non-negative one. */
 export function check(ret: number, what: string, hint: string): number {
   if (ret >= 0) return ret;
   const e = -ret;
   throw new KernelError(`${what}: ${strerror(e)}`, hint, e);
 }
 
-export function closeFd(fd: number): void {
-  if (fd >= 0) libc().close(fd);
+// ---- maps: each returns 0 or -errno, like libbpf's wrappers ---------------------------------
+
+function mapElem(
+  cmd: number,
+  fd: number,
+  key: Uint8Array<ArrayBuffer> | null,
+  value: Uint8Array<ArrayBuffer> | null,
+  flags = 0n,
+): number {
+  const attr = encode(BpfAttrMapElem, {
+    map_fd: fd,
+    key: addressOf(key),
+    value: addressOf(value),
+    flags,
+  });
+  return bpf(cmd, attr, key, value);
 }
+
+export function mapLookup(
+  fd: number,
+  key: Uint8Array<ArrayBuffer>,
+  value: Uint8Array<ArrayBuffer>,
+): number {
+  return mapElem(BpfCmd.BPF_MAP_LOOKUP_ELEM, fd, key, value);
+}
+
+export function mapUpdate(
+  fd: number,
+  key: Uint8Array<ArrayBuffer>,
+  value: Uint8Array<ArrayBuffer>,
+  flags: bigint,
+): number {
+  return mapElem(BpfCmd.BPF_MAP_UPDATE_ELEM, fd, key, value, flags);
+}
+
+export function mapDelete(fd: number, key: Uint8Array<ArrayBuffer>): number {
+  return mapElem(BpfCmd.BPF_MAP_DELETE_ELEM, fd, key, null);
+}
+
+/** The key after prev (null: the first) into next; -ENOENT after the last. */
+export function mapNextKey(
+  fd: number,
+  prev: Uint8Array<ArrayBuffer> | null,
+  next: Uint8Array<ArrayBuffer>,
+): number {
+  return mapElem(BpfCmd.BPF_MAP_GET_NEXT_KEY, fd, prev, next);
+}
+
+export interface BatchRequest {
+  /** The token from the previous call's outBatch (null: start at the beginning). */
+  inBatch: Uint8Array<ArrayBuffer> | null;
+  outBatch: Uint8Array<ArrayBuffer>;
+  keys: Uint8Array<ArrayBuffer>;
+  values: Uint8Array<ArrayBuffer>;
+  /** Room for this many entries in keys and values. */
+  count: number;
+}
+
+/**
+ * BPF_MAP_LOOKUP_BATCH: ret is 0, or -errno (-ENOENT: the walk is complete, count entries
+ * still valid); count is how many entries the kernel wrote.
+ */
+export function mapLookupBatch(fd: number, req: BatchRequest): { ret: number; count: number } {
+  const attr = encode(BpfAttrBatch, {
+    "batch.in_batch": addressOf(req.inBatch),
+    "batch.out_batch": addressOf(req.outBatch),
+    "batch.keys": addressOf(req.keys),
+    "batch.values": addressOf(req.values),
+    "batch.count": req.count,
+    "batch.map_fd": fd,
+  });
+  const ret = bpf(
+    BpfCmd.BPF_MAP_LOOKUP_BATCH,
+    attr,
+    req.inBatch,
+    req.outBatch,
+    req.keys,
+    req.values,
+  );
+  return { ret, count: decode(BpfAttrBatch, attr)["batch.count"] };
+}
+
+// ---- pinned objects -------------------------------------------------------------------------
 
 /** Opens a pinned object; undefined when the pin does not exist. */
 export function objGet(path: string): number | undefined {
-  const fd = libbpf().bpf_obj_get(cstr(path));
+  const name = cstr(path);
+  const fd = bpf(BpfCmd.BPF_OBJ_GET, encode(BpfAttrObj, { pathname: addressOf(name) }), name);
   if (fd >= 0) return fd;
   const e = -fd;
   if (e === Errno.ENOENT) return undefined;
@@ -59,8 +170,9 @@ export function objGetRequired(path: string): number {
 }
 
 export function objPin(fd: number, path: string): void {
+  const name = cstr(path);
   check(
-    libbpf().bpf_obj_pin(fd, cstr(path)),
+    bpf(BpfCmd.BPF_OBJ_PIN, encode(BpfAttrObj, { pathname: addressOf(name), bpf_fd: fd }), name),
     `cannot pin ${path}`,
     "the pin root must be on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf) and not already used",
   );
@@ -73,12 +185,12 @@ function infoByFd<F extends Record<string, FieldSpec>>(
 ): Values<F> {
   // Room for the whole kernel struct: the kernel fills what it knows, we decode our prefix.
   const buf = new Uint8Array(256);
-  const len = new Uint32Array([buf.length]);
-  check(
-    libbpf().bpf_obj_get_info_by_fd(fd, buf, new Uint8Array(len.buffer)),
-    `cannot read ${what} info`,
-    "run as root",
-  );
+  const attr = encode(BpfAttrInfo, {
+    "info.bpf_fd": fd,
+    "info.info_len": buf.length,
+    "info.info": addressOf(buf),
+  });
+  check(bpf(BpfCmd.BPF_OBJ_GET_INFO_BY_FD, attr, buf), `cannot read ${what} info`, "run as root");
   return decode(layout, buf);
 }
 
@@ -158,6 +270,18 @@ export function lastErrno(): number {
   return errno();
 }
 
+export type ObjectKind = "prog" | "map" | "link";
+const GET_FD_BY_ID = {
+  prog: BpfCmd.BPF_PROG_GET_FD_BY_ID,
+  map: BpfCmd.BPF_MAP_GET_FD_BY_ID,
+  link: BpfCmd.BPF_LINK_GET_FD_BY_ID,
+} as const;
+
+/** An fd for the kernel object with this id: the fd, or -errno (-ENOENT: gone). */
+export function fdById(kind: ObjectKind, id: number): number {
+  return bpf(GET_FD_BY_ID[kind], encode(BpfAttrGetFdById, { prog_id: id }));
+}
+
 export { cString };
 
 /**
@@ -168,7 +292,10 @@ export { cString };
 export function enableRunTimeStats(): number {
   const BPF_STATS_RUN_TIME = 0;
   return check(
-    libbpf().bpf_enable_stats(BPF_STATS_RUN_TIME),
+    bpf(
+      BpfCmd.BPF_ENABLE_STATS,
+      encode(BpfAttrEnableStats, { "enable_stats.type": BPF_STATS_RUN_TIME }),
+    ),
     "cannot enable BPF run-time stats",
     "run as root (CAP_SYS_ADMIN)",
   );

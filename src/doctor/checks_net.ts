@@ -7,9 +7,8 @@ import { CLSACT_HANDLE, CLSACT_PRIORITY, queryTcx } from "../bpf/attach.ts";
 import { hasTcx } from "../bpf/features.ts";
 import { restorerAttached, restorerPin } from "../bpf/node.ts";
 import { PROGRAMS } from "../bpf/pins.ts";
-import { closeFd, linkInfo, progInfo, readPinned } from "../bpf/sys.ts";
+import { closeFd, fdById, linkInfo, progInfo, readPinned } from "../bpf/sys.ts";
 import { compilePolicy, REMAP_SLOTS } from "../config/policy.ts";
-import { libbpf } from "../ffi/libbpf.ts";
 import {
   findLink,
   formatHandle,
@@ -619,7 +618,7 @@ function linkProgId(pin: string): number | undefined {
 }
 
 function progName(id: number): string {
-  const fd = libbpf().bpf_prog_get_fd_by_id(id);
+  const fd = fdById("prog", id);
   if (fd < 0) return "?";
   try {
     return progInfo(fd).name || "?";

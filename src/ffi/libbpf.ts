@@ -1,6 +1,8 @@
 /**
- * libbpf symbol table. Debian 12 ships libbpf 1.1.2, which predates tcx: tcx attachments
- * go through bpf_link_create with the raw BPF_TCX_* attach types (src/bpf/attach.ts).
+ * libbpf symbol table: the object loader, tc attachment, links, probes and test runs. The
+ * plain bpf(2) commands (pins, map elements, info, ids) go through libc's syscall binding
+ * (src/bpf/sys.ts). Debian 12 ships libbpf 1.1.2, which predates tcx: tcx attachments go
+ * through bpf_link_create with the raw BPF_TCX_* attach types (src/bpf/attach.ts).
  */
 import { type LazyLibrary, lazyLibrary } from "./open.ts";
 
@@ -8,7 +10,6 @@ export const libbpfSymbols = {
   libbpf_major_version: { parameters: [], result: "u32" },
   libbpf_minor_version: { parameters: [], result: "u32" },
   libbpf_set_print: { parameters: ["function"], result: "pointer" },
-  libbpf_num_possible_cpus: { parameters: [], result: "i32" },
   libbpf_probe_bpf_helper: { parameters: ["u32", "u32", "pointer"], result: "i32" },
   libbpf_probe_bpf_prog_type: { parameters: ["u32", "pointer"], result: "i32" },
 
@@ -22,23 +23,6 @@ export const libbpfSymbols = {
   bpf_map__fd: { parameters: ["pointer"], result: "i32" },
   bpf_map__set_max_entries: { parameters: ["pointer", "u32"], result: "i32" },
   bpf_map__set_pin_path: { parameters: ["pointer", "buffer"], result: "i32" },
-
-  bpf_obj_get: { parameters: ["buffer"], result: "i32" },
-  bpf_obj_pin: { parameters: ["i32", "buffer"], result: "i32" },
-  bpf_obj_get_info_by_fd: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  bpf_enable_stats: { parameters: ["i32"], result: "i32" },
-  bpf_prog_get_fd_by_id: { parameters: ["u32"], result: "i32" },
-  bpf_link_get_fd_by_id: { parameters: ["u32"], result: "i32" },
-  bpf_map_get_fd_by_id: { parameters: ["u32"], result: "i32" },
-
-  bpf_map_lookup_elem: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  bpf_map_update_elem: { parameters: ["i32", "buffer", "buffer", "u64"], result: "i32" },
-  bpf_map_delete_elem: { parameters: ["i32", "buffer"], result: "i32" },
-  bpf_map_get_next_key: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  bpf_map_lookup_batch: {
-    parameters: ["i32", "buffer", "buffer", "buffer", "buffer", "buffer", "buffer"],
-    result: "i32",
-  },
 
   bpf_tc_hook_create: { parameters: ["buffer"], result: "i32" },
   bpf_tc_hook_destroy: { parameters: ["buffer"], result: "i32" },

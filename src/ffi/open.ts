@@ -84,6 +84,14 @@ export function lazyLibrary<S extends Deno.ForeignLibraryInterface>(
   return { symbols: out as Deno.DynamicLibrary<S>["symbols"], ensure };
 }
 
+/**
+ * The address of a buffer, for a pointer field of a struct passed to C (0 for NULL). The
+ * struct holds no reference: the caller keeps buf reachable until the call returns.
+ */
+export function addressOf(buf: BufferSource | null): bigint {
+  return buf === null ? 0n : BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
+}
+
 /** Reads a NUL-terminated C string at ptr (null -> ""). */
 export function cString(ptr: Deno.PointerValue): string {
   return ptr === null ? "" : Deno.UnsafePointerView.getCString(ptr);

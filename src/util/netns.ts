@@ -5,15 +5,13 @@
  * namespace. `fn` must not await: other JavaScript would then run in the wrong namespace.
  */
 import { KernelError, NotFoundError } from "../errors.ts";
-import { CLONE_NEWNET, errno, libc, O_CLOEXEC, O_RDONLY, strerror } from "../ffi/libc.ts";
-import { cstr } from "../ffi/open.ts";
+import { CLONE_NEWNET, closeFd, openReadOnly, setns, strerror } from "../ffi/libc.ts";
 
 function openNs(path: string): number {
-  const fd = libc().open(cstr(path), O_RDONLY | O_CLOEXEC, 0);
+  const fd = openReadOnly(path);
   if (fd < 0) {
-    const e = errno();
     throw new NotFoundError(
-      `cannot open network namespace ${path}: ${strerror(e)}`,
+      `cannot open network namespace ${path}: ${strerror(-fd)}`,
       "check CNI_NETNS: the runtime must pass the path of the pod's network namespace (e.g. /var/run/netns/cni-...)",
     );
   }
@@ -21,8 +19,9 @@ function openNs(path: string): number {
 }
 
 function enter(fd: number, what: string): void {
-  if (libc().setns(fd, CLONE_NEWNET) !== 0) {
-    const e = errno();
+  const r = setns(fd, CLONE_NEWNET);
+  if (r < 0) {
+    const e = -r;
     throw new KernelError(
       `setns(${what}) failed: ${strerror(e)}`,
       "tsnproxy needs CAP_SYS_ADMIN to enter pod network namespaces: run it as root (as the runtime does)",
@@ -33,9 +32,9 @@ function enter(fd: number, what: string): void {
 
 /** True when the path exists and is a network namespace we can open. */
 export function netnsExists(path: string): boolean {
-  const fd = libc().open(cstr(path), O_RDONLY | O_CLOEXEC, 0);
+  const fd = openReadOnly(path);
   if (fd < 0) return false;
-  libc().close(fd);
+  closeFd(fd);
   return true;
 }
 
@@ -56,7 +55,7 @@ export function withNetns<T>(path: string | undefined, fn: () => T): T {
       enter(home, "back to the original namespace");
     }
   } finally {
-    libc().close(target);
-    if (home >= 0) libc().close(home);
+    closeFd(target);
+    closeFd(home);
   }
 }

@@ -10,9 +10,8 @@ import { setupNode, teardownNode } from "../../src/bpf/node.ts";
 import { startGc, testRunSkb } from "../../src/bpf/loader.ts";
 import { DatapathMaps, NO_CLAMP } from "../../src/bpf/maps.ts";
 import { PinLayout } from "../../src/bpf/pins.ts";
-import { closeFd, objGetRequired } from "../../src/bpf/sys.ts";
+import { closeFd, mapDelete, mapNextKey, objGetRequired } from "../../src/bpf/sys.ts";
 import { TsnpFp } from "../../src/ffi/structs/datapath.ts";
-import { libbpf } from "../../src/ffi/libbpf.ts";
 import { buildPacket, fingerprint, type PacketSpec } from "../lib/packets.ts";
 import { randomId } from "../lib/run.ts";
 
@@ -30,7 +29,7 @@ function metaKeys(fd: number): string[] {
   let prev: Uint8Array<ArrayBuffer> | null = null;
   for (;;) {
     const next = new Uint8Array(TsnpFp.size);
-    if (libbpf().bpf_map_get_next_key(fd, prev, next) < 0) return keys;
+    if (mapNextKey(fd, prev, next) < 0) return keys;
     keys.push(hex(next));
     prev = next;
   }
@@ -67,7 +66,7 @@ Deno.test(
     const clear = () => {
       for (const k of metaKeys(metaFd)) {
         const key = new Uint8Array(k.match(/../g)!.map((x) => parseInt(x, 16)));
-        libbpf().bpf_map_delete_elem(metaFd, key);
+        mapDelete(metaFd, key);
       }
     };
     try {

@@ -9,8 +9,7 @@ import { attachPod, detachPod, podPin } from "../../src/bpf/pod.ts";
 import { DatapathMaps, NO_CLAMP } from "../../src/bpf/maps.ts";
 import { startGc } from "../../src/bpf/loader.ts";
 import { PinLayout } from "../../src/bpf/pins.ts";
-import { closeFd, mapInfo, objGetRequired } from "../../src/bpf/sys.ts";
-import { libbpf } from "../../src/ffi/libbpf.ts";
+import { closeFd, mapInfo, mapUpdate, objGetRequired } from "../../src/bpf/sys.ts";
 import { doctorReportSchema } from "../../src/doctor/schema.ts";
 import { compileTestBpf } from "../netlink/_bpf.ts";
 import { randomId, run } from "../lib/run.ts";
@@ -169,7 +168,7 @@ Deno.test("doctor: GC timer stopped, then re-armed", opts, async () => {
     try {
       const size = mapInfo(fd).valueSize;
       assert.equal(
-        libbpf().bpf_map_update_elem(fd, new Uint8Array(4), new Uint8Array(size), 0n),
+        mapUpdate(fd, new Uint8Array(4), new Uint8Array(size), 0n),
         0,
       );
     } finally {

@@ -5,7 +5,7 @@
  */
 import { BpfObject } from "../../src/bpf/object.ts";
 import { objectBytes } from "../../src/bpf/objects.ts";
-import { check } from "../../src/bpf/sys.ts";
+import { check, mapLookup, mapUpdate } from "../../src/bpf/sys.ts";
 import { Errno, ifNameToIndex } from "../../src/ffi/libc.ts";
 import { libbpf } from "../../src/ffi/libbpf.ts";
 import {
@@ -85,7 +85,7 @@ export class Observer {
     dv.setUint8(0, l4proto);
     dv.setUint16(2, dport, false); // network order
     check(
-      libbpf().bpf_map_update_elem(this.#obj.mapFd("obs_filter"), new Uint8Array(4), v, 0n),
+      mapUpdate(this.#obj.mapFd("obs_filter"), new Uint8Array(4), v, 0n),
       "filter",
       "",
     );
@@ -94,7 +94,7 @@ export class Observer {
 
   reset(): void {
     check(
-      libbpf().bpf_map_update_elem(
+      mapUpdate(
         this.#obj.mapFd("obs_counts"),
         new Uint8Array(4),
         new Uint8Array(COUNTS_SIZE),
@@ -108,7 +108,7 @@ export class Observer {
   counts(): ObserverCounts {
     const v = new Uint8Array(COUNTS_SIZE);
     check(
-      libbpf().bpf_map_lookup_elem(this.#obj.mapFd("obs_counts"), new Uint8Array(4), v),
+      mapLookup(this.#obj.mapFd("obs_counts"), new Uint8Array(4), v),
       "counts",
       "",
     );

@@ -7,6 +7,8 @@
 import assert from "node:assert/strict";
 import * as bpf from "../../src/ffi/structs/bpf.ts";
 import * as datapath from "../../src/ffi/structs/datapath.ts";
+import * as libcStructs from "../../src/ffi/structs/libc.ts";
+import { SYSCALL_NUMBERS } from "../../src/ffi/libc.ts";
 import { snake } from "../../src/agent/metrics.ts";
 import { fieldSize, type FieldSpec, type StructLayout } from "../../src/ffi/structs/layout.ts";
 
@@ -68,6 +70,43 @@ Deno.test("libbpf and bpf(2) struct layouts match the installed headers", async 
   ];
   const r = await compile(src.join("\n") + "\n", []);
   assert.ok(r.ok, r.stderr);
+});
+
+Deno.test("libc struct layouts match the installed headers", async () => {
+  const layouts = layoutsOf(libcStructs);
+  assert.equal(layouts.length, 2);
+  const headers = new Set(layouts.flatMap((l) => l.headers));
+  const src = ["#include <stddef.h>", ...[...headers].map((h) => `#include <${h}>`)];
+  const r = await compile([...src, ...asserts(layouts)].join("\n") + "\n", []);
+  assert.ok(r.ok, r.stderr);
+});
+
+Deno.test("bpf(2) command numbers match linux/bpf.h", async () => {
+  const src = [
+    "#include <linux/bpf.h>",
+    ...Object.entries(bpf.BpfCmd).map(([name, n]) => `_Static_assert(${name} == ${n}, "${name}");`),
+  ];
+  const r = await compile(src.join("\n") + "\n", []);
+  assert.ok(r.ok, r.stderr);
+});
+
+Deno.test("syscall numbers match the kernel headers of both architectures", async () => {
+  // x86_64 has its own table; aarch64 uses the generic one, which any architecture's
+  // headers carry as asm-generic/unistd.h.
+  const tables = [
+    { header: "asm/unistd_64.h", numbers: SYSCALL_NUMBERS.x86_64 },
+    { header: "asm-generic/unistd.h", numbers: SYSCALL_NUMBERS.aarch64 },
+  ];
+  for (const { header, numbers } of tables) {
+    const src = [
+      `#include <${header}>`,
+      ...Object.entries(numbers).map(([name, n]) =>
+        `_Static_assert(__NR_${name} == ${n}, "${header}: ${name}");`
+      ),
+    ];
+    const r = await compile(src.join("\n") + "\n", []);
+    assert.ok(r.ok, r.stderr);
+  }
 });
 
 Deno.test("datapath struct layouts match bpf/tsnproxy.h", async () => {

@@ -103,6 +103,68 @@ export const BpfLinkInfo = struct("struct bpf_link_info", UAPI, 24, {
   "netns.attach_type": [20, "u32"],
 }, { prefix: true });
 
+/**
+ * union bpf_attr as the bpf(2) commands tsnproxy issues itself read it (src/bpf/sys.ts). Each
+ * is the prefix that command uses: the kernel zero-fills the rest of the union.
+ */
+export const BpfAttrObj = struct("union bpf_attr", UAPI, 16, {
+  pathname: [0, "ptr"],
+  bpf_fd: [8, "u32"],
+  file_flags: [12, "u32"],
+}, { prefix: true });
+
+/** BPF_MAP_{LOOKUP,UPDATE,DELETE}_ELEM and BPF_MAP_GET_NEXT_KEY (next_key shares value's place). */
+export const BpfAttrMapElem = struct("union bpf_attr", UAPI, 32, {
+  map_fd: [0, "u32"],
+  key: [8, "ptr"],
+  value: [16, "ptr"],
+  next_key: [16, "ptr"],
+  flags: [24, "u64"],
+}, { prefix: true });
+
+export const BpfAttrBatch = struct("union bpf_attr", UAPI, 56, {
+  "batch.in_batch": [0, "ptr"],
+  "batch.out_batch": [8, "ptr"],
+  "batch.keys": [16, "ptr"],
+  "batch.values": [24, "ptr"],
+  "batch.count": [32, "u32"],
+  "batch.map_fd": [36, "u32"],
+  "batch.elem_flags": [40, "u64"],
+  "batch.flags": [48, "u64"],
+}, { prefix: true });
+
+export const BpfAttrInfo = struct("union bpf_attr", UAPI, 16, {
+  "info.bpf_fd": [0, "u32"],
+  "info.info_len": [4, "u32"],
+  "info.info": [8, "ptr"],
+}, { prefix: true });
+
+/** BPF_{PROG,MAP,LINK}_GET_FD_BY_ID: the id's field is the same word for all three. */
+export const BpfAttrGetFdById = struct("union bpf_attr", UAPI, 12, {
+  prog_id: [0, "u32"],
+  open_flags: [8, "u32"],
+}, { prefix: true });
+
+export const BpfAttrEnableStats = struct("union bpf_attr", UAPI, 4, {
+  "enable_stats.type": [0, "u32"],
+}, { prefix: true });
+
+/** enum bpf_cmd values of the commands above (checked against linux/bpf.h). */
+export const BpfCmd = {
+  BPF_MAP_LOOKUP_ELEM: 1,
+  BPF_MAP_UPDATE_ELEM: 2,
+  BPF_MAP_DELETE_ELEM: 3,
+  BPF_MAP_GET_NEXT_KEY: 4,
+  BPF_OBJ_PIN: 6,
+  BPF_OBJ_GET: 7,
+  BPF_PROG_GET_FD_BY_ID: 13,
+  BPF_MAP_GET_FD_BY_ID: 14,
+  BPF_OBJ_GET_INFO_BY_FD: 15,
+  BPF_MAP_LOOKUP_BATCH: 24,
+  BPF_LINK_GET_FD_BY_ID: 30,
+  BPF_ENABLE_STATS: 32,
+} as const;
+
 export const BPF_TC_INGRESS = 1;
 export const BPF_TC_EGRESS = 2;
 export const BPF_TC_F_REPLACE = 1;

@@ -74,7 +74,7 @@ function agentBuild(v: unknown): AgentBuild | undefined {
  * stdin (src/cni/handoff.ts) and both ends of the socket.
  */
 export async function readMessage(
-  read: (buf: Uint8Array) => Promise<number | null>,
+  read: (buf: Uint8Array) => Promise<number | null> | number | null,
   limit: number,
   untilNewline: boolean,
 ): Promise<string | undefined> {

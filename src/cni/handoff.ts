@@ -38,7 +38,9 @@ export function writeJsonLine(value: unknown): void {
 
 async function readInput(): Promise<PluginInput> {
   try {
-    const text = await readMessage((b) => Deno.stdin.read(b), MAX_MESSAGE, false);
+    // readSync: the plugin has nothing else to do while it waits, and the async read's first
+    // trip through the event loop cost 0.3-10 ms against ~0.1 ms (measured).
+    const text = await readMessage((b) => Deno.stdin.readSync(b), MAX_MESSAGE, false);
     return { text: text ?? "" };
   } catch (e) {
     return {

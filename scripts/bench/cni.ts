@@ -314,7 +314,15 @@ async function profile(
   const med = (xs: number[]) => summarize(xs).p50;
   const empty = `${f.tmp}/empty.ts`;
   await Deno.writeTextFile(empty, "");
-  const denoArgs = ["run", "--quiet", "--allow-all", "--no-lock", "--config", `${ROOT}/deno.json`];
+  // The launcher's flags on the CNI path (scripts/tsnproxy).
+  const denoArgs = [
+    "run",
+    "--quiet",
+    "--allow-all",
+    "--no-lock",
+    "--no-config",
+    "--v8-flags=--no-lazy",
+  ];
   const pod0 = pods[0];
   const emptyMs: number[] = [];
   const versionMs: number[] = [];

@@ -6,8 +6,8 @@
  * the object loader, tc attachment, links and probes.
  */
 import { KernelError, NotInstalledError } from "../errors.ts";
-import { closeFd, Errno, errno, strerror, SYS, sys } from "../ffi/libc.ts";
-import { addressOf, cstr, cString } from "../ffi/open.ts";
+import { closeFd, Errno, strerror, SYS, sys } from "../ffi/libc.ts";
+import { addressOf, cstr } from "../ffi/open.ts";
 import {
   BpfAttrBatch,
   BpfAttrEnableStats,
@@ -266,10 +266,6 @@ function hex(b: Uint8Array): string {
   return [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
 }
 
-export function lastErrno(): number {
-  return errno();
-}
-
 export type ObjectKind = "prog" | "map" | "link";
 const GET_FD_BY_ID = {
   prog: BpfCmd.BPF_PROG_GET_FD_BY_ID,
@@ -281,8 +277,6 @@ const GET_FD_BY_ID = {
 export function fdById(kind: ObjectKind, id: number): number {
   return bpf(GET_FD_BY_ID[kind], encode(BpfAttrGetFdById, { prog_id: id }));
 }
-
-export { cString };
 
 /**
  * Turns on the kernel's per-program run-time accounting (BPF_ENABLE_STATS) for as long as

@@ -99,20 +99,38 @@ export function addrFromKey(key: Uint8Array): string {
   return g.join(":").replace(/(^|:)0(:0)+(:|$)/, "::");
 }
 
+const POSSIBLE_CPUS = "/sys/devices/system/cpu/possible";
+let possible: number | undefined;
+
 /**
- * How many CPUs the kernel may ever bring up (/sys/devices/system/cpu/possible, e.g. "0-3"
- * or "0,2-5"): per-CPU map values hold one slot for each, as libbpf_num_possible_cpus() says.
+ * How many CPUs the kernel may ever bring up: per-CPU map values hold one slot for each, as
+ * libbpf_num_possible_cpus() says. Fixed at boot, so read once per process (the agent opens
+ * the maps for every verb).
  */
-export function possibleCpus(
-  text = Deno.readTextFileSync("/sys/devices/system/cpu/possible"),
-): number {
+export function possibleCpus(): number {
+  if (possible !== undefined) return possible;
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(POSSIBLE_CPUS);
+  } catch (e) {
+    throw new TsnproxyError(
+      `cannot read ${POSSIBLE_CPUS}: ${(e as Error).message}`,
+      "per-CPU maps are sized by it: tsnproxy needs sysfs mounted at /sys",
+    );
+  }
+  possible = countCpuList(text);
+  return possible;
+}
+
+/** The number of CPUs in a kernel cpu list such as "0-3" or "0,2-5". */
+export function countCpuList(text: string): number {
   let n = 0;
   for (const part of text.trim().split(",")) {
     const m = /^(\d+)(?:-(\d+))?$/.exec(part);
     if (!m) {
       throw new TsnproxyError(
         `cannot parse the possible CPUs: "${text.trim()}"`,
-        "/sys/devices/system/cpu/possible should hold a list such as 0-3: is sysfs mounted?",
+        `${POSSIBLE_CPUS} should hold a list such as 0-3: is sysfs mounted at /sys?`,
       );
     }
     n += (m[2] === undefined ? 0 : Number(m[2]) - Number(m[1])) + 1;

@@ -4,16 +4,16 @@
  * replaced libbpf_num_possible_cpus().
  */
 import assert from "node:assert/strict";
-import { possibleCpus } from "../../src/bpf/maps.ts";
+import { countCpuList, possibleCpus } from "../../src/bpf/maps.ts";
 import { mapLookup, objGet } from "../../src/bpf/sys.ts";
 import { KernelError } from "../../src/errors.ts";
 import { closeFd, Errno, ifNameToIndex, monotonicNs, openReadOnly } from "../../src/ffi/libc.ts";
 
-Deno.test("possibleCpus reads the kernel's cpu list format", () => {
-  assert.equal(possibleCpus("0\n"), 1);
-  assert.equal(possibleCpus("0-3\n"), 4);
-  assert.equal(possibleCpus("0,2-5,7"), 6);
-  assert.throws(() => possibleCpus("zero"), /cannot parse the possible CPUs: "zero"/);
+Deno.test("the possible-CPU count reads the kernel's cpu list format", () => {
+  assert.equal(countCpuList("0\n"), 1);
+  assert.equal(countCpuList("0-3\n"), 4);
+  assert.equal(countCpuList("0,2-5,7"), 6);
+  assert.throws(() => countCpuList("zero"), /cannot parse the possible CPUs: "zero"/);
   // This machine's own list, as libbpf would count it.
   assert.ok(possibleCpus() >= navigator.hardwareConcurrency);
 });

@@ -1,21 +1,24 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * restore: tc egress of the node's TSN interface (default), or tc ingress of the pod's
- * host-side veth.
+ * restore: tc egress of the node's TSN interface, first of every program there.
  *
- * Writes the pod's priority back (taprio/mqprio map it to a traffic class) from the tag the
- * saver put in skb->tc_index. Otherwise recomputes the packet's fingerprint and, when the
- * saver recorded it within the age limit, restores the priority and, when the kernel
- * dropped it on the way, the launch time with its clock type (etf and taprio's
- * txtime-assist read it).
+ * Writes back what admit decided for a pod's packet, after the node's bridging, routing,
+ * NAT and tunnels have had it: from the tag (skb->tc_index, then cleared, so the programs
+ * after this one see the packet as they would without tsnproxy), or from this CPU's stage,
+ * matched by fingerprint (tsnproxy.h says why one CPU's stage is enough). A launch time
+ * without a clock type, which forwarding clears, is written back with the priority.
  *
- * Cost order: a tagged packet is done after one load and two stores. Then packets the node
- * itself sends (ingress_ifindex 0) are never in the table and leave; while no pod has saved
- * anything in the table within max_age, forwarded packets leave after one jiffies
- * comparison; only then is the packet parsed and looked up. The tag is checked first
- * because tunnel encapsulation (VXLAN, IPIP) turns a pod's packet into one the node sends.
+ * Cost order: a tagged packet is done after one load and a few stores. Otherwise, while this
+ * CPU has staged nothing within the age limit, one map lookup and a clock read. Only then is
+ * the packet parsed: its own headers, then, for a tunnel (VXLAN, Geneve, IPIP), the
+ * encapsulated packet's, which is what admit saw.
  */
 #include "tsnproxy.h"
+
+#define VXLAN_PORT 4789
+#define VXLAN_LINUX_PORT 8472 /* the Linux kernel's default, Flannel's */
+#define GENEVE_PORT 6081
+#define ETH_P_TEB_ 0x6558     /* Transparent Ethernet Bridging (Geneve's inner Ethernet) */
 
 static __always_inline void count_pod(__u16 slot)
 {
@@ -25,76 +28,149 @@ static __always_inline void count_pod(__u16 slot)
 		c->restored++; /* per-CPU: no atomics needed */
 }
 
-static __always_inline void restore_tstamp(struct __sk_buff *skb, struct tsnp_meta *m)
+static __always_inline void write_tstamp(struct __sk_buff *skb, __u64 ts)
 {
-	if (m->tstamp_type == TSNP_TSTAMP_UNSPEC) {
-		/* The clock-less stamp old kernels carry for SO_TXTIME: a plain write keeps
-		 * the type unspecified, which is what the app's own packet had. */
-		skb->tstamp = m->tstamp;
-	} else if (bpf_skb_set_tstamp(skb, m->tstamp, m->tstamp_type) < 0) {
+	/* An untyped stamp, as the app's packet had: clear whatever type the stack left
+	 * (bpf_skb_set_tstamp takes an untyped value only as 0 before 6.11), then write the
+	 * value; a write at egress keeps the type bits. */
+	if (bpf_skb_set_tstamp(skb, 0, TSNP_TSTAMP_UNSPEC) < 0) {
 		tsnp_count(TSNP_TSTAMP_FAILED);
 		return;
 	}
+	skb->tstamp = ts;
 	tsnp_count(TSNP_RESTORED_TSTAMP);
+}
+
+/* The encapsulated packet's L3 offset for VXLAN, Geneve and IPIP/SIT, or -1. */
+static __always_inline int inner_l3(struct tsnp_pkt *pk, struct tsnp_fp *outer, struct tsnp_l3 *l3)
+{
+	__u16 dport;
+	__u8 g[4];
+
+	if (l3->l4off < 0)
+		return -1;
+	if (outer->l4proto == IPPROTO_IPIP || outer->l4proto == IPPROTO_IPV6)
+		return l3->l4off;
+	if (outer->l4proto != IPPROTO_UDP ||
+	    tsnp_load(pk, l3->l4off + 2, &dport, sizeof(dport)) < 0)
+		return -1;
+	if (dport == bpf_htons(VXLAN_PORT) || dport == bpf_htons(VXLAN_LINUX_PORT))
+		return tsnp_l3_after_eth(pk, l3->l4off + 8 + 8);
+	if (dport != bpf_htons(GENEVE_PORT) || tsnp_load(pk, l3->l4off + 8, g, sizeof(g)) < 0 ||
+	    g[2] != (ETH_P_TEB_ >> 8) || g[3] != (ETH_P_TEB_ & 0xff))
+		return -1;
+	/* Geneve: 8 bytes, then options of (byte 0 & 0x3f) words, then the inner Ethernet. */
+	return tsnp_l3_after_eth(pk, l3->l4off + 8 + 8 + (g[0] & 0x3f) * 4);
+}
+
+/* This packet's staged entry (fresh or not), or NULL. */
+static __always_inline struct tsnp_stage_entry *lookup(struct tsnp_stage *st,
+						       struct tsnp_fp *fp)
+{
+	struct tsnp_stage_entry *e = &st->e[tsnp_fp_hash(fp) & (TSNP_STAGE_SLOTS - 1)];
+
+	return e->when && tsnp_fp_equal(&e->fp, fp) ? e : NULL;
+}
+
+static __always_inline int restore_tag(struct __sk_buff *skb, __u32 tag)
+{
+	struct tsnp_config *cfg = tsnp_config_get();
+	__u32 prio = tag & TSNP_TAG_PRIO_MAX;
+
+	if (!cfg || !(cfg->flags & TSNP_CONFIG_TAGS))
+		return 0;
+	/* Our admit never tags above the node's ceiling; a pod that bypasses admit could. */
+	if (prio > cfg->node.max_priority) {
+		prio = cfg->node.max_priority;
+		tsnp_count(TSNP_TAG_CLAMPED);
+	}
+	skb->priority = prio;
+	skb->tc_index = 0;
+	tsnp_count(TSNP_RESTORED_TAG);
+	count_pod((tag >> 4) & (TSNP_SLOTS - 1));
+	return 1;
 }
 
 SEC("tc")
 int tsnp_restore(struct __sk_buff *skb)
 {
-	__u32 tag = skb->tc_index;
-	__u8 ttype;
-	struct tsnp_fp fp = {};
+	__u32 tci = skb->tc_index;
+	struct tsnp_pkt pk = tsnp_pkt_of(skb);
+	struct tsnp_frag_follow *f;
+	struct tsnp_stage_entry *e;
 	struct tsnp_config *cfg;
-	struct tsnp_live *live;
-	struct tsnp_meta *m;
+	struct tsnp_fp fp = {};
+	struct tsnp_l3 l3 = {};
+	struct tsnp_stage *st;
+	__u32 zero = 0;
 	__u64 now;
+	int ip, in;
 
-	if (tsnp_is_tag(tag)) {
-		skb->priority = tag & TSNP_TAG_PRIO_MAX;
-		tsnp_count(TSNP_RESTORED);
-		count_pod((tag >> 4) & (TSNP_SLOTS - 1));
+	if (tsnp_is_tag(tci) && restore_tag(skb, tci))
 		return TSNP_NEXT;
-	}
-	ttype = skb->tstamp_type; /* read it: otherwise tc ingress hides TAI stamps */
-	/* Sent by the node: even with the same bytes as a pod's packet, not ours to change. */
-	if (!skb->ingress_ifindex)
-		return TSNP_NEXT;
-	live = tsnp_live_get();
-	if (!live)
-		return TSNP_NEXT;
-	if (live->gate_jiffies &&
-	    tsnp_older_than(bpf_jiffies64(), live->last_save_jiffies, live->gate_jiffies))
-		return TSNP_NEXT; /* nothing saved recently enough to restore: no parsing */
-	if (tsnp_fingerprint(skb, &fp) < 0)
-		return TSNP_NEXT;
-	m = bpf_map_lookup_elem(&tsnp_meta, &fp);
-	if (!m) {
-		tsnp_count(TSNP_NOT_FOUND);
-		return TSNP_NEXT;
-	}
+
+	st = bpf_map_lookup_elem(&tsnp_stage, &zero);
 	cfg = tsnp_config_get();
-	if (!cfg)
+	if (!st || !cfg || !st->last_when)
 		return TSNP_NEXT;
-	now = bpf_ktime_get_ns();
-	if (tsnp_older_than(now, m->saved_ns, cfg->max_age_ns)) {
-		tsnp_count(TSNP_EXPIRED);
-		bpf_map_delete_elem(&tsnp_meta, &fp);
+	now = bpf_ktime_get_coarse_ns();
+	if (tsnp_older_than(now, st->last_when, cfg->stage_max_age_ns))
+		return TSNP_NEXT; /* nothing staged on this CPU recently: nothing to parse for */
+
+	ip = tsnp_fp_of(skb, &fp, &l3);
+	e = lookup(st, &fp);
+	if (!e && ip) {
+		/* A tunnel: admit saw the encapsulated packet. */
+		in = inner_l3(&pk, &fp, &l3);
+		if (in >= 0) {
+			__builtin_memset(&fp, 0, sizeof(fp));
+			if (tsnp_fp_at(skb, in, &fp, &l3))
+				e = lookup(st, &fp);
+		}
+	}
+	if (!e) {
+		/* A later fragment of a datagram the node fragmented after admit. */
+		f = &st->follow;
+		if (ip && fp.frag && f->when && fp.family == 4 && f->id == l3.id &&
+		    f->l4proto == fp.l4proto && f->saddr == l3.saddr && f->daddr == l3.daddr &&
+		    !tsnp_older_than(now, f->when, cfg->stage_max_age_ns)) {
+			skb->priority = f->priority;
+			if (f->flags & TSNP_STAGED_TSTAMP)
+				write_tstamp(skb, f->tstamp);
+			tsnp_count(TSNP_RESTORED_FRAG);
+			count_pod(f->slot);
+		} else {
+			tsnp_count(TSNP_STAGE_MISS);
+		}
 		return TSNP_NEXT;
 	}
-	if (__sync_fetch_and_add(&m->pending, -1) <= 0) {
-		/* Every saved copy was restored already: this one is a duplicate we never saw. */
-		__sync_fetch_and_add(&m->pending, 1);
-		tsnp_count(TSNP_NOT_FOUND);
+	if (tsnp_older_than(now, e->when, cfg->stage_max_age_ns)) {
+		e->when = 0;
+		tsnp_count(TSNP_STAGE_EXPIRED);
 		return TSNP_NEXT;
 	}
 
-	skb->priority = m->priority;
-	if ((m->flags & TSNP_META_HAS_TSTAMP) && (!skb->tstamp || ttype != m->tstamp_type))
-		restore_tstamp(skb, m);
-	tsnp_count(TSNP_RESTORED);
-	count_pod(m->slot);
-	if (m->pending <= 0)
-		bpf_map_delete_elem(&tsnp_meta, &fp);
+	skb->priority = e->priority;
+	if (e->flags & TSNP_STAGED_TSTAMP)
+		write_tstamp(skb, e->tstamp);
+	if (!(e->flags & TSNP_STAGED_RESTORED))
+		e->flags |= TSNP_STAGED_RESTORED;
+	tsnp_count(TSNP_RESTORED_STAGE);
+	count_pod(e->slot);
+	if (l3.more_frags && fp.family == 4 && !fp.frag) {
+		f = &st->follow;
+		f->when = now;
+		f->saddr = l3.saddr;
+		f->daddr = l3.daddr;
+		f->id = l3.id;
+		f->l4proto = fp.l4proto;
+		f->priority = e->priority;
+		f->tstamp = e->tstamp;
+		f->flags = e->flags & TSNP_STAGED_TSTAMP;
+		f->slot = e->slot;
+	}
+	/* Not consumed: the same packet may leave by a second TSN interface (a bridge flood, a
+	 * multicast route); a later admit on this CPU overwrites it anyway. */
 	return TSNP_NEXT;
 }
 

@@ -2,105 +2,39 @@
 /*
  * save: tc egress of the pod's interface, inside the pod's network namespace.
  *
- * Takes the TSN metadata the app's socket put on a packet (SO_PRIORITY -> skb->priority,
- * SO_TXTIME + SCM_TXTIME -> skb->tstamp), applies the pod's priority policy, and puts it
- * where it survives the way to the TSN NIC (see tsnproxy.h): in the tag (skb->tc_index) for
- * a priority of 0-15, in the fingerprint table for what the tag cannot carry. Packets
- * without metadata (priority 0, no launch time) cost a few loads and are left as they are.
+ * Turns what the app's socket set (SO_PRIORITY -> skb->priority, SO_TXTIME + SCM_TXTIME ->
+ * skb->tstamp) into a request admit reads on the host side of the crossing (tsnproxy.h).
+ * Nothing here decides anything: the pod can reach this hook (its own tc filters may run
+ * after it), so admit treats the request as the pod's wish and applies the node's policy.
+ *
+ * Every packet gets a request, so none carries a stale one into the crossing (a pod that
+ * routes another pod's packets passes on its own request, not the first pod's). No maps,
+ * no parsing on the common path.
  */
 #include "tsnproxy.h"
 
-static __always_inline int same_addr(struct tsnp_addr *a, struct tsnp_addr *b)
-{
-	__u64 x[2], y[2];
-
-	__builtin_memcpy(x, a, sizeof(x));
-	__builtin_memcpy(y, b, sizeof(y));
-	return x[0] == y[0] && x[1] == y[1];
-}
-
-/* The pod's policy: its own entry (by source address) or the node default, through this
- * CPU's one-entry cache (struct tsnp_policy_cache). */
-static __always_inline struct tsnp_policy *policy_for(struct tsnp_addr *src, struct tsnp_config *cfg)
-{
-	__u32 zero = 0;
-	struct tsnp_policy_cache *c = bpf_map_lookup_elem(&tsnp_policy_cache, &zero);
-	__u64 *genp = bpf_map_lookup_elem(&tsnp_policy_gen, &zero);
-	__u64 gen = genp ? *genp : 0;
-	struct tsnp_policy *p;
-
-	if (c && gen && c->gen == gen && same_addr(&c->src, src))
-		return &c->policy;
-	p = bpf_map_lookup_elem(&tsnp_policy, src);
-	if (!p)
-		p = &cfg->default_policy;
-	if (!c)
-		return p;
-	c->src = *src;
-	c->policy = *p;
-	c->gen = gen;
-	return &c->policy;
-}
-
-static __always_inline __u32 apply_policy(struct tsnp_policy *p, __u32 prio)
-{
-	if ((p->flags & TSNP_POLICY_REMAP) && prio < 16)
-		prio = p->remap[prio & 0xf];
-	if (prio > p->max_priority)
-		prio = p->max_priority;
-	return prio;
-}
-
 /*
- * A packet without metadata of its own must not carry a tag out of the pod: one that
- * arrived tagged from another pod and is routed on by this one would otherwise restore
- * the first pod's priority. Another program's tc_index is left alone.
+ * The request stage, for what the request cannot hold: a priority above its bits, or an
+ * untyped launch time on a frame that is not IP. Returns 0 when staged.
  */
-static __always_inline int untag(struct __sk_buff *skb)
-{
-	if (tsnp_is_tag(skb->tc_index))
-		skb->tc_index = 0;
-	return TSNP_NEXT;
-}
-
-/* The fingerprint table, for metadata the tag cannot carry. Returns 0, or -1 (not saved). */
-static __always_inline int save_to_table(struct __sk_buff *skb, struct tsnp_meta *meta)
+static __always_inline int stage_request(struct __sk_buff *skb, __u32 prio, __u64 ts)
 {
 	struct tsnp_fp fp = {};
-	struct tsnp_meta *old;
-	struct tsnp_live *live;
+	struct tsnp_l3 l3 = {};
+	struct tsnp_req_stage *st;
+	struct tsnp_req_entry *e;
+	__u32 zero = 0;
 
-	if (tsnp_fingerprint(skb, &fp) < 0)
+	tsnp_fp_of(skb, &fp, &l3);
+	st = bpf_map_lookup_elem(&tsnp_req_stage, &zero);
+	if (!st)
 		return -1;
-	meta->saved_ns = bpf_ktime_get_ns();
-	meta->pending = 1;
-
-	/* Byte-identical packets in flight share a fingerprint: count them, so each one
-	 * restores. A different packet's old entry under the same key is replaced. */
-	old = bpf_map_lookup_elem(&tsnp_meta, &fp);
-	if (old && old->priority == meta->priority && old->tstamp == meta->tstamp &&
-	    old->flags == meta->flags && old->pending > 0) {
-		__sync_fetch_and_add(&old->pending, 1);
-		old->saved_ns = meta->saved_ns;
-		/* The restorer may have deleted it meanwhile; then store it anew below. */
-		if (bpf_map_lookup_elem(&tsnp_meta, &fp) == old)
-			goto saved;
-	}
-	if (bpf_map_update_elem(&tsnp_meta, &fp, meta, BPF_ANY) < 0) {
-		tsnp_count(TSNP_SAVE_FAILED);
-		return -1;
-	}
-saved:
-	live = tsnp_live_get();
-	if (live) {
-		/* Before the packet can reach a restorer; written once per jiffy at most, so
-		 * savers on different CPUs rarely contend for the cache line. */
-		__u64 j = bpf_jiffies64();
-
-		if (live->last_save_jiffies != j)
-			live->last_save_jiffies = j;
-	}
-	tsnp_count(TSNP_SAVED_TABLE);
+	e = &st->e[tsnp_fp_hash(&fp) & (TSNP_REQ_STAGE_SLOTS - 1)];
+	e->fp = fp;
+	e->priority = prio;
+	e->tstamp = ts;
+	e->len = skb->len;
+	e->when = bpf_ktime_get_coarse_ns();
 	return 0;
 }
 
@@ -110,56 +44,27 @@ int tsnp_save(struct __sk_buff *skb)
 	__u32 prio = skb->priority;
 	__u8 ttype = skb->tstamp_type; /* read it: otherwise tc hides TAI stamps as 0 */
 	__u64 ts = skb->tstamp;
-	struct tsnp_meta meta = {};
-	struct tsnp_pod_counters *c;
-	struct tsnp_config *cfg;
-	struct tsnp_policy *pol;
-	struct tsnp_addr src;
-	__u32 allowed;
-	__u8 l4proto;
+	__u16 req = TSNP_REQ;
+	__u64 staged_ts = 0;
 
-	if (!prio && !ts)
-		return untag(skb);
-	if (tsnp_source(skb, &src, &l4proto) < 0)
-		return untag(skb);
-	/* TCP stamps every skb with its monotonic pacing time: that is the stack's, not a
-	 * launch time the app chose (TCP has no SO_TXTIME). */
-	if (ts && !(l4proto == IPPROTO_TCP && ttype == TSNP_TSTAMP_MONO)) {
-		meta.flags |= TSNP_META_HAS_TSTAMP;
-		meta.tstamp = ts;
-		meta.tstamp_type = ttype;
+	/*
+	 * A launch time without a clock type (CLOCK_TAI before 6.11, CLOCK_REALTIME) is cleared
+	 * at the crossing; a mono-typed one is kept. Mark it mono for the crossing only: admit
+	 * takes it off again before anything else sees the packet.
+	 */
+	if (ts && ttype == TSNP_TSTAMP_UNSPEC) {
+		if (bpf_skb_set_tstamp(skb, ts, BPF_SKB_TSTAMP_DELIVERY_MONO) == 0)
+			req |= TSNP_REQ_STAMP_MOVED;
+		else
+			staged_ts = ts; /* not IP: the kernel types only IP stamps */
 	}
-	if (!prio && !meta.flags)
-		return untag(skb);
-
-	cfg = tsnp_config_get();
-	if (!cfg)
-		return untag(skb);
-	pol = policy_for(&src, cfg);
-	allowed = apply_policy(pol, prio);
-	if (allowed != prio) {
-		tsnp_count(TSNP_SAVE_CLAMPED);
-		/* Enforce it inside the pod too: the packet may leave by a path we do not restore. */
-		skb->priority = allowed;
+	if (prio > TSNP_REQ_PRIO_MASK || staged_ts) {
+		if (stage_request(skb, prio, staged_ts) == 0)
+			req |= TSNP_REQ_STAGED;
+		if (prio > TSNP_REQ_PRIO_MASK)
+			prio = TSNP_REQ_PRIO_MASK; /* the stage missing: admit clamps this one */
 	}
-
-	/* A typed launch time survives on its own; an untyped one is cleared on the way. */
-	if (allowed <= TSNP_TAG_PRIO_MAX && !(cfg->flags & TSNP_CONFIG_TABLE_ONLY) &&
-	    !((meta.flags & TSNP_META_HAS_TSTAMP) && ttype == TSNP_TSTAMP_UNSPEC)) {
-		skb->tc_index = tsnp_tag(pol->slot, allowed);
-	} else {
-		untag(skb);
-		meta.priority = allowed;
-		meta.slot = pol->slot;
-		if (save_to_table(skb, &meta) < 0)
-			return TSNP_NEXT;
-	}
-	tsnp_count(TSNP_SAVED);
-	c = tsnp_pod_counters_of(pol->slot);
-	if (c) {
-		c->saved++; /* per-CPU: no atomics needed */
-		c->clamped += allowed != prio;
-	}
+	skb->tc_index = req | prio;
 	return TSNP_NEXT;
 }
 

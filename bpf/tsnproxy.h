@@ -1,36 +1,44 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * tsnproxy datapath: definitions shared by every program.
+ * tsnproxy datapath, ABI 2: definitions shared by every program.
  *
- * The kernel erases a pod packet's TSN metadata when it crosses the pod's veth
- * (__dev_forward_skb zeroes skb->priority, scrubbing clears an untyped skb->tstamp,
- * IPv4 forwarding rewrites priority from TOS). The saver (save.c, pod eth0 egress) puts
- * that metadata where it survives; the restorer (restore.c, TSN NIC egress) writes it back.
+ * The kernel erases a pod packet's TSN metadata when it crosses the pod's veth or netkit
+ * device (the crossing zeroes skb->priority and clears a launch time without a clock type)
+ * and again when the node forwards it (IPv4 forwarding rewrites skb->priority from the TOS
+ * byte; forwarding clears an untyped launch time). Three programs carry it across:
  *
- * Two carriers, chosen per packet by the saver:
+ *   save     tc egress of the pod's interface, in the pod's namespace. Writes what the
+ *            app's socket set into a *request* (below). The pod can reach this hook and
+ *            everything before it, so the request is only a request.
+ *   admit    the pod's host-side interface: tc/tcx ingress of the veth peer, or the netkit
+ *            peer hook, ahead of every other program there. The pod cannot reach it. It
+ *            reads the request, clears every trace of it from the packet (so the primary
+ *            CNI's programs see the packet as they would without tsnproxy), decides the
+ *            priority from the pod's policy (keyed by this interface, never by anything in
+ *            the packet), writes it into skb->priority and hands it to the carrier.
+ *   restore  tc egress of the node's TSN interface(s): writes the carried priority and
+ *            launch time back, after the node's routing, NAT and tunnels.
  *
- * 1. The tag (nearly every packet): skb->tc_index. Nothing between the pod's veth and the
- *    node's NIC touches it: veth scrubbing, bridging, routing, NAT, GSO segmentation, IP
- *    fragmentation and tunnel encapsulation (VXLAN, IPIP) keep or copy it, and its only
- *    in-kernel writers were the dsmark qdisc and the tcindex classifier (removed in 6.8 and
- *    6.3). It holds a priority of 0-15 (all taprio and mqprio look at) and the pod's counter
- *    slot. A launch time with a clock type (CLOCK_MONOTONIC, or CLOCK_TAI on 6.11+) needs no
- *    carrier: scrubbing and forwarding keep typed stamps. No map, no parsing at restore,
- *    nothing to expire: the metadata travels on the packet itself.
+ * Two carriers take the admitted metadata from admit to restore; which one is per pod
+ * (struct tsnp_pod.flags), chosen by user space from what else is attached on the pod's
+ * way (src/bpf/carrier.ts):
  *
- * 2. The fingerprint table (the rest): a launch time without a clock type (CLOCK_TAI before
- *    6.11), which the veth crossing clears, or a priority above 15 (a qdisc class id). The
- *    saver records the metadata under a content fingerprint of the packet; the restorer
- *    recomputes it and looks it up.
+ * 1. The tag, in skb->tc_index: for paths where nothing else reads or writes tc_index
+ *    (kernel datapaths: bridge, routing, NAT, VXLAN/IPIP, which keep or copy it). One store
+ *    at admit, one load and two stores at restore, nothing to parse, no state.
+ * 2. The stage, a per-CPU table keyed by a fingerprint of the packet that NAT and
+ *    tunnelling leave alone: for paths where another datapath owns tc_index (Cilium keeps
+ *    its own flags in it; a classic tc filter returning TC_ACT_OK resets it), and for what
+ *    the tag cannot hold (priorities above 15, launch times without a clock type). Per CPU
+ *    because admit and restore run in one call chain on one CPU: from the host-side
+ *    interface's ingress through bridging, forwarding, netfilter and tunnel encapsulation
+ *    to the NIC's tc egress nothing queues the packet, so the entry admit writes is read
+ *    by the restore of the same packet before any other packet can be admitted on that
+ *    CPU. Two pods sending byte-identical packets at once therefore never share an entry,
+ *    and the table needs no locks, no LRU and no garbage collector.
  *
- * Why a content fingerprint and not the skb pointer: the pointer is recycled within
- * microseconds (stale entries then restore the wrong metadata onto unrelated packets),
- * changes when anything re-creates the skb (an XDP program on the host veth), and needs
- * bpf_cast_to_kern_ctx (6.2+). The fingerprint uses only fields that SNAT, DNAT and
- * routing leave alone: the IP length and id / IPv6 flow label, the L4 protocol, TCP
- * sequence/ack/flags/window, the ICMP type/code/sequence, the UDP length, and the first
- * payload bytes. Ports, addresses, TTL, TOS/ECN and checksums are left out because NAT,
- * routing or ECN marking change them.
+ * A launch time with a clock type (CLOCK_MONOTONIC, or CLOCK_TAI on 6.11+) needs no
+ * carrier: the kernel keeps typed stamps across the crossing and forwarding.
  */
 #ifndef TSNPROXY_H
 #define TSNPROXY_H
@@ -43,6 +51,10 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+/* The datapath's ABI: map layouts, pin layout and the formats below. A change to any of
+ * them is a new ABI, pinned beside the old one (src/bpf/pins.ts). */
+#define TSNP_ABI 2
+
 /* Hand the packet to the next tc/tcx program (tcx: TCX_NEXT; cls_bpf: TC_ACT_UNSPEC).
  * Returning TC_ACT_OK would end the chain and skip the primary CNI's own programs. */
 #define TSNP_NEXT TC_ACT_UNSPEC
@@ -53,13 +65,26 @@
 #define TSNP_TSTAMP_TAI 2 /* 6.11+ */
 
 /*
- * The tag in skb->tc_index: 0b101 in bits 15-13 (another user's value is not mistaken for
- * ours), the pod's counter slot in bits 12-4, the priority in bits 3-0.
+ * The request: what the saver writes into skb->tc_index for admit, on the pod's side of the
+ * crossing. 0b110 in bits 15-13, then flags, then the priority the socket set (0-1023;
+ * larger ones travel in the request stage with TSNP_REQ_STAGED).
+ */
+#define TSNP_REQ_MASK 0xe000
+#define TSNP_REQ 0xc000
+#define TSNP_REQ_STAMP_MOVED 0x1000 /* the launch time was untyped: moved into a mono stamp */
+#define TSNP_REQ_STAGED 0x0800	    /* the rest is in the request stage (tsnp_req_stage) */
+#define TSNP_REQ_PRIO_BITS 10
+#define TSNP_REQ_PRIO_MASK ((1 << TSNP_REQ_PRIO_BITS) - 1)
+
+/*
+ * The tag: what admit writes into skb->tc_index for the restorer. 0b101 in bits 15-13, the
+ * pod's counter slot in bits 12-4, the priority (0-15) in bits 3-0. Unchanged from ABI 1,
+ * whose savers wrote it directly: a restorer of either ABI reads the other's tags.
  */
 #define TSNP_TAG_MASK 0xe000
 #define TSNP_TAG 0xa000
 #define TSNP_TAG_PRIO_MAX 15
-#define TSNP_SLOTS 512 /* per-pod counter slots; slot 0: no pod (the node default policy) */
+#define TSNP_SLOTS 512 /* per-pod counter slots; slot 0: nobody's */
 
 static __always_inline __u16 tsnp_tag(__u16 slot, __u32 prio)
 {
@@ -71,149 +96,210 @@ static __always_inline int tsnp_is_tag(__u32 tc_index)
 	return (tc_index & TSNP_TAG_MASK) == TSNP_TAG;
 }
 
+static __always_inline int tsnp_is_req(__u32 tc_index)
+{
+	return (tc_index & TSNP_REQ_MASK) == TSNP_REQ;
+}
+
+/*
+ * The priority IPv4 forwarding gives a packet from its TOS byte when
+ * net.ipv4.ip_forward_update_priority is 1 (the default): rt_tos2priority(), whose table maps
+ * (tos & 0x1e) >> 1 in four runs of four to 0 (best effort), 2 (bulk), 6 (interactive) and
+ * 4 (interactive bulk).
+ */
+static __always_inline __u32 tsnp_tos2prio(__u8 tos)
+{
+	__u32 i = (tos >> 3) & 0x3;
+
+	return i == 0 ? 0 : i == 1 ? 2 : i == 2 ? 6 : 4;
+}
+
 #define TSNP_PAYLOAD_SAMPLE 12
 
 /* Offsets below this are read in place when the linear area holds them (headers, sample). */
 #define TSNP_DIRECT_MAX 256
 
-/* The fingerprint: the key of tsnp_meta. 32 bytes, no holes (hashed as bytes). */
+/*
+ * The fingerprint: identifies a packet by what SNAT, DNAT, routing and tunnel encapsulation
+ * leave alone. 32 bytes, no holes, 8-byte aligned (compared and hashed as four words).
+ * Addresses, ports, TTL, TOS/ECN, checksums and the IP total length are left out (NAT,
+ * routing, DSCP rewriting and re-fragmentation change them); the UDP length stands in for
+ * the datagram's length.
+ */
 struct tsnp_fp {
-	__u8 family;	/* 4 or 6 */
+	__u8 family;	/* 4 or 6; 0: none */
 	__u8 l4proto;	/* IPPROTO_* (IPv6: the fixed header's next header) */
-	__u16 l3len;	/* IPv4 total length / IPv6 payload length, network order */
-	__u32 l3id;	/* IPv4 id << 16 | frag_off (network order) / IPv6 flow label */
-	__u32 l4a;	/* TCP seq; UDP length; ICMP type, code, sequence */
+	__u16 frag;	/* IPv4: a later fragment's offset field (flags masked); else 0 */
+	__u32 l3id;	/* IPv4 id / IPv6 flow label, network order */
+	__u32 l4a;	/* TCP seq; UDP length; ICMP type, code, sequence; fragment: 0 */
 	__u32 l4b;	/* TCP ack */
 	__u32 l4c;	/* TCP data offset + flags, window */
 	__u8 payload[TSNP_PAYLOAD_SAMPLE]; /* first bytes after the L4 header, zero padded */
+} __attribute__((aligned(8)));
+
+static __always_inline int tsnp_fp_equal(const struct tsnp_fp *a, const struct tsnp_fp *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+
+/* A multiplicative hash of the four words: the stage's slot index. */
+static __always_inline __u32 tsnp_fp_hash(const struct tsnp_fp *fp)
+{
+	const __u64 *w = (const __u64 *)fp;
+	__u64 h = w[0] * 0x9e3779b97f4a7c15ULL;
+
+	h = (h ^ w[1]) * 0xc2b2ae3d27d4eb4fULL;
+	h = (h ^ w[2]) * 0x165667b19e3779f9ULL;
+	h = (h ^ w[3]) * 0x9e3779b97f4a7c15ULL;
+	return h >> 32;
+}
+
+/* A pod's classification rule, for packets whose socket set no priority. */
+struct tsnp_rule {
+	__u8 family;	 /* 0: any, 4, 6 */
+	__u8 l4proto;	 /* 0: any, else IPPROTO_* */
+	__u8 prefix_len; /* of addr; 0: any destination */
+	__u8 _pad;
+	__u16 port_lo;	 /* destination port range (host order); 0-0: any */
+	__u16 port_hi;
+	__u32 priority;
+	__u32 _pad2;
+	__u8 addr[16];	 /* destination prefix: IPv4 in the first 4 bytes */
 };
 
-#define TSNP_META_HAS_TSTAMP 0x1
+#define TSNP_RULES 8
 
-/* What the app's socket put on the packet, as seen at the pod's egress. */
-struct tsnp_meta {
-	__u64 tstamp;	   /* skb->tstamp (launch time), valid with TSNP_META_HAS_TSTAMP */
-	__u64 saved_ns;	   /* bpf_ktime_get_ns() at save, for the age limit */
-	__s64 pending;	   /* saved copies not yet restored (identical packets share a key) */
-	__u32 priority;	   /* skb->priority after the pod's policy */
-	__u8 tstamp_type;  /* TSNP_TSTAMP_* */
-	__u8 flags;	   /* TSNP_META_* */
-	__u16 slot;	   /* the pod's counter slot (0 = none) */
+#define TSNP_POD_CARRY_TAG 0x1	 /* carrier: the tag */
+#define TSNP_POD_CARRY_STAGE 0x2 /* carrier: the stage; neither: admit only */
+#define TSNP_POD_REMAP 0x4	 /* remap[] applies to priorities 0-15 */
+#define TSNP_POD_CLASSIFY 0x8	 /* default_priority / rules apply to unprioritized packets */
+
+/* A pod interface's policy and carrier, keyed by its host-side ifindex (tsnp_pods). */
+struct tsnp_pod {
+	__u64 cookie;		/* identifies the pod (user space: FNV-1a of the container id) */
+	__u32 max_priority;	/* the ceiling: the node's, lowered by the pod's own layers */
+	__u32 default_priority; /* for packets whose socket set none (TSNP_POD_CLASSIFY) */
+	__u16 slot;		/* counter slot in tsnp_pod_stats (0: none) */
+	__u16 flags;		/* TSNP_POD_* */
+	__u8 nrules;		/* rules[0..nrules) in order; the first match wins */
+	__u8 reason;		/* why this carrier (user space's code, for status and doctor) */
+	__u8 _pad[2];
+	__u32 remap[16];	/* priority p (0-15) becomes remap[p] before the ceiling */
+	struct tsnp_rule rules[TSNP_RULES];
 };
 
-#define TSNP_POLICY_REMAP 0x1
+#define TSNP_CONFIG_TAGS 0x1 /* the restorer trusts tags (some pod may use the tag carrier) */
 
-/* A pod's priority policy: remap table for priorities 0-15, then a clamp. */
-struct tsnp_policy {
-	__u64 pod_cookie;
-	__u32 max_priority;
-	__u16 flags;	    /* TSNP_POLICY_* */
-	__u16 slot;	    /* the pod's counter slot in tsnp_pod_stats (0 = none) */
-	__u8 remap[16];
-};
-
-/* Key of tsnp_policy: the pod's source address, IPv4 as ::ffff:a.b.c.d. */
-struct tsnp_addr {
-	__u8 addr[16];
-} __attribute__((aligned(8))); /* word loads and stores, not sixteen byte-wide ones */
-
+/* The node: one entry (tsnp_config). */
 struct tsnp_config {
-	__u64 max_age_ns;     /* entries older than this never restore; GC removes them */
-	__u64 gc_interval_ns; /* GC timer period */
-	struct tsnp_policy default_policy; /* pods without an entry in tsnp_policy */
-	__u32 flags;	      /* TSNP_CONFIG_* */
+	__u64 stage_max_age_ns; /* a staged entry older than this never restores */
+	__u32 flags;		/* TSNP_CONFIG_* */
 	__u32 _pad;
+	/* The node's own policy layer, which every pod's entry in tsnp_pods starts from (user
+	 * space merges the pod's layers into it at CNI ADD); its ceiling also bounds tags. */
+	struct tsnp_pod node;
+};
+
+/* What a staged packet carries. */
+#define TSNP_STAGED_TSTAMP 0x1	 /* tstamp holds an untyped launch time to write back */
+#define TSNP_STAGED_RESTORED 0x2 /* a restorer has read it (set by the restorer) */
+
+struct tsnp_stage_entry {
+	struct tsnp_fp fp;
+	__u64 when;	/* bpf_ktime_get_coarse_ns() at admit; 0: empty or consumed */
+	__u64 tstamp;
+	__u32 priority;
+	__u16 slot;
+	__u8 flags;	/* TSNP_STAGED_* */
+	__u8 _pad;
+	__u64 _pad2;
+};
+
+/* The last first-fragment restored on this CPU: later fragments of its datagram, made by
+ * the node after admit saw the whole datagram, carry no L4 header to match on. */
+struct tsnp_frag_follow {
+	__u64 when;	/* 0: none */
+	__u64 tstamp;
+	__u32 saddr;	/* as the restorer sees them (after NAT) */
+	__u32 daddr;
+	__u32 priority;
+	__u16 id;
+	__u8 l4proto;
+	__u8 flags;
+	__u16 slot;
+	__u16 _pad;
+	__u32 _pad2;
+};
+
+#define TSNP_STAGE_SLOTS 64 /* per CPU; a power of two */
+
+struct tsnp_stage {
+	__u64 last_when;	/* the newest entry on this CPU (the restorer's idle check) */
+	struct tsnp_frag_follow follow;
+	struct tsnp_stage_entry e[TSNP_STAGE_SLOTS];
 };
 
 /*
- * Every saved packet takes the table, none the tag: for nodes where a classic tc filter
- * between the pods and the TSN NIC returns TC_ACT_OK, after which the kernel resets
- * skb->tc_index (tc_run(): tc_index = TC_H_MIN(classid)). Node config `carrier: table`.
+ * The request stage: what the tag-sized request cannot hold, from the saver to admit on the
+ * same CPU (the pod's packet reaches the host side through this CPU's backlog): a priority
+ * above TSNP_REQ_PRIO_MASK, or an untyped launch time on a frame that is not IP (which the
+ * kernel will not turn into a typed one). The key adds the skb length to the fingerprint:
+ * nothing rewrites the packet between the two hooks.
  */
-#define TSNP_CONFIG_TABLE_ONLY 0x1
+#define TSNP_REQ_STAGE_SLOTS 16
 
-/*
- * Each CPU's saver remembers the last source address it looked up and its policy: a pod's
- * packets come in runs, and the hash lookup is the most expensive step of a tagged save.
- * Valid while gen equals tsnp_policy_gen.
- */
-struct tsnp_policy_cache {
-	struct tsnp_addr src;
-	__u64 gen;	/* 0: empty */
-	struct tsnp_policy policy;
+struct tsnp_req_entry {
+	struct tsnp_fp fp;
+	__u64 when;
+	__u64 tstamp;	/* 0: none */
+	__u32 priority;
+	__u32 len;
+};
+
+struct tsnp_req_stage {
+	struct tsnp_req_entry e[TSNP_REQ_STAGE_SLOTS];
 };
 
 enum tsnp_counter {
-	TSNP_SAVED = 0,		/* packets whose metadata was saved */
-	TSNP_SAVE_CLAMPED,	/* priority changed by the pod's policy */
-	TSNP_SAVE_FAILED,	/* map update failed */
-	TSNP_RESTORED,		/* packets whose metadata was restored */
+	TSNP_ADMITTED = 0,	/* pod packets admit handled */
+	TSNP_ADMIT_REQUESTED,	/* of those, with a request from the pod's saver */
+	TSNP_ADMIT_CLAMPED,	/* priority changed by the pod's policy */
+	TSNP_ADMIT_CLASSIFIED,	/* priority from the pod's default/rules (the socket set none) */
+	TSNP_ADMIT_NO_POD,	/* admit ran on an interface without a pod entry */
+	TSNP_TAGGED,		/* handed to the tag */
+	TSNP_STAGED,		/* handed to the stage */
+	TSNP_STAGE_UNREAD,	/* staged entries overwritten before any restorer read them: pod
+				 * packets that left by another way (to pods, the node, other NICs)
+				 * or, if the restorer's misses grow with it, staged too far ahead */
+	TSNP_STAMP_MOVED,	/* untyped launch times carried */
+	TSNP_REQ_STAGE_MISS,	/* request said "staged" but admit found nothing */
+	TSNP_RESTORED_TAG,	/* packets restored from the tag */
+	TSNP_RESTORED_STAGE,	/* packets restored from the stage */
 	TSNP_RESTORED_TSTAMP,	/* of those, launch time written back */
-	TSNP_EXPIRED,		/* fingerprint found, entry older than max_age (deleted) */
-	TSNP_NOT_FOUND,		/* forwarded IP packet without a saved entry */
-	TSNP_GC_EXPIRED,	/* entries removed by the GC timer */
-	TSNP_GC_RUNS,		/* GC timer callbacks */
+	TSNP_RESTORED_FRAG,	/* later fragments restored from their first fragment */
+	TSNP_TAG_CLAMPED,	/* tag above the node's ceiling (not written by our admit) */
+	TSNP_STAGE_MISS,	/* parsed while entries were pending, none matched */
+	TSNP_STAGE_EXPIRED,	/* matched an entry older than the age limit */
 	TSNP_TSTAMP_FAILED,	/* launch time could not be written */
-	TSNP_SAVED_TABLE,	/* of the saved packets, those that needed the fingerprint table */
 	TSNP_COUNTER_MAX,
 };
 
 struct tsnp_pod_counters {
-	__u64 saved;
+	__u64 admitted;
 	__u64 clamped;
 	__u64 restored;
 };
 
-/*
- * The restorer's gate: when no pod saved anything for longer than max_age, no packet on the
- * TSN NIC can restore, so the restorer skips parsing and lookup. It runs on every packet the
- * NIC sends, so it reads jiffies (a load) rather than the clock (a helper call that costs
- * more than the rest of the idle path). The kernel's HZ is not known to BPF: the GC timer
- * measures jiffies against the monotonic clock on each tick and stores max_age in jiffies,
- * rounded up with two jiffies of slack. Until it has (the first GC interval after install)
- * gate_jiffies is 0 and the restorer always looks.
- */
-struct tsnp_live {
-	__u64 last_save_jiffies; /* stored by savers before their packet leaves them */
-	__u64 gate_jiffies;	 /* max_age in jiffies, or 0: not measured yet */
-	__u64 cal_ns;		 /* the GC's last tick: its clock reading (also a heartbeat) ... */
-	__u64 cal_jiffies;	 /* ... and of jiffies */
-};
-
-struct tsnp_gc_timer {
-	struct bpf_timer timer;
-};
-
-/* Maps are pinned by name under the install's pin root and shared by every program. */
-#ifndef TSNP_META_ENTRIES
-#define TSNP_META_ENTRIES 16384 /* the loader sets the configured size before load */
-#endif
-
-/*
- * An LRU, so saving never fails on a full map. Per-CPU LRU lists (BPF_F_NO_COMMON_LRU): an
- * insert evicts the oldest entry saved on its own CPU, strictly in age order. With the common
- * list, a CPU that runs out of free nodes steals unreferenced ones from other CPUs' pending
- * lists, which can be entries saved microseconds ago whose packet is still on its way: a
- * pod-to-pod flood through a 4096-entry table cost 1 of 5000 prioritized packets that way.
- * Lookups and deletes still see one table across CPUs.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, TSNP_META_ENTRIES);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__type(key, struct tsnp_fp);
-	__type(value, struct tsnp_meta);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} tsnp_meta SEC(".maps");
-
+/* Maps: pinned by name under the ABI's pin directory and shared by every program. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
-	__type(key, struct tsnp_addr);
-	__type(value, struct tsnp_policy);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32); /* host-side ifindex */
+	__type(value, struct tsnp_pod);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} tsnp_policy SEC(".maps");
+} tsnp_pods SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -225,31 +311,27 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, TSNP_COUNTER_MAX);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct tsnp_stage);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} tsnp_stats SEC(".maps");
+} tsnp_stage SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct tsnp_policy_cache);
-} tsnp_policy_cache SEC(".maps");
+	__type(value, struct tsnp_req_stage);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tsnp_req_stage SEC(".maps");
 
-/*
- * The policies' generation: user space writes CLOCK_MONOTONIC ns into it after every change
- * to tsnp_policy or the default policy (a new value each time, 0 = never written), which
- * empties every CPU's tsnp_policy_cache. A map of its own: bumping it rewrites nothing else.
- */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TSNP_COUNTER_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} tsnp_policy_gen SEC(".maps");
+} tsnp_stats SEC(".maps");
 
 /* Per-pod counters by slot. User space hands out slots at CNI ADD and zeroes them. */
 struct {
@@ -269,35 +351,12 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } tsnp_slots SEC(".maps");
 
-static __always_inline struct tsnp_pod_counters *tsnp_pod_counters_of(__u16 slot)
-{
-	__u32 key = slot;
-
-	return slot ? bpf_map_lookup_elem(&tsnp_pod_stats, &key) : NULL;
-}
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct tsnp_gc_timer);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} tsnp_gc SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct tsnp_live);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} tsnp_live SEC(".maps");
-
-static __always_inline struct tsnp_live *tsnp_live_get(void)
-{
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&tsnp_live, &zero);
-}
+/*
+ * Which release's objects these are: user space writes "tsnproxy <version> <objects sha>"
+ * here before loading (src/bpf/loader.ts), so any release can tell, from a live program's
+ * maps, which release loaded it.
+ */
+const volatile char tsnp_release[64] SEC(".rodata.release") = "unstamped";
 
 static __always_inline void tsnp_count(enum tsnp_counter c)
 {
@@ -308,11 +367,11 @@ static __always_inline void tsnp_count(enum tsnp_counter c)
 		*v += 1; /* per-CPU slot: no atomics needed */
 }
 
-/* True when `then` is more than `age` before `now`. Another CPU may have stored a `then`
- * taken after this program read `now`: that is not old, and must not wrap around. */
-static __always_inline int tsnp_older_than(__u64 now, __u64 then, __u64 age)
+static __always_inline struct tsnp_pod_counters *tsnp_pod_counters_of(__u16 slot)
 {
-	return now > then && now - then > age;
+	__u32 key = slot;
+
+	return slot ? bpf_map_lookup_elem(&tsnp_pod_stats, &key) : NULL;
 }
 
 static __always_inline struct tsnp_config *tsnp_config_get(void)
@@ -322,11 +381,18 @@ static __always_inline struct tsnp_config *tsnp_config_get(void)
 	return bpf_map_lookup_elem(&tsnp_config, &zero);
 }
 
+/* True when `then` is more than `age` before `now` (a `then` after `now`, stored by another
+ * CPU, is not old). */
+static __always_inline int tsnp_older_than(__u64 now, __u64 then, __u64 age)
+{
+	return now > then && now - then > age;
+}
+
 /*
- * Copies len bytes at off into to. Headers are read in place (direct packet access) when
- * they lie in the skb's linear area, as they do for everything a local socket sends and for
- * forwarded packets once NAT has touched them; otherwise bpf_skb_load_bytes copies them out
- * of the fragments. len must be a compile-time constant. The packet is never modified.
+ * Header access. Headers are read in place (direct packet access) when they lie in the
+ * skb's linear area, as they do for everything a local socket sends and for forwarded
+ * packets once NAT has touched them; otherwise bpf_skb_load_bytes copies them out of the
+ * fragments. len must be a compile-time constant. The packet is never modified.
  */
 struct tsnp_pkt {
 	struct __sk_buff *skb;
@@ -361,16 +427,15 @@ static __always_inline int tsnp_load(struct tsnp_pkt *pk, __u32 off, void *to, c
 	return bpf_skb_load_bytes(pk->skb, off, to, len);
 }
 
-/* Byte offset of the L3 header, or -1. Handles Ethernet (with up to two in-band VLAN
- * tags) and raw-IP devices, which have no link-layer header at tc. */
-static __always_inline int tsnp_l3_offset(struct tsnp_pkt *pk)
+/* Byte offset of the L3 header after an Ethernet header at `off` (with up to two in-band
+ * VLAN tags), or -1 when the frame carries neither IPv4 nor IPv6. */
+static __always_inline int tsnp_l3_after_eth(struct tsnp_pkt *pk, int off)
 {
-	struct __sk_buff *skb = pk->skb;
 	__u16 proto;
-	int off = 12;
 
+	off += 12;
 	if (tsnp_load(pk, off, &proto, sizeof(proto)) < 0)
-		goto raw;
+		return -1;
 #pragma unroll
 	for (int i = 0; i < 2; i++) {
 		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
@@ -381,9 +446,23 @@ static __always_inline int tsnp_l3_offset(struct tsnp_pkt *pk)
 	}
 	if (proto == bpf_htons(ETH_P_IP) || proto == bpf_htons(ETH_P_IPV6))
 		return off + 2;
-raw:
-	/* No Ethernet header: a raw-IP device; trust skb->protocol. */
-	if (skb->protocol == bpf_htons(ETH_P_IP) || skb->protocol == bpf_htons(ETH_P_IPV6))
+	return -1;
+}
+
+/* Byte offset of the packet's L3 header, or -1. Raw-IP devices (netkit in L3 mode, tun)
+ * have no link-layer header at tc: then skb->protocol says what the first byte starts. */
+static __always_inline int tsnp_l3_offset(struct tsnp_pkt *pk)
+{
+	struct __sk_buff *skb = pk->skb;
+	int off = tsnp_l3_after_eth(pk, 0);
+	__u8 v;
+
+	if (off >= 0)
+		return off;
+	if (tsnp_load(pk, 0, &v, 1) < 0)
+		return -1;
+	if ((skb->protocol == bpf_htons(ETH_P_IP) && (v >> 4) == 4) ||
+	    (skb->protocol == bpf_htons(ETH_P_IPV6) && (v >> 4) == 6))
 		return 0;
 	return -1;
 }
@@ -456,85 +535,100 @@ static __always_inline void tsnp_fp_l4(struct tsnp_pkt *pk, __u32 off, __u32 end
 	}
 }
 
-/* The source address (the saver looks the pod's policy up by it) and the L4 protocol
- * (IPv6: the fixed header's next header). Returns 0, or -1 for packets that are not IP. */
-static __always_inline int tsnp_source(struct __sk_buff *skb, struct tsnp_addr *src,
-				       __u8 *l4proto)
+/* What the fingerprint parser also reports about the packet (the restorer's fragment and
+ * tunnel handling, admit's rules). */
+struct tsnp_l3 {
+	__s32 off;	/* L3 header offset */
+	__s32 l4off;	/* L4 header offset, or -1 for a later fragment */
+	__u32 saddr;	/* IPv4 only */
+	__u32 daddr;
+	__u16 id;	/* IPv4 id (network order) */
+	__u8 tos;	/* IPv4 TOS / IPv6 traffic class */
+	__u8 more_frags;
+};
+
+#define TSNP_FP_L2 0xff /* struct tsnp_fp.family of a frame that is not IP */
+#define TSNP_L3_MAX 1024 /* the deepest L3 header looked for (tunnels with options) */
+
+/*
+ * Fills fp (zeroed by the caller) from the IP header at `l3`. Returns 1 for IPv4/IPv6, 0
+ * otherwise. A global function: the verifier checks it once, not once per call site and
+ * path, which keeps every program that parses well inside the verifier's limits.
+ */
+__noinline int tsnp_fp_at(struct __sk_buff *skb, int l3, struct tsnp_fp *fp,
+			  struct tsnp_l3 *info)
 {
 	struct tsnp_pkt pk = tsnp_pkt_of(skb);
-	int l3 = tsnp_l3_offset(&pk);
-	/* IPv4: through the source address; IPv6: next header, hop limit. Word-aligned, so the
-	 * copy out of the packet is four loads, not sixteen byte loads and the shifts joining
-	 * them. */
-	__u8 h[16] __attribute__((aligned(8)));
+	__u8 h[40] __attribute__((aligned(8)));
+	__u32 end, plen, ihl;
+	__u16 fo;
 
-	if (l3 < 0 || tsnp_load(&pk, l3, h, sizeof(h)) < 0)
-		return -1;
+	if (!fp || !info)
+		return 0;
+	if (l3 < 0 || l3 > TSNP_L3_MAX || tsnp_load(&pk, l3, h, 20) < 0)
+		return 0;
+	info->off = l3;
 	switch (h[0] >> 4) {
 	case 4:
-		*l4proto = h[9];
-		__builtin_memset(src, 0, sizeof(*src));
-		src->addr[10] = 0xff;
-		src->addr[11] = 0xff;
-		__builtin_memcpy(&src->addr[12], &h[12], 4);
-		return 0;
-	case 6:
-		*l4proto = h[6];
-		return tsnp_load(&pk, l3 + 8, src->addr, sizeof(src->addr));
-	}
-	return -1;
-}
-
-/* Fills fp from the packet. Returns 0, or -1 for packets that are not IPv4/IPv6. */
-static __always_inline int tsnp_fingerprint(struct __sk_buff *skb, struct tsnp_fp *fp)
-{
-	struct tsnp_pkt pk = tsnp_pkt_of(skb);
-	int l3 = tsnp_l3_offset(&pk);
-	__u32 end, plen;
-	__u8 version;
-
-	if (l3 < 0 || tsnp_load(&pk, l3, &version, 1) < 0)
-		return -1;
-	version >>= 4;
-	if (version == 4) {
-		__u8 h[20];
-		__u32 ihl;
-
-		if (tsnp_load(&pk, l3, h, sizeof(h)) < 0)
-			return -1;
 		ihl = (h[0] & 0xf) * 4;
 		if (ihl < 20)
-			return -1;
+			return 0;
 		fp->family = 4;
 		fp->l4proto = h[9];
-		__builtin_memcpy(&fp->l3len, &h[2], 2);
-		__builtin_memcpy(&fp->l3id, &h[4], 4); /* id, flags + fragment offset */
+		__builtin_memcpy(&info->id, &h[4], 2);
+		fp->l3id = info->id;
+		__builtin_memcpy(&info->saddr, &h[12], 4);
+		__builtin_memcpy(&info->daddr, &h[16], 4);
+		info->tos = h[1];
+		fo = ((__u16)(h[6] & 0x1f) << 8) | h[7];
+		info->more_frags = (h[6] & 0x20) != 0;
 		plen = ((__u32)h[2] << 8) | h[3];
 		/* total length 0: a BIG TCP GSO packet, bounded by the skb */
 		end = plen ? l3 + plen : skb->len;
-		/* Later fragments carry no L4 header: sample their payload instead. */
-		if ((h[6] & 0x1f) | h[7])
+		if (fo) {
+			/* A later fragment carries no L4 header: its offset and payload instead. */
+			fp->frag = fo;
+			info->l4off = -1;
 			tsnp_sample(&pk, l3 + ihl, end, fp);
-		else
+		} else {
+			info->l4off = l3 + ihl;
 			tsnp_fp_l4(&pk, l3 + ihl, end, fp);
-		return 0;
-	}
-	if (version == 6) {
-		__u8 h[40];
-
+		}
+		return 1;
+	case 6:
 		if (tsnp_load(&pk, l3, h, sizeof(h)) < 0)
-			return -1;
+			return 0;
 		fp->family = 6;
 		fp->l4proto = h[6];
-		__builtin_memcpy(&fp->l3len, &h[4], 2);
-		fp->l3id = ((__u32)(h[1] & 0x0f) << 16) | ((__u32)h[2] << 8) | h[3];
+		fp->l3id = bpf_htonl(((__u32)(h[1] & 0x0f) << 16) | ((__u32)h[2] << 8) | h[3]);
+		info->tos = (h[0] << 4) | (h[1] >> 4);
 		plen = ((__u32)h[4] << 8) | h[5];
 		/* payload length 0: a jumbogram (BIG TCP), bounded by the skb */
 		end = plen ? l3 + 40 + plen : skb->len;
+		info->l4off = l3 + 40;
 		tsnp_fp_l4(&pk, l3 + 40, end, fp);
-		return 0;
+		return 1;
 	}
-	return -1;
+	return 0;
+}
+
+/*
+ * The fingerprint of any frame (fp zeroed by the caller): IP as above; anything else (an IEEE
+ * 1722 AVTP stream, PTP) by its ethertype and first payload bytes, which for a stream
+ * protocol hold the stream id and sequence number. Returns 1 for IP, 0 for another frame.
+ */
+__noinline int tsnp_fp_of(struct __sk_buff *skb, struct tsnp_fp *fp, struct tsnp_l3 *info)
+{
+	struct tsnp_pkt pk = tsnp_pkt_of(skb);
+
+	if (!fp || !info)
+		return 0;
+	if (tsnp_fp_at(skb, tsnp_l3_offset(&pk), fp, info))
+		return 1;
+	__builtin_memset(fp, 0, sizeof(*fp));
+	fp->family = TSNP_FP_L2;
+	tsnp_sample(&pk, 12, skb->len, fp);
+	return 0;
 }
 
 #endif /* TSNPROXY_H */

@@ -1,8 +1,14 @@
 /**
- * Attaching a pinned program to an interface's tc hook, in any network namespace, with
- * tcx (kernel 6.6+: a BPF link, pinned so it outlives this process) or classic clsact +
- * cls_bpf direct-action (older kernels). Either way the programs return "next", so the
- * primary CNI's own programs on the same hook keep running.
+ * Attaching a pinned program to an interface hook, in any network namespace:
+ *
+ *   tcx      tc ingress/egress as a BPF link (kernel 6.6+), pinned so it outlives this
+ *            process; BPF_F_BEFORE runs it ahead of every program already there
+ *   netkit   a netkit device's peer hook (BPF_NETKIT_PEER on the host-side device: it runs
+ *            when the pod transmits), a BPF link like tcx
+ *   clsact   a classic cls_bpf direct-action filter (older kernels)
+ *
+ * Every tsnproxy program returns "next", so the primary CNI's own programs on the same hook
+ * keep running.
  */
 import { KernelError, NotFoundError } from "../errors.ts";
 import { Errno, ifNameToIndex, strerror } from "../ffi/libc.ts";
@@ -10,6 +16,7 @@ import { libbpf } from "../ffi/libbpf.ts";
 import {
   BPF_F_AFTER,
   BPF_F_BEFORE,
+  BPF_NETKIT_PEER,
   BPF_TC_EGRESS,
   BPF_TC_F_REPLACE,
   BPF_TC_INGRESS,
@@ -25,12 +32,19 @@ import { withNetns } from "../util/netns.ts";
 import { check, closeFd, fdById, linkInfo, objPin, progIdAt, progInfo, readPinned } from "./sys.ts";
 import { exists } from "../util/fs.ts";
 import { addressOf } from "../ffi/open.ts";
+import { type ClsactMarker, clsactSuffix, splitMarker } from "./pins.ts";
 
 export type Direction = "ingress" | "egress";
 export type TcApi = "tcx" | "clsact";
+export type AttachApi = TcApi | "netkit";
 
-/** cls_bpf filter identity used for every tsnproxy filter ("tS"); priority 1 runs first. */
+/**
+ * cls_bpf filter handles ("tS", "tT", "tU"), one per program so that two releases' programs
+ * (release 0.1.0 used 0x7453 everywhere) can sit on one hook side by side. Priority 1: a new
+ * filter at an existing priority joins the front of its list, so ours runs first.
+ */
 export const CLSACT_HANDLE = 0x7453;
+export const CLSACT_HANDLES = { save: 0x7453, admit: 0x7454, restore: 0x7455 } as const;
 export const CLSACT_PRIORITY = 1;
 
 export interface AttachRequest {
@@ -38,63 +52,51 @@ export interface AttachRequest {
   progFd: number;
   ifname: string;
   direction: Direction;
-  api: TcApi;
+  api: AttachApi;
   /** Network namespace path (undefined: the caller's). */
   netns?: string;
-  /** Pin path for the attachment (a tcx link, or the clsact marker prefix). */
+  /** Pin path for the attachment (a link, or the clsact marker prefix). */
   pin: string;
-  /** tcx: run before (true) or after (false) programs already attached. */
+  /** tcx/netkit: run before (true) or after (false) programs already attached. */
   first: boolean;
+  /** clsact: the filter handle (CLSACT_HANDLES). */
+  handle?: number;
 }
 
 export interface Attachment {
-  api: TcApi;
+  api: AttachApi;
   ifindex: number;
   direction: Direction;
   /** The pin that records it. */
   pin: string;
   /**
    * clsact: the network namespace of the filter when it is not the attaching process's own
-   * (a pod's), as the marker records it, for uninstall. A tcx link needs none: unpinning
+   * (a pod's), as the marker records it, for uninstall. A link needs none: unpinning
    * detaches it.
    */
   netns?: string;
 }
 
-/**
- * A cls_bpf filter is not a kernel object a pin can hold, so a clsact attachment is recorded
- * by pinning its program under a marker name that says where the filter is:
- * <pin>@clsact-<direction>-<ifindex>[@netns=<namespace path, URI-encoded>]. With the
- * namespace, uninstall can still reach a live pod's filter without the runtime.
- */
-export function clsactMarker(
-  pin: string,
-  direction: Direction,
-  ifindex: number,
-  netns?: string,
-): string {
-  const ns = netns ? `@netns=${encodeURIComponent(netns)}` : "";
-  return `${pin}@clsact-${direction}-${ifindex}${ns}`;
-}
-
-/** Parses a pin name back into what it records. */
+/** Parses a pin back into what it records. */
 export function describePin(path: string): Attachment {
-  const m = /^(.*)@clsact-(ingress|egress)-(\d+)(?:@netns=([^@/]*))?$/.exec(path);
-  if (m) {
+  const file = path.slice(path.lastIndexOf("/") + 1);
+  const { clsact } = splitMarker(file);
+  if (clsact) {
     return {
       api: "clsact",
-      direction: m[2] as Direction,
-      ifindex: Number(m[3]),
+      direction: clsact.direction,
+      ifindex: clsact.ifindex,
       pin: path,
-      ...(m[4] ? { netns: decodeURIComponent(m[4]) } : {}),
+      ...(clsact.netns ? { netns: clsact.netns } : {}),
     };
   }
   const info = readPinned(path, linkInfo);
   if (!info) throw new NotFoundError(`no attachment pinned at ${path}`, "nothing to do");
+  const netkit = info.attachType === BPF_NETKIT_PEER;
   return {
-    api: "tcx",
+    api: netkit ? "netkit" : "tcx",
     ifindex: info.ifindex,
-    direction: info.attachType === BPF_TCX_INGRESS ? "ingress" : "egress",
+    direction: netkit || info.attachType === BPF_TCX_INGRESS ? "ingress" : "egress",
     pin: path,
   };
 }
@@ -124,23 +126,30 @@ function tcHook(ifindex: number, direction: Direction) {
 export function attach(req: AttachRequest): Attachment {
   return withNetns(req.netns, () => {
     const ifindex = resolveIfindex(req.ifname, req.netns);
-    return req.api === "tcx" ? attachTcx(req, ifindex) : attachClsact(req, ifindex);
+    return req.api === "clsact" ? attachClsact(req, ifindex) : attachLink(req, ifindex);
   });
 }
 
-function attachTcx(req: AttachRequest, ifindex: number): Attachment {
+function linkAttachType(api: AttachApi, direction: Direction): number {
+  if (api === "netkit") return BPF_NETKIT_PEER;
+  return direction === "ingress" ? BPF_TCX_INGRESS : BPF_TCX_EGRESS;
+}
+
+function attachLink(req: AttachRequest, ifindex: number): Attachment {
   const opts = encode(BpfLinkCreateOpts, {
     sz: BigInt(BpfLinkCreateOpts.size),
     flags: req.first ? BPF_F_BEFORE : BPF_F_AFTER,
   });
-  const type = req.direction === "ingress" ? BPF_TCX_INGRESS : BPF_TCX_EGRESS;
+  const type = linkAttachType(req.api, req.direction);
   const link = libbpf().bpf_link_create(req.progFd, ifindex, type, opts);
   if (link < 0) {
     const e = -link;
     throw new KernelError(
-      `cannot attach to ${req.ifname} ${req.direction} with tcx: ${strerror(e)}`,
+      `cannot attach to ${req.ifname} ${req.direction} with ${req.api}: ${strerror(e)}`,
       e === Errno.EINVAL
-        ? "this kernel has no tcx (before 6.6): use attachMode clsact (or auto)"
+        ? req.api === "netkit"
+          ? `${req.ifname} is not the host side of a netkit pair`
+          : "this kernel has no tcx (before 6.6): use attachMode clsact (or auto)"
         : "run as root; see `tsnproxy doctor`",
       e,
     );
@@ -152,10 +161,11 @@ function attachTcx(req: AttachRequest, ifindex: number): Attachment {
     throw err;
   }
   closeFd(link);
-  return { api: "tcx", ifindex, direction: req.direction, pin: req.pin };
+  return { api: req.api, ifindex, direction: req.direction, pin: req.pin };
 }
 
 function attachClsact(req: AttachRequest, ifindex: number): Attachment {
+  const handle = req.handle ?? CLSACT_HANDLE;
   const hook = tcHook(ifindex, req.direction);
   const r = libbpf().bpf_tc_hook_create(hook);
   if (r < 0 && r !== -Errno.EEXIST) {
@@ -169,7 +179,7 @@ function attachClsact(req: AttachRequest, ifindex: number): Attachment {
     sz: BigInt(BpfTcOpts.size),
     prog_fd: req.progFd,
     flags: BPF_TC_F_REPLACE,
-    handle: CLSACT_HANDLE,
+    handle,
     priority: CLSACT_PRIORITY,
   });
   check(
@@ -177,38 +187,43 @@ function attachClsact(req: AttachRequest, ifindex: number): Attachment {
     `cannot attach the cls_bpf filter to ${req.ifname} ${req.direction}`,
     "run as root; the kernel needs CONFIG_NET_CLS_BPF",
   );
-  const marker = clsactMarker(req.pin, req.direction, ifindex, req.netns);
+  const marker: ClsactMarker = { direction: req.direction, ifindex, netns: req.netns };
+  const pin = req.pin + clsactSuffix(marker);
   try {
-    objPin(req.progFd, marker);
+    objPin(req.progFd, pin);
   } catch (err) {
-    detachClsact(ifindex, req.direction);
+    detachClsact(ifindex, req.direction, handle);
     throw err;
   }
   return {
     api: "clsact",
     ifindex,
     direction: req.direction,
-    pin: marker,
+    pin,
     ...(req.netns ? { netns: req.netns } : {}),
   };
 }
 
-/** The program id of our cls_bpf filter on a hook, in the calling thread's namespace. */
-export function clsactProgId(ifindex: number, direction: Direction): number | undefined {
+/** The program id of a cls_bpf filter of ours on a hook, in the calling thread's namespace. */
+export function clsactProgId(
+  ifindex: number,
+  direction: Direction,
+  handle = CLSACT_HANDLE,
+): number | undefined {
   const opts = encode(BpfTcOpts, {
     sz: BigInt(BpfTcOpts.size),
-    handle: CLSACT_HANDLE,
+    handle,
     priority: CLSACT_PRIORITY,
   });
   if (libbpf().bpf_tc_query(tcHook(ifindex, direction), opts) < 0) return undefined;
   return decode(BpfTcOpts, opts).prog_id;
 }
 
-function detachClsact(ifindex: number, direction: Direction): void {
+function detachClsact(ifindex: number, direction: Direction, handle: number): void {
   const hook = tcHook(ifindex, direction);
   const opts = encode(BpfTcOpts, {
     sz: BigInt(BpfTcOpts.size),
-    handle: CLSACT_HANDLE,
+    handle,
     priority: CLSACT_PRIORITY,
   });
   const r = libbpf().bpf_tc_detach(hook, opts);
@@ -218,7 +233,7 @@ function detachClsact(ifindex: number, direction: Direction): void {
   }
 }
 
-/** The pins recording attachments under `pin` (the tcx link and/or clsact markers). */
+/** The pins recording attachments under `pin` (the link and/or clsact markers). */
 export function pinsOf(pin: string): string[] {
   const slash = pin.lastIndexOf("/");
   const dir = pin.slice(0, slash);
@@ -226,7 +241,7 @@ export function pinsOf(pin: string): string[] {
   try {
     return [...Deno.readDirSync(dir)]
       .map((e) => e.name)
-      .filter((n) => n === base || n.startsWith(base + "@clsact-"))
+      .filter((n) => n === base || splitMarker(n).name === base && n !== base)
       .map((n) => `${dir}/${n}`);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return [];
@@ -248,6 +263,12 @@ export interface DetachTarget {
    * namespace, only unpin.
    */
   recorded?: boolean;
+  /**
+   * clsact: the filter handles the pins' program may have been attached with (CLSACT_HANDLES;
+   * default the saver's, which release 0.1.0 used everywhere). Only a filter that still runs
+   * the pinned program is detached.
+   */
+  handles?: readonly number[];
 }
 
 /**
@@ -256,6 +277,7 @@ export interface DetachTarget {
  */
 export function detach(pin: string, target: DetachTarget = {}): number {
   let n = 0;
+  const handles = target.handles ?? [CLSACT_HANDLE];
   for (const p of pinsOf(pin)) {
     const a = describePinSafe(p);
     if (a?.api === "clsact" && !target.unpinOnly) {
@@ -264,8 +286,13 @@ export function detach(pin: string, target: DetachTarget = {}): number {
       if (reachable && (netns === undefined || exists(netns))) {
         try {
           withNetns(netns, () => {
-            if (!target.recorded || clsactProgId(a.ifindex, a.direction) === progIdAt(p)) {
-              detachClsact(a.ifindex, a.direction);
+            // Only our filter, and only while it still runs the pinned program: the same
+            // handle on a recreated interface may be another attachment's.
+            const id = progIdAt(p);
+            for (const handle of handles) {
+              if (clsactProgId(a.ifindex, a.direction, handle) === id) {
+                detachClsact(a.ifindex, a.direction, handle);
+              }
             }
           });
         } catch (e) {
@@ -273,7 +300,7 @@ export function detach(pin: string, target: DetachTarget = {}): number {
         }
       }
     }
-    // Unpinning the tcx link drops its last reference: the kernel detaches it.
+    // Unpinning a link drops its last reference: the kernel detaches it.
     Deno.removeSync(p);
     n++;
   }
@@ -293,8 +320,13 @@ export interface HookProgram {
   name: string;
 }
 
-/** Programs attached to an interface's tcx hook, in run order. Empty without tcx. */
-export function queryTcx(ifname: string, direction: Direction, netns?: string): HookProgram[] {
+/** Programs attached to a link hook (tcx, or netkit's peer hook), in run order. */
+export function queryHook(
+  ifname: string,
+  direction: Direction,
+  netns?: string,
+  api: "tcx" | "netkit" = "tcx",
+): HookProgram[] {
   return withNetns(netns, () => {
     const ifindex = resolveIfindex(ifname, netns);
     const ids = new Uint32Array(64);
@@ -303,13 +335,9 @@ export function queryTcx(ifname: string, direction: Direction, netns?: string): 
       prog_ids: addressOf(ids),
       prog_cnt: ids.length,
     });
-    const r = libbpf().bpf_prog_query_opts(
-      ifindex,
-      direction === "ingress" ? BPF_TCX_INGRESS : BPF_TCX_EGRESS,
-      opts,
-    );
-    if (r === -Errno.EINVAL) return [];
-    check(r, `cannot query tcx programs on ${ifname}`, "run as root");
+    const r = libbpf().bpf_prog_query_opts(ifindex, linkAttachType(api, direction), opts);
+    if (r === -Errno.EINVAL || r === -Errno.EOPNOTSUPP) return [];
+    check(r, `cannot query ${api} programs on ${ifname}`, "run as root");
     const cnt = new DataView(opts.buffer).getUint32(BpfProgQueryOpts.fields.prog_cnt[0], true);
     return [...ids.subarray(0, cnt)].map((id) => {
       const fd = fdById("prog", id);
@@ -321,4 +349,9 @@ export function queryTcx(ifname: string, direction: Direction, netns?: string): 
       }
     });
   });
+}
+
+/** Programs attached to an interface's tcx hook, in run order. Empty without tcx. */
+export function queryTcx(ifname: string, direction: Direction, netns?: string): HookProgram[] {
+  return queryHook(ifname, direction, netns, "tcx");
 }

@@ -7,7 +7,10 @@ import { libbpf } from "../ffi/libbpf.ts";
 
 const LEVELS = ["warn", "info", "debug"] as const;
 const lines: string[] = [];
-const buf = new Uint8Array(8192);
+/** libbpf prints a failed load's verifier log in one message: room for all of it (its tail
+ * says why), allocated on the first message, not by every process that imports this. */
+const BUF_SIZE = 1 << 20;
+let buf: Uint8Array<ArrayBuffer> | undefined;
 const decoder = new TextDecoder();
 let callback:
   | Deno.UnsafeCallback<{ parameters: ["i32", "pointer", "pointer"]; result: "i32" }>
@@ -20,6 +23,7 @@ export function captureLibbpfLog(): void {
     (level, fmt, args) => {
       if (level > 1 && !Deno.env.get("TSNPROXY_LIBBPF_DEBUG")) return 0;
       // va_list is a pointer on x86_64/aarch64: vsnprintf formats it for us.
+      buf ??= new Uint8Array(BUF_SIZE);
       const n = libc().vsnprintf(buf, BigInt(buf.length), fmt, args);
       const text = decoder.decode(buf.subarray(0, Math.max(0, Math.min(n, buf.length - 1))));
       lines.push(`libbpf ${LEVELS[level] ?? level}: ${text.trimEnd()}`);

@@ -1,24 +1,25 @@
 /**
  * Loads and verifies the datapath once per node and pins it (see pins.ts for the layout).
  * Idempotent: a program already pinned with the same tag (same instructions) is kept, so
- * re-running install changes nothing; a different build replaces the pinned program and
- * keeps the maps (their state, the pod policies, survives an upgrade).
+ * re-running install changes nothing; a different build of the same ABI replaces the pinned
+ * program and keeps the maps (their state, the pods' entries, survives an upgrade). Pods
+ * attached earlier keep running the program they were attached with until their DEL.
  */
 import { KernelError } from "../errors.ts";
 import { libbpf } from "../ffi/libbpf.ts";
 import { BpfTestRunOpts, SkBuff } from "../ffi/structs/bpf.ts";
 import { decode, encode, type Values } from "../ffi/structs/layout.ts";
 import { BpfObject } from "./object.ts";
-import { objectBytes } from "./objects.ts";
+import { objectBytes, OBJECTS_SHA256 } from "./objects.ts";
 import { assertBpffs, PinLayout, PROGRAM_OBJECT, type ProgramRole, PROGRAMS } from "./pins.ts";
 import { check, closeFd, objGet, objPin, progInfo } from "./sys.ts";
 import { exists } from "../util/fs.ts";
 import { addressOf } from "../ffi/open.ts";
+import { releaseBytes, releaseStamp } from "./release.ts";
+import { VERSION } from "../version.ts";
 
 export interface LoadOptions {
   bpffs: string;
-  /** Size of the fingerprint table (tsnp_meta). */
-  mapEntries: number;
   /** Report what would change without loading anything. */
   dryRun?: boolean;
 }
@@ -31,23 +32,27 @@ export interface ProgramState {
   action: "kept" | "pinned" | "replaced";
 }
 
+/** This build's release stamp, as every program it loads carries it. */
+export const RELEASE_STAMP = releaseStamp(VERSION, OBJECTS_SHA256);
+
 function mkdirs(pins: PinLayout): void {
-  for (const d of [pins.root, pins.mapsDir, pins.progsDir, pins.nodeDir, pins.podsDir]) {
+  for (const d of [pins.root, pins.abiDir, pins.mapsDir, pins.progsDir, pins.nodeDir]) {
     Deno.mkdirSync(d, { recursive: true });
   }
+  Deno.mkdirSync(pins.podsDir, { recursive: true });
 }
 
 export function loadDatapath(opts: LoadOptions): ProgramState[] {
   const pins = new PinLayout(opts.bpffs);
   assertBpffs(pins.root);
   libbpf(); // fail on a missing library before anything is created
-  const fresh = !exists(pins.root);
+  const fresh = !exists(pins.abiDir);
   if (!opts.dryRun) mkdirs(pins);
   try {
     return (Object.keys(PROGRAMS) as ProgramRole[]).map((role) => loadProgram(pins, role, opts));
   } catch (e) {
-    // A first install that fails leaves no half-made pin tree behind.
-    if (fresh && !opts.dryRun) Deno.removeSync(pins.root, { recursive: true });
+    // A first install that fails leaves no half-made pin tree of this ABI behind.
+    if (fresh && !opts.dryRun) Deno.removeSync(pins.abiDir, { recursive: true });
     throw e;
   }
 }
@@ -74,9 +79,9 @@ function loadProgram(pins: PinLayout, role: ProgramRole, opts: LoadOptions): Pro
     };
   }
   const objName = PROGRAM_OBJECT[role];
-  const obj = BpfObject.open(`tsnproxy_${objName}`, objectBytes(objName), pins.mapsDir);
+  const obj = BpfObject.open(`tsnp_${objName}`, objectBytes(objName), pins.mapsDir);
   try {
-    obj.setMaxEntries("tsnp_meta", opts.mapEntries);
+    obj.setInitialValue(".rodata.release", releaseBytes(RELEASE_STAMP));
     obj.load();
     const fd = obj.programFd(PROGRAMS[role]);
     const info = progInfo(fd);
@@ -113,7 +118,7 @@ export type SkbFields = Values<typeof SkBuff.fields>;
 
 /**
  * Runs a tc program once over `packet` with the given __sk_buff fields (priority,
- * ingress_ifindex, tstamp...) and returns its verdict and the __sk_buff it left behind.
+ * ifindex, tc_index, tstamp...) and returns its verdict and the __sk_buff it left behind.
  */
 export function testRunSkb(
   progFd: number,
@@ -140,23 +145,11 @@ export function testRunSkb(
   return { retval, skb: decode(SkBuff, ctxOut) };
 }
 
-/** Arms the GC timer (idempotent: re-arming applies a changed interval). */
-export function startGc(bpffs: string): void {
-  const pins = new PinLayout(bpffs);
-  const fd = objGet(pins.prog("gcStart"));
-  if (fd === undefined) {
-    throw new KernelError(`${pins.prog("gcStart")} is not pinned`, "run `tsnproxy install`", 2);
-  }
-  try {
-    const { retval } = testRun(fd);
-    if (retval !== 0) {
-      throw new KernelError(
-        `the GC timer did not start (step ${retval} failed)`,
-        "the kernel needs bpf_timer (5.15+); see `tsnproxy doctor`",
-        22,
-      );
-    }
-  } finally {
-    closeFd(fd);
-  }
+/** A KernelError for a datapath whose pins are not there (for callers that need them). */
+export function notLoaded(pins: PinLayout): KernelError {
+  return new KernelError(
+    `the datapath is not loaded under ${pins.abiDir}`,
+    "run `tsnproxy install` (or wait for the agent to converge the node)",
+    2,
+  );
 }

@@ -1,25 +1,27 @@
 /**
- * Typed access to the datapath's pinned maps from user space: the pod policy table, the
- * node config, the counters and the fingerprint table's occupancy.
+ * Typed access to the datapath's pinned maps from user space: the node config, the pods'
+ * entries (policy and carrier, by host-side ifindex), the counter slots and the counters.
  */
 import { TsnproxyError } from "../errors.ts";
-import { Errno, monotonicNs } from "../ffi/libc.ts";
+import { Errno } from "../ffi/libc.ts";
 import { BPF_ANY } from "../ffi/structs/bpf.ts";
 import {
   type CounterName,
   COUNTERS,
-  TSNP_CONFIG_TABLE_ONLY,
-  TSNP_POLICY_REMAP,
+  TSNP_CONFIG_TAGS,
+  TSNP_POD_CARRY_STAGE,
+  TSNP_POD_CARRY_TAG,
+  TSNP_POD_CLASSIFY,
+  TSNP_POD_REMAP,
+  TSNP_RULES,
   TSNP_SLOTS,
-  TsnpAddr,
   TsnpConfig,
-  TsnpFp,
-  TsnpLive,
-  TsnpMeta,
+  TsnpPod,
   TsnpPodCounters,
-  TsnpPolicy,
+  TsnpRule,
 } from "../ffi/structs/datapath.ts";
 import { decode, encode } from "../ffi/structs/layout.ts";
+import type { CompiledRule, DatapathPolicy } from "../policy/types.ts";
 import {
   check,
   closeFd,
@@ -32,71 +34,28 @@ import {
 } from "./sys.ts";
 import { type MapName, PinLayout } from "./pins.ts";
 
-/** A pod policy in the form the saver applies it. */
-export interface DatapathPolicy {
-  /** Identifies the pod: DEL finds its policies by it (0 = none). */
-  podCookie: bigint;
-  /** The pod's counter slot (0 = none): see acquireSlot(). */
-  slot?: number;
-  /** Priorities above this are clamped to it (0xffffffff = no clamp). */
-  maxPriority: number;
-  /** remap[p] replaces priority p (0-15) before the clamp; undefined = identity. */
-  remap?: readonly number[];
-}
-
-/** How priorities 0-15 travel (bpf/tsnproxy.h): the tc_index tag, or the table for all. */
-export type Carrier = "tag" | "table";
+/** How a pod's admitted metadata reaches the restorer (bpf/tsnproxy.h). "none": admit only. */
+export type Carrier = "tag" | "stage" | "none";
 
 export interface DatapathConfig {
-  maxAgeNs: bigint;
-  gcIntervalNs: bigint;
-  defaultPolicy: DatapathPolicy;
-  /** Default "tag". */
-  carrier?: Carrier;
+  stageMaxAgeNs: bigint;
+  /** Pods may use the tag, and the restorer trusts it (src/bpf/carrier.ts, node part). */
+  tags: boolean;
+  /** Why (REASONS code of the node's carrier choice). */
+  carrierReason: number;
+  /** The node's own policy layer, compiled. */
+  node: DatapathPolicy;
 }
 
-export const NO_CLAMP = 0xffffffff;
-
-export function encodePolicyFields(p: DatapathPolicy): { flags: number; remap: Uint8Array } {
-  const remap = new Uint8Array(16);
-  for (let i = 0; i < 16; i++) remap[i] = p.remap?.[i] ?? i;
-  return { flags: p.remap ? TSNP_POLICY_REMAP : 0, remap };
-}
-
-/** IPv4 addresses as ::ffff:a.b.c.d, IPv6 as is (the saver's key format). */
-export function addrKey(ip: string): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(16);
-  if (ip.includes(".") && !ip.includes(":")) {
-    const parts = ip.split(".").map(Number);
-    if (parts.length !== 4 || parts.some((n) => !Number.isInteger(n) || n < 0 || n > 255)) {
-      throw new Error(`not an IPv4 address: ${ip}`);
-    }
-    out[10] = 0xff;
-    out[11] = 0xff;
-    out.set(parts, 12);
-    return out;
-  }
-  const [head, tail = ""] = ip.split("::");
-  const h = head ? head.split(":") : [];
-  const t = ip.includes("::") ? (tail ? tail.split(":") : []) : [];
-  const groups = ip.includes("::") ? [...h, ...Array(8 - h.length - t.length).fill("0"), ...t] : h;
-  if (groups.length !== 8) throw new Error(`not an IPv6 address: ${ip}`);
-  groups.forEach((g, i) => {
-    const v = parseInt(g, 16);
-    if (!/^[0-9a-fA-F]{1,4}$/.test(g)) throw new Error(`not an IPv6 address: ${ip}`);
-    out[i * 2] = v >> 8;
-    out[i * 2 + 1] = v & 0xff;
-  });
-  return out;
-}
-
-export function addrFromKey(key: Uint8Array): string {
-  const v4mapped = key.subarray(0, 10).every((b) => b === 0) && key[10] === 0xff &&
-    key[11] === 0xff;
-  if (v4mapped) return [...key.subarray(12)].join(".");
-  const g: string[] = [];
-  for (let i = 0; i < 16; i += 2) g.push(((key[i] << 8) | key[i + 1]).toString(16));
-  return g.join(":").replace(/(^|:)0(:0)+(:|$)/, "::");
+/** A pod interface's entry in tsnp_pods. */
+export interface PodEntry {
+  /** Identifies the pod (podCookie of its container id). */
+  cookie: bigint;
+  slot: number;
+  carrier: Carrier;
+  /** Why that carrier (src/bpf/carrier.ts REASONS). */
+  reason: number;
+  policy: DatapathPolicy;
 }
 
 const POSSIBLE_CPUS = "/sys/devices/system/cpu/possible";
@@ -138,8 +97,8 @@ export function countCpuList(text: string): number {
   return n;
 }
 
-class PinnedMap {
-  constructor(readonly name: MapName, readonly fd: number) {}
+export class PinnedMap {
+  constructor(readonly name: string, readonly fd: number) {}
 
   lookup(key: Uint8Array<ArrayBuffer>, valueSize: number): Uint8Array<ArrayBuffer> | undefined {
     const v = new Uint8Array(valueSize);
@@ -150,11 +109,7 @@ class PinnedMap {
   }
 
   update(key: Uint8Array<ArrayBuffer>, value: Uint8Array<ArrayBuffer>, flags = BPF_ANY): void {
-    check(
-      mapUpdate(this.fd, key, value, flags),
-      `update of ${this.name}`,
-      "run as root",
-    );
+    check(mapUpdate(this.fd, key, value, flags), `update of ${this.name}`, "run as root");
   }
 
   /** True when something was deleted. */
@@ -186,9 +141,95 @@ export type Counters = Record<CounterName, bigint>;
 
 export interface PodCounters {
   podCookie: bigint;
-  saved: bigint;
+  admitted: bigint;
   clamped: bigint;
   restored: bigint;
+}
+
+const u32Key = (n: number) => new Uint8Array(new Uint32Array([n]).buffer);
+
+function encodeRules(rules: readonly CompiledRule[]): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(TsnpRule.size * TSNP_RULES);
+  rules.slice(0, TSNP_RULES).forEach((r, i) => {
+    out.set(
+      encode(TsnpRule, {
+        family: r.family,
+        l4proto: r.l4proto,
+        prefix_len: r.prefixLen,
+        port_lo: r.portLo,
+        port_hi: r.portHi,
+        priority: r.priority,
+        addr: r.addr,
+      }),
+      i * TsnpRule.size,
+    );
+  });
+  return out;
+}
+
+function decodeRules(bytes: Uint8Array, n: number): CompiledRule[] {
+  const out: CompiledRule[] = [];
+  for (let i = 0; i < Math.min(n, TSNP_RULES); i++) {
+    const r = decode(TsnpRule, bytes.subarray(i * TsnpRule.size, (i + 1) * TsnpRule.size));
+    out.push({
+      family: r.family,
+      l4proto: r.l4proto,
+      prefixLen: r.prefix_len,
+      addr: new Uint8Array(r.addr),
+      portLo: r.port_lo,
+      portHi: r.port_hi,
+      priority: r.priority,
+    });
+  }
+  return out;
+}
+
+function identityRemap(p: DatapathPolicy): boolean {
+  return p.remap.every((q, i) => q === Math.min(i, p.maxPriority));
+}
+
+/** struct tsnp_pod's bytes for a policy (and, for a pod, its identity and carrier). */
+export function encodePod(
+  policy: DatapathPolicy,
+  pod: Omit<PodEntry, "policy"> = { cookie: 0n, slot: 0, carrier: "none", reason: 0 },
+): Uint8Array<ArrayBuffer> {
+  let flags = 0;
+  if (pod.carrier === "tag") flags |= TSNP_POD_CARRY_TAG;
+  if (pod.carrier === "stage") flags |= TSNP_POD_CARRY_STAGE;
+  if (!identityRemap(policy)) flags |= TSNP_POD_REMAP;
+  if (policy.defaultPriority || policy.rules.length) flags |= TSNP_POD_CLASSIFY;
+  return encode(TsnpPod, {
+    cookie: pod.cookie,
+    max_priority: policy.maxPriority,
+    default_priority: policy.defaultPriority,
+    slot: pod.slot,
+    flags,
+    nrules: Math.min(policy.rules.length, TSNP_RULES),
+    reason: pod.reason,
+    remap: new Uint8Array(new Uint32Array(policy.remap).buffer),
+    rules: encodeRules(policy.rules),
+  });
+}
+
+export function decodePod(bytes: Uint8Array): PodEntry {
+  const d = decode(TsnpPod, bytes);
+  const policy: DatapathPolicy = {
+    maxPriority: d.max_priority,
+    remap: [...new Uint32Array(d.remap.slice().buffer)],
+    defaultPriority: d.default_priority,
+    rules: decodeRules(d.rules, d.nrules),
+  };
+  return {
+    cookie: d.cookie,
+    slot: d.slot,
+    carrier: d.flags & TSNP_POD_CARRY_TAG
+      ? "tag"
+      : d.flags & TSNP_POD_CARRY_STAGE
+      ? "stage"
+      : "none",
+    reason: d.reason,
+    policy,
+  };
 }
 
 /** The datapath's maps, opened from their pins. Close when done. */
@@ -214,118 +255,47 @@ export class DatapathMaps {
   }
 
   writeConfig(c: DatapathConfig): void {
-    const { flags, remap } = encodePolicyFields(c.defaultPolicy);
     const value = encode(TsnpConfig, {
-      flags: c.carrier === "table" ? TSNP_CONFIG_TABLE_ONLY : 0,
-      max_age_ns: c.maxAgeNs,
-      gc_interval_ns: c.gcIntervalNs,
-      "default_policy.pod_cookie": c.defaultPolicy.podCookie,
-      "default_policy.max_priority": c.defaultPolicy.maxPriority,
-      "default_policy.flags": flags,
-      "default_policy.slot": c.defaultPolicy.slot ?? 0,
-      "default_policy.remap": remap,
+      stage_max_age_ns: c.stageMaxAgeNs,
+      flags: c.tags ? TSNP_CONFIG_TAGS : 0,
+      node: encodePod(c.node, { cookie: 0n, slot: 0, carrier: "none", reason: c.carrierReason }),
     });
-    this.#get("tsnp_config").update(new Uint8Array(4), value);
-    this.#policiesChanged(); // a new default policy must reach the savers' caches too
-    // The restorer's gate holds max_age in jiffies: a new age must be measured again (until
-    // then the restorer always looks). The last save time is kept.
-    this.#get("tsnp_live").update(
-      new Uint8Array(4),
-      encode(TsnpLive, { last_save_jiffies: this.#live().last_save_jiffies }),
-    );
-  }
-
-  /**
-   * Empties every CPU's cached policy (struct tsnp_policy_cache) after a policy change, by
-   * writing a new generation (CLOCK_MONOTONIC ns: different from every earlier one, whoever
-   * writes it, without reading the old one). Until it lands, a saver may apply the address's
-   * previous policy: the window is the time between two syscalls.
-   */
-  #policiesChanged(): void {
-    this.#get("tsnp_policy_gen").update(
-      new Uint8Array(4),
-      new Uint8Array(new BigUint64Array([monotonicNs()]).buffer),
-    );
-  }
-
-  /** struct tsnp_live: the restorer's gate and the GC timer's last tick. */
-  #live() {
-    const v = this.#get("tsnp_live").lookup(new Uint8Array(4), TsnpLive.size);
-    if (!v) throw new Error("tsnp_live has no entry");
-    return decode(TsnpLive, v);
-  }
-
-  /** CLOCK_MONOTONIC ns of the GC timer's last tick (0: none since the last config write). */
-  lastGcTickNs(): bigint {
-    return this.#live().cal_ns;
-  }
-
-  /** The restorer's gate: gateJiffies 0 = not measured yet. */
-  restorerGate(): { lastSaveJiffies: bigint; gateJiffies: bigint } {
-    const d = this.#live();
-    return { lastSaveJiffies: d.last_save_jiffies, gateJiffies: d.gate_jiffies };
+    this.#get("tsnp_config").update(u32Key(0), value);
   }
 
   readConfig(): DatapathConfig {
-    const v = this.#get("tsnp_config").lookup(new Uint8Array(4), TsnpConfig.size);
+    const v = this.#get("tsnp_config").lookup(u32Key(0), TsnpConfig.size);
     if (!v) throw new Error("tsnp_config has no entry");
     const d = decode(TsnpConfig, v);
+    const node = decodePod(d.node);
     return {
-      maxAgeNs: d.max_age_ns,
-      gcIntervalNs: d.gc_interval_ns,
-      carrier: d.flags & TSNP_CONFIG_TABLE_ONLY ? "table" : "tag",
-      defaultPolicy: {
-        podCookie: d["default_policy.pod_cookie"],
-        slot: d["default_policy.slot"],
-        maxPriority: d["default_policy.max_priority"],
-        remap: d["default_policy.flags"] & TSNP_POLICY_REMAP
-          ? [...d["default_policy.remap"]]
-          : undefined,
-      },
+      stageMaxAgeNs: d.stage_max_age_ns,
+      tags: (d.flags & TSNP_CONFIG_TAGS) !== 0,
+      carrierReason: node.reason,
+      node: node.policy,
     };
   }
 
-  putPolicy(ip: string, p: DatapathPolicy): void {
-    const { flags, remap } = encodePolicyFields(p);
-    const value = encode(TsnpPolicy, {
-      pod_cookie: p.podCookie,
-      max_priority: p.maxPriority,
-      flags,
-      slot: p.slot ?? 0,
-      remap,
-    });
-    this.#get("tsnp_policy").update(addrKey(ip), value);
-    this.#policiesChanged();
+  putPod(ifindex: number, e: PodEntry): void {
+    this.#get("tsnp_pods").update(u32Key(ifindex), encodePod(e.policy, e));
   }
 
-  /** The pod cookie of the policy stored under ip, if any. */
-  policyCookie(ip: string): bigint | undefined {
-    const v = this.#get("tsnp_policy").lookup(addrKey(ip), TsnpPolicy.size);
-    return v ? decode(TsnpPolicy, v).pod_cookie : undefined;
+  getPod(ifindex: number): PodEntry | undefined {
+    const v = this.#get("tsnp_pods").lookup(u32Key(ifindex), TsnpPod.size);
+    return v ? decodePod(v) : undefined;
   }
 
-  deletePolicy(ip: string): boolean {
-    const deleted = this.#get("tsnp_policy").delete(addrKey(ip));
-    if (deleted) this.#policiesChanged();
-    return deleted;
+  deletePod(ifindex: number): boolean {
+    return this.#get("tsnp_pods").delete(u32Key(ifindex));
   }
 
-  policies(): Array<{ ip: string; policy: DatapathPolicy }> {
-    const m = this.#get("tsnp_policy");
-    const out: Array<{ ip: string; policy: DatapathPolicy }> = [];
-    for (const k of m.keys(TsnpAddr.size)) {
-      const v = m.lookup(k, TsnpPolicy.size);
-      if (!v) continue;
-      const d = decode(TsnpPolicy, v);
-      out.push({
-        ip: addrFromKey(k),
-        policy: {
-          podCookie: d.pod_cookie,
-          slot: d.slot,
-          maxPriority: d.max_priority,
-          remap: d.flags & TSNP_POLICY_REMAP ? [...d.remap] : undefined,
-        },
-      });
+  /** Every pod interface's entry, by host-side ifindex. */
+  pods(): Array<{ ifindex: number; entry: PodEntry }> {
+    const m = this.#get("tsnp_pods");
+    const out: Array<{ ifindex: number; entry: PodEntry }> = [];
+    for (const k of m.keys(4)) {
+      const v = m.lookup(k, TsnpPod.size);
+      if (v) out.push({ ifindex: new DataView(k.buffer).getUint32(0, true), entry: decodePod(v) });
     }
     return out;
   }
@@ -335,8 +305,7 @@ export class DatapathMaps {
     const m = this.#get("tsnp_stats");
     const out = Object.fromEntries(COUNTERS.map((c) => [c, 0n])) as Counters;
     COUNTERS.forEach((name, i) => {
-      const key = new Uint8Array(new Uint32Array([i]).buffer);
-      const v = m.lookup(key, 8 * this.#ncpus);
+      const v = m.lookup(u32Key(i), 8 * this.#ncpus);
       if (!v) return;
       const dv = new DataView(v.buffer);
       for (let c = 0; c < this.#ncpus; c++) out[name] += dv.getBigUint64(c * 8, true);
@@ -364,14 +333,10 @@ export class DatapathMaps {
     return owners;
   }
 
-  #slotKey(slot: number): Uint8Array<ArrayBuffer> {
-    return new Uint8Array(new Uint32Array([slot]).buffer);
-  }
-
   /**
    * The pod's counter slot: the one it holds already (a retried ADD, a second network), else
    * the lowest free one, its counters zeroed. 0 when every slot is taken: the pod's packets
-   * are still restored, only not counted per pod. Call under the node lock.
+   * are still carried, only not counted per pod. Call under the node lock.
    */
   acquireSlot(podCookie: bigint): number {
     const owners = this.#slotOwners();
@@ -381,7 +346,7 @@ export class DatapathMaps {
       if (!free && owners[s] === 0n) free = s;
     }
     if (!free) return 0;
-    const key = this.#slotKey(free);
+    const key = u32Key(free);
     this.#get("tsnp_pod_stats").update(key, new Uint8Array(TsnpPodCounters.size * this.#ncpus));
     this.#get("tsnp_slots").update(key, new Uint8Array(new BigUint64Array([podCookie]).buffer));
     return free;
@@ -391,9 +356,7 @@ export class DatapathMaps {
   releaseSlot(podCookie: bigint): void {
     const owners = this.#slotOwners();
     for (let s = 1; s < TSNP_SLOTS; s++) {
-      if (owners[s] === podCookie) {
-        this.#get("tsnp_slots").update(this.#slotKey(s), new Uint8Array(8));
-      }
+      if (owners[s] === podCookie) this.#get("tsnp_slots").update(u32Key(s), new Uint8Array(8));
     }
   }
 
@@ -405,45 +368,18 @@ export class DatapathMaps {
     const out: PodCounters[] = [];
     for (let s = 1; s < TSNP_SLOTS; s++) {
       if (owners[s] === 0n) continue;
-      const v = m.lookup(this.#slotKey(s), stride * this.#ncpus);
+      const v = m.lookup(u32Key(s), stride * this.#ncpus);
       if (!v) continue;
-      const sum: PodCounters = { podCookie: owners[s], saved: 0n, clamped: 0n, restored: 0n };
+      const sum: PodCounters = { podCookie: owners[s], admitted: 0n, clamped: 0n, restored: 0n };
       for (let c = 0; c < this.#ncpus; c++) {
         const d = decode(TsnpPodCounters, v.subarray(c * stride, (c + 1) * stride));
-        sum.saved += d.saved;
+        sum.admitted += d.admitted;
         sum.clamped += d.clamped;
         sum.restored += d.restored;
       }
       out.push(sum);
     }
     return out;
-  }
-
-  /**
-   * Entries in the fingerprint table. Uses BPF_MAP_LOOKUP_BATCH, which walks the hash
-   * buckets in order: a get_next_key walk restarts from the first key whenever the key it
-   * stands on is evicted, and over-counted a churning LRU several times over.
-   */
-  metaOccupancy(): number {
-    const fd = this.#get("tsnp_meta").fd;
-    const chunk = 1024;
-    const keys = new Uint8Array(TsnpFp.size * chunk);
-    const values = new Uint8Array(TsnpMeta.size * chunk);
-    const token = [new Uint8Array(8), new Uint8Array(8)];
-    let n = 0;
-    for (let i = 0;; i++) {
-      const inBatch = i === 0 ? null : token[(i + 1) % 2];
-      const { ret, count } = mapLookupBatch(fd, {
-        inBatch,
-        outBatch: token[i % 2],
-        keys,
-        values,
-        count: chunk,
-      });
-      if (ret < 0 && ret !== -Errno.ENOENT) check(ret, "batch lookup of tsnp_meta", "run as root");
-      n += count;
-      if (ret === -Errno.ENOENT) return n;
-    }
   }
 
   close(): void {

@@ -1,36 +1,26 @@
 /**
- * The node side of the datapath: load and pin the programs, write the config, start the
- * GC, attach the restorer to the TSN interface. Used by `tsnproxy install`, the agent and
- * the tests; everything here is idempotent.
+ * The node side of the datapath: the restorer on each TSN interface, what else runs on the
+ * node's devices (the carrier's node-wide facts), and removing everything of ours. Used by
+ * install, the agent, uninstall and doctor; everything here is idempotent.
  */
-import type { RestoreAt } from "../options.ts";
-import { attach, type Attachment, describePin, detach, pinsOf, type TcApi } from "./attach.ts";
-import { loadDatapath, type ProgramState, startGc } from "./loader.ts";
-import { type DatapathConfig, DatapathMaps } from "./maps.ts";
-import { PinLayout } from "./pins.ts";
-import { closeFd, objGetRequired } from "./sys.ts";
+import {
+  attach,
+  type Attachment,
+  CLSACT_HANDLE,
+  CLSACT_HANDLES,
+  describePin,
+  detach,
+  pinsOf,
+  type TcApi,
+} from "./attach.ts";
+import { parseNodePin, parsePodPin, PinLayout } from "./pins.ts";
+import { closeFd, objGetRequired, readPinned } from "./sys.ts";
 import { ifNameToIndex } from "../ffi/libc.ts";
 import { withNetns } from "../util/netns.ts";
-
-export interface NodeOptions {
-  bpffs: string;
-  mapEntries: number;
-  tsnInterface?: string;
-  restoreAt: RestoreAt;
-  api: TcApi;
-  config: DatapathConfig;
-  /** Network namespace of the node (tests); undefined = the caller's. */
-  netns?: string;
-}
-
-export interface NodeState {
-  programs: ProgramState[];
-  restorer?: Attachment & { action: "kept" | "attached" };
-}
-
-export function restorerPin(bpffs: string, ifname: string): string {
-  return `${new PinLayout(bpffs).nodeDir}/restore_${ifname}`;
-}
+import { foreign, type HookProgram, programsOn } from "./hooks.ts";
+import { listLinks } from "../netlink/link.ts";
+import { LEGACY_MAPS, LEGACY_PROGS, LegacyLayout, retireLegacy } from "./legacy.ts";
+import { MAPS, PROGRAMS } from "./pins.ts";
 
 /** True when a pinned restorer attachment still sits on the interface's current index. */
 export function restorerAttached(
@@ -39,32 +29,16 @@ export function restorerAttached(
   netns?: string,
 ): Attachment | undefined {
   const ifindex = withNetns(netns, () => ifNameToIndex(ifname));
-  for (const p of pinsOf(restorerPin(bpffs, ifname))) {
+  for (const p of pinsOf(new PinLayout(bpffs).restorer(ifname))) {
     const a = describePin(p);
-    // A tcx link whose interface was deleted reports ifindex 0; a recreated interface gets
-    // a new index. Either way the old attachment no longer filters this interface.
+    // A link whose interface was deleted reports ifindex 0; a recreated interface gets a
+    // new index. Either way the old attachment no longer filters this interface.
     if (ifindex !== 0 && a.ifindex === ifindex) return a;
   }
   return undefined;
 }
 
-export function setupNode(opts: NodeOptions): NodeState {
-  const programs = loadDatapath({ bpffs: opts.bpffs, mapEntries: opts.mapEntries });
-  const maps = DatapathMaps.open(opts.bpffs);
-  try {
-    maps.writeConfig(opts.config);
-  } finally {
-    maps.close();
-  }
-  startGc(opts.bpffs);
-  const state: NodeState = { programs };
-  if (opts.restoreAt === "tsn-egress" && opts.tsnInterface) {
-    state.restorer = attachRestorer(opts.bpffs, opts.tsnInterface, opts.api, opts.netns);
-  }
-  return state;
-}
-
-/** Attaches the restorer to the TSN interface's egress unless it is there already. */
+/** Attaches the restorer to the TSN interface's egress, first, unless it is there already. */
 export function attachRestorer(
   bpffs: string,
   ifname: string,
@@ -73,41 +47,129 @@ export function attachRestorer(
 ): Attachment & { action: "kept" | "attached" } {
   const existing = restorerAttached(bpffs, ifname, netns);
   if (existing) return { ...existing, action: "kept" };
-  const pin = restorerPin(bpffs, ifname);
-  detach(pin, { netns }); // stale pins of a deleted/recreated interface
-  const fd = objGetRequired(new PinLayout(bpffs).prog("restore"));
+  const pins = new PinLayout(bpffs);
+  const pin = pins.restorer(ifname);
+  detach(pin, { netns, handles: [CLSACT_HANDLES.restore] }); // a deleted/recreated interface's
+  const fd = objGetRequired(pins.prog("restore"));
   try {
-    const a = attach({ progFd: fd, ifname, direction: "egress", api, netns, pin, first: true });
+    const a = attach({
+      progFd: fd,
+      ifname,
+      direction: "egress",
+      api,
+      netns,
+      pin,
+      first: true,
+      handle: CLSACT_HANDLES.restore,
+    });
     return { ...a, action: "attached" };
   } finally {
     closeFd(fd);
   }
 }
 
-/** Detaches every node and pod attachment and removes every pin under the root. */
+export function detachRestorer(bpffs: string, ifname: string, netns?: string): number {
+  return detach(new PinLayout(bpffs).restorer(ifname), {
+    netns,
+    handles: [CLSACT_HANDLES.restore],
+  });
+}
+
+/** The TSN interfaces that have a restorer pin of this ABI. */
+export function restorerInterfaces(bpffs: string): string[] {
+  const out = new Set<string>();
+  for (const f of names(new PinLayout(bpffs).nodeDir)) {
+    const p = parseNodePin(f);
+    if (p) out.add(p.ifname);
+  }
+  return [...out];
+}
+
+export interface DeviceProgram extends HookProgram {
+  device: string;
+}
+
+const OVERLAY_KINDS = new Set(["vxlan", "geneve", "ipip", "sit", "ip6tnl", "gre", "gretap"]);
+
+/**
+ * Other datapaths' programs on the node devices a pod's packet crosses between admit and the
+ * restorer: the TSN interfaces (before our restorer, or after it: either way they share the
+ * packet), bridges (a routed packet enters the stack through its bridge's ingress), tunnel
+ * devices, and the devices an eBPF CNI creates for itself (cilium_*).
+ */
+export function nodeForeignPrograms(
+  tsnInterfaces: readonly string[],
+  netns?: string,
+): DeviceProgram[] {
+  return withNetns(netns, () => {
+    const out: DeviceProgram[] = [];
+    for (const l of listLinks()) {
+      const onWay = tsnInterfaces.includes(l.name) || l.kind === "bridge" ||
+        (l.kind !== undefined && OVERLAY_KINDS.has(l.kind)) || l.name.startsWith("cilium_");
+      if (!onWay) continue;
+      for (const dir of ["ingress", "egress"] as const) {
+        for (const p of foreign(programsOn(l.name, dir))) out.push({ ...p, device: l.name });
+      }
+    }
+    return out;
+  });
+}
+
+function names(dir: string): string[] {
+  try {
+    return [...Deno.readDirSync(dir)].map((e) => e.name);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw e;
+  }
+}
+
+function removeIfEmpty(dir: string): void {
+  try {
+    Deno.removeSync(dir);
+  } catch { /* holds something that is not ours, or is gone */ }
+}
+
+function unpinIfPresent(path: string): number {
+  if (!readPinned(path, () => true)) return 0;
+  Deno.removeSync(path);
+  return 1;
+}
+
+/**
+ * Uninstall's datapath part: detaches and unpins everything tsnproxy pinned under the root,
+ * of this ABI and of release 0.1.0's, and nothing else: every file is matched by a name we
+ * write, and a directory goes only when it is empty (another datapath's pins under our root
+ * stay where they are). Node attachments are in `netns` (the node's; tests pass theirs).
+ * Pod savers: links detach on unpin; clsact filters are removed in the pod namespace their
+ * marker records, while it lives.
+ */
 export function teardownNode(bpffs: string, netns?: string): number {
   const pins = new PinLayout(bpffs);
   let n = 0;
-  for (const dir of [pins.nodeDir, pins.podsDir]) {
-    let names: string[] = [];
-    try {
-      names = [...Deno.readDirSync(dir)].map((e) => e.name);
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    }
-    for (const name of names) {
-      const base = name.replace(/@clsact-.*$/, "");
-      // Node attachments (the TSN NIC, pods' host veths) live in the node's namespace.
-      // Pod savers: tcx links detach on unpin; clsact filters are removed in the pod
-      // namespace their marker records, while it lives.
-      const inNode = dir === pins.nodeDir || base.endsWith("@host");
-      n += detach(`${dir}/${base}`, inNode ? { netns } : { recorded: true });
-    }
+  for (const f of names(pins.nodeDir)) {
+    const p = parseNodePin(f);
+    if (p) n += detachRestorer(bpffs, p.ifname, netns);
   }
-  try {
-    Deno.removeSync(pins.root, { recursive: true });
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  const seen = new Set<string>();
+  for (const f of names(pins.podsDir)) {
+    const p = parsePodPin(f);
+    if (!p) continue;
+    const base = `${pins.podsDir}/${p.name}${p.side === "host" ? "@host" : ""}`;
+    if (seen.has(base)) continue;
+    seen.add(base);
+    n += p.side === "host"
+      ? detach(base, { netns, handles: [CLSACT_HANDLES.admit, CLSACT_HANDLE] })
+      : detach(base, { recorded: true, handles: [CLSACT_HANDLES.save] });
   }
+  n += retireLegacy(bpffs, netns);
+  for (const role of Object.values(PROGRAMS)) n += unpinIfPresent(`${pins.progsDir}/${role}`);
+  for (const m of MAPS) n += unpinIfPresent(pins.map(m));
+  for (const d of [pins.nodeDir, pins.progsDir, pins.mapsDir, pins.abiDir, pins.podsDir]) {
+    removeIfEmpty(d);
+  }
+  removeIfEmpty(pins.root);
   return n;
 }
+
+export { LEGACY_MAPS, LEGACY_PROGS, LegacyLayout };

@@ -61,6 +61,19 @@ export class BpfObject {
     }
   }
 
+  /** Sets a global section's content (e.g. ".rodata.release") before load. */
+  setInitialValue(map: string, value: Uint8Array<ArrayBuffer>): void {
+    const r = libbpf().bpf_map__set_initial_value(this.#map(map), value, BigInt(value.length));
+    if (r < 0) {
+      throw new KernelError(
+        `cannot set ${map} of ${this.name}: ${strerror(-r)}`,
+        "this is a bug",
+        -r,
+      );
+    }
+    this.#keep.push(value);
+  }
+
   /** Verifies and loads every program; throws with the verifier's log on failure. */
   load(): void {
     drainLibbpfLog();

@@ -1,57 +1,74 @@
 /**
- * Where the datapath lives in the bpf filesystem. Everything tsnproxy pins is under one
- * root (default /sys/fs/bpf/tsnproxy), so uninstall removes exactly what is ours:
+ * Where the datapath lives in the bpf filesystem, and the one codec for every name in it.
+ * Everything tsnproxy pins is under one root (default /sys/fs/bpf/tsnproxy):
  *
- *   <root>/maps/<map>        maps, pinned by libbpf (LIBBPF_PIN_BY_NAME)
- *   <root>/progs/<program>   tsnp_save, tsnp_restore, tsnp_gc_start
- *   <root>/node/<name>       node attachments (the restorer on the TSN interface)
- *   <root>/pods/<name>       one per pod interface: <container id>_<ifname>, and
- *                            <container id>_<ifname>@host for a restorer on its host veth
+ *   <root>/v2/maps/<map>      ABI 2 maps, pinned by libbpf (LIBBPF_PIN_BY_NAME)
+ *   <root>/v2/progs/<prog>    tsnp_save, tsnp_admit, tsnp_restore
+ *   <root>/v2/node/<name>     node attachments: restore_<ifname>, the restorer on a TSN NIC
+ *   <root>/pods/<name>        one per pod interface and side, shared by every ABI:
+ *                             <container>_<ifname>        the saver, in the pod's namespace
+ *                             <container>_<ifname>@host   admit (ABI 1: a host-veth restorer)
+ *   <root>/maps, progs, node  ABI 1 (release 0.1.0), kept while pods it attached live
  *
- * An attachment pin is the tcx link itself (unpinning detaches it) or, for classic
- * clsact filters, which cannot be pinned, the program pinned under a name that records
- * the filter's interface and hook (`<name>@clsact-<egress|ingress>-<ifindex>`).
- * bpffs refuses '.' in names: every name here is built from [A-Za-z0-9_@-].
+ * Each ABI has its own directory because map layouts differ: libbpf refuses to reuse a pin
+ * whose layout does not match, and an older release must find its own maps where it left
+ * them while pods it attached still run its programs (src/bpf/legacy.ts).
+ *
+ * An attachment pin is the BPF link itself (tcx or netkit: unpinning detaches it) or, for a
+ * classic clsact filter, which cannot be pinned, the program pinned under a marker name that
+ * records the filter's hook: `<name>@clsact-<egress|ingress>-<ifindex>[@netns=<path>]`.
+ *
+ * Names: bpffs refuses '.' in names (it reserves them), and container ids ([A-Za-z0-9_.-])
+ * and interface names may contain it. The codec keeps [A-Za-z0-9-] as it is and writes any
+ * other byte as %XX, so every id round-trips and `_` separates container and interface
+ * unambiguously. Ids of [A-Za-z0-9-] (every runtime's hex or uuid ids) give the same names as
+ * release 0.1.0, whose DEL can then still find them; 0.1.0 turned any other character into
+ * `_`, which parses back only as a guess (parsePodPin's `legacy`).
  */
 import { NotFoundError } from "../errors.ts";
 
+/** The datapath ABI this build pins (bpf/tsnproxy.h TSNP_ABI). */
+export const ABI = 2;
+
 export const PROGRAMS = {
   save: "tsnp_save",
+  admit: "tsnp_admit",
   restore: "tsnp_restore",
-  gcStart: "tsnp_gc_start",
 } as const;
 export type ProgramRole = keyof typeof PROGRAMS;
 
 /** Which embedded object (bpf/<name>.c) holds each program. */
 export const PROGRAM_OBJECT: Record<ProgramRole, string> = {
   save: "save",
+  admit: "admit",
   restore: "restore",
-  gcStart: "gc",
 };
 
 export const MAPS = [
-  "tsnp_meta",
-  "tsnp_policy",
+  "tsnp_pods",
   "tsnp_config",
+  "tsnp_stage",
+  "tsnp_req_stage",
   "tsnp_stats",
   "tsnp_pod_stats",
   "tsnp_slots",
-  "tsnp_policy_gen",
-  "tsnp_gc",
-  "tsnp_live",
 ] as const;
 export type MapName = typeof MAPS[number];
 
 export class PinLayout {
   constructor(readonly root: string) {}
+  /** This ABI's directory. */
+  get abiDir(): string {
+    return `${this.root}/v${ABI}`;
+  }
   get mapsDir(): string {
-    return `${this.root}/maps`;
+    return `${this.abiDir}/maps`;
   }
   get progsDir(): string {
-    return `${this.root}/progs`;
+    return `${this.abiDir}/progs`;
   }
   get nodeDir(): string {
-    return `${this.root}/node`;
+    return `${this.abiDir}/node`;
   }
   get podsDir(): string {
     return `${this.root}/pods`;
@@ -62,13 +79,139 @@ export class PinLayout {
   prog(role: ProgramRole): string {
     return `${this.progsDir}/${PROGRAMS[role]}`;
   }
+  /** The restorer's attachment on a TSN interface. */
+  restorer(ifname: string): string {
+    return `${this.nodeDir}/${nodePinName("restore", ifname)}`;
+  }
+  /** A pod interface's attachment on one side. */
+  pod(containerId: string, ifname: string, side: PodSide): string {
+    return `${this.podsDir}/${podPinName(containerId, ifname, side)}`;
+  }
 }
 
-/** Attachment names must be valid file names: container ids and ifnames are. */
-export function podAttachmentName(containerId: string, ifname: string): string {
-  const safe = (s: string) => s.replace(/[^A-Za-z0-9_-]/g, "_");
-  return `${safe(containerId)}_${safe(ifname)}`;
+// ---- the name codec -------------------------------------------------------------------
+
+const KEEP = /[A-Za-z0-9-]/;
+
+/** A pin-name component: [A-Za-z0-9-] as is, every other UTF-8 byte as %XX. */
+export function encodeComponent(s: string): string {
+  let out = "";
+  for (const ch of s) {
+    if (KEEP.test(ch)) out += ch;
+    else {
+      for (const b of new TextEncoder().encode(ch)) {
+        out += "%" + b.toString(16).padStart(2, "0");
+      }
+    }
+  }
+  return out;
 }
+
+/** The inverse of encodeComponent; undefined for what it never writes. */
+export function decodeComponent(s: string): string | undefined {
+  if (!/^(?:[A-Za-z0-9-]|%[0-9a-f]{2})*$/.test(s)) return undefined;
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return undefined;
+  }
+}
+
+export type PodSide = "pod" | "host";
+const HOST_SUFFIX = "@host";
+
+export function podPinName(containerId: string, ifname: string, side: PodSide): string {
+  const base = `${encodeComponent(containerId)}_${encodeComponent(ifname)}`;
+  return side === "host" ? base + HOST_SUFFIX : base;
+}
+
+export function nodePinName(role: "restore", ifname: string): string {
+  return `${role}_${encodeComponent(ifname)}`;
+}
+
+export interface ClsactMarker {
+  direction: "ingress" | "egress";
+  ifindex: number;
+  /** The filter's network namespace when it is not the node's (a pod's). */
+  netns?: string;
+}
+
+/** The marker suffix a clsact attachment's pin carries (see the module header). */
+export function clsactSuffix(m: ClsactMarker): string {
+  const ns = m.netns ? `@netns=${encodeURIComponent(m.netns)}` : "";
+  return `@clsact-${m.direction}-${m.ifindex}${ns}`;
+}
+
+/** Splits a pin file name into its attachment name and clsact marker, if any. */
+export function splitMarker(fileName: string): { name: string; clsact?: ClsactMarker } {
+  const m = /^(.*)@clsact-(ingress|egress)-(\d+)(?:@netns=([^@/]*))?$/.exec(fileName);
+  if (!m) return { name: fileName };
+  return {
+    name: m[1],
+    clsact: {
+      direction: m[2] as "ingress" | "egress",
+      ifindex: Number(m[3]),
+      ...(m[4] ? { netns: decodeURIComponent(m[4]) } : {}),
+    },
+  };
+}
+
+export interface PodPin {
+  /** The file name under the pods directory. */
+  file: string;
+  /** The attachment's name without marker or side (the same for both sides). */
+  name: string;
+  side: PodSide;
+  clsact?: ClsactMarker;
+  /** Parsed exactly; undefined for an ambiguous release-0.1.0 name. */
+  containerId?: string;
+  ifname?: string;
+  /**
+   * A 0.1.0 name that turned other characters into `_`: the ways it may split into
+   * container id and interface (id prefixes), longest id first.
+   */
+  legacy?: Array<{ containerId: string; ifname: string }>;
+}
+
+/** Parses a file name in the pods directory; undefined when it is not a name we write. */
+export function parsePodPin(file: string): PodPin | undefined {
+  const { name: withSide, clsact } = splitMarker(file);
+  const side: PodSide = withSide.endsWith(HOST_SUFFIX) ? "host" : "pod";
+  const name = side === "host" ? withSide.slice(0, -HOST_SUFFIX.length) : withSide;
+  const parts = name.split("_");
+  if (parts.length === 2) {
+    const containerId = decodeComponent(parts[0]);
+    const ifname = decodeComponent(parts[1]);
+    if (containerId && ifname) return { file, name, side, clsact, containerId, ifname };
+  }
+  if (parts.length > 2 && /^[A-Za-z0-9_-]+$/.test(name)) {
+    const legacy = [];
+    for (let i = parts.length - 1; i >= 1; i--) {
+      legacy.push({ containerId: parts.slice(0, i).join("_"), ifname: parts.slice(i).join("_") });
+    }
+    return { file, name, side, clsact, legacy };
+  }
+  return undefined;
+}
+
+/** True when a pod pin may belong to this container (exactly, or as a 0.1.0 guess). */
+export function podPinMatches(pin: PodPin, containerId: string): boolean {
+  if (pin.containerId !== undefined) return pin.containerId === containerId;
+  const lossy = containerId.replace(/[^A-Za-z0-9_-]/g, "_");
+  return pin.legacy?.some((c) => c.containerId === lossy) ?? false;
+}
+
+/** Parses a node attachment's file name (restore_<ifname>[marker]). */
+export function parseNodePin(
+  file: string,
+): { role: "restore"; ifname: string; clsact?: ClsactMarker } | undefined {
+  const { name, clsact } = splitMarker(file);
+  const m = /^restore_(.+)$/.exec(name);
+  const ifname = m ? decodeComponent(m[1]) : undefined;
+  return ifname ? { role: "restore", ifname, clsact } : undefined;
+}
+
+// ---- the filesystem -------------------------------------------------------------------
 
 interface Mount {
   point: string;

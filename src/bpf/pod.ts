@@ -1,14 +1,30 @@
 /**
- * The pod side of the datapath, used by `tsnproxy cni`: attach the pinned saver to the
- * pod's interface inside its namespace (never loading or verifying BPF per pod), write
- * the pod's policy under each of its addresses, and undo all of it.
+ * The pod side of the datapath, used by `tsnproxy cni`: the pod interface's entry in
+ * tsnp_pods (its policy and carrier, keyed by its host-side ifindex), admit on its host-side
+ * interface and the saver on the pod's interface inside its namespace, and undoing all of it.
+ * Nothing here loads or verifies BPF: the programs are pinned once per node.
  */
-import { attach, type Attachment, detach, pinsOf, type TcApi } from "./attach.ts";
-import { DatapathMaps, type DatapathPolicy } from "./maps.ts";
-import { PinLayout, podAttachmentName } from "./pins.ts";
+import {
+  attach,
+  type AttachApi,
+  type Attachment,
+  CLSACT_HANDLE,
+  CLSACT_HANDLES,
+  describePin,
+  detach,
+  pinsOf,
+} from "./attach.ts";
+import type { TcApi } from "./attach.ts";
+import { type Carrier, type DatapathMaps, type PodEntry } from "./maps.ts";
+import { parsePodPin, PinLayout, type PodPin, podPinMatches } from "./pins.ts";
 import { closeFd, objGetRequired } from "./sys.ts";
+import type { DatapathPolicy } from "../policy/types.ts";
+import { ifIndexToName } from "../ffi/libc.ts";
 
-/** A stable 64-bit id for a container (FNV-1a), used to key per-pod counters and policies. */
+/** A host-side clsact attachment is admit's, or a release-0.1.0 host-veth restorer's. */
+export const HOST_HANDLES = [CLSACT_HANDLES.admit, CLSACT_HANDLE] as const;
+
+/** A stable 64-bit id for a container (FNV-1a), used to key per-pod counters and entries. */
 export function podCookie(containerId: string): bigint {
   let h = 0xcbf29ce484222325n;
   for (let i = 0; i < containerId.length; i++) {
@@ -18,111 +34,96 @@ export function podCookie(containerId: string): bigint {
   return h === 0n ? 1n : h;
 }
 
+/** The pod interface's other end, in the node's namespace. */
+export interface HostSide {
+  name: string;
+  index: number;
+  kind: "veth" | "netkit";
+}
+
 export interface PodAttachRequest {
   bpffs: string;
   containerId: string;
   ifname: string;
   netns: string;
-  /** For the saver, in the pod's namespace (src/bpf/features.ts: resolvePodTcApi). */
+  /** The saver's hook API, in the pod's namespace (src/bpf/features.ts: resolvePodTcApi). */
   api: TcApi;
-  /** For the host veth's restorer (default: api). */
-  hostApi?: TcApi;
-  /** The pod's addresses on this interface (from prevResult). */
-  ips: readonly string[];
-  policy: Omit<DatapathPolicy, "podCookie" | "slot">;
-  /** With restoreAt host-veth-ingress: the host-side veth in the caller's namespace. */
-  hostVeth?: string;
-}
-
-export function podPin(bpffs: string, containerId: string, ifname: string): string {
-  return `${new PinLayout(bpffs).podsDir}/${podAttachmentName(containerId, ifname)}`;
-}
-
-export function hostVethPin(bpffs: string, containerId: string, ifname: string): string {
-  return `${podPin(bpffs, containerId, ifname)}@host`;
+  host: HostSide;
+  /** admit's hook on the host side (src/bpf/carrier.ts: admitApi). */
+  hostApi: AttachApi;
 }
 
 /**
- * The map side of a pod's ADD: its counter slot, then its policy under each address. Runs
- * under the node lock (src/cni/verbs.ts). Before attachSavers(): the saver must never see
- * the pod's packets without the policy.
+ * The map side of a pod's ADD: its counter slot and its entry under its host-side ifindex.
+ * Runs under the node lock (src/cni/verbs.ts), before attachPodPrograms(): admit must never
+ * see the pod's packets without the entry.
  */
-export function writePodPolicies(
+export function writePodEntry(
   maps: DatapathMaps,
-  req: Pick<PodAttachRequest, "containerId" | "ips" | "policy">,
-): void {
+  req: { containerId: string; host: HostSide; carrier: Carrier; reason: number },
+  policy: DatapathPolicy,
+): PodEntry {
   const cookie = podCookie(req.containerId);
-  const slot = maps.acquireSlot(cookie);
-  for (const ip of req.ips) maps.putPolicy(ip, { ...req.policy, podCookie: cookie, slot });
+  const entry: PodEntry = {
+    cookie,
+    slot: maps.acquireSlot(cookie),
+    carrier: req.carrier,
+    reason: req.reason,
+    policy,
+  };
+  maps.putPod(req.host.index, entry);
+  return entry;
 }
 
 /**
- * The attach side of a pod's ADD: the saver on its interface (and, with restoreAt
- * host-veth-ingress, a restorer on its host veth). Touches only this pod's pins, so it needs
- * no node lock: a tcx attach waits for an RCU grace period, which concurrent ADDs then wait
- * for side by side. On failure nothing of it stays attached.
+ * The attach side of a pod's ADD: admit on the host side first, then the saver in the pod.
+ * Touches only this pod's pins, so it needs no node lock (a tcx attach waits for an RCU grace
+ * period, which concurrent ADDs then wait for side by side). On failure nothing of it stays
+ * attached.
  */
-export function attachSavers(req: PodAttachRequest): Attachment[] {
+export function attachPodPrograms(req: PodAttachRequest): Attachment[] {
   const pins = new PinLayout(req.bpffs);
   const done: Attachment[] = [];
+  const hostPin = pins.pod(req.containerId, req.ifname, "host");
+  const podPin = pins.pod(req.containerId, req.ifname, "pod");
   try {
-    const save = objGetRequired(pins.prog("save"));
-    try {
-      const pin = podPin(req.bpffs, req.containerId, req.ifname);
-      detach(pin, { netns: req.netns }); // a retried ADD replaces its own earlier attachment
-      done.push(
-        attach({
-          progFd: save,
-          ifname: req.ifname,
-          direction: "egress",
-          api: req.api,
-          netns: req.netns,
-          pin,
-          first: true,
-        }),
-      );
-    } finally {
-      closeFd(save);
-    }
-    if (req.hostVeth) {
-      const restore = objGetRequired(pins.prog("restore"));
-      try {
-        const pin = hostVethPin(req.bpffs, req.containerId, req.ifname);
-        detach(pin, {});
-        done.push(
-          attach({
-            progFd: restore,
-            ifname: req.hostVeth,
-            direction: "ingress",
-            api: req.hostApi ?? req.api,
-            pin,
-            first: true,
-          }),
-        );
-      } finally {
-        closeFd(restore);
-      }
-    }
+    // A retried ADD replaces its own earlier attachments.
+    detach(hostPin, { handles: HOST_HANDLES });
+    detach(podPin, { netns: req.netns, handles: [CLSACT_HANDLES.save] });
+    done.push(withProgram(pins.prog("admit"), (fd) =>
+      attach({
+        progFd: fd,
+        ifname: req.host.name,
+        direction: "ingress",
+        api: req.hostApi,
+        pin: hostPin,
+        first: true,
+        handle: CLSACT_HANDLES.admit,
+      })));
+    done.push(withProgram(pins.prog("save"), (fd) =>
+      attach({
+        progFd: fd,
+        ifname: req.ifname,
+        direction: "egress",
+        api: req.api,
+        netns: req.netns,
+        pin: podPin,
+        first: true,
+        handle: CLSACT_HANDLES.save,
+      })));
     return done;
   } catch (e) {
-    detachAttachments(req);
+    detachPodPrograms(req);
     throw e;
   }
 }
 
-/** ADD in one call, for callers without concurrent plugins (tests, benchmarks, the demo). */
-export function attachPod(req: PodAttachRequest): Attachment[] {
-  const maps = DatapathMaps.open(req.bpffs);
+function withProgram<T>(pin: string, fn: (fd: number) => T): T {
+  const fd = objGetRequired(pin);
   try {
-    writePodPolicies(maps, req);
-    try {
-      return attachSavers(req);
-    } catch (e) {
-      removePodPolicies(maps, req); // nothing half-attached
-      throw e;
-    }
+    return fn(fd);
   } finally {
-    maps.close();
+    closeFd(fd);
   }
 }
 
@@ -132,80 +133,79 @@ export interface PodDetachRequest {
   ifname: string;
   /** May be empty or gone (the second DEL of a removed sandbox). */
   netns?: string;
-  /** The interface's addresses (from DEL's prevResult), when the runtime passed them. */
-  ips?: readonly string[];
 }
 
-/** The pod interface's attachments (idempotent, no node lock needed); returns pins removed. */
-export function detachAttachments(req: PodDetachRequest): number {
+/** The host-side ifindex admit's pin records (0 when its interface is gone). */
+export function admitIfindex(req: Omit<PodDetachRequest, "netns">): number | undefined {
+  const pin = new PinLayout(req.bpffs).pod(req.containerId, req.ifname, "host");
+  for (const p of pinsOf(pin)) {
+    try {
+      return describePin(p).ifindex;
+    } catch { /* raced with a deletion */ }
+  }
+  return undefined;
+}
+
+/** The pod interface's attachments on both sides (idempotent, no node lock); pins removed. */
+export function detachPodPrograms(req: PodDetachRequest): number {
+  const pins = new PinLayout(req.bpffs);
   // Without the pod's namespace its clsact filter cannot be reached safely (and dies with
   // the namespace): only unpin. Never look for it in our own namespace, where the same
-  // ifindex may be a different interface (the TSN NIC's restorer uses the same filter
-  // handle), nor in the path the marker records, which may name another pod's namespace now.
+  // ifindex may be another interface, nor in the path the marker records, which may name
+  // another pod's namespace now.
   const n = detach(
-    podPin(req.bpffs, req.containerId, req.ifname),
-    req.netns ? { netns: req.netns } : { unpinOnly: true },
+    pins.pod(req.containerId, req.ifname, "pod"),
+    req.netns ? { netns: req.netns, handles: [CLSACT_HANDLES.save] } : { unpinOnly: true },
   );
-  return n + detach(hostVethPin(req.bpffs, req.containerId, req.ifname), {});
+  return n + detach(pins.pod(req.containerId, req.ifname, "host"), { handles: HOST_HANDLES });
 }
 
 /**
- * The map side of a DEL (idempotent, under the node lock): the pod's policies, and its
- * counter slot once none of its interfaces is attached any more.
+ * The map side of a DEL (idempotent, under the node lock): the interface's entry (by the
+ * host ifindex its admit pin recorded, or every entry of the pod whose interface is gone),
+ * and the pod's counter slot once none of its interfaces is attached any more.
  */
-export function removePodPolicies(
+export function removePodEntry(
   maps: DatapathMaps,
-  req: Pick<PodDetachRequest, "bpffs" | "containerId" | "ips">,
+  req: { bpffs: string; containerId: string; hostIndex?: number },
 ): void {
   const cookie = podCookie(req.containerId);
-  // The policies ADD wrote are keyed by the addresses DEL's prevResult names again: remove
-  // those directly. Only without them (or when none is the pod's) walk the whole map, which
-  // costs two syscalls per pod address on the node, under the node-wide lock.
-  const own = (req.ips ?? []).filter((ip) => maps.policyCookie(ip) === cookie);
-  if (own.length) {
-    for (const ip of own) maps.deletePolicy(ip);
+  const own = req.hostIndex ? maps.getPod(req.hostIndex) : undefined;
+  if (req.hostIndex && own?.cookie === cookie) {
+    maps.deletePod(req.hostIndex);
   } else {
-    for (const { ip, policy } of maps.policies()) {
-      if (policy.podCookie === cookie) maps.deletePolicy(ip);
+    for (const { ifindex, entry } of maps.pods()) {
+      if (entry.cookie === cookie && ifIndexToName(ifindex) === undefined) {
+        maps.deletePod(ifindex);
+      }
     }
   }
-  const prefix = podAttachmentName(req.containerId, "");
-  if (!listPodAttachments(req.bpffs).some((a) => a.name.startsWith(prefix))) {
+  if (!listPodAttachments(req.bpffs).some((a) => podPinMatches(a, req.containerId))) {
     maps.releaseSlot(cookie);
   }
 }
 
-/** DEL in one call: attachments, then policies and slot; returns pins removed. */
-export function detachPod(req: PodDetachRequest): number {
-  const n = detachAttachments(req);
-  const maps = DatapathMaps.open(req.bpffs);
-  try {
-    removePodPolicies(maps, req);
-  } finally {
-    maps.close();
-  }
-  return n;
+export interface PodAttachmentRecord extends PodPin {
+  /** Every pin of this attachment (both sides, markers included). */
+  pins: string[];
 }
 
-/** Attachment pins of a pod interface that exist now. */
-export function podPins(bpffs: string, containerId: string, ifname: string): string[] {
-  return [
-    ...pinsOf(podPin(bpffs, containerId, ifname)),
-    ...pinsOf(hostVethPin(bpffs, containerId, ifname)),
-  ];
-}
-
-/** Every pod attachment pinned on this node: container id + ifname, parsed back. */
-export function listPodAttachments(bpffs: string): Array<{ name: string; pins: string[] }> {
+/** Every pod attachment pinned on this node, both sides grouped, names parsed. */
+export function listPodAttachments(bpffs: string): PodAttachmentRecord[] {
   const dir = new PinLayout(bpffs).podsDir;
-  const byName = new Map<string, string[]>();
+  const byName = new Map<string, PodAttachmentRecord>();
+  let names: string[] = [];
   try {
-    for (const e of Deno.readDirSync(dir)) {
-      const name = e.name.replace(/@clsact-.*$/, "").replace(/@host$/, "");
-      byName.set(name, [...(byName.get(name) ?? []), `${dir}/${e.name}`]);
-    }
+    names = [...Deno.readDirSync(dir)].map((e) => e.name);
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
-  return [...byName].map(([name, pins]) => ({ name, pins }));
+  for (const file of names) {
+    const p = parsePodPin(file);
+    if (!p) continue;
+    const rec = byName.get(p.name) ?? { ...p, side: "pod" as const, pins: [] };
+    rec.pins.push(`${dir}/${file}`);
+    byName.set(p.name, rec);
+  }
+  return [...byName.values()];
 }

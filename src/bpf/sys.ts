@@ -216,6 +216,28 @@ export function progInfo(fd: number): ProgInfo {
   };
 }
 
+/** The ids of the maps a program uses (up to 64). */
+export function progMapIds(fd: number): number[] {
+  const ids = new Uint32Array(64);
+  const buf = new Uint8Array(256);
+  const dv = new DataView(buf.buffer);
+  dv.setUint32(BpfProgInfo.fields.nr_map_ids[0], ids.length, true);
+  dv.setBigUint64(BpfProgInfo.fields.map_ids[0], addressOf(ids), true);
+  const attr = encode(BpfAttrInfo, {
+    "info.bpf_fd": fd,
+    "info.info_len": buf.length,
+    "info.info": addressOf(buf),
+  });
+  const idBytes = new Uint8Array(ids.buffer);
+  check(
+    bpf(BpfCmd.BPF_OBJ_GET_INFO_BY_FD, attr, buf, idBytes),
+    "cannot read program info",
+    "run as root",
+  );
+  const n = Math.min(dv.getUint32(BpfProgInfo.fields.nr_map_ids[0], true), ids.length);
+  return [...ids.subarray(0, n)];
+}
+
 export interface MapInfo {
   id: number;
   type: number;

@@ -3,66 +3,43 @@
  * zod: this runs on every pod ADD/DEL, and importing zod costs more than the whole rest of
  * the plugin. The zod schema in ./schema.ts is the reference (its types are used here,
  * erased at run time); tests/cni/config_equivalence_test.ts proves both accept and reject
- * the same inputs and produce the same values.
+ * the same inputs and produce the same values. The policy has one validator for both
+ * (src/policy/validate.ts).
  *
- * Entry fields (defaults in PLUGIN_DEFAULTS):
+ * Entry fields (defaults in PLUGIN_DEFAULTS, ./entry_fields.ts):
  *
  *   type          "tsnproxy" (any non-empty binary name)           required
  *   tsnInterface  the node's TSN NIC; absent = node default          (node config / agent)
  *   restoreAt     "tsn-egress" | "host-veth-ingress"               "tsn-egress"
- *   bpffs         absolute pin root                                "/sys/fs/bpf/tsnproxy"
- *   attachMode    "auto" | "tcx" | "clsact"                        "auto" (pod: clsact; host: tcx if present)
- *   policy        {maxPriority?, remap?} (src/config/policy.ts)    none (node default applies)
+ *   bpffs         pin root under /sys/fs/bpf/                      "/sys/fs/bpf/tsnproxy"
+ *   attachMode    "auto" | "tcx" | "clsact"                        "auto"
+ *   policy        a policy layer (src/policy): it can only lower   none (node policy applies)
+ *                 what the node's allows
  *   logLevel      "debug" | "info" | "warn" | "error"              "info"
- *   logFile       absolute path, JSON lines appended               none (no log)
- *   agentSocket   absolute path of the node agent's CNI socket     none (every verb in-process)
- *                 (src/cni/delegate.ts; the agent's node config cni.agentSocket writes it)
+ *   logFile       a file under /var/log/tsnproxy/, JSON lines      none (no log)
+ *   agentSocket   the node agent's CNI socket, under /run/tsnproxy/ none (every verb in-process)
  *
- * Standard fields: cniVersion, cniVersions, name, prevResult, runtimeConfig, capabilities,
- * args, and any key starting with "cni.dev/" (reserved for the runtime). Anything else is
- * rejected with code 7, naming the field and the valid ones.
+ * Paths are confined to the node's own directories (src/config/paths.ts): whoever can write
+ * an entry is an input. Standard fields: cniVersion, cniVersions, name, prevResult,
+ * runtimeConfig, capabilities, args, and any key starting with "cni.dev/" (reserved for the
+ * runtime). Anything else is rejected with code 7, naming the field and the valid ones.
  */
 import { CniCode, ConfigError } from "../errors.ts";
-import type { PodPolicy } from "../config/policy.ts";
+import { policyProblems, validatePolicy } from "../policy/validate.ts";
+import { type ConfinedPath, pathProblem } from "../config/paths.ts";
 import type { PluginEntry } from "./schema.ts";
+import {
+  ATTACH_MODES,
+  IFNAME,
+  LOG_LEVELS,
+  OWN_FIELDS,
+  PLUGIN_DEFAULTS,
+  RESTORE_AT,
+  STANDARD_FIELDS,
+  withoutReserved,
+} from "./entry_fields.ts";
 
-export const RESTORE_AT = ["tsn-egress", "host-veth-ingress"] as const;
-export const ATTACH_MODES = ["auto", "tcx", "clsact"] as const;
-export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
-
-export const PLUGIN_DEFAULTS = {
-  restoreAt: "tsn-egress",
-  bpffs: "/sys/fs/bpf/tsnproxy",
-  attachMode: "auto",
-  logLevel: "info",
-} as const;
-
-export const STANDARD_FIELDS = [
-  "cniVersion",
-  "cniVersions",
-  "name",
-  "type",
-  "prevResult",
-  "runtimeConfig",
-  "capabilities",
-  "args",
-] as const;
-export const OWN_FIELDS = [
-  "tsnInterface",
-  "restoreAt",
-  "bpffs",
-  "attachMode",
-  "policy",
-  "logLevel",
-  "logFile",
-  "agentSocket",
-] as const;
-export const RESERVED_PREFIX = "cni.dev/";
-
-export const U32_MAX = 0xffffffff;
-const REMAP_KEY = /^(?:[0-9]|1[0-5])$/;
-/** Same rule as protocol.validIfname (kept here so the schema module can share it). */
-export const IFNAME = /^(?!\.{1,2}$)[^/:\s]{1,15}$/;
+export { ATTACH_MODES, LOG_LEVELS, PLUGIN_DEFAULTS, RESTORE_AT };
 
 /** The entry with defaults applied: what the verbs use. */
 export interface PluginConfig extends PluginEntry {
@@ -82,72 +59,11 @@ export function withDefaults(e: PluginEntry): PluginConfig {
   };
 }
 
-/** Entry keys without the runtime's reserved "cni.dev/" keys (both validators do this). */
-export function withoutReserved(input: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const k of Object.keys(input)) if (!k.startsWith(RESERVED_PREFIX)) out[k] = input[k];
-  return out;
-}
-
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 const show = (v: unknown) => JSON.stringify(v) ?? String(v);
-
-function priorityProblem(v: unknown): boolean {
-  return typeof v !== "number" || !Number.isSafeInteger(v) || v < 0 || v > U32_MAX;
-}
-
-/** Problems of a pod policy object, as "path: message"; empty when valid. */
-export function policyProblems(input: unknown, where: string): string[] {
-  if (!isRecord(input)) return [`${where}: expected an object, got ${show(input)}`];
-  const out: string[] = [];
-  const unknown = Object.keys(input).filter((k) => k !== "maxPriority" && k !== "remap");
-  if (unknown.length) {
-    out.push(
-      `${where}: unknown key${unknown.length > 1 ? "s" : ""} ${
-        unknown.join(", ")
-      } (valid: maxPriority, remap)`,
-    );
-  }
-  if ("maxPriority" in input && input.maxPriority !== undefined) {
-    if (priorityProblem(input.maxPriority)) {
-      out.push(`${where}.maxPriority: expected an integer priority 0..4294967295`);
-    }
-  }
-  if ("remap" in input && input.remap !== undefined) {
-    const remap = input.remap;
-    if (!isRecord(remap)) out.push(`${where}.remap: expected an object`);
-    else {
-      for (const [k, v] of Object.entries(remap)) {
-        if (!REMAP_KEY.test(k)) {
-          out.push(`${where}.remap.${k}: remap keys are the priorities "0" to "15"`);
-        }
-        if (priorityProblem(v)) {
-          out.push(`${where}.remap.${k}: expected an integer priority 0..4294967295`);
-        }
-      }
-    }
-  }
-  return out;
-}
-
-export function validatePolicy(input: unknown, where: string): PodPolicy {
-  const problems = policyProblems(input, where);
-  if (problems.length) {
-    throw new ConfigError(
-      problems.join("; "),
-      'a policy is {maxPriority?: 0..4294967295, remap?: {"0".."15": priority}}',
-      CniCode.InvalidNetworkConfig,
-    );
-  }
-  const p = input as Record<string, unknown>;
-  const out: PodPolicy = {};
-  if (p.maxPriority !== undefined) out.maxPriority = p.maxPriority as number;
-  if (p.remap !== undefined) out.remap = { ...(p.remap as Record<string, number>) };
-  return out;
-}
 
 function oneOf<T extends string>(
   v: unknown,
@@ -160,10 +76,9 @@ function oneOf<T extends string>(
   }
 }
 
-function absolutePath(v: unknown, field: string, out: string[]): void {
-  if (typeof v !== "string" || !v.startsWith("/") || v.includes("\0")) {
-    out.push(`${field}: expected an absolute path, got ${show(v)}`);
-  }
+function confined(v: unknown, field: ConfinedPath, out: string[]): void {
+  const p = pathProblem(field, v);
+  if (p) out.push(`${field}: ${p}`);
 }
 
 function objectField(v: unknown, field: string, out: string[]): void {
@@ -220,12 +135,12 @@ export function parsePluginEntry(input: unknown): PluginConfig {
     }
   }
   if (e.restoreAt !== undefined) oneOf(e.restoreAt, RESTORE_AT, "restoreAt", problems);
-  if (e.bpffs !== undefined) absolutePath(e.bpffs, "bpffs", problems);
+  if (e.bpffs !== undefined) confined(e.bpffs, "bpffs", problems);
   if (e.attachMode !== undefined) oneOf(e.attachMode, ATTACH_MODES, "attachMode", problems);
   if (e.policy !== undefined) problems.push(...policyProblems(e.policy, "policy"));
   if (e.logLevel !== undefined) oneOf(e.logLevel, LOG_LEVELS, "logLevel", problems);
-  if (e.logFile !== undefined) absolutePath(e.logFile, "logFile", problems);
-  if (e.agentSocket !== undefined) absolutePath(e.agentSocket, "agentSocket", problems);
+  if (e.logFile !== undefined) confined(e.logFile, "logFile", problems);
+  if (e.agentSocket !== undefined) confined(e.agentSocket, "agentSocket", problems);
   if (problems.length) {
     throw new ConfigError(
       `invalid tsnproxy entry: ${problems.join("; ")}`,

@@ -171,7 +171,7 @@ export async function handleCni(
       case "CHECK": {
         needsAtLeast(selected, "0.4.0", "CHECK");
         const { cmdCheck } = await verbs();
-        cmdCheck({ env, config, prevResult });
+        await cmdCheck({ env, config, prevResult });
         break;
       }
       case "STATUS": {

@@ -3,17 +3,33 @@
  * GC's valid-attachments list. The types the plugin uses come from here (z.infer), but the
  * ADD/DEL path never imports this module at run time (zod is too slow to load there): it
  * validates with the hand-written mirror in ./config.ts, and a unit test proves the two
- * agree. doctor, tests and anything off the hot path use these directly.
+ * agree. The policy and the confined paths have one validator each, which both use.
  */
 import * as z from "zod/mini";
-import { podPolicySchema } from "../config/policy.ts";
-import { ATTACH_MODES, IFNAME, LOG_LEVELS, RESTORE_AT, withoutReserved } from "./config.ts";
+import type { PodPolicy } from "../policy/types.ts";
+import { policyProblems, validatePolicy } from "../policy/validate.ts";
+import { type ConfinedPath, pathProblem } from "../config/paths.ts";
+import { ATTACH_MODES, IFNAME, LOG_LEVELS, RESTORE_AT, withoutReserved } from "./entry_fields.ts";
 
-const absolutePath = z.string().check(
-  z.startsWith("/", { error: "expected an absolute path" }),
-  z.refine((s) => !s.includes("\0"), { error: "expected an absolute path" }),
-);
+const confined = (kind: ConfinedPath) =>
+  z.string().check(
+    z.superRefine((s, ctx) => {
+      const p = pathProblem(kind, s);
+      if (p) ctx.issues.push({ code: "custom", message: p, input: s });
+    }),
+  );
 const object = z.record(z.string(), z.unknown());
+
+const policy = z.pipe(
+  z.unknown().check(
+    z.superRefine((v, ctx) => {
+      for (const p of policyProblems(v, "policy")) {
+        ctx.issues.push({ code: "custom", message: p, input: v });
+      }
+    }),
+  ),
+  z.transform((v): PodPolicy => validatePolicy(v, "policy")),
+);
 
 export const pluginEntrySchema = z.strictObject({
   // Standard fields (the runtime fills in cniVersion, name, prevResult, runtimeConfig).
@@ -25,15 +41,15 @@ export const pluginEntrySchema = z.strictObject({
   runtimeConfig: z.optional(object),
   capabilities: z.optional(z.record(z.string(), z.boolean())),
   args: z.optional(object),
-  // tsnproxy's own fields; defaults in config.ts PLUGIN_DEFAULTS.
+  // tsnproxy's own fields; defaults in entry_fields.ts PLUGIN_DEFAULTS.
   tsnInterface: z.optional(z.string().check(z.regex(IFNAME, { error: "not an interface name" }))),
   restoreAt: z.optional(z.enum(RESTORE_AT)),
-  bpffs: z.optional(absolutePath),
+  bpffs: z.optional(confined("bpffs")),
   attachMode: z.optional(z.enum(ATTACH_MODES)),
-  policy: z.optional(podPolicySchema),
+  policy: z.optional(policy),
   logLevel: z.optional(z.enum(LOG_LEVELS)),
-  logFile: z.optional(absolutePath),
-  agentSocket: z.optional(absolutePath),
+  logFile: z.optional(confined("logFile")),
+  agentSocket: z.optional(confined("agentSocket")),
 });
 export type PluginEntry = z.infer<typeof pluginEntrySchema>;
 

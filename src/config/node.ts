@@ -7,7 +7,9 @@
 import { LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
 import { ConfigError } from "../errors.ts";
-import { podPolicySchema } from "./policy.ts";
+import type { PodPolicy } from "../policy/types.ts";
+import { policyProblems, validatePolicy } from "../policy/validate.ts";
+import { type ConfinedPath, pathProblem } from "./paths.ts";
 import { qdiscSchema } from "./qdisc.ts";
 import { closestKey, formatPath, issueMessage, keysAt, locate } from "./yaml_errors.ts";
 
@@ -19,6 +21,20 @@ const absPath = (what: string) =>
   z.string({ error: `expected ${what} as an absolute path` }).regex(/^\/\S*$/, {
     error: `expected ${what} as an absolute path`,
   });
+
+/** A path confined to the node's own directories (src/config/paths.ts). */
+const confined = (kind: ConfinedPath) =>
+  z.string({ error: `expected ${kind} as an absolute path` }).superRefine((s, ctx) => {
+    const p = pathProblem(kind, s);
+    if (p) ctx.addIssue({ code: "custom", message: p });
+  });
+
+/** The node's policy layer, checked by the one policy validator (src/policy/validate.ts). */
+const nodePolicy = z.unknown().superRefine((v, ctx) => {
+  for (const p of policyProblems(v, "policy")) {
+    ctx.addIssue({ code: "custom", message: p.replace(/^policy(\.|: )/, "") });
+  }
+}).transform((v): PodPolicy => validatePolicy(v, "policy"));
 
 const mapEntries = z.int({ error: "expected an integer" }).refine(
   (n) => n >= 1024 && n <= 1 << 20 && (n & (n - 1)) === 0,
@@ -37,7 +53,7 @@ const ifname = z.string({ error: "expected an interface name" }).regex(/^[^\s/:]
 
 export const RESTORE_AT = ["tsn-egress", "host-veth-ingress"] as const;
 export const ATTACH_MODES = ["auto", "tcx", "clsact"] as const;
-export const CARRIERS = ["tag", "table"] as const;
+export const CARRIERS = ["auto", "tag", "table"] as const;
 const oneOf = <T extends readonly [string, ...string[]]>(values: T) =>
   z.enum(values, { error: `expected one of ${values.map((v) => `"${v}"`).join(", ")}` });
 
@@ -45,15 +61,19 @@ export const nodeConfigSchema = z.strictObject({
   /** The TSN NIC the restorer runs on; required by install unless given with a flag. */
   tsnInterface: ifname.optional(),
   restoreAt: oneOf(RESTORE_AT).default("tsn-egress"),
-  bpffs: absPath("bpffs").default("/sys/fs/bpf/tsnproxy"),
+  bpffs: confined("bpffs").default("/sys/fs/bpf/tsnproxy"),
   attachMode: oneOf(ATTACH_MODES).default("auto"),
-  carrier: oneOf(CARRIERS).default("tag"),
+  /** How admitted metadata travels to the restorer (src/bpf/carrier.ts). */
+  carrier: oneOf(CARRIERS).default("auto"),
   gc: z.strictObject({
+    /** A staged entry older than this never restores (the stage's age limit). */
     maxAgeMs: posInt().default(1000),
+    /** Release 0.1.0's GC timer period; ABI 2 has no GC. Accepted, ignored. */
     intervalMs: posInt().default(1000),
   }).prefault({}),
+  /** Release 0.1.0's fingerprint table size; ABI 2 has none to size. Accepted, ignored. */
   mapEntries: mapEntries.default(16384),
-  policy: z.optional(podPolicySchema).transform((p) => p ?? {}),
+  policy: z.optional(nodePolicy).transform((p) => p ?? {}),
   cni: z.strictObject({
     confDir: absPath("cni.confDir").default("/etc/cni/net.d"),
     binDir: absPath("cni.binDir").default("/opt/cni/bin"),
@@ -65,7 +85,7 @@ export const nodeConfigSchema = z.strictObject({
      * The agent serves CNI verbs on this unix socket and the entry tells the plugin to hand
      * them over (src/cni/delegate.ts); unset = the plugin does all the work itself.
      */
-    agentSocket: absPath("cni.agentSocket").optional(),
+    agentSocket: confined("agentSocket").optional(),
   }).prefault({}),
   qdisc: qdiscSchema.default({ kind: "keep" }),
   metrics: z.strictObject({ address: hostPort.default("0.0.0.0:9489") }).prefault({}),
@@ -230,26 +250,23 @@ bpffs: /sys/fs/bpf/tsnproxy
 # which attaches without a full RCU grace period on every pod ADD), "tcx" or "clsact".
 attachMode: auto
 
-# How a priority of 0-15 travels from the pod to the TSN NIC: "tag" (in skb->tc_index: no
-# map, nothing a flood can evict) or "table" (the fingerprint table, which launch times
-# without a clock type always take). Use "table" when a classic tc filter between the pods
-# and the NIC returns TC_ACT_OK: the kernel then resets tc_index ("tsnproxy doctor" warns).
-carrier: tag
+# How a pod's priority travels from its host-side interface to the TSN NIC: "auto" (the tag
+# in skb->tc_index where nothing else on the pod's way reads or writes it, the per-CPU stage
+# where another datapath does, e.g. Cilium; decided at install and at each pod ADD), "tag"
+# or "table" (every pod on the stage). "tsnproxy status" shows each pod's carrier and why.
+carrier: auto
 
-# Fingerprint-table entries (launch times without a clock type, priorities above 15; the
-# tag in tc_index carries the rest) not restored within maxAgeMs are dropped by the GC.
+# A staged packet not restored within maxAgeMs never restores (intervalMs: unused since 0.2).
 gc:
   maxAgeMs: 1000
-  intervalMs: 1000
 
-# Entries in the fingerprint table (a power of two, 1024..1048576).
-mapEntries: 16384
-
-# Default pod policy: clamp priorities and remap 0..15 (per-pod layers may only lower the
-# ceiling; see src/config/policy_layers.ts).
+# The node's policy: pods' own layers (the entry, annotations, CNI_ARGS) can only lower it.
+#   maxPriority      the ceiling          remap            {"7": 3}: priority 7 becomes 3
+#   defaultPriority  for packets whose socket set none
+#   rules            by destination, for those too: [{protocol: udp, ports: "319-320",
+#                    destination: "224.0.1.129", priority: 7}]
 policy: {}
 #  maxPriority: 5
-#  remap: {"7": 3}
 
 cni:
   confDir: /etc/cni/net.d

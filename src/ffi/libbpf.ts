@@ -23,6 +23,7 @@ export const libbpfSymbols = {
   bpf_map__fd: { parameters: ["pointer"], result: "i32" },
   bpf_map__set_max_entries: { parameters: ["pointer", "u32"], result: "i32" },
   bpf_map__set_pin_path: { parameters: ["pointer", "buffer"], result: "i32" },
+  bpf_map__set_initial_value: { parameters: ["pointer", "buffer", "usize"], result: "i32" },
 
   bpf_tc_hook_create: { parameters: ["buffer"], result: "i32" },
   bpf_tc_hook_destroy: { parameters: ["buffer"], result: "i32" },

@@ -5,8 +5,10 @@
  *
  *   1. qdisc     clsact first on the clsact path, the repair, the configured root (first
  *                because it fails most often, and on failure it undoes itself: nothing changed)
- *   2. binary    the plugin executable in the CNI bin dir
- *   3. datapath  load, verify and pin the programs; write the node config map; start the GC
+ *   2. datapath  load, verify and pin the programs; write the node config map (the carrier,
+ *                from what else runs on the node's devices; the node's policy)
+ *   3. binary    the plugin executable in the CNI bin dir (after its datapath: a plugin of
+ *                this build finds its own ABI's pins)
  *   4. restorer  tsnp_restore on the TSN interface's egress (after clsact and the root)
  *   5. conflist  the tsnproxy entry at the end of the primary network's chain (last: the
  *                runtime only calls the plugin once the node can serve it)
@@ -18,12 +20,16 @@
  */
 import { type Attachment, type TcApi } from "../bpf/attach.ts";
 import { resolveTcApi } from "../bpf/features.ts";
-import { loadDatapath, type ProgramState, startGc } from "../bpf/loader.ts";
+import { loadDatapath, type ProgramState } from "../bpf/loader.ts";
 import { type DatapathConfig, DatapathMaps } from "../bpf/maps.ts";
-import { attachRestorer, restorerAttached, restorerPin } from "../bpf/node.ts";
+import { attachRestorer, nodeForeignPrograms, restorerAttached } from "../bpf/node.ts";
 import { assertBpffs, MAPS, PinLayout, PROGRAMS } from "../bpf/pins.ts";
+import { type CarrierChoice, chooseNodeCarrier, REASONS, reasonText } from "../bpf/carrier.ts";
+import { isLegacyPod, legacyPresent, retireLegacyIfUnused } from "../bpf/legacy.ts";
+import { listPodAttachments } from "../bpf/pod.ts";
 import type { NodeConfig } from "../config/node.ts";
-import { compilePolicy, U32_MAX } from "../config/policy.ts";
+import { compileNode, describePolicy, samePolicy } from "../policy/resolve.ts";
+import { ifIndexToName } from "../ffi/libc.ts";
 import {
   apply as applyConflist,
   type Plan as ConflistPlan,
@@ -41,7 +47,6 @@ import {
 } from "./qdisc_plan.ts";
 import { type InstallState, readState, sameState, statePath, writeState } from "./state.ts";
 import { recoverInterruptedWrites } from "./atomic.ts";
-import { monotonicNs } from "../ffi/libc.ts";
 import { exists } from "../util/fs.ts";
 
 export interface InstallTarget {
@@ -53,7 +58,12 @@ export interface InstallTarget {
   inPlace: boolean;
 }
 
-/** The conflist entry install injects: the node's settings and default policy. */
+/**
+ * The conflist entry install injects: the node's settings. Its policy repeats the node's
+ * ceiling and remap, which are the node's layer anyway (the plugin takes the node's from the
+ * datapath); they stay in the entry so that release 0.1.0's entry and this one are the same
+ * and an upgrade or a downgrade does not rewrite the conflist.
+ */
 export function pluginEntry(t: InstallTarget): TsnproxyEntry {
   const e: TsnproxyEntry = {
     type: PLUGIN_TYPE,
@@ -73,30 +83,19 @@ export function pluginEntry(t: InstallTarget): TsnproxyEntry {
   return e;
 }
 
-/** The node config map install writes (GC ages, default policy). */
-export function datapathConfig(cfg: NodeConfig): DatapathConfig {
-  const dp = compilePolicy(cfg.policy);
+/** The node config map install writes: the stage's age, the carrier, the node's policy. */
+export function datapathConfig(cfg: NodeConfig, carrier: CarrierChoice): DatapathConfig {
   return {
-    maxAgeNs: BigInt(cfg.gc.maxAgeMs) * 1_000_000n,
-    gcIntervalNs: BigInt(cfg.gc.intervalMs) * 1_000_000n,
-    carrier: cfg.carrier,
-    defaultPolicy: {
-      podCookie: 0n,
-      maxPriority: dp.maxPriority,
-      remap: cfg.policy.remap ? dp.remap : undefined,
-    },
+    stageMaxAgeNs: BigInt(cfg.gc.maxAgeMs) * 1_000_000n,
+    tags: carrier.carrier === "tag",
+    carrierReason: REASONS[carrier.reason],
+    node: compileNode(cfg.policy),
   };
 }
 
 function sameConfig(a: DatapathConfig, b: DatapathConfig): boolean {
-  const ra = a.defaultPolicy.remap;
-  const rb = b.defaultPolicy.remap;
-  return a.maxAgeNs === b.maxAgeNs && a.gcIntervalNs === b.gcIntervalNs &&
-    (a.carrier ?? "tag") === (b.carrier ?? "tag") &&
-    a.defaultPolicy.podCookie === b.defaultPolicy.podCookie &&
-    a.defaultPolicy.maxPriority === b.defaultPolicy.maxPriority &&
-    (ra === undefined) === (rb === undefined) &&
-    (ra === undefined || ra.every((v, i) => v === rb?.[i]));
+  return a.stageMaxAgeNs === b.stageMaxAgeNs && a.tags === b.tags &&
+    a.carrierReason === b.carrierReason && samePolicy(a.node, b.node);
 }
 
 export interface DatapathPlan {
@@ -104,52 +103,38 @@ export interface DatapathPlan {
   rootExists: boolean;
   programs: ProgramState[];
   writeConfig: boolean;
-  startGc: boolean;
   config: DatapathConfig;
-  mapEntries: number;
+  /** The node's carrier choice, with the programs behind it. */
+  carrier: CarrierChoice;
+  /** Release 0.1.0's datapath: kept while pods it attached live. */
+  legacy: { present: boolean; pods: number };
   notes: string[];
 }
 
-/**
- * Whether the GC timer is running. Each tick stores its clock reading (tsnp_live.cal_ns), so a
- * running timer's last tick is at most an interval old. Right after it was (re)armed no tick
- * has happened yet: wait for the first one, at most an interval and a second.
- */
-function gcLooksArmed(maps: DatapathMaps, intervalNs: bigint): boolean {
-  const slackNs = 1_000_000_000n;
-  const deadline = monotonicNs() + intervalNs + slackNs;
-  for (;;) {
-    const last = maps.lastGcTickNs();
-    const now = monotonicNs();
-    if (last > 0n && now - last <= 2n * intervalNs + slackNs) return true;
-    if (last > 0n || now >= deadline) return false;
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20); // sleep 20 ms
-  }
-}
-
-export function planDatapath(cfg: NodeConfig): DatapathPlan {
+export function planDatapath(cfg: NodeConfig, tsnInterfaces: readonly string[]): DatapathPlan {
   const pins = new PinLayout(cfg.bpffs);
   const rootExists = exists(pins.root);
   assertBpffs(pins.root);
-  const config = datapathConfig(cfg);
-  const programs = loadDatapath({ bpffs: cfg.bpffs, mapEntries: cfg.mapEntries, dryRun: true });
+  const carrier = chooseNodeCarrier(cfg.carrier, nodeForeignPrograms(tsnInterfaces));
+  const config = datapathConfig(cfg, carrier);
+  const programs = loadDatapath({ bpffs: cfg.bpffs, dryRun: true });
   const fresh = programs.some((p) => p.action !== "kept") ||
     MAPS.some((m) => !exists(pins.map(m)));
+  const legacyPods = rootExists ? listPodAttachments(cfg.bpffs).filter(isLegacyPod).length : 0;
   const plan: DatapathPlan = {
     root: pins.root,
     rootExists,
     programs,
     writeConfig: true,
-    startGc: true,
     config,
-    mapEntries: cfg.mapEntries,
+    carrier,
+    legacy: { present: rootExists && legacyPresent(cfg.bpffs), pods: legacyPods },
     notes: [],
   };
   if (!fresh) {
     const maps = DatapathMaps.open(cfg.bpffs);
     try {
       plan.writeConfig = !sameConfig(maps.readConfig(), config);
-      plan.startGc = plan.writeConfig || !gcLooksArmed(maps, config.gcIntervalNs);
     } catch {
       plan.writeConfig = true;
     } finally {
@@ -159,19 +144,24 @@ export function planDatapath(cfg: NodeConfig): DatapathPlan {
   return plan;
 }
 
-/** Loads (verifying; a pinned program with the same tag is kept), writes config, arms GC. */
+/**
+ * Loads (verifying; a pinned program with the same tag is kept) and writes the config. Then
+ * tidies what DELs that never came left behind: entries of interfaces that are gone, and
+ * release 0.1.0's datapath once none of its pods is left.
+ */
 export function applyDatapath(plan: DatapathPlan): ProgramState[] {
-  const programs = loadDatapath({ bpffs: plan.root, mapEntries: plan.mapEntries });
+  const programs = loadDatapath({ bpffs: plan.root });
   const changed = programs.some((p) => p.action !== "kept");
-  if (plan.writeConfig || changed) {
-    const maps = DatapathMaps.open(plan.root);
-    try {
-      maps.writeConfig(plan.config);
-    } finally {
-      maps.close();
+  const maps = DatapathMaps.open(plan.root);
+  try {
+    if (plan.writeConfig || changed) maps.writeConfig(plan.config);
+    for (const { ifindex } of maps.pods()) {
+      if (ifIndexToName(ifindex) === undefined) maps.deletePod(ifindex);
     }
+  } finally {
+    maps.close();
   }
-  if (plan.startGc || plan.writeConfig || changed) startGc(plan.root);
+  retireLegacyIfUnused(plan.root, listPodAttachments(plan.root));
   return programs;
 }
 
@@ -185,7 +175,7 @@ export interface RestorerPlan {
 }
 
 export function planRestorer(t: InstallTarget): RestorerPlan {
-  const pin = restorerPin(t.cfg.bpffs, t.tsnInterface);
+  const pin = new PinLayout(t.cfg.bpffs).restorer(t.tsnInterface);
   const plan: RestorerPlan = { ifname: t.tsnInterface, api: t.api, pin };
   if (t.cfg.restoreAt !== "tsn-egress") return plan;
   const existing = exists(new PinLayout(t.cfg.bpffs).root)
@@ -219,7 +209,7 @@ export async function planNode(t: InstallTarget, scope: PlanScope): Promise<Node
   const cfg = t.cfg;
   if (scope.recover && scope.binary) await recoverInterruptedWrites(cfg.cni.binDir).catch(() => {});
   const binary = scope.binary ? await planBinary(cfg.cni.binDir, await binarySource()) : undefined;
-  const datapath = scope.datapath ? planDatapath(cfg) : undefined;
+  const datapath = scope.datapath ? planDatapath(cfg, [t.tsnInterface]) : undefined;
   const qdisc = planQdisc(
     t.tsnInterface,
     cfg.qdisc,
@@ -249,7 +239,7 @@ export function planIsEmpty(p: NodePlan): boolean {
   return (!p.binary || p.binary.action === "none") &&
     (!p.datapath ||
       (p.datapath.rootExists && p.datapath.programs.every((x) => x.action === "kept") &&
-        !p.datapath.writeConfig && !p.datapath.startGc)) &&
+        !p.datapath.writeConfig)) &&
     p.qdisc.steps.length === 0 &&
     p.restorer.action !== "attach" &&
     p.conflist.changes.length === 0;
@@ -271,16 +261,6 @@ export function formatConflistChanges(plan: ConflistPlan, sign = "+"): string {
 
 function ms(ns: bigint): string {
   return `${ns / 1_000_000n} ms`;
-}
-
-function policyText(c: DatapathConfig): string {
-  const p = c.defaultPolicy;
-  const parts = [p.maxPriority === U32_MAX ? "no clamp" : `maxPriority ${p.maxPriority}`];
-  if (p.remap) {
-    const changed = p.remap.map((v, i) => [i, v]).filter(([i, v]) => i !== v);
-    parts.push(`remap ${changed.map(([i, v]) => `${i}->${v}`).join(",") || "identity"}`);
-  }
-  return parts.join(", ");
 }
 
 function indent(text: string, by = "    "): string {
@@ -322,17 +302,27 @@ export function formatNodePlan(p: NodePlan, verb = "install"): string {
         prog.action === "kept"
           ? `keep ${PROGRAMS[prog.role]} (pinned, id ${prog.id}, tag ${prog.tag}; re-verified, ` +
             "replaced only if this build differs)"
-          : `load, verify and pin ${PROGRAMS[prog.role]} (${d.mapEntries}-entry fingerprint table)`,
+          : `load, verify and pin ${PROGRAMS[prog.role]}`,
       );
     }
     line(
       d.writeConfig,
-      `${d.writeConfig ? "write" : "keep"} node config: max age ${ms(d.config.maxAgeNs)}, GC ` +
-        `every ${ms(d.config.gcIntervalNs)}, priorities 0-15 by ${
-          d.config.carrier === "table" ? "the table" : "the tc_index tag"
-        }, default policy ${policyText(d.config)}`,
+      `${d.writeConfig ? "write" : "keep"} node config: carrier ${
+        d.carrier.carrier === "tag" ? "tag where a pod's way is clear" : "stage for every pod"
+      } (${reasonText(REASONS[d.carrier.reason])}${
+        d.carrier.programs ? `: ${d.carrier.programs.join(", ")}` : ""
+      }), stage age ${ms(d.config.stageMaxAgeNs)}, node policy ${
+        JSON.stringify(describePolicy(d.config.node))
+      }`,
     );
-    line(d.startGc, d.startGc ? "start the GC timer" : "GC timer running");
+    if (d.legacy.present) {
+      line(
+        false,
+        d.legacy.pods
+          ? `keep release 0.1.0's datapath for its ${d.legacy.pods} pod(s) (retired by their DEL)`
+          : "retire release 0.1.0's datapath (none of its pods is left)",
+      );
+    }
   }
   out.push("restorer:");
   const r = p.restorer;
@@ -429,8 +419,9 @@ export async function executeNodePlan(p: NodePlan): Promise<NodeResult> {
     throw e;
   }
   if (!sameState(state, intent)) await writeState(t.stateDir, state);
-  if (p.binary) await applyBinary(p.binary);
+  // The datapath before the binary: a plugin of this build finds its own ABI's pins.
   if (p.datapath) res.programs = applyDatapath(p.datapath);
+  if (p.binary) await applyBinary(p.binary);
   // On the clsact path planQdisc added clsact already: the restorer never creates it.
   if (p.restorer.action === "attach") attachRestorer(t.cfg.bpffs, t.tsnInterface, t.api);
   await applyConflist(p.conflist, { inPlace: t.inPlace });

@@ -1,14 +1,15 @@
 /**
- * Helpers for the CNI tests: a private pin root prepared with setupNode(), throwaway pod
- * network namespaces with a veth, and the plugin run as a process exactly as a runtime
- * runs it (environment + stdin, result on stdout).
+ * Helpers for the CNI tests: a private pin root set up as install does it
+ * (tests/lib/node.ts), throwaway pod network namespaces with a veth, and the plugin run as a
+ * process exactly as a runtime runs it (environment + stdin, result on stdout).
  */
 import assert from "node:assert/strict";
-import { setupNode, teardownNode } from "../../src/bpf/node.ts";
 import type { TcApi } from "../../src/bpf/attach.ts";
-import { podPins } from "../../src/bpf/pod.ts";
+import { listPodAttachments, podCookie } from "../../src/bpf/pod.ts";
 import { DatapathMaps } from "../../src/bpf/maps.ts";
+import { podPinMatches } from "../../src/bpf/pins.ts";
 import { randomId, run } from "../lib/run.ts";
+import { setUpNode, tearDownNode } from "../lib/node.ts";
 
 export const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 export const DENO = Deno.execPath();
@@ -17,24 +18,17 @@ export interface Node {
   bpffs: string;
 }
 
-/** Runs fn with a freshly set-up pin root; tears it down afterwards. */
-export async function withNode<T>(fn: (node: Node) => Promise<T>, api: TcApi = "tcx"): Promise<T> {
-  const bpffs = `/sys/fs/bpf/tsnp-test-${randomId(8)}`;
+/** Runs fn with a freshly set-up pin root (node config YAML `config`); tears it down after. */
+export async function withNode<T>(
+  fn: (node: Node) => Promise<T>,
+  api: TcApi = "tcx",
+  config = "",
+): Promise<T> {
+  const node = setUpNode({ api, config });
   try {
-    setupNode({
-      bpffs,
-      mapEntries: 4096,
-      restoreAt: "tsn-egress",
-      api,
-      config: {
-        maxAgeNs: 1_000_000_000n,
-        gcIntervalNs: 1_000_000_000n,
-        defaultPolicy: { podCookie: 0n, maxPriority: 0xffffffff },
-      },
-    });
-    return await fn({ bpffs });
+    return await fn({ bpffs: node.bpffs });
   } finally {
-    teardownNode(bpffs);
+    tearDownNode(node);
   }
 }
 
@@ -203,20 +197,21 @@ export function assertOk(r: PluginRun): void {
   assert.equal(r.code, 0, `plugin failed: ${r.stdout} ${r.stderr}`);
 }
 
-/** Nothing of the pod left: no pins, no policy entries for its cookie. */
+/** Nothing of the pod left: no pins, no entry for its cookie. */
 export function assertNothingFor(node: Node, pod: TestPod): void {
-  assert.deepEqual(podPins(node.bpffs, pod.containerId, pod.ifname), []);
+  const left = listPodAttachments(node.bpffs).filter((a) => podPinMatches(a, pod.containerId));
+  assert.deepEqual(left.flatMap((a) => a.pins), []);
   const maps = DatapathMaps.open(node.bpffs);
   try {
-    const ips = maps.policies().map((p) => p.ip);
-    assert.ok(!ips.includes(pod.ipv4), `policy left for ${pod.ipv4}`);
+    const cookie = podCookie(pod.containerId);
+    assert.ok(!maps.pods().some((p) => p.entry.cookie === cookie), "entry left");
   } finally {
     maps.close();
   }
 }
 
-/** Every pod pin and policy under the root. */
-export function podState(node: Node): { pins: string[]; policies: number } {
+/** Every pod pin and entry under the root. */
+export function podState(node: Node): { pins: string[]; entries: number } {
   let pins: string[] = [];
   try {
     pins = [...Deno.readDirSync(`${node.bpffs}/pods`)].map((e) => e.name);
@@ -225,7 +220,7 @@ export function podState(node: Node): { pins: string[]; policies: number } {
   }
   const maps = DatapathMaps.open(node.bpffs);
   try {
-    return { pins, policies: maps.policies().length };
+    return { pins, entries: maps.pods().length };
   } finally {
     maps.close();
   }

@@ -1,17 +1,20 @@
 /**
- * A node topology with tsnproxy's datapath set up the way install + CNI ADD do it, plus the
- * observer on tsn0 and traffic sinks on the far end. Shared by the datapath tests, the demo
- * and the benchmarks.
+ * A node topology with tsnproxy set up the way production does it: the datapath and the
+ * restorer as `tsnproxy install` sets them up (tests/lib/node.ts), each pod attached by the
+ * real plugin process (CNI ADD with a bridge-shaped prevResult, run in the node's
+ * namespace), plus the observer on tsn0 and traffic sinks on the far end. Shared by the
+ * datapath tests, the demo and the benchmarks.
  */
-import { setupNode, teardownNode } from "../../src/bpf/node.ts";
-import { attachPod, detachPod } from "../../src/bpf/pod.ts";
+import { DatapathMaps } from "../../src/bpf/maps.ts";
 import type { TcApi } from "../../src/bpf/attach.ts";
-import { DatapathMaps, type DatapathPolicy, NO_CLAMP } from "../../src/bpf/maps.ts";
+import type { PodPolicy } from "../../src/policy/types.ts";
 import { Observer } from "./observer.ts";
-import { randomId } from "./run.ts";
+import { randomId, run } from "./run.ts";
 import { createTopology, type Pod, type Topology } from "./topology.ts";
+import { setUpNode, tearDownNode, type TestNode } from "./node.ts";
 
 export const SENDER = new URL("./sender.py", import.meta.url).pathname;
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
 export interface SendOptions {
   dst: string;
@@ -27,39 +30,58 @@ export interface SendOptions {
   rawIpId?: number;
   /** Pin the sender to this CPU (taskset). */
   cpu?: number;
+  /** Extra sender arguments (e.g. ["--tos", "16"]). */
+  extra?: string[];
+}
+
+/** What a pod's CNI ADD carries besides the node's policy. */
+export interface PodLayers {
+  /** runtimeConfig.tsnproxy (the object form of a pod layer). */
+  policy?: PodPolicy;
+  /** Pod annotations as containerd passes them (runtimeConfig, capability declared). */
+  annotations?: Record<string, string>;
+  /** CNI_ARGS. */
+  args?: string;
+}
+
+export interface CniRun {
+  code: number;
+  stdout: string;
+  stderr: string;
 }
 
 export class DatapathEnv {
-  readonly bpffs: string;
   #procs: Deno.ChildProcess[] = [];
 
-  private constructor(readonly topo: Topology, readonly api: TcApi, readonly observer: Observer) {
-    this.bpffs = `/sys/fs/bpf/tsnp-test-${topo.id}`;
+  private constructor(
+    readonly topo: Topology,
+    readonly api: TcApi,
+    readonly observer: Observer,
+    readonly node: TestNode,
+  ) {}
+
+  get bpffs(): string {
+    return this.node.bpffs;
   }
 
+  /** `config`: node config YAML (carrier, policy, gc). */
   static async create(
     api: TcApi,
-    opts: { pods?: number; mapEntries?: number; tsnTxQueues?: number } = {},
+    opts: { pods?: number; tsnTxQueues?: number; config?: string } = {},
   ): Promise<DatapathEnv> {
     const topo = await createTopology({ pods: opts.pods ?? 1, tsnTxQueues: opts.tsnTxQueues });
     let observer: Observer | undefined;
+    let node: TestNode | undefined;
     try {
-      const bpffs = `/sys/fs/bpf/tsnp-test-${topo.id}`;
-      setupNode({
-        bpffs,
-        mapEntries: opts.mapEntries ?? 16384,
-        tsnInterface: "tsn0",
-        restoreAt: "tsn-egress",
-        api,
+      node = setUpNode({
+        bpffs: `/sys/fs/bpf/tsnp-test-${topo.id}`,
         netns: topo.nodePath,
-        config: {
-          maxAgeNs: 1_000_000_000n,
-          gcIntervalNs: 500_000_000n,
-          defaultPolicy: { podCookie: 0n, maxPriority: NO_CLAMP },
-        },
+        tsnInterface: "tsn0",
+        api,
+        config: opts.config,
       });
       observer = Observer.attach(topo.nodePath, "tsn0");
-      const env = new DatapathEnv(topo, api, observer);
+      const env = new DatapathEnv(topo, api, observer, node);
       env.spawn(topo.far, ["socat", "-u", "UDP6-RECV:8080,ipv6only=0", "/dev/null"]);
       env.spawn(topo.far, [
         "socat",
@@ -71,32 +93,82 @@ export class DatapathEnv {
       return env;
     } catch (e) {
       observer?.detach();
-      teardownNode(`/sys/fs/bpf/tsnp-test-${topo.id}`, topo.nodePath);
+      if (node) tearDownNode(node);
       await topo.destroy();
       throw e;
     }
   }
 
-  /** What CNI ADD does for a pod: policy + saver on its eth0. */
-  attachPod(pod: Pod, policy: Omit<DatapathPolicy, "podCookie"> = { maxPriority: NO_CLAMP }): void {
-    attachPod({
+  static containerId(pod: Pod): string {
+    return `ctr-${pod.name}`;
+  }
+
+  /** The conflist entry + bridge-shaped prevResult the plugin gets for a pod. */
+  stdin(pod: Pod, layers: PodLayers = {}): string {
+    const rc: Record<string, unknown> = {};
+    if (layers.policy) rc.tsnproxy = layers.policy;
+    if (layers.annotations) rc["io.kubernetes.cri.pod-annotations"] = layers.annotations;
+    return JSON.stringify({
+      cniVersion: "1.1.0",
+      name: "tsnp-test",
+      type: "tsnproxy",
       bpffs: this.bpffs,
-      containerId: `ctr-${pod.name}`,
-      ifname: pod.ifname,
-      netns: pod.netnsPath,
-      api: this.api,
-      ips: [pod.ipv4, pod.ipv6],
-      policy,
+      attachMode: this.api,
+      ...(Object.keys(rc).length ? { runtimeConfig: rc } : {}),
+      prevResult: {
+        cniVersion: "1.1.0",
+        interfaces: [
+          { name: "br0" },
+          { name: pod.hostVeth },
+          { name: pod.ifname, sandbox: pod.netnsPath },
+        ],
+        ips: [
+          { address: `${pod.ipv4}/24`, gateway: "10.244.0.1", interface: 2 },
+          { address: `${pod.ipv6}/64`, gateway: "fd00:244::1", interface: 2 },
+        ],
+      },
     });
   }
 
-  detachPod(pod: Pod): number {
-    return detachPod({
-      bpffs: this.bpffs,
-      containerId: `ctr-${pod.name}`,
-      ifname: pod.ifname,
-      netns: pod.netnsPath,
-    });
+  /** Runs the plugin in the node's namespace as a runtime would (nsenter keeps /sys/fs/bpf). */
+  async cni(command: string, pod: Pod, layers: PodLayers = {}): Promise<CniRun> {
+    return await run(
+      [
+        "nsenter",
+        `--net=${this.topo.nodePath}`,
+        Deno.execPath(),
+        "run",
+        "-A",
+        "--quiet",
+        MAIN,
+        "cni",
+      ],
+      {
+        env: {
+          PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+          CNI_COMMAND: command,
+          CNI_CONTAINERID: DatapathEnv.containerId(pod),
+          CNI_NETNS: pod.netnsPath,
+          CNI_IFNAME: pod.ifname,
+          CNI_PATH: "/opt/cni/bin",
+          ...(layers.args ? { CNI_ARGS: layers.args } : {}),
+        },
+        clearEnv: true,
+        stdin: this.stdin(pod, layers),
+        allowFail: true,
+      },
+    );
+  }
+
+  /** CNI ADD for a pod (throws with the plugin's error Result on failure). */
+  async attachPod(pod: Pod, layers: PodLayers = {}): Promise<void> {
+    const r = await this.cni("ADD", pod, layers);
+    if (r.code !== 0) throw new Error(`ADD failed: ${r.stdout} ${r.stderr}`);
+  }
+
+  async detachPod(pod: Pod): Promise<void> {
+    const r = await this.cni("DEL", pod);
+    if (r.code !== 0) throw new Error(`DEL failed: ${r.stdout} ${r.stderr}`);
   }
 
   maps(): DatapathMaps {
@@ -133,6 +205,7 @@ export class DatapathEnv {
     if (o.size) args.push("--size", String(o.size));
     if (o.constant) args.push("--constant");
     if (o.rawIpId !== undefined) args.push("--raw-ip-id", String(o.rawIpId));
+    if (o.extra) args.push(...o.extra);
     const argv = o.cpu !== undefined
       ? ["taskset", "-c", String(o.cpu), "python3", ...args]
       : ["python3", ...args];
@@ -150,7 +223,7 @@ export class DatapathEnv {
       }
     }
     this.observer.detach();
-    teardownNode(this.bpffs, this.topo.nodePath);
+    tearDownNode(this.node);
     await this.topo.destroy();
   }
 }

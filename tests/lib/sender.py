@@ -23,13 +23,24 @@ p.add_argument("--pps", type=float, default=0, help="rate limit (0 = as fast as 
 p.add_argument("--constant", action="store_true", help="identical payloads (no sequence number)")
 p.add_argument("--raw-ip-id", type=int, help="IPv4 UDP via a raw socket with this fixed IP id "
                "(forges byte-identical fingerprints from different senders)")
+p.add_argument("--tos", type=int, help="IP_TOS / IPV6_TCLASS, set before SO_PRIORITY (which "
+               "it would otherwise set from the TOS)")
 a = p.parse_args()
+
+
+def prioritize(s):
+    if a.tos is not None:
+        if fam == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, a.tos)
+        else:
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, a.tos)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, a.prio)
 
 fam = socket.AF_INET6 if ":" in a.dst else socket.AF_INET
 gap = 1.0 / a.pps if a.pps else 0
 if a.proto == "tcp":
     s = socket.socket(fam, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, a.prio)
+    prioritize(s)
     s.connect((a.dst, a.port))
     chunk = b"x" * 65536
     for _ in range(a.count):
@@ -57,7 +68,7 @@ if a.proto == "icmp":
     s = socket.socket(fam, socket.SOCK_DGRAM, socket.IPPROTO_ICMPV6 if fam == socket.AF_INET6 else socket.IPPROTO_ICMP)
 else:
     s = socket.socket(fam, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, a.prio)
+prioritize(s)
 if a.txtime:
     s.setsockopt(socket.SOL_SOCKET, SO_TXTIME, struct.pack("iI", CLOCKS[a.txtime], 0))
 clock = {"tai": time.CLOCK_TAI, "realtime": time.CLOCK_REALTIME, "monotonic": time.CLOCK_MONOTONIC}

@@ -77,6 +77,8 @@ export const BpfProgInfo = struct("struct bpf_prog_info", UAPI, 208, {
   id: [4, "u32"],
   tag: [8, "bytes", 8],
   load_time: [40, "u64"],
+  nr_map_ids: [52, "u32"],
+  map_ids: [56, "u64"],
   name: [64, "bytes", 16],
   /** Filled while BPF_ENABLE_STATS (or the kernel.bpf_stats_enabled sysctl) is on. */
   run_time_ns: [192, "u64"],
@@ -171,6 +173,8 @@ export const BPF_TC_F_REPLACE = 1;
 /** enum bpf_attach_type values libbpf 1.1 has no names for. */
 export const BPF_TCX_INGRESS = 46;
 export const BPF_TCX_EGRESS = 47;
+export const BPF_NETKIT_PRIMARY = 48;
+export const BPF_NETKIT_PEER = 49;
 export const BPF_F_REPLACE = 1 << 2;
 export const BPF_F_BEFORE = 1 << 3;
 export const BPF_F_AFTER = 1 << 4;

@@ -1,86 +1,85 @@
 /**
- * The datapath's own structs (bpf/tsnproxy.h) as user space reads and writes them through
- * the pinned maps. tests/unit/structs_test.ts checks them against the header.
+ * The datapath's own structs (bpf/tsnproxy.h, ABI 2) as user space reads and writes them
+ * through the pinned maps. tests/unit/structs_test.ts checks them against the header.
  */
 import { struct } from "./layout.ts";
 
 const H = ["tsnproxy.h"];
 
-export const TsnpFp = struct("struct tsnp_fp", H, 32, {
+/** The datapath ABI these layouts belong to (TSNP_ABI). */
+export const TSNP_ABI = 2;
+
+export const TsnpRule = struct("struct tsnp_rule", H, 32, {
   family: [0, "u8"],
   l4proto: [1, "u8"],
-  l3len: [2, "u16"],
-  l3id: [4, "u32"],
-  l4a: [8, "u32"],
-  l4b: [12, "u32"],
-  l4c: [16, "u32"],
-  payload: [20, "bytes", 12],
+  prefix_len: [2, "u8"],
+  port_lo: [4, "u16"],
+  port_hi: [6, "u16"],
+  priority: [8, "u32"],
+  addr: [16, "bytes", 16],
 });
 
-export const TsnpMeta = struct("struct tsnp_meta", H, 32, {
-  tstamp: [0, "u64"],
-  saved_ns: [8, "u64"],
-  pending: [16, "i64"],
-  priority: [24, "u32"],
-  tstamp_type: [28, "u8"],
-  flags: [29, "u8"],
-  slot: [30, "u16"],
-});
+/** The number of rules a pod entry holds (TSNP_RULES). */
+export const TSNP_RULES = 8;
 
-export const TsnpPolicy = struct("struct tsnp_policy", H, 32, {
-  pod_cookie: [0, "u64"],
+export const TsnpPod = struct("struct tsnp_pod", H, 344, {
+  cookie: [0, "u64"],
   max_priority: [8, "u32"],
-  flags: [12, "u16"],
-  slot: [14, "u16"],
-  remap: [16, "bytes", 16],
+  default_priority: [12, "u32"],
+  slot: [16, "u16"],
+  flags: [18, "u16"],
+  nrules: [20, "u8"],
+  reason: [21, "u8"],
+  remap: [24, "bytes", 64],
+  rules: [88, "bytes", TsnpRule.size * TSNP_RULES],
 });
 
-export const TsnpAddr = struct("struct tsnp_addr", H, 16, {
-  addr: [0, "bytes", 16],
-});
-
-export const TsnpConfig = struct("struct tsnp_config", H, 56, {
-  max_age_ns: [0, "u64"],
-  gc_interval_ns: [8, "u64"],
-  "default_policy.pod_cookie": [16, "u64"],
-  "default_policy.max_priority": [24, "u32"],
-  "default_policy.flags": [28, "u16"],
-  "default_policy.slot": [30, "u16"],
-  "default_policy.remap": [32, "bytes", 16],
-  flags: [48, "u32"],
-});
-
-export const TsnpLive = struct("struct tsnp_live", H, 32, {
-  last_save_jiffies: [0, "u64"],
-  gate_jiffies: [8, "u64"],
-  cal_ns: [16, "u64"],
-  cal_jiffies: [24, "u64"],
+export const TsnpConfig = struct("struct tsnp_config", H, 360, {
+  stage_max_age_ns: [0, "u64"],
+  flags: [8, "u32"],
+  node: [16, "bytes", TsnpPod.size],
 });
 
 export const TsnpPodCounters = struct("struct tsnp_pod_counters", H, 24, {
-  saved: [0, "u64"],
+  admitted: [0, "u64"],
   clamped: [8, "u64"],
   restored: [16, "u64"],
 });
 
-export const TSNP_POLICY_REMAP = 1;
-export const TSNP_CONFIG_TABLE_ONLY = 1;
+export const TSNP_POD_CARRY_TAG = 0x1;
+export const TSNP_POD_CARRY_STAGE = 0x2;
+export const TSNP_POD_REMAP = 0x4;
+export const TSNP_POD_CLASSIFY = 0x8;
+export const TSNP_CONFIG_TAGS = 0x1;
 /** Per-pod counter slots (tsnp_pod_stats, tsnp_slots); slot 0 is nobody's. */
 export const TSNP_SLOTS = 512;
-export const TSNP_META_HAS_TSTAMP = 1;
+/** The tag on the packet (TSNP_TAG, TSNP_TAG_MASK) and the saver's request (TSNP_REQ*). */
+export const TSNP_TAG = 0xa000;
+export const TSNP_TAG_MASK = 0xe000;
+export const TSNP_REQ = 0xc000;
+export const TSNP_REQ_PRIO_MASK = 0x3ff;
+/** Size of the release stamp in each object's .rodata.release (tsnp_release). */
+export const TSNP_RELEASE_LEN = 64;
 
 /** enum tsnp_counter, in order. */
 export const COUNTERS = [
-  "saved",
-  "saveClamped",
-  "saveFailed",
-  "restored",
+  "admitted",
+  "admitRequested",
+  "admitClamped",
+  "admitClassified",
+  "admitNoPod",
+  "tagged",
+  "staged",
+  "stageUnread",
+  "stampMoved",
+  "reqStageMiss",
+  "restoredTag",
+  "restoredStage",
   "restoredTstamp",
-  "expired",
-  "notFound",
-  "gcExpired",
-  "gcRuns",
+  "restoredFrag",
+  "tagClamped",
+  "stageMiss",
+  "stageExpired",
   "tstampFailed",
-  "savedTable",
 ] as const;
 export type CounterName = typeof COUNTERS[number];

@@ -1,0 +1,183 @@
+/**
+ * The datapath of release 0.1.0 (ABI 1), as this release finds it on a node it upgrades.
+ *
+ * ABI 1 had no admit: its saver applied the pod's policy (looked up by source address) and
+ * wrote the tag (the same format ABI 2's admit writes, so ABI 2's restorer reads it) or a
+ * fingerprint table entry, which only ABI 1's restorer reads. Pods it attached keep running
+ * its saver until their DEL, so its restorer stays attached on the TSN NIC beside ours (ours
+ * runs first and clears the tags it restores; ABI 1's then restores from its table) and its
+ * maps stay pinned until the last of those pods is gone. Then retire() removes them.
+ *
+ *   <root>/maps/<tsnp_*>     its maps       <root>/progs/<tsnp_*>   its programs
+ *   <root>/node/restore_<if>[marker]       its restorer            <root>/pods/...  shared
+ */
+import { CLSACT_HANDLE, describePin, detach } from "./attach.ts";
+import { PinnedMap } from "./maps.ts";
+import { type PodAttachmentRecord, podCookie } from "./pod.ts";
+import { splitMarker } from "./pins.ts";
+import { closeFd, fdById, linkInfo, objGet, progInfo, readPinned } from "./sys.ts";
+import { exists } from "../util/fs.ts";
+
+export const LEGACY_MAPS = [
+  "tsnp_meta",
+  "tsnp_policy",
+  "tsnp_config",
+  "tsnp_stats",
+  "tsnp_pod_stats",
+  "tsnp_slots",
+  "tsnp_policy_gen",
+  "tsnp_gc",
+  "tsnp_live",
+] as const;
+export const LEGACY_PROGS = ["tsnp_save", "tsnp_restore", "tsnp_gc_start"] as const;
+
+export class LegacyLayout {
+  constructor(readonly root: string) {}
+  get mapsDir(): string {
+    return `${this.root}/maps`;
+  }
+  get progsDir(): string {
+    return `${this.root}/progs`;
+  }
+  get nodeDir(): string {
+    return `${this.root}/node`;
+  }
+}
+
+/** True when anything of ABI 1 is still pinned under the root. */
+export function legacyPresent(bpffs: string): boolean {
+  const l = new LegacyLayout(bpffs);
+  return [l.mapsDir, l.progsDir, l.nodeDir].some(exists);
+}
+
+/** The name of the program an attachment pin runs (a link's, or a clsact marker's own). */
+export function programNameAt(pin: string): string | undefined {
+  const fd = objGet(pin);
+  if (fd === undefined) return undefined;
+  try {
+    // A clsact marker pins the program itself; any other attachment pin is a link.
+    if (splitMarker(pin.slice(pin.lastIndexOf("/") + 1)).clsact) return progInfo(fd).name;
+    const p = fdById("prog", linkInfo(fd).progId);
+    if (p < 0) return undefined;
+    try {
+      return progInfo(p).name;
+    } finally {
+      closeFd(p);
+    }
+  } finally {
+    closeFd(fd);
+  }
+}
+
+/** True when an attachment was made by ABI 1: no admit on its host side. */
+export function isLegacyPod(rec: PodAttachmentRecord): boolean {
+  const host = rec.pins.filter((p) =>
+    p.slice(p.lastIndexOf("/") + 1).startsWith(rec.name + "@host")
+  );
+  return !host.some((p) => programNameAt(p) === "tsnp_admit");
+}
+
+const V1_POLICY_SIZE = 32; // struct tsnp_policy of ABI 1: pod_cookie u64 first
+const V1_ADDR_SIZE = 16;
+
+function openLegacyMap(bpffs: string, name: string): PinnedMap | undefined {
+  const fd = objGet(`${new LegacyLayout(bpffs).mapsDir}/${name}`);
+  return fd === undefined ? undefined : new PinnedMap(name, fd);
+}
+
+/** Removes an ABI 1 pod's policy entries and counter slot (its DEL, run by this release). */
+export function removeLegacyPod(bpffs: string, containerId: string): void {
+  const cookie = podCookie(containerId);
+  const policy = openLegacyMap(bpffs, "tsnp_policy");
+  if (policy) {
+    try {
+      for (const k of [...policy.keys(V1_ADDR_SIZE)]) {
+        const v = policy.lookup(k, V1_POLICY_SIZE);
+        if (v && new DataView(v.buffer).getBigUint64(0, true) === cookie) policy.delete(k);
+      }
+    } finally {
+      policy.close();
+    }
+  }
+  const slots = openLegacyMap(bpffs, "tsnp_slots");
+  if (slots) {
+    try {
+      for (let s = 1; s < 512; s++) {
+        const key = new Uint8Array(new Uint32Array([s]).buffer);
+        const v = slots.lookup(key, 8);
+        if (v && new DataView(v.buffer).getBigUint64(0, true) === cookie) {
+          slots.update(key, new Uint8Array(8));
+        }
+      }
+    } finally {
+      slots.close();
+    }
+  }
+}
+
+function names(dir: string): string[] {
+  try {
+    return [...Deno.readDirSync(dir)].map((e) => e.name);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw e;
+  }
+}
+
+function removeIfEmpty(dir: string): void {
+  try {
+    Deno.removeSync(dir);
+  } catch { /* not empty (someone else's pins) or gone */ }
+}
+
+/**
+ * Removes ABI 1's node pieces, only its own names: the restorer attachments (in the node's
+ * namespace `netns`), programs and maps. Call when no ABI 1 pod is left.
+ */
+export function retireLegacy(bpffs: string, netns?: string): number {
+  const l = new LegacyLayout(bpffs);
+  let n = 0;
+  for (const file of names(l.nodeDir)) {
+    if (!/^restore_/.test(file)) continue;
+    const base = file.replace(/@clsact-.*$/, "");
+    n += detach(`${l.nodeDir}/${base}`, { netns, handles: [CLSACT_HANDLE] });
+  }
+  for (const p of LEGACY_PROGS) {
+    if (readPinned(`${l.progsDir}/${p}`, () => true)) {
+      Deno.removeSync(`${l.progsDir}/${p}`);
+      n++;
+    }
+  }
+  for (const m of LEGACY_MAPS) {
+    if (readPinned(`${l.mapsDir}/${m}`, () => true)) {
+      Deno.removeSync(`${l.mapsDir}/${m}`);
+      n++;
+    }
+  }
+  for (const d of [l.nodeDir, l.progsDir, l.mapsDir]) removeIfEmpty(d);
+  return n;
+}
+
+/** The TSN interfaces ABI 1's restorer sits on (their ifindexes), for status and doctor. */
+export function legacyRestorers(bpffs: string): Array<{ pin: string; ifindex: number }> {
+  const l = new LegacyLayout(bpffs);
+  return names(l.nodeDir).filter((f) => f.startsWith("restore_")).flatMap((f) => {
+    try {
+      return [{ pin: `${l.nodeDir}/${f}`, ifindex: describePin(`${l.nodeDir}/${f}`).ifindex }];
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** After an ABI 1 pod's DEL: retire ABI 1 once none of its pods is left. */
+export function retireLegacyIfUnused(
+  bpffs: string,
+  attachments: readonly PodAttachmentRecord[],
+  netns?: string,
+): boolean {
+  if (!legacyPresent(bpffs)) return false;
+  if (attachments.some(isLegacyPod)) return false;
+  retireLegacy(bpffs, netns);
+  return true;
+}

@@ -28,6 +28,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The VM tests download their kernels with `apt-get download <package>=<version>` (pinned in
+# scripts/vm/kernels.json): that needs apt's package lists, which a fresh image may lack.
+if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
+  echo "setup: apt-get update (no package lists yet)"
+  apt-get update -qq
+fi
+
 # The container runtimes are driven by the tests with their own roots and sockets; the
 # packages' own services must not hold the default ones.
 for svc in containerd podman; do

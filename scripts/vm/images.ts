@@ -1,25 +1,31 @@
 /**
  * Kernel images for tsnproxy's VM tests: Debian's generic amd64 kernels (they have taprio,
- * mqprio, etf as modules and 9p to share host directories), fetched with `apt-get download`
- * and unpacked with `dpkg-deb -x` (never installed), plus a small initramfs: busybox-static,
- * the modules the tests need (dependencies resolved from modules.dep, .ko.xz decompressed on
- * the host) and scripts/vm/init.sh as /init.
+ * mqprio, etf as modules and 9p to share host directories), pinned by exact package version
+ * and SHA-256 in scripts/vm/kernels.json, fetched with `apt-get download pkg=version`, checked
+ * against the pin and unpacked with `dpkg-deb -x` (never installed), plus a small initramfs:
+ * busybox-static, the modules the tests need (dependencies resolved from modules.dep, .ko.xz
+ * decompressed on the host) and scripts/vm/init.sh as /init. docs/kernels.md says why these
+ * kernels and how to bump a pin.
  *
  * Cache location: $TSNPROXY_VM_CACHE if set, else <checkout>/.cache/vm/ (gitignored):
- *   kernels/<package>_<version>/   the unpacked kernel package (boot/vmlinuz-*, lib/modules/*)
+ *   kernels/<package>_<version>/   the unpacked kernel package (boot/vmlinuz-*, lib/modules/*);
+ *                                  .complete names the verified SHA-256 of its .deb
  *   images/<6.1|6.12>/             initramfs.cpio.gz + stamp.json (input hash, kernel version)
- *                                  + apt.json (package resolved by apt-cache, per apt lists mtime)
- * The .deb (~70 MB for 6.1, ~107 MB for 6.12) is downloaded once and deleted after unpacking.
- * An initramfs is rebuilt only when its inputs change: the hash of the kernel package and
- * version, the resolved module list, init.sh, the busybox binary and FORMAT below.
+ * The .deb (~70 MB for 6.1, ~107 MB for 6.12) is downloaded once, verified and deleted after
+ * unpacking. An initramfs is rebuilt only when its inputs change: the pin, the resolved module
+ * list, init.sh, the busybox binary and FORMAT below.
  *
  * Force a rebuild of the initramfs:   TSNPROXY_VM_REBUILD=1 (any run), or
  *   deno run -A scripts/vm/images.ts --rebuild [6.1 6.12]
  * Force a fresh download as well:     rm -rf .cache/vm   (or the TSNPROXY_VM_CACHE directory)
  * Prefetch (e.g. in CI before tests): deno run -A scripts/vm/images.ts 6.1 6.12
+ * Move the pins to what apt offers:   deno run -A scripts/vm/images.ts --bump [6.1 6.12]
  */
+import { createHash } from "node:crypto";
+import { z } from "zod";
 import { buildCpio, type CpioEntry, gzip } from "./cpio.ts";
 import { VmError } from "./errors.ts";
+import pinsJson from "./kernels.json" with { type: "json" };
 
 export const KERNELS = {
   /** Debian 12's default kernel: the classic clsact path, no tcx. */
@@ -29,8 +35,44 @@ export const KERNELS = {
 } as const;
 export type KernelName = keyof typeof KERNELS;
 
+/** Every kernel the harness knows, in KERNELS order. */
+export const KERNEL_NAMES = Object.keys(KERNELS) as KernelName[];
+
 export function isKernelName(s: string): s is KernelName {
   return Object.hasOwn(KERNELS, s);
+}
+
+const PINS_URL = new URL("./kernels.json", import.meta.url);
+/** The pins file, as messages name it. */
+export const PINS_FILE = "scripts/vm/kernels.json";
+
+/** One pinned kernel package: exactly this .deb, or the VM tests refuse to run. */
+export const KernelPinSchema = z.object({
+  /** The concrete Debian package, e.g. linux-image-6.1.0-57-amd64. */
+  package: z.string().regex(/^linux-image-[a-z0-9.+~-]+$/),
+  /** Its exact Debian version, as `apt-get download package=version` takes it. */
+  version: z.string().regex(/^[0-9][A-Za-z0-9.+~:-]*$/),
+  /** SHA-256 of the .deb, as Debian's package index lists it. */
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  /** Size of the .deb in bytes (progress and messages only). */
+  size: z.number().int().positive(),
+}).strict();
+export type KernelPin = z.infer<typeof KernelPinSchema>;
+
+/** The pins in force: scripts/vm/kernels.json, or what --bump just wrote there. */
+const pins: Record<string, unknown> = { ...pinsJson };
+
+/** The pin of `kernel` from scripts/vm/kernels.json; a malformed or missing one throws. */
+export function kernelPin(kernel: KernelName): KernelPin {
+  const r = KernelPinSchema.safeParse(pins[kernel]);
+  if (!r.success) {
+    throw new VmError(
+      `${PINS_FILE} has no valid pin for ${kernel}: ` +
+        r.error.issues.map((i) => `${i.path.join(".") || "(entry)"}: ${i.message}`).join("; "),
+      `restore it from git, or \`deno run -A scripts/vm/images.ts --bump ${kernel}\``,
+    );
+  }
+  return r.data;
 }
 
 /** Modules the tests rely on: the build fails when one is neither a module nor built in. */
@@ -166,7 +208,7 @@ async function readStamp(path: string): Promise<Stamp | undefined> {
   }
 }
 
-/** The concrete kernel package behind the meta package, and its candidate version. */
+/** The concrete kernel package apt offers today behind the meta package (for --bump). */
 async function aptResolve(kernel: KernelName): Promise<{ pkg: string; version: string }> {
   const meta = KERNELS[kernel].metaPackage;
   const hint = "run `apt-get update` (Debian bookworm sources with bookworm-updates/security)";
@@ -181,57 +223,102 @@ async function aptResolve(kernel: KernelName): Promise<{ pkg: string; version: s
   return { pkg, version };
 }
 
-const APT_LISTS = "/var/lib/apt/lists";
-const resolvedInProcess = new Map<KernelName, { pkg: string; version: string }>();
-
-/**
- * aptResolve, remembered: apt-cache takes seconds here, so the answer is kept in the cache
- * next to the mtime of the apt lists (which `apt-get update` changes) and in this process.
- */
-async function resolvePackage(kernel: KernelName): Promise<{ pkg: string; version: string }> {
-  const known = resolvedInProcess.get(kernel);
-  if (known) return known;
-  const file = `${cacheDir()}/images/${kernel}/apt.json`;
-  const lists = String((await Deno.stat(APT_LISTS).catch(() => undefined))?.mtime?.getTime());
-  let r: { pkg: string; version: string; lists?: string } | undefined;
-  try {
-    r = JSON.parse(await Deno.readTextFile(file));
-  } catch { /* not resolved yet */ }
-  if (!r || r.lists !== lists) {
-    r = { ...await aptResolve(kernel), lists };
-    await Deno.mkdir(`${cacheDir()}/images/${kernel}`, { recursive: true });
-    await Deno.writeTextFile(`${file}.tmp`, JSON.stringify(r) + "\n");
-    await Deno.rename(`${file}.tmp`, file);
-  }
-  resolvedInProcess.set(kernel, { pkg: r.pkg, version: r.version });
-  return { pkg: r.pkg, version: r.version };
-}
-
-/** Downloads and unpacks the kernel package unless already cached; returns its directory. */
-async function fetchKernel(
+/** SHA-256 and size of `pkg=version` as apt's (signed) package index lists them. */
+async function aptIndexEntry(
   pkg: string,
   version: string,
+): Promise<{ sha256: string; size: number } | undefined> {
+  const out = await new Deno.Command("apt-cache", {
+    args: ["show", `${pkg}=${version}`],
+    stdout: "piped",
+    stderr: "null",
+  }).output().catch(() => undefined);
+  if (!out?.success) return undefined;
+  const stanza = new TextDecoder().decode(out.stdout).split("\n\n")[0];
+  const sha256 = stanza.match(/^SHA256:\s*([0-9a-f]{64})$/m)?.[1];
+  const size = Number(stanza.match(/^Size:\s*(\d+)$/m)?.[1]);
+  return sha256 && size > 0 ? { sha256, size } : undefined;
+}
+
+/** How to move a pin to what the archive serves today; every pin failure ends with this. */
+export function bumpHint(kernel: KernelName): string {
+  return `bump the pin: \`deno run -A scripts/vm/images.ts --bump ${kernel}\` rewrites ` +
+    `${PINS_FILE} from the apt lists, then run \`deno test -A tests/vm/\` (docs/kernels.md)`;
+}
+
+/** SHA-256 of a file, streamed (the .debs are 70-110 MB). */
+export async function fileSha256(path: string): Promise<string> {
+  const h = createHash("sha256");
+  using f = await Deno.open(path);
+  for await (const chunk of f.readable) h.update(chunk);
+  return h.digest("hex");
+}
+
+/** Throws VmError unless `deb` is the pinned package, byte for byte. */
+export async function verifyDeb(kernel: KernelName, pin: KernelPin, deb: string): Promise<void> {
+  const got = await fileSha256(deb);
+  if (got === pin.sha256) return;
+  const size = (await Deno.stat(deb)).size;
+  throw new VmError(
+    `${pin.package}=${pin.version} (the ${kernel} kernel pinned in ${PINS_FILE}) does not match ` +
+      `its pin: SHA-256 expected ${pin.sha256}, got ${got} (${size} bytes, pinned ${pin.size})`,
+    `a mirror or proxy served other bytes: retry, or check \`apt-cache show ${pin.package}=` +
+      `${pin.version}\`; if Debian really republished it, ${bumpHint(kernel)}`,
+  );
+}
+
+/** Why `apt-get download` of a pin failed, in words that say what to do. */
+async function downloadFailure(kernel: KernelName, pin: KernelPin, e: unknown): Promise<Error> {
+  if (!(e instanceof VmError)) return e instanceof Error ? e : new Error(String(e));
+  if (await aptIndexEntry(pin.package, pin.version)) return e; // known to apt: network trouble
+  const offered = await aptResolve(kernel).then(
+    (r) => `apt offers ${r.pkg}=${r.version} today`,
+    () => "apt offers no candidate either",
+  );
+  return new VmError(
+    `${pin.package}=${pin.version} (the ${kernel} kernel pinned in ${PINS_FILE}) is not in the ` +
+      `apt lists (${offered}). Debian's archive serves one version of each package, and the ` +
+      `security suite replaces a kernel within weeks: the pin is stale or the lists are old`,
+    `run \`apt-get update\` and retry; if it is still missing, ${bumpHint(kernel)}`,
+    { cause: e },
+  );
+}
+
+/**
+ * Downloads the pinned kernel package, verifies its SHA-256 and unpacks it, unless the cache
+ * holds it (its .complete names the same checksum); returns the unpacked directory.
+ */
+async function fetchKernel(
+  kernel: KernelName,
+  pin: KernelPin,
   log: (line: string) => void,
 ): Promise<string> {
   const root = cacheDir();
-  const dir = `${root}/kernels/${pkg}_${version.replaceAll(":", "%3a")}`;
-  if (await exists(`${dir}/.complete`)) return dir;
+  const dir = `${root}/kernels/${pin.package}_${pin.version.replaceAll(":", "%3a")}`;
+  const complete = `${pin.package} ${pin.version} sha256=${pin.sha256}\n`;
+  if (await Deno.readTextFile(`${dir}/.complete`).catch(() => "") === complete) return dir;
 
-  const tmp = `${root}/tmp/${pkg}.${crypto.randomUUID().slice(0, 8)}`;
+  const tmp = `${root}/tmp/${pin.package}.${crypto.randomUUID().slice(0, 8)}`;
   await Deno.mkdir(tmp, { recursive: true });
   try {
-    log(`vm: downloading ${pkg}=${version}`);
+    log(`vm: downloading ${pin.package}=${pin.version} (${(pin.size / 1e6).toFixed(0)} MB)`);
     const t0 = performance.now();
-    await tool("apt-get", ["download", "-q", `${pkg}=${version}`], {
+    await tool("apt-get", ["download", "-q", `${pin.package}=${pin.version}`], {
       cwd: tmp,
       hint: "check network access to the Debian mirror and run `apt-get update`",
+    }).catch(async (e) => {
+      throw await downloadFailure(kernel, pin, e);
     });
     const debs: string[] = [];
     for await (const e of Deno.readDir(tmp)) if (e.name.endsWith(".deb")) debs.push(e.name);
     if (debs.length !== 1) {
       throw new VmError(`apt-get download left ${debs.length} .deb files in ${tmp}`, "retry");
     }
-    log(`vm: unpacking ${debs[0]} (${((performance.now() - t0) / 1000).toFixed(1)} s download)`);
+    await verifyDeb(kernel, pin, `${tmp}/${debs[0]}`);
+    log(
+      `vm: unpacking ${debs[0]} (${((performance.now() - t0) / 1000).toFixed(1)} s download, ` +
+        `SHA-256 verified)`,
+    );
     const out = `${tmp}/root`;
     await tool("dpkg-deb", ["-x", `${tmp}/${debs[0]}`, out], { hint: "install dpkg" });
     const kver = await singleKernelVersion(out);
@@ -239,7 +326,7 @@ async function fetchKernel(
     if (!await exists(`${out}/lib/modules/${kver}/modules.dep`)) {
       await tool("depmod", ["-b", out, kver], { hint: "install kmod (apt-get install kmod)" });
     }
-    await Deno.writeTextFile(`${out}/.complete`, `${pkg} ${version}\n`);
+    await Deno.writeTextFile(`${out}/.complete`, complete);
     await Deno.mkdir(`${root}/kernels`, { recursive: true });
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     await Deno.rename(out, dir);
@@ -396,16 +483,9 @@ export async function ensureImage(
   const stampPath = `${imageDir}/stamp.json`;
   const initramfs = `${imageDir}/initramfs.cpio.gz`;
 
-  let pkg: string, version: string;
-  try {
-    ({ pkg, version } = await resolvePackage(kernel));
-  } catch (e) {
-    // Offline or no apt lists: keep using what was built before.
-    const old = await readStamp(stampPath);
-    if (!old || rebuild) throw e;
-    ({ package: pkg, version } = old);
-  }
-  const kdir = await fetchKernel(pkg, version, log);
+  const pin = kernelPin(kernel);
+  const { package: pkg, version } = pin;
+  const kdir = await fetchKernel(kernel, pin, log);
   const kver = await singleKernelVersion(kdir);
   const moddir = `${kdir}/lib/modules/${kver}`;
   const vmlinuz = `${kdir}/boot/vmlinuz-${kver}`;
@@ -454,6 +534,7 @@ export async function ensureImage(
     `format ${FORMAT}`,
     pkg,
     version,
+    pin.sha256,
     kver,
     ...guestModules,
     initSh,
@@ -532,18 +613,66 @@ export async function ensureImage(
   };
 }
 
+/**
+ * Moves the pins of `kernels` to the packages apt offers today (their SHA-256 from apt's
+ * signed index), rewrites scripts/vm/kernels.json, and returns old and new pins. The caller
+ * then downloads and verifies them (ensureImage) and runs the VM tests.
+ */
+export async function bumpPins(
+  kernels: KernelName[],
+): Promise<{ kernel: KernelName; old?: KernelPin; next: KernelPin }[]> {
+  const file = JSON.parse(await Deno.readTextFile(PINS_URL)) as Record<string, unknown>;
+  const out: { kernel: KernelName; old?: KernelPin; next: KernelPin }[] = [];
+  for (const kernel of kernels) {
+    const { pkg, version } = await aptResolve(kernel);
+    const entry = await aptIndexEntry(pkg, version);
+    if (!entry) {
+      throw new VmError(
+        `apt-cache show ${pkg}=${version} lists no SHA256 and Size`,
+        "run `apt-get update` and retry",
+      );
+    }
+    const next = KernelPinSchema.parse({ package: pkg, version, ...entry });
+    const old = KernelPinSchema.safeParse(file[kernel]);
+    out.push({ kernel, old: old.success ? old.data : undefined, next });
+    file[kernel] = next;
+    pins[kernel] = next;
+  }
+  const ordered = Object.fromEntries(KERNEL_NAMES.map((k) => [k, file[k]]));
+  await Deno.writeTextFile(PINS_URL, JSON.stringify(ordered, null, 2) + "\n");
+  return out;
+}
+
 if (import.meta.main) {
   const args = [...Deno.args];
   const rebuild = args.includes("--rebuild");
+  const bump = args.includes("--bump");
   const names = args.filter((a) => !a.startsWith("--"));
-  const kernels = names.length > 0 ? names : Object.keys(KERNELS);
-  for (const k of kernels) {
+  for (const k of names) {
     if (!isKernelName(k)) {
-      console.error(`unknown kernel ${k} (known: ${Object.keys(KERNELS).join(", ")})`);
+      console.error(`unknown kernel ${k} (known: ${KERNEL_NAMES.join(", ")})`);
       Deno.exit(2);
     }
-    const img = await ensureImage(k, { rebuild });
-    console.log(`${k}: ${img.package} ${img.version} kver=${img.kver}`);
-    console.log(`  vmlinuz   ${img.vmlinuz}\n  initramfs ${img.initramfs}`);
+  }
+  const kernels = names.length > 0 ? names as KernelName[] : KERNEL_NAMES;
+  try {
+    if (bump) {
+      for (const { kernel, old, next } of await bumpPins(kernels)) {
+        const was = old ? `${old.package}=${old.version}` : "(none)";
+        const now = `${next.package}=${next.version}`;
+        console.log(`${kernel}: ${was === now ? `unchanged ${now}` : `${was} -> ${now}`}`);
+      }
+      console.log(`wrote ${PINS_FILE}; downloading and verifying the new pins`);
+    }
+    for (const k of kernels) {
+      const img = await ensureImage(k, { rebuild });
+      console.log(`${k}: ${img.package} ${img.version} kver=${img.kver}`);
+      console.log(`  vmlinuz   ${img.vmlinuz}\n  initramfs ${img.initramfs}`);
+    }
+    if (bump) console.log("now run `deno test -A tests/vm/` and commit the pins file");
+  } catch (e) {
+    if (!(e instanceof VmError)) throw e;
+    console.error(`images.ts: ${e.oneLine()}`);
+    Deno.exit(1);
   }
 }

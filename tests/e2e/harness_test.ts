@@ -231,7 +231,9 @@ exit 0
           "containerd calls DEL after a failed ADD",
         );
         assert.equal(await exists(add.netns), false, "netns of the failed sandbox left");
-        for (const v of hostVeths(add, bridge)) assert.equal(await linkExists(v), false);
+        const doomedVeths = hostVeths(add, bridge);
+        assert.equal(doomedVeths.length, 1, "the failed ADD's prevResult names its host veth");
+        for (const v of doomedVeths) assert.equal(await linkExists(v), false, `veth ${v} left`);
         assert.equal(
           (await c.cri.listPodSandbox()).some((p) => p.metadata.name === "doomed"),
           false,
@@ -244,7 +246,9 @@ exit 0
 
     await t.step("fixture stop removes every pod and leaves nothing behind", async () => {
       const calls = await env.calls();
-      const veths = calls.filter((x) => x.command === "ADD").flatMap((x) => hostVeths(x, bridge));
+      const adds = calls.filter((x) => x.command === "ADD");
+      const veths = adds.flatMap((x) => hostVeths(x, bridge));
+      assert.equal(veths.length, adds.length, "one host veth per ADD");
       const netns = [...c.pods.values()].map((p) => p.netnsPath);
       const problems = await timed("fixture stop", () => c.stop());
       stopped = true;
@@ -311,7 +315,9 @@ Deno.test("podman (CNI backend) runs the chain for a container and cleans up", a
         assert.equal(dels.length, 1);
         assert.equal(dels[0].netns, add.netns);
         assert.equal(await exists(add.netns), false, "podman netns left");
-        for (const v of hostVeths(add, env.network.bridge)) {
+        const veths = hostVeths(add, env.network.bridge);
+        assert.equal(veths.length, 1, "the ADD's prevResult names the host veth");
+        for (const v of veths) {
           assert.equal(await linkExists(v), false, `veth ${v} left`);
         }
         assert.deepEqual(await p.leftoverMounts(), []);

@@ -1,9 +1,15 @@
 /**
- * Crash safety of the CNI config writer: a subprocess rewrites the config in a loop (both
- * the rename and the in-place mode) and is SIGKILLed at random points, dozens of times. After
- * every kill each *.conf/*.conflist/*.json must be valid JSON whose chain is the original one
- * with the tsnproxy entry fully present (last, intact) or fully absent; then recovery plus
- * one install converges to no-change and uninstall restores the original files.
+ * Crash safety of the CNI config writer: a subprocess (crash_writer.ts) rewrites the config in
+ * a loop (both the rename and the in-place mode) and is SIGKILLed, dozens of times. Half the
+ * kills are aimed: the writer stops itself right before a chosen step of a write in flight (the
+ * temp's write, fsync or rename; in place also the inode's open, write and fsync under the
+ * journal, and the journal's removal) and is killed there; the other half land at random times.
+ * The writer traces every file-system step before taking it, so each kill is classified from
+ * the trace, and a mid-write one is checked against the disk (its scratch files are there).
+ * The test asserts that every aimed kill landed mid-write at its step and that each step was
+ * hit. After every kill each *.conf/*.conflist/*.json must be valid JSON whose chain is the
+ * original one with the tsnproxy entry fully present (last, intact) or fully absent; then
+ * recovery plus one install converges to no-change and uninstall restores the original files.
  */
 import assert from "node:assert/strict";
 import { apply, parseCniDocument, planInstall, planUninstall } from "../../src/install/conflist.ts";
@@ -74,42 +80,175 @@ async function assertConsistent(dir: string, chains: Map<string, Json[]>, when: 
   }
 }
 
+/** One file-system step the writer reported (see crash_writer.ts). */
+interface Step {
+  seq: number;
+  kind: string;
+  role: string;
+  file: string;
+  to?: string;
+}
+
+/** The writer's trace: its steps in order and whether it stopped itself before the last one. */
+function parseTrace(text: string): { steps: Step[]; paused: boolean; fallback: boolean } {
+  const steps: Step[] = [];
+  let paused = false;
+  let fallback = false;
+  for (const line of text.split("\n")) {
+    const m = /^op (\d+) (\S+) (\S+) (\S+)(?: (\S+))?$/.exec(line);
+    if (m) steps.push({ seq: Number(m[1]), kind: m[2], role: m[3], file: m[4], to: m[5] });
+    else if (/^pause \d+$/.test(line)) paused = true;
+    else if (/^pause-fallback \d+$/.test(line)) fallback = true;
+  }
+  return { steps, paused, fallback };
+}
+
+/** The writer's own scratch files (temps, journals) that exist once `steps` have all run. */
+function scratchAfter(steps: Step[]): Set<string> {
+  const live = new Set<string>();
+  for (const s of steps) {
+    if (s.kind === "create" && isScratchName(s.file)) live.add(s.file);
+    if (s.kind === "rename") {
+      live.delete(s.file);
+      if (s.to !== undefined && isScratchName(s.to)) live.add(s.to);
+    }
+    if (s.kind === "remove") live.delete(s.file);
+  }
+  return live;
+}
+
+/** Starts the writer and collects its stdout in the background (it never blocks on the pipe). */
+function startWriter(dir: string, mode: string, target?: { step: string; skip: number }) {
+  const child = new Deno.Command(DENO, {
+    args: [
+      "run",
+      "-A",
+      "--no-check",
+      WRITER,
+      dir,
+      mode,
+      ...(target ? [target.step, String(target.skip)] : []),
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let text = "";
+  let wake = () => {};
+  const done = (async () => {
+    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+      text += chunk;
+      wake();
+    }
+    wake();
+  })();
+  let eof = false;
+  done.finally(() => eof = true);
+  return {
+    child,
+    /** Resolves true once stdout matches `re`, false if it ended first. */
+    async until(re: RegExp): Promise<boolean> {
+      while (!re.test(text)) {
+        if (eof) return false;
+        await new Promise<void>((r) => wake = r);
+      }
+      return true;
+    },
+    async all(): Promise<string> {
+      await done;
+      return text;
+    },
+  };
+}
+
+/**
+ * Steps a kill is aimed at, per mode: inside the temp write, its fsync and its rename; in
+ * place also the inode's open, write and fsync while the journal exists, and the journal's
+ * removal. Every other kill lands at a random time.
+ */
+const TARGETS = {
+  rename: ["write:scratch", "sync:scratch", "rename:scratch"],
+  inplace: [
+    "write:scratch",
+    "rename:scratch",
+    "open:target",
+    "write:target",
+    "sync:target",
+    "remove:scratch",
+  ],
+} as const;
+
 async function crashLoop(files: Record<string, string>, mode: "rename" | "inplace") {
   const { dir, chains } = await setup(files);
   const original = await snapshot(dir);
   let sawEntry = 0;
-  let midWrite = 0; // kills that left a temp or journal behind: caught inside a write
+  let midWrite = 0; // kills that landed while one of the writer's writes was in flight
+  let randomKills = 0;
+  let randomMidWrite = 0;
+  const hit = new Map<string, number>(); // targeted step -> kills that landed right before it
   for (let k = 0; k < KILLS; k++) {
-    const child = new Deno.Command(DENO, {
-      args: ["run", "-A", "--no-check", WRITER, dir, mode],
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const reader = child.stdout.getReader();
-    const first = await reader.read(); // "ready": the loop is about to start
-    assert.match(new TextDecoder().decode(first.value ?? new Uint8Array()), /ready/);
-    await new Promise((r) => setTimeout(r, Math.random() * 40));
+    const targets = TARGETS[mode];
+    const target = k % 2 === 0
+      ? { step: targets[(k / 2) % targets.length], skip: Math.floor(Math.random() * 4) }
+      : undefined;
+    const w = startWriter(dir, mode, target);
+    const ctx = `${mode} kill #${k}${target ? ` before ${target.step} (skip ${target.skip})` : ""}`;
+    // "ready": the loop is about to start; a targeted writer then stops itself at its step.
+    assert.ok(await w.until(/^ready$/m), `${ctx}: writer exited before its loop`);
+    if (target) assert.ok(await w.until(/^pause(-fallback)? \d+$/m), `${ctx}: writer exited`);
+    else await new Promise((r) => setTimeout(r, Math.random() * 40));
     try {
-      child.kill("SIGKILL");
+      w.child.kill("SIGKILL");
     } catch {
       // Exited before the kill: it failed on its own; its stderr says why (asserted below).
     }
-    const status = await child.status;
-    reader.releaseLock();
-    await child.stdout.cancel();
+    const status = await w.child.status;
+    const trace = parseTrace(await w.all());
     const err = new TextDecoder().decode(
-      (await new Response(child.stderr).arrayBuffer()) as ArrayBuffer,
+      (await new Response(w.child.stderr).arrayBuffer()) as ArrayBuffer,
     );
-    assert.equal(status.signal, "SIGKILL", `writer died on its own: ${err}`);
-    await assertConsistent(dir, chains, `${mode} kill #${k}`);
-    for await (const e of Deno.readDir(dir)) if (isScratchName(e.name)) midWrite++;
+    assert.equal(status.signal, "SIGKILL", `${ctx}: writer died on its own: ${err}`);
+
+    // Where did the kill land? Every step before the last reported one has completed, so the
+    // scratch files they leave existed at the kill: a write was in flight (begun, not done).
+    const last = trace.steps.at(-1);
+    const live = scratchAfter(trace.steps.slice(0, -1));
+    const landedMidWrite = last !== undefined && live.size > 0;
+    if (target) {
+      assert.ok(!trace.fallback, `${ctx}: the writer never reached ${target.step}`);
+      assert.ok(trace.paused && last, `${ctx}: the writer did not stop at its step`);
+      assert.equal(`${last.kind}:${last.role}`, target.step, ctx);
+      assert.ok(landedMidWrite, `${ctx}: no write in flight at ${JSON.stringify(last)}`);
+      hit.set(target.step, (hit.get(target.step) ?? 0) + 1);
+    } else {
+      randomKills++;
+      if (landedMidWrite) randomMidWrite++;
+    }
+    if (landedMidWrite) {
+      midWrite++;
+      // The partial write is on disk: each in-flight scratch file exists (unless the step in
+      // flight, not held back, was the rename or remove that retires it).
+      const names = new Set((await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name));
+      for (const f of live) {
+        const retiring = !trace.paused && ["rename", "remove"].includes(last.kind) &&
+          last.file === f;
+        if (!retiring) assert.ok(names.has(f), `${ctx}: in-flight ${f} is not on disk`);
+      }
+    }
+    await assertConsistent(dir, chains, ctx);
     const snap = await snapshot(dir);
     if (Object.values(snap).some((t) => t.includes('"tsnproxy"'))) sawEntry++;
   }
-  assert.ok(sawEntry > 0, "the writer never got far enough to write an entry: kills too early");
-  if (Deno.env.get("TSNPROXY_CRASH_VERBOSE")) {
-    console.log(`${mode}: ${midWrite} kills inside a write`);
+  const targeted = Math.ceil(KILLS / 2);
+  console.log(
+    `${mode}: ${midWrite} of ${KILLS} kills landed mid-write: ${targeted} aimed ` +
+      `(${[...hit].map(([s, n]) => `${s} ${n}`).join(", ")}), ` +
+      `${randomMidWrite} of ${randomKills} random`,
+  );
+  assert.ok(midWrite >= targeted, `only ${midWrite} of ${KILLS} kills landed mid-write`);
+  for (const step of TARGETS[mode].slice(0, targeted)) {
+    assert.ok(hit.get(step), `no kill landed right before ${step}`);
   }
+  assert.ok(sawEntry > 0, "the writer never got far enough to write an entry: kills too early");
 
   // Convergence: recover, install twice (second is a no-op), uninstall restores the original.
   await recoverInterruptedWrites(dir);

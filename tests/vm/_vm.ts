@@ -1,16 +1,33 @@
 /**
  * Host-side helpers for the VM tests: each test boots a Debian kernel under qemu (see
  * scripts/vm/runner.ts) and runs a program from tests/vm/guest/ inside it with the host's deno.
- * TSNPROXY_VM_VERBOSE=1 streams the guest console; TSNPROXY_VM_KERNELS=6.12 limits the kernels.
+ * TSNPROXY_VM_VERBOSE=1 streams the guest console; TSNPROXY_VM_KERNELS=6.12 limits the kernels
+ * (a value naming no known kernel is an error, never an empty suite).
  */
+import { KERNEL_NAMES } from "../../scripts/vm/images.ts";
+import { VmError } from "../../scripts/vm/errors.ts";
 import { guestJson, type KernelName, runDenoInVm, type VmResult } from "../../scripts/vm/runner.ts";
 
-export const ALL_KERNELS: KernelName[] = ["6.1", "6.12"];
+export const ALL_KERNELS: KernelName[] = [...KERNEL_NAMES];
 
-export function kernels(): KernelName[] {
-  const only = Deno.env.get("TSNPROXY_VM_KERNELS");
-  if (!only) return ALL_KERNELS;
-  return ALL_KERNELS.filter((k) => only.split(/[ ,]+/).includes(k));
+/**
+ * The kernels to register VM tests for: all, or those TSNPROXY_VM_KERNELS lists (comma or space
+ * separated). Throws VmError, naming the valid values, on a name it does not know or a value
+ * that lists none, so a typo fails the run instead of registering zero tests.
+ */
+export function kernels(only = Deno.env.get("TSNPROXY_VM_KERNELS")): KernelName[] {
+  if (only === undefined || only.trim() === "") return ALL_KERNELS;
+  const wanted = only.split(/[ ,]+/).filter(Boolean);
+  const unknown = wanted.filter((k) => !(ALL_KERNELS as string[]).includes(k));
+  if (unknown.length > 0 || wanted.length === 0) {
+    throw new VmError(
+      `TSNPROXY_VM_KERNELS=${JSON.stringify(only)} names ` +
+        (unknown.length > 0 ? `unknown kernels: ${unknown.join(", ")}` : "no kernel") +
+        `; valid values: ${ALL_KERNELS.join(", ")}`,
+      `set it to any of ${ALL_KERNELS.join(", ")} (comma or space separated), or unset it for all`,
+    );
+  }
+  return ALL_KERNELS.filter((k) => wanted.includes(k));
 }
 
 /**

@@ -124,7 +124,7 @@ function applyOverrides(raw: Record<string, unknown>, overrides: NodeConfigOverr
 
 /**
  * A flag value the config would refuse is a usage error (exit 2) naming the flag, whatever
- * the file says: checked against the built-in defaults, before the file is looked at.
+ * the file says: checked against the built-in defaults, before the file's content.
  */
 function checkOverrides(overrides: NodeConfigOverrides): void {
   const raw: Record<string, unknown> = {};
@@ -158,6 +158,7 @@ export function parseNodeConfig(
   file = "config.yaml",
   overrides: NodeConfigOverrides = {},
 ): NodeConfig {
+  checkOverrides(overrides);
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -179,7 +180,6 @@ export function parseNodeConfig(
     );
   }
   // Flags beat the file; remember which paths they set so errors name the flag.
-  checkOverrides(overrides);
   const flagged = applyOverrides(raw, overrides);
   const r = nodeConfigSchema.safeParse(raw);
   if (r.success) return r.data;

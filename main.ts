@@ -10,7 +10,12 @@
  * (scripts/build.ts).
  */
 const args = Deno.args;
-if (args[0] === "cni" || (args.length === 0 && Deno.env.get("CNI_COMMAND") !== undefined)) {
+// The plugin: exactly how runtimes call it (no arguments, CNI_COMMAND set) or `tsnproxy cni`
+// alone. Anything else, `tsnproxy cni --help` included, is the CLI's.
+if (
+  (args.length === 1 && args[0] === "cni") ||
+  (args.length === 0 && Deno.env.get("CNI_COMMAND") !== undefined)
+) {
   // The node agent runs the verb when the entry names it (src/cni/handoff.ts); else the CNI
   // path's modules, or their bundle while it is fresh (src/cni/entry.ts), run it here.
   const { handOff } = await import("./src/cni/handoff.ts");

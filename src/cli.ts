@@ -1,167 +1,296 @@
 /**
  * The operator-facing CLI (commander). Imported only off the CNI path; each subcommand
- * imports its implementation when it runs, so `tsnproxy version` stays instant.
+ * imports its implementation when it runs, so `tsnproxy version` and `--help` stay instant.
+ *
+ * Strict by design (docs/cli.md): every numeric and enum flag is parsed here and refused with
+ * a message naming the flag, the value and what is accepted; flags that the node config
+ * checks (interface names, paths, addresses) are refused the same way before anything runs
+ * (src/config/node.ts); the environment is checked first (src/env.ts). Exit codes are
+ * src/exit_codes.ts: 0 ok, 1 failure, 2 usage error, 3 doctor warnings.
  */
-import { Command, Option } from "@commander-js/extra-typings";
-import { asTsnproxyError } from "./errors.ts";
-import { DEFAULTS, type LocationOptions } from "./options.ts";
+import { Command, CommanderError, InvalidArgumentError, Option } from "@commander-js/extra-typings";
+import { checkEnvironment, ENV_VARS } from "./env.ts";
+import { asTsnproxyError, UsageError } from "./errors.ts";
+import { ExitCode } from "./exit_codes.ts";
+import {
+  configureLog,
+  log,
+  LOG_LEVEL_ENV,
+  LOG_LEVELS,
+  type LogLevel,
+  logLevelFromEnv,
+  parseLogLevel,
+} from "./log.ts";
+import { ATTACH_MODES, DEFAULTS, RESTORE_AT } from "./options.ts";
 import { VERSION } from "./version.ts";
 
-/** A subcommand with the location flags every node command shares. */
-function locationCommand(program: Command, name: string) {
-  return program.command(name)
-    .option("--config <path>", "node config YAML", DEFAULTS.config)
-    .option("--tsn-interface <name>", "the TSN NIC (overrides the config)")
-    .option("--cni-conf-dir <dir>", "CNI network config directory", DEFAULTS.cniConfDir)
-    .option("--cni-bin-dir <dir>", "CNI plugin binary directory", DEFAULTS.cniBinDir)
-    .option("--bpffs <dir>", "pin root in a bpf filesystem", DEFAULTS.bpffs);
-}
+// ---- value parsers: the CLI library refuses a bad value with the flag's name and this text
 
-function location(o: LocationOptions): LocationOptions {
-  return {
-    config: o.config,
-    tsnInterface: o.tsnInterface,
-    cniConfDir: o.cniConfDir,
-    cniBinDir: o.cniBinDir,
-    bpffs: o.bpffs,
+/** An integer in [min, max]. */
+export function integerIn(min: number, max: number): (v: string) => number {
+  return (v) => {
+    const n = /^\s*-?\d+\s*$/.test(v) ? Number(v) : NaN;
+    if (!Number.isSafeInteger(n) || n < min || n > max) {
+      throw new InvalidArgumentError(`expected an integer from ${min} to ${max}`);
+    }
+    return n;
   };
 }
 
-/** Option names the user gave (not commander defaults): those beat the node config file. */
-function explicit(cmd: { getOptionValueSource(key: string): string | undefined }, o: object) {
-  return Object.keys(o).filter((k) => cmd.getOptionValueSource(k) === "cli");
+/** A decimal number of seconds in [min, max]. */
+export function secondsIn(min: number, max: number): (v: string) => number {
+  return (v) => {
+    const n = /^\s*\d+(\.\d+)?\s*$/.test(v) ? Number(v) : NaN;
+    if (!Number.isFinite(n) || n < min || n > max) {
+      throw new InvalidArgumentError(`expected a number of seconds from ${min} to ${max}`);
+    }
+    return n;
+  };
 }
 
-const STATE_DIR_HELP = "where install records what it created (uninstall reads it)";
+function logLevel(v: string): LogLevel {
+  const l = parseLogLevel(v);
+  if (!l) throw new InvalidArgumentError(`expected one of ${LOG_LEVELS.join(", ")} (any case)`);
+  return l;
+}
 
-export async function runCli(argv: string[]): Promise<number> {
-  let code = 0;
+function path(v: string): string {
+  if (v.trim() === "") throw new InvalidArgumentError("expected a path");
+  return v;
+}
+
+// ---- flag groups ---------------------------------------------------------------------------
+
+/**
+ * The node config flags every node command takes. None has a default here: undefined means
+ * "not given, the node config decides" (src/config/node.ts flagOverrides), so an explicit
+ * value beats the file even when it equals the built-in default.
+ */
+function locationFlags<C extends Command>(cmd: C) {
+  return cmd
+    .option("--config <path>", "node config YAML (absent file: built-in defaults)", DEFAULTS.config)
+    .option("--tsn-interface <name>", "the TSN NIC [config: tsnInterface]")
+    .option("--bpffs <dir>", `pin root in a bpf filesystem [config: bpffs, ${DEFAULTS.bpffs}]`)
+    .option(
+      "--cni-conf-dir <dir>",
+      `CNI network config directory [config: cni.confDir, ${DEFAULTS.cniConfDir}]`,
+    )
+    .option(
+      "--cni-bin-dir <dir>",
+      `CNI plugin binary directory [config: cni.binDir, ${DEFAULTS.cniBinDir}]`,
+    );
+}
+
+const restoreAtOption = () =>
+  new Option(
+    "--restore-at <where>",
+    `where the restorer runs [config: restoreAt, ${DEFAULTS.restoreAt}]`,
+  ).choices(RESTORE_AT);
+const attachModeOption = () =>
+  new Option("--attach-mode <mode>", `tc attach API [config: attachMode, ${DEFAULTS.attachMode}]`)
+    .choices(ATTACH_MODES);
+const networkOption = () =>
+  new Option("--network <name>", "the CNI network (conflist) by name [config: cni.network]");
+const inPlaceOption = () =>
+  new Option(
+    "--in-place",
+    "rewrite conflists in place, for runtimes that ignore renames [config: cni.inPlace, on]",
+  );
+const noInPlaceOption = () =>
+  new Option("--no-in-place", "write conflists by rename instead [config: cni.inPlace: false]");
+const stateDirOption = () =>
+  new Option(
+    "--state-dir <dir>",
+    `where install records what it created (uninstall reads it) [${DEFAULTS.stateDir}]`,
+  ).argParser(path);
+const jsonOption = () =>
+  new Option("--json", "print the result as one JSON document").conflicts("output");
+const outputOption = () =>
+  new Option("-o, --output <format>", "output format (-o json is --json)").choices(
+    ["text", "json"] as const,
+  );
+const dryRunOption = () => new Option("--dry-run", "print the plan and change nothing");
+
+/** --json or -o json. */
+function wantsJson(o: { json?: true; output?: "text" | "json" }): boolean {
+  return o.json === true || o.output === "json";
+}
+
+const EXIT_HELP = `
+Exit codes: 0 success, 1 failure, 2 usage error (nothing was changed), 3 doctor: warnings only.`;
+
+function envHelp(): string {
+  const width = Math.max(...ENV_VARS.map((v) => v.name.length));
+  return "\nEnvironment:\n" +
+    ENV_VARS.map((v) => `  ${v.name.padEnd(width)}  ${v.values}`).join("\n") +
+    "\nSee docs/cli.md for what each one does.";
+}
+
+const CNI_HELP = `
+The container runtime executes the plugin with CNI_COMMAND (ADD, DEL, CHECK, STATUS, GC,
+VERSION), CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME, CNI_ARGS and CNI_PATH set and the plugin's
+entry of the conflist on stdin; the plugin prints only the CNI Result (or error Result) on
+stdout and exits 0 or 1 (CNI spec 1.1.0; versions 0.3.0 to 1.1.0). It logs to the entry's
+logFile, never to stdout. Runtimes call the binary without arguments; \`tsnproxy cni\` is the
+same for a human. Example:
+
+  echo '{"cniVersion":"1.1.0"}' | CNI_COMMAND=VERSION tsnproxy cni`;
+
+/** Builds the program; `run` collects the exit code the action decides. */
+function buildProgram(run: { code: number }) {
   const program = new Command()
     .name("tsnproxy")
     .description(
-      "Carries TSN socket metadata (SO_PRIORITY, SO_TXTIME) from Kubernetes pods to the node's TSN NIC with eBPF.",
+      "Carries TSN socket metadata (SO_PRIORITY, SO_TXTIME) from Kubernetes pods to the " +
+        "node's TSN NIC with eBPF.",
     )
     .version(VERSION, "-V, --version")
-    .showHelpAfterError()
-    .exitOverride();
+    .addOption(
+      new Option(
+        "--log-level <level>",
+        `log level: ${LOG_LEVELS.join(", ")} (default: ${LOG_LEVEL_ENV}, else info)`,
+      ).argParser(logLevel),
+    )
+    .showHelpAfterError("(run 'tsnproxy --help' or 'tsnproxy <command> --help' for usage)")
+    .configureHelp({ showGlobalOptions: true })
+    .exitOverride()
+    .addHelpText("after", EXIT_HELP + "\n" + envHelp());
+
+  // Before any command runs (never before --help): the environment, then the log.
+  program.hook("preAction", (_self, action) => {
+    if (action.name() === "cni") return; // the plugin answers CNI Results, never usage errors
+    try {
+      checkEnvironment();
+    } catch (e) {
+      action.error(`error: ${(e as UsageError).message}`, {
+        exitCode: ExitCode.Usage,
+        code: "tsnproxy.environment",
+      });
+    }
+    const level = program.opts().logLevel ?? logLevelFromEnv().level ?? "info";
+    configureLog({ level, stderr: true, cmd: action.name() });
+  });
 
   program.command("cni")
-    .description("run as a CNI plugin (the runtime does this; reads CNI_* env and stdin)")
+    .description("run as a CNI plugin (the container runtime does this)")
+    .addHelpText("after", CNI_HELP)
     .action(async () => {
       const { runCni } = await import("./cni/main.ts");
-      code = await runCni();
+      run.code = await runCni();
     });
 
-  locationCommand(program, "install")
+  locationFlags(program.command("install"))
     .description(
-      "set this node up: pins the BPF datapath, attaches the restorer, injects the CNI entry",
+      "set this node up: pins the BPF datapath, attaches the restorer, injects the CNI entry; " +
+        "prints the plan first",
     )
-    .option("--network <name>", "conflist to inject into when several exist (by network name)")
-    .option("--dry-run", "print the planned changes and change nothing", false)
-    .addOption(
-      new Option("--attach-mode <mode>", "tc attach API").choices(
-        ["auto", "tcx", "clsact"] as const,
-      ),
-    )
-    .option("--in-place", "rewrite conflists in place (runtimes that ignore renames)")
-    .option("--state-dir <dir>", STATE_DIR_HELP, "/var/lib/tsnproxy")
-    .action(async (o, cmd) => {
+    .addOption(restoreAtOption())
+    .addOption(attachModeOption())
+    .addOption(networkOption())
+    .addOption(inPlaceOption())
+    .addOption(noInPlaceOption())
+    .addOption(stateDirOption())
+    .addOption(dryRunOption())
+    .addOption(jsonOption())
+    .addOption(outputOption())
+    .action(async (o) => {
       const { runInstall } = await import("./install/command.ts");
-      code = await runInstall({
-        ...location(o),
-        explicit: explicit(cmd, o),
-        stateDir: o.stateDir,
-        network: o.network,
-        dryRun: o.dryRun,
-        attachMode: o.attachMode,
-        inPlace: o.inPlace,
-      });
+      run.code = await runInstall({ ...o, dryRun: o.dryRun === true, json: wantsJson(o) });
     });
 
-  locationCommand(program, "uninstall")
+  locationFlags(program.command("uninstall"))
     .description(
       "undo install: CNI entry, attachments, pins, binary (and the qdisc with --remove-qdisc)",
     )
-    .option("--dry-run", "print the planned changes and change nothing", false)
-    .option("--remove-qdisc", "also remove the qdisc install created", false)
-    .option("--network <name>", "conflist to remove the entry from (by network name)")
-    .option("--state-dir <dir>", STATE_DIR_HELP, "/var/lib/tsnproxy")
-    .action(async (o, cmd) => {
+    .addOption(networkOption())
+    .addOption(inPlaceOption())
+    .addOption(noInPlaceOption())
+    .addOption(stateDirOption())
+    .option("--remove-qdisc", "also remove the root qdisc install created")
+    .addOption(dryRunOption())
+    .addOption(jsonOption())
+    .addOption(outputOption())
+    .action(async (o) => {
       const { runUninstall } = await import("./install/uninstall.ts");
-      code = await runUninstall({
-        ...location(o),
-        explicit: explicit(cmd, o),
-        stateDir: o.stateDir,
-        network: o.network,
-        dryRun: o.dryRun,
-        removeQdisc: o.removeQdisc,
+      run.code = await runUninstall({
+        ...o,
+        dryRun: o.dryRun === true,
+        removeQdisc: o.removeQdisc === true,
+        json: wantsJson(o),
       });
     });
 
-  locationCommand(program, "agent")
+  locationFlags(program.command("agent"))
     .description(
-      "long-running node agent: keeps the CNI entry and restorer in place, serves metrics",
+      "long-running node agent: keeps the CNI entry and restorer in place, serves metrics " +
+        "(and CNI verbs on cni.agentSocket); logs JSON lines on stderr",
     )
+    .addOption(restoreAtOption())
+    .addOption(attachModeOption())
+    .addOption(networkOption())
+    .addOption(inPlaceOption())
+    .addOption(noInPlaceOption())
+    .addOption(stateDirOption())
     .option(
       "--metrics-address <host:port>",
-      "Prometheus metrics listen address (default: the config's metrics.address, 0.0.0.0:9489)",
+      `Prometheus metrics listen address [config: metrics.address, ${DEFAULTS.metricsAddress}]`,
     )
-    .option("--reconcile-seconds <n>", "periodic reconcile interval", (v) => Number(v), 10)
-    .option("--network <name>", "conflist to keep the entry in (by network name)")
-    .addOption(
-      new Option("--attach-mode <mode>", "tc attach API").choices(
-        ["auto", "tcx", "clsact"] as const,
-      ),
+    .option(
+      "--reconcile-seconds <n>",
+      "periodic reconcile interval in seconds (1 to 86400)",
+      integerIn(1, 86400),
+      DEFAULTS.reconcileSeconds,
     )
-    .option("--in-place", "rewrite conflists in place (runtimes that ignore renames)")
-    .option("--state-dir <dir>", STATE_DIR_HELP, "/var/lib/tsnproxy")
-    .option("--cni-results-dir <dir>", "libcni's result cache (pod names for metrics)")
-    .action(async (o, cmd) => {
+    .option(
+      "--cni-results-dir <dir>",
+      "libcni's result cache (pod names for metrics) [/var/lib/cni/results]",
+      path,
+    )
+    .action(async (o) => {
       const { runAgent } = await import("./agent/command.ts");
-      code = await runAgent({
-        ...location(o),
-        explicit: explicit(cmd, o),
-        stateDir: o.stateDir,
-        network: o.network,
-        attachMode: o.attachMode,
-        inPlace: o.inPlace,
-        metricsAddress: o.metricsAddress,
-        reconcileSeconds: o.reconcileSeconds,
-        cniResultsDir: o.cniResultsDir,
-      });
+      run.code = await runAgent(o);
     });
 
-  locationCommand(program, "doctor")
+  locationFlags(program.command("doctor"))
     .description(
-      "check this node and say how to fix what is wrong (exit 0 ok, 1 warnings, 2 failures)",
+      "check this node and say how to fix what is wrong " +
+        "(exit 0 all passed, 3 warnings only, 1 failures)",
     )
-    .option("--json", "machine-readable output", false)
+    .addOption(restoreAtOption())
+    .addOption(attachModeOption())
+    .addOption(networkOption())
+    .addOption(jsonOption())
+    .addOption(outputOption())
     .action(async (o) => {
       const { runDoctor } = await import("./doctor/command.ts");
-      code = await runDoctor({ ...location(o), json: o.json });
+      run.code = await runDoctor({ ...o, json: wantsJson(o) });
     });
 
-  locationCommand(program, "status")
-    .description("live datapath counters, per node and per pod")
-    .option("--json", "machine-readable output", false)
-    .option("--watch [seconds]", "refresh every N seconds", (v) => Number(v))
+  locationFlags(program.command("status"))
+    .description("live datapath counters, per node and per pod (exit 1 when not installed)")
+    .addOption(jsonOption())
+    .addOption(outputOption())
+    .addOption(
+      new Option(
+        "--watch [seconds]",
+        `sample every N seconds (0.1 to 86400; default ${DEFAULTS.watchSeconds}) until ` +
+          "interrupted",
+      ).preset(String(DEFAULTS.watchSeconds)).argParser(secondsIn(0.1, 86400)),
+    )
     .action(async (o) => {
       const { runStatus } = await import("./doctor/status.ts");
-      code = await runStatus({
-        ...location(o),
-        json: o.json,
-        watch: o.watch === true ? 2 : o.watch,
-      });
+      run.code = await runStatus({ ...o, json: wantsJson(o) });
     });
 
   program.command("version")
     .description("print the version and build facts")
-    .option("--json", "machine-readable output", false)
+    .addOption(jsonOption())
+    .addOption(outputOption())
     .action(async (o) => {
       const { versionInfo } = await import("./build_info.ts");
       const info = versionInfo();
       console.log(
-        o.json
+        wantsJson(o)
           ? JSON.stringify(info)
           : `tsnproxy ${info.version} (bpf ${
             info.bpfObjectsSha256.slice(0, 12)
@@ -169,15 +298,27 @@ export async function runCli(argv: string[]): Promise<number> {
       );
     });
 
+  return program;
+}
+
+/** Runs the CLI on `argv` (without the program name); resolves to the exit code. */
+export async function runCli(argv: string[]): Promise<number> {
+  const run = { code: ExitCode.Ok as number };
+  const program = buildProgram(run);
   try {
     await program.parseAsync(argv, { from: "user" });
   } catch (e) {
-    if (e instanceof Error && "exitCode" in e && typeof e.exitCode === "number") {
-      return e.exitCode; // commander already printed help / the usage error
+    if (e instanceof CommanderError) {
+      // commander printed the help, the version or the usage error already.
+      return e.exitCode === 0 ? ExitCode.Ok : ExitCode.Usage;
     }
     const err = asTsnproxyError(e);
-    console.error(`tsnproxy: ${err.oneLine()}`);
-    return 2;
+    if (err instanceof UsageError) {
+      console.error(`error: ${err.message}\n(fix: ${err.hint})`);
+      return ExitCode.Usage;
+    }
+    log("error", err.message, { hint: err.hint, error: err.name });
+    return ExitCode.Failure;
   }
-  return code;
+  return run.code;
 }

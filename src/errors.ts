@@ -78,6 +78,14 @@ export class ConfigError extends TsnproxyError {
   }
 }
 
+/**
+ * The command line is wrong: a flag's value (or an environment variable tsnproxy reads) that
+ * names nothing valid. The CLI exits 2 for it (src/exit_codes.ts), before changing anything.
+ */
+export class UsageError extends ConfigError {
+  override name = "UsageError";
+}
+
 /** An interface, netns or pin that must exist does not. */
 export class NotFoundError extends TsnproxyError {
   override name = "NotFoundError";

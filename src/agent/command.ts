@@ -47,7 +47,7 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
   const target = targetFrom(cfg, opts);
   const pins = new PinLayout(cfg.bpffs);
   const resultsDir = opts.cniResultsDir ?? DEFAULT_CNI_RESULTS_DIR;
-  const interval = Math.max(1, opts.reconcileSeconds) * 1000;
+  const interval = opts.reconcileSeconds * 1000; // the CLI takes 1..86400
   const stats: AgentStats = {
     reconciles: { ok: 0, error: 0 },
     conflistReinjected: 0,
@@ -173,7 +173,8 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
   Deno.addSignalListener("SIGTERM", sigterm);
   Deno.addSignalListener("SIGINT", sigint);
 
-  const { hostname, port } = parseListenAddress(opts.metricsAddress ?? cfg.metrics.address);
+  // --metrics-address is an override: it is in cfg when given.
+  const { hostname, port } = parseListenAddress(cfg.metrics.address);
   let listening: () => void = () => {};
   const listened = new Promise<void>((r) => (listening = r));
   const server = Deno.serve({

@@ -7,7 +7,7 @@
  * and zod-free; the datapath code is imported only by the verbs that need it.
  */
 import { asTsnproxyError, CniCode, type TsnproxyError } from "../errors.ts";
-import { configureLog, log, type LogLevel } from "../log.ts";
+import { configureLog, log, LOG_LEVEL_ENV, type LogLevel, logLevelFromEnv } from "../log.ts";
 import { parsePluginEntry, PLUGIN_DEFAULTS, type PluginConfig, withDefaults } from "./config.ts";
 import {
   type CniEnv,
@@ -59,9 +59,21 @@ function lenientConfig(raw: JsonObject, e: TsnproxyError): PluginConfig {
   return withDefaults({ type: String(raw.type ?? "tsnproxy"), bpffs });
 }
 
+/**
+ * The entry's logFile and level; TSNPROXY_LOG_LEVEL beats the entry's logLevel. A value of it
+ * that names no level is ignored with a warning in the log: the runtime reads only the Result,
+ * and a typo in the node's environment must not fail pod creation.
+ */
 function configureLogging(config: PluginConfig): void {
-  const level = Deno.env.get("TSNPROXY_LOG_LEVEL") ? undefined : config.logLevel as LogLevel;
+  const env = logLevelFromEnv();
+  const level = env.level ?? config.logLevel as LogLevel;
   configureLog({ stderr: false, file: config.logFile, ...(level ? { level } : {}) });
+  if (env.rejected !== undefined) {
+    log("warn", `${LOG_LEVEL_ENV} ignored: it names no log level`, {
+      value: env.rejected,
+      hint: "set it to debug, info, warn or error (any case), or unset it",
+    });
+  }
 }
 
 /** What one invocation answers: the exit code and the JSON for stdout (none for DEL etc.). */
@@ -220,7 +232,7 @@ export async function runCni(
   entry?: Pick<CniEntry, "kind" | "reason">,
   input?: PluginInput,
 ): Promise<number> {
-  configureLog({ stderr: false });
+  configureLog({ stderr: false, cmd: "cni" });
   if (!input) {
     const h = await handOff((k) => Deno.env.get(k));
     if ("served" in h) return h.served;

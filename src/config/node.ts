@@ -6,14 +6,16 @@
  */
 import { LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
-import { ConfigError } from "../errors.ts";
+import { ConfigError, UsageError } from "../errors.ts";
+import { ATTACH_MODES, DEFAULTS, type NodeConfigOverrides, RESTORE_AT } from "../options.ts";
 import type { PodPolicy } from "../policy/types.ts";
 import { policyProblems, validatePolicy } from "../policy/validate.ts";
 import { type ConfinedPath, pathProblem } from "./paths.ts";
 import { qdiscSchema } from "./qdisc.ts";
 import { closestKey, formatPath, issueMessage, keysAt, locate } from "./yaml_errors.ts";
 
-export const DEFAULT_NODE_CONFIG_PATH = "/etc/tsnproxy/config.yaml";
+export const DEFAULT_NODE_CONFIG_PATH: string = DEFAULTS.config;
+export { ATTACH_MODES, type NodeConfigOverrides, RESTORE_AT };
 
 const POS_INT = "expected a positive integer";
 const posInt = () => z.int({ error: POS_INT }).positive({ error: POS_INT });
@@ -51,8 +53,6 @@ const ifname = z.string({ error: "expected an interface name" }).regex(/^[^\s/:]
   error: "expected an interface name (1-15 characters, no spaces, '/' or ':')",
 });
 
-export const RESTORE_AT = ["tsn-egress", "host-veth-ingress"] as const;
-export const ATTACH_MODES = ["auto", "tcx", "clsact"] as const;
 export const CARRIERS = ["auto", "tag", "table"] as const;
 const oneOf = <T extends readonly [string, ...string[]]>(values: T) =>
   z.enum(values, { error: `expected one of ${values.map((v) => `"${v}"`).join(", ")}` });
@@ -60,9 +60,9 @@ const oneOf = <T extends readonly [string, ...string[]]>(values: T) =>
 export const nodeConfigSchema = z.strictObject({
   /** The TSN NIC the restorer runs on; required by install unless given with a flag. */
   tsnInterface: ifname.optional(),
-  restoreAt: oneOf(RESTORE_AT).default("tsn-egress"),
-  bpffs: confined("bpffs").default("/sys/fs/bpf/tsnproxy"),
-  attachMode: oneOf(ATTACH_MODES).default("auto"),
+  restoreAt: oneOf(RESTORE_AT).default(DEFAULTS.restoreAt),
+  bpffs: confined("bpffs").default(DEFAULTS.bpffs),
+  attachMode: oneOf(ATTACH_MODES).default(DEFAULTS.attachMode),
   /** How admitted metadata travels to the restorer (src/bpf/carrier.ts). */
   carrier: oneOf(CARRIERS).default("auto"),
   gc: z.strictObject({
@@ -75,8 +75,8 @@ export const nodeConfigSchema = z.strictObject({
   mapEntries: mapEntries.default(16384),
   policy: z.optional(nodePolicy).transform((p) => p ?? {}),
   cni: z.strictObject({
-    confDir: absPath("cni.confDir").default("/etc/cni/net.d"),
-    binDir: absPath("cni.binDir").default("/opt/cni/bin"),
+    confDir: absPath("cni.confDir").default(DEFAULTS.cniConfDir),
+    binDir: absPath("cni.binDir").default(DEFAULTS.cniBinDir),
     /** Chain into the network with this name instead of the first config file. */
     network: z.string().min(1, { error: "expected a network name" }).optional(),
     /** Rewrite the conflist in place (runtimes that ignore renames); unset = installer decides. */
@@ -88,26 +88,14 @@ export const nodeConfigSchema = z.strictObject({
     agentSocket: confined("agentSocket").optional(),
   }).prefault({}),
   qdisc: qdiscSchema.default({ kind: "keep" }),
-  metrics: z.strictObject({ address: hostPort.default("0.0.0.0:9489") }).prefault({}),
+  metrics: z.strictObject({ address: hostPort.default(DEFAULTS.metricsAddress) }).prefault({}),
 });
 
 export type NodeConfig = z.infer<typeof nodeConfigSchema>;
 export type NodeConfigInput = z.input<typeof nodeConfigSchema>;
 
-/** Command-line flags that beat the file. */
-export interface NodeConfigOverrides {
-  tsnInterface?: string;
-  restoreAt?: string;
-  bpffs?: string;
-  attachMode?: string;
-  cniConfDir?: string;
-  cniBinDir?: string;
-  network?: string;
-  inPlace?: boolean;
-  metricsAddress?: string;
-}
-
-const OVERRIDE_PATHS: Record<keyof NodeConfigOverrides, [string[], string]> = {
+/** Each override: where it goes in the config, and the flag that sets it. */
+export const OVERRIDE_PATHS: Record<keyof NodeConfigOverrides, [string[], string]> = {
   tsnInterface: [["tsnInterface"], "--tsn-interface"],
   restoreAt: [["restoreAt"], "--restore-at"],
   bpffs: [["bpffs"], "--bpffs"],
@@ -120,6 +108,62 @@ const OVERRIDE_PATHS: Record<keyof NodeConfigOverrides, [string[], string]> = {
 };
 
 const HINT_DOC = "see the example config (`EXAMPLE_NODE_CONFIG`, docs/config.md)";
+
+/**
+ * The node config overrides among a command's options: every override flag the user gave.
+ * This is the one home of "flags beat the config file". The CLI gives these flags no
+ * default (src/options.ts), so a defined value is one typed on the command line, whether or
+ * not it equals the default, and it beats the file; an undefined one leaves the file's
+ * setting (or the built-in default). Every command reads its config through here
+ * (loadNodeConfigFor; doctor's context too).
+ */
+export function flagOverrides(o: NodeConfigOverrides): NodeConfigOverrides {
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(OVERRIDE_PATHS) as (keyof NodeConfigOverrides)[]) {
+    if (o[k] !== undefined) out[k] = o[k];
+  }
+  return out as NodeConfigOverrides;
+}
+
+/** Writes the overrides into the raw config; returns the paths they set -> the flag. */
+function applyOverrides(raw: Record<string, unknown>, overrides: NodeConfigOverrides) {
+  const flagged = new Map<string, string>();
+  for (const [k, [path, flag]] of Object.entries(OVERRIDE_PATHS)) {
+    const v = overrides[k as keyof NodeConfigOverrides];
+    if (v === undefined) continue;
+    let o = raw;
+    for (const seg of path.slice(0, -1)) {
+      if (!isPlainObject(o[seg])) o[seg] = {};
+      o = o[seg] as Record<string, unknown>;
+    }
+    o[path[path.length - 1]] = v;
+    flagged.set(path.join("."), flag);
+  }
+  return flagged;
+}
+
+/**
+ * A flag value the config would refuse is a usage error (exit 2) naming the flag, whatever
+ * the file says: checked against the built-in defaults, before the file's content.
+ */
+function checkOverrides(overrides: NodeConfigOverrides): void {
+  const raw: Record<string, unknown> = {};
+  const flagged = applyOverrides(raw, overrides);
+  if (flagged.size === 0) return;
+  const r = nodeConfigSchema.safeParse(raw);
+  if (r.success) return;
+  const bad = r.error.issues.map((issue) => {
+    const key = issue.path.map(String).join(".");
+    const flag = flagged.get(key) ?? formatPath(issue.path);
+    let value: unknown = raw;
+    for (const seg of issue.path) value = isPlainObject(value) ? value[String(seg)] : undefined;
+    return `option '${flag}' argument '${String(value)}' is invalid: ${issueMessage(issue, false)}`;
+  });
+  throw new UsageError(
+    bad.join("\n"),
+    "pass a value the node config accepts (docs/config.md), or leave the flag out",
+  );
+}
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
@@ -134,6 +178,7 @@ export function parseNodeConfig(
   file = "config.yaml",
   overrides: NodeConfigOverrides = {},
 ): NodeConfig {
+  checkOverrides(overrides);
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -155,18 +200,7 @@ export function parseNodeConfig(
     );
   }
   // Flags beat the file; remember which paths they set so errors name the flag.
-  const flagged = new Map<string, string>();
-  for (const [k, [path, flag]] of Object.entries(OVERRIDE_PATHS)) {
-    const v = overrides[k as keyof NodeConfigOverrides];
-    if (v === undefined) continue;
-    let o = raw as Record<string, unknown>;
-    for (const seg of path.slice(0, -1)) {
-      if (!isPlainObject(o[seg])) o[seg] = {};
-      o = o[seg] as Record<string, unknown>;
-    }
-    o[path[path.length - 1]] = v;
-    flagged.set(path.join("."), flag);
-  }
+  const flagged = applyOverrides(raw, overrides);
   const r = nodeConfigSchema.safeParse(raw);
   if (r.success) return r.data;
 
@@ -220,6 +254,16 @@ export async function loadNodeConfig(
     }
   }
   return parseNodeConfig(text, path, overrides);
+}
+
+/**
+ * The node config a command acts on: the file `o.config` names (absent = the built-in
+ * defaults) with the override flags the user gave over it (flagOverrides).
+ */
+export async function loadNodeConfigFor(
+  o: NodeConfigOverrides & { config?: string },
+): Promise<NodeConfig> {
+  return await loadNodeConfig(o.config ?? DEFAULT_NODE_CONFIG_PATH, flagOverrides(o));
 }
 
 /** The TSN interface for install; ConfigError if neither the file nor a flag gave one. */

@@ -3,9 +3,9 @@
  * parsed node config (or why it did not parse), the kernel version, and a place to collect
  * results. Checks are plain functions `(ctx) => void` that call ctx.pass/warn/fail.
  */
-import { type NodeConfig, parseNodeConfig } from "../config/node.ts";
+import { flagOverrides, type NodeConfig, parseNodeConfig } from "../config/node.ts";
 import { asTsnproxyError, type TsnproxyError } from "../errors.ts";
-import { DEFAULTS, type DoctorOptions } from "../options.ts";
+import type { DoctorOptions } from "../options.ts";
 import { withNetns } from "../util/netns.ts";
 import { type KernelVersion, kernelVersion } from "./probe.ts";
 import type { Check, CheckGroup, CheckStatus } from "./schema.ts";
@@ -35,19 +35,9 @@ export class DoctorContext {
     this.config = parseNodeConfig("", "flags", this.overrides());
   }
 
+  /** The flags the user gave, which beat the node config (one rule for every command). */
   overrides() {
-    const o: { tsnInterface?: string; bpffs?: string; cniConfDir?: string; cniBinDir?: string } =
-      {};
-    if (this.opts.tsnInterface) o.tsnInterface = this.opts.tsnInterface;
-    // commander fills in the defaults: only a value that differs from them is a real flag.
-    if (this.opts.bpffs && this.opts.bpffs !== DEFAULTS.bpffs) o.bpffs = this.opts.bpffs;
-    if (this.opts.cniConfDir && this.opts.cniConfDir !== DEFAULTS.cniConfDir) {
-      o.cniConfDir = this.opts.cniConfDir;
-    }
-    if (this.opts.cniBinDir && this.opts.cniBinDir !== DEFAULTS.cniBinDir) {
-      o.cniBinDir = this.opts.cniBinDir;
-    }
-    return o;
+    return flagOverrides(this.opts);
   }
 
   get bpffs(): string {

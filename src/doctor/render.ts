@@ -91,11 +91,11 @@ export function renderDoctor(r: DoctorReport, style: Style): string {
     }
   }
   const s = r.summary;
-  const verdict = r.exitCode === 0
-    ? paint("all checks passed", CODES.pass, style)
-    : r.exitCode === 1
+  const verdict = r.summary.fail > 0
+    ? paint("failures", CODES.fail, style)
+    : r.summary.warn > 0
     ? paint("warnings", CODES.warn, style)
-    : paint("failures", CODES.fail, style);
+    : paint("all checks passed", CODES.pass, style);
   lines.push(
     "",
     `${verdict}: ${s.pass} ok, ${s.info} info, ${s.warn} warn, ${s.fail} fail, ${s.skip} skipped`,

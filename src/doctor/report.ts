@@ -24,6 +24,7 @@ import {
 import { gcCheck, gcSample, pinChecks } from "./checks_pins.ts";
 import { podChecks } from "./checks_pods.ts";
 import { DoctorContext, type DoctorRunOptions } from "./context.ts";
+import { ExitCode } from "../exit_codes.ts";
 import {
   type Check,
   CHECK_GROUPS,
@@ -32,10 +33,11 @@ import {
   doctorReportSchema,
 } from "./schema.ts";
 
-export function exitCodeOf(checks: readonly Check[]): 0 | 1 | 2 {
-  if (checks.some((c) => c.status === "fail")) return 2;
-  if (checks.some((c) => c.status === "warn")) return 1;
-  return 0;
+/** doctor's exit code: failures 1, warnings only 3, else 0 (src/exit_codes.ts). */
+export function exitCodeOf(checks: readonly Check[]): DoctorReport["exitCode"] {
+  if (checks.some((c) => c.status === "fail")) return ExitCode.Failure;
+  if (checks.some((c) => c.status === "warn")) return ExitCode.Warnings;
+  return ExitCode.Ok;
 }
 
 export async function collectReport(opts: DoctorRunOptions): Promise<DoctorReport> {

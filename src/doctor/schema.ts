@@ -5,7 +5,8 @@
  */
 import { z } from "zod";
 
-export const DOCTOR_SCHEMA_VERSION = 1;
+/** 2: exitCode is 3 for warnings and 1 for failures (was 1 and 2). */
+export const DOCTOR_SCHEMA_VERSION = 2;
 export const STATUS_SCHEMA_VERSION = 1;
 
 /**
@@ -72,8 +73,8 @@ export const doctorReportSchema = z.object({
     fail: z.int().nonnegative(),
     skip: z.int().nonnegative(),
   }),
-  /** 0 all pass, 1 warnings, 2 failures: the process exit code. */
-  exitCode: z.union([z.literal(0), z.literal(1), z.literal(2)]),
+  /** The process exit code: 0 all passed, 3 warnings only, 1 failures (src/exit_codes.ts). */
+  exitCode: z.union([z.literal(0), z.literal(3), z.literal(1)]),
   checks: z.array(checkSchema),
 });
 export type DoctorReport = z.infer<typeof doctorReportSchema>;

@@ -1,29 +1,29 @@
 /**
  * `tsnproxy status`: the datapath's live counters, node-wide and per pod, once or every N
  * seconds (--watch; the screen is cleared between samples on a terminal). --json prints
- * statusReportSchema, one JSON document per sample (one per line with --watch).
+ * statusReportSchema, one JSON document per sample (one per line with --watch). Exit 0, or 1
+ * when the last sample found nothing installed.
  */
 import { DatapathMaps } from "../bpf/maps.ts";
 import { closeFd, mapInfo, objGet } from "../bpf/sys.ts";
 import { PinLayout } from "../bpf/pins.ts";
 import { listPodAttachments, podCookie } from "../bpf/pod.ts";
-import { loadNodeConfig, parseNodeConfig } from "../config/node.ts";
+import { loadNodeConfigFor } from "../config/node.ts";
 import { asTsnproxyError } from "../errors.ts";
 import { COUNTERS } from "../ffi/structs/datapath.ts";
-import { DEFAULTS, type StatusOptions } from "../options.ts";
+import { ExitCode } from "../exit_codes.ts";
+import type { StatusOptions } from "../options.ts";
 import { detectStyle, paint, type Style } from "./render.ts";
 import { STATUS_SCHEMA_VERSION, type StatusReport, statusReportSchema } from "./schema.ts";
 
 export { statusReportSchema } from "./schema.ts";
 
-/** The pin root status looks at: --bpffs when given, else the node config's. */
+/**
+ * The pin root status looks at: --bpffs when given, else the node config's (whose errors are
+ * reported: a broken config must not make status look at some other pin root).
+ */
 export async function resolveBpffs(opts: StatusOptions): Promise<string> {
-  if (opts.bpffs && opts.bpffs !== DEFAULTS.bpffs) return opts.bpffs;
-  try {
-    return (await loadNodeConfig(opts.config)).bpffs;
-  } catch {
-    return parseNodeConfig("").bpffs;
-  }
+  return (await loadNodeConfigFor(opts)).bpffs;
 }
 
 /** cookie -> attachment name, for the names the pins carry (<container id>_<ifname>). */
@@ -179,9 +179,7 @@ export async function runStatus(opts: StatusOptions, hooks: StatusRunHooks = {})
   const style = detectStyle();
   const tty = Deno.stdout.isTerminal();
   const write = hooks.write ?? ((t: string) => console.log(t));
-  const watch = opts.watch !== undefined && Number.isFinite(opts.watch) && opts.watch > 0
-    ? opts.watch
-    : undefined;
+  const watch = opts.watch; // the CLI takes 0.1..86400 seconds
   const samples = hooks.samples ?? (watch ? Infinity : 1);
   let prev: StatusReport | undefined;
   let last: StatusReport | undefined;
@@ -197,5 +195,5 @@ export async function runStatus(opts: StatusOptions, hooks: StatusRunHooks = {})
     prev = cur;
     last = cur;
   }
-  return last?.installed ? 0 : 2;
+  return last?.installed ? ExitCode.Ok : ExitCode.Failure;
 }

@@ -1,12 +1,24 @@
 /**
  * `tsnproxy install`: set this node up (see plan.ts for the steps and their order). The plan
  * is printed on stdout first; `--dry-run` stops there and changes nothing. Re-running
- * converges: a second install plans and performs no change.
+ * converges: a second install plans and performs no change. With --json, stdout gets one
+ * document instead: the plan and its outcome (plan_schema.ts), also when the run failed.
  */
 import { captureLibbpfLog, drainLibbpfLog } from "../bpf/libbpf_log.ts";
+import { asTsnproxyError } from "../errors.ts";
+import { ExitCode } from "../exit_codes.ts";
 import { log } from "../log.ts";
 import type { InstallOptions } from "../options.ts";
-import { executeNodePlan, formatNodePlan, type NodePlan, planIsEmpty, planNode } from "./plan.ts";
+import {
+  executeNodePlan,
+  formatNodePlan,
+  type NodePlan,
+  nodePlanJson,
+  type NodeResult,
+  planIsEmpty,
+  planNode,
+} from "./plan.ts";
+import { type InstallPlanJson, installPlanSchema } from "./plan_schema.ts";
 import { loadConfig, targetFrom } from "./target.ts";
 
 export async function runInstall(opts: InstallOptions): Promise<number> {
@@ -15,17 +27,37 @@ export async function runInstall(opts: InstallOptions): Promise<number> {
   const target = targetFrom(cfg, opts);
   const plan = await planNode(target, { binary: true, datapath: true, recover: !opts.dryRun });
   const empty = planIsEmpty(plan);
-  console.log(formatNodePlan(plan).trimEnd());
+  const say = (text: string) => {
+    if (!opts.json) console.log(text);
+  };
+  const json = (outcome: InstallPlanJson["outcome"], error?: InstallPlanJson["error"]) => {
+    if (!opts.json) return;
+    // The schema is the contract: never print something that breaks it.
+    const doc = installPlanSchema.parse(
+      nodePlanJson(plan, { dryRun: opts.dryRun, outcome, ...(error ? { error } : {}) }),
+    );
+    console.log(JSON.stringify(doc, null, 2));
+  };
+  say(formatNodePlan(plan).trimEnd());
   if (opts.dryRun) {
-    console.log(empty ? "dry run: nothing to change" : "dry run: nothing was changed");
-    return 0;
+    say(empty ? "dry run: nothing to change" : "dry run: nothing was changed");
+    json("planned");
+    return ExitCode.Ok;
   }
   if (empty) {
-    console.log("nothing to change: this node is installed");
+    say("nothing to change: this node is installed");
+    json("unchanged");
     log("info", "install: no change", { tsnInterface: target.tsnInterface, bpffs: cfg.bpffs });
-    return 0;
+    return ExitCode.Ok;
   }
-  const res = await executeNodePlan(plan);
+  let res: NodeResult;
+  try {
+    res = await executeNodePlan(plan);
+  } catch (e) {
+    const err = asTsnproxyError(e);
+    json("failed", { message: err.message, hint: err.hint });
+    throw err;
+  }
   for (const l of drainLibbpfLog()) log("debug", l);
   log("info", "installed", {
     tsnInterface: target.tsnInterface,
@@ -43,8 +75,9 @@ export async function runInstall(opts: InstallOptions): Promise<number> {
       plan: formatNodePlan(again),
     });
   }
-  console.log("installed");
-  return 0;
+  say("installed");
+  json("applied");
+  return ExitCode.Ok;
 }
 
 /**

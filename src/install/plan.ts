@@ -45,6 +45,7 @@ import {
   type QdiscPlan,
   usesClsact,
 } from "./qdisc_plan.ts";
+import type { InstallPlanJson } from "./plan_schema.ts";
 import { type InstallState, readState, sameState, statePath, writeState } from "./state.ts";
 import { recoverInterruptedWrites } from "./atomic.ts";
 import { exists } from "../util/fs.ts";
@@ -362,6 +363,105 @@ export function formatNodePlan(p: NodePlan, verb = "install"): string {
       : "nothing install created needs recording"),
   );
   return out.join("\n") + "\n";
+}
+
+/** A conflist plan as plain data (the --json plan of install and uninstall). */
+export function conflistPlanJson(p: ConflistPlan): InstallPlanJson["conflist"] {
+  return {
+    confDir: p.confDir,
+    target: p.target,
+    status: p.status,
+    changes: p.changes.map((c) => ({
+      action: c.action,
+      path: c.path,
+      role: c.role,
+      why: c.why,
+      diff: c.diff,
+    })),
+    warnings: [...p.warnings],
+  };
+}
+
+/** A qdisc plan as plain data (the --json plan of install and uninstall). */
+export function qdiscPlanJson(q: QdiscPlan): InstallPlanJson["qdisc"] {
+  return {
+    ifname: q.ifname,
+    steps: q.steps.map((s) => ({ op: s.op, text: formatQdiscStep(s) })),
+    notes: [...q.notes],
+    warnings: [...q.warnings],
+  };
+}
+
+/**
+ * The plan as plain data, what `install --json` prints (src/install/plan_schema.ts): the same
+ * facts formatNodePlan writes as text. `outcome` and `error` are the caller's.
+ */
+export function nodePlanJson(
+  p: NodePlan,
+  run: Pick<InstallPlanJson, "dryRun" | "outcome" | "error">,
+): InstallPlanJson {
+  const t = p.target;
+  const d = p.datapath;
+  const nsToMs = (ns: bigint) => Number(ns) / 1e6;
+  return {
+    version: 1,
+    command: "install",
+    dryRun: run.dryRun,
+    changes: !planIsEmpty(p),
+    outcome: run.outcome,
+    ...(run.error ? { error: run.error } : {}),
+    target: {
+      tsnInterface: t.tsnInterface,
+      api: t.api,
+      restoreAt: t.cfg.restoreAt,
+      bpffs: t.cfg.bpffs,
+      stateDir: t.stateDir,
+      inPlace: t.inPlace,
+    },
+    qdisc: qdiscPlanJson(p.qdisc),
+    binary: p.binary
+      ? {
+        path: p.binary.path,
+        action: p.binary.action,
+        why: p.binary.why,
+        source: {
+          kind: p.binary.source.kind,
+          from: p.binary.source.from,
+          bytes: p.binary.source.bytes.length,
+        },
+      }
+      : null,
+    datapath: d
+      ? {
+        root: d.root,
+        createRoot: !d.rootExists,
+        programs: d.programs.map((x) => ({
+          role: x.role,
+          name: PROGRAMS[x.role],
+          action: x.action,
+          id: x.id,
+          tag: x.tag,
+        })),
+        writeConfig: d.writeConfig,
+        config: {
+          stageMaxAgeMs: nsToMs(d.config.stageMaxAgeNs),
+          carrier: d.carrier.carrier,
+          carrierReason: d.carrier.reason,
+          ...(d.carrier.programs ? { foreignPrograms: d.carrier.programs } : {}),
+          policy: describePolicy(d.config.node),
+        },
+        legacy: d.legacy,
+      }
+      : null,
+    restorer: {
+      ifname: p.restorer.ifname,
+      api: p.restorer.api,
+      pin: p.restorer.pin,
+      action: p.restorer.action ?? null,
+    },
+    conflist: conflistPlanJson(p.conflist),
+    state: { path: p.state.path, change: !sameState(p.state.before, predictState(p)) },
+  };
 }
 
 /** Intent and previous records together (a root created earlier stays recorded). */

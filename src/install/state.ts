@@ -24,10 +24,11 @@
  * can still remove it).
  */
 import { ConfigError } from "../errors.ts";
+import { DEFAULTS } from "../options.ts";
 import { VERSION } from "../version.ts";
 import { removeFileDurable, writeFileAtomic } from "./atomic.ts";
 
-export const DEFAULT_STATE_DIR = "/var/lib/tsnproxy";
+export const DEFAULT_STATE_DIR = DEFAULTS.stateDir;
 export const STATE_FILE = "install.json";
 
 export interface QdiscState {

@@ -10,16 +10,19 @@
  *   4. binary    the plugin executable
  *   5. state     the record, once nothing it records remains
  *
- * A second run finds nothing to do. `--dry-run` prints the plan and changes nothing.
+ * A second run finds nothing to do. `--dry-run` prints the plan and changes nothing. With
+ * --json, stdout gets one document instead: the plan and its outcome (plan_schema.ts).
  */
 import { teardownNode } from "../bpf/node.ts";
 import { listPodAttachments } from "../bpf/pod.ts";
 import { PinLayout } from "../bpf/pins.ts";
-import { NotFoundError } from "../errors.ts";
+import { asTsnproxyError, NotFoundError } from "../errors.ts";
+import { ExitCode } from "../exit_codes.ts";
 import { log } from "../log.ts";
 import type { UninstallOptions } from "../options.ts";
 import { apply, type Plan, planUninstall } from "./conflist.ts";
-import { formatConflistChanges } from "./plan.ts";
+import { conflistPlanJson, formatConflistChanges, qdiscPlanJson } from "./plan.ts";
+import { type UninstallPlanJson, uninstallPlanSchema } from "./plan_schema.ts";
 import { planRemoveBinary, removeBinary } from "./binary.ts";
 import {
   applyQdiscPlan,
@@ -48,6 +51,23 @@ export async function runUninstall(opts: UninstallOptions): Promise<number> {
   const out: string[] = [`tsnproxy uninstall plan: pin root ${cfg.bpffs}`];
   const line = (changed: boolean, text: string) => out.push(`  ${changed ? "-" : "="} ${text}`);
   let changes = 0;
+  // The same plan as data, for --json.
+  const doc: Omit<UninstallPlanJson, "changes" | "outcome" | "dryRun"> = {
+    version: 1,
+    command: "uninstall",
+    bpffs: cfg.bpffs,
+    conflist: {
+      confDir: cfg.cni.confDir,
+      target: null,
+      status: "absent",
+      changes: [],
+      warnings: [],
+    },
+    datapath: { root: "", exists: false, nodeAttachments: [], podAttachments: 0 },
+    qdisc: null,
+    binary: { path: "", exists: false },
+    state: { path: statePath(stateDir), action: "absent" },
+  };
 
   // 1. conflist
   let conflist: Plan | undefined;
@@ -58,6 +78,7 @@ export async function runUninstall(opts: UninstallOptions): Promise<number> {
       network: cfg.cni.network,
       recover: !opts.dryRun,
     });
+    doc.conflist = conflistPlanJson(conflist);
     if (conflist.changes.length === 0) line(false, `${conflist.target}: no tsnproxy entry`);
     else {
       out.push(formatConflistChanges(conflist, "-").split("\n").map((l) => `    ${l}`).join("\n"));
@@ -66,15 +87,19 @@ export async function runUninstall(opts: UninstallOptions): Promise<number> {
   } catch (e) {
     if (!(e instanceof NotFoundError)) throw e;
     line(false, `nothing to remove (${e.message})`);
+    doc.conflist.note = e.message;
   }
 
   // 2. datapath
   const pins = new PinLayout(cfg.bpffs);
   out.push("datapath:");
   const rootExists = lexists(pins.root);
+  doc.datapath = { root: pins.root, exists: rootExists, nodeAttachments: [], podAttachments: 0 };
   if (rootExists) {
     const node = listDir(pins.nodeDir);
     const pods = listPodAttachments(cfg.bpffs);
+    doc.datapath.nodeAttachments = node;
+    doc.datapath.podAttachments = pods.length;
     line(
       true,
       `detach ${node.length} node attachment(s)${node.length ? ` (${node.join(", ")})` : ""} ` +
@@ -88,6 +113,12 @@ export async function runUninstall(opts: UninstallOptions): Promise<number> {
   if (state.qdisc) {
     qplan = planQdiscRemoval(state.qdisc, opts.removeQdisc);
     out.push(`qdisc (${state.qdisc.ifname}):`);
+    doc.qdisc = qplan ? qdiscPlanJson(qplan) : {
+      ifname: state.qdisc.ifname,
+      steps: [],
+      notes: [`${state.qdisc.ifname} no longer exists: nothing to remove`],
+      warnings: [],
+    };
     if (!qplan) line(false, `${state.qdisc.ifname} no longer exists: nothing to remove`);
     for (const s of qplan?.steps ?? []) line(true, formatQdiscStep(s));
     for (const n of qplan?.notes ?? []) line(false, n);
@@ -99,6 +130,7 @@ export async function runUninstall(opts: UninstallOptions): Promise<number> {
 
   // 4. binary
   const bin = await planRemoveBinary(cfg.cni.binDir);
+  doc.binary = { path: bin.path, exists: bin.exists };
   out.push("binary:");
   line(bin.exists, bin.exists ? `remove ${bin.path}` : `${bin.path} does not exist`);
   if (bin.exists) changes++;
@@ -108,39 +140,62 @@ export async function runUninstall(opts: UninstallOptions): Promise<number> {
   const stateChanges = !sameState(after, state) ||
     (lexists(statePath(stateDir)) && !after.qdisc?.clsactCreated && !after.qdisc?.rootCreated);
   out.push(`state (${statePath(stateDir)}):`);
+  const remains = after.qdisc?.rootCreated || after.qdisc?.clsactCreated;
+  doc.state.action = stateChanges
+    ? (remains ? "update" : "remove")
+    : lexists(statePath(stateDir))
+    ? "keep"
+    : "absent";
   line(
     stateChanges,
     stateChanges
-      ? (after.qdisc?.rootCreated || after.qdisc?.clsactCreated
-        ? "keep recording what remains"
-        : "remove")
+      ? (remains ? "keep recording what remains" : "remove")
       : lexists(statePath(stateDir))
       ? "kept: it records what remains"
       : "absent",
   );
   if (stateChanges) changes++;
 
-  console.log(out.join("\n"));
+  const say = (text: string) => {
+    if (!opts.json) console.log(text);
+  };
+  const json = (outcome: UninstallPlanJson["outcome"], error?: UninstallPlanJson["error"]) => {
+    if (!opts.json) return;
+    const full = { ...doc, dryRun: opts.dryRun, changes: changes > 0, outcome };
+    // The schema is the contract: never print something that breaks it.
+    const parsed = uninstallPlanSchema.parse(error ? { ...full, error } : full);
+    console.log(JSON.stringify(parsed, null, 2));
+  };
+  say(out.join("\n"));
   if (opts.dryRun) {
-    console.log(changes ? "dry run: nothing was changed" : "dry run: nothing to change");
-    return 0;
+    say(changes ? "dry run: nothing was changed" : "dry run: nothing to change");
+    json("planned");
+    return ExitCode.Ok;
   }
   if (changes === 0) {
-    console.log("nothing to change: tsnproxy is not installed here");
-    return 0;
+    say("nothing to change: tsnproxy is not installed here");
+    json("unchanged");
+    return ExitCode.Ok;
   }
 
-  if (conflist && conflist.changes.length > 0) {
-    await apply(conflist, { inPlace: cfg.cni.inPlace ?? true });
-  }
-  const detached = rootExists ? teardownNode(cfg.bpffs) : 0;
+  let detached = 0;
   let newState = state;
-  if (state.qdisc) {
-    const q = qplan ? applyQdiscPlan(qplan, state.qdisc) : state.qdisc;
-    newState = { ...state, qdisc: stateAfterRemoval(q, qplan) };
+  try {
+    if (conflist && conflist.changes.length > 0) {
+      await apply(conflist, { inPlace: cfg.cni.inPlace ?? true });
+    }
+    detached = rootExists ? teardownNode(cfg.bpffs) : 0;
+    if (state.qdisc) {
+      const q = qplan ? applyQdiscPlan(qplan, state.qdisc) : state.qdisc;
+      newState = { ...state, qdisc: stateAfterRemoval(q, qplan) };
+    }
+    if (bin.exists) await removeBinary(bin.path);
+    await writeState(stateDir, newState);
+  } catch (e) {
+    const err = asTsnproxyError(e);
+    json("failed", { message: err.message, hint: err.hint });
+    throw err;
   }
-  if (bin.exists) await removeBinary(bin.path);
-  await writeState(stateDir, newState);
   log("info", "uninstalled", {
     bpffs: cfg.bpffs,
     detached,
@@ -148,8 +203,9 @@ export async function runUninstall(opts: UninstallOptions): Promise<number> {
     qdisc: qplan?.steps.map((s) => s.op) ?? [],
     binary: bin.exists ? bin.path : undefined,
   });
-  console.log("uninstalled");
-  return 0;
+  say("uninstalled");
+  json("applied");
+  return ExitCode.Ok;
 }
 
 function predictQdiscState(

@@ -11,6 +11,7 @@ import { parseListenAddress } from "../../src/agent/command.ts";
 import { escapeLabel, snake } from "../../src/agent/metrics.ts";
 import { run } from "../lib/run.ts";
 import { createNode, destroyNode, FIXTURES, spawnAgent, tsnproxy } from "../install/_node.ts";
+import { logLines } from "../lib/logs.ts";
 import { freePort, until } from "../lib/wait.ts";
 
 async function get(url: string): Promise<{ status: number; text: string } | undefined> {
@@ -105,10 +106,7 @@ for (const api of ["tcx", "clsact"] as const) {
       assert.equal(out.code, 0, err);
       agent = undefined;
       assert.ok(restorerAttached(node.bpffs, node.tsn), "SIGTERM must not detach the restorer");
-      for (const line of err.trim().split("\n").filter(Boolean)) {
-        const o = JSON.parse(line); // structured logs only
-        assert.ok(o.ts && o.level && o.msg, line);
-      }
+      logLines(err); // structured logs only: every line parses with the schema
       assert.match(err, /"msg":"conflist entry re-injected"/);
       assert.match(err, /"msg":"restorer re-attached"/);
     } finally {

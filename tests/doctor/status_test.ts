@@ -81,7 +81,7 @@ Deno.test("status: node and per-pod counters, --json schema, --watch rates", opt
   }
 });
 
-Deno.test("status: not installed -> exit 2 with the reason", opts, async () => {
+Deno.test("status: not installed -> exit 1 with the reason", opts, async () => {
   const lines: string[] = [];
   const bpffs = `/sys/fs/bpf/tsnp-test-${randomId()}`;
   const code = await runStatus(
@@ -94,6 +94,6 @@ Deno.test("status: not installed -> exit 2 with the reason", opts, async () => {
     },
     { write: (t) => lines.push(t) },
   );
-  assert.equal(code, 2);
+  assert.equal(code, 1);
   assert.match(lines.join("\n"), /not installed: .*tsnproxy install/);
 });

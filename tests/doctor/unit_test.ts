@@ -12,7 +12,11 @@ import { cookiesOf } from "../../src/doctor/checks_pods.ts";
 import { atLeast, parseKernelRelease } from "../../src/doctor/probe.ts";
 import { renderDoctor, wrap } from "../../src/doctor/render.ts";
 import { exitCodeOf } from "../../src/doctor/report.ts";
-import { type DoctorReport, doctorReportSchema } from "../../src/doctor/schema.ts";
+import {
+  DOCTOR_SCHEMA_VERSION,
+  type DoctorReport,
+  doctorReportSchema,
+} from "../../src/doctor/schema.ts";
 import { podCookie } from "../../src/bpf/pod.ts";
 import type { QdiscInfo } from "../../src/netlink/mod.ts";
 
@@ -87,7 +91,7 @@ function report(statuses: Array<"pass" | "info" | "warn" | "fail" | "skip">): Do
   const summary = { pass: 0, info: 0, warn: 0, fail: 0, skip: 0 };
   for (const c of checks) summary[c.status]++;
   return doctorReportSchema.parse({
-    version: 1,
+    version: DOCTOR_SCHEMA_VERSION,
     generatedAt: new Date().toISOString(),
     tool: { version: "0.1.0", bpfObjectsSha256: "ab".repeat(32), deno: "2", compiled: false },
     host: { hostname: "h", kernel: "6.18" },
@@ -104,10 +108,10 @@ function report(statuses: Array<"pass" | "info" | "warn" | "fail" | "skip">): Do
   });
 }
 
-Deno.test("exit codes: 0 all pass (info/skip count as pass), 1 warnings, 2 failures", () => {
+Deno.test("exit codes: 0 all pass (info/skip count as pass), 3 warnings only, 1 failures", () => {
   assert.equal(report(["pass", "info", "skip"]).exitCode, 0);
-  assert.equal(report(["pass", "warn"]).exitCode, 1);
-  assert.equal(report(["warn", "fail", "pass"]).exitCode, 2);
+  assert.equal(report(["pass", "warn"]).exitCode, 3);
+  assert.equal(report(["warn", "fail", "pass"]).exitCode, 1);
 });
 
 Deno.test("human table: wrapped, fixes shown, color only when asked", () => {
@@ -132,7 +136,7 @@ Deno.test("NO_COLOR and pipes: the CLI never colors non-terminal output", async 
     stderr: "piped",
   }).output();
   const text = new TextDecoder().decode(out.stdout);
-  assert.equal(out.code, 2, text);
+  assert.equal(out.code, 1, text); // failures
   assert.ok(!text.includes("\x1b["));
   assert.match(text, /FAIL\s+cni\.entry\s+cannot tell which CNI config/);
 });

@@ -3,10 +3,11 @@ import {
   EXAMPLE_NODE_CONFIG,
   loadNodeConfig,
   type NodeConfig,
+  type NodeConfigOverrides,
   parseNodeConfig,
   requireTsnInterface,
 } from "../../src/config/node.ts";
-import { ConfigError } from "../../src/errors.ts";
+import { ConfigError, UsageError } from "../../src/errors.ts";
 
 const DEFAULTS: NodeConfig = {
   restoreAt: "tsn-egress",
@@ -110,9 +111,11 @@ Deno.test("node config: flags override the file", async () => {
   assert.equal(cfg.tsnInterface, "tsn9");
   assert.deepEqual(cfg.cni, { confDir: "/tmp/net.d", binDir: "/x", network: "n", inPlace: false });
   assert.equal(cfg.metrics.address, "127.0.0.1:1");
-  assert.throws(() => parseNodeConfig("", "c.yaml", { attachMode: "xdp" }), (e: unknown) => {
-    assert.ok(e instanceof ConfigError);
-    assert.match(e.message, /^--attach-mode: attachMode: expected one of/);
+  // A flag value the config refuses is a usage error naming the flag, whatever the file says.
+  const bad = { attachMode: "xdp" } as unknown as NodeConfigOverrides;
+  assert.throws(() => parseNodeConfig("attachMode: tcx\n", "c.yaml", bad), (e: unknown) => {
+    assert.ok(e instanceof UsageError);
+    assert.match(e.message, /^option '--attach-mode' argument 'xdp' is invalid: expected one of/);
     return true;
   });
 });

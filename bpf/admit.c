@@ -186,10 +186,13 @@ int tsnp_admit(struct __sk_buff *skb)
 	if (tci)
 		skb->tc_index = 0;
 	if (requested && (tci & TSNP_REQ_STAMP_MOVED) && ttype == TSNP_TSTAMP_MONO && ts) {
-		/* The stamp goes on again only at the restorer: an untyped stamp here would be
-		 * cleared by forwarding anyway, and would read as a receive time if the packet
-		 * is delivered on this node. */
-		bpf_skb_set_tstamp(skb, 0, TSNP_TSTAMP_UNSPEC);
+		/* Untyped again, as the app's packet had it: where nothing forwards it by IP (a
+		 * bridged TSN port, a CNI that redirects to the NIC) it reaches the NIC as it is;
+		 * where forwarding clears it, the carrier brings it back. A mono stamp holding a
+		 * TAI value must not travel on: fq on another egress would hold it as a departure
+		 * time decades ahead. */
+		if (bpf_skb_set_tstamp(skb, 0, TSNP_TSTAMP_UNSPEC) == 0)
+			skb->tstamp = ts;
 		launch = ts;
 	}
 	pod = bpf_map_lookup_elem(&tsnp_pods, &ifindex);

@@ -10,8 +10,9 @@
  *
  * Cost order: a tagged packet is done after one load and a few stores. Otherwise, while this
  * CPU has staged nothing within the age limit, one map lookup and a clock read. Only then is
- * the packet parsed: its own headers, then, for a tunnel (VXLAN, Geneve, IPIP), the
- * encapsulated packet's, which is what admit saw.
+ * the packet parsed: its own headers (only for a forwarded packet: one the node sends is
+ * never a pod's), then, for a tunnel (VXLAN, Geneve, IPIP), the encapsulated packet's, which
+ * is what admit saw.
  */
 #include "tsnproxy.h"
 
@@ -118,7 +119,10 @@ int tsnp_restore(struct __sk_buff *skb)
 		return TSNP_NEXT; /* nothing staged on this CPU recently: nothing to parse for */
 
 	ip = tsnp_fp_of(skb, &fp, &l3);
-	e = lookup(st, &fp);
+	/* A packet the node sends (no ingress interface) is never a pod's, whatever its bytes:
+	 * only one it encapsulates may be. Forwarded packets, redirected ones included, keep
+	 * the interface they entered by. */
+	e = skb->ingress_ifindex ? lookup(st, &fp) : NULL;
 	if (!e && ip) {
 		/* A tunnel: admit saw the encapsulated packet. */
 		in = inner_l3(&pk, &fp, &l3);

@@ -1,154 +1,190 @@
+/**
+ * The policy package: one validator for every source, one precedence function in which
+ * every layer after the node's can only lower, and the datapath's form.
+ */
 import assert from "node:assert/strict";
-import {
-  applyPolicy,
-  compilePolicy,
-  isIdentityPolicy,
-  parsePodPolicy,
-  policyFromCniArgs,
-  policyFromRuntimeConfig,
-  resolvePolicy,
-  U32_MAX,
-} from "../../src/config/policy.ts";
 import { CniCode, ConfigError } from "../../src/errors.ts";
+import {
+  compileRule,
+  formatRule,
+  parseRemapString,
+  parseRulesString,
+  validatePolicy,
+} from "../../src/policy/validate.ts";
+import {
+  compileNode,
+  describePolicy,
+  resolvePolicy,
+  samePolicy,
+} from "../../src/policy/resolve.ts";
+import { layerFromCniArgs, layersFromRuntimeConfig } from "../../src/policy/layers.ts";
+import { PRIORITY_MAX } from "../../src/policy/types.ts";
+import { decodePod, encodePod } from "../../src/bpf/maps.ts";
+import { parseCniArgs } from "../../src/cni/protocol.ts";
 
 const IDENTITY = Array.from({ length: 16 }, (_, i) => i);
 
-Deno.test("policy: defaults compile to the identity", () => {
-  const dp = compilePolicy({});
-  assert.deepEqual(dp, { maxPriority: U32_MAX, remap: IDENTITY });
-  assert.ok(isIdentityPolicy(dp));
-  assert.equal(applyPolicy(dp, 7), 7);
-  assert.equal(applyPolicy(dp, 4000000000), 4000000000);
+Deno.test("policy: the node layer alone compiles to the identity by default", () => {
+  const p = compileNode({});
+  assert.deepEqual(p, {
+    maxPriority: PRIORITY_MAX,
+    remap: IDENTITY,
+    defaultPriority: 0,
+    rules: [],
+  });
 });
 
-Deno.test("policy: remap applies before the clamp; >15 is only clamped", () => {
-  const dp = compilePolicy({ maxPriority: 4, remap: { "7": 3, "2": 9 } });
-  assert.equal(applyPolicy(dp, 7), 3); // remapped, under the clamp
-  assert.equal(applyPolicy(dp, 2), 4); // remapped to 9, then clamped
-  assert.equal(applyPolicy(dp, 5), 4);
-  assert.equal(applyPolicy(dp, 1), 1);
-  assert.equal(applyPolicy(dp, 100), 4);
-  assert.ok(!isIdentityPolicy(dp));
+Deno.test("policy: the node may remap freely; its ceiling caps the table", () => {
+  const p = compileNode({ maxPriority: 4, remap: { "7": 3, "2": 9 }, defaultPriority: 6 });
+  assert.equal(p.remap[7], 3);
+  assert.equal(p.remap[2], 4, "remapped to 9, then the ceiling");
+  assert.equal(p.remap[5], 4);
+  assert.equal(p.remap[1], 1);
+  assert.equal(p.defaultPriority, 4, "the default is capped too");
 });
 
-Deno.test("policy: schema validation", () => {
-  assert.deepEqual(parsePodPolicy({ maxPriority: 0, remap: { "15": U32_MAX } }, "p"), {
+Deno.test("policy: a pod's layers only lower (the tries from issue 16)", () => {
+  // Under the default node policy, an annotation "1:9" would have raised priority 1 to 9.
+  const open = resolvePolicy(compileNode({}), { annotations: { remap: { "1": 9 } } });
+  assert.equal(open.policy.remap[1], 1);
+  assert.deepEqual(open.refused, ["annotations: remap 1 -> 9 above 1"]);
+  // Node cap 3 and node remap 5->1: "1:6,5:5" must neither raise 1 nor undo the remap.
+  const node = compileNode({ maxPriority: 3, remap: { "5": 1 } });
+  const r = resolvePolicy(node, { annotations: { remap: { "1": 6, "5": 5 } } });
+  assert.equal(r.policy.remap[1], 1);
+  assert.equal(r.policy.remap[5], 1);
+  assert.equal(r.refused.length, 2);
+  // The entry's maxPriority cannot replace the node's ceiling with a higher one.
+  const e = resolvePolicy(node, { entry: { maxPriority: 7 } });
+  assert.equal(e.policy.maxPriority, 3);
+  assert.deepEqual(e.refused, ["entry: maxPriority 7 above the ceiling 3"]);
+});
+
+Deno.test("policy: lowering works from every layer, highest last", () => {
+  const node = compileNode({ maxPriority: 6 });
+  const r = resolvePolicy(node, {
+    entry: { maxPriority: 5 },
+    annotations: { maxPriority: 4, remap: { "3": 1 } },
+    runtimeConfig: { remap: { "3": 0 } },
+    cniArgs: { maxPriority: 2 },
+  });
+  assert.equal(r.policy.maxPriority, 2);
+  assert.equal(r.policy.remap[3], 0);
+  assert.equal(r.policy.remap[5], 2);
+  assert.deepEqual(r.from, { maxPriority: "cniArgs", remap: { "3": "runtimeConfig" } });
+  assert.deepEqual(r.refused, []);
+});
+
+Deno.test("policy: default priority and rules come from the highest layer, capped", () => {
+  const node = compileNode({ maxPriority: 5, defaultPriority: 1 });
+  const r = resolvePolicy(node, {
+    annotations: {
+      defaultPriority: 7,
+      rules: [{ protocol: "udp", ports: { from: 319, to: 320 }, priority: 6 }],
+    },
+  });
+  assert.equal(r.policy.defaultPriority, 5);
+  assert.equal(r.policy.rules[0].priority, 5);
+  assert.equal(r.from.defaultPriority, "annotations");
+});
+
+Deno.test("policy: the object form is validated with paths in the messages", () => {
+  assert.deepEqual(validatePolicy({ maxPriority: 0, remap: { "15": PRIORITY_MAX } }, "p"), {
     maxPriority: 0,
-    remap: { "15": U32_MAX },
+    remap: { "15": PRIORITY_MAX },
   });
   const bad: [unknown, RegExp][] = [
     [{ maxPriority: -1 }, /p\.maxPriority: expected an integer priority/],
-    [{ maxPriority: 2 ** 32 }, /maxPriority/],
-    [{ maxPriority: 1.5 }, /maxPriority/],
     [{ remap: { "16": 1 } }, /p\.remap\.16: remap keys are the priorities "0" to "15"/],
-    [{ remap: { "x": 1 } }, /remap keys/],
-    [{ remap: { "3": -2 } }, /p\.remap\.3/],
-    [{ maxPrio: 3 }, /unknown key maxPrio/],
-    ["5", /p:/],
+    [{ remap: { "3": 2 ** 32 } }, /p\.remap\.3: expected an integer priority/],
+    [{ colour: 1 }, /unknown key colour/],
+    [{ rules: [{ priority: 1, ports: "80-70" }] }, /p\.rules\[0\]\.ports/],
+    [{ rules: [{ priority: 1, protocol: "icmp", ports: 80 }] }, /needs protocol tcp, udp/],
+    [{ rules: [{ priority: 1, destination: "10.0.0.0/33" }] }, /p\.rules\[0\]\.destination/],
+    [{ rules: Array(9).fill({ priority: 1 }) }, /at most 8 rules/],
+    ["x", /p: expected an object/],
   ];
   for (const [input, re] of bad) {
-    assert.throws(() => parsePodPolicy(input, "p"), (e: unknown) => {
+    assert.throws(() => validatePolicy(input, "p"), (e: unknown) => {
       assert.ok(e instanceof ConfigError);
+      assert.equal(e.code, CniCode.InvalidNetworkConfig);
       assert.match(e.message, re);
-      assert.ok(e.hint);
       return true;
     });
   }
 });
 
-Deno.test("policy: precedence node < entry < annotations < runtimeConfig < CNI_ARGS", () => {
-  const r = resolvePolicy({
-    node: { maxPriority: 3, remap: { "1": 0, "2": 0 } },
-    entry: { maxPriority: 6, remap: { "2": 1 } },
-    annotations: { remap: { "3": 1 } },
-    runtimeConfig: { maxPriority: 5 },
-    cniArgs: { remap: { "1": 7 } },
-  });
-  assert.deepEqual(r.policy, { maxPriority: 5, remap: { "1": 7, "2": 1, "3": 1 } });
-  assert.deepEqual(r.from, {
-    maxPriority: "runtimeConfig",
-    remap: { "1": "cniArgs", "2": "entry", "3": "annotations" },
-  });
-  // Per-pod layers can lower the operator's ceiling, never raise it.
-  const raised = resolvePolicy({
-    entry: { maxPriority: 4 },
-    annotations: { maxPriority: 7 },
-    cniArgs: { maxPriority: 6 },
-  });
-  assert.equal(raised.policy.maxPriority, 4);
-  assert.equal(raised.from.maxPriority, "entry");
-  // The entry (operator) may raise or lower the node default.
-  assert.equal(
-    resolvePolicy({ node: { maxPriority: 2 }, entry: { maxPriority: 5 } }).policy.maxPriority,
-    5,
+Deno.test("policy: the string forms (annotations, CNI_ARGS)", () => {
+  assert.deepEqual(parseRemapString(" 7:3, 6=3 ,", "w", 7), { "7": 3, "6": 3 });
+  assert.throws(() => parseRemapString("16:1", "w", 7), /not a remap entry/);
+  const rules = parseRulesString("udp:319-320@224.0.1.129=7, @10.0.0.0/8=2,tcp=3", "w", 7);
+  assert.deepEqual(rules.map((r) => formatRule(compileRule(r))), [
+    "udp:319-320@224.0.1.129/32=7",
+    "@10.0.0.0/8=2",
+    "tcp=3",
+  ]);
+  assert.throws(() => parseRulesString("=3", "w", 7), /is not a rule/);
+  assert.throws(() => parseRulesString("udp:99999=3", "w", 7), /ports/);
+  const v6 = compileRule(parseRulesString("@fd00:1::/32=4", "w", 7)[0]);
+  assert.equal(v6.family, 6);
+  assert.equal(v6.prefixLen, 32);
+  assert.deepEqual([...v6.addr.subarray(0, 6)], [0xfd, 0, 0, 1, 0, 0]);
+  // Host bits beyond the prefix are not part of it.
+  assert.deepEqual(
+    [...compileRule({ destination: "10.1.2.3/8", priority: 1 }).addr.subarray(0, 4)],
+    [
+      10,
+      0,
+      0,
+      0,
+    ],
   );
-  // Layer order is fixed regardless of object key order.
-  const r2 = resolvePolicy({ cniArgs: { maxPriority: 1 }, node: { maxPriority: 9 } });
-  assert.equal(r2.policy.maxPriority, 1);
-  assert.deepEqual(resolvePolicy({}).policy, {});
 });
 
-Deno.test("policy: CNI_ARGS layer", () => {
-  const args =
-    "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;TSNPROXY_MAX_PRIORITY=5;TSNPROXY_PRIORITY_REMAP=5:3, 7:3";
-  assert.deepEqual(policyFromCniArgs(args), { maxPriority: 5, remap: { "5": 3, "7": 3 } });
-  assert.equal(policyFromCniArgs("K8S_POD_NAME=p"), undefined);
-  assert.equal(policyFromCniArgs(undefined), undefined);
-  for (
-    const bad of [
-      "TSNPROXY_MAX_PRIORITY=x",
-      "TSNPROXY_PRIORITY_REMAP=16:1",
-      "TSNPROXY_PRIORITY_REMAP=3",
-    ]
-  ) {
-    assert.throws(() => policyFromCniArgs(bad), (e: unknown) => {
-      assert.ok(e instanceof ConfigError);
-      assert.equal(e.code, CniCode.InvalidEnvironment);
-      assert.match(e.message, /CNI_ARGS TSNPROXY_/);
-      return true;
-    });
-  }
-});
-
-Deno.test("policy: runtimeConfig layers (pod annotations capability and tsnproxy capability)", () => {
-  const rc = {
-    portMappings: [],
+Deno.test("policy: layers from runtimeConfig and CNI_ARGS, with the source in errors", () => {
+  const rc = layersFromRuntimeConfig({
     "io.kubernetes.cri.pod-annotations": {
-      "kubernetes.io/egress-bandwidth": "1M",
-      "tsnproxy.io/max-priority": "6",
-      "tsnproxy.io/priority-remap": "7:6",
+      "tsnproxy.io/max-priority": "5",
+      "tsnproxy.io/default-priority": "2",
+      "tsnproxy.io/priority-rules": "udp:5000=3",
+      "unrelated": "x",
     },
-    tsnproxy: { maxPriority: 2 },
-  };
-  assert.deepEqual(policyFromRuntimeConfig(rc), {
-    annotations: { maxPriority: 6, remap: { "7": 6 } },
-    runtimeConfig: { maxPriority: 2 },
+    tsnproxy: { remap: { "7": 1 } },
   });
-  assert.deepEqual(policyFromRuntimeConfig(undefined), {});
-  assert.deepEqual(policyFromRuntimeConfig({ "io.kubernetes.cri.pod-annotations": {} }), {});
+  assert.deepEqual(rc.annotations?.maxPriority, 5);
+  assert.deepEqual(rc.annotations?.defaultPriority, 2);
+  assert.equal(rc.annotations?.rules?.length, 1);
+  assert.deepEqual(rc.runtimeConfig, { remap: { "7": 1 } });
+  assert.deepEqual(
+    layerFromCniArgs(parseCniArgs("K8S_POD_NAME=x;TSNPROXY_MAX_PRIORITY=3;IgnoreUnknown=1")),
+    { maxPriority: 3 },
+  );
+  assert.equal(layerFromCniArgs(parseCniArgs("K8S_POD_NAME=x")), undefined);
   assert.throws(
-    () => policyFromRuntimeConfig({ tsnproxy: { maxPriority: "x" } }),
-    /runtimeConfig\.tsnproxy\.maxPriority/,
+    () => layerFromCniArgs(parseCniArgs("TSNPROXY_PRIORITY_RULES=nonsense")),
+    (e: unknown) =>
+      e instanceof ConfigError && e.code === CniCode.InvalidEnvironment &&
+      /CNI_ARGS TSNPROXY_PRIORITY_RULES/.test(e.message),
   );
   assert.throws(
     () =>
-      policyFromRuntimeConfig({
-        "io.kubernetes.cri.pod-annotations": { "tsnproxy.io/max-priority": "-1" },
+      layersFromRuntimeConfig({
+        "io.kubernetes.cri.pod-annotations": { "tsnproxy.io/priority-remap": "1:x" },
       }),
-    /annotation tsnproxy\.io\/max-priority/,
+    /annotation tsnproxy.io\/priority-remap/,
   );
 });
 
-Deno.test("policy: modules stay light (rules without zod; schema with zod/mini only)", async () => {
-  const importsOf = async (file: string) => {
-    const src = await Deno.readTextFile(new URL(`../../src/config/${file}`, import.meta.url));
-    // Runtime imports only: `import type` is erased and loads nothing.
-    return [...src.matchAll(/^import (?!type ).*? from "([^"]+)";$/gms)].map((m) => m[1]).sort();
-  };
-  assert.deepEqual(await importsOf("policy_layers.ts"), ["../errors.ts"]);
-  assert.deepEqual(await importsOf("policy.ts"), [
-    "../errors.ts",
-    "./policy_layers.ts",
-    "zod/mini",
-  ]);
+Deno.test("policy: the datapath's form round-trips through struct tsnp_pod", () => {
+  const r = resolvePolicy(compileNode({ maxPriority: 300, remap: { "3": 300 } }), {
+    annotations: {
+      defaultPriority: 2,
+      rules: parseRulesString("udp:319-320@224.0.1.129=7,@fd00::/8=5", "w", 7),
+    },
+  });
+  const entry = { cookie: 42n, slot: 7, carrier: "stage" as const, reason: 4 };
+  const back = decodePod(encodePod(r.policy, entry));
+  assert.ok(samePolicy(back.policy, r.policy), JSON.stringify(describePolicy(back.policy)));
+  assert.deepEqual({ ...back, policy: undefined }, { ...entry, policy: undefined });
+  assert.equal(back.policy.remap[3], 300, "remap targets are u32 (0.1.0 held a u8)");
 });

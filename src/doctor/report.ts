@@ -21,7 +21,7 @@ import {
   tcIndexChecks,
   xdpChecks,
 } from "./checks_net.ts";
-import { gcCheck, gcSample, pinChecks } from "./checks_pins.ts";
+import { GC, gcCheck, gcSample, pinChecks } from "./checks_pins.ts";
 import { podChecks } from "./checks_pods.ts";
 import { DoctorContext, type DoctorRunOptions } from "./context.ts";
 import {
@@ -73,7 +73,7 @@ export async function collectReport(opts: DoctorRunOptions): Promise<DoctorRepor
   await agentSocketCheck(ctx);
   if (ctx.has("libraries.libmnl", "pass")) await qdiscChecks(ctx, net);
   if (installed) await gcCheck(ctx, gc);
-  else ctx.add("skip", "pins", "gc", "GC timer running", "tsnproxy is not installed (pins.*)");
+  else ctx.skip({ ...GC, found: "tsnproxy is not installed (pins.*)" });
 
   const order = (c: Check) => CHECK_GROUPS.indexOf(c.group);
   const checks = ctx.checks.map((c, i) => ({ c, i }))

@@ -23,6 +23,7 @@ import {
 } from "./checks_net.ts";
 import { GC, gcCheck, gcSample, pinChecks } from "./checks_pins.ts";
 import { podChecks } from "./checks_pods.ts";
+import { taiOffsetCheck, timeChecks } from "./checks_time.ts";
 import { DoctorContext, type DoctorRunOptions } from "./context.ts";
 import {
   type Check,
@@ -67,6 +68,9 @@ export async function collectReport(opts: DoctorRunOptions): Promise<DoctorRepor
     sysctlChecks(ctx);
     xdpChecks(ctx);
     tcIndexChecks(ctx);
+    timeChecks(ctx, net.link);
+  } else {
+    taiOffsetCheck(ctx, undefined);
   }
   if (libsOk) podChecks(ctx, installed);
   await binaryCheck(ctx, pendingVersion);

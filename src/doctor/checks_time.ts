@@ -401,7 +401,11 @@ export function syncChecks(ctx: DoctorContext, link: LinkInfo, info: TsInfo | un
     if (good) {
       check.pass({
         found: `phc2sys pid ${good.pid} (${good.cmdline}) keeps CLOCK_REALTIME on ${phcName}` +
-          (good.wait ? ", with the TAI-UTC offset from ptp4l (-w)" : ` (-O ${good.offset})`),
+          (good.automatic
+            ? " (it follows ptp4l's ports: -a -r)"
+            : good.wait
+            ? ", with the TAI-UTC offset from ptp4l (-w)"
+            : ` (-O ${good.offset})`),
         data,
       });
       return;
@@ -452,21 +456,25 @@ function base(p: DaemonProcess): string {
 }
 
 function phc2sysProblem(v: Phc2sysView): { found: string; fix: string } | undefined {
-  if (v.automatic && !v.realtime) {
-    return {
+  if (v.automatic) {
+    return v.realtime ? undefined : {
       found: "follows ptp4l (-a) without -r: it never steers CLOCK_REALTIME",
       fix: "add -r to its command line (`phc2sys -a -r`)",
     };
   }
-  if (!v.automatic && !v.wait && v.offset === undefined) {
-    return {
-      found: "runs without -w or -O: it assumes 0 s between the PHC (TAI) and CLOCK_REALTIME " +
-        `(UTC), so the system clock is ${TAI_UTC_SECONDS} s off`,
-      fix: "add -w to its command line (it then takes the TAI-UTC offset from ptp4l and sets " +
-        "the kernel's)",
-    };
-  }
-  return undefined;
+  if (v.wait) return undefined;
+  // -O is slave minus master: UTC - TAI when the system clock follows the PHC.
+  const want = v.sink.kind === "realtime" ? -TAI_UTC_SECONDS : TAI_UTC_SECONDS;
+  if (v.offset === want) return undefined;
+  return {
+    found: v.offset === undefined
+      ? "runs without -w or -O: it assumes 0 s between the PHC (TAI) and CLOCK_REALTIME " +
+        `(UTC), so the system clock is ${TAI_UTC_SECONDS} s off`
+      : `runs with -O ${v.offset} instead of ${want} (or -w): the system clock is ` +
+        `${Math.abs(want - v.offset)} s off UTC, and CLOCK_TAI with it`,
+    fix: "replace -O with -w (phc2sys then takes the TAI-UTC offset from ptp4l and sets the " +
+      `kernel's), or use -O ${want}`,
+  };
 }
 
 function chronyProblem(

@@ -22,15 +22,15 @@ export function clockLabel(id: number | undefined): string {
   return hit ? hit[0] : `clock ${id}`;
 }
 
-function where(q: Pick<QdiscInfo, "parent" | "handle">): string {
-  const at = q.parent === TC_H_ROOT ? "root" : `parent ${formatHandle(q.parent)}`;
-  return q.handle === 0 ? at : `${at} handle ${formatHandle(q.handle)}`;
-}
-
-/** `tc qdisc add` for an etf as the kernel reports it, with skip_sock_check (and CLOCK_TAI). */
+/**
+ * Puts an etf as the kernel reports it (with skip_sock_check and CLOCK_TAI) under its parent:
+ * `replace`, with no handle, grafts it over whatever default child the class has (taprio's
+ * classes hold pfifo children with handles of their own on some kernels, where `add` fails).
+ */
 export function etfAddCommand(dev: string, q: QdiscInfo, o: EtfOptions): string {
+  const at = q.parent === TC_H_ROOT ? "root" : `parent ${formatHandle(q.parent)}`;
   return [
-    `tc qdisc add dev ${dev} ${where(q)} etf clockid CLOCK_TAI delta ${o.deltaNs}`,
+    `tc qdisc replace dev ${dev} ${at} etf clockid CLOCK_TAI delta ${o.deltaNs}`,
     o.offload ? " offload" : "",
     o.deadlineMode ? " deadline_mode" : "",
     " skip_sock_check",

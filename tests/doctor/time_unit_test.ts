@@ -125,7 +125,7 @@ Deno.test("fix commands re-create an operator's etf and taprio as the kernel rep
   };
   assert.equal(
     etfFixCommand("tsn0", etf, etf.options as Extract<typeof etf.options, { kind: "etf" }>),
-    "tc qdisc del dev tsn0 parent 100:2 && tc qdisc add dev tsn0 parent 100:2 handle 8001: " +
+    "tc qdisc del dev tsn0 parent 100:2 && tc qdisc replace dev tsn0 parent 100:2 " +
       "etf clockid CLOCK_TAI delta 300000 offload skip_sock_check",
   );
   const taprio: QdiscInfo = {
@@ -155,8 +155,8 @@ Deno.test("fix commands re-create an operator's etf and taprio as the kernel rep
     taprioFixCommand("tsn0", taprio, o, [taprio, etf], { clockid: "CLOCK_TAI" }),
     "tc qdisc del dev tsn0 root && tc qdisc add dev tsn0 root handle 100: taprio num_tc 2 " +
       "map 0 1 0 0 0 0 0 0 0 0 0 0 0 0 0 0 queues 1@0 1@1 base-time 1000 sched-entry S 03 " +
-      "1000000 flags 0x1 txtime-delay 500000 clockid CLOCK_TAI && tc qdisc add dev tsn0 " +
-      "parent 100:2 handle 8001: etf clockid CLOCK_TAI delta 300000 offload skip_sock_check",
+      "1000000 flags 0x1 txtime-delay 500000 clockid CLOCK_TAI && tc qdisc replace dev tsn0 " +
+      "parent 100:2 etf clockid CLOCK_TAI delta 300000 offload skip_sock_check",
   );
   assert.match(
     taprioFixCommand("tsn0", taprio, o, [taprio], { noTxtimeAssist: true }) ?? "",

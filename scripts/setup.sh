@@ -15,6 +15,8 @@ APT_PACKAGES=(
   qemu-system-x86 xz-utils zstd
   # benchmarks only: the research design's per-pod plugin, re-created, runs jq and bpftool
   jq bpftool
+  # doctor's time checks find real ptp4l/phc2sys processes (tests only; its services stay off)
+  linuxptp
 )
 
 missing=()
@@ -37,7 +39,7 @@ fi
 
 # The container runtimes are driven by the tests with their own roots and sockets; the
 # packages' own services must not hold the default ones.
-for svc in containerd podman; do
+for svc in containerd podman ptp4l timemaster; do
   command -v systemctl >/dev/null 2>&1 && systemctl disable --now "$svc" >/dev/null 2>&1 || true
 done
 

@@ -50,6 +50,11 @@ export interface RunVmOptions {
   shares?: VmShare[];
   memoryMb?: number;
   cpus?: number;
+  /**
+   * Emulated NICs to add, by qemu device model (e.g. "e1000e", an 82574L with a PTP hardware
+   * clock). Each sits alone on its own qemu hub: no traffic leaves the guest.
+   */
+  nics?: string[];
 }
 
 export interface VmResult {
@@ -172,6 +177,9 @@ async function bootOnce(
     "-append",
     APPEND.join(" "),
   ];
+  (opts.nics ?? []).forEach((model, i) => {
+    args.push("-netdev", `hubport,id=nic${i},hubid=${i}`, "-device", `${model},netdev=nic${i}`);
+  });
   const p9 = "security_model=none,multidevs=remap";
   for (const s of shares) {
     args.push(

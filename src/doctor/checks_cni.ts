@@ -12,7 +12,7 @@ import {
   PLUGIN_TYPE,
   toValue,
 } from "../install/conflist.ts";
-import { type DoctorContext, plural } from "./context.ts";
+import { type CheckRef, type DoctorContext, plural } from "./context.ts";
 
 /** What the installed plugin says about itself; undefined fields when it could not say. */
 interface InstalledVersion {
@@ -77,48 +77,35 @@ export async function binaryCheck(
   ctx: DoctorContext,
   pending: Promise<InstalledVersion> | undefined,
 ): Promise<void> {
-  const title = "CNI plugin binary";
   const path = `${ctx.cniBinDir}/${PLUGIN_TYPE}`;
   const installFix = `tsnproxy install --cni-bin-dir ${ctx.cniBinDir}   (puts the plugin there)`;
-  await ctx.runAsync("cni", "binary", title, async () => {
+  await ctx.runAsync({ id: "cni.binary", title: "CNI plugin binary" }, async (check) => {
     const st = statOrUndefined(path);
     if (!st) {
-      ctx.add(
-        "fail",
-        "cni",
-        "binary",
-        title,
-        `${path} does not exist: the runtime fails every pod ADD of a network whose chain ` +
-          "names tsnproxy",
-        installFix,
-        { path },
-      );
+      check.fail({
+        found: `${path} does not exist: the runtime fails every pod ADD of a network whose ` +
+          "chain names tsnproxy",
+        fix: installFix,
+        data: { path },
+      });
       return;
     }
     if (!st.isFile || ((st.mode ?? 0) & 0o111) === 0) {
-      ctx.add(
-        "fail",
-        "cni",
-        "binary",
-        title,
-        `${path} is not an executable file`,
-        `chmod 0755 ${path}   (or re-run \`${installFix}\`)`,
-        { path },
-      );
+      check.fail({
+        found: `${path} is not an executable file`,
+        fix: `chmod 0755 ${path}   (or re-run \`${installFix}\`)`,
+        data: { path },
+      });
       return;
     }
     const got = await (pending ?? queryInstalledVersion(path));
     const me = versionInfo();
     if (got.error !== undefined) {
-      ctx.add(
-        "fail",
-        "cni",
-        "binary",
-        title,
-        `${path} does not run with a runtime's empty environment: ${got.error}`,
-        installFix,
-        { path },
-      );
+      check.fail({
+        found: `${path} does not run with a runtime's empty environment: ${got.error}`,
+        fix: installFix,
+        data: { path },
+      });
       return;
     }
     const data = {
@@ -132,31 +119,22 @@ export async function binaryCheck(
     const describe = (v: string | undefined, sha: string | undefined) =>
       `${v ?? "?"} (bpf ${sha?.slice(0, 12) ?? "?"})`;
     if (same) {
-      ctx.add(
-        "pass",
-        "cni",
-        "binary",
-        title,
-        `${path} is this build: tsnproxy ${describe(got.version, got.bpfObjectsSha256)}${
+      check.pass({
+        found: `${path} is this build: tsnproxy ${describe(got.version, got.bpfObjectsSha256)}${
           got.compiled === false ? ", a `deno run` launcher" : ""
         }`,
-        undefined,
         data,
-      );
+      });
       return;
     }
-    ctx.add(
-      "warn",
-      "cni",
-      "binary",
-      title,
-      `${path} is tsnproxy ${describe(got.version, got.bpfObjectsSha256)}, this doctor is ` +
-        `${describe(me.version, me.bpfObjectsSha256)}: pods are attached by a different build ` +
-        "than the one checking (and maybe than the one that pinned the datapath)",
-      `run \`tsnproxy install\` with the build you mean to run (it replaces ${path} and re-pins ` +
-        "changed programs)",
+    check.warn({
+      found: `${path} is tsnproxy ${describe(got.version, got.bpfObjectsSha256)}, this doctor ` +
+        `is ${describe(me.version, me.bpfObjectsSha256)}: pods are attached by a different ` +
+        "build than the one checking (and maybe than the one that pinned the datapath)",
+      fix: `run \`tsnproxy install\` with the build you mean to run (it replaces ${path} and ` +
+        "re-pins changed programs)",
       data,
-    );
+    });
   });
 }
 
@@ -165,23 +143,27 @@ function entryFields(doc: CniDocument, index: number): Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v) ? v : {};
 }
 
+const ENTRY: CheckRef = { id: "cni.entry", title: "tsnproxy entry in the active CNI config" };
+const ORDER: CheckRef = { id: "cni.order", title: "tsnproxy is last in the chain" };
+const CONFLICTS: CheckRef = { id: "cni.conflicts", title: "No conflicting entries" };
+const ENTRY_SETTINGS: CheckRef = {
+  id: "cni.entry_settings",
+  title: "Entry matches the node config",
+};
+
 export async function conflistChecks(ctx: DoctorContext): Promise<void> {
   const dir = ctx.cniConfDir;
   const network = ctx.config.cni.network;
   let doc: CniDocument | undefined;
-  await ctx.runAsync("cni", "entry", "tsnproxy entry in the active CNI config", async () => {
+  await ctx.runAsync(ENTRY, async (check) => {
     try {
       doc = (await discover(dir, { network })).doc;
     } catch (e) {
       const err = asTsnproxyError(e);
-      ctx.add(
-        "fail",
-        "cni",
-        "entry",
-        "tsnproxy entry in the active CNI config",
-        `cannot tell which CNI config the runtime loads: ${err.message}`,
-        err.hint,
-      );
+      check.fail({
+        found: `cannot tell which CNI config the runtime loads: ${err.message}`,
+        fix: err.hint,
+      });
       return;
     }
     const d = doc;
@@ -213,68 +195,58 @@ export async function conflistChecks(ctx: DoctorContext): Promise<void> {
       } a tsnproxy entry that libcni never runs`
       : "";
     if (idx.length === 0) {
-      ctx.add(
-        "fail",
-        "cni",
-        "entry",
-        "tsnproxy entry in the active CNI config",
-        `no tsnproxy entry in ${which}: pods get no saver, their metadata is lost${stale}`,
-        `tsnproxy install --cni-conf-dir ${dir}${network ? ` --network ${network}` : ""}`,
+      check.fail({
+        found: `no tsnproxy entry in ${which}: pods get no saver, their metadata is lost${stale}`,
+        fix: `tsnproxy install --cni-conf-dir ${dir}${network ? ` --network ${network}` : ""}`,
         data,
-      );
+      });
       return;
     }
-    ctx.add(
-      elsewhere.length ? "warn" : "pass",
-      "cni",
-      "entry",
-      "tsnproxy entry in the active CNI config",
-      `present in ${which}, chain: ${d.plugins.map((p) => p.type).join(" -> ")}${stale}`,
-      elsewhere.length
-        ? `remove the tsnproxy object from ${elsewhere.join(", ")} (\`tsnproxy uninstall\` ` +
-          "there, or edit by hand)"
-        : undefined,
-      data,
-    );
+    const found = `present in ${which}, chain: ${
+      d.plugins.map((p) => p.type).join(" -> ")
+    }${stale}`;
+    if (elsewhere.length) {
+      check.warn({
+        found,
+        fix: `remove the tsnproxy object from ${elsewhere.join(", ")} (\`tsnproxy uninstall\` ` +
+          "there, or edit by hand)",
+        data,
+      });
+    } else {
+      check.pass({ found, data });
+    }
   });
   const d = doc;
-  const title = "tsnproxy is last in the chain";
   if (!d || !d.plugins.some((p) => p.type === PLUGIN_TYPE)) {
-    ctx.add("skip", "cni", "order", title, "no tsnproxy entry in the active config (cni.entry)");
-    ctx.add("skip", "cni", "conflicts", "No conflicting entries", "no active tsnproxy entry");
-    ctx.add("skip", "cni", "entry_settings", "Entry matches the node config", "no entry");
+    ctx.skip({ ...ORDER, found: "no tsnproxy entry in the active config (cni.entry)" });
+    ctx.skip({ ...CONFLICTS, found: "no active tsnproxy entry" });
+    ctx.skip({ ...ENTRY_SETTINGS, found: "no entry" });
     return;
   }
   const idx = d.plugins.map((p, i) => (p.type === PLUGIN_TYPE ? i : -1)).filter((i) => i >= 0);
   const lastOurs = idx[idx.length - 1];
 
-  ctx.run("cni", "order", title, () => {
+  ctx.run(ORDER, (check) => {
     const after = d.plugins.slice(idx[0] + 1).filter((p) => p.type !== PLUGIN_TYPE);
     if (after.length === 0) {
-      ctx.add(
-        "pass",
-        "cni",
-        "order",
-        title,
-        `tsnproxy is plugin ${lastOurs + 1} of ${d.plugins.length} (last)`,
-      );
+      check.pass({ found: `tsnproxy is plugin ${lastOurs + 1} of ${d.plugins.length} (last)` });
       return;
     }
-    ctx.add(
-      "warn",
-      "cni",
-      "order",
-      title,
-      `${plural(after.length, "plugin")} after tsnproxy in ${d.path}: ${
+    check.warn({
+      found: `${plural(after.length, "plugin")} after tsnproxy in ${d.path}: ${
         after.map((p) => p.type).join(", ")
       }; they run on a prevResult tsnproxy has not seen and may add interfaces or tc ` +
         "programs it does not know about (install leaves a misplaced entry where it is)",
-      `move the {"type": "tsnproxy", ...} object to the end of "plugins" in ${d.path}`,
-      { after: after.map((p) => p.type) },
-    );
+      fix: `move the {"type": "tsnproxy", ...} object to the end of "plugins" in ${d.path}`,
+      data: {
+        after: after.map((p) =>
+          p.type
+        ),
+      },
+    });
   });
 
-  ctx.run("cni", "conflicts", "No conflicting entries", () => {
+  ctx.run(CONFLICTS, (check) => {
     const problems: string[] = [];
     if (idx.length > 1) {
       problems.push(
@@ -292,22 +264,18 @@ export async function conflistChecks(ctx: DoctorContext): Promise<void> {
       );
     }
     if (problems.length === 0) {
-      ctx.add("pass", "cni", "conflicts", "No conflicting entries", "one tsnproxy entry");
+      check.pass({ found: "one tsnproxy entry" });
       return;
     }
-    ctx.add(
-      "fail",
-      "cni",
-      "conflicts",
-      "No conflicting entries",
-      problems.join("; "),
-      `keep exactly one {"type": "tsnproxy"} object (the last) in ${d.path} and remove any ` +
-        `"tsn" plugin (re-running \`tsnproxy install\` drops duplicate tsnproxy entries)`,
-      { entries: idx.length },
-    );
+    check.fail({
+      found: problems.join("; "),
+      fix: `keep exactly one {"type": "tsnproxy"} object (the last) in ${d.path} and remove ` +
+        `any "tsn" plugin (re-running \`tsnproxy install\` drops duplicate tsnproxy entries)`,
+      data: { entries: idx.length },
+    });
   });
 
-  ctx.run("cni", "entry_settings", "Entry matches the node config", () => {
+  ctx.run(ENTRY_SETTINGS, (check) => {
     const e = entryFields(d, lastOurs);
     const want = {
       bpffs: ctx.bpffs,
@@ -326,25 +294,16 @@ export async function conflistChecks(ctx: DoctorContext): Promise<void> {
       .filter((k) => (want[k] !== undefined || k === "agentSocket") && have[k] !== want[k])
       .map((k) => `${k}: entry ${JSON.stringify(have[k])}, node ${JSON.stringify(want[k])}`);
     if (diffs.length === 0) {
-      ctx.add(
-        "pass",
-        "cni",
-        "entry_settings",
-        "Entry matches the node config",
-        `bpffs ${have.bpffs}, restoreAt ${have.restoreAt}`,
-      );
+      check.pass({ found: `bpffs ${have.bpffs}, restoreAt ${have.restoreAt}` });
       return;
     }
-    ctx.add(
-      "warn",
-      "cni",
-      "entry_settings",
-      "Entry matches the node config",
-      `the entry and the node config disagree (${diffs.join("; ")}): the plugin uses the ` +
-        "entry's values, so pods attach to a different datapath than the one checked here",
-      `tsnproxy install --config ${ctx.opts.config}   (rewrites the entry from the node config)`,
-      { diffs },
-    );
+    check.warn({
+      found: `the entry and the node config disagree (${diffs.join("; ")}): the plugin uses ` +
+        "the entry's values, so pods attach to a different datapath than the one checked here",
+      fix: `tsnproxy install --config ${ctx.opts.config}   (rewrites the entry from the node ` +
+        "config)",
+      data: { diffs },
+    });
   });
 }
 
@@ -366,19 +325,13 @@ const AGENT_FIX: Record<NotServedCause, string> = {
  * verbs itself) but each ADD and DEL pays the plugin's full start-up: a warning, not a failure.
  */
 export async function agentSocketCheck(ctx: DoctorContext): Promise<void> {
-  const title = "Node agent answers on the CNI socket";
+  const ref: CheckRef = { id: "cni.agent_socket", title: "Node agent answers on the CNI socket" };
   const socket = ctx.config.cni.agentSocket;
   if (!socket) {
-    ctx.add(
-      "skip",
-      "cni",
-      "agent_socket",
-      title,
-      "cni.agentSocket is not set: plugins run every verb in-process",
-    );
+    ctx.skip({ ...ref, found: "cni.agentSocket is not set: plugins run every verb in-process" });
     return;
   }
-  await ctx.runAsync("cni", "agent_socket", title, async () => {
+  await ctx.runAsync(ref, async (check) => {
     const t0 = performance.now();
     const stdin = JSON.stringify({ cniVersion: LATEST_VERSION, bpffs: ctx.bpffs });
     const d = await delegate(socket, { CNI_COMMAND: "VERSION" }, stdin, 5_000);
@@ -391,16 +344,12 @@ export async function agentSocketCheck(ctx: DoctorContext): Promise<void> {
       ms,
     };
     if (!d.served) {
-      ctx.add(
-        "warn",
-        "cni",
-        "agent_socket",
-        title,
-        `${d.reason}: plugins run every verb themselves (correct, but each ADD and DEL pays ` +
-          "the plugin's full start-up)",
-        AGENT_FIX[d.cause],
-        { ...data, cause: d.cause },
-      );
+      check.warn({
+        found: `${d.reason}: plugins run every verb themselves (correct, but each ADD and DEL ` +
+          "pays the plugin's full start-up)",
+        fix: AGENT_FIX[d.cause],
+        data: { ...data, cause: d.cause },
+      });
       return;
     }
     const me = versionInfo();
@@ -410,31 +359,22 @@ export async function agentSocketCheck(ctx: DoctorContext): Promise<void> {
       ? `${d.agent.version} (bpf ${d.agent.bpfObjectsSha256.slice(0, 12)})`
       : "an unnamed build";
     if (d.code !== 0 || !same) {
-      ctx.add(
-        "warn",
-        "cni",
-        "agent_socket",
-        title,
-        d.code !== 0
+      check.warn({
+        found: d.code !== 0
           ? `the agent at ${socket} answered VERSION with exit code ${d.code}: ${
             JSON.stringify(d.stdout)
           }`
           : `the agent at ${socket} is tsnproxy ${build}, this doctor is ${me.version} (bpf ` +
             `${me.bpfObjectsSha256.slice(0, 12)}): pods are attached by the agent's build`,
-        AGENT_FIX.protocol,
+        fix: AGENT_FIX.protocol,
         data,
-      );
+      });
       return;
     }
-    ctx.add(
-      "pass",
-      "cni",
-      "agent_socket",
-      title,
-      `the agent at ${socket} answered in ${ms} ms (protocol ${PROTOCOL_VERSION}, this build): ` +
-        "it runs the plugins' verbs",
-      undefined,
+    check.pass({
+      found: `the agent at ${socket} answered in ${ms} ms (protocol ${PROTOCOL_VERSION}, this ` +
+        "build): it runs the plugins' verbs",
       data,
-    );
+    });
   });
 }

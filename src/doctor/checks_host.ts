@@ -18,140 +18,96 @@ export async function kernelChecks(ctx: DoctorContext): Promise<void> {
   const k = ctx.kernel;
   const kcfg = await kernelConfig();
 
-  ctx.run("kernel", "version", "Kernel version", () => {
+  ctx.run({ id: "kernel.version", title: "Kernel version" }, (check) => {
     const data = { release: k.release, major: k.major, minor: k.minor };
     if (!atLeast(k, 5, 15)) {
-      ctx.add(
-        "fail",
-        "kernel",
-        "version",
-        "Kernel version",
-        `${k.release}: tsnproxy needs 5.15 or later (bpf_timer for the GC, bpf_skb_set_tstamp)`,
-        "boot a 5.15+ kernel (Debian 12's 6.1 works; 6.6+ adds tcx, 6.11+ TAI stamps)",
+      check.fail({
+        found:
+          `${k.release}: tsnproxy needs 5.15 or later (bpf_timer for the GC, bpf_skb_set_tstamp)`,
+        fix: "boot a 5.15+ kernel (Debian 12's 6.1 works; 6.6+ adds tcx, 6.11+ TAI stamps)",
         data,
-      );
+      });
       return;
     }
     const notes = [
       atLeast(k, 6, 6) ? "tcx" : "no tcx (before 6.6: classic clsact)",
       atLeast(k, 6, 11) ? "TAI delivery stamps" : "no TAI delivery stamps (before 6.11)",
     ];
-    ctx.add(
-      "pass",
-      "kernel",
-      "version",
-      "Kernel version",
-      `${k.release}: ${notes.join(", ")}`,
-      undefined,
-      data,
-    );
+    check.pass({ found: `${k.release}: ${notes.join(", ")}`, data });
   });
 
-  ctx.run("kernel", "btf", "Kernel BTF", () => {
+  ctx.run({ id: "kernel.btf", title: "Kernel BTF" }, (check) => {
     if (exists("/sys/kernel/btf/vmlinux")) {
-      ctx.add("pass", "kernel", "btf", "Kernel BTF", "/sys/kernel/btf/vmlinux is present");
+      check.pass({ found: "/sys/kernel/btf/vmlinux is present" });
       return;
     }
-    ctx.add(
-      "warn",
-      "kernel",
-      "btf",
-      "Kernel BTF",
-      "/sys/kernel/btf/vmlinux is missing (kernel built without CONFIG_DEBUG_INFO_BTF): " +
+    check.warn({
+      found: "/sys/kernel/btf/vmlinux is missing (kernel built without CONFIG_DEBUG_INFO_BTF): " +
         "tsnproxy's programs carry their own BTF and use no CO-RE relocations, so they may " +
         "still load, but such kernels are untested and tools like bpftool cannot inspect them",
-      "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (every Debian 12 kernel is)",
-    );
+      fix: "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (every Debian 12 kernel is)",
+    });
   });
 
-  ctx.run("kernel", "bpffs", "bpf filesystem at the pin root", () => {
+  ctx.run({ id: "kernel.bpffs", title: "bpf filesystem at the pin root" }, (check) => {
     const fstype = fsTypeOf(ctx.bpffs);
     const data = { pinRoot: ctx.bpffs, fstype: fstype ?? null };
     if (fstype === "bpf") {
-      ctx.add(
-        "pass",
-        "kernel",
-        "bpffs",
-        "bpf filesystem at the pin root",
-        `${ctx.bpffs} is on a bpf filesystem`,
-        undefined,
-        data,
-      );
+      check.pass({ found: `${ctx.bpffs} is on a bpf filesystem`, data });
       return;
     }
     const mountPoint = ctx.bpffs.startsWith("/sys/fs/bpf/") || ctx.bpffs === "/sys/fs/bpf"
       ? "/sys/fs/bpf"
       : ctx.bpffs;
-    ctx.add(
-      "fail",
-      "kernel",
-      "bpffs",
-      "bpf filesystem at the pin root",
-      `${ctx.bpffs} is on ${fstype ?? "no mounted filesystem"}, not bpf: pins cannot be created ` +
-        "or found there (in a container: the host's /sys/fs/bpf is not mounted in)",
-      `mount -t bpf bpf ${mountPoint}   (systemd mounts /sys/fs/bpf at boot; a DaemonSet needs ` +
-        "a hostPath volume for /sys/fs/bpf with mountPropagation: Bidirectional)",
+    check.fail({
+      found: `${ctx.bpffs} is on ${fstype ?? "no mounted filesystem"}, not bpf: pins cannot be ` +
+        "created or found there (in a container: the host's /sys/fs/bpf is not mounted in)",
+      fix: `mount -t bpf bpf ${mountPoint}   (systemd mounts /sys/fs/bpf at boot; a DaemonSet ` +
+        "needs a hostPath volume for /sys/fs/bpf with mountPropagation: Bidirectional)",
       data,
-    );
+    });
   });
 
-  ctx.run("kernel", "tc_api", "tc attach API (tcx or clsact)", () => {
+  ctx.run({ id: "kernel.tc_api", title: "tc attach API (tcx or clsact)" }, (check) => {
     const tcx = ctx.inNode(() => hasTcx());
     const mode = ctx.config.attachMode;
     const data = { tcx, attachMode: mode };
     if (mode === "tcx" && !tcx) {
-      ctx.add(
-        "fail",
-        "kernel",
-        "tc_api",
-        "tc attach API (tcx or clsact)",
-        `attachMode is tcx but this kernel (${ctx.kernel.release}) has no tcx (6.6+)`,
-        `set attachMode: auto (or clsact) in ${ctx.opts.config}, then run \`tsnproxy install\``,
+      check.fail({
+        found: `attachMode is tcx but this kernel (${ctx.kernel.release}) has no tcx (6.6+)`,
+        fix:
+          `set attachMode: auto (or clsact) in ${ctx.opts.config}, then run \`tsnproxy install\``,
         data,
-      );
+      });
       return;
     }
     if (tcx) {
-      ctx.add(
-        "pass",
-        "kernel",
-        "tc_api",
-        "tc attach API (tcx or clsact)",
-        `tcx available (attachMode ${mode}${
+      check.pass({
+        found: `tcx available (attachMode ${mode}${
           mode === "auto" ? ": tcx" : ""
         }); tcx programs run before clsact filters`,
-        undefined,
         data,
-      );
+      });
       return;
     }
     const ingress = kcfg?.get("CONFIG_NET_SCH_INGRESS");
     const clsBpf = kcfg?.get("CONFIG_NET_CLS_BPF");
     if (ingress === "n" || clsBpf === "n") {
-      ctx.add(
-        "fail",
-        "kernel",
-        "tc_api",
-        "tc attach API (tcx or clsact)",
-        `no tcx (before 6.6) and no clsact/cls_bpf (CONFIG_NET_SCH_INGRESS=${ingress}, ` +
+      check.fail({
+        found: `no tcx (before 6.6) and no clsact/cls_bpf (CONFIG_NET_SCH_INGRESS=${ingress}, ` +
           `CONFIG_NET_CLS_BPF=${clsBpf}): the programs cannot be attached`,
-        "boot a kernel with CONFIG_NET_SCH_INGRESS and CONFIG_NET_CLS_BPF (y or m), or 6.6+",
+        fix: "boot a kernel with CONFIG_NET_SCH_INGRESS and CONFIG_NET_CLS_BPF (y or m), or 6.6+",
         data,
-      );
+      });
       return;
     }
-    ctx.add(
-      "pass",
-      "kernel",
-      "tc_api",
-      "tc attach API (tcx or clsact)",
-      `no tcx (kernel before 6.6): classic clsact + cls_bpf direct-action is used`,
-      undefined,
+    check.pass({
+      found: `no tcx (kernel before 6.6): classic clsact + cls_bpf direct-action is used`,
       data,
-    );
+    });
   });
 
-  ctx.run("kernel", "bpf_timer", "bpf_timer (GC)", () => {
+  ctx.run({ id: "kernel.bpf_timer", title: "bpf_timer (GC)" }, (check) => {
     const probe = libbpf().libbpf_probe_bpf_helper(
       BPF_PROG_TYPE_SCHED_CLS,
       BPF_FUNC_timer_init,
@@ -165,113 +121,90 @@ export async function kernelChecks(ctx: DoctorContext): Promise<void> {
       ? "the verifier refuses bpf_timer_init in tc programs"
       : `probe inconclusive (${probe}); kernel ${byVersion ? ">=" : "<"} 5.15`;
     if (ok) {
-      ctx.add("pass", "kernel", "bpf_timer", "bpf_timer (GC)", how, undefined, { probe });
+      check.pass({ found: how, data: { probe } });
     } else {
-      ctx.add(
-        "fail",
-        "kernel",
-        "bpf_timer",
-        "bpf_timer (GC)",
-        `${how}: the GC that expires unrestored entries cannot run`,
-        "boot a 5.15+ kernel",
-        { probe },
-      );
+      check.fail({
+        found: `${how}: the GC that expires unrestored entries cannot run`,
+        fix: "boot a 5.15+ kernel",
+        data: { probe },
+      });
     }
   });
 
-  ctx.run("kernel", "tstamp_tai", "TAI launch-time stamps (BPF_SKB_CLOCK_TAI)", () => {
-    if (atLeast(ctx.kernel, 6, 11)) {
-      ctx.add(
-        "pass",
-        "kernel",
-        "tstamp_tai",
-        "TAI launch-time stamps (BPF_SKB_CLOCK_TAI)",
-        "kernel 6.11+: SO_TXTIME launch times are restored with their CLOCK_TAI type",
-      );
-      return;
-    }
-    ctx.add(
-      "info",
-      "kernel",
-      "tstamp_tai",
-      "TAI launch-time stamps (BPF_SKB_CLOCK_TAI)",
-      `kernel ${ctx.kernel.release} predates BPF_SKB_CLOCK_TAI (6.11): a launch time is ` +
-        "restored as a clock-less stamp, exactly as the app's own SO_TXTIME packet carries it " +
-        "on this kernel. etf (and taprio txtime-assist) in CLOCK_TAI mode still honour it, " +
-        "because they compare the value against their configured clock; a qdisc that reads " +
-        "stamps as CLOCK_MONOTONIC (fq) would misread it",
-      "nothing to do for etf/taprio; to keep stamps typed end to end, use a 6.11+ kernel",
-    );
-  });
+  ctx.run(
+    { id: "kernel.tstamp_tai", title: "TAI launch-time stamps (BPF_SKB_CLOCK_TAI)" },
+    (check) => {
+      if (atLeast(ctx.kernel, 6, 11)) {
+        check.pass({
+          found: "kernel 6.11+: SO_TXTIME launch times are restored with their CLOCK_TAI type",
+        });
+        return;
+      }
+      check.info({
+        found: `kernel ${ctx.kernel.release} predates BPF_SKB_CLOCK_TAI (6.11): a launch time ` +
+          "is restored as a clock-less stamp, exactly as the app's own SO_TXTIME packet " +
+          "carries it on this kernel. etf (and taprio txtime-assist) in CLOCK_TAI mode still " +
+          "honour it, because they compare the value against their configured clock; a qdisc " +
+          "that reads stamps as CLOCK_MONOTONIC (fq) would misread it",
+        fix: "nothing to do for etf/taprio; to keep stamps typed end to end, use a 6.11+ kernel",
+      });
+    },
+  );
 
-  ctx.run("kernel", "unprivileged_bpf", "unprivileged BPF (informational)", () => {
-    const v = readSysctl("kernel.unprivileged_bpf_disabled");
-    const meaning: Record<string, string> = {
-      "0": "allowed; any user may load socket-filter programs",
-      "1": "disabled until reboot",
-      "2": "disabled; an admin may re-enable it",
-    };
-    ctx.add(
-      "info",
-      "kernel",
-      "unprivileged_bpf",
-      "unprivileged BPF (informational)",
-      `kernel.unprivileged_bpf_disabled=${v ?? "?"} (${
-        meaning[v ?? ""] ?? "unknown"
-      }); tsnproxy runs as root and is not affected`,
-      undefined,
-      { value: v ?? null },
-    );
-  });
+  ctx.run(
+    { id: "kernel.unprivileged_bpf", title: "unprivileged BPF (informational)" },
+    (check) => {
+      const v = readSysctl("kernel.unprivileged_bpf_disabled");
+      const meaning: Record<string, string> = {
+        "0": "allowed; any user may load socket-filter programs",
+        "1": "disabled until reboot",
+        "2": "disabled; an admin may re-enable it",
+      };
+      check.info({
+        found: `kernel.unprivileged_bpf_disabled=${v ?? "?"} (${
+          meaning[v ?? ""] ?? "unknown"
+        }); tsnproxy runs as root and is not affected`,
+        data: { value: v ?? null },
+      });
+    },
+  );
 }
 
 export function libraryChecks(ctx: DoctorContext): void {
-  ctx.run("libraries", "libbpf", "libbpf", () => {
+  ctx.run({ id: "libraries.libbpf", title: "libbpf" }, (check) => {
     try {
       const l = libbpf();
       const v = `${l.libbpf_major_version()}.${l.libbpf_minor_version()}`;
       const file = libraryFile("libbpf.so.1", "TSNPROXY_LIBBPF");
       const data = { version: v, file };
       if (l.libbpf_major_version() < 1) {
-        ctx.add(
-          "fail",
-          "libraries",
-          "libbpf",
-          "libbpf",
-          `libbpf ${v} (${file}): tsnproxy needs 1.0+ (-errno return convention)`,
-          "apt-get install libbpf1 (or set TSNPROXY_LIBBPF to a libbpf.so.1)",
+        check.fail({
+          found: `libbpf ${v} (${file}): tsnproxy needs 1.0+ (-errno return convention)`,
+          fix: "apt-get install libbpf1 (or set TSNPROXY_LIBBPF to a libbpf.so.1)",
           data,
-        );
+        });
         return;
       }
-      ctx.add("pass", "libraries", "libbpf", "libbpf", `libbpf ${v} (${file})`, undefined, data);
+      check.pass({ found: `libbpf ${v} (${file})`, data });
     } catch (e) {
       const err = asTsnproxyError(e);
-      ctx.add("fail", "libraries", "libbpf", "libbpf", err.message, err.hint);
+      check.fail({ found: err.message, fix: err.hint });
     }
   });
 
-  ctx.run("libraries", "libmnl", "libmnl", () => {
+  ctx.run({ id: "libraries.libmnl", title: "libmnl" }, (check) => {
     try {
       libmnl();
       const file = libraryFile("libmnl.so.0", "TSNPROXY_LIBMNL");
       const v = versionFromFileName(file) ?? "unknown";
-      ctx.add(
-        "pass",
-        "libraries",
-        "libmnl",
-        "libmnl",
-        `libmnl ${v} (${file})`,
-        undefined,
-        { version: v, file },
-      );
+      check.pass({ found: `libmnl ${v} (${file})`, data: { version: v, file } });
     } catch (e) {
       const err = asTsnproxyError(e);
-      ctx.add("fail", "libraries", "libmnl", "libmnl", err.message, err.hint);
+      check.fail({ found: err.message, fix: err.hint });
     }
   });
 
-  ctx.run("libraries", "libc", "libc", () => {
+  ctx.run({ id: "libraries.libc", title: "libc" }, (check) => {
     try {
       libc();
       const file = libraryFile("libc.so.6", "TSNPROXY_LIBC");
@@ -288,20 +221,17 @@ export function libraryChecks(ctx: DoctorContext): void {
       } catch {
         v = versionFromFileName(file) ?? "unknown (not glibc)";
       }
-      ctx.add("pass", "libraries", "libc", "libc", `${v} (${file})`, undefined, {
-        version: v,
-        file,
-      });
+      check.pass({ found: `${v} (${file})`, data: { version: v, file } });
     } catch (e) {
       const err = asTsnproxyError(e);
-      ctx.add("fail", "libraries", "libc", "libc", err.message, err.hint);
+      check.fail({ found: err.message, fix: err.hint });
     }
   });
 }
 
 export async function configChecks(ctx: DoctorContext): Promise<void> {
   const path = ctx.opts.config;
-  await ctx.runAsync("config", "file", "Node config", async () => {
+  await ctx.runAsync({ id: "config.file", title: "Node config" }, async (check) => {
     const present = exists(path);
     try {
       ctx.config = await loadNodeConfig(path, ctx.overrides());
@@ -309,24 +239,17 @@ export async function configChecks(ctx: DoctorContext): Promise<void> {
     } catch (e) {
       const err = asTsnproxyError(e);
       ctx.configError = err;
-      ctx.add(
-        "fail",
-        "config",
-        "file",
-        "Node config",
-        `${err.message} (the other checks use the defaults and flags)`,
-        err.hint,
-      );
+      check.fail({
+        found: `${err.message} (the other checks use the defaults and flags)`,
+        fix: err.hint,
+      });
       return;
     }
-    ctx.add(
-      "pass",
-      "config",
-      "file",
-      "Node config",
-      present ? `${path} is valid` : `${path} does not exist: built-in defaults and flags apply`,
-      undefined,
-      { path, present },
-    );
+    check.pass({
+      found: present
+        ? `${path} is valid`
+        : `${path} does not exist: built-in defaults and flags apply`,
+      data: { path, present },
+    });
   });
 }

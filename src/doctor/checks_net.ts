@@ -22,7 +22,7 @@ import {
   rootQdisc,
 } from "../netlink/mod.ts";
 import { parse as parseYaml } from "yaml";
-import { type DoctorContext, plural } from "./context.ts";
+import { type CheckRef, type DoctorContext, plural } from "./context.ts";
 import { pinnedProgId } from "./checks_pins.ts";
 import { atLeast, moduleState, readSysctl } from "./probe.ts";
 
@@ -32,116 +32,91 @@ export interface NetState {
   rootAtStart?: QdiscInfo;
 }
 
+const TSN_INTERFACE: CheckRef = { id: "config.tsn_interface", title: "TSN interface exists" };
+const UP: CheckRef = { id: "interface.up", title: "TSN interface up" };
+const RESTORER: CheckRef = { id: "interface.restorer", title: "Restorer attached first" };
+
 export function interfaceChecks(ctx: DoctorContext, st: NetState): void {
   const name = ctx.tsnInterface;
   const needIf = ctx.config.restoreAt === "tsn-egress";
-  ctx.run("config", "tsn_interface", "TSN interface exists", () => {
+  ctx.run(TSN_INTERFACE, (check) => {
     if (!name) {
-      ctx.add(
-        needIf ? "fail" : "info",
-        "config",
-        "tsn_interface",
-        "TSN interface exists",
-        needIf
-          ? "no tsnInterface in the node config and no --tsn-interface: restoreAt tsn-egress " +
-            "has nowhere to restore"
-          : "no tsnInterface configured (restoreAt host-veth-ingress restores on pod veths)",
-        needIf ? `set tsnInterface: <ifname> in ${ctx.opts.config}` : undefined,
-      );
+      if (needIf) {
+        check.fail({
+          found: "no tsnInterface in the node config and no --tsn-interface: restoreAt " +
+            "tsn-egress has nowhere to restore",
+          fix: `set tsnInterface: <ifname> in ${ctx.opts.config}`,
+        });
+      } else {
+        check.info({
+          found: "no tsnInterface configured (restoreAt host-veth-ingress restores on pod veths)",
+        });
+      }
       return;
     }
     const link = ctx.inNode(() => findLink(name));
     if (!link) {
-      ctx.add(
-        "fail",
-        "config",
-        "tsn_interface",
-        "TSN interface exists",
-        `${name} does not exist in this network namespace`,
-        `check the name with \`ip link\` and set tsnInterface in ${ctx.opts.config} (or ` +
+      check.fail({
+        found: `${name} does not exist in this network namespace`,
+        fix: `check the name with \`ip link\` and set tsnInterface in ${ctx.opts.config} (or ` +
           "--tsn-interface), or create the interface",
-        { name },
-      );
+        data: { name },
+      });
       return;
     }
     st.link = link;
-    ctx.add(
-      "pass",
-      "config",
-      "tsn_interface",
-      "TSN interface exists",
-      `${name}: ifindex ${link.index}, ${link.kind ?? "physical"}, ${
+    check.pass({
+      found: `${name}: ifindex ${link.index}, ${link.kind ?? "physical"}, ${
         plural(link.numTxQueues, "tx queue")
       }`,
-      undefined,
-      { name, ifindex: link.index, kind: link.kind ?? null, txQueues: link.numTxQueues },
-    );
+      data: { name, ifindex: link.index, kind: link.kind ?? null, txQueues: link.numTxQueues },
+    });
   });
   const link = st.link;
   if (!link) {
-    for (const [n, t] of [["up", "TSN interface up"], ["restorer", "Restorer attached first"]]) {
-      ctx.add("skip", "interface", n, t, "no TSN interface (config.tsn_interface)");
+    for (const ref of [UP, RESTORER]) {
+      ctx.skip({ ...ref, found: "no TSN interface (config.tsn_interface)" });
     }
     return;
   }
 
-  ctx.run("interface", "up", "TSN interface up", () => {
+  ctx.run(UP, (check) => {
     const data = { up: link.up, operstate: link.operstate };
     if (!link.up) {
-      ctx.add(
-        "fail",
-        "interface",
-        "up",
-        "TSN interface up",
-        `${link.name} is administratively down: nothing leaves it`,
-        `ip link set dev ${link.name} up`,
+      check.fail({
+        found: `${link.name} is administratively down: nothing leaves it`,
+        fix: `ip link set dev ${link.name} up`,
         data,
-      );
+      });
     } else if (link.operstate === "down" || link.operstate === "lowerlayerdown") {
-      ctx.add(
-        "warn",
-        "interface",
-        "up",
-        "TSN interface up",
-        `${link.name} is up but its operational state is ${link.operstate} (no carrier)`,
-        `check the cable/link partner of ${link.name} (\`ip link show ${link.name}\`)`,
+      check.warn({
+        found: `${link.name} is up but its operational state is ${link.operstate} (no carrier)`,
+        fix: `check the cable/link partner of ${link.name} (\`ip link show ${link.name}\`)`,
         data,
-      );
+      });
     } else {
-      ctx.add(
-        "pass",
-        "interface",
-        "up",
-        "TSN interface up",
-        `${link.name} is up (${link.operstate})`,
-      );
+      check.pass({ found: `${link.name} is up (${link.operstate})` });
     }
   });
 
-  ctx.run("interface", "restorer", "Restorer attached first", () => {
+  ctx.run(RESTORER, (check) => {
     if (!needIf) {
-      ctx.add(
-        "info",
-        "interface",
-        "restorer",
-        "Restorer attached first",
-        "restoreAt host-veth-ingress: the restorer runs on each pod's host veth (pods.attachments)",
-      );
+      check.info({
+        found: "restoreAt host-veth-ingress: the restorer runs on each pod's host veth " +
+          "(pods.attachments)",
+      });
       return;
     }
     const a = ctx.inNode(() => restorerAttached(ctx.bpffs, link.name, ctx.opts.netns));
     const fix =
       `tsnproxy install --bpffs ${ctx.bpffs}   (re-attaches the restorer to ${link.name})`;
     if (!a) {
-      ctx.add(
-        "fail",
-        "interface",
-        "restorer",
-        "Restorer attached first",
-        `no restorer on ${link.name} egress (pin ${restorerPin(ctx.bpffs, link.name)} missing ` +
-          "or recording another ifindex): packets leave without their pods' priority/launch time",
+      check.fail({
+        found: `no restorer on ${link.name} egress (pin ${restorerPin(ctx.bpffs, link.name)} ` +
+          "missing or recording another ifindex): packets leave without their pods' " +
+          "priority/launch time",
         fix,
-      );
+      });
       return;
     }
     if (a.api === "tcx") {
@@ -152,39 +127,26 @@ export function interfaceChecks(ctx: DoctorContext, st: NetState): void {
       const pos = progs.findIndex((p) => p.id === restoreId);
       const data = { api: "tcx", chain: progs.map((p) => `${p.name}#${p.id}`) };
       if (pos < 0) {
-        ctx.add(
-          "fail",
-          "interface",
-          "restorer",
-          "Restorer attached first",
-          `the tcx link pinned for ${link.name} runs a program other than the pinned restorer ` +
-            `(${restoreId ?? "not pinned"}); chain: ${data.chain.join(", ") || "empty"}`,
+        check.fail({
+          found: `the tcx link pinned for ${link.name} runs a program other than the pinned ` +
+            `restorer (${restoreId ?? "not pinned"}); chain: ${data.chain.join(", ") || "empty"}`,
           fix,
           data,
-        );
+        });
       } else if (pos > 0) {
-        ctx.add(
-          "warn",
-          "interface",
-          "restorer",
-          "Restorer attached first",
-          `tcx egress of ${link.name}: ${
+        check.warn({
+          found: `tcx egress of ${link.name}: ${
             progs.slice(0, pos).map((p) => `${p.name}#${p.id}`).join(", ")
           } run before the restorer: they see packets without the restored metadata, and one ` +
             "that returns TC_ACT_OK/SHOT ends the chain before the restorer runs",
-          `re-attach the restorer first: rm ${a.pin} && tsnproxy install --bpffs ${ctx.bpffs}`,
+          fix: `re-attach the restorer first: rm ${a.pin} && tsnproxy install --bpffs ${ctx.bpffs}`,
           data,
-        );
+        });
       } else {
-        ctx.add(
-          "pass",
-          "interface",
-          "restorer",
-          "Restorer attached first",
-          `tcx egress of ${link.name}: ${data.chain.join(" -> ")} (restorer first)`,
-          undefined,
+        check.pass({
+          found: `tcx egress of ${link.name}: ${data.chain.join(" -> ")} (restorer first)`,
           data,
-        );
+        });
       }
       return;
     }
@@ -200,46 +162,31 @@ export function interfaceChecks(ctx: DoctorContext, st: NetState): void {
       ),
     };
     if (!ours) {
-      ctx.add(
-        "fail",
-        "interface",
-        "restorer",
-        "Restorer attached first",
-        `the clsact marker ${a.pin} exists but ${link.name} egress has no cls_bpf filter running ` +
-          `the restorer (filters: ${data.filters.join("; ") || "none"}; was clsact deleted?)`,
-        `rm ${a.pin} && ${fix}`,
+      check.fail({
+        found: `the clsact marker ${a.pin} exists but ${link.name} egress has no cls_bpf filter ` +
+          `running the restorer (filters: ${data.filters.join("; ") || "none"}; was clsact ` +
+          "deleted?)",
+        fix: `rm ${a.pin} && ${fix}`,
         data,
-      );
+      });
       return;
     }
     const before = filters.filter((f) => f !== ours && f.priority < ours.priority);
     const tcxFirst = hasTcx() ? ctx.inNode(() => queryTcx(link.name, "egress")) : [];
     if (before.length || tcxFirst.length) {
-      ctx.add(
-        "warn",
-        "interface",
-        "restorer",
-        "Restorer attached first",
-        `on ${link.name} egress, ${
+      check.warn({
+        found: `on ${link.name} egress, ${
           [
             ...tcxFirst.map((p) => `tcx ${p.name}#${p.id}`),
             ...before.map((f) => `cls_bpf pref ${f.priority} id ${f.progId}`),
           ].join(", ")
         } run before the restorer (tcx runs before every clsact filter)`,
-        "make sure those programs return TC_ACT_UNSPEC/TCX_NEXT, or move them after pref 1",
+        fix: "make sure those programs return TC_ACT_UNSPEC/TCX_NEXT, or move them after pref 1",
         data,
-      );
+      });
       return;
     }
-    ctx.add(
-      "pass",
-      "interface",
-      "restorer",
-      "Restorer attached first",
-      `cls_bpf on ${link.name} egress, pref ${ours.priority} (first)`,
-      undefined,
-      data,
-    );
+    check.pass({ found: `cls_bpf on ${link.name} egress, pref ${ours.priority} (first)`, data });
   });
 }
 
@@ -314,19 +261,16 @@ export function qdiscStart(ctx: DoctorContext, st: NetState): void {
   }
 }
 
+const QUEUES: CheckRef = { id: "interface.queues", title: "tx queues" };
+const ROOT: CheckRef = { id: "qdisc.root", title: "Root qdisc" };
+const PRIOMAP: CheckRef = { id: "qdisc.priomap", title: "Priority map covers allowed priorities" };
+const STALL: CheckRef = { id: "qdisc.stall", title: "clsact/taprio stall (Debian 6.1)" };
+
 export async function qdiscChecks(ctx: DoctorContext, st: NetState): Promise<void> {
   const link = st.link;
   if (!link) {
-    for (const [n, t] of [["queues", "tx queues"]]) {
-      ctx.add("skip", "interface", n, t, "no TSN interface");
-    }
-    for (
-      const [n, t] of [["root", "Root qdisc"], ["priomap", "Priority map"], [
-        "stall",
-        "clsact/taprio stall (Debian 6.1)",
-      ]]
-    ) {
-      ctx.add("skip", "qdisc", n, t, "no TSN interface");
+    for (const ref of [QUEUES, ROOT, PRIOMAP, STALL]) {
+      ctx.skip({ ...ref, found: "no TSN interface" });
     }
     return;
   }
@@ -340,95 +284,79 @@ export async function qdiscChecks(ctx: DoctorContext, st: NetState): Promise<voi
     ? root.options
     : undefined;
 
-  ctx.run("interface", "queues", "tx queues", () => {
+  ctx.run(QUEUES, (check) => {
     const layout = tsnRoot ?? (cfg.kind === "taprio" || cfg.kind === "mqprio" ? cfg : undefined);
     const data = { txQueues: link.numTxQueues };
     if (!layout) {
-      ctx.add(
-        "pass",
-        "interface",
-        "queues",
-        "tx queues",
-        `${link.name} has ${plural(link.numTxQueues, "tx queue")} (no taprio/mqprio to compare)`,
-        undefined,
+      check.pass({
+        found: `${link.name} has ${
+          plural(link.numTxQueues, "tx queue")
+        } (no taprio/mqprio to compare)`,
         data,
-      );
+      });
       return;
     }
     const needed = Math.max(...layout.queues.map((q) => q.offset + q.count));
     const source = tsnRoot ? `the ${root?.kind} root` : `qdisc.${cfg.kind} in the config`;
     if (needed > link.numTxQueues) {
-      ctx.add(
-        "fail",
-        "interface",
-        "queues",
-        "tx queues",
-        `${source} uses queues up to ${needed - 1} but ${link.name} has ${
+      check.fail({
+        found: `${source} uses queues up to ${needed - 1} but ${link.name} has ${
           plural(link.numTxQueues, "tx queue")
         }`,
-        `fit qdisc.queues to ${link.numTxQueues} queues in ${ctx.opts.config} (or raise the ` +
-          `NIC's channels: ethtool -L ${link.name} tx <n>)`,
-        { ...data, needed },
-      );
+        fix: `fit qdisc.queues to ${link.numTxQueues} queues in ${ctx.opts.config} (or raise ` +
+          `the NIC's channels: ethtool -L ${link.name} tx <n>)`,
+        data: { ...data, needed },
+      });
       return;
     }
-    ctx.add(
-      needed < link.numTxQueues ? "info" : "pass",
-      "interface",
-      "queues",
-      "tx queues",
-      `${source} uses ${needed} of ${link.name}'s ${plural(link.numTxQueues, "tx queue")}`,
-      undefined,
-      { ...data, needed },
-    );
+    const finding = {
+      found: `${source} uses ${needed} of ${link.name}'s ${plural(link.numTxQueues, "tx queue")}`,
+      data: { ...data, needed },
+    };
+    if (needed < link.numTxQueues) check.info(finding);
+    else check.pass(finding);
   });
 
-  await ctx.runAsync("qdisc", "root", "Root qdisc", async () => {
+  await ctx.runAsync(ROOT, async (check) => {
     const etf = qdiscs.filter((q) => q.kind === "etf").map((q) => formatHandle(q.parent));
     const data = { root: rootDesc, etfParents: etf, configured: cfg.kind };
     const etfNote = etf.length ? `, etf under ${etf.join(", ")}` : "";
     if (cfg.kind === "keep") {
       const tsn = root && ["taprio", "mqprio", "etf"].includes(root.kind) || etf.length > 0;
-      ctx.add(
-        "info",
-        "qdisc",
-        "root",
-        "Root qdisc",
-        `root ${rootDesc}${etfNote} (qdisc.kind keep: tsnproxy leaves it alone)${
+      check.info({
+        found: `root ${rootDesc}${etfNote} (qdisc.kind keep: tsnproxy leaves it alone)${
           tsn ? "" : "; no taprio/mqprio/etf: restored priorities select no TSN queue"
         }`,
-        undefined,
         data,
-      );
+      });
       return;
     }
     if (cfg.kind === "none") {
-      const bad = root?.kind === "taprio" || root?.kind === "mqprio";
-      ctx.add(
-        bad ? "warn" : "pass",
-        "qdisc",
-        "root",
-        "Root qdisc",
-        `root ${rootDesc}${bad ? " but qdisc.kind is none" : " (qdisc.kind none)"}`,
-        bad ? `tsnproxy install --config ${ctx.opts.config}   (removes it)` : undefined,
-        data,
-      );
+      if (root?.kind === "taprio" || root?.kind === "mqprio") {
+        check.warn({
+          found: `root ${rootDesc} but qdisc.kind is none`,
+          fix: `tsnproxy install --config ${ctx.opts.config}   (removes it)`,
+          data,
+        });
+      } else {
+        check.pass({ found: `root ${rootDesc} (qdisc.kind none)`, data });
+      }
       return;
     }
     if (root?.kind === cfg.kind) {
-      const match = rootMatches(root, qdiscs, cfg);
-      ctx.add(
-        match ? "pass" : "warn",
-        "qdisc",
-        "root",
-        "Root qdisc",
-        match
-          ? `root ${rootDesc}${etfNote} matches the configured ${cfg.kind}`
-          : `root ${rootDesc}${etfNote} differs from the configured ${cfg.kind} (map, queues, ` +
-            "schedule or etf children)",
-        match ? undefined : `tsnproxy install --config ${ctx.opts.config}   (re-applies qdisc)`,
-        data,
-      );
+      if (rootMatches(root, qdiscs, cfg)) {
+        check.pass({
+          found: `root ${rootDesc}${etfNote} matches the configured ${cfg.kind}`,
+          data,
+        });
+      } else {
+        check.warn({
+          found: `root ${rootDesc}${etfNote} differs from the configured ${cfg.kind} (map, ` +
+            "queues, schedule or etf children)",
+          fix: `tsnproxy install --config ${ctx.opts.config}   (re-applies qdisc)`,
+          data,
+        });
+      }
       return;
     }
     const module = cfg.kind === "taprio" ? "sch_taprio" : "sch_mqprio";
@@ -449,26 +377,16 @@ export async function qdiscChecks(ctx: DoctorContext, st: NetState): Promise<voi
       fix = `${install}   (creates the ${cfg.kind} root${cfg.etf?.length ? " and etf" : ""})`;
     }
     if (etfState === "missing") why += "; sch_etf is missing too";
-    ctx.add(
-      "fail",
-      "qdisc",
-      "root",
-      "Root qdisc",
-      `root is ${rootDesc}, the config wants ${cfg.kind}${why}`,
+    check.fail({
+      found: `root is ${rootDesc}, the config wants ${cfg.kind}${why}`,
       fix,
-      { ...data, module, moduleState: state, etfModuleState: etfState },
-    );
+      data: { ...data, module, moduleState: state, etfModuleState: etfState },
+    });
   });
 
-  ctx.run("qdisc", "priomap", "Priority map covers allowed priorities", () => {
+  ctx.run(PRIOMAP, (check) => {
     if (!tsnRoot) {
-      ctx.add(
-        "skip",
-        "qdisc",
-        "priomap",
-        "Priority map covers allowed priorities",
-        `no taprio/mqprio root on ${link.name} (root ${rootDesc})`,
-      );
+      check.skip({ found: `no taprio/mqprio root on ${link.name} (root ${rootDesc})` });
       return;
     }
     const allowed = allowedPriorities(ctx.config.policy);
@@ -480,67 +398,48 @@ export async function qdiscChecks(ctx: DoctorContext, st: NetState): Promise<voi
       defaultedToClass0: defaulted,
     };
     if (defaulted.length === 0) {
-      ctx.add(
-        "pass",
-        "qdisc",
-        "priomap",
-        "Priority map covers allowed priorities",
-        `map ${tsnRoot.map.join(" ")} names a class for every priority pods may use (${
+      check.pass({
+        found: `map ${tsnRoot.map.join(" ")} names a class for every priority pods may use (${
           allowed.join(",")
         })`,
-        undefined,
         data,
-      );
+      });
       return;
     }
     const top = Math.max(0, ...tsnRoot.map.map((c, i) => (c !== 0 ? i : 0)));
-    ctx.add(
-      "warn",
-      "qdisc",
-      "priomap",
-      "Priority map covers allowed priorities",
-      `the node policy lets pods use ${plural(defaulted.length, "priority")} (${
+    check.warn({
+      found: `the node policy lets pods use ${plural(defaulted.length, "priority")} (${
         defaulted.join(",")
       }) that the ${root?.kind} map sends to traffic class 0 only by default (map ${
         tsnRoot.map.join(" ")
       }): such packets share best effort's queue`,
-      `set policy.maxPriority: ${top} in ${ctx.opts.config} (pods' higher priorities are ` +
+      fix: `set policy.maxPriority: ${top} in ${ctx.opts.config} (pods' higher priorities are ` +
         `clamped), or extend qdisc.map to name classes for ${defaulted.join(",")}`,
       data,
-    );
+    });
   });
 
-  await ctx.runAsync("qdisc", "stall", "clsact/taprio stall (Debian 6.1)", async () => {
-    const title = "clsact/taprio stall (Debian 6.1)";
+  await ctx.runAsync(STALL, async (check) => {
     const order = ctx.inNode(() => inspectQdiscOrder(link.index));
     const tcx = ctx.inNode(() => hasTcx()) || atLeast(ctx.kernel, 6, 6);
     const data = { clsact: order.clsact, softwareTaprio: order.softwareTaprio, tcx };
     if (!order.softwareTaprio) {
-      ctx.add("pass", "qdisc", "stall", title, "no software-mode taprio root", undefined, data);
+      check.pass({ found: "no software-mode taprio root", data });
       return;
     }
     if (tcx) {
-      ctx.add(
-        "pass",
-        "qdisc",
-        "stall",
-        title,
-        `kernel ${ctx.kernel.release} (6.6+) is not affected by the clsact-after-taprio stall`,
-        undefined,
+      check.pass({
+        found:
+          `kernel ${ctx.kernel.release} (6.6+) is not affected by the clsact-after-taprio stall`,
         data,
-      );
+      });
       return;
     }
     if (!order.clsact) {
-      ctx.add(
-        "pass",
-        "qdisc",
-        "stall",
-        title,
-        "no clsact on the interface (add it BEFORE taprio if you need one)",
-        undefined,
+      check.pass({
+        found: "no clsact on the interface (add it BEFORE taprio if you need one)",
         data,
-      );
+      });
       return;
     }
     // Look twice: a stalled taprio holds a backlog and sends nothing.
@@ -552,64 +451,51 @@ export async function qdiscChecks(ctx: DoctorContext, st: NetState): Promise<voi
       `${ctx.opts.config}   (re-creates taprio after the existing clsact; with qdisc.kind keep, ` +
       "re-run your own taprio command after the delete)";
     if (ev?.stalled) {
-      ctx.add(
-        "fail",
-        "qdisc",
-        "stall",
-        title,
-        `taprio on ${link.name} is not dequeuing (${ev.backlog} packets held, none sent): the ` +
-          "Debian 6.1 bug where clsact added after a software taprio stops it for good",
-        recreate,
-        { ...data, backlog: ev.backlog },
-      );
+      check.fail({
+        found: `taprio on ${link.name} is not dequeuing (${ev.backlog} packets held, none ` +
+          "sent): the Debian 6.1 bug where clsact added after a software taprio stops it for " +
+          "good",
+        fix: recreate,
+        data: { ...data, backlog: ev.backlog },
+      });
       return;
     }
-    ctx.add(
-      "warn",
-      "qdisc",
-      "stall",
-      title,
-      `kernel ${ctx.kernel.release} (before 6.6) with clsact and a software taprio on ${link.name}: ` +
-        "if clsact was added after taprio, taprio stops dequeuing (the kernel cannot tell the " +
-        "order; no stall seen right now)",
-      `if traffic stops: ${recreate}`,
+    check.warn({
+      found: `kernel ${ctx.kernel.release} (before 6.6) with clsact and a software taprio on ` +
+        `${link.name}: if clsact was added after taprio, taprio stops dequeuing (the kernel ` +
+        "cannot tell the order; no stall seen right now)",
+      fix: `if traffic stops: ${recreate}`,
       data,
-    );
+    });
   });
 }
 
 export function sysctlChecks(ctx: DoctorContext): void {
-  const title = "net.ipv4.ip_forward_update_priority";
-  ctx.run("sysctl", "forward_update_priority", title, () => {
+  const ref: CheckRef = {
+    id: "sysctl.forward_update_priority",
+    title: "net.ipv4.ip_forward_update_priority",
+  };
+  ctx.run(ref, (check) => {
     const v = ctx.inNode(() => readSysctl("net.ipv4.ip_forward_update_priority"));
     const data = { value: v ?? null, restoreAt: ctx.config.restoreAt };
     if (ctx.config.restoreAt === "host-veth-ingress" && v === "1") {
-      ctx.add(
-        "fail",
-        "sysctl",
-        "forward_update_priority",
-        title,
-        "=1 with restoreAt host-veth-ingress: IPv4 forwarding rewrites skb->priority from the " +
-          "TOS byte AFTER the restorer ran on the host veth, so every forwarded pod packet " +
-          "leaves with the TOS-derived priority (0 for TOS 0), not the pod's SO_PRIORITY",
-        "sysctl -w net.ipv4.ip_forward_update_priority=0 && echo " +
+      check.fail({
+        found: "=1 with restoreAt host-veth-ingress: IPv4 forwarding rewrites skb->priority " +
+          "from the TOS byte AFTER the restorer ran on the host veth, so every forwarded pod " +
+          "packet leaves with the TOS-derived priority (0 for TOS 0), not the pod's SO_PRIORITY",
+        fix: "sysctl -w net.ipv4.ip_forward_update_priority=0 && echo " +
           "net.ipv4.ip_forward_update_priority=0 > /etc/sysctl.d/90-tsnproxy.conf   " +
           "(or use restoreAt: tsn-egress)",
         data,
-      );
+      });
       return;
     }
-    ctx.add(
-      "pass",
-      "sysctl",
-      "forward_update_priority",
-      title,
-      ctx.config.restoreAt === "tsn-egress"
+    check.pass({
+      found: ctx.config.restoreAt === "tsn-egress"
         ? `=${v ?? "?"}: harmless with restoreAt tsn-egress (the restorer runs after forwarding)`
         : `=${v}: forwarding keeps the priority the restorer set on the host veth`,
-      undefined,
       data,
-    );
+    });
   });
 }
 
@@ -628,8 +514,7 @@ function progName(id: number): string {
 }
 
 export function xdpChecks(ctx: DoctorContext): void {
-  const title = "No XDP on host veths";
-  ctx.run("xdp", "host_veths", title, () => {
+  ctx.run({ id: "xdp.host_veths", title: "No XDP on host veths" }, (check) => {
     const links = ctx.inNode(() => listLinks());
     const veths = links.filter((l) => l.kind === "veth" && l.name !== ctx.tsnInterface);
     const withXdp = veths.filter((l) => l.xdpMode !== "none");
@@ -640,33 +525,26 @@ export function xdpChecks(ctx: DoctorContext): void {
       progName: l.xdpProgId ? progName(l.xdpProgId) : null,
     }));
     if (list.length === 0) {
-      ctx.add(
-        "pass",
-        "xdp",
-        "host_veths",
-        title,
-        `no XDP program on ${plural(veths.length, "veth")}`,
-        undefined,
-        { veths: veths.length },
-      );
+      check.pass({
+        found: `no XDP program on ${plural(veths.length, "veth")}`,
+        data: { veths: veths.length },
+      });
       return;
     }
-    ctx.add(
-      "warn",
-      "xdp",
-      "host_veths",
-      title,
-      `XDP on ${
+    check.warn({
+      found: `XDP on ${
         list.map((x) => `${x.ifname} (${x.mode}, ${x.progName}#${x.progId ?? "?"})`).join(", ")
       }: XDP re-creates the skb of every packet the pod sends (tsnproxy's tag is copied with ` +
         "it and its table keys by content, so restoring still works, unlike pointer-keyed " +
         "designs), but packets it redirects " +
         "(XDP_REDIRECT/XDP_TX) bypass tc and are never restored",
-      `if the primary CNI did not mean to attach it: ${
-        list.map((x) => `ip link set dev ${x.ifname} xdp off`).join("; ")
+      fix: `if the primary CNI did not mean to attach it: ${
+        list.map((x) =>
+          `ip link set dev ${x.ifname} xdp off`
+        ).join("; ")
       }`,
-      { programs: list },
-    );
+      data: { programs: list },
+    });
   });
 }
 
@@ -712,16 +590,15 @@ export function classicFilterHooks(
 }
 
 export function tcIndexChecks(ctx: DoctorContext): void {
-  const title = "Nothing on the way resets skb->tc_index";
-  ctx.run("interface", "tc_index", title, () => {
+  const ref: CheckRef = {
+    id: "interface.tc_index",
+    title: "Nothing on the way resets skb->tc_index",
+  };
+  ctx.run(ref, (check) => {
     if (ctx.config.carrier === "table") {
-      ctx.add(
-        "pass",
-        "interface",
-        "tc_index",
-        title,
-        "carrier: table: priorities travel in the fingerprint table, tc_index is not used",
-      );
+      check.pass({
+        found: "carrier: table: priorities travel in the fingerprint table, tc_index is not used",
+      });
       return;
     }
     const ours = new Set(
@@ -736,14 +613,10 @@ export function tcIndexChecks(ctx: DoctorContext): void {
       };
     });
     if (writers.length === 0 && hooks.length === 0) {
-      ctx.add(
-        "pass",
-        "interface",
-        "tc_index",
-        title,
-        "no dsmark qdisc and no classic tc filter on the node's devices: the priority tag " +
-          "arrives intact",
-      );
+      check.pass({
+        found: "no dsmark qdisc and no classic tc filter on the node's devices: the priority " +
+          "tag arrives intact",
+      });
       return;
     }
     const why = [
@@ -755,16 +628,12 @@ export function tcIndexChecks(ctx: DoctorContext): void {
         ]
         : []),
     ];
-    ctx.add(
-      "warn",
-      "interface",
-      "tc_index",
-      title,
-      `${why.join("; ")}. tsnproxy carries priorities 0-15 in tc_index: pod packets through ` +
-        "these hooks may leave with the priority the node gives them",
-      "if `tsnproxy status` shows restored well below saved, set `carrier: table` in the node " +
-        "config and run `tsnproxy install` again",
-      { writers, hooks },
-    );
+    check.warn({
+      found: `${why.join("; ")}. tsnproxy carries priorities 0-15 in tc_index: pod packets ` +
+        "through these hooks may leave with the priority the node gives them",
+      fix: "if `tsnproxy status` shows restored well below saved, set `carrier: table` in the " +
+        "node config and run `tsnproxy install` again",
+      data: { writers, hooks },
+    });
   });
 }

@@ -2,16 +2,15 @@
 import { DatapathMaps } from "../bpf/maps.ts";
 import { MAPS, PinLayout, type ProgramRole, PROGRAMS } from "../bpf/pins.ts";
 import { closeFd, mapInfo, objGet, progIdAt, progInfo } from "../bpf/sys.ts";
-import { type DoctorContext, plural } from "./context.ts";
+import { type CheckRef, type DoctorContext, plural } from "./context.ts";
 import { exists } from "../util/fs.ts";
 
 const INSTALL = "tsnproxy install";
-const PIN_TITLES = {
-  root: "Pin root",
-  programs: "Pinned programs",
-  maps: "Pinned maps",
-  config: "Datapath config matches the node config",
-};
+const ROOT: CheckRef = { id: "pins.root", title: "Pin root" };
+const PROGRAMS_PINNED: CheckRef = { id: "pins.programs", title: "Pinned programs" };
+const MAPS_PINNED: CheckRef = { id: "pins.maps", title: "Pinned maps" };
+const CONFIG: CheckRef = { id: "pins.config", title: "Datapath config matches the node config" };
+export const GC: CheckRef = { id: "pins.gc", title: "GC timer running" };
 
 function installFix(ctx: DoctorContext, what: string): string {
   return `${INSTALL} --bpffs ${ctx.bpffs}   (${what})`;
@@ -26,30 +25,27 @@ export function pinnedProgId(bpffs: string, role: ProgramRole): number | undefin
 export function pinChecks(ctx: DoctorContext): boolean {
   const pins = new PinLayout(ctx.bpffs);
   if (!ctx.has("kernel.bpffs", "pass")) {
-    for (const [n, t] of Object.entries(PIN_TITLES)) {
-      ctx.add("skip", "pins", n, t, "the pin root is not on a bpf filesystem (kernel.bpffs)");
+    for (const ref of [ROOT, PROGRAMS_PINNED, MAPS_PINNED, CONFIG]) {
+      ctx.skip({ ...ref, found: "the pin root is not on a bpf filesystem (kernel.bpffs)" });
     }
     return false;
   }
   if (!exists(pins.progsDir) && !exists(pins.mapsDir)) {
-    ctx.add(
-      "fail",
-      "pins",
-      "root",
-      "Pin root",
-      `${pins.root} ${
+    ctx.fail({
+      ...ROOT,
+      found: `${pins.root} ${
         exists(pins.root) ? "holds no progs/ or maps/" : "does not exist"
       }: tsnproxy is not installed on this node (or with another --bpffs)`,
-      installFix(ctx, "loads and pins the datapath"),
-    );
-    for (const [n, t] of Object.entries(PIN_TITLES).slice(1)) {
-      ctx.add("skip", "pins", n, t, "no pin root (pins.root)");
+      fix: installFix(ctx, "loads and pins the datapath"),
+    });
+    for (const ref of [PROGRAMS_PINNED, MAPS_PINNED, CONFIG]) {
+      ctx.skip({ ...ref, found: "no pin root (pins.root)" });
     }
     return false;
   }
-  ctx.add("pass", "pins", "root", "Pin root", `${pins.root} exists`);
+  ctx.pass({ ...ROOT, found: `${pins.root} exists` });
 
-  ctx.run("pins", "programs", "Pinned programs", () => {
+  ctx.run(PROGRAMS_PINNED, (check) => {
     const found: Record<string, number> = {};
     const missing: string[] = [];
     for (const role of Object.keys(PROGRAMS) as ProgramRole[]) {
@@ -67,22 +63,18 @@ export function pinChecks(ctx: DoctorContext): boolean {
     }
     const list = Object.entries(found).map(([n, id]) => `${n} (id ${id})`).join(", ");
     if (missing.length) {
-      ctx.add(
-        "fail",
-        "pins",
-        "programs",
-        "Pinned programs",
-        `missing: ${missing.join(", ")}${list ? `; present: ${list}` : ""}. New pods cannot ` +
-          "be attached (the CNI plugin only attaches pinned programs)",
-        installFix(ctx, "re-pins the programs; maps and pod state are kept"),
-        { programs: found, missing },
-      );
+      check.fail({
+        found: `missing: ${missing.join(", ")}${list ? `; present: ${list}` : ""}. New pods ` +
+          "cannot be attached (the CNI plugin only attaches pinned programs)",
+        fix: installFix(ctx, "re-pins the programs; maps and pod state are kept"),
+        data: { programs: found, missing },
+      });
       return;
     }
-    ctx.add("pass", "pins", "programs", "Pinned programs", list, undefined, { programs: found });
+    check.pass({ found: list, data: { programs: found } });
   });
 
-  ctx.run("pins", "maps", "Pinned maps", () => {
+  ctx.run(MAPS_PINNED, (check) => {
     const found: Record<string, number> = {};
     const missing: string[] = [];
     let metaMax: number | undefined;
@@ -102,47 +94,34 @@ export function pinChecks(ctx: DoctorContext): boolean {
     }
     const data = { maps: found, missing, metaMaxEntries: metaMax ?? null };
     if (missing.length) {
-      ctx.add(
-        "fail",
-        "pins",
-        "maps",
-        "Pinned maps",
-        `missing: ${missing.join(", ")}: the programs pinned earlier use maps that nothing ` +
-          "else can reach any more",
-        `tsnproxy uninstall --bpffs ${ctx.bpffs} && ${INSTALL} --bpffs ${ctx.bpffs}   ` +
+      check.fail({
+        found: `missing: ${missing.join(", ")}: the programs pinned earlier use maps that ` +
+          "nothing else can reach any more",
+        fix: `tsnproxy uninstall --bpffs ${ctx.bpffs} && ${INSTALL} --bpffs ${ctx.bpffs}   ` +
           "(re-creates the maps; pods re-attach on their next ADD)",
         data,
-      );
+      });
       return;
     }
     const want = ctx.config.mapEntries;
     if (metaMax !== undefined && metaMax !== want) {
-      ctx.add(
-        "warn",
-        "pins",
-        "maps",
-        "Pinned maps",
-        `all ${MAPS.length} maps pinned, but tsnp_meta has ${metaMax} entries and the node ` +
-          `config says mapEntries ${want} (the size is fixed when the map is created; install ` +
-          "keeps existing maps)",
-        `tsnproxy uninstall --bpffs ${ctx.bpffs} && ${INSTALL} --bpffs ${ctx.bpffs}   ` +
+      check.warn({
+        found: `all ${MAPS.length} maps pinned, but tsnp_meta has ${metaMax} entries and the ` +
+          `node config says mapEntries ${want} (the size is fixed when the map is created; ` +
+          "install keeps existing maps)",
+        fix: `tsnproxy uninstall --bpffs ${ctx.bpffs} && ${INSTALL} --bpffs ${ctx.bpffs}   ` +
           `(or set mapEntries: ${metaMax})`,
         data,
-      );
+      });
       return;
     }
-    ctx.add(
-      "pass",
-      "pins",
-      "maps",
-      "Pinned maps",
-      `${plural(MAPS.length, "map")} pinned; tsnp_meta holds up to ${metaMax} entries`,
-      undefined,
+    check.pass({
+      found: `${plural(MAPS.length, "map")} pinned; tsnp_meta holds up to ${metaMax} entries`,
       data,
-    );
+    });
   });
 
-  ctx.run("pins", "config", "Datapath config matches the node config", () => {
+  ctx.run(CONFIG, (check) => {
     const maps = DatapathMaps.open(ctx.bpffs);
     try {
       const c = maps.readConfig();
@@ -163,26 +142,17 @@ export function pinChecks(ctx: DoctorContext): boolean {
       }
       const data = { ...have, defaultMaxPriority: c.defaultPolicy.maxPriority };
       if (diffs.length) {
-        ctx.add(
-          "warn",
-          "pins",
-          "config",
-          "Datapath config matches the node config",
-          `the running datapath has ${diffs.join(", ")}`,
-          installFix(ctx, "writes the config map and re-arms the GC"),
+        check.warn({
+          found: `the running datapath has ${diffs.join(", ")}`,
+          fix: installFix(ctx, "writes the config map and re-arms the GC"),
           data,
-        );
+        });
         return;
       }
-      ctx.add(
-        "pass",
-        "pins",
-        "config",
-        "Datapath config matches the node config",
-        `gc every ${have.intervalMs} ms, entries expire after ${have.maxAgeMs} ms`,
-        undefined,
+      check.pass({
+        found: `gc every ${have.intervalMs} ms, entries expire after ${have.maxAgeMs} ms`,
         data,
-      );
+      });
     } finally {
       maps.close();
     }
@@ -212,12 +182,11 @@ export function gcSample(ctx: DoctorContext): GcSample | undefined {
 }
 
 export async function gcCheck(ctx: DoctorContext, first: GcSample | undefined): Promise<void> {
-  const title = "GC timer running";
   if (!first) {
-    ctx.add("skip", "pins", "gc", title, "the datapath maps cannot be read (see pins.*)");
+    ctx.skip({ ...GC, found: "the datapath maps cannot be read (see pins.*)" });
     return;
   }
-  await ctx.runAsync("pins", "gc", title, async () => {
+  await ctx.runAsync(GC, async (check) => {
     const cap = ctx.opts.gcWaitCapMs ?? 5000;
     const want = Math.min(first.intervalMs * 1.5, cap);
     const left = want - (performance.now() - first.at);
@@ -237,40 +206,28 @@ export async function gcCheck(ctx: DoctorContext, first: GcSample | undefined): 
       intervalMs: first.intervalMs,
     };
     if (runs > first.runs) {
-      ctx.add(
-        "pass",
-        "pins",
-        "gc",
-        title,
-        `gcRuns went ${first.runs} -> ${runs} in ${waited} ms (interval ${first.intervalMs} ms)`,
-        undefined,
+      check.pass({
+        found: `gcRuns went ${first.runs} -> ${runs} in ${waited} ms (interval ` +
+          `${first.intervalMs} ms)`,
         data,
-      );
+      });
       return;
     }
     if (waited < first.intervalMs) {
-      ctx.add(
-        "warn",
-        "pins",
-        "gc",
-        title,
-        `gcRuns stayed ${runs} over ${waited} ms, shorter than the ${first.intervalMs} ms ` +
-          "interval: cannot tell whether the timer runs",
-        "run `tsnproxy status --watch` for longer than gc.intervalMs and watch gc runs",
+      check.warn({
+        found: `gcRuns stayed ${runs} over ${waited} ms, shorter than the ${first.intervalMs} ` +
+          "ms interval: cannot tell whether the timer runs",
+        fix: "run `tsnproxy status --watch` for longer than gc.intervalMs and watch gc runs",
         data,
-      );
+      });
       return;
     }
-    ctx.add(
-      "fail",
-      "pins",
-      "gc",
-      title,
-      `gcRuns stayed ${runs} over ${waited} ms (interval ${first.intervalMs} ms): the GC timer ` +
-        "is not armed, so entries of packets that never reach the restorer are only evicted " +
-        "by the LRU and the expired counter stays 0",
-      installFix(ctx, "re-arms the GC timer"),
+    check.fail({
+      found: `gcRuns stayed ${runs} over ${waited} ms (interval ${first.intervalMs} ms): the GC ` +
+        "timer is not armed, so entries of packets that never reach the restorer are only " +
+        "evicted by the LRU and the expired counter stays 0",
+      fix: installFix(ctx, "re-arms the GC timer"),
       data,
-    );
+    });
   });
 }

@@ -8,7 +8,7 @@ import { PinLayout } from "../bpf/pins.ts";
 import { listPodAttachments, podCookie } from "../bpf/pod.ts";
 import { findLink, listBpfFilters } from "../netlink/mod.ts";
 import { withNetns } from "../util/netns.ts";
-import { type DoctorContext, plural } from "./context.ts";
+import { type CheckRef, type DoctorContext, plural } from "./context.ts";
 import { pinnedProgId } from "./checks_pins.ts";
 
 const NETNS_DIRS = ["/run/netns", "/var/run/netns"];
@@ -130,14 +130,17 @@ function hexKey(ip: string): string {
   return [...addrKey(ip)].map((b) => b.toString(16).padStart(2, "0")).join(" ");
 }
 
+const ATTACHMENTS: CheckRef = { id: "pods.attachments", title: "No leaked pod attachments" };
+const POLICIES: CheckRef = { id: "pods.policies", title: "No orphaned pod policies" };
+
 export function podChecks(ctx: DoctorContext, installed: boolean): void {
   if (!installed) {
-    ctx.add("skip", "pods", "attachments", "No leaked pod attachments", "not installed");
-    ctx.add("skip", "pods", "policies", "No orphaned pod policies", "not installed");
+    ctx.skip({ ...ATTACHMENTS, found: "not installed" });
+    ctx.skip({ ...POLICIES, found: "not installed" });
     return;
   }
   let names: string[] = [];
-  ctx.run("pods", "attachments", "No leaked pod attachments", () => {
+  ctx.run(ATTACHMENTS, (check) => {
     const r = findLeaks(ctx);
     names = r.names;
     const data = {
@@ -145,32 +148,23 @@ export function podChecks(ctx: DoctorContext, installed: boolean): void {
       leaked: r.leaks.map((l) => ({ pin: l.pin, reason: l.reason })),
     };
     if (r.leaks.length === 0) {
-      ctx.add(
-        "pass",
-        "pods",
-        "attachments",
-        "No leaked pod attachments",
-        `${plural(r.total, "pod attachment pin")}, all on live interfaces`,
-        undefined,
+      check.pass({
+        found: `${plural(r.total, "pod attachment pin")}, all on live interfaces`,
         data,
-      );
+      });
       return;
     }
-    ctx.add(
-      "warn",
-      "pods",
-      "attachments",
-      "No leaked pod attachments",
-      `${plural(r.leaks.length, "leaked attachment")} of ${r.total}: ${
+    check.warn({
+      found: `${plural(r.leaks.length, "leaked attachment")} of ${r.total}: ${
         r.leaks.map((l) => `${l.pin}: ${l.reason}`).join("; ")
       } (a DEL that never came, or a crash between netns deletion and DEL)`,
-      `rm ${r.leaks.map((l) => l.pin).join(" ")}   (unpinning releases them; the runtime's ` +
-        "CNI GC does the same)",
+      fix: `rm ${r.leaks.map((l) => l.pin).join(" ")}   (unpinning releases them; the ` +
+        "runtime's CNI GC does the same)",
       data,
-    );
+    });
   });
 
-  ctx.run("pods", "policies", "No orphaned pod policies", () => {
+  ctx.run(POLICIES, (check) => {
     const maps = DatapathMaps.open(ctx.bpffs);
     try {
       const cookies = cookiesOf(names);
@@ -187,32 +181,26 @@ export function podChecks(ctx: DoctorContext, installed: boolean): void {
         })),
       };
       if (orphans.length === 0) {
-        ctx.add(
-          "pass",
-          "pods",
-          "policies",
-          "No orphaned pod policies",
-          `${total} policy ${total === 1 ? "entry" : "entries"}, each owned by a pod attachment`,
-          undefined,
+        check.pass({
+          found: `${total} policy ${
+            total === 1 ? "entry" : "entries"
+          }, each owned by a pod attachment`,
           data,
-        );
+        });
         return;
       }
-      ctx.add(
-        "warn",
-        "pods",
-        "policies",
-        "No orphaned pod policies",
-        `${orphans.length} policy ${
-          orphans.length === 1 ? "entry" : "entries"
-        } without a pod attachment pin: ${
-          orphans.map((o) => o.ip).join(", ")
-        } (a DEL that never came); they fill the 4096-entry policy table, and a full table ` +
+      check.warn({
+        found:
+          `${orphans.length} policy ${
+            orphans.length === 1 ? "entry" : "entries"
+          } without a pod attachment pin: ${
+            orphans.map((o) => o.ip).join(", ")
+          } (a DEL that never came); they fill the 4096-entry policy table, and a full table ` +
           "makes pod ADDs fail",
-        orphans.map((o) => `bpftool map delete pinned ${mapPin} key hex ${hexKey(o.ip)}`)
+        fix: orphans.map((o) => `bpftool map delete pinned ${mapPin} key hex ${hexKey(o.ip)}`)
           .join(" && "),
         data,
-      );
+      });
     } finally {
       maps.close();
     }

@@ -1,7 +1,19 @@
 /**
  * What every doctor check needs: the combined locations (flags beat the node config), the
  * parsed node config (or why it did not parse), the kernel version, and a place to collect
- * results. Checks are plain functions `(ctx) => void` that call ctx.pass/warn/fail.
+ * results.
+ *
+ * A check is named once by a CheckRef (`{id: "kernel.btf", title: "Kernel BTF"}`) and says
+ * its verdict by intent with named fields:
+ *
+ *     ctx.run(BTF, (check) => {
+ *       if (ok) return check.pass({ found: "..." });
+ *       check.warn({ found: "...", fix: "..." });
+ *     });
+ *     ctx.skip({ ...GC, found: "not installed (pins.*)" });   // outside a run
+ *
+ * warn and fail must carry a fix (the exact command or config change). Inside `run` the
+ * scope records one verdict; an exception becomes a failed check, never a crash.
  */
 import { flagOverrides, type NodeConfig, parseNodeConfig } from "../config/node.ts";
 import { asTsnproxyError, type TsnproxyError } from "../errors.ts";
@@ -10,7 +22,42 @@ import { withNetns } from "../util/netns.ts";
 import { type KernelVersion, kernelVersion } from "./probe.ts";
 import type { Check, CheckGroup, CheckStatus } from "./schema.ts";
 
-type Json = NonNullable<Check["data"]>[string];
+/** Structured facts behind a check's `found` (ids, versions, counts). */
+export type CheckData = NonNullable<Check["data"]>;
+
+/** A stable check id: "<group>.<name>" (tests and alerts key on it; never rename one). */
+export type CheckId = `${CheckGroup}.${string}`;
+
+/** Names a check: its id and the one-line title the report shows. */
+export interface CheckRef {
+  id: CheckId;
+  title: string;
+}
+
+/** What a check found, in one or more sentences, and the facts behind it. */
+export interface Finding {
+  found: string;
+  /** The exact fix (a command or a config change). info may carry one; pass/skip need none. */
+  fix?: string;
+  data?: CheckData;
+}
+
+/** A warning or failure always says how to fix it. */
+export interface Problem extends Finding {
+  fix: string;
+}
+
+/** The verdicts of one check (the scope `ctx.run` hands to its function). */
+export interface CheckScope {
+  readonly ref: CheckRef;
+  pass(f: Finding): void;
+  /** Nothing to fix, but worth knowing. */
+  info(f: Finding): void;
+  warn(f: Problem): void;
+  fail(f: Problem): void;
+  /** Could not be checked; `found` names what it depends on. */
+  skip(f: Finding): void;
+}
 
 export interface DoctorRunOptions extends DoctorOptions {
   /**
@@ -58,47 +105,65 @@ export class DoctorContext {
     return withNetns(this.opts.netns, fn);
   }
 
-  add(
-    status: CheckStatus,
-    group: CheckGroup,
-    name: string,
-    title: string,
-    found: string,
-    fix?: string,
-    data?: Record<string, Json>,
-  ): void {
-    const c: Check = { id: `${group}.${name}`, group, title, status, found };
-    if (fix !== undefined) c.fix = fix;
-    if (data !== undefined) c.data = data;
-    this.checks.push(c);
+  pass(c: CheckRef & Finding): void {
+    this.record("pass", c);
+  }
+  info(c: CheckRef & Finding): void {
+    this.record("info", c);
+  }
+  warn(c: CheckRef & Problem): void {
+    this.record("warn", c);
+  }
+  fail(c: CheckRef & Problem): void {
+    this.record("fail", c);
+  }
+  skip(c: CheckRef & Finding): void {
+    this.record("skip", c);
+  }
+
+  private record(status: CheckStatus, c: CheckRef & Finding): void {
+    const group = c.id.slice(0, c.id.indexOf(".")) as CheckGroup;
+    const out: Check = { id: c.id, group, title: c.title, status, found: c.found };
+    if (c.fix !== undefined) out.fix = c.fix;
+    if (c.data !== undefined) out.data = c.data;
+    this.checks.push(out);
+  }
+
+  /** The verdicts of one check, each recorded under ref. */
+  scope(ref: CheckRef): CheckScope {
+    return {
+      ref,
+      pass: (f) => this.pass({ ...ref, ...f }),
+      info: (f) => this.info({ ...ref, ...f }),
+      warn: (f) => this.warn({ ...ref, ...f }),
+      fail: (f) => this.fail({ ...ref, ...f }),
+      skip: (f) => this.skip({ ...ref, ...f }),
+    };
   }
 
   /** Runs one check; an unexpected exception becomes a failed check (never a crash). */
-  run(group: CheckGroup, name: string, title: string, fn: () => void): void {
+  run(ref: CheckRef, fn: (check: CheckScope) => void): void {
     const before = this.checks.length;
     try {
-      fn();
+      fn(this.scope(ref));
     } catch (e) {
-      this.checks.splice(before);
-      const err = asTsnproxyError(e);
-      this.add("fail", group, name, title, `check failed: ${err.message}`, err.hint);
+      this.failed(ref, before, e);
     }
   }
 
-  async runAsync(
-    group: CheckGroup,
-    name: string,
-    title: string,
-    fn: () => Promise<void>,
-  ): Promise<void> {
+  async runAsync(ref: CheckRef, fn: (check: CheckScope) => Promise<void>): Promise<void> {
     const before = this.checks.length;
     try {
-      await fn();
+      await fn(this.scope(ref));
     } catch (e) {
-      this.checks.splice(before);
-      const err = asTsnproxyError(e);
-      this.add("fail", group, name, title, `check failed: ${err.message}`, err.hint);
+      this.failed(ref, before, e);
     }
+  }
+
+  private failed(ref: CheckRef, before: number, e: unknown): void {
+    this.checks.splice(before);
+    const err = asTsnproxyError(e);
+    this.fail({ ...ref, found: `check failed: ${err.message}`, fix: err.hint });
   }
 
   has(id: string, status: CheckStatus): boolean {

@@ -21,8 +21,9 @@ import {
   tcIndexChecks,
   xdpChecks,
 } from "./checks_net.ts";
-import { gcCheck, gcSample, pinChecks } from "./checks_pins.ts";
+import { GC, gcCheck, gcSample, pinChecks } from "./checks_pins.ts";
 import { podChecks } from "./checks_pods.ts";
+import { taiOffsetCheck, timeChecks } from "./checks_time.ts";
 import { DoctorContext, type DoctorRunOptions } from "./context.ts";
 import { ExitCode } from "../exit_codes.ts";
 import {
@@ -69,13 +70,16 @@ export async function collectReport(opts: DoctorRunOptions): Promise<DoctorRepor
     sysctlChecks(ctx);
     xdpChecks(ctx);
     tcIndexChecks(ctx);
+    timeChecks(ctx, net.link);
+  } else {
+    taiOffsetCheck(ctx, undefined);
   }
   if (libsOk) podChecks(ctx, installed);
   await binaryCheck(ctx, pendingVersion);
   await agentSocketCheck(ctx);
   if (ctx.has("libraries.libmnl", "pass")) await qdiscChecks(ctx, net);
   if (installed) await gcCheck(ctx, gc);
-  else ctx.add("skip", "pins", "gc", "GC timer running", "tsnproxy is not installed (pins.*)");
+  else ctx.skip({ ...GC, found: "tsnproxy is not installed (pins.*)" });
 
   const order = (c: Check) => CHECK_GROUPS.indexOf(c.group);
   const checks = ctx.checks.map((c, i) => ({ c, i }))

@@ -25,6 +25,7 @@ export const CHECK_GROUPS = [
   "pins",
   "interface",
   "qdisc",
+  "time",
   "sysctl",
   "xdp",
   "pods",

@@ -10,6 +10,7 @@ import {
 } from "../../src/doctor/checks_net.ts";
 import { cookiesOf } from "../../src/doctor/checks_pods.ts";
 import { atLeast, parseKernelRelease } from "../../src/doctor/probe.ts";
+import { DoctorContext } from "../../src/doctor/context.ts";
 import { renderDoctor, wrap } from "../../src/doctor/render.ts";
 import { exitCodeOf } from "../../src/doctor/report.ts";
 import {
@@ -18,6 +19,8 @@ import {
   doctorReportSchema,
 } from "../../src/doctor/schema.ts";
 import { podCookie } from "../../src/bpf/pod.ts";
+import { ConfigError } from "../../src/errors.ts";
+import { DEFAULTS } from "../../src/options.ts";
 import type { QdiscInfo } from "../../src/netlink/mod.ts";
 
 Deno.test("priority map: allowed priorities that fall into class 0 by default", () => {
@@ -139,4 +142,39 @@ Deno.test("NO_COLOR and pipes: the CLI never colors non-terminal output", async 
   assert.equal(out.code, 1, text); // failures
   assert.ok(!text.includes("\x1b["));
   assert.match(text, /FAIL\s+cni\.entry\s+cannot tell which CNI config/);
+});
+
+Deno.test("check verdicts by intent: named fields, one scope per check, a throw is a fail", () => {
+  const ctx = new DoctorContext({ ...DEFAULTS, config: "/nonexistent/config.yaml", json: true });
+  const A = { id: "kernel.a", title: "A" } as const;
+  ctx.run(A, (check) => check.warn({ found: "w", fix: "do w", data: { n: 1 } }));
+  ctx.pass({ id: "pins.b", title: "B", found: "b" });
+  ctx.skip({ id: "pods.c", title: "C", found: "needs b" });
+  // A check that throws after a verdict: only the failure remains, with the error's hint.
+  ctx.run({ id: "config.d", title: "D" }, (check) => {
+    check.pass({ found: "half way" });
+    throw new ConfigError("broken", "fix it");
+  });
+  assert.deepEqual(ctx.checks, [
+    {
+      id: "kernel.a",
+      group: "kernel",
+      title: "A",
+      status: "warn",
+      found: "w",
+      fix: "do w",
+      data: { n: 1 },
+    },
+    { id: "pins.b", group: "pins", title: "B", status: "pass", found: "b" },
+    { id: "pods.c", group: "pods", title: "C", status: "skip", found: "needs b" },
+    {
+      id: "config.d",
+      group: "config",
+      title: "D",
+      status: "fail",
+      found: "check failed: broken",
+      fix: "fix it",
+    },
+  ]);
+  assert.ok(ctx.has("kernel.a", "warn") && !ctx.has("kernel.a", "pass"));
 });

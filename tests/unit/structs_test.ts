@@ -8,6 +8,8 @@ import assert from "node:assert/strict";
 import * as bpf from "../../src/ffi/structs/bpf.ts";
 import * as datapath from "../../src/ffi/structs/datapath.ts";
 import * as libcStructs from "../../src/ffi/structs/libc.ts";
+import * as ethtool from "../../src/ffi/structs/ethtool.ts";
+import * as time from "../../src/ffi/structs/time.ts";
 import { SYSCALL_NUMBERS } from "../../src/ffi/libc.ts";
 import { snake } from "../../src/agent/metrics.ts";
 import { fieldSize, type FieldSpec, type StructLayout } from "../../src/ffi/structs/layout.ts";
@@ -163,5 +165,35 @@ Deno.test("the datapath counters and constants match bpf/tsnproxy.h", async () =
     "-I/usr/include/x86_64-linux-gnu",
     `-I${root}bpf`,
   ]);
+  assert.ok(r.ok, r.stderr);
+});
+
+Deno.test("timex and ethtool time-stamping layouts and constants match the headers", async () => {
+  const layouts = [...layoutsOf(time), ...layoutsOf(ethtool)];
+  assert.equal(layouts.length, 3);
+  const headers = new Set(layouts.flatMap((l) => l.headers));
+  const constants = {
+    ADJ_STATUS: time.ADJ_STATUS,
+    ADJ_TAI: time.ADJ_TAI,
+    STA_UNSYNC: time.STA_UNSYNC,
+    TIME_ERROR: time.TIME_ERROR,
+    SIOCETHTOOL: ethtool.SIOCETHTOOL,
+    ETHTOOL_GET_TS_INFO: ethtool.ETHTOOL_GET_TS_INFO,
+    HWTSTAMP_TX_ON: ethtool.HWTSTAMP_TX_ON,
+    HWTSTAMP_FILTER_ALL: ethtool.HWTSTAMP_FILTER_ALL,
+    HWTSTAMP_FILTER_PTP_V2_EVENT: ethtool.HWTSTAMP_FILTER_PTP_V2_EVENT,
+    ...Object.fromEntries(
+      Object.entries(ethtool.SOF_TIMESTAMPING).map(([k, v]) => [`SOF_TIMESTAMPING_${k}`, v]),
+    ),
+  };
+  const src = [
+    "#include <stddef.h>",
+    ...[...headers].map((h) => `#include <${h}>`),
+    "#include <linux/sockios.h>",
+    "#include <linux/net_tstamp.h>",
+    ...asserts(layouts),
+    ...Object.entries(constants).map(([n, v]) => `_Static_assert(${n} == ${v}, "${n}");`),
+  ];
+  const r = await compile(src.join("\n") + "\n", []);
   assert.ok(r.ok, r.stderr);
 });

@@ -32,13 +32,13 @@ export function kernels(only = Deno.env.get("TSNPROXY_VM_KERNELS")): KernelName[
 
 /**
  * Runs tests/vm/guest/<file> in `kernel`; fails the test (with the guest output) unless it exits 0.
- * timeoutSec: the whole run, boot included (default 150).
+ * timeoutSec: the whole run, boot included (default 150). nics: emulated NICs (qemu models).
  */
 export async function runGuest<T>(
   kernel: KernelName,
   file: string,
   tag: string,
-  opts: { timeoutSec?: number } = {},
+  opts: { timeoutSec?: number; nics?: string[] } = {},
 ): Promise<{
   result: T;
   vm: VmResult;
@@ -47,6 +47,7 @@ export async function runGuest<T>(
     kernel,
     file: `tests/vm/guest/${file}`,
     timeoutSec: opts.timeoutSec ?? 150,
+    nics: opts.nics,
   });
   const timing =
     `boot ${(vm.bootMs / 1000).toFixed(1)} s, test ${(vm.testMs / 1000).toFixed(1)} s, ` +

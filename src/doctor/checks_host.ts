@@ -20,11 +20,11 @@ export async function kernelChecks(ctx: DoctorContext): Promise<void> {
 
   ctx.run({ id: "kernel.version", title: "Kernel version" }, (check) => {
     const data = { release: k.release, major: k.major, minor: k.minor };
-    if (!atLeast(k, 5, 15)) {
+    if (!atLeast(k, 5, 18)) {
       check.fail({
-        found:
-          `${k.release}: tsnproxy needs 5.15 or later (bpf_timer for the GC, bpf_skb_set_tstamp)`,
-        fix: "boot a 5.15+ kernel (Debian 12's 6.1 works; 6.6+ adds tcx, 6.11+ TAI stamps)",
+        found: `${k.release}: tsnproxy needs 5.18 or later (bpf_skb_set_tstamp with delivery ` +
+          "time types, which carry launch times across the pod's veth)",
+        fix: "boot a 5.18+ kernel (Debian 12's 6.1 works; 6.6+ adds tcx, 6.11+ TAI stamps)",
         data,
       });
       return;
@@ -105,30 +105,6 @@ export async function kernelChecks(ctx: DoctorContext): Promise<void> {
       found: `no tcx (kernel before 6.6): classic clsact + cls_bpf direct-action is used`,
       data,
     });
-  });
-
-  ctx.run({ id: "kernel.bpf_timer", title: "bpf_timer (GC)" }, (check) => {
-    const probe = libbpf().libbpf_probe_bpf_helper(
-      BPF_PROG_TYPE_SCHED_CLS,
-      BPF_FUNC_timer_init,
-      null,
-    );
-    const byVersion = atLeast(ctx.kernel, 5, 15);
-    const ok = probe === 1 || (probe < 0 && byVersion);
-    const how = probe === 1
-      ? "the verifier accepts bpf_timer_init in tc programs"
-      : probe === 0
-      ? "the verifier refuses bpf_timer_init in tc programs"
-      : `probe inconclusive (${probe}); kernel ${byVersion ? ">=" : "<"} 5.15`;
-    if (ok) {
-      check.pass({ found: how, data: { probe } });
-    } else {
-      check.fail({
-        found: `${how}: the GC that expires unrestored entries cannot run`,
-        fix: "boot a 5.15+ kernel",
-        data: { probe },
-      });
-    }
   });
 
   ctx.run(

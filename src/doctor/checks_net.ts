@@ -3,12 +3,13 @@
  * its qdisc (and the Debian 6.1 clsact-after-taprio stall), the forwarding sysctl that
  * rewrites priorities, and XDP programs on host veths.
  */
-import { CLSACT_HANDLE, CLSACT_PRIORITY, queryTcx } from "../bpf/attach.ts";
+import { CLSACT_HANDLES, CLSACT_PRIORITY, queryTcx } from "../bpf/attach.ts";
 import { hasTcx } from "../bpf/features.ts";
-import { restorerAttached, restorerPin } from "../bpf/node.ts";
-import { PROGRAMS } from "../bpf/pins.ts";
+import { type DeviceProgram, nodeForeignPrograms, restorerAttached } from "../bpf/node.ts";
+import { PinLayout, PROGRAMS } from "../bpf/pins.ts";
 import { closeFd, fdById, linkInfo, progInfo, readPinned } from "../bpf/sys.ts";
-import { compilePolicy, REMAP_SLOTS } from "../config/policy.ts";
+import { compileNode } from "../policy/resolve.ts";
+import { REMAP_SLOTS } from "../policy/types.ts";
 import {
   findLink,
   formatHandle,
@@ -112,7 +113,9 @@ export function interfaceChecks(ctx: DoctorContext, st: NetState): void {
       `tsnproxy install --bpffs ${ctx.bpffs}   (re-attaches the restorer to ${link.name})`;
     if (!a) {
       check.fail({
-        found: `no restorer on ${link.name} egress (pin ${restorerPin(ctx.bpffs, link.name)} ` +
+        found: `no restorer on ${link.name} egress (pin ${
+          new PinLayout(ctx.bpffs).restorer(link.name)
+        } ` +
           "missing or recording another ifindex): packets leave without their pods' " +
           "priority/launch time",
         fix,
@@ -152,7 +155,7 @@ export function interfaceChecks(ctx: DoctorContext, st: NetState): void {
     }
     const filters = ctx.inNode(() => listBpfFilters(link.index, "egress"));
     const ours = filters.find((f) =>
-      f.handle === CLSACT_HANDLE && f.priority === CLSACT_PRIORITY &&
+      f.handle === CLSACT_HANDLES.restore && f.priority === CLSACT_PRIORITY &&
       f.progId !== undefined && progName(f.progId) === PROGRAMS.restore
     );
     const data = {
@@ -194,7 +197,7 @@ export function interfaceChecks(ctx: DoctorContext, st: NetState): void {
 export function allowedPriorities(
   policy: { maxPriority?: number; remap?: Record<string, number> },
 ) {
-  const dp = compilePolicy(policy);
+  const dp = compileNode(policy);
   const out = new Set<number>();
   for (let p = 0; p < REMAP_SLOTS; p++) {
     const v = Math.min(dp.remap[p], dp.maxPriority);
@@ -534,10 +537,9 @@ export function xdpChecks(ctx: DoctorContext): void {
     check.warn({
       found: `XDP on ${
         list.map((x) => `${x.ifname} (${x.mode}, ${x.progName}#${x.progId ?? "?"})`).join(", ")
-      }: XDP re-creates the skb of every packet the pod sends (tsnproxy's tag is copied with ` +
-        "it and its table keys by content, so restoring still works, unlike pointer-keyed " +
-        "designs), but packets it redirects " +
-        "(XDP_REDIRECT/XDP_TX) bypass tc and are never restored",
+      }: XDP re-creates the skb of every packet the pod sends (admit runs after it at tc ` +
+        "ingress, so restoring still works, unlike pointer-keyed designs), but packets it " +
+        "redirects (XDP_REDIRECT/XDP_TX) bypass tc: they are never admitted nor restored",
       fix: `if the primary CNI did not mean to attach it: ${
         list.map((x) =>
           `ip link set dev ${x.ifname} xdp off`
@@ -565,75 +567,68 @@ export function tcIndexWriters(
   );
 }
 
-/**
- * Classic tc BPF filters on the node's devices, other than tsnproxy's own: after one returns
- * TC_ACT_OK the kernel sets skb->tc_index = TC_H_MIN(classid) (tc_run()), which erases the
- * tag of the pod packets through it. tcx programs do not. The TSN interface's egress is left
- * out: the restorer runs before its filters (tcx) or is one of them (interface.restorer).
- */
-export function classicFilterHooks(
-  links: readonly Pick<LinkInfo, "index" | "name">[],
-  filtersOf: (ifindex: number, dir: "ingress" | "egress") => readonly { progId?: number }[],
-  tsnInterface: string | undefined,
-  ours: ReadonlySet<number>,
+/** What a foreign program or device says about the datapath it belongs to. */
+export function recognise(
+  programs: readonly Pick<DeviceProgram, "name" | "device">[],
+  deviceNames: readonly string[],
 ): string[] {
-  const out: string[] = [];
-  for (const l of links) {
-    if (l.name === "lo") continue;
-    for (const dir of ["ingress", "egress"] as const) {
-      if (dir === "egress" && l.name === tsnInterface) continue;
-      const foreign = filtersOf(l.index, dir).filter((f) => !ours.has(f.progId ?? -1));
-      if (foreign.length) out.push(`${l.name} ${dir} (${plural(foreign.length, "filter")})`);
-    }
+  const out = new Set<string>();
+  const cilium = (n: string) => /^cil_/.test(n);
+  const calico = (n: string) => /^(calico|cali)_/.test(n);
+  if (programs.some((p) => cilium(p.name)) || deviceNames.some((d) => d.startsWith("cilium_"))) {
+    out.add("Cilium");
   }
-  return out;
+  if (
+    programs.some((p) => calico(p.name)) ||
+    deviceNames.some((d) => d === "vxlan.calico" || d === "wireguard.cali")
+  ) out.add("Calico (eBPF dataplane)");
+  return [...out];
 }
 
-export function tcIndexChecks(ctx: DoctorContext): void {
+export function carrierChecks(ctx: DoctorContext): void {
   const ref: CheckRef = {
-    id: "interface.tc_index",
-    title: "Nothing on the way resets skb->tc_index",
+    id: "interface.carrier",
+    title: "Other datapaths on the pods' way, and the carrier",
   };
   ctx.run(ref, (check) => {
-    if (ctx.config.carrier === "table") {
-      check.pass({
-        found: "carrier: table: priorities travel in the fingerprint table, tc_index is not used",
-      });
-      return;
-    }
-    const ours = new Set(
-      [pinnedProgId(ctx.bpffs, "restore"), pinnedProgId(ctx.bpffs, "save")]
-        .filter((id): id is number => id !== undefined),
-    );
-    const { writers, hooks } = ctx.inNode(() => {
+    const tsn = ctx.tsnInterface ? [ctx.tsnInterface] : [];
+    const { programs, writers, devices } = ctx.inNode(() => {
       const links = listLinks();
       return {
+        programs: nodeForeignPrograms(tsn),
         writers: tcIndexWriters(links, (i) => listQdiscs(i), ctx.tsnInterface),
-        hooks: classicFilterHooks(links, listBpfFilters, ctx.tsnInterface, ours),
+        devices: links.map((l) => l.name),
       };
     });
-    if (writers.length === 0 && hooks.length === 0) {
-      check.pass({
-        found: "no dsmark qdisc and no classic tc filter on the node's devices: the priority " +
-          "tag arrives intact",
+    const names = programs.map((p) => `${p.device} ${p.direction}: ${p.name} (${p.hook})`);
+    const datapaths = recognise(programs, devices);
+    const data = { programs: names, dsmark: writers, datapaths, setting: ctx.config.carrier };
+    const unsafe = [...names, ...writers.map((w) => `${w}: dsmark rewrites tc_index`)];
+    if (unsafe.length && ctx.config.carrier === "tag") {
+      check.fail({
+        found: `carrier: tag is forced, but ${unsafe.join("; ")} ${
+          datapaths.length ? `(${datapaths.join(", ")}) ` : ""
+        }read or reset skb->tc_index on the pods' way: their flags would carry pods' ` +
+          "priorities, and the priorities their values",
+        fix: "set `carrier: auto` (or table) in the node config and run `tsnproxy install`; " +
+          "re-create the pods",
+        data,
       });
       return;
     }
-    const why = [
-      ...(writers.length ? [`${writers.join(", ")}: dsmark rewrites skb->tc_index`] : []),
-      ...(hooks.length
-        ? [
-          `classic tc BPF filters on ${hooks.join(", ")}: one that returns TC_ACT_OK makes ` +
-          "the kernel reset skb->tc_index",
-        ]
-        : []),
-    ];
-    check.warn({
-      found: `${why.join("; ")}. tsnproxy carries priorities 0-15 in tc_index: pod packets ` +
-        "through these hooks may leave with the priority the node gives them",
-      fix: "if `tsnproxy status` shows restored well below saved, set `carrier: table` in the " +
-        "node config and run `tsnproxy install` again",
-      data: { writers, hooks },
+    if (unsafe.length) {
+      check.pass({
+        found: `${datapaths.length ? `${datapaths.join(", ")}: ` : ""}${unsafe.join("; ")}: ` +
+          `every pod takes the stage (the tag in tc_index is theirs)`,
+        data,
+      });
+      return;
+    }
+    check.pass({
+      found: "no other program on the TSN interface, bridges or tunnels: pods take the tag " +
+        "unless their own host interface has other programs (pods.carrier)" +
+        (ctx.config.carrier === "table" ? "; carrier: table puts every pod on the stage" : ""),
+      data,
     });
   });
 }

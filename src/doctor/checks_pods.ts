@@ -1,77 +1,40 @@
 /**
- * doctor checks for per-pod state that outlived its pod: attachment pins whose interface or
- * namespace is gone, and policy entries no pod attachment accounts for.
+ * doctor checks per pod interface: attachment pins that outlived their pod, tsnp_pods entries
+ * no attachment accounts for, and each pod's carrier and admit's place on its host interface
+ * (first, ahead of every other datapath's program there).
  */
-import { type Attachment, CLSACT_HANDLE, describePin } from "../bpf/attach.ts";
-import { addrKey, DatapathMaps } from "../bpf/maps.ts";
-import { PinLayout } from "../bpf/pins.ts";
+import { type Attachment, CLSACT_HANDLE, CLSACT_HANDLES, describePin } from "../bpf/attach.ts";
+import { DatapathMaps, type PodEntry } from "../bpf/maps.ts";
 import { listPodAttachments, podCookie } from "../bpf/pod.ts";
+import { foreign, programsOn } from "../bpf/hooks.ts";
+import { reasonText } from "../bpf/carrier.ts";
 import { findLink, listBpfFilters } from "../netlink/mod.ts";
 import { withNetns } from "../util/netns.ts";
+import { ifIndexToName } from "../ffi/libc.ts";
 import { type CheckRef, type DoctorContext, plural } from "./context.ts";
 import { pinnedProgId } from "./checks_pins.ts";
-
-const NETNS_DIRS = ["/run/netns", "/var/run/netns"];
-
-function namedNetns(): string[] {
-  const out = new Set<string>();
-  for (const d of NETNS_DIRS) {
-    try {
-      for (const e of Deno.readDirSync(d)) {
-        let real = `${d}/${e.name}`;
-        try {
-          real = Deno.realPathSync(real);
-        } catch {
-          continue;
-        }
-        out.add(real);
-      }
-    } catch {
-      // no such directory
-    }
-  }
-  return [...out];
-}
-
-/** Cookies the attachment names can stand for (<container id>_<ifname>, ids may hold "_"). */
-export function cookiesOf(names: readonly string[]): Set<bigint> {
-  const out = new Set<bigint>();
-  for (const n of names) {
-    for (let i = n.indexOf("_"); i > 0; i = n.indexOf("_", i + 1)) {
-      out.add(podCookie(n.slice(0, i)));
-    }
-  }
-  return out;
-}
 
 export interface Leak {
   pin: string;
   reason: string;
 }
 
-function clsactAlive(a: Attachment, progId: number | undefined, netns?: string): boolean {
+function clsactAlive(a: Attachment, handles: readonly number[], netns?: string): boolean {
   try {
     return withNetns(
       netns,
-      () =>
-        listBpfFilters(a.ifindex, a.direction).some((f) =>
-          f.handle === CLSACT_HANDLE && (progId === undefined || f.progId === progId)
-        ),
+      () => listBpfFilters(a.ifindex, a.direction).some((f) => handles.includes(f.handle)),
     );
   } catch {
     return false;
   }
 }
 
-/** Attachment pins that no longer filter a live interface. */
-export function findLeaks(ctx: DoctorContext): { leaks: Leak[]; total: number; names: string[] } {
-  const atts = listPodAttachments(ctx.bpffs);
-  const saveId = pinnedProgId(ctx.bpffs, "save");
-  const restoreId = pinnedProgId(ctx.bpffs, "restore");
+/** Attachment pins that no longer sit on a live interface. */
+export function findLeaks(ctx: DoctorContext): { leaks: Leak[]; total: number } {
   const leaks: Leak[] = [];
   let total = 0;
-  let nsList: string[] | undefined;
-  for (const { pins } of atts) {
+  for (const { pins } of listPodAttachments(ctx.bpffs)) {
     for (const pin of pins) {
       total++;
       const hostSide = /@host(@clsact-.*)?$/.test(pin);
@@ -82,13 +45,13 @@ export function findLeaks(ctx: DoctorContext): { leaks: Leak[]; total: number; n
         leaks.push({ pin, reason: `unreadable pin (${e instanceof Error ? e.message : e})` });
         continue;
       }
-      if (a.api === "tcx") {
-        // The kernel zeroes a tcx link's ifindex when its interface (or its namespace) dies.
+      if (a.api !== "clsact") {
+        // The kernel zeroes a link's ifindex when its interface (or its namespace) dies.
         if (a.ifindex === 0) {
           leaks.push({
             pin,
-            reason: `tcx link's interface is gone (ifindex 0): the ${
-              hostSide ? "host veth" : "pod namespace or interface"
+            reason: `${a.api} link's interface is gone (ifindex 0): the ${
+              hostSide ? "host side" : "pod namespace or interface"
             } was deleted`,
           });
         }
@@ -96,62 +59,62 @@ export function findLeaks(ctx: DoctorContext): { leaks: Leak[]; total: number; n
       }
       if (hostSide) {
         const alive = ctx.inNode(() => findLink(a.ifindex)) !== undefined &&
-          clsactAlive(a, restoreId, ctx.opts.netns);
-        if (!alive) {
-          leaks.push({ pin, reason: `no cls_bpf restorer on host ifindex ${a.ifindex} any more` });
-        }
+          clsactAlive(a, [CLSACT_HANDLES.admit, CLSACT_HANDLE], ctx.opts.netns);
+        if (!alive) leaks.push({ pin, reason: `no admit filter on host ifindex ${a.ifindex}` });
         continue;
       }
-      // A pod's clsact filter lives in the pod's namespace: the one its pin records, else
-      // (pins from before namespaces were recorded) any named one (runtimes bind-mount pod
-      // namespaces there).
-      if (a.netns !== undefined) {
-        if (!clsactAlive(a, saveId, a.netns)) {
-          leaks.push({
-            pin,
-            reason: `no saver on ifindex ${a.ifindex} in ${a.netns} any more (pod gone)`,
-          });
-        }
-        continue;
-      }
-      nsList ??= namedNetns();
-      if (!nsList.some((ns) => clsactAlive(a, saveId, ns))) {
+      // A pod's clsact filter lives in the pod's namespace, which its marker records.
+      if (a.netns === undefined || !clsactAlive(a, [CLSACT_HANDLES.save], a.netns)) {
         leaks.push({
           pin,
-          reason: `no named network namespace has the saver on ifindex ${a.ifindex} (pod gone)`,
+          reason: `no saver on ifindex ${a.ifindex} in ${a.netns ?? "an unrecorded namespace"}` +
+            " any more (pod gone)",
         });
       }
     }
   }
-  return { leaks, total, names: atts.map((a) => a.name) };
-}
-
-function hexKey(ip: string): string {
-  return [...addrKey(ip)].map((b) => b.toString(16).padStart(2, "0")).join(" ");
+  return { leaks, total };
 }
 
 const ATTACHMENTS: CheckRef = { id: "pods.attachments", title: "No leaked pod attachments" };
-const POLICIES: CheckRef = { id: "pods.policies", title: "No orphaned pod policies" };
+const ENTRIES: CheckRef = { id: "pods.entries", title: "No orphaned pod entries" };
+const CARRIERS: CheckRef = {
+  id: "pods.carrier",
+  title: "Each pod's carrier fits its way; admit runs first",
+};
+
+interface PodView {
+  ifindex: number;
+  host?: string;
+  entry: PodEntry;
+}
+
+function podViews(ctx: DoctorContext): PodView[] {
+  const maps = DatapathMaps.open(ctx.bpffs);
+  try {
+    return maps.pods().map(({ ifindex, entry }) => ({
+      ifindex,
+      host: ctx.inNode(() => ifIndexToName(ifindex)),
+      entry,
+    }));
+  } finally {
+    maps.close();
+  }
+}
 
 export function podChecks(ctx: DoctorContext, installed: boolean): void {
   if (!installed) {
-    ctx.skip({ ...ATTACHMENTS, found: "not installed" });
-    ctx.skip({ ...POLICIES, found: "not installed" });
+    for (const ref of [ATTACHMENTS, ENTRIES, CARRIERS]) ctx.skip({ ...ref, found: "not installed" });
     return;
   }
-  let names: string[] = [];
   ctx.run(ATTACHMENTS, (check) => {
     const r = findLeaks(ctx);
-    names = r.names;
     const data = {
       attachments: r.total,
       leaked: r.leaks.map((l) => ({ pin: l.pin, reason: l.reason })),
     };
     if (r.leaks.length === 0) {
-      check.pass({
-        found: `${plural(r.total, "pod attachment pin")}, all on live interfaces`,
-        data,
-      });
+      check.pass({ found: `${plural(r.total, "pod attachment pin")}, all on live interfaces`, data });
       return;
     }
     check.warn({
@@ -164,45 +127,106 @@ export function podChecks(ctx: DoctorContext, installed: boolean): void {
     });
   });
 
-  ctx.run(POLICIES, (check) => {
-    const maps = DatapathMaps.open(ctx.bpffs);
-    try {
-      const cookies = cookiesOf(names);
-      const orphans = maps.policies().filter((p) =>
-        p.policy.podCookie !== 0n && !cookies.has(p.policy.podCookie)
+  const views = podViews(ctx);
+  ctx.run(ENTRIES, (check) => {
+    const atts = listPodAttachments(ctx.bpffs);
+    const cookies = new Set(
+      atts.flatMap((a) =>
+        a.containerId !== undefined
+          ? [podCookie(a.containerId)]
+          : (a.legacy ?? []).map((c) => podCookie(c.containerId))
+      ),
+    );
+    const orphans = views.filter((v) => v.host === undefined || !cookies.has(v.entry.cookie));
+    const data = {
+      entries: views.length,
+      orphaned: orphans.map((o) => ({
+        ifindex: o.ifindex,
+        host: o.host ?? null,
+        cookie: o.entry.cookie.toString(16).padStart(16, "0"),
+      })),
+    };
+    if (orphans.length === 0) {
+      check.pass({ found: `${plural(views.length, "pod entry")}, each owned by an attachment`, data });
+      return;
+    }
+    check.warn({
+      found: `${plural(orphans.length, "entry")} in tsnp_pods without a live interface or an ` +
+        `attachment: ${
+          orphans.map((o) => `ifindex ${o.ifindex}${o.host ? ` (${o.host})` : " (gone)"}`).join(", ")
+        } (a DEL that never came); a new interface with the same index would find it`,
+      fix: `tsnproxy install --bpffs ${ctx.bpffs}   (removes entries of interfaces that are gone)`,
+      data,
+    });
+  });
+
+  ctx.run(CARRIERS, (check) => {
+    const admitId = pinnedProgId(ctx.bpffs, "admit");
+    const problems: string[] = [];
+    const warnings: string[] = [];
+    const pods = views.filter((v) => v.host !== undefined).map((v) => {
+      const host = v.host as string;
+      const kind = ctx.inNode(() => findLink(host))?.kind;
+      const progs = ctx.inNode(() =>
+        programsOn(host, "ingress", { netns: ctx.opts.netns, netkit: kind === "netkit" })
       );
-      const total = maps.policies().length;
-      const mapPin = new PinLayout(ctx.bpffs).map("tsnp_policy");
-      const data = {
-        policies: total,
-        orphaned: orphans.map((o) => ({
-          ip: o.ip,
-          cookie: o.policy.podCookie.toString(16).padStart(16, "0"),
-        })),
-      };
-      if (orphans.length === 0) {
-        check.pass({
-          found: `${total} policy ${
-            total === 1 ? "entry" : "entries"
-          }, each owned by a pod attachment`,
-          data,
-        });
-        return;
+      const first = progs[0];
+      const others = foreign(progs);
+      const admitFirst = first !== undefined && first.name === "tsnp_admit";
+      if (!progs.some((p) => p.name === "tsnp_admit")) {
+        problems.push(`${host}: admit is not attached (its pod's packets are not admitted)`);
+      } else if (!admitFirst) {
+        problems.push(
+          `${host}: ${first?.name ?? "?"} (${first?.hook}) runs before admit: it sees the ` +
+            "pod's request in tc_index",
+        );
       }
-      check.warn({
-        found:
-          `${orphans.length} policy ${
-            orphans.length === 1 ? "entry" : "entries"
-          } without a pod attachment pin: ${
-            orphans.map((o) => o.ip).join(", ")
-          } (a DEL that never came); they fill the 4096-entry policy table, and a full table ` +
-          "makes pod ADDs fail",
-        fix: orphans.map((o) => `bpftool map delete pinned ${mapPin} key hex ${hexKey(o.ip)}`)
-          .join(" && "),
+      if (v.entry.carrier === "tag" && others.length) {
+        const names = others.map((p) => `${p.name} (${p.hook})`).join(", ");
+        (ctx.config.carrier === "tag" ? problems : warnings).push(
+          `${host}: the tag with ${names} on its way` +
+            (ctx.config.carrier === "tag"
+              ? " (carrier: tag is forced: those programs read or reset tc_index)"
+              : " (attached after the pod's ADD)"),
+        );
+      }
+      return {
+        host,
+        ifindex: v.ifindex,
+        carrier: v.entry.carrier,
+        reason: reasonText(v.entry.reason),
+        slot: v.entry.slot,
+        chain: progs.map((p) => `${p.name}#${p.id} (${p.hook})`),
+        admitPinnedId: admitId ?? null,
+      };
+    });
+    const data = { pods };
+    if (problems.length) {
+      check.fail({
+        found: problems.join("; "),
+        fix: ctx.config.carrier === "tag"
+          ? "set `carrier: auto` in the node config, run `tsnproxy install`, re-create the pods"
+          : "re-create the affected pods (their ADD attaches admit first and picks the carrier)",
         data,
       });
-    } finally {
-      maps.close();
+      return;
     }
+    if (warnings.length) {
+      check.warn({
+        found: warnings.join("; "),
+        fix: "re-create the affected pods: their ADD sees the programs and takes the stage",
+        data,
+      });
+      return;
+    }
+    const tags = pods.filter((p) => p.carrier === "tag").length;
+    check.pass({
+      found: pods.length
+        ? `${plural(pods.length, "pod interface")}: ${tags} on the tag, ${
+          pods.length - tags
+        } on the stage or admit only; admit first on every host interface`
+        : "no pod attached",
+      data,
+    });
   });
 }

@@ -1,7 +1,7 @@
 /**
- * Runs every doctor check in dependency order and assembles the report. The GC check needs
- * ~1.5 GC intervals between two counter readings: the first is taken up front and the
- * others run in the meantime (as does the installed plugin's `version --json`).
+ * Runs every doctor check in dependency order and assembles the report. Slow checks (the
+ * installed plugin's `version --json`, the qdisc stall's second look) start early and are
+ * awaited at the end.
  */
 import { versionInfo } from "../build_info.ts";
 import { PLUGIN_TYPE } from "../install/conflist.ts";
@@ -18,10 +18,10 @@ import {
   qdiscChecks,
   qdiscStart,
   sysctlChecks,
-  tcIndexChecks,
+  carrierChecks,
   xdpChecks,
 } from "./checks_net.ts";
-import { GC, gcCheck, gcSample, pinChecks } from "./checks_pins.ts";
+import { pinChecks } from "./checks_pins.ts";
 import { podChecks } from "./checks_pods.ts";
 import { taiOffsetCheck, timeChecks } from "./checks_time.ts";
 import { DoctorContext, type DoctorRunOptions } from "./context.ts";
@@ -61,7 +61,6 @@ export async function collectReport(opts: DoctorRunOptions): Promise<DoctorRepor
 
   if (libsOk) await kernelChecks(ctx);
   const installed = libsOk && pinChecks(ctx);
-  const gc = installed ? gcSample(ctx) : undefined;
   await conflistChecks(ctx);
   const net: NetState = {};
   if (ctx.has("libraries.libmnl", "pass")) {
@@ -69,7 +68,7 @@ export async function collectReport(opts: DoctorRunOptions): Promise<DoctorRepor
     qdiscStart(ctx, net);
     sysctlChecks(ctx);
     xdpChecks(ctx);
-    tcIndexChecks(ctx);
+    carrierChecks(ctx);
     timeChecks(ctx, net.link);
   } else {
     taiOffsetCheck(ctx, undefined);
@@ -78,8 +77,6 @@ export async function collectReport(opts: DoctorRunOptions): Promise<DoctorRepor
   await binaryCheck(ctx, pendingVersion);
   await agentSocketCheck(ctx);
   if (ctx.has("libraries.libmnl", "pass")) await qdiscChecks(ctx, net);
-  if (installed) await gcCheck(ctx, gc);
-  else ctx.skip({ ...GC, found: "tsnproxy is not installed (pins.*)" });
 
   const order = (c: Check) => CHECK_GROUPS.indexOf(c.group);
   const checks = ctx.checks.map((c, i) => ({ c, i }))

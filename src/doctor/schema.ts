@@ -7,7 +7,7 @@ import { z } from "zod";
 
 /** 2: exitCode is 3 for warnings and 1 for failures (was 1 and 2). */
 export const DOCTOR_SCHEMA_VERSION = 2;
-export const STATUS_SCHEMA_VERSION = 1;
+export const STATUS_SCHEMA_VERSION = 2;
 
 /**
  * pass: fine. info: nothing to fix, but worth knowing (e.g. unprivileged BPF state).
@@ -92,19 +92,32 @@ export const statusReportSchema = z.object({
   node: z.object({
     /** Every datapath counter (src/ffi/structs/datapath.ts COUNTERS), summed over CPUs. */
     counters: z.record(z.string(), counter),
-    metaEntries: z.int().nonnegative(),
-    metaMaxEntries: z.int().nonnegative(),
-    policies: z.int().nonnegative(),
-    gcIntervalMs: z.number().nonnegative(),
-    maxAgeMs: z.number().nonnegative(),
+    /** Whether pods may take the tag, and why (src/bpf/carrier.ts). */
+    carrier: z.enum(["tag", "stage", "none"]),
+    carrierReason: z.string(),
+    /** The node's policy layer as the datapath holds it. */
+    policy: z.record(z.string(), z.unknown()),
+    stageMaxAgeMs: z.number().nonnegative(),
+    /** Which release loaded each pinned program ("0.2.0 (objects 1a2b...)"). */
+    programs: z.record(z.string(), z.string()),
+    /** Pods still running release 0.1.0's saver (their DEL retires it). */
+    legacyPods: z.int().nonnegative(),
   }).optional(),
   pods: z.array(z.object({
-    /** The pod's cookie as 16 hex digits (what its policies and counter slot record). */
+    /** The pod's cookie as 16 hex digits (its entry and counter slot record it). */
     cookie: z.string().regex(/^[0-9a-f]{16}$/),
-    /** The pod attachment name (<container id>_<ifname>), when a pin names it. */
-    attachment: z.string().nullable(),
-    addresses: z.array(z.string()),
-    saved: counter,
+    /** Its container id and interface, from its attachment pins (null: no pin names it). */
+    containerId: z.string().nullable(),
+    ifname: z.string().nullable(),
+    /** Its host-side interface (null: gone). */
+    host: z.string().nullable(),
+    carrier: z.enum(["tag", "stage", "none"]),
+    carrierReason: z.string(),
+    /** Which release's saver and admit run for it. */
+    saver: z.string().nullable(),
+    admit: z.string().nullable(),
+    policy: z.record(z.string(), z.unknown()),
+    admitted: counter,
     clamped: counter,
     restored: counter,
   })).optional(),

@@ -5,9 +5,14 @@
  * when the last sample found nothing installed.
  */
 import { DatapathMaps } from "../bpf/maps.ts";
-import { closeFd, mapInfo, objGet } from "../bpf/sys.ts";
-import { PinLayout } from "../bpf/pins.ts";
-import { listPodAttachments, podCookie } from "../bpf/pod.ts";
+import { closeFd, fdById, linkInfo, objGet } from "../bpf/sys.ts";
+import { PinLayout, type ProgramRole, PROGRAMS, splitMarker } from "../bpf/pins.ts";
+import { listPodAttachments, type PodAttachmentRecord, podCookie } from "../bpf/pod.ts";
+import { isLegacyPod } from "../bpf/legacy.ts";
+import { formatRelease, releaseOfProgram } from "../bpf/release.ts";
+import { reasonText } from "../bpf/carrier.ts";
+import { describePolicy } from "../policy/resolve.ts";
+import { ifIndexToName } from "../ffi/libc.ts";
 import { loadNodeConfigFor } from "../config/node.ts";
 import { asTsnproxyError } from "../errors.ts";
 import { COUNTERS } from "../ffi/structs/datapath.ts";
@@ -26,25 +31,31 @@ export async function resolveBpffs(opts: StatusOptions): Promise<string> {
   return (await loadNodeConfigFor(opts)).bpffs;
 }
 
-/** cookie -> attachment name, for the names the pins carry (<container id>_<ifname>). */
-function attachmentNames(bpffs: string): Map<bigint, string> {
-  const out = new Map<bigint, string>();
-  for (const { name } of listPodAttachments(bpffs)) {
-    for (let i = name.indexOf("_"); i > 0; i = name.indexOf("_", i + 1)) {
-      out.set(podCookie(name.slice(0, i)), name);
-    }
-  }
-  return out;
-}
-
-function metaMaxEntries(bpffs: string): number {
-  const fd = objGet(new PinLayout(bpffs).map("tsnp_meta"));
-  if (fd === undefined) return 0;
+/** The release of the program an attachment pin runs (a link's, or a clsact marker's). */
+export function releaseAt(pin: string): string | null {
+  const fd = objGet(pin);
+  if (fd === undefined) return null;
   try {
-    return mapInfo(fd).maxEntries;
+    if (splitMarker(pin.slice(pin.lastIndexOf("/") + 1)).clsact) {
+      return formatRelease(releaseOfProgram(fd));
+    }
+    const prog = fdById("prog", linkInfo(fd).progId);
+    if (prog < 0) return null;
+    try {
+      return formatRelease(releaseOfProgram(prog));
+    } finally {
+      closeFd(prog);
+    }
   } finally {
     closeFd(fd);
   }
+}
+
+function sideRelease(rec: PodAttachmentRecord | undefined, host: boolean): string | null {
+  const pin = rec?.pins.find((p) =>
+    /@host(@clsact-.*)?$/.test(p.slice(p.lastIndexOf("/") + 1)) === host
+  );
+  return pin ? releaseAt(pin) : null;
 }
 
 export function collectStatus(bpffs: string): StatusReport {
@@ -58,30 +69,52 @@ export function collectStatus(bpffs: string): StatusReport {
     maps = DatapathMaps.open(bpffs);
     const counters = maps.counters();
     const cfg = maps.readConfig();
-    const policies = maps.policies();
-    const names = attachmentNames(bpffs);
-    const addrs = new Map<bigint, string[]>();
-    for (const p of policies) {
-      addrs.set(p.policy.podCookie, [...(addrs.get(p.policy.podCookie) ?? []), p.ip]);
+    const atts = listPodAttachments(bpffs);
+    const byCookie = new Map<bigint, PodAttachmentRecord>();
+    for (const a of atts) {
+      if (a.containerId !== undefined) byCookie.set(podCookie(a.containerId), a);
     }
-    const pods = maps.podCounters().map((c) => ({
-      cookie: c.podCookie.toString(16).padStart(16, "0"),
-      attachment: names.get(c.podCookie) ?? null,
-      addresses: addrs.get(c.podCookie) ?? [],
-      saved: c.saved.toString(),
-      clamped: c.clamped.toString(),
-      restored: c.restored.toString(),
-    })).sort((a, b) => (a.attachment ?? "~").localeCompare(b.attachment ?? "~"));
+    const counts = new Map(maps.podCounters().map((c) => [c.podCookie, c]));
+    const pods = maps.pods().map(({ ifindex, entry }) => {
+      const rec = byCookie.get(entry.cookie);
+      const c = counts.get(entry.cookie);
+      return {
+        cookie: entry.cookie.toString(16).padStart(16, "0"),
+        containerId: rec?.containerId ?? null,
+        ifname: rec?.ifname ?? null,
+        host: ifIndexToName(ifindex) ?? null,
+        carrier: entry.carrier,
+        carrierReason: reasonText(entry.reason),
+        saver: sideRelease(rec, false),
+        admit: sideRelease(rec, true),
+        policy: describePolicy(entry.policy),
+        admitted: (c?.admitted ?? 0n).toString(),
+        clamped: (c?.clamped ?? 0n).toString(),
+        restored: (c?.restored ?? 0n).toString(),
+      };
+    }).sort((a, b) => (a.containerId ?? "~").localeCompare(b.containerId ?? "~"));
+    const pins = new PinLayout(bpffs);
+    const programs: Record<string, string> = {};
+    for (const role of Object.keys(PROGRAMS) as ProgramRole[]) {
+      const fd = objGet(pins.prog(role));
+      if (fd === undefined) continue;
+      try {
+        programs[PROGRAMS[role]] = formatRelease(releaseOfProgram(fd));
+      } finally {
+        closeFd(fd);
+      }
+    }
     const report: StatusReport = {
       ...base,
       installed: true,
       node: {
         counters: Object.fromEntries(COUNTERS.map((k) => [k, counters[k].toString()])),
-        metaEntries: maps.metaOccupancy(),
-        metaMaxEntries: metaMaxEntries(bpffs),
-        policies: policies.length,
-        gcIntervalMs: Number(cfg.gcIntervalNs) / 1e6,
-        maxAgeMs: Number(cfg.maxAgeNs) / 1e6,
+        carrier: cfg.tags ? "tag" : "stage",
+        carrierReason: reasonText(cfg.carrierReason),
+        policy: describePolicy(cfg.node),
+        stageMaxAgeMs: Number(cfg.stageMaxAgeNs) / 1e6,
+        programs,
+        legacyPods: atts.filter(isLegacyPod).length,
       },
       pods,
     };
@@ -108,17 +141,19 @@ export function ratesBetween(prev: StatusReport, cur: StatusReport): Record<stri
 }
 
 const SHOWN = [
-  "saved",
-  "savedTable",
-  "restored",
-  "expired",
-  "notFound",
-  "saveClamped",
-  "saveFailed",
+  "admitted",
+  "admitClamped",
+  "admitClassified",
+  "tagged",
+  "staged",
+  "restoredTag",
+  "restoredStage",
   "restoredTstamp",
+  "stageMiss",
+  "stageExpired",
+  "tagClamped",
   "tstampFailed",
-  "gcExpired",
-  "gcRuns",
+  "admitNoPod",
 ];
 
 function table(rows: string[][], style: Style, rightFrom = 1): string[] {
@@ -143,27 +178,46 @@ export function renderStatus(r: StatusReport, style: Style): string {
     rows.push([k, n.counters[k], ...(r.rates ? [(r.rates[k] ?? 0).toFixed(1)] : [])]);
   }
   lines.push("", paint("NODE", "1", style), ...table(rows, style).map((l) => `  ${l}`));
-  const pct = n.metaMaxEntries ? ((100 * n.metaEntries) / n.metaMaxEntries).toFixed(1) : "?";
   lines.push(
-    `  fingerprint table ${n.metaEntries}/${n.metaMaxEntries} (${pct}%), ${n.policies} pod ` +
-      `policies, gc every ${n.gcIntervalMs} ms (max age ${n.maxAgeMs} ms)`,
+    `  carrier: ${n.carrier} (${n.carrierReason}); stage age ${n.stageMaxAgeMs} ms; node ` +
+      `policy ${JSON.stringify(n.policy)}`,
+    `  programs: ${Object.entries(n.programs).map(([k, v]) => `${k} ${v}`).join(", ")}`,
   );
+  if (n.legacyPods) {
+    lines.push(`  ${n.legacyPods} pod(s) still on release 0.1.0's saver (retired at their DEL)`);
+  }
   lines.push("", paint("PODS", "1", style));
   if (!r.pods?.length) {
-    lines.push("  no per-pod counters (no pod has sent since its ADD)");
+    lines.push("  no pod attached");
   } else {
-    const prow = [["pod attachment", "cookie", "addresses", "saved", "clamped", "restored"]];
+    const prow = [[
+      "container",
+      "if",
+      "host",
+      "carrier",
+      "admitted",
+      "clamped",
+      "restored",
+    ]];
     for (const p of r.pods) {
       prow.push([
-        p.attachment ?? "(no pin)",
-        p.cookie,
-        p.addresses.join(",") || "-",
-        p.saved,
+        p.containerId ? p.containerId.slice(0, 16) : `(cookie ${p.cookie})`,
+        p.ifname ?? "-",
+        p.host ?? "(gone)",
+        p.carrier,
+        p.admitted,
         p.clamped,
         p.restored,
       ]);
     }
-    lines.push(...table(prow, style, 3).map((l) => `  ${l}`));
+    lines.push(...table(prow, style, 4).map((l) => `  ${l}`));
+    for (const p of r.pods) {
+      lines.push(
+        `  ${p.containerId?.slice(0, 16) ?? p.cookie} ${p.ifname ?? ""}: ${p.carrier} because ` +
+          `${p.carrierReason}; policy ${JSON.stringify(p.policy)}; saver ${p.saver ?? "-"}, ` +
+          `admit ${p.admit ?? "-"}`,
+      );
+    }
   }
   return lines.join("\n");
 }

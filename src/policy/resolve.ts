@@ -118,7 +118,9 @@ export function samePolicy(a: DatapathPolicy, b: DatapathPolicy): boolean {
 }
 
 /** A compact description for logs and status. */
-export function describePolicy(p: DatapathPolicy): Record<string, unknown> {
+export function describePolicy(
+  p: DatapathPolicy,
+): Record<string, string | number | string[] | Record<string, number>> {
   const remap: Record<string, number> = {};
   p.remap.forEach((q, i) => {
     if (q !== Math.min(i, p.maxPriority)) remap[i] = q;

@@ -173,8 +173,8 @@ export const BPF_TC_F_REPLACE = 1;
 /** enum bpf_attach_type values libbpf 1.1 has no names for. */
 export const BPF_TCX_INGRESS = 46;
 export const BPF_TCX_EGRESS = 47;
-export const BPF_NETKIT_PRIMARY = 48;
-export const BPF_NETKIT_PEER = 49;
+export const BPF_NETKIT_PRIMARY = 54;
+export const BPF_NETKIT_PEER = 55;
 export const BPF_F_REPLACE = 1 << 2;
 export const BPF_F_BEFORE = 1 << 3;
 export const BPF_F_AFTER = 1 << 4;

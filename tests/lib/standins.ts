@@ -344,6 +344,8 @@ export class CoexistNode {
     // The far end routes the pod network back through the node (no NAT needed on the paths
     // that skip netfilter, as with Cilium's native routing).
     await run(["ip", "-n", topo.far, "route", "add", POD_NET4, "via", "198.18.0.1"]);
+    // A node has a default route; proxy ARP (Calico's gateway 169.254.1.1) needs one.
+    await run(["ip", "-n", topo.node, "route", "add", "default", "via", FAR_V4]);
     for (const l of ["UDP6-RECV:8080,ipv6only=0", "TCP6-LISTEN:8080,ipv6only=0,reuseaddr,fork"]) {
       this.#sinks.push(
         new Deno.Command("ip", {

@@ -117,14 +117,19 @@ function nftTable(s: KubeService): string {
   ].join("\n") + "\n";
 }
 
+/** `ip netns exec ns` (ns undefined: this process's own namespace, as in a test VM). */
+function inNode(ns: string | undefined) {
+  return (argv: string[], stdin?: string) =>
+    run(ns ? ["ip", "netns", "exec", ns, ...argv] : argv, stdin === undefined ? {} : { stdin });
+}
+
 /** Installs the Service in the node's namespace `ns` (a name under /run/netns). */
 export async function installKubeProxy(
   mode: KubeProxyMode,
-  ns: string,
+  ns: string | undefined,
   s: KubeService,
 ): Promise<void> {
-  const inNs = (argv: string[], stdin?: string) =>
-    run(["ip", "netns", "exec", ns, ...argv], stdin === undefined ? {} : { stdin });
+  const inNs = inNode(ns);
   if (mode === "iptables") {
     await inNs(["iptables-restore", "--noflush", "-w"], iptablesRestore(s));
   } else if (mode === "nftables") {
@@ -163,8 +168,8 @@ export async function installKubeProxy(
 }
 
 /** IPVS virtual servers for a node address (the NodePort) and the ClusterIP. */
-export async function ipvsServices(ns: string, s: KubeService, nodeIps: string[]) {
-  const inNs = (argv: string[]) => run(["ip", "netns", "exec", ns, ...argv]);
+export async function ipvsServices(ns: string | undefined, s: KubeService, nodeIps: string[]) {
+  const inNs = inNode(ns);
   const vips = [`${s.clusterIp}:${s.port}`, ...nodeIps.map((ip) => `${ip}:${s.nodePort}`)];
   for (const flag of ["-u", "-t"]) {
     for (const vip of vips) {
@@ -175,21 +180,10 @@ export async function ipvsServices(ns: string, s: KubeService, nodeIps: string[]
 }
 
 /** Pod packets that arrived with kube-proxy's 0x4000 already set (the mark-seen counter). */
-export async function kubeMarkSeen(mode: KubeProxyMode, ns: string): Promise<number> {
+export async function kubeMarkSeen(mode: KubeProxyMode, ns?: string): Promise<number> {
+  const inNs = inNode(ns);
   if (mode === "nftables") {
-    const r = await run([
-      "ip",
-      "netns",
-      "exec",
-      ns,
-      "nft",
-      "-j",
-      "list",
-      "chain",
-      "ip",
-      "kube-proxy",
-      "mark-seen",
-    ]);
+    const r = await inNs(["nft", "-j", "list", "chain", "ip", "kube-proxy", "mark-seen"]);
     const doc = JSON.parse(r.stdout) as { nftables: Array<Record<string, unknown>> };
     const counters = doc.nftables.flatMap((o) =>
       ((o.rule as { expr?: Array<Record<string, { packets?: number }>> } | undefined)?.expr ?? [])
@@ -198,22 +192,9 @@ export async function kubeMarkSeen(mode: KubeProxyMode, ns: string): Promise<num
     if (counters.length !== 1) throw new Error(`no mark-seen counter in:\n${r.stdout}`);
     return counters[0];
   }
-  const r = await run([
-    "ip",
-    "netns",
-    "exec",
-    ns,
-    "iptables",
-    "-w",
-    "-t",
-    "mangle",
-    "-L",
-    "TSNP-KUBE-MARK-SEEN",
-    "-v",
-    "-x",
-    "-n",
-  ]);
-  const line = r.stdout.split("\n").find((l) => /MARK|mark match/i.test(l));
+  const list = ["iptables", "-w", "-t", "mangle", "-L", "TSNP-KUBE-MARK-SEEN", "-v", "-x", "-n"];
+  const r = await inNs(list);
+  const line = r.stdout.split("\n").find((l) => /mark match/i.test(l));
   if (!line) throw new Error(`no mark-seen rule in:\n${r.stdout}`);
   return Number(line.trim().split(/\s+/)[0]);
 }

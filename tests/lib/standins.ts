@@ -96,8 +96,8 @@ export function describeFlags(c: StandinCounts): string {
 }
 
 export interface StandinConfig {
-  /** The node's network namespace path. */
-  netns: string;
+  /** The node's network namespace path (undefined: the caller's, as in a test VM). */
+  netns?: string;
   /** Cilium: the native (direct-routing) device; host routing forwards to it. */
   nic?: string;
   /** The pod network (IPv4 CIDR, IPv6 /64): Cilium keeps it local, Calico's cluster. */

@@ -10,6 +10,11 @@
  *   bpf_redirect_neigh (ip_forward turned off after the pod's ADD, to prove it) and replies
  *   come back into the pod with bpf_redirect_peer from tsn0's ingress.
  *
+ * In both, bpf_host's stand-in cil_to_netdev is on tsn0's tcx egress (appended at agent
+ * start, TC_ACT_OK: it ends the chain), so the observer sits on tcx right before it; and
+ * halfway through, the agent regenerates the pod's endpoint as Cilium does (program swapped in
+ * its link, every legacy tc filter on the hook deleted) and everything is sent again.
+ *
  * Each test sends every priority 0-15 (the node policy allows them all by default) and
  * SO_TXTIME launch times from a pod and asserts, with the observer on tsn0, that every packet
  * left with the pod's values, and with the stand-in's own counters that it never saw one of
@@ -17,6 +22,7 @@
  * tc_index tag) they fail, with the numbers.
  */
 import assert from "node:assert/strict";
+import { queryTcx } from "../../src/bpf/attach.ts";
 import { CoexistNode, describeFlags, type StandinKind } from "../lib/standins.ts";
 import { FAR_V4, SERVICE_V4 } from "../lib/topology.ts";
 import {
@@ -56,6 +62,15 @@ for (const kind of ["cilium-legacy", "cilium-hostrouting"] as const satisfies St
         const direct = await priorityMatrix(node, pod, { dst: FAR_V4, port: 8080 });
         printMatrix(`${kind}, pod -> far end`, direct);
         failures.push(...wrongRows(direct, "to the far end"));
+        const nicOrder = queryTcx("tsn0", "egress", node.topo.nodePath).map((p) => p.name);
+        const vethOrder = () =>
+          queryTcx(pod.hostIf, "ingress", node.topo.nodePath).map((p) => p.name);
+        console.log(
+          `${kind}: tsn0 tcx egress ${nicOrder.join(" -> ")}; ` +
+            `${pod.hostIf} tcx ingress ${vethOrder().join(" -> ")}`,
+        );
+        assert.equal(nicOrder.at(-1), "sti_cil_to_netd", "cil_to_netdev appended last on tsn0");
+        assert.ok(node.standin!.counts("nicEgress").packets > 0, "cil_to_netdev saw the packets");
         if (!hostRouting) {
           // The Service is a netfilter DNAT: only the legacy path goes through it.
           const svc = await priorityMatrix(node, pod, { dst: SERVICE_V4, port: 80 });
@@ -79,6 +94,14 @@ for (const kind of ["cilium-legacy", "cilium-hostrouting"] as const satisfies St
               `(by priority: ${JSON.stringify(tcp.fwdPrio)})`,
           );
         }
+
+        // The agent regenerates the endpoint (policy change, agent restart): same again.
+        const before = vethOrder();
+        await node.standin!.regenerate(pod.id, pod.hostIf);
+        assert.deepEqual(vethOrder(), before, "a regenerated link keeps its position");
+        const regen = await priorityMatrix(node, pod, { dst: FAR_V4, port: 8080 });
+        printMatrix(`${kind}, after the endpoint's regeneration`, regen);
+        failures.push(...wrongRows(regen, "after regeneration"));
 
         const seen = node.standin!.counts("pod");
         console.log(`${kind}: stand-in on the pods' veths:`, seen);

@@ -57,6 +57,11 @@ interface Conf {
   /** Where ADD records what DEL must undo (a plain directory). */
   stateDir: string;
   ipam?: Record<string, unknown>;
+  /**
+   * Do not attach during ADD: the agent attaches later, as Calico's Felix does (it watches
+   * for the new workload interface; tests/lib/standins.ts attachPod plays that part).
+   */
+  attachLater?: boolean;
   prevResult?: Result;
 }
 interface PodState {
@@ -249,12 +254,14 @@ async function add(conf: Conf): Promise<Result> {
   Deno.writeTextFileSync(`${conf.stateDir}/${id}.json`, JSON.stringify(state));
   const spec = STANDINS[conf.standin];
   // Appended at the tail (flags 0), as Cilium's link.Tail() and Calico's default options do.
-  attachPinned(
-    pins.prog(conf.pinDir, spec.podProgram),
-    ifindex,
-    conf.standin === "cilium-netkit" ? ATTACH.netkitPeer : ATTACH.tcxIngress,
-    pins.link(conf.pinDir, id),
-  );
+  if (!conf.attachLater) {
+    attachPinned(
+      pins.prog(conf.pinDir, spec.podProgram),
+      ifindex,
+      conf.standin === "cilium-netkit" ? ATTACH.netkitPeer : ATTACH.tcxIngress,
+      pins.link(conf.pinDir, id),
+    );
+  }
   const ifs = result.interfaces ?? [];
   const hostMac = ifs.find((i) => i.name === state.hostIf)?.mac;
   const podMac = ifs.find((i) => i.sandbox)?.mac;

@@ -9,6 +9,7 @@ import { bpf, check, closeFd, mapDelete, mapUpdate, objGet, objPin } from "../..
 import { BPF_ANY } from "../../src/ffi/structs/bpf.ts";
 
 export const BPF_LINK_CREATE = 28;
+export const BPF_LINK_UPDATE = 29;
 /** enum bpf_attach_type (include/uapi/linux/bpf.h): tcx 46/47; netkit 54/55 (6.7+). */
 export const ATTACH = {
   tcxIngress: 46,
@@ -43,6 +44,27 @@ export function linkCreate(
     `stand-in: bpf_link_create(ifindex ${ifindex}, attach type ${attachType})`,
     "run as root on a kernel with tcx (6.6+) or netkit (6.7+)",
   );
+}
+
+/**
+ * bpf(BPF_LINK_UPDATE): swaps the program of a link in place, as Cilium's and Calico's agents
+ * do when they regenerate an endpoint; the link keeps its position on the hook.
+ */
+export function updatePinnedLink(linkPin: string, progPin: string): void {
+  const link = objGet(linkPin), prog = objGet(progPin);
+  try {
+    if (link === undefined || prog === undefined) {
+      throw new Error(`stand-in: no link at ${linkPin} or program at ${progPin}`);
+    }
+    const attr = new Uint8Array(16);
+    const v = new DataView(attr.buffer);
+    v.setUint32(0, link, true);
+    v.setUint32(4, prog, true);
+    check(bpf(BPF_LINK_UPDATE, attr), `stand-in: update link ${linkPin}`, "run as root");
+  } finally {
+    if (link !== undefined) closeFd(link);
+    if (prog !== undefined) closeFd(prog);
+  }
 }
 
 /** Attaches the program pinned at progPin and pins the link at linkPin (it outlives us). */

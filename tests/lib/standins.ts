@@ -8,7 +8,15 @@
  */
 import { BpfObject } from "../../src/bpf/object.ts";
 import { objectBytes } from "../../src/bpf/objects.ts";
-import { check, closeFd, mapLookup, mapUpdate, objGet, objPin } from "../../src/bpf/sys.ts";
+import {
+  check,
+  closeFd,
+  mapLookup,
+  mapUpdate,
+  objGet,
+  objPin,
+  progIdAt,
+} from "../../src/bpf/sys.ts";
 import { BPF_ANY } from "../../src/ffi/structs/bpf.ts";
 import { ifNameToIndex } from "../../src/ffi/libc.ts";
 import { withNetns } from "../../src/util/netns.ts";
@@ -24,6 +32,7 @@ import {
   pins,
   type StandinKind,
   STANDINS,
+  updatePinnedLink,
 } from "./standin_link.ts";
 
 export { type StandinKind, STANDINS } from "./standin_link.ts";
@@ -105,6 +114,8 @@ export interface StandinConfig {
   podNet6?: string;
   /** Calico: the pods' DSCP annotation (undefined: none). */
   dscp?: number;
+  /** Attach the pods' program after the CNI ADD (Calico's Felix), not during it. */
+  attachLater?: boolean;
 }
 
 /** A stand-in datapath loaded and pinned under its own root, as an agent would. */
@@ -122,7 +133,7 @@ export class StandinDatapath {
     try {
       obj.load();
       const programs = objName === "cilium"
-        ? ["sti_cil_lxc", "sti_cil_lxc_fib", "sti_cil_netdev"]
+        ? ["sti_cil_lxc", "sti_cil_lxc_fib", "sti_cil_netdev", "sti_cil_to_netdev"]
         : ["sti_cali_wep"];
       const maps = objName === "cilium"
         ? ["sti_counts", "sti_eps4", "sti_eps6", "sti_cfg"]
@@ -134,17 +145,17 @@ export class StandinDatapath {
     }
     const sd = new StandinDatapath(kind, pinDir, cfg);
     sd.#configure();
-    if (kind === "cilium-hostrouting") {
-      // cil_from_netdev on the native device's ingress, at agent start (tcx, tail).
+    if (objName === "cilium" && cfg.nic) {
+      // bpf_host on the native device, at agent start (tcx, appended): cil_to_netdev on
+      // egress in every mode; cil_from_netdev on ingress (the stand-in needs it for host
+      // routing's replies only).
       withNetns(cfg.netns, () => {
-        const nic = cfg.nic ? ifNameToIndex(cfg.nic) : 0;
+        const nic = ifNameToIndex(cfg.nic!);
         if (!nic) throw new Error(`stand-in: no native device ${cfg.nic}`);
-        attachPinned(
-          pins.prog(pinDir, "sti_cil_netdev"),
-          nic,
-          ATTACH.tcxIngress,
-          pins.link(pinDir, "nic"),
-        );
+        const attach = (prog: string, type: number, owner: string) =>
+          attachPinned(pins.prog(pinDir, prog), nic, type, pins.link(pinDir, owner));
+        attach("sti_cil_to_netdev", ATTACH.tcxEgress, "nic-egress");
+        if (kind === "cilium-hostrouting") attach("sti_cil_netdev", ATTACH.tcxIngress, "nic");
       });
     }
     return sd;
@@ -183,17 +194,27 @@ export class StandinDatapath {
     }
   }
 
-  /** What the program on the pods' host-side interfaces ("pod") or the NIC ("nic") saw. */
-  counts(role: "pod" | "nic" = "pod"): StandinCounts {
+  /** The program on the NIC's egress that ends the tcx chain (Cilium's cil_to_netdev). */
+  nicEgressProgId(): number | undefined {
+    return STANDINS[this.kind].object === "cilium" && this.cfg.nic
+      ? progIdAt(pins.prog(this.pinDir, "sti_cil_to_netdev"))
+      : undefined;
+  }
+
+  /**
+   * What the program on the pods' host-side interfaces ("pod"), on the NIC's ingress ("nic")
+   * or on its egress ("nicEgress") saw.
+   */
+  counts(role: "pod" | "nic" | "nicEgress" = "pod"): StandinCounts {
     const key = new Uint8Array(4);
-    new DataView(key.buffer).setUint32(0, role === "pod" ? 0 : 1, true);
+    new DataView(key.buffer).setUint32(0, { pod: 0, nic: 1, nicEgress: 2 }[role], true);
     const v = new Uint8Array(COUNTS_SIZE);
     this.#withMap("sti_counts", (fd) => check(mapLookup(fd, key, v), "stand-in counts", ""));
     return decodeStandinCounts(v);
   }
 
   reset(): void {
-    for (const role of [0, 1]) {
+    for (const role of [0, 1, 2]) {
       const key = new Uint8Array(4);
       new DataView(key.buffer).setUint32(0, role, true);
       this.#withMap("sti_counts", (fd) => {
@@ -210,7 +231,39 @@ export class StandinDatapath {
       pinDir: this.pinDir,
       stateDir,
       ...(ipam ? { ipam } : {}),
+      ...(this.cfg.attachLater ? { attachLater: true } : {}),
     };
+  }
+
+  /** The agent attaches the pod's program after its ADD (attachLater: Calico's Felix). */
+  attachPod(containerId: string, hostIf: string): void {
+    withNetns(this.cfg.netns, () => {
+      const ifindex = ifNameToIndex(hostIf);
+      if (!ifindex) throw new Error(`stand-in: no interface ${hostIf}`);
+      attachPinned(
+        pins.prog(this.pinDir, STANDINS[this.kind].podProgram),
+        ifindex,
+        ATTACH.tcxIngress,
+        pins.link(this.pinDir, containerId),
+      );
+    });
+  }
+
+  /**
+   * The agent regenerates a pod's endpoint, as Cilium does on a policy change or restart:
+   * the program is replaced in its link (position kept, pkg/datapath/loader/tcx.go
+   * updateTCX), then every legacy tc filter on that hook is deleted (pkg/datapath/loader/
+   * tc.go attachSKBProgram -> removeTCFilters, whoever's they are).
+   */
+  async regenerate(containerId: string, hostIf: string): Promise<void> {
+    updatePinnedLink(
+      pins.link(this.pinDir, containerId),
+      pins.prog(this.pinDir, STANDINS[this.kind].podProgram),
+    );
+    const argv = ["tc", "filter", "del", "dev", hostIf, "ingress"];
+    await run(this.cfg.netns ? ["nsenter", `--net=${this.cfg.netns}`, ...argv] : argv, {
+      allowFail: true, // no clsact qdisc: nothing to delete
+    });
   }
 
   /** Unpins everything: links detach, programs and maps go with their last reference. */
@@ -232,6 +285,8 @@ export interface CoexistOptions {
   standin?: StandinKind;
   /** Calico's DSCP annotation. */
   dscp?: number;
+  /** The stand-in attaches after the pod's ADD, as Calico's Felix does. */
+  attachLater?: boolean;
 }
 
 export interface CoexistPod {
@@ -297,6 +352,7 @@ export class CoexistNode {
           podNet4: POD_NET4,
           podNet6: POD_NET6,
           dscp: opts.dscp,
+          attachLater: opts.attachLater,
         });
       }
       const node = new CoexistNode(topo, tmp, opts, standin);
@@ -355,7 +411,13 @@ export class CoexistNode {
         }).spawn(),
       );
     }
-    this.observer = Observer.attach(topo.nodePath, "tsn0");
+    // Cilium's cil_to_netdev ends tsn0's tcx egress chain with TC_ACT_OK, which skips every
+    // clsact filter: then the observer goes on tcx, right before it (and after tsnproxy's
+    // restorer, which install puts first).
+    const before = this.standin?.nicEgressProgId();
+    this.observer = before
+      ? Observer.attachTcxBefore(topo.nodePath, "tsn0", before)
+      : Observer.attach(topo.nodePath, "tsn0");
     // Resolve the far end's neighbour entry first, so no case loses packets to ARP.
     await run([
       "ip",
@@ -409,6 +471,7 @@ export class CoexistNode {
       result,
     };
     this.pods.push(pod);
+    if (this.opts.attachLater) this.standin?.attachPod(id, pod.hostIf);
     return pod;
   }
 

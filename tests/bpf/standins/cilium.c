@@ -21,6 +21,10 @@
  *   is forwarded straight to the native device's egress, TTL decremented (ipv4_l3()), with
  *   bpf_redirect_neigh() and no FIB lookup by the program (bpf/lib/fib.h, the skip-FIB
  *   path): no netfilter, no routing decision of the stack, no ip_forward.
+ * - sti_cil_to_netdev: cil_to_netdev on the native device's egress (tcx, appended at agent
+ *   start): hands every packet on with TC_ACT_OK, which ends the tcx chain (anything after
+ *   it, and every clsact filter, is skipped) and makes the kernel set tc_index from
+ *   tc_classid. Without the bandwidth manager it writes no other field.
  * - sti_cil_netdev: cil_from_netdev on the native device's ingress: clears 0x4 on entry
  *   (ctx_skip_nodeport_clear) and delivers packets for a local pod straight into its
  *   namespace with bpf_redirect_peer() after rewriting the MACs and the TTL
@@ -225,6 +229,22 @@ int sti_cil_netdev(struct __sk_buff *skb)
 	else
 		STI_ADD(c->redirect_failed);
 	return r;
+}
+
+SEC("tc")
+int sti_cil_to_netdev(struct __sk_buff *skb)
+{
+	struct sti_counts *c = sti_counts_of(STI_NIC_EGRESS);
+
+	if (!c)
+		return TC_ACT_OK;
+	if (!sti_is_ip(skb)) {
+		STI_ADD(c->non_ip);
+		return TC_ACT_OK;
+	}
+	sti_observe(skb, c);
+	STI_ADD(c->passed);
+	return TC_ACT_OK;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -40,6 +40,7 @@ struct sti_counts {
 enum sti_role {
 	STI_POD_EGRESS = 0,	/* the pod's packets, on its host-side interface */
 	STI_NIC_INGRESS = 1,	/* replies arriving on the node's NIC */
+	STI_NIC_EGRESS = 2,	/* everything leaving the node's NIC */
 	STI_ROLES = 4,
 };
 

@@ -8,7 +8,8 @@
  *   netkit (6.12 only: CONFIG_NETKIT=y): the stand-in CNI plugin is the primary, as
  *     cilium-cni is in Cilium's netkit mode: a netkit pair (L3) made through our rtnetlink
  *     layer, and cil_from_container's stand-in on the netkit peer hook (BPF_NETKIT_PEER on
- *     the primary device), attached during ADD, before tsnproxy's.
+ *     the primary device), attached during ADD, before tsnproxy's; cil_to_netdev's on tsn0's
+ *     tcx egress, appended (the observer then goes on tcx right before it).
  *   ipvs: kube-proxy's IPVS mode (kube-ipvs0 dummy with the ClusterIP, ipvsadm virtual
  *     servers for the ClusterIP and a NodePort on the node's TSN address, NAT forwarding,
  *     KUBE-MARK-MASQ + MASQUERADE), pods behind the ptp plugin.
@@ -212,7 +213,7 @@ try {
   const installed = JSON.parse(Deno.readTextFileSync(`${LOC.cniConfDir}/10-coexist.conflist`));
   const tsnproxy = installed.plugins.at(-1);
   if (tsnproxy?.type !== "tsnproxy") throw new Error("install appended no tsnproxy entry");
-  const obs = Observer.attach(undefined, "tsn0");
+  let obs = Observer.attach(undefined, "tsn0");
   mark("installed");
 
   if (NETKIT) {
@@ -220,6 +221,10 @@ try {
       nic: "tsn0",
       podNet4: "10.244.0.0/16",
     });
+    // cil_to_netdev now ends tsn0's tcx egress with TC_ACT_OK: clsact filters no longer run,
+    // so the observer moves onto tcx, right before it (after tsnproxy's restorer).
+    obs.detach();
+    obs = Observer.attachTcxBefore(undefined, "tsn0", sti.nicEgressProgId()!);
     const conf: Conflist = {
       cniVersion: "1.0.0",
       name: "coexist",

@@ -7,6 +7,8 @@
  *   bpf/*.c        -> build/bpf/*.o -> src/bpf/objects.gen.ts   (the product)
  *   tests/bpf/*.c  -> build/bpf/*.o -> tests/lib/test_objects.gen.ts (test-only programs)
  *   bench/bpf/*.c  -> build/bpf/*.o -> scripts/bench/objects.gen.ts (benchmark-only)
+ *   tests/bpf/standins/*.c -> tests/lib/standin_objects.gen.ts (test-only stand-ins for
+ *                  other datapaths: Cilium-like, Calico-like; see docs/coexistence.md)
  */
 import { encodeBase64 } from "./lib/base64.ts";
 
@@ -32,6 +34,11 @@ const groups: Group[] = [
   { srcDir: "bpf", out: "src/bpf/objects.gen.ts", exportName: "BPF_OBJECTS" },
   { srcDir: "tests/bpf", out: "tests/lib/test_objects.gen.ts", exportName: "TEST_BPF_OBJECTS" },
   { srcDir: "bench/bpf", out: "scripts/bench/objects.gen.ts", exportName: "BENCH_BPF_OBJECTS" },
+  {
+    srcDir: "tests/bpf/standins",
+    out: "tests/lib/standin_objects.gen.ts",
+    exportName: "STANDIN_BPF_OBJECTS",
+  },
 ];
 
 function mtime(path: string): number {
@@ -42,10 +49,10 @@ function mtime(path: string): number {
   }
 }
 
-function listC(dir: string): string[] {
+function listC(dir: string, ext = ".c"): string[] {
   try {
     return [...Deno.readDirSync(root + dir)]
-      .filter((e) => e.isFile && e.name.endsWith(".c"))
+      .filter((e) => e.isFile && e.name.endsWith(ext))
       .map((e) => e.name)
       .sort();
   } catch {
@@ -61,7 +68,10 @@ async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
 async function buildGroup(g: Group): Promise<void> {
   const sources = listC(g.srcDir);
   if (sources.length === 0) return;
-  const headers = listC("bpf").length ? [root + "bpf/tsnproxy.h"] : [];
+  const headers = [
+    ...(listC("bpf").length ? [root + "bpf/tsnproxy.h"] : []),
+    ...listC(g.srcDir, ".h").map((h) => `${root}${g.srcDir}/${h}`),
+  ];
   const inputs = [
     ...sources.map((s) => `${root}${g.srcDir}/${s}`),
     ...headers,

@@ -9,6 +9,8 @@ APT_PACKAGES=(
   clang llvm libbpf-dev libbpf1 libmnl0 linux-libc-dev
   # test topologies and traffic (tests only: the product needs none of these on a node)
   iproute2 nftables python3 socat iperf3 kmod util-linux
+  # kube-proxy stand-ins (tests/lib/kube_proxy.ts): iptables mode, and IPVS in the test VMs
+  iptables ipvsadm
   # real container runtimes and the reference CNI plugins
   containerd runc containernetworking-plugins umoci busybox-static podman
   # Debian kernels in qemu (extracted, never installed) for real TSN qdiscs

@@ -31,6 +31,7 @@ export const NLMSGERR_ATTR_OFFS = 2;
 
 // rtnetlink message types
 export const RTM_NEWLINK = 16;
+export const RTM_DELLINK = 17;
 export const RTM_GETLINK = 18;
 export const RTM_NEWQDISC = 36;
 export const RTM_DELQDISC = 37;
@@ -50,16 +51,32 @@ export const IFLA_OPERSTATE = 16;
 export const IFLA_LINKINFO = 18;
 export const IFLA_EXT_MASK = 29;
 export const IFLA_NUM_TX_QUEUES = 31;
+export const IFLA_NET_NS_FD = 28;
 export const IFLA_NUM_RX_QUEUES = 32;
 export const IFLA_LINK_NETNSID = 37;
 export const IFLA_XDP = 43;
 export const IFLA_INFO_KIND = 1;
+export const IFLA_INFO_DATA = 2;
 export const IFLA_INFO_SLAVE_KIND = 4;
 export const IFLA_XDP_ATTACHED = 2;
 export const IFLA_XDP_PROG_ID = 4;
 export const RTEXT_FILTER_SKIP_STATS = 1 << 3;
 export const IFF_UP = 0x1;
 export const IFF_RUNNING = 0x40;
+
+/**
+ * netkit (kernel 6.7+, include/uapi/linux/if_link.h IFLA_NETKIT_*, enum netkit_action,
+ * enum netkit_mode). Not probed: the build headers here (linux-libc-dev 6.1) predate netkit.
+ */
+export const IFLA_NETKIT_PEER_INFO = 1;
+export const IFLA_NETKIT_PRIMARY = 2;
+export const IFLA_NETKIT_POLICY = 3;
+export const IFLA_NETKIT_PEER_POLICY = 4;
+export const IFLA_NETKIT_MODE = 5;
+export const NETKIT_PASS = 0;
+export const NETKIT_DROP = 2;
+export const NETKIT_L2 = 0;
+export const NETKIT_L3 = 1;
 
 // tc
 export const TCA_KIND = 1;
@@ -174,6 +191,7 @@ export const probedConstants: Record<string, string> = {
   NLMSGERR_ATTR_MSG: "NLMSGERR_ATTR_MSG",
   NLMSGERR_ATTR_OFFS: "NLMSGERR_ATTR_OFFS",
   RTM_NEWLINK: "RTM_NEWLINK",
+  RTM_DELLINK: "RTM_DELLINK",
   RTM_GETLINK: "RTM_GETLINK",
   RTM_NEWQDISC: "RTM_NEWQDISC",
   RTM_DELQDISC: "RTM_DELQDISC",
@@ -191,10 +209,12 @@ export const probedConstants: Record<string, string> = {
   IFLA_LINKINFO: "IFLA_LINKINFO",
   IFLA_EXT_MASK: "IFLA_EXT_MASK",
   IFLA_NUM_TX_QUEUES: "IFLA_NUM_TX_QUEUES",
+  IFLA_NET_NS_FD: "IFLA_NET_NS_FD",
   IFLA_NUM_RX_QUEUES: "IFLA_NUM_RX_QUEUES",
   IFLA_LINK_NETNSID: "IFLA_LINK_NETNSID",
   IFLA_XDP: "IFLA_XDP",
   IFLA_INFO_KIND: "IFLA_INFO_KIND",
+  IFLA_INFO_DATA: "IFLA_INFO_DATA",
   IFLA_INFO_SLAVE_KIND: "IFLA_INFO_SLAVE_KIND",
   IFLA_XDP_ATTACHED: "IFLA_XDP_ATTACHED",
   IFLA_XDP_PROG_ID: "IFLA_XDP_PROG_ID",

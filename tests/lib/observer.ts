@@ -17,6 +17,8 @@ import {
 import { encode } from "../../src/ffi/structs/layout.ts";
 import { withNetns } from "../../src/util/netns.ts";
 import { TEST_BPF_OBJECTS } from "./test_objects.gen.ts";
+import { ATTACH, BPF_F_BEFORE, BPF_F_ID, linkCreate } from "./standin_link.ts";
+import { closeFd } from "../../src/bpf/sys.ts";
 
 export interface ObserverCounts {
   fwdTotal: number;
@@ -36,6 +38,8 @@ const PRIORITY = 50;
 export class Observer {
   #obj: BpfObject;
   #ifindex: number;
+  /** tcx mode: the (unpinned) link; closing it detaches. */
+  #link = -1;
 
   private constructor(
     obj: BpfObject,
@@ -72,6 +76,32 @@ export class Observer {
         return idx;
       });
       return new Observer(obj, ifindex, ifname, netns);
+    } catch (e) {
+      obj.close();
+      throw e;
+    }
+  }
+
+  /**
+   * Attaches to `ifname`'s tcx egress right before the program with id `beforeProgId`: for a
+   * NIC where another datapath's tcx program ends the chain with TC_ACT_OK (Cilium's
+   * cil_to_netdev), which skips every clsact filter and so the classic observer.
+   */
+  static attachTcxBefore(netns: string | undefined, ifname: string, beforeProgId: number) {
+    const obj = BpfObject.open("tsnp_observer", objectBytes("observer", TEST_BPF_OBJECTS));
+    obj.load();
+    try {
+      const [ifindex, link] = withNetns(netns, () => {
+        const idx = ifNameToIndex(ifname);
+        const flags = BPF_F_BEFORE | BPF_F_ID;
+        return [
+          idx,
+          linkCreate(obj.programFd("tsnp_observer"), idx, ATTACH.tcxEgress, flags, beforeProgId),
+        ];
+      });
+      const o = new Observer(obj, ifindex, ifname, netns);
+      o.#link = link;
+      return o;
     } catch (e) {
       obj.close();
       throw e;
@@ -116,6 +146,12 @@ export class Observer {
   }
 
   detach(): void {
+    if (this.#link >= 0) {
+      closeFd(this.#link);
+      this.#link = -1;
+      this.#obj.close();
+      return;
+    }
     try {
       withNetns(this.netns, () => {
         const hook = encode(BpfTcHook, {

@@ -141,7 +141,7 @@ static __always_inline struct tsnp_req_entry *take_request(struct __sk_buff *skb
 
 /* Hands the admitted metadata to the stage. */
 static __always_inline void stage(struct __sk_buff *skb, struct parsed *p, __u32 prio,
-				  __u64 launch, __u16 slot)
+				  __u64 launch, struct tsnp_pod *pod)
 {
 	struct tsnp_stage_entry *e;
 	struct tsnp_stage *st;
@@ -160,8 +160,9 @@ static __always_inline void stage(struct __sk_buff *skb, struct parsed *p, __u32
 	e->fp = p->fp;
 	e->priority = prio;
 	e->tstamp = launch;
-	e->flags = launch ? TSNP_STAGED_TSTAMP : 0;
-	e->slot = slot;
+	e->flags = (launch ? TSNP_STAGED_TSTAMP : 0) |
+		   (pod->flags & TSNP_POD_NETKIT ? TSNP_STAGED_ANY_IIF : 0);
+	e->slot = pod->slot;
 	e->when = now;
 	st->last_when = now;
 	tsnp_count(TSNP_STAGED);
@@ -237,7 +238,7 @@ int tsnp_admit(struct __sk_buff *skb)
 		skb->tc_index = tsnp_tag(pod->slot, prio);
 		tsnp_count(TSNP_TAGGED);
 	} else if (pod->flags & (TSNP_POD_CARRY_TAG | TSNP_POD_CARRY_STAGE)) {
-		stage(skb, &parsed, prio, launch, pod->slot);
+		stage(skb, &parsed, prio, launch, pod);
 	}
 
 	tsnp_count(TSNP_ADMITTED);

@@ -121,8 +121,11 @@ int tsnp_restore(struct __sk_buff *skb)
 	ip = tsnp_fp_of(skb, &fp, &l3);
 	/* A packet the node sends (no ingress interface) is never a pod's, whatever its bytes:
 	 * only one it encapsulates may be. Forwarded packets, redirected ones included, keep
-	 * the interface they entered by. */
-	e = skb->ingress_ifindex ? lookup(st, &fp) : NULL;
+	 * the interface they entered by; a netkit pod's, redirected from the peer hook, never
+	 * had one. */
+	e = lookup(st, &fp);
+	if (e && !skb->ingress_ifindex && !(e->flags & TSNP_STAGED_ANY_IIF))
+		e = NULL;
 	if (!e && ip) {
 		/* A tunnel: admit saw the encapsulated packet. */
 		in = inner_l3(&pk, &fp, &l3);

@@ -175,6 +175,8 @@ struct tsnp_rule {
 #define TSNP_POD_CARRY_STAGE 0x2 /* carrier: the stage; neither: admit only */
 #define TSNP_POD_REMAP 0x4	 /* remap[] applies to priorities 0-15 */
 #define TSNP_POD_CLASSIFY 0x8	 /* default_priority / rules apply to unprioritized packets */
+#define TSNP_POD_NETKIT 0x10	 /* a netkit pair: its packets may reach the NIC redirected
+				  * straight from the peer hook, never received by the node */
 
 /* A pod interface's policy and carrier, keyed by its host-side ifindex (tsnp_pods). */
 struct tsnp_pod {
@@ -205,6 +207,7 @@ struct tsnp_config {
 /* What a staged packet carries. */
 #define TSNP_STAGED_TSTAMP 0x1	 /* tstamp holds an untyped launch time to write back */
 #define TSNP_STAGED_RESTORED 0x2 /* a restorer has read it (set by the restorer) */
+#define TSNP_STAGED_ANY_IIF 0x4	 /* from a netkit pod: may arrive without an ingress interface */
 
 struct tsnp_stage_entry {
 	struct tsnp_fp fp;

@@ -11,18 +11,24 @@ import type { CniServerStats } from "./cni_server.ts";
 export const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
 const COUNTER_HELP: Record<CounterName, string> = {
-  saved: "Packets whose priority/txtime the saver carried from a pod's egress",
-  saveClamped: "Saved packets whose priority the pod policy lowered",
-  saveFailed: "Packets the saver could not store",
-  restored: "Packets whose metadata the restorer wrote back",
-  restoredTstamp: "Restored packets that got their SO_TXTIME launch time back",
-  expired: "Entries found too old at restore time",
-  notFound: "Forwarded packets at the restorer with no saved entry",
-  gcExpired: "Entries the GC timer removed",
-  gcRuns: "GC timer runs",
+  admitted: "Pod packets admit handled on the pods' host interfaces",
+  admitRequested: "Admitted packets that carried a request from the pod's saver",
+  admitClamped: "Admitted packets whose priority the pod's policy changed",
+  admitClassified: "Admitted packets whose priority came from the pod's default or rules",
+  admitNoPod: "Packets admit saw on an interface without a pod entry",
+  tagged: "Admitted packets handed to the tag carrier",
+  staged: "Admitted packets handed to the stage carrier",
+  stageUnread: "Staged entries overwritten before any restorer read them",
+  stampMoved: "Launch times without a clock type carried across the crossing",
+  reqStageMiss: "Requests whose wide part admit did not find",
+  restoredTag: "Packets the restorer restored from the tag",
+  restoredStage: "Packets the restorer restored from the stage",
+  restoredTstamp: "Restored packets that got their launch time back",
+  restoredFrag: "Later fragments restored from their first fragment",
+  tagClamped: "Tags above the node's ceiling (not written by our admit)",
+  stageMiss: "Forwarded packets the restorer parsed while entries were staged, no match",
+  stageExpired: "Staged entries found older than the age limit",
   tstampFailed: "Launch times the kernel refused to set",
-  savedTable:
-    "Saved packets that needed the fingerprint table (untyped launch time, priority > 15)",
 };
 
 export function snake(name: string): string {
@@ -95,7 +101,7 @@ export function renderMetrics(inp: MetricsInput): string {
           pod: p?.name,
         };
       };
-      for (const field of ["saved", "clamped", "restored"] as const) {
+      for (const field of ["admitted", "clamped", "restored"] as const) {
         metric(
           `tsnproxy_pod_${field}_total`,
           "counter",
@@ -103,22 +109,12 @@ export function renderMetrics(inp: MetricsInput): string {
           pods.map((p) => [podLabels(p.podCookie), p[field]]),
         );
       }
-      metric(
-        "tsnproxy_meta_entries",
-        "gauge",
-        "Entries in the fingerprint table (saved, not yet restored or expired)",
-        [[{}, maps.metaOccupancy()]],
-      );
     }
   } catch {
     inp.stats.installed = false;
   } finally {
     maps?.close();
   }
-  metric("tsnproxy_meta_capacity", "gauge", "Size of the fingerprint table", [[
-    {},
-    inp.mapEntries,
-  ]]);
   metric("tsnproxy_up", "gauge", "1 when the datapath is installed (pins present)", [[
     {},
     inp.stats.installed ? 1 : 0,

@@ -12,6 +12,7 @@ import {
   TSNP_POD_CARRY_STAGE,
   TSNP_POD_CARRY_TAG,
   TSNP_POD_CLASSIFY,
+  TSNP_POD_NETKIT,
   TSNP_POD_REMAP,
   TSNP_RULES,
   TSNP_SLOTS,
@@ -51,6 +52,8 @@ export interface DatapathConfig {
 export interface PodEntry {
   /** Identifies the pod (podCookie of its container id). */
   cookie: bigint;
+  /** Its host side is a netkit device (its packets may reach the NIC never received). */
+  netkit?: boolean;
   slot: number;
   carrier: Carrier;
   /** Why that carrier (src/bpf/carrier.ts REASONS). */
@@ -197,6 +200,7 @@ export function encodePod(
   if (pod.carrier === "tag") flags |= TSNP_POD_CARRY_TAG;
   if (pod.carrier === "stage") flags |= TSNP_POD_CARRY_STAGE;
   if (!identityRemap(policy)) flags |= TSNP_POD_REMAP;
+  if (pod.netkit) flags |= TSNP_POD_NETKIT;
   if (policy.defaultPriority || policy.rules.length) flags |= TSNP_POD_CLASSIFY;
   return encode(TsnpPod, {
     cookie: pod.cookie,
@@ -221,6 +225,7 @@ export function decodePod(bytes: Uint8Array): PodEntry {
   };
   return {
     cookie: d.cookie,
+    ...(d.flags & TSNP_POD_NETKIT ? { netkit: true } : {}),
     slot: d.slot,
     carrier: d.flags & TSNP_POD_CARRY_TAG
       ? "tag"

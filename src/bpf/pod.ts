@@ -66,6 +66,7 @@ export function writePodEntry(
   const cookie = podCookie(req.containerId);
   const entry: PodEntry = {
     cookie,
+    ...(req.host.kind === "netkit" ? { netkit: true } : {}),
     slot: maps.acquireSlot(cookie),
     carrier: req.carrier,
     reason: req.reason,
@@ -208,4 +209,13 @@ export function listPodAttachments(bpffs: string): PodAttachmentRecord[] {
     byName.set(p.name, rec);
   }
   return [...byName.values()];
+}
+
+/** Attachment pins of a pod interface that exist now, both sides. */
+export function podPins(bpffs: string, containerId: string, ifname: string): string[] {
+  const pins = new PinLayout(bpffs);
+  return [
+    ...pinsOf(pins.pod(containerId, ifname, "pod")),
+    ...pinsOf(pins.pod(containerId, ifname, "host")),
+  ];
 }

@@ -113,9 +113,10 @@ export function interfaceChecks(ctx: DoctorContext, st: NetState): void {
       `tsnproxy install --bpffs ${ctx.bpffs}   (re-attaches the restorer to ${link.name})`;
     if (!a) {
       check.fail({
-        found: `no restorer on ${link.name} egress (pin ${
-          new PinLayout(ctx.bpffs).restorer(link.name)
-        } ` +
+        found:
+          `no restorer on ${link.name} egress (pin ${
+            new PinLayout(ctx.bpffs).restorer(link.name)
+          } ` +
           "missing or recording another ifindex): packets leave without their pods' " +
           "priority/launch time",
         fix,
@@ -606,9 +607,10 @@ export function carrierChecks(ctx: DoctorContext): void {
     const unsafe = [...names, ...writers.map((w) => `${w}: dsmark rewrites tc_index`)];
     if (unsafe.length && ctx.config.carrier === "tag") {
       check.fail({
-        found: `carrier: tag is forced, but ${unsafe.join("; ")} ${
-          datapaths.length ? `(${datapaths.join(", ")}) ` : ""
-        }read or reset skb->tc_index on the pods' way: their flags would carry pods' ` +
+        found:
+          `carrier: tag is forced, but ${unsafe.join("; ")} ${
+            datapaths.length ? `(${datapaths.join(", ")}) ` : ""
+          }read or reset skb->tc_index on the pods' way: their flags would carry pods' ` +
           "priorities, and the priorities their values",
         fix: "set `carrier: auto` (or table) in the node config and run `tsnproxy install`; " +
           "re-create the pods",

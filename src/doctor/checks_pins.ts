@@ -187,4 +187,3 @@ export function pinChecks(ctx: DoctorContext): boolean {
   });
   return true;
 }
-

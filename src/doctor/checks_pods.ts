@@ -104,7 +104,9 @@ function podViews(ctx: DoctorContext): PodView[] {
 
 export function podChecks(ctx: DoctorContext, installed: boolean): void {
   if (!installed) {
-    for (const ref of [ATTACHMENTS, ENTRIES, CARRIERS]) ctx.skip({ ...ref, found: "not installed" });
+    for (const ref of [ATTACHMENTS, ENTRIES, CARRIERS]) {
+      ctx.skip({ ...ref, found: "not installed" });
+    }
     return;
   }
   ctx.run(ATTACHMENTS, (check) => {
@@ -114,7 +116,10 @@ export function podChecks(ctx: DoctorContext, installed: boolean): void {
       leaked: r.leaks.map((l) => ({ pin: l.pin, reason: l.reason })),
     };
     if (r.leaks.length === 0) {
-      check.pass({ found: `${plural(r.total, "pod attachment pin")}, all on live interfaces`, data });
+      check.pass({
+        found: `${plural(r.total, "pod attachment pin")}, all on live interfaces`,
+        data,
+      });
       return;
     }
     check.warn({
@@ -147,13 +152,18 @@ export function podChecks(ctx: DoctorContext, installed: boolean): void {
       })),
     };
     if (orphans.length === 0) {
-      check.pass({ found: `${plural(views.length, "pod entry")}, each owned by an attachment`, data });
+      check.pass({
+        found: `${plural(views.length, "pod entry")}, each owned by an attachment`,
+        data,
+      });
       return;
     }
     check.warn({
       found: `${plural(orphans.length, "entry")} in tsnp_pods without a live interface or an ` +
         `attachment: ${
-          orphans.map((o) => `ifindex ${o.ifindex}${o.host ? ` (${o.host})` : " (gone)"}`).join(", ")
+          orphans.map((o) => `ifindex ${o.ifindex}${o.host ? ` (${o.host})` : " (gone)"}`).join(
+            ", ",
+          )
         } (a DEL that never came); a new interface with the same index would find it`,
       fix: `tsnproxy install --bpffs ${ctx.bpffs}   (removes entries of interfaces that are gone)`,
       data,

@@ -13,12 +13,12 @@ import {
 } from "./checks_cni.ts";
 import { configChecks, kernelChecks, libraryChecks } from "./checks_host.ts";
 import {
+  carrierChecks,
   interfaceChecks,
   type NetState,
   qdiscChecks,
   qdiscStart,
   sysctlChecks,
-  carrierChecks,
   xdpChecks,
 } from "./checks_net.ts";
 import { pinChecks } from "./checks_pins.ts";

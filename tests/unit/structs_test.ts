@@ -148,6 +148,7 @@ Deno.test("the datapath counters and constants match bpf/tsnproxy.h", async () =
     `_Static_assert(TSNP_POD_CARRY_STAGE == ${datapath.TSNP_POD_CARRY_STAGE}, "CARRY_STAGE");`,
     `_Static_assert(TSNP_POD_REMAP == ${datapath.TSNP_POD_REMAP}, "POD_REMAP");`,
     `_Static_assert(TSNP_POD_CLASSIFY == ${datapath.TSNP_POD_CLASSIFY}, "POD_CLASSIFY");`,
+    `_Static_assert(TSNP_POD_NETKIT == ${datapath.TSNP_POD_NETKIT}, "POD_NETKIT");`,
     `_Static_assert(TSNP_CONFIG_TAGS == ${datapath.TSNP_CONFIG_TAGS}, "CONFIG_TAGS");`,
     `_Static_assert(TSNP_TAG == ${datapath.TSNP_TAG}, "TSNP_TAG");`,
     `_Static_assert(TSNP_TAG_MASK == ${datapath.TSNP_TAG_MASK}, "TSNP_TAG_MASK");`,

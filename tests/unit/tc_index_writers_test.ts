@@ -1,6 +1,6 @@
 /** The doctor's tc_index check: which qdiscs and classic tc filters would erase the saver's tag. */
 import assert from "node:assert/strict";
-import { classicFilterHooks, tcIndexWriters } from "../../src/doctor/checks_net.ts";
+import { recognise, tcIndexWriters } from "../../src/doctor/checks_net.ts";
 
 const links = [
   { index: 1, name: "lo" },
@@ -21,19 +21,11 @@ Deno.test("tc_index writers: dsmark anywhere but the TSN interface, other kinds 
   assert.equal(tcIndexWriters(links, (i) => qdiscs[i] ?? [], undefined).length, 2);
 });
 
-Deno.test("tc_index: classic filters anywhere but ours and the TSN egress are reported", () => {
-  const filters: Record<string, { progId?: number }[]> = {
-    "2/egress": [{ progId: 7 }], // the TSN interface's egress: the restorer's business
-    "2/ingress": [{ progId: 8 }],
-    "3/ingress": [{ progId: 42 }], // ours (a host-veth restorer in clsact mode)
-    "4/ingress": [{ progId: 9 }, { progId: 10 }],
-    "1/ingress": [{ progId: 11 }], // lo: never on a pod packet's way
-  };
-  const got = classicFilterHooks(
-    links,
-    (i, dir) => filters[`${i}/${dir}`] ?? [],
-    "tsn0",
-    new Set([42]),
-  );
-  assert.deepEqual(got, ["tsn0 ingress (1 filter)", "br0 ingress (2 filters)"]);
+Deno.test("other datapaths are recognised by their programs and devices", () => {
+  assert.deepEqual(recognise([{ name: "cil_from_container", device: "lxc1" }], []), ["Cilium"]);
+  assert.deepEqual(recognise([], ["eth0", "cilium_host"]), ["Cilium"]);
+  assert.deepEqual(recognise([{ name: "calico_tc_main", device: "eth0" }], []), [
+    "Calico (eBPF dataplane)",
+  ]);
+  assert.deepEqual(recognise([{ name: "my_filter", device: "br0" }], ["br0"]), []);
 });

@@ -50,6 +50,7 @@ export const TSNP_POD_CARRY_TAG = 0x1;
 export const TSNP_POD_CARRY_STAGE = 0x2;
 export const TSNP_POD_REMAP = 0x4;
 export const TSNP_POD_CLASSIFY = 0x8;
+export const TSNP_POD_NETKIT = 0x10;
 export const TSNP_CONFIG_TAGS = 0x1;
 /** Per-pod counter slots (tsnp_pod_stats, tsnp_slots); slot 0 is nobody's. */
 export const TSNP_SLOTS = 512;

@@ -12,15 +12,14 @@ import { compilePolicy, REMAP_SLOTS } from "../config/policy.ts";
 import {
   findLink,
   formatHandle,
-  inspectQdiscOrder,
   type LinkInfo,
   listBpfFilters,
   listLinks,
   listQdiscs,
   type QdiscInfo,
-  rootMatches,
   rootQdisc,
 } from "../netlink/mod.ts";
+import { inspectQdiscOrder, rootMatches } from "../install/qdisc_inspect.ts";
 import { parse as parseYaml } from "yaml";
 import { type DoctorContext, plural } from "./context.ts";
 import { pinnedProgId } from "./checks_pins.ts";

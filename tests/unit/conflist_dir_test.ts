@@ -113,6 +113,18 @@ Deno.test("symlinked single-plugin .conf: conversion is refused, nothing changes
   assert.deepEqual(await tree(root), before);
 });
 
+Deno.test("a .conf whose .conflist name is taken by a symlink (even a dangling one) is not converted", async () => {
+  const { root, confDir } = await layout();
+  await Deno.writeTextFile(`${confDir}/10-mynet.conf`, MYNET);
+  await Deno.symlink("../shared/nothing", `${confDir}/10-mynet.conflist`);
+  const before = await tree(root);
+  await assert.rejects(
+    planInstall({ confDir, entry: ENTRY }),
+    /must become .*10-mynet\.conflist, but that file already exists and is not tsnproxy's/,
+  );
+  assert.deepEqual(await tree(root), before);
+});
+
 Deno.test("apply refuses when a planned symlink was replaced (or a file became a symlink)", async () => {
   const { confDir, shared } = await layout();
   await Deno.writeTextFile(`${shared}/flannel.conflist`, FLANNEL);

@@ -26,9 +26,15 @@ import {
 export interface ConfEntry {
   name: string;
   path: string;
-  /** Set for a symlink: the file it resolves to (undefined when it dangles). */
+  /**
+   * "file": a regular file, or a symlink to one (`linkTarget`); "dangling": a symlink to
+   * nothing (unreadable, like a malformed file); "special": a FIFO, socket or device, or a
+   * symlink to one or to a directory: never opened.
+   */
+  kind: "file" | "dangling" | "special";
+  /** Set for a symlink: the file it resolves to. */
   linkTarget?: string;
-  /** Why the entry cannot be read as a config (never opened); undefined for a usable one. */
+  /** What the entry is, for "dangling" and "special" ones. */
   unusable?: string;
 }
 
@@ -48,7 +54,7 @@ export interface Discovered {
 const utf8 = new TextEncoder();
 
 /** Go's sort.Strings order: byte-wise on the UTF-8 names. */
-function byteOrder(a: string, b: string): number {
+export function byteOrder(a: string, b: string): number {
   const x = utf8.encode(a);
   const y = utf8.encode(b);
   for (let i = 0; i < x.length && i < y.length; i++) if (x[i] !== y[i]) return x[i] - y[i];
@@ -73,19 +79,27 @@ async function describe(confDir: string, name: string): Promise<ConfEntry | unde
     if (e instanceof Deno.errors.NotFound) return undefined; // gone since readDir
     throw e;
   }
-  if (st.isFile) return { name, path };
+  if (st.isFile) return { name, path, kind: "file" };
   if (st.isDirectory) return undefined; // libcni skips directories
-  if (!st.isSymlink) return { name, path, unusable: `${kindOf(st)}, not a regular file` };
+  if (!st.isSymlink) {
+    return { name, path, kind: "special", unusable: `${kindOf(st)}, not a regular file` };
+  }
   let target: string;
   try {
     target = await Deno.realPath(path);
   } catch {
     const to = await Deno.readLink(path).catch(() => "?");
-    return { name, path, unusable: `a dangling symlink (to ${to})` };
+    return { name, path, kind: "dangling", unusable: `a dangling symlink (to ${to})` };
   }
   const t = await Deno.stat(target);
-  if (t.isFile) return { name, path, linkTarget: target };
-  return { name, path, linkTarget: target, unusable: `a symlink to ${kindOf(t)} (${target})` };
+  if (t.isFile) return { name, path, kind: "file", linkTarget: target };
+  return {
+    name,
+    path,
+    kind: "special",
+    linkTarget: target,
+    unusable: `a symlink to ${kindOf(t)} (${target})`,
+  };
 }
 
 /**
@@ -119,7 +133,7 @@ export async function listCandidates(confDir: string): Promise<string[]> {
 
 /** Reads and parses one usable entry (a regular file, or a symlink to one). */
 export async function readEntry(entry: ConfEntry): Promise<CniDocument> {
-  if (entry.unusable) {
+  if (entry.kind !== "file") {
     throw new ConfigError(
       `${entry.path} is ${entry.unusable}`,
       "remove it or replace it with a regular file (the container runtime cannot load it " +
@@ -160,8 +174,8 @@ export async function discover(confDir: string, opts: DiscoverOptions = {}): Pro
   const entries = await scanConfDir(confDir);
   const hintNone = "install the primary CNI (flannel, calico, ...) first so that it writes its " +
     "config, or pass --cni-conf-dir";
-  const files = entries.filter((e) => !e.unusable || e.unusable.startsWith("a dangling"));
-  const specials = entries.filter((e) => !files.includes(e));
+  const files = entries.filter((e) => e.kind !== "special");
+  const specials = entries.filter((e) => e.kind === "special");
   if (files.length === 0) {
     const also = specials.map((e) => `${e.name}: ${e.unusable}`).join("; ");
     throw new NotFoundError(

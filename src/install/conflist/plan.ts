@@ -25,7 +25,13 @@ import {
   writeFileAtomic,
 } from "../atomic.ts";
 import { unifiedDiff } from "./diff.ts";
-import { discover, type DiscoverOptions, listCandidates, scanConfDir } from "./discover.ts";
+import {
+  byteOrder,
+  discover,
+  type DiscoverOptions,
+  listCandidates,
+  scanConfDir,
+} from "./discover.ts";
 import {
   baseName,
   type CniDocument,
@@ -83,7 +89,7 @@ async function settle(opts: PlanOptions, warnings: string[]): Promise<void> {
   let linked: string[] = [];
   try {
     linked = (await scanConfDir(opts.confDir)).flatMap((e) =>
-      e.linkTarget && !e.unusable ? [e.linkTarget] : []
+      e.kind === "file" && e.linkTarget ? [e.linkTarget] : []
     );
   } catch { /* discover reports a missing dir */ }
   if (opts.recover !== false) {
@@ -244,12 +250,15 @@ export async function planInstall(opts: PlanOptions & { entry: TsnproxyEntry }):
   }
   if (r.convertedFrom !== undefined) {
     const existing = await readText(r.path);
-    if (existing !== undefined) {
-      let ours = false;
-      try {
-        ours = hasOurEntry(parseCniDocument(r.path, existing));
-      } catch { /* not ours if unparsable */ }
-      if (!ours || (await entryAt(r.path)) !== "file") {
+    let ours = false;
+    try {
+      ours = existing !== undefined && hasOurEntry(parseCniDocument(r.path, existing));
+    } catch { /* not ours if unparsable */ }
+    const at = await entryAt(r.path);
+    if (at !== "none") {
+      // Ours is a regular file holding our entry; anything else there (a foreign config, a
+      // symlink, a dangling one) is not to be replaced.
+      if (!ours || at !== "file") {
         throw new ConfigError(
           `${doc.path} is a single-plugin config and must become ${r.path}, but that file ` +
             "already exists and is not tsnproxy's",
@@ -261,7 +270,7 @@ export async function planInstall(opts: PlanOptions & { entry: TsnproxyEntry }):
       const names = await listCandidates(opts.confDir);
       const a = baseName(doc.path);
       const b = baseName(r.path);
-      const between = names.filter((n) => n > a && n < b);
+      const between = names.filter((n) => byteOrder(n, a) > 0 && byteOrder(n, b) < 0);
       if (between.length > 0) {
         throw new ConfigError(
           `converting ${a} to ${b} would make ${between[0]} the first config file`,

@@ -15,7 +15,8 @@
  *
  * kinds: taprio, mqprio (each with optional per-queue etf children), keep (leave whatever is
  * there), none (tsnproxy removes a taprio/mqprio root it finds and leaves the kernel default).
- * The netlink builders in src/netlink/qdisc.ts take the parsed (output) types below.
+ * The netlink request builders (src/netlink/qdisc_request.ts) take the parsed (output) types
+ * below.
  */
 import { z } from "zod";
 import { ConfigError } from "../errors.ts";

@@ -13,15 +13,14 @@ import { REMAP_SLOTS } from "../policy/types.ts";
 import {
   findLink,
   formatHandle,
-  inspectQdiscOrder,
   type LinkInfo,
   listBpfFilters,
   listLinks,
   listQdiscs,
   type QdiscInfo,
-  rootMatches,
   rootQdisc,
 } from "../netlink/mod.ts";
+import { inspectQdiscOrder, rootMatches } from "../install/qdisc_inspect.ts";
 import { parse as parseYaml } from "yaml";
 import { type CheckRef, type DoctorContext, plural } from "./context.ts";
 import { pinnedProgId } from "./checks_pins.ts";

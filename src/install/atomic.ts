@@ -35,6 +35,10 @@
  *   (Linux gives no read/write atomicity for regular files); the runtime re-reads on the
  *   next event or pod, and the conflist is tiny, so the window is a single page copy.
  *
+ * Either way the file keeps its mode and owner (a new one gets the caller's or 0644/root), and
+ * with `followSymlink` a symlink at `path` is kept and the file it points to is written (its
+ * temp and journal then sit next to that file).
+ *
  * Temporary and journal names end in `.tsnproxy-tmp.*` / `.tsnproxy-journal`: they never
  * match `*.conf`, `*.conflist` or `*.json`, so the runtime never loads them (libcni filters
  * by extension only; it does not skip dotfiles).
@@ -43,10 +47,35 @@ import { TsnproxyError } from "../errors.ts";
 import { CniCode } from "../errors.ts";
 
 export interface WriteOptions {
-  /** File mode for a new file (default: keep the existing file's mode, else 0o644). */
+  /** File mode (default: keep the existing file's mode, else 0o644). */
   mode?: number;
+  /** Owner (default: keep the existing file's owner, else the writing process's). */
+  owner?: { uid: number; gid: number };
   /** Overwrite the existing inode instead of renaming a new one over it (see module doc). */
   inPlace?: boolean;
+  /**
+   * When `path` is a symlink, write the file it points to and keep the link (default: the
+   * link is replaced by a regular file, as rename(2) does).
+   */
+  followSymlink?: boolean;
+}
+
+/** Mode and owner of a file, to give a copy or a re-created file the same. */
+export interface FileAttrs {
+  mode: number;
+  uid: number;
+  gid: number;
+}
+
+/** Mode bits and owner of `path` (following symlinks); undefined when it does not exist. */
+export async function fileAttrs(path: string): Promise<FileAttrs | undefined> {
+  try {
+    const st = await Deno.stat(path);
+    return { mode: (st.mode ?? 0o644) & 0o7777, uid: st.uid ?? 0, gid: st.gid ?? 0 };
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw ioError("cannot stat", path, e);
+  }
 }
 
 /** Marker in temp names; never a CNI extension. */
@@ -117,13 +146,20 @@ function randomTag(): string {
 }
 
 /** rename-mode write; exported pieces are composed by writeFileAtomic. */
-async function writeByRename(path: string, data: Uint8Array, mode: number): Promise<void> {
+async function writeByRename(
+  path: string,
+  data: Uint8Array,
+  mode: number,
+  owner?: { uid: number; gid: number },
+): Promise<void> {
   const { dir, base } = split(path);
   const tmp = `${dir}/.${base}${TEMP_MARK}.${Deno.pid}.${randomTag()}`;
   let f: Deno.FsFile | undefined;
   try {
     f = await Deno.open(tmp, { write: true, createNew: true, mode });
     await writeAll(f, data);
+    // Owner first: chown clears set-id bits, chmod then sets exactly `mode`.
+    if (owner) await Deno.chown(tmp, owner.uid, owner.gid);
     await Deno.chmod(tmp, mode); // umask may have narrowed the create mode
     await f.sync();
     f.close();
@@ -283,6 +319,22 @@ export async function recoverInterruptedWrites(dir: string): Promise<RecoveryRep
   return out;
 }
 
+/** The file a symlink at `path` points to (`path` itself when it is no symlink or absent). */
+async function resolveLink(path: string): Promise<string> {
+  try {
+    if (!(await Deno.lstat(path)).isSymlink) return path;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return path;
+    throw ioError("cannot stat", path, e);
+  }
+  try {
+    return await Deno.realPath(path);
+  } catch (e) {
+    // A dangling link: writing it would replace the link, which is what the caller refused.
+    throw ioError("cannot resolve the symlink", path, e);
+  }
+}
+
 /**
  * Replaces `path` with `data` so that a crash at any point leaves the old or the new content
  * (or, for inPlace writes larger than a page or across power loss, a state the journal
@@ -294,17 +346,15 @@ export async function writeFileAtomic(
   opts: WriteOptions = {},
 ): Promise<void> {
   const bytes = typeof data === "string" ? enc.encode(data) : data;
+  if (opts.followSymlink) path = await resolveLink(path);
   await recoverPath(path);
-  let existingMode: number | undefined;
-  try {
-    existingMode = ((await Deno.stat(path)).mode ?? 0o644) & 0o7777;
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw ioError("cannot stat", path, e);
-  }
+  const existing = await fileAttrs(path);
+  const existingMode = existing?.mode;
   const mode = opts.mode ?? existingMode ?? 0o644;
+  const owner = opts.owner ?? (existing && { uid: existing.uid, gid: existing.gid });
   if (!opts.inPlace || existingMode === undefined) {
     // A new file has no inode to preserve: creating it is one event whatever we do.
-    await writeByRename(path, bytes, mode);
+    await writeByRename(path, bytes, mode, owner);
     return;
   }
   const old = await readOrNull(path) ?? new Uint8Array();
@@ -314,6 +364,9 @@ export async function writeFileAtomic(
   await writeByRename(jp, enc.encode(JSON.stringify(journal)), 0o600);
   try {
     await overwriteInode(path, old, bytes);
+    if (opts.owner && (opts.owner.uid !== existing?.uid || opts.owner.gid !== existing?.gid)) {
+      await Deno.chown(path, opts.owner.uid, opts.owner.gid);
+    }
     if (opts.mode !== undefined && opts.mode !== existingMode) await Deno.chmod(path, opts.mode);
   } catch (e) {
     throw ioError("cannot write in place", path, e);

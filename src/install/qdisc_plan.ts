@@ -9,7 +9,7 @@
  *   taprio/mqprio root is created;
  * - a NIC already running a software taprio without clsact (the operator configured it
  *   first) is repaired: clsact is added, then the root is re-created with the parameters the
- *   kernel reports (recreateRootQdisc), so taprio again comes after clsact. With qdisc kind
+ *   kernel reports (step recreate-root), so taprio again comes after clsact. With qdisc kind
  *   "keep" that repair is the only change made;
  * - plans are computed from the kernel's state and printed before anything is done; running
  *   a plan and planning again yields no step.
@@ -17,24 +17,28 @@
 import { ConfigError, KernelError } from "../errors.ts";
 import type { TcApi } from "../bpf/attach.ts";
 import { CLSACT_HANDLE, CLSACT_PRIORITY } from "../bpf/attach.ts";
-import { checkQueuesFit, type QdiscConfig } from "../config/qdisc.ts";
+import {
+  checkQueuesFit,
+  type MqprioConfig,
+  type QdiscConfig,
+  type TaprioConfig,
+} from "../config/qdisc.ts";
 import {
   addQdisc,
-  applyQdiscConfig,
   deleteQdisc,
   findLink,
   formatHandle,
-  inspectQdiscOrder,
   listBpfFilters,
   listQdiscs,
   type QdiscInfo,
-  recreateRootQdisc,
-  rootMatches,
+  replaceQdisc,
   rootQdisc,
+  type RtnlSocket,
   TC_H_ROOT,
   tcHandle,
   withRtnl,
 } from "../netlink/mod.ts";
+import { configFromKernel, inspectQdiscOrder, rootMatches } from "./qdisc_inspect.ts";
 import type { InstallState, QdiscState } from "./state.ts";
 
 export type QdiscStep =
@@ -192,6 +196,57 @@ export function foreignClsactFilters(ifindex: number): number {
   return n;
 }
 
+/** Creates the configured root (handle from the config) and its etf children. */
+function createTsnRoot(ifindex: number, cfg: TaprioConfig | MqprioConfig, s: RtnlSocket): void {
+  addQdisc({ ifindex, parent: TC_H_ROOT, handle: tcHandle(cfg.handle, 0) }, cfg, s);
+  for (const e of cfg.etf ?? []) {
+    const { queue, ...opts } = e;
+    replaceQdisc(
+      { ifindex, parent: tcHandle(cfg.handle, queue + 1) },
+      { kind: "etf", ...opts },
+      s,
+    );
+  }
+}
+
+/**
+ * Step apply-root: the configured taprio/mqprio root replaces whatever root is there (taprio
+ * cannot change its mapping in place, so the old root is deleted first; a default root the
+ * kernel will not delete is replaced by the add). Nothing when the root already matches.
+ */
+function applyRoot(ifindex: number, cfg: TaprioConfig | MqprioConfig): void {
+  withRtnl(undefined, (s) => {
+    const qdiscs = listQdiscs(ifindex, s);
+    const root = rootQdisc(qdiscs);
+    if (rootMatches(root, qdiscs, cfg)) return;
+    if (root && root.handle !== 0) {
+      try {
+        deleteQdisc({ ifindex, parent: TC_H_ROOT, handle: root.handle }, s);
+      } catch (e) {
+        // A default root (noqueue, mq of a NIC) cannot always be deleted; adding replaces it.
+        if (!(e instanceof KernelError)) throw e;
+      }
+    }
+    createTsnRoot(ifindex, cfg, s);
+  });
+}
+
+/**
+ * Step recreate-root: deletes the root taprio/mqprio and creates it again with the parameters
+ * (and etf children) the kernel reports, so it comes after a clsact added since. Other child
+ * qdiscs under its classes are not restored. Nothing when the root is not taprio/mqprio.
+ */
+function recreateRoot(ifindex: number): void {
+  withRtnl(undefined, (s) => {
+    const qdiscs = listQdiscs(ifindex, s);
+    const root = rootQdisc(qdiscs);
+    const cfg = root && configFromKernel(root, qdiscs);
+    if (!root || !cfg) return;
+    deleteQdisc({ ifindex, parent: TC_H_ROOT, handle: root.handle }, s);
+    createTsnRoot(ifindex, cfg, s);
+  });
+}
+
 /**
  * Runs the steps; returns the updated qdisc state. When creating the root fails after this
  * run added clsact, clsact is removed again (nothing half-done stays).
@@ -210,7 +265,7 @@ export function applyQdiscPlan(plan: QdiscPlan, prev: QdiscState | undefined): Q
           addedNow = true;
           break;
         case "recreate-root":
-          recreateRootQdisc(plan.ifindex);
+          recreateRoot(plan.ifindex);
           break;
         case "delete-root":
           deleteQdisc({ ifindex: plan.ifindex, parent: TC_H_ROOT, handle: step.handle });
@@ -220,7 +275,7 @@ export function applyQdiscPlan(plan: QdiscPlan, prev: QdiscState | undefined): Q
           }
           break;
         case "apply-root":
-          applyQdiscConfig(plan.ifindex, step.cfg);
+          applyRoot(plan.ifindex, step.cfg);
           st.rootCreated = { kind: step.cfg.kind, handle: step.cfg.handle };
           if (step.replaces) st.replacedRoot = step.replaces;
           break;

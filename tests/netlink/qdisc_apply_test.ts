@@ -1,27 +1,30 @@
 /**
  * Qdiscs applied for real in a throwaway netns and read back with RTM_GETQDISC /
  * RTM_GETTCLASS, compared with what was requested. htb, tbf, clsact and mq are built into the
- * host kernel; taprio/mqprio/etf are tried too: where the kernel lacks them (this host) the
- * error must name the missing module, where it has them (the Debian VMs) the read-back must
- * match the config.
+ * host kernel. taprio/mqprio/etf go through the installer's qdisc plan (planQdisc /
+ * applyQdiscPlan, what `tsnproxy install` and the agent run): where the kernel lacks them
+ * (this host) the error must name the missing module and the plan must undo its clsact; where
+ * it has them (the Debian 6.1 and 6.12 guests: tests/vm/qdisc_test.ts runs this file there)
+ * the read-back must match the config, a second plan must be empty and the Debian 6.1 repair
+ * must re-create the root after clsact. Each test that needs a kind the kernel lacks is
+ * ignored, with the reason printed.
  */
 import assert from "node:assert/strict";
-import { parseQdiscConfig, type TaprioConfig } from "../../src/config/qdisc.ts";
+import { parseQdiscConfig, type QdiscConfig, type TaprioConfig } from "../../src/config/qdisc.ts";
 import { ConfigError, KernelError } from "../../src/errors.ts";
 import { Errno } from "../../src/ffi/libc.ts";
 import { encode } from "../../src/ffi/structs/layout.ts";
 import { tc_htb_glob } from "../../src/ffi/structs/netlink.ts";
+import { configFromKernel, inspectQdiscOrder } from "../../src/install/qdisc_inspect.ts";
+import { applyQdiscPlan, planQdisc, type QdiscPlan } from "../../src/install/qdisc_plan.ts";
+import { emptyState, type InstallState, type QdiscState } from "../../src/install/state.ts";
 import {
   addQdisc,
-  applyQdiscConfig,
   Attrs,
   buildQdiscRequest,
-  configFromKernel,
   deleteQdisc,
   encodeTbfQopt,
-  ensureClsact,
   getLink,
-  inspectQdiscOrder,
   listClasses,
   listQdiscs,
   replaceQdisc,
@@ -34,7 +37,21 @@ import {
   tcHandle,
 } from "../../src/netlink/mod.ts";
 import { withNetns } from "../../src/util/netns.ts";
+import { ignoredBecause, qdiscKinds } from "../lib/qdisc_kinds.ts";
 import { addVeth, quiet, run, uniqueName, withTestNetns } from "./_netns.ts";
+
+/** The Debian guest kernels carry no sch_htb/sch_tbf module; this host has no TSN qdiscs. */
+const shaping = qdiscKinds("htb", "tbf");
+const tsn = qdiscKinds("taprio", "mqprio", "etf");
+const hasShaping = shaping.htb && shaping.tbf;
+const hasTsn = tsn.taprio && tsn.mqprio && tsn.etf;
+if (!hasShaping) console.log(`htb/tbf tests ignored: ${ignoredBecause(shaping)}`);
+if (!hasTsn) {
+  console.log(
+    `taprio/mqprio/etf tests ignored: ${ignoredBecause(tsn)}; tests/vm/qdisc_test.ts runs ` +
+      "them in the Debian 6.1 and 6.12 guests",
+  );
+} else console.log(`kernel ${Deno.osRelease()} has taprio, mqprio and etf: testing them`);
 
 /** The TCA_OPTIONS payload a request carries (what the kernel should echo back). */
 function requestedOptions(msg: Uint8Array): Uint8Array {
@@ -43,11 +60,8 @@ function requestedOptions(msg: Uint8Array): Uint8Array {
   return opts;
 }
 
-/** Set by the VM runner (scripts/vm): the Debian VM kernels carry no sch_htb/sch_tbf module. */
-const inVm = Deno.env.has("TSNPROXY_VM_KERNEL");
-
 Deno.test(
-  { name: "htb: requested global options read back field for field", ignore: inVm },
+  { name: "htb: requested global options read back field for field", ignore: !hasShaping },
   async () => {
     await withTestNetns((ns) => {
       addVeth(ns, "va", "vb");
@@ -103,7 +117,7 @@ Deno.test(
 
 Deno.test({
   name: "tbf: TCA_TBF_PARMS echoed byte for byte, 64-bit rates through TCA_TBF_RATE64",
-  ignore: inVm,
+  ignore: !hasShaping,
 }, async () => {
   await withTestNetns((ns) => {
     addVeth(ns, "va", "vb");
@@ -144,20 +158,36 @@ Deno.test({
   });
 });
 
-Deno.test("clsact: add, read back, refuse a second add, delete; ordering helper", async () => {
+/** The plan for the interface `va` of the calling thread's netns, and its step names. */
+function plan(cfg: QdiscConfig, clsactNeeded: boolean, state: InstallState = emptyState()) {
+  const p = planQdisc("va", cfg, clsactNeeded, state);
+  return { plan: p, ops: p.steps.map((st) => st.op) };
+}
+
+/** Runs a plan; the install state it leaves (as install records it). */
+function applyPlan(p: QdiscPlan, prev?: QdiscState): InstallState {
+  return { ...emptyState(), qdisc: applyQdiscPlan(p, prev) };
+}
+
+Deno.test("clsact: the plan adds it once, read back, a second add refused, ordering facts", async () => {
   await withTestNetns((ns) => {
     addVeth(ns, "va", "vb");
     withNetns(ns.path, () => {
       using s = RtnlSocket.open();
       const ifindex = getLink("va", s).index;
       assert.equal(inspectQdiscOrder(ifindex, s).clsact, false);
-      assert.deepEqual(ensureClsact(ifindex, s), { clsactAdded: true, rootRecreated: false });
+      const first = plan({ kind: "keep" }, true);
+      assert.deepEqual(first.ops, ["add-clsact"]);
+      const state = applyPlan(first.plan);
+      assert.equal(state.qdisc?.clsactCreated, true);
       const clsact = listQdiscs(ifindex, s).find((q) => q.kind === "clsact");
       assert.ok(clsact);
       assert.equal(clsact.handle, tcHandle(0xffff, 0));
       assert.equal(clsact.parent, TC_H_CLSACT);
       assert.equal(clsact.rawOptions?.length ?? 0, 0, "clsact has no options");
-      assert.deepEqual(ensureClsact(ifindex, s), { clsactAdded: false, rootRecreated: false });
+      const again = plan({ kind: "keep" }, true, state);
+      assert.deepEqual(again.ops, []);
+      assert.ok(again.plan.notes.includes("clsact present"), again.plan.notes.join("; "));
       assert.throws(() => addQdisc({ ifindex }, { kind: "clsact" }, s), (e: unknown) => {
         assert.ok(e instanceof KernelError);
         assert.equal(e.errno, Errno.EEXIST);
@@ -231,86 +261,143 @@ const taprioYamlLike = {
   etf: [{ queue: 0, deltaNs: 300000 }],
 };
 
-Deno.test("taprio/mqprio/etf: missing module named, or applied and read back", async () => {
+function tsnConfigs() {
   const taprio = parseQdiscConfig(taprioYamlLike) as TaprioConfig;
   const { baseTime: _b, entries: _e, ...layout } = taprioYamlLike;
   const mqprio = parseQdiscConfig({ ...layout, kind: "mqprio" });
+  if (mqprio.kind !== "mqprio") throw new Error("unreachable");
+  return { taprio, mqprio };
+}
+
+Deno.test({
+  name: "taprio/mqprio/etf on a kernel without them: the plan fails naming the module, " +
+    "undoes its clsact",
+  ignore: hasTsn,
+}, async () => {
+  const { taprio, mqprio } = tsnConfigs();
   await withTestNetns((ns) => {
     addVeth(ns, "va", "vb", 4);
     withNetns(ns.path, () => {
       using s = RtnlSocket.open();
       const ifindex = getLink("va", s).index;
+      const before = listQdiscs(ifindex, s).map((q) => q.kind);
       for (const cfg of [taprio, mqprio]) {
-        if (cfg.kind !== "taprio" && cfg.kind !== "mqprio") assert.fail(cfg.kind);
-        let applied = false;
-        try {
-          applyQdiscConfig(ifindex, cfg, { sock: s, clsactFirst: true });
-          applied = true;
-        } catch (e) {
+        const p = plan(cfg, true);
+        assert.deepEqual(p.ops, ["add-clsact", "apply-root"]);
+        assert.throws(() => applyQdiscPlan(p.plan, undefined), (e: unknown) => {
           assert.ok(e instanceof KernelError, String(e));
           assert.equal(e.errno, Errno.ENOENT);
           assert.match(e.message, new RegExp(`module sch_${cfg.kind} is missing`));
           assert.match(e.message, /Specified qdisc kind is unknown/);
           assert.match(e.hint, new RegExp(`modprobe sch_${cfg.kind}`));
-          // The plain replace says the same.
-          assert.throws(
-            () => replaceQdisc({ ifindex }, cfg, s),
-            (e2: unknown) =>
-              e2 instanceof KernelError &&
-              e2.message.includes(`replace qdisc ${cfg.kind} handle 100: parent root on va`) &&
-              e2.message.includes(`this kernel has no "${cfg.kind}" qdisc: module sch_${cfg.kind}`),
-          );
-        }
-        if (!applied) continue;
-        // A kernel with the module (Debian VM): the kernel's view converts back to the config.
-        const qdiscs = listQdiscs(ifindex, s);
-        const root = rootQdisc(qdiscs);
-        assert.ok(root);
-        assert.deepEqual(configFromKernel(root, qdiscs), {
-          ...cfg,
-          ...(cfg.kind === "taprio" ? { clockid: "CLOCK_TAI" } : {}),
+          return true;
         });
-        assert.equal(applyQdiscConfig(ifindex, cfg, { sock: s }).changed, false, "idempotent");
-        assert.equal(inspectQdiscOrder(ifindex, s).tsnRoot, cfg.kind);
-        assert.equal(applyQdiscConfig(ifindex, { kind: "none" }, { sock: s }).changed, true);
-        if (cfg.kind === "taprio") {
-          // Repair path (Debian 6.1): taprio first, then clsact -> the root is re-created.
-          deleteQdisc({ ifindex, kind: "clsact" }, s);
-          applyQdiscConfig(ifindex, cfg, { sock: s });
-          assert.equal(inspectQdiscOrder(ifindex, s).softwareTaprio, true);
-          assert.deepEqual(ensureClsact(ifindex, s), { clsactAdded: true, rootRecreated: true });
-          const order = inspectQdiscOrder(ifindex, s);
-          assert.equal(order.stallRisk, true);
-          const after = listQdiscs(ifindex, s);
-          assert.deepEqual(configFromKernel(rootQdisc(after)!, after), {
-            ...cfg,
-            clockid: "CLOCK_TAI",
-          });
-          applyQdiscConfig(ifindex, { kind: "none" }, { sock: s });
-        }
+        assert.deepEqual(
+          listQdiscs(ifindex, s).map((q) => q.kind),
+          before,
+          "the clsact the plan added is removed again",
+        );
+        // The plain replace says the same.
+        assert.throws(
+          () => replaceQdisc({ ifindex }, cfg, s),
+          (e2: unknown) =>
+            e2 instanceof KernelError &&
+            e2.message.includes(`replace qdisc ${cfg.kind} handle 100: parent root on va`) &&
+            e2.message.includes(`this kernel has no "${cfg.kind}" qdisc: module sch_${cfg.kind}`),
+        );
       }
-      // etf alone (root of the veth).
-      const etf = { kind: "etf" as const, ...taprio.etf![0] };
-      try {
-        replaceQdisc({ ifindex, handle: tcHandle(0x200, 0) }, etf, s);
-        const root = rootQdisc(listQdiscs(ifindex, s));
-        assert.ok(root?.options?.kind === "etf");
-        assert.equal(root.options.deltaNs, etf.deltaNs);
-        assert.equal(root.options.clockid, 11);
-        assert.equal(root.options.skipSockCheck, true);
-        deleteQdisc({ ifindex, parent: TC_H_ROOT, handle: tcHandle(0x200, 0) }, s);
-      } catch (e) {
-        assert.ok(e instanceof KernelError, String(e));
-        assert.match(e.message, /module sch_etf is missing/);
-      }
-      // Too many queues for the interface: caught before the kernel is asked.
       assert.throws(
         () =>
-          applyQdiscConfig(
-            ifindex,
-            parseQdiscConfig({ ...taprioYamlLike, queues: ["1@0", "1@1", "1@2", "2@3"] }),
-            { sock: s },
+          replaceQdisc(
+            { ifindex, handle: tcHandle(0x200, 0) },
+            { kind: "etf", ...taprio.etf![0] },
+            s,
           ),
+        (e: unknown) => e instanceof KernelError && /module sch_etf is missing/.test(e.message),
+      );
+    });
+  });
+});
+
+Deno.test({
+  name: "taprio/mqprio/etf through the qdisc plan: read back as configured, second plan " +
+    "empty, none removes, the Debian 6.1 repair re-creates taprio after clsact",
+  ignore: !hasTsn,
+}, async () => {
+  const { taprio, mqprio } = tsnConfigs();
+  await withTestNetns((ns) => {
+    addVeth(ns, "va", "vb", 4);
+    withNetns(ns.path, () => {
+      using s = RtnlSocket.open();
+      const ifindex = getLink("va", s).index;
+      const readBack = () => {
+        const qdiscs = listQdiscs(ifindex, s);
+        return configFromKernel(rootQdisc(qdiscs)!, qdiscs);
+      };
+      for (const cfg of [taprio, mqprio]) {
+        const expected = { ...cfg, ...(cfg.kind === "taprio" ? { clockid: "CLOCK_TAI" } : {}) };
+        // The clsact path: clsact first, then the root (and its etf child).
+        const first = plan(cfg, true);
+        assert.deepEqual(first.ops, ["add-clsact", "apply-root"]);
+        const state = applyPlan(first.plan);
+        assert.deepEqual(state.qdisc, {
+          ifname: "va",
+          clsactCreated: true,
+          rootCreated: { kind: cfg.kind, handle: 0x100 },
+        });
+        assert.deepEqual(readBack(), expected);
+        const etf = listQdiscs(ifindex, s).find((q) => q.kind === "etf");
+        assert.equal(etf?.parent, tcHandle(0x100, 1), "etf under class 100:1 (queue 0)");
+        assert.equal(inspectQdiscOrder(ifindex, s).tsnRoot, cfg.kind);
+        const again = plan(cfg, true, state);
+        assert.deepEqual(again.ops, [], "a second plan is empty");
+        assert.ok(again.plan.notes.some((n) => /already matches the config/.test(n)));
+        // kind none deletes the root; the kernel default comes back.
+        const none = plan({ kind: "none" }, true, state);
+        assert.deepEqual(none.ops, ["delete-root"]);
+        const gone = applyPlan(none.plan, state.qdisc);
+        assert.equal(gone.qdisc?.rootCreated, undefined);
+        assert.equal(rootQdisc(listQdiscs(ifindex, s))?.handle, 0);
+        deleteQdisc({ ifindex, kind: "clsact" }, s);
+      }
+      // The repair (Debian 6.1): an operator's taprio runs without clsact; the clsact path
+      // adds clsact and re-creates the root from what the kernel reports.
+      assert.deepEqual(plan(taprio, false).ops, ["apply-root"]);
+      applyPlan(plan(taprio, false).plan);
+      let order = inspectQdiscOrder(ifindex, s);
+      assert.equal(order.softwareTaprio, true);
+      assert.equal(order.clsact, false);
+      const repair = plan({ kind: "keep" }, true);
+      assert.deepEqual(repair.ops, ["add-clsact", "recreate-root"]);
+      const before = rootQdisc(listQdiscs(ifindex, s));
+      applyPlan(repair.plan);
+      order = inspectQdiscOrder(ifindex, s);
+      assert.equal(order.stallRisk, true, "clsact and a software taprio");
+      assert.deepEqual(readBack(), { ...taprio, clockid: "CLOCK_TAI" });
+      const after = rootQdisc(listQdiscs(ifindex, s));
+      assert.equal(after?.handle, before?.handle);
+      assert.deepEqual(plan({ kind: "keep" }, true).ops, [], "repaired: nothing left to do");
+      applyPlan(plan({ kind: "none" }, false).plan);
+      // etf alone (root of the veth).
+      const etf = { kind: "etf" as const, ...taprio.etf![0] };
+      replaceQdisc({ ifindex, handle: tcHandle(0x200, 0) }, etf, s);
+      const root = rootQdisc(listQdiscs(ifindex, s));
+      assert.ok(root?.options?.kind === "etf");
+      assert.equal(root.options.deltaNs, etf.deltaNs);
+      assert.equal(root.options.clockid, 11);
+      assert.equal(root.options.skipSockCheck, true);
+      deleteQdisc({ ifindex, parent: TC_H_ROOT, handle: tcHandle(0x200, 0) }, s);
+    });
+  });
+});
+
+Deno.test("a TSN root whose queues do not fit the interface is refused by the plan", async () => {
+  await withTestNetns((ns) => {
+    addVeth(ns, "va", "vb", 4);
+    withNetns(ns.path, () => {
+      assert.throws(
+        () =>
+          plan(parseQdiscConfig({ ...taprioYamlLike, queues: ["1@0", "1@1", "1@2", "2@3"] }), true),
         (e: unknown) => e instanceof ConfigError && /va has 4 tx queues/.test(e.message),
       );
     });
@@ -345,7 +432,7 @@ Deno.test("extack: the kernel's own message and the errno string reach the Kerne
   });
 });
 
-Deno.test("taprio classes count packets per priority (kernels with sch_taprio)", async () => {
+Deno.test({ name: "taprio classes count packets per priority", ignore: !hasTsn }, async () => {
   // No etf here: etf drops packets without a txtime, ARP included.
   const { etf: _etf, ...noEtf } = taprioYamlLike;
   const cfg = parseQdiscConfig(noEtf) as TaprioConfig;
@@ -359,13 +446,10 @@ Deno.test("taprio classes count packets per priority (kernels with sch_taprio)",
       ns.ip("addr", "add", "192.0.2.1/24", "dev", "va");
       run("ip", "-n", far, "addr", "add", "192.0.2.2/24", "dev", "vb");
       run("ip", "-n", far, "link", "set", "vb", "up");
-      const ifindex = withNetns(ns.path, () => getLink("va").index);
-      try {
-        withNetns(ns.path, () => applyQdiscConfig(ifindex, cfg, { clsactFirst: true }));
-      } catch (e) {
-        assert.ok(e instanceof KernelError && /module sch_taprio is missing/.test(e.message));
-        return; // this host: nothing more to see
-      }
+      const ifindex = withNetns(ns.path, () => {
+        applyQdiscPlan(plan(cfg, true).plan, undefined);
+        return getLink("va").index;
+      });
       const send = (prio: number, n: number) =>
         run(
           "ip",

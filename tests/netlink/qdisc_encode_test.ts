@@ -1,14 +1,13 @@
 /**
  * Encoded taprio/mqprio/etf requests against byte layouts derived by hand from
- * include/uapi/linux/pkt_sched.h (these kinds are not built into the host kernel; the VM tests
- * apply them for real). Also: the parsed config round-trips through the read-back parser.
+ * include/uapi/linux/pkt_sched.h (these kinds are not built into the host kernel;
+ * qdisc_apply_test.ts applies them for real in the Debian guests). Also: the parsed config round-trips through the read-back parser.
  */
 import assert from "node:assert/strict";
 import { type MqprioConfig, parseQdiscConfig, type TaprioConfig } from "../../src/config/qdisc.ts";
 import {
   Attrs,
   buildQdiscRequest,
-  configFromKernel,
   parseQdiscOptions,
   type QdiscInfo,
   TC_H_ROOT,
@@ -16,6 +15,7 @@ import {
   TCA_OPTIONS,
   tcHandle,
 } from "../../src/netlink/mod.ts";
+import { configFromKernel } from "../../src/install/qdisc_inspect.ts";
 
 const le16 = (v: number) => [v & 0xff, v >>> 8];
 const le32 = (v: number) => [v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, v >>> 24];

@@ -416,10 +416,15 @@ static __always_inline struct tsnp_pkt tsnp_pkt_of(struct __sk_buff *skb)
 
 static __always_inline int tsnp_load(struct tsnp_pkt *pk, __u32 off, void *to, const __u32 len)
 {
+	__u64 o = off;
 	void *p;
 
 	if (off < TSNP_DIRECT_MAX) {
-		p = pk->data + off;
+		/* The bound again, in the register the pointer is built from: older verifiers (6.1,
+		 * 6.12) do not carry a bound from the compared register to a copy clang made of
+		 * it before the comparison. */
+		asm volatile("%[o] &= %[mask]" : [o] "+r"(o) : [mask] "i"(TSNP_DIRECT_MAX - 1));
+		p = pk->data + o;
 		if (p + len <= pk->data_end) {
 			/* Whole words: the headers start 2 bytes off a word boundary after Ethernet,
 			 * and the JIT and verifier accept unaligned packet loads on this target. */

@@ -16,7 +16,7 @@
  */
 import { ConfigError, KernelError } from "../errors.ts";
 import type { TcApi } from "../bpf/attach.ts";
-import { CLSACT_HANDLE, CLSACT_PRIORITY } from "../bpf/attach.ts";
+import { CLSACT_HANDLES, CLSACT_PRIORITY } from "../bpf/attach.ts";
 import {
   checkQueuesFit,
   type MqprioConfig,
@@ -185,12 +185,13 @@ export function formatQdiscStep(st: QdiscStep): string {
   }
 }
 
-/** Other programs' filters on the interface's clsact hook (ours excluded). */
+/** Other programs' filters on the interface's clsact hook (ours, of any release, excluded). */
 export function foreignClsactFilters(ifindex: number): number {
+  const ours: number[] = Object.values(CLSACT_HANDLES);
   let n = 0;
   for (const dir of ["ingress", "egress"] as const) {
     for (const f of listBpfFilters(ifindex, dir)) {
-      if (!(f.handle === CLSACT_HANDLE && f.priority === CLSACT_PRIORITY)) n++;
+      if (!(ours.includes(f.handle) && f.priority === CLSACT_PRIORITY)) n++;
     }
   }
   return n;

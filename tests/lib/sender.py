@@ -23,6 +23,7 @@ p.add_argument("--pps", type=float, default=0, help="rate limit (0 = as fast as 
 p.add_argument("--constant", action="store_true", help="identical payloads (no sequence number)")
 p.add_argument("--raw-ip-id", type=int, help="IPv4 UDP via a raw socket with this fixed IP id "
                "(forges byte-identical fingerprints from different senders)")
+p.add_argument("--raw-src", help="with --raw-ip-id: this source address (a spoofed one)")
 p.add_argument("--tos", type=int, help="IP_TOS / IPV6_TCLASS, set before SO_PRIORITY (which "
                "it would otherwise set from the TOS)")
 a = p.parse_args()
@@ -56,8 +57,9 @@ if a.raw_ip_id is not None:
     body = struct.pack("<QQ", 0, 0).ljust(max(a.size, 16), b"p")
     udp = struct.pack("!HHHH", 40000, a.port, 8 + len(body), 0) + body
     # version/ihl, tos, total length, id, DF, ttl, UDP, checksum and source filled by the kernel
+    src = socket.inet_aton(a.raw_src) if a.raw_src else bytes(4)
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), a.raw_ip_id, 0x4000, 64, 17, 0,
-                     bytes(4), socket.inet_aton(a.dst))
+                     src, socket.inet_aton(a.dst))
     for _ in range(a.count):
         s.sendto(ip + udp, (a.dst, 0))
         if gap:

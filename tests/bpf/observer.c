@@ -15,7 +15,7 @@
 
 struct obs_filter {
 	__u8 l4proto;	/* 0 = any IP packet */
-	__u8 _pad;
+	__u8 ts_off;	/* payload offset of the sender's launch time */
 	__u16 dport;	/* network order, 0 = any */
 };
 
@@ -94,7 +94,8 @@ int tsnp_observer(struct __sk_buff *skb)
 	if (proto == IPPROTO_UDP) {
 		__u64 want;
 
-		if (bpf_skb_load_bytes(skb, l4 + 8, &want, sizeof(want)) == 0 && want) {
+		if (bpf_skb_load_bytes(skb, l4 + 8 + (f->ts_off & 0x3f), &want, sizeof(want)) == 0 &&
+		    want) {
 			if (!ts)
 				ADD(c->ts_none);
 			else if (ts == want)

@@ -109,10 +109,12 @@ export class Observer {
   }
 
   /** Counts only packets of this L4 protocol (0 = any) and destination port (0 = any). */
-  filter(l4proto: number, dport = 0): void {
+  /** Counts only this protocol and port; `tsOffset`: where senders put the launch time. */
+  filter(l4proto: number, dport = 0, tsOffset = 0): void {
     const v = new Uint8Array(4);
     const dv = new DataView(v.buffer);
     dv.setUint8(0, l4proto);
+    dv.setUint8(1, tsOffset);
     dv.setUint16(2, dport, false); // network order
     check(
       mapUpdate(this.#obj.mapFd("obs_filter"), new Uint8Array(4), v, 0n),

@@ -23,6 +23,9 @@ p.add_argument("--pps", type=float, default=0, help="rate limit (0 = as fast as 
 p.add_argument("--constant", action="store_true", help="identical payloads (no sequence number)")
 p.add_argument("--raw-ip-id", type=int, help="IPv4 UDP via a raw socket with this fixed IP id "
                "(forges byte-identical fingerprints from different senders)")
+p.add_argument("--launch-offset", type=int, default=0,
+               help="payload offset of the launch time (zeros before it: two senders can then "
+               "share every byte a fingerprint reads)")
 p.add_argument("--raw-src", help="with --raw-ip-id: this source address (a spoofed one)")
 p.add_argument("--tos", type=int, help="IP_TOS / IPV6_TCLASS, set before SO_PRIORITY (which "
                "it would otherwise set from the TOS)")
@@ -81,7 +84,7 @@ for i in range(a.count):
         launch = time.clock_gettime_ns(clock[a.txtime]) + int(a.txtime_offset_ms * 1e6)
         anc = [(socket.SOL_SOCKET, SCM_TXTIME, struct.pack("Q", launch))]
     seq = 0 if a.constant else i + 1
-    body = struct.pack("<QQ", launch, seq).ljust(max(a.size, 16), b"p")
+    body = (bytes(a.launch_offset) + struct.pack("<QQ", launch, seq)).ljust(max(a.size, 16), b"p")
     if a.proto == "icmp":
         body = struct.pack("!BBHHH", 128 if fam == socket.AF_INET6 else 8, 0, 0, 0, i & 0xFFFF) + body
     s.sendmsg([body], anc, 0, (a.dst, 0 if a.proto == "icmp" else a.port))

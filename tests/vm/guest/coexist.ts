@@ -25,7 +25,7 @@ import { Observer, type ObserverCounts } from "../../lib/observer.ts";
 import { chainAdd, type Conflist } from "../../../scripts/lib/cni_chain.ts";
 import { type StandinCounts, StandinDatapath } from "../../lib/standins.ts";
 import { installKubeProxy, ipvsServices, kubeMarkSeen } from "../../lib/kube_proxy.ts";
-import { report, run } from "./report.ts";
+import { loadModules, report, run } from "./report.ts";
 
 const KERNEL = Deno.osRelease();
 const NETKIT = !KERNEL.startsWith("6.1.");
@@ -48,19 +48,6 @@ const failures: string[] = [];
 
 const sh = (...argv: string[]) => run(argv);
 const MAC = (n: number) => `02:00:00:00:00:${n.toString(16).padStart(2, "0")}`;
-
-/** Loads modules from the unpacked kernel in the checkout (the guest has no /lib/modules). */
-async function loadModules(names: string[]) {
-  let root = "";
-  for (const e of Deno.readDirSync(`${CHECKOUT}/.cache/vm/kernels`)) {
-    try {
-      Deno.statSync(`${CHECKOUT}/.cache/vm/kernels/${e.name}/lib/modules/${KERNEL}/modules.dep`);
-      root = `${CHECKOUT}/.cache/vm/kernels/${e.name}`;
-    } catch { /* another kernel */ }
-  }
-  if (!root) throw new Error(`no unpacked modules for ${KERNEL} under ${CHECKOUT}/.cache/vm`);
-  await sh("modprobe", "-d", root, "-a", ...names);
-}
 
 async function topology() {
   await sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv4.ip_forward=1");

@@ -28,3 +28,23 @@ export async function run(argv: string[], check = true): Promise<Ran> {
   }
   return { code: out.code, out: text };
 }
+
+const CHECKOUT = new URL("../../..", import.meta.url).pathname.replace(/\/$/, "");
+
+/**
+ * Loads modules (and what they need) from the unpacked kernel in the checkout's VM cache:
+ * the guest has no /lib/modules of its own.
+ */
+export async function loadModules(names: string[]): Promise<void> {
+  const kernel = Deno.osRelease();
+  const base = `${CHECKOUT}/.cache/vm/kernels`;
+  let root = "";
+  for (const e of Deno.readDirSync(base)) {
+    try {
+      Deno.statSync(`${base}/${e.name}/lib/modules/${kernel}/modules.dep`);
+      root = `${base}/${e.name}`;
+    } catch { /* another kernel */ }
+  }
+  if (!root) throw new Error(`no unpacked modules for ${kernel} under ${base}`);
+  await run(["modprobe", "-d", root, "-a", ...names]);
+}

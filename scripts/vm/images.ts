@@ -20,13 +20,23 @@
  */
 import { buildCpio, type CpioEntry, gzip } from "./cpio.ts";
 import { VmError } from "./errors.ts";
+import { aptName, type GuestArch, HOST_ARCH } from "./arch.ts";
+import { ensureUserland, type Userland } from "./userland.ts";
+
+export type { GuestArch } from "./arch.ts";
 
 export const KERNELS = {
   /** Debian 12's default kernel: the classic clsact path, no tcx. */
-  "6.1": { metaPackage: "linux-image-amd64" },
+  "6.1": { metaPackage: "linux-image-amd64", arch: "amd64" },
   /** Debian 12's backported 6.12: tcx, BPF_SKB_CLOCK_TAI. */
-  "6.12": { metaPackage: "linux-image-6.12-amd64" },
-} as const;
+  "6.12": { metaPackage: "linux-image-6.12-amd64", arch: "amd64" },
+  /**
+   * Debian 12's default arm64 kernel, booted in qemu-system-aarch64 (virt machine, TCG): the
+   * datapath's BPF objects loaded and run by an arm64 kernel and an arm64 deno. The guest's
+   * /usr is an arm64 userland unpacked from Debian's packages (scripts/vm/userland.ts).
+   */
+  "6.1-arm64": { metaPackage: "linux-image-arm64", arch: "arm64" },
+} as const satisfies Record<string, { metaPackage: string; arch: GuestArch }>;
 export type KernelName = keyof typeof KERNELS;
 
 export function isKernelName(s: string): s is KernelName {
@@ -71,6 +81,7 @@ const INIT_SH = new URL("./init.sh", import.meta.url);
 
 export interface KernelImage {
   kernel: KernelName;
+  arch: GuestArch;
   /** Concrete Debian package, e.g. linux-image-6.1.0-56-amd64. */
   package: string;
   version: string;
@@ -86,6 +97,8 @@ export interface KernelImage {
   initramfs: string;
   /** Module files in load order (guest paths). */
   modules: string[];
+  /** A foreign architecture's userland (the guest's /usr and /etc); undefined: the host's. */
+  userland?: Userland;
 }
 
 export interface ImageOptions {
@@ -168,8 +181,11 @@ async function readStamp(path: string): Promise<Stamp | undefined> {
 
 /** The concrete kernel package behind the meta package, and its candidate version. */
 async function aptResolve(kernel: KernelName): Promise<{ pkg: string; version: string }> {
-  const meta = KERNELS[kernel].metaPackage;
-  const hint = "run `apt-get update` (Debian bookworm sources with bookworm-updates/security)";
+  const { arch } = KERNELS[kernel];
+  const meta = aptName(KERNELS[kernel].metaPackage, arch);
+  const hint = arch === HOST_ARCH
+    ? "run `apt-get update` (Debian bookworm sources with bookworm-updates/security)"
+    : `run \`dpkg --add-architecture ${arch} && apt-get update\` (scripts/setup.sh does)`;
   const deps = await tool("apt-cache", ["depends", meta], { hint });
   const pkg = deps.match(/Depends:\s+(linux-image-[^\s]+)/)?.[1];
   if (!pkg) throw new VmError(`apt-cache knows no kernel package behind ${meta}`, hint);
@@ -214,10 +230,10 @@ async function fetchKernel(
   log: (line: string) => void,
 ): Promise<string> {
   const root = cacheDir();
-  const dir = `${root}/kernels/${pkg}_${version.replaceAll(":", "%3a")}`;
+  const dir = `${root}/kernels/${pkg.replaceAll(":", "%3a")}_${version.replaceAll(":", "%3a")}`;
   if (await exists(`${dir}/.complete`)) return dir;
 
-  const tmp = `${root}/tmp/${pkg}.${crypto.randomUUID().slice(0, 8)}`;
+  const tmp = `${root}/tmp/${pkg.replaceAll(":", "_")}.${crypto.randomUUID().slice(0, 8)}`;
   await Deno.mkdir(tmp, { recursive: true });
   try {
     log(`vm: downloading ${pkg}=${version}`);
@@ -405,12 +421,16 @@ export async function ensureImage(
     if (!old || rebuild) throw e;
     ({ package: pkg, version } = old);
   }
+  const { arch } = KERNELS[kernel];
   const kdir = await fetchKernel(pkg, version, log);
   const kver = await singleKernelVersion(kdir);
   const moddir = `${kdir}/lib/modules/${kver}`;
   const vmlinuz = `${kdir}/boot/vmlinuz-${kver}`;
-  let vmlinux: string | undefined = `${kdir}/boot/vmlinux-${kver}.pvh`;
-  if (!await exists(vmlinux)) {
+  // arm64: Debian's vmlinuz is the uncompressed Image qemu boots directly.
+  let vmlinux: string | undefined = arch === "amd64"
+    ? `${kdir}/boot/vmlinux-${kver}.pvh`
+    : undefined;
+  if (vmlinux && !await exists(vmlinux)) {
     const config = await Deno.readTextFile(`${kdir}/boot/config-${kver}`).catch(() => "");
     const elf = /^CONFIG_PVH=y$/m.test(config)
       ? await extractVmlinux(await Deno.readFile(vmlinuz))
@@ -441,17 +461,22 @@ export async function ensureImage(
   );
 
   const initSh = await Deno.readFile(INIT_SH);
+  const userland = arch === HOST_ARCH ? undefined : await ensureUserland(arch, cacheDir(), log);
+  const busyboxPath = userland?.busybox ?? BUSYBOX;
   let busybox: Uint8Array;
   try {
-    busybox = await Deno.readFile(BUSYBOX);
+    busybox = await Deno.readFile(busyboxPath);
   } catch (e) {
-    throw new VmError(`${BUSYBOX} is missing`, "apt-get install busybox-static", { cause: e });
+    throw new VmError(`${busyboxPath} is missing`, "apt-get install busybox-static", {
+      cause: e,
+    });
   }
   if (!isStaticElf(busybox)) {
-    throw new VmError(`${BUSYBOX} is not statically linked`, "apt-get install busybox-static");
+    throw new VmError(`${busyboxPath} is not statically linked`, "apt-get install busybox-static");
   }
   const hash = await sha256([
     `format ${FORMAT}`,
+    ...(arch === "amd64" ? [] : [`arch ${arch}`]),
     pkg,
     version,
     kver,
@@ -464,6 +489,7 @@ export async function ensureImage(
   if (!rebuild && stamp?.hash === hash && await exists(initramfs)) {
     return {
       kernel,
+      arch,
       package: pkg,
       version,
       kver,
@@ -471,6 +497,7 @@ export async function ensureImage(
       vmlinux,
       initramfs,
       modules: guestModules,
+      userland,
     };
   }
 
@@ -481,6 +508,7 @@ export async function ensureImage(
   }
   entries.push({ kind: "char", path: "dev/console", major: 5, minor: 1 });
   entries.push({ kind: "file", path: "bin/busybox", data: busybox, mode: 0o755 });
+  // The host's busybox lists the applets (the same Debian build as the guest's).
   const applets = (await tool(BUSYBOX, ["--list-full"], { hint: "apt-get install busybox-static" }))
     .split("\n").filter(Boolean);
   for (const a of applets) {
@@ -522,6 +550,7 @@ export async function ensureImage(
   );
   return {
     kernel,
+    arch,
     package: pkg,
     version,
     kver,
@@ -529,6 +558,7 @@ export async function ensureImage(
     vmlinux,
     initramfs,
     modules: guestModules,
+    userland,
   };
 }
 

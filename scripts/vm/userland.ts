@@ -25,6 +25,9 @@ export const USERLAND_PACKAGES = [
   "bash",
   "libtinfo6",
   "busybox-static",
+  // The arm64 kernel headers: tests compile the BPF objects against them to show they are the
+  // same bytes as the amd64 build (no architecture-specific header changes them).
+  "linux-libc-dev",
 ] as const;
 
 const NPM_DENO: Record<GuestArch, string> = {

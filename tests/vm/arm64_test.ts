@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { runGuest } from "./_vm.ts";
+import { ensureImage } from "../../scripts/vm/images.ts";
 import { versionInfo } from "../../src/build_info.ts";
 
 interface Arm64 {
@@ -64,5 +65,54 @@ Deno.test({
     assert.equal(r.delta.restored + r.delta.notFound + r.delta.expired, 0);
     assert.equal(r.uninstallCode, 0);
     assert.deepEqual(r.pinsLeft, []);
+  },
+});
+
+Deno.test({
+  name: "bpf objects: compiled against arm64's kernel headers they are the same bytes",
+  ignore: skip !== false,
+  fn: async () => {
+    // The only headers from an architecture's include dir are asm/*.h (types, bitsperlong):
+    // the same for every 64-bit little-endian arch. Proven on the bytes: clang with the
+    // arm64 userland's headers (Debian's linux-libc-dev:arm64) against build/bpf/*.o.
+    const img = await ensureImage("6.1-arm64");
+    const inc = `${img.userland!.usr}/include/aarch64-linux-gnu`;
+    const root = new URL("../../", import.meta.url).pathname;
+    const out = await Deno.makeTempDir({ prefix: "tsnp-bpf-arm64-" });
+    try {
+      const sources = [...Deno.readDirSync(`${root}bpf`)].filter((e) => e.name.endsWith(".c"));
+      assert.ok(sources.length >= 3);
+      for (const { name } of sources) {
+        const obj = name.replace(/\.c$/, ".o");
+        // scripts/build_bpf.ts's flags, the arm64 include dir instead of the host's.
+        const r = await new Deno.Command("clang", {
+          args: [
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            "-mcpu=v3",
+            "-Wall",
+            "-Werror",
+            `-I${inc}`,
+            `-I${root}bpf`,
+            "-c",
+            `${root}bpf/${name}`,
+            "-o",
+            `${out}/${obj}`,
+          ],
+          cwd: root,
+          stderr: "piped",
+        }).output();
+        assert.ok(r.success, new TextDecoder().decode(r.stderr));
+        assert.deepEqual(
+          Deno.readFileSync(`${out}/${obj}`),
+          Deno.readFileSync(`${root}build/bpf/${obj}`),
+          `${obj}: arm64 headers changed the object`,
+        );
+      }
+    } finally {
+      Deno.removeSync(out, { recursive: true });
+    }
   },
 });

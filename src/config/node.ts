@@ -88,7 +88,16 @@ export const nodeConfigSchema = z.strictObject({
     agentSocket: confined("agentSocket").optional(),
   }).prefault({}),
   qdisc: qdiscSchema.default({ kind: "keep" }),
-  metrics: z.strictObject({ address: hostPort.default(DEFAULTS.metricsAddress) }).prefault({}),
+  metrics: z.strictObject({
+    /**
+     * Where /metrics and /healthz listen. The node's loopback by default: the agent runs in
+     * the host's network namespace, where 0.0.0.0 would be reachable from every network the
+     * node is on, the TSN network included (docs/metrics.md).
+     */
+    address: hostPort.default(DEFAULTS.metricsAddress),
+    /** Per-pod series labelled with namespace, pod and container id (off: node totals only). */
+    podLabels: z.boolean({ error: "expected true or false" }).default(false),
+  }).prefault({}),
 });
 
 export type NodeConfig = z.infer<typeof nodeConfigSchema>;
@@ -324,5 +333,6 @@ qdisc:
   kind: keep
 
 metrics:
-  address: 0.0.0.0:9489
+  address: 127.0.0.1:9489 # the node's loopback; see docs/metrics.md before widening it
+  podLabels: false # true: per-pod series named by namespace, pod, container id
 `;

@@ -19,7 +19,7 @@ const DEFAULTS: NodeConfig = {
   policy: {},
   cni: { confDir: "/etc/cni/net.d", binDir: "/opt/cni/bin" },
   qdisc: { kind: "keep" },
-  metrics: { address: "0.0.0.0:9489" },
+  metrics: { address: "127.0.0.1:9489", podLabels: false },
 };
 
 function fails(text: string, re: RegExp, hint?: RegExp) {

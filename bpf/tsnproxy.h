@@ -415,6 +415,10 @@ static __always_inline int tsnp_load(struct tsnp_pkt *pk, __u32 off, void *to, c
 {
 	void *p;
 
+	/* Opaque to the compiler: it then bounds-checks and adds the same register. Folding
+	 * a caller's "x + 2" into the check ("x <= 253") leaves the register it adds
+	 * unbounded for verifiers before 6.13 (Debian's 6.1 and 6.12 reject the program). */
+	asm volatile("" : "+r"(off));
 	if (off < TSNP_DIRECT_MAX) {
 		p = pk->data + off;
 		if (p + len <= pk->data_end) {

@@ -4,9 +4,9 @@
  * + dpkg-deb -x, never installed; apt verifies each .deb against the signed archive's SHA-256)
  * into <cache>/userland/<arch>/<hash>/{usr,etc}: libc, libbpf1, libmnl0 and libelf1 for the
  * datapath, bash for /init's run script, busybox-static (also the initramfs's /bin/busybox and
- * the small tools tests use), and the Deno runtime for that architecture from the npm registry
- * (@deno/linux-<arch>-glibc at tools/deno/package.json's version; `npm pack` checks the
- * registry's integrity hash). The guest mounts usr/ and etc/ over 9p where an amd64 guest
+ * the small tools tests use), iproute2 (ip, tc) for test topologies, and the Deno runtime for
+ * that architecture from the npm registry (@deno/linux-<arch>-glibc at tools/deno/package.json's
+ * version; `npm pack` checks the registry's integrity hash). The guest mounts usr/ and etc/ over 9p where an amd64 guest
  * mounts the host's.
  */
 import { VmError } from "./errors.ts";
@@ -25,6 +25,14 @@ export const USERLAND_PACKAGES = [
   "bash",
   "libtinfo6",
   "busybox-static",
+  // iproute2 (ip, tc) and the libraries they link beyond the ones above: the arm64 guest builds
+  // a pod -> node -> TSN NIC topology (netns, veth pairs, a prio qdisc) to run real packets
+  // through save, admit and restore (busybox's ip cannot make a veth or a netns).
+  "iproute2",
+  "libbsd0",
+  "libmd0",
+  "libcap2",
+  "libxtables12",
   // The arm64 kernel headers: tests compile the BPF objects against them to show they are the
   // same bytes as the amd64 build (no architecture-specific header changes them).
   "linux-libc-dev",

@@ -1,35 +1,48 @@
 /**
  * arm64: the datapath's BPF objects (compiled once, architecture-independent bytecode) load,
- * pass the verifier, are pinned and attached (the restorer, clsact) on Debian 12's arm64 kernel,
- * and the GC timer program runs there, through Debian's arm64 libbpf
- * and the arm64 deno from npm (tests/vm/guest/arm64_datapath.ts), in qemu-system-aarch64 under
- * software emulation. Selected by TSNPROXY_VM_KERNELS when set (e.g. "6.1,6.12,6.1-arm64").
+ * pass the verifier and are pinned on Debian 12's arm64 kernel through Debian's arm64 libbpf
+ * and the arm64 deno from npm, in qemu-system-aarch64 under software emulation; the plugin
+ * attaches pods there and real packets go through save, admit and restore with either carrier
+ * (tests/vm/guest/arm64_datapath.ts). Selected by TSNPROXY_VM_KERNELS when set (e.g.
+ * "6.1,6.12,6.1-arm64").
  */
 import assert from "node:assert/strict";
-import { runGuest } from "./_vm.ts";
+import { runGuest, selectedKernels } from "./_vm.ts";
 import { ensureImage } from "../../scripts/vm/images.ts";
 import { versionInfo } from "../../src/build_info.ts";
+
+interface Phase {
+  /** Counters that moved (tsnp_stats), by name. */
+  delta: Record<string, number>;
+  /** Packets per prio class on tsn0 ("1:1" band 0 .. "1:3" band 2). */
+  classes: Record<string, number>;
+}
 
 interface Arm64 {
   arch: string;
   kernel: string;
   deno: string;
   bpfObjects: string;
-  api: string;
   programs: string[];
+  loaded: string[];
+  reloaded: string[];
+  nodeCarrier: string[];
   restorer: { api: string; direction: string } | null;
+  attachedApi: string;
+  carriers: Record<string, string>;
   sent: number;
-  delta: Record<string, number>;
-  uninstallCode: number;
+  tag: Phase;
+  lost: Phase;
+  stage: Phase;
+  unpinned: number;
   pinsLeft: string[];
-  installMs: number;
+  timings: Record<string, number>;
   totalMs: number;
 }
 
 function skipReason(): string | false {
-  const only = Deno.env.get("TSNPROXY_VM_KERNELS");
-  if (only && !only.split(/[ ,]+/).includes("6.1-arm64")) {
-    return `TSNPROXY_VM_KERNELS=${only} leaves out 6.1-arm64`;
+  if (!selectedKernels().includes("6.1-arm64")) {
+    return `TSNPROXY_VM_KERNELS=${Deno.env.get("TSNPROXY_VM_KERNELS")} leaves out 6.1-arm64`;
   }
   try {
     new Deno.Command("qemu-system-aarch64", { args: ["--version"], stdout: "null" }).outputSync();
@@ -42,28 +55,54 @@ const skip = skipReason();
 if (skip) console.log(`ignored: vm 6.1-arm64: ${skip}`);
 
 Deno.test({
-  name: "vm 6.1-arm64: the BPF objects load, attach and run on an arm64 kernel with the arm64 deno",
+  name: "vm 6.1-arm64: the datapath loads and carries real packets on an arm64 kernel",
   ignore: skip !== false,
   fn: async () => {
     const { result: r } = await runGuest<Arm64>("6.1-arm64", "arm64_datapath.ts", "arm64", {
       timeoutSec: 600,
     });
     console.log(
-      `arm64 guest: ${r.kernel}, install ${(r.installMs / 1000).toFixed(1)} s, ` +
-        `guest program ${(r.totalMs / 1000).toFixed(1)} s, counters ${JSON.stringify(r.delta)}`,
+      `arm64 guest: ${r.kernel}, guest program ${(r.totalMs / 1000).toFixed(1)} s ` +
+        `${JSON.stringify(r.timings)}\n  tag ${JSON.stringify(r.tag)}\n  stage ` +
+        JSON.stringify(r.stage),
     );
     assert.equal(r.arch, "aarch64");
     assert.match(r.kernel, /^6\.1\.\d+-\d+-arm64$/);
     assert.equal(r.deno, Deno.version.deno);
     assert.equal(r.bpfObjects, versionInfo().bpfObjectsSha256, "the same BPF objects as amd64");
-    assert.equal(r.api, "clsact", "6.1 has no tcx");
-    assert.deepEqual(r.programs.sort(), ["tsnp_gc_start", "tsnp_restore", "tsnp_save"]);
+    assert.deepEqual(r.programs.sort(), ["tsnp_admit", "tsnp_restore", "tsnp_save"]);
+    assert.deepEqual(r.loaded.sort(), ["admit:pinned", "restore:pinned", "save:pinned"]);
+    assert.deepEqual(r.reloaded.sort(), ["admit:kept", "restore:kept", "save:kept"]);
+    assert.deepEqual(r.nodeCarrier, ["tag", "stage"]);
+    assert.equal(r.attachedApi, "clsact", "6.1 has no tcx");
     assert.deepEqual(r.restorer, { api: "clsact", direction: "egress" });
-    // The GC timer program ran (BPF code executing on arm64); the restorer on lo sees only
-    // the node's own packets, which it leaves alone without counting (no saver, no pod here).
-    assert.ok(r.delta.gcRuns > 0, "the GC timer ran");
-    assert.equal(r.delta.restored + r.delta.notFound + r.delta.expired, 0);
-    assert.equal(r.uninstallCode, 0);
+    assert.deepEqual(r.carriers, { hv0: "tag", hv1: "stage" });
+
+    // The tag: SO_PRIORITY 2 saved in the pod, admitted on hv0, carried in tc_index, put back
+    // at tsn0's egress: every packet in band 2, none left at the forwarded priority 0.
+    const n = r.sent;
+    assert.deepEqual(r.tag.delta, {
+      admitted: n,
+      admitRequested: n,
+      tagged: n,
+      restoredTag: n,
+    });
+    assert.deepEqual(r.tag.classes, { "1:1": 0, "1:2": 0, "1:3": n });
+    // The control: the same traffic from a pod tsnproxy never attached to loses its priority.
+    assert.deepEqual(r.lost.delta, {});
+    assert.deepEqual(r.lost.classes, { "1:1": 0, "1:2": n, "1:3": 0 });
+
+    // The stage: priority 6 and 0x10001 (the latter through the saver's request stage) staged
+    // by admit per CPU and read back by the restorer: all in band 0.
+    assert.deepEqual(r.stage.delta, {
+      admitted: 2 * n,
+      admitRequested: 2 * n,
+      staged: 2 * n,
+      restoredStage: 2 * n,
+    });
+    assert.deepEqual(r.stage.classes, { "1:1": 2 * n, "1:2": 0, "1:3": 0 });
+
+    assert.ok(r.unpinned > 0);
     assert.deepEqual(r.pinsLeft, []);
   },
 });

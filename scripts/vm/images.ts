@@ -304,7 +304,8 @@ export async function verifyDeb(kernel: KernelName, pin: KernelPin, deb: string)
 /** Why `apt-get download` of a pin failed, in words that say what to do. */
 async function downloadFailure(kernel: KernelName, pin: KernelPin, e: unknown): Promise<Error> {
   if (!(e instanceof VmError)) return e instanceof Error ? e : new Error(String(e));
-  if (await aptIndexEntry(kernel, pin.package, pin.version)) return e; // known to apt: network trouble
+  // Known to apt: network trouble.
+  if (await aptIndexEntry(kernel, pin.package, pin.version)) return e;
   const offered = await aptResolve(kernel).then(
     (r) => `apt offers ${r.pkg}=${r.version} today`,
     () => "apt offers no candidate either",

@@ -6,8 +6,8 @@
  * datapath, bash for /init's run script, busybox-static (also the initramfs's /bin/busybox and
  * the small tools tests use), iproute2 (ip, tc) for test topologies, and the Deno runtime for
  * that architecture from the npm registry (@deno/linux-<arch>-glibc at tools/deno/package.json's
- * version; `npm pack` checks the registry's integrity hash). The guest mounts usr/ and etc/ over 9p where an amd64 guest
- * mounts the host's.
+ * version; `npm pack` checks the registry's integrity hash). The guest mounts usr/ and etc/
+ * over 9p where an amd64 guest mounts the host's.
  */
 import { VmError } from "./errors.ts";
 import { aptName, type GuestArch } from "./arch.ts";

@@ -419,6 +419,10 @@ static __always_inline int tsnp_load(struct tsnp_pkt *pk, __u32 off, void *to, c
 	__u64 o = off;
 	void *p;
 
+	/* Opaque to the compiler: it then bounds-checks and adds the same register. Folding
+	 * a caller's "x + 2" into the check ("x <= 253") leaves the register it adds
+	 * unbounded for verifiers before 6.13 (Debian's 6.1 and 6.12 reject the program). */
+	asm volatile("" : "+r"(off));
 	if (off < TSNP_DIRECT_MAX) {
 		/* The bound again, in the register the pointer is built from: older verifiers (6.1,
 		 * 6.12) do not carry a bound from the compared register to a copy clang made of

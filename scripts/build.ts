@@ -4,17 +4,32 @@
  * `deno compile` appends the module graph (BPF objects included, via src/bpf/objects.gen.ts)
  * to a `denort` base binary, which deno normally downloads. Air-gapped build farms mirror it:
  * set DENORT_BIN to that file. Without it we fail up front instead of hanging on a download.
+ *
+ * Cross builds (deploy/Containerfile builds amd64 and arm64 on one machine): TSNPROXY_TARGET
+ * names the target (x86_64-unknown-linux-gnu or aarch64-unknown-linux-gnu) and DENORT_BIN must
+ * be denort for THAT target. The module graph, the BPF objects included, is the same for both.
+ * A foreign binary cannot be run here: its ELF header is checked instead, and the image runs
+ * `tsnproxy version` on its own architecture.
  */
 const root = new URL("..", import.meta.url).pathname;
 const denortBin = Deno.env.get("DENORT_BIN");
 const version = Deno.version.deno;
-const target = `${Deno.build.arch}-unknown-linux-gnu`;
+const host = `${Deno.build.arch}-unknown-linux-gnu`;
+/** ELF e_machine of each target. */
+const TARGETS: Record<string, number> = {
+  "x86_64-unknown-linux-gnu": 0x3e,
+  "aarch64-unknown-linux-gnu": 0xb7,
+};
+const target = Deno.env.get("TSNPROXY_TARGET") || host;
 
 function fail(msg: string): never {
   console.error(`build: ${msg}`);
   Deno.exit(1);
 }
 
+if (!(target in TARGETS)) {
+  fail(`TSNPROXY_TARGET=${target} is not one of ${Object.keys(TARGETS).join(", ")}`);
+}
 if (!denortBin) {
   fail(
     `deno compile needs the denort ${version} base binary for ${target}, and this machine cannot ` +
@@ -48,6 +63,8 @@ const compile = await new Deno.Command(Deno.execPath(), {
     `${root}src/cli.ts`,
     "--include",
     `${root}src/cni/main.ts`,
+    "--target",
+    target,
     "--output",
     out,
     `${root}main.ts`,
@@ -57,6 +74,20 @@ const compile = await new Deno.Command(Deno.execPath(), {
   stderr: "inherit",
 }).output();
 if (!compile.success) fail("deno compile failed (see above)");
+
+// The denort must be the target's: a wrong one gives a binary for another machine.
+const head = new Uint8Array(20);
+const f = await Deno.open(out);
+await f.read(head);
+f.close();
+const machine = new DataView(head.buffer).getUint16(18, true);
+if (head[0] !== 0x7f || machine !== TARGETS[target]) {
+  fail(`${out} is not a ${target} executable (ELF machine 0x${machine.toString(16)}): DENORT_BIN?`);
+}
+if (target !== host) {
+  console.error(`build: ${out} for ${target} (cross build: run \`tsnproxy version\` there)`);
+  Deno.exit(0);
+}
 
 // The binary must run on its own: same version and datapath build as this checkout.
 const probe = await new Deno.Command(out, {

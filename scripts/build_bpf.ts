@@ -21,7 +21,9 @@ const CFLAGS = [
   "-mcpu=v3",
   "-Wall",
   "-Werror",
-  "-I/usr/include/x86_64-linux-gnu",
+  // asm/*.h of the build machine: the objects are the same bytes for every 64-bit
+  // little-endian arch (tests/vm/arm64_test.ts compiles them against arm64's headers).
+  `-I/usr/include/${Deno.build.arch}-linux-gnu`,
   `-I${root}bpf`,
 ];
 

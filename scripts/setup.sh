@@ -13,22 +13,38 @@ APT_PACKAGES=(
   iptables ipvsadm
   # real container runtimes and the reference CNI plugins
   containerd runc containernetworking-plugins umoci busybox-static podman
-  # Debian kernels in qemu (extracted, never installed) for real TSN qdiscs
-  qemu-system-x86 xz-utils zstd
+  # Debian kernels in qemu (extracted, never installed) for real TSN qdiscs; arm64 guests
+  qemu-system-x86 qemu-system-arm xz-utils zstd
+  # tests/agent: promtool checks the alert rules and a running agent's metrics
+  prometheus
   # benchmarks only: the research design's per-pod plugin, re-created, runs jq and bpftool
   jq bpftool
   # doctor's time checks find real ptp4l/phc2sys processes (tests only; its services stay off)
   linuxptp
 )
 
+# tests/deploy renders the kustomize overlays with kubectl: Debian's kubernetes-client (1.20)
+# unless a kubectl is already there (another package may own /usr/bin/kubectl).
+command -v kubectl >/dev/null 2>&1 || APT_PACKAGES+=(kubernetes-client)
+
+# The arm64 test guest's kernel and userland are Debian arm64 packages (downloaded, never
+# installed): apt must know the architecture.
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  echo "setup: dpkg --add-architecture arm64"
+  dpkg --add-architecture arm64
+  apt_update_needed=1
+fi
+
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing ${missing[*]}"
+if [ ${#missing[@]} -gt 0 ] || [ -n "${apt_update_needed:-}" ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
@@ -41,7 +57,7 @@ fi
 
 # The container runtimes are driven by the tests with their own roots and sockets; the
 # packages' own services must not hold the default ones.
-for svc in containerd podman ptp4l timemaster; do
+for svc in containerd podman ptp4l timemaster prometheus prometheus-node-exporter; do
   command -v systemctl >/dev/null 2>&1 && systemctl disable --now "$svc" >/dev/null 2>&1 || true
 done
 

@@ -21,7 +21,8 @@ export const DEFAULTS = {
   bpffs: "/sys/fs/bpf/tsnproxy",
   restoreAt: "tsn-egress",
   attachMode: "auto",
-  metricsAddress: "0.0.0.0:9489",
+  /** The node's loopback: see docs/metrics.md before widening it. */
+  metricsAddress: "127.0.0.1:9489",
   stateDir: "/var/lib/tsnproxy",
   reconcileSeconds: 10,
   watchSeconds: 2,

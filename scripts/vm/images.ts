@@ -1,38 +1,50 @@
 /**
  * Kernel images for tsnproxy's VM tests: Debian's generic amd64 kernels (they have taprio,
- * mqprio, etf as modules and 9p to share host directories), pinned by exact package version
- * and SHA-256 in scripts/vm/kernels.json, fetched with `apt-get download pkg=version`, checked
- * against the pin and unpacked with `dpkg-deb -x` (never installed), plus a small initramfs:
- * busybox-static, the modules the tests need (dependencies resolved from modules.dep, .ko.xz
- * decompressed on the host) and scripts/vm/init.sh as /init. docs/kernels.md says why these
- * kernels and how to bump a pin.
+ * mqprio, etf as modules and 9p to share host directories) and Debian's arm64 kernel (booted
+ * in qemu-system-aarch64 with an arm64 userland, scripts/vm/userland.ts), each pinned by exact
+ * package version and SHA-256 in scripts/vm/kernels.json, fetched with
+ * `apt-get download pkg[:arch]=version`, checked against the pin and unpacked with
+ * `dpkg-deb -x` (never installed), plus a small initramfs: busybox-static, the modules the
+ * tests need (dependencies resolved from modules.dep, .ko.xz decompressed on the host) and
+ * scripts/vm/init.sh as /init. docs/kernels.md says why these kernels and how to bump a pin.
  *
  * Cache location: $TSNPROXY_VM_CACHE if set, else <checkout>/.cache/vm/ (gitignored):
  *   kernels/<package>_<version>/   the unpacked kernel package (boot/vmlinuz-*, lib/modules/*);
  *                                  .complete names the verified SHA-256 of its .deb
- *   images/<6.1|6.12>/             initramfs.cpio.gz + stamp.json (input hash, kernel version)
+ *   images/<name>/                 initramfs.cpio.gz + stamp.json (input hash, kernel version)
+ *   userland/<arch>/<id>/          a foreign architecture's /usr and /etc (userland.ts)
  * The .deb (~70 MB for 6.1, ~107 MB for 6.12) is downloaded once, verified and deleted after
  * unpacking. An initramfs is rebuilt only when its inputs change: the pin, the resolved module
  * list, init.sh, the busybox binary and FORMAT below.
  *
  * Force a rebuild of the initramfs:   TSNPROXY_VM_REBUILD=1 (any run), or
- *   deno run -A scripts/vm/images.ts --rebuild [6.1 6.12]
+ *   deno run -A scripts/vm/images.ts --rebuild [6.1 6.12 6.1-arm64]
  * Force a fresh download as well:     rm -rf .cache/vm   (or the TSNPROXY_VM_CACHE directory)
- * Prefetch (e.g. in CI before tests): deno run -A scripts/vm/images.ts 6.1 6.12
- * Move the pins to what apt offers:   deno run -A scripts/vm/images.ts --bump [6.1 6.12]
+ * Prefetch (e.g. in CI before tests): deno run -A scripts/vm/images.ts 6.1 6.12 6.1-arm64
+ * Move the pins to what apt offers:   deno run -A scripts/vm/images.ts --bump [6.1 ...]
  */
 import { createHash } from "node:crypto";
 import { z } from "zod";
 import { buildCpio, type CpioEntry, gzip } from "./cpio.ts";
 import { VmError } from "./errors.ts";
 import pinsJson from "./kernels.json" with { type: "json" };
+import { aptName, type GuestArch, HOST_ARCH } from "./arch.ts";
+import { ensureUserland, type Userland } from "./userland.ts";
+
+export type { GuestArch } from "./arch.ts";
 
 export const KERNELS = {
   /** Debian 12's default kernel: the classic clsact path, no tcx. */
-  "6.1": { metaPackage: "linux-image-amd64" },
+  "6.1": { metaPackage: "linux-image-amd64", arch: "amd64" },
   /** Debian 12's backported 6.12: tcx, BPF_SKB_CLOCK_TAI. */
-  "6.12": { metaPackage: "linux-image-6.12-amd64" },
-} as const;
+  "6.12": { metaPackage: "linux-image-6.12-amd64", arch: "amd64" },
+  /**
+   * Debian 12's default arm64 kernel, booted in qemu-system-aarch64 (virt machine, TCG): the
+   * datapath's BPF objects loaded and run by an arm64 kernel and an arm64 deno. The guest's
+   * /usr is an arm64 userland unpacked from Debian's packages (scripts/vm/userland.ts).
+   */
+  "6.1-arm64": { metaPackage: "linux-image-arm64", arch: "arm64" },
+} as const satisfies Record<string, { metaPackage: string; arch: GuestArch }>;
 export type KernelName = keyof typeof KERNELS;
 
 /** Every kernel the harness knows, in KERNELS order. */
@@ -115,6 +127,7 @@ const INIT_SH = new URL("./init.sh", import.meta.url);
 
 export interface KernelImage {
   kernel: KernelName;
+  arch: GuestArch;
   /** Concrete Debian package, e.g. linux-image-6.1.0-56-amd64. */
   package: string;
   version: string;
@@ -130,6 +143,8 @@ export interface KernelImage {
   initramfs: string;
   /** Module files in load order (guest paths). */
   modules: string[];
+  /** A foreign architecture's userland (the guest's /usr and /etc); undefined: the host's. */
+  userland?: Userland;
 }
 
 export interface ImageOptions {
@@ -210,14 +225,31 @@ async function readStamp(path: string): Promise<Stamp | undefined> {
   }
 }
 
-/** The concrete kernel package apt offers today behind the meta package (for --bump). */
+/** What to do when apt does not know a package of `kernel`'s architecture. */
+function aptHint(kernel: KernelName): string {
+  const { arch } = KERNELS[kernel];
+  return arch === HOST_ARCH
+    ? "run `apt-get update` (Debian bookworm sources with bookworm-updates/security)"
+    : `run \`dpkg --add-architecture ${arch} && apt-get update\` (scripts/setup.sh does)`;
+}
+
+/** `package=version` as apt takes it for `kernel`'s architecture (`pkg:arm64=...` on amd64). */
+function aptSpec(kernel: KernelName, pkg: string, version: string): string {
+  return `${aptName(pkg, KERNELS[kernel].arch)}=${version}`;
+}
+
+/**
+ * The concrete kernel package apt offers today behind the meta package (for --bump), for the
+ * kernel's architecture (the arm64 one from apt's arm64 index); `pkg` without `:arch`.
+ */
 async function aptResolve(kernel: KernelName): Promise<{ pkg: string; version: string }> {
-  const meta = KERNELS[kernel].metaPackage;
-  const hint = "run `apt-get update` (Debian bookworm sources with bookworm-updates/security)";
+  const { arch } = KERNELS[kernel];
+  const meta = aptName(KERNELS[kernel].metaPackage, arch);
+  const hint = aptHint(kernel);
   const deps = await tool("apt-cache", ["depends", meta], { hint });
-  const pkg = deps.match(/Depends:\s+(linux-image-[^\s]+)/)?.[1];
+  const pkg = deps.match(/Depends:\s+(linux-image-[^\s:]+)/)?.[1];
   if (!pkg) throw new VmError(`apt-cache knows no kernel package behind ${meta}`, hint);
-  const policy = await tool("apt-cache", ["policy", pkg], { hint });
+  const policy = await tool("apt-cache", ["policy", aptName(pkg, arch)], { hint });
   const version = policy.match(/Candidate:\s+(\S+)/)?.[1];
   if (!version || version === "(none)") {
     throw new VmError(`${pkg} has no installable candidate in the apt lists`, hint);
@@ -227,11 +259,12 @@ async function aptResolve(kernel: KernelName): Promise<{ pkg: string; version: s
 
 /** SHA-256 and size of `pkg=version` as apt's (signed) package index lists them. */
 async function aptIndexEntry(
+  kernel: KernelName,
   pkg: string,
   version: string,
 ): Promise<{ sha256: string; size: number } | undefined> {
   const out = await new Deno.Command("apt-cache", {
-    args: ["show", `${pkg}=${version}`],
+    args: ["show", aptSpec(kernel, pkg, version)],
     stdout: "piped",
     stderr: "null",
   }).output().catch(() => undefined);
@@ -264,15 +297,17 @@ export async function verifyDeb(kernel: KernelName, pin: KernelPin, deb: string)
   throw new VmError(
     `${pin.package}=${pin.version} (the ${kernel} kernel pinned in ${PINS_FILE}) does not match ` +
       `its pin: SHA-256 expected ${pin.sha256}, got ${got} (${size} bytes, pinned ${pin.size})`,
-    `a mirror or proxy served other bytes: retry, or check \`apt-cache show ${pin.package}=` +
-      `${pin.version}\`; if Debian really republished it, ${bumpHint(kernel)}`,
+    `a mirror or proxy served other bytes: retry, or check \`apt-cache show ` +
+      `${aptSpec(kernel, pin.package, pin.version)}\`; if Debian really republished it, ` +
+      bumpHint(kernel),
   );
 }
 
 /** Why `apt-get download` of a pin failed, in words that say what to do. */
 async function downloadFailure(kernel: KernelName, pin: KernelPin, e: unknown): Promise<Error> {
   if (!(e instanceof VmError)) return e instanceof Error ? e : new Error(String(e));
-  if (await aptIndexEntry(pin.package, pin.version)) return e; // known to apt: network trouble
+  // Known to apt: network trouble.
+  if (await aptIndexEntry(kernel, pin.package, pin.version)) return e;
   const offered = await aptResolve(kernel).then(
     (r) => `apt offers ${r.pkg}=${r.version} today`,
     () => "apt offers no candidate either",
@@ -281,7 +316,7 @@ async function downloadFailure(kernel: KernelName, pin: KernelPin, e: unknown): 
     `${pin.package}=${pin.version} (the ${kernel} kernel pinned in ${PINS_FILE}) is not in the ` +
       `apt lists (${offered}). Debian's archive serves one version of each package, and the ` +
       `security suite replaces a kernel within weeks: the pin is stale or the lists are old`,
-    `run \`apt-get update\` and retry; if it is still missing, ${bumpHint(kernel)}`,
+    `${aptHint(kernel)} and retry; if it is still missing, ${bumpHint(kernel)}`,
     { cause: e },
   );
 }
@@ -305,9 +340,9 @@ async function fetchKernel(
   try {
     log(`vm: downloading ${pin.package}=${pin.version} (${(pin.size / 1e6).toFixed(0)} MB)`);
     const t0 = performance.now();
-    await tool("apt-get", ["download", "-q", `${pin.package}=${pin.version}`], {
+    await tool("apt-get", ["download", "-q", aptSpec(kernel, pin.package, pin.version)], {
       cwd: tmp,
-      hint: "check network access to the Debian mirror and run `apt-get update`",
+      hint: `check network access to the Debian mirror and ${aptHint(kernel)}`,
     }).catch(async (e) => {
       throw await downloadFailure(kernel, pin, e);
     });
@@ -487,12 +522,16 @@ export async function ensureImage(
 
   const pin = kernelPin(kernel);
   const { package: pkg, version } = pin;
+  const { arch } = KERNELS[kernel];
   const kdir = await fetchKernel(kernel, pin, log);
   const kver = await singleKernelVersion(kdir);
   const moddir = `${kdir}/lib/modules/${kver}`;
   const vmlinuz = `${kdir}/boot/vmlinuz-${kver}`;
-  let vmlinux: string | undefined = `${kdir}/boot/vmlinux-${kver}.pvh`;
-  if (!await exists(vmlinux)) {
+  // arm64: Debian's vmlinuz is the uncompressed Image qemu boots directly.
+  let vmlinux: string | undefined = arch === "amd64"
+    ? `${kdir}/boot/vmlinux-${kver}.pvh`
+    : undefined;
+  if (vmlinux && !await exists(vmlinux)) {
     const config = await Deno.readTextFile(`${kdir}/boot/config-${kver}`).catch(() => "");
     const elf = /^CONFIG_PVH=y$/m.test(config)
       ? await extractVmlinux(await Deno.readFile(vmlinuz))
@@ -523,17 +562,22 @@ export async function ensureImage(
   );
 
   const initSh = await Deno.readFile(INIT_SH);
+  const userland = arch === HOST_ARCH ? undefined : await ensureUserland(arch, cacheDir(), log);
+  const busyboxPath = userland?.busybox ?? BUSYBOX;
   let busybox: Uint8Array;
   try {
-    busybox = await Deno.readFile(BUSYBOX);
+    busybox = await Deno.readFile(busyboxPath);
   } catch (e) {
-    throw new VmError(`${BUSYBOX} is missing`, "apt-get install busybox-static", { cause: e });
+    throw new VmError(`${busyboxPath} is missing`, "apt-get install busybox-static", {
+      cause: e,
+    });
   }
   if (!isStaticElf(busybox)) {
-    throw new VmError(`${BUSYBOX} is not statically linked`, "apt-get install busybox-static");
+    throw new VmError(`${busyboxPath} is not statically linked`, "apt-get install busybox-static");
   }
   const hash = await sha256([
     `format ${FORMAT}`,
+    ...(arch === "amd64" ? [] : [`arch ${arch}`]),
     pkg,
     version,
     pin.sha256,
@@ -547,6 +591,7 @@ export async function ensureImage(
   if (!rebuild && stamp?.hash === hash && await exists(initramfs)) {
     return {
       kernel,
+      arch,
       package: pkg,
       version,
       kver,
@@ -554,6 +599,7 @@ export async function ensureImage(
       vmlinux,
       initramfs,
       modules: guestModules,
+      userland,
     };
   }
 
@@ -564,6 +610,7 @@ export async function ensureImage(
   }
   entries.push({ kind: "char", path: "dev/console", major: 5, minor: 1 });
   entries.push({ kind: "file", path: "bin/busybox", data: busybox, mode: 0o755 });
+  // The host's busybox lists the applets (the same Debian build as the guest's).
   const applets = (await tool(BUSYBOX, ["--list-full"], { hint: "apt-get install busybox-static" }))
     .split("\n").filter(Boolean);
   for (const a of applets) {
@@ -605,6 +652,7 @@ export async function ensureImage(
   );
   return {
     kernel,
+    arch,
     package: pkg,
     version,
     kver,
@@ -612,7 +660,24 @@ export async function ensureImage(
     vmlinux,
     initramfs,
     modules: guestModules,
+    userland,
   };
+}
+
+/**
+ * The pin apt's (signed) index offers today for `kernel`, in its architecture's index: the
+ * concrete package behind the meta package, its candidate version, SHA-256 and size.
+ */
+export async function aptPin(kernel: KernelName): Promise<KernelPin> {
+  const { pkg, version } = await aptResolve(kernel);
+  const entry = await aptIndexEntry(kernel, pkg, version);
+  if (!entry) {
+    throw new VmError(
+      `apt-cache show ${aptSpec(kernel, pkg, version)} lists no SHA256 and Size`,
+      `${aptHint(kernel)} and retry`,
+    );
+  }
+  return KernelPinSchema.parse({ package: pkg, version, ...entry });
 }
 
 /**
@@ -626,15 +691,7 @@ export async function bumpPins(
   const file = JSON.parse(await Deno.readTextFile(PINS_URL)) as Record<string, unknown>;
   const out: { kernel: KernelName; old?: KernelPin; next: KernelPin }[] = [];
   for (const kernel of kernels) {
-    const { pkg, version } = await aptResolve(kernel);
-    const entry = await aptIndexEntry(pkg, version);
-    if (!entry) {
-      throw new VmError(
-        `apt-cache show ${pkg}=${version} lists no SHA256 and Size`,
-        "run `apt-get update` and retry",
-      );
-    }
-    const next = KernelPinSchema.parse({ package: pkg, version, ...entry });
+    const next = await aptPin(kernel);
     const old = KernelPinSchema.safeParse(file[kernel]);
     out.push({ kernel, old: old.success ? old.data : undefined, next });
     file[kernel] = next;

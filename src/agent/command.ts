@@ -27,8 +27,8 @@ import { pluginEntry } from "../install/plan.ts";
 import { applyQdiscPlan, formatQdiscStep, planQdisc, usesClsact } from "../install/qdisc_plan.ts";
 import { readState, sameState, writeState } from "../install/state.ts";
 import { loadConfig, targetFrom } from "../install/target.ts";
-import { type AgentStats, CONTENT_TYPE, renderMetrics } from "./metrics.ts";
-import { DEFAULT_CNI_RESULTS_DIR, podsByCookie } from "./pods.ts";
+import { type AgentStats, CONTENT_TYPE, MetricsEndpoint } from "./metrics.ts";
+import { DEFAULT_CNI_RESULTS_DIR } from "./pods.ts";
 import { type CniServer, serveCni } from "./cni_server.ts";
 import { exists } from "../util/fs.ts";
 
@@ -175,6 +175,13 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
 
   // --metrics-address is an override: it is in cfg when given.
   const { hostname, port } = parseListenAddress(cfg.metrics.address);
+  const metrics = new MetricsEndpoint({
+    bpffs: cfg.bpffs,
+    stats,
+    podLabels: cfg.metrics.podLabels,
+    resultsDir,
+    agentSocket: cfg.cni.agentSocket !== undefined,
+  });
   let listening: () => void = () => {};
   const listened = new Promise<void>((r) => (listening = r));
   const server = Deno.serve({
@@ -192,13 +199,7 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
   }, (req) => {
     const path = new URL(req.url).pathname;
     if (path === "/metrics") {
-      const body = renderMetrics({
-        bpffs: cfg.bpffs,
-        mapEntries: cfg.mapEntries,
-        stats,
-        pods: stats.installed ? podsByCookie(cfg.bpffs, resultsDir) : new Map(),
-      });
-      return new Response(body, { headers: { "content-type": CONTENT_TYPE } });
+      return new Response(metrics.scrape(), { headers: { "content-type": CONTENT_TYPE } });
     }
     if (path === "/healthz") {
       const ok = exists(pins.root);

@@ -1,18 +1,41 @@
 /**
  * Prometheus text exposition (format 0.0.4) of the datapath counters, per pod counters,
  * fingerprint table occupancy, agent health and build info.
+ *
+ * FAMILIES is the one list of what the agent can expose: name, type, help and label names.
+ * The exposition is written from it (a sample whose labels differ from its family's throws, so
+ * every family has one label set), and docs/metrics.md is checked against it by
+ * tests/agent/metrics_test.ts.
+ *
+ * Cost on the agent's thread (the one that also serves the CNI socket): a scrape reads the
+ * datapath maps and, only with `metrics.podLabels`, the pod names, which PodIdentities keeps
+ * cached (libcni's result files are read once each, not per scrape).
  */
 import { versionInfo } from "../build_info.ts";
 import { DatapathMaps } from "../bpf/maps.ts";
 import type { CounterName } from "../ffi/structs/datapath.ts";
-import type { PodIdentity } from "./pods.ts";
+import { listPodAttachments } from "../bpf/pod.ts";
+import { isLegacyPod } from "../bpf/legacy.ts";
+import { PodIdentities } from "./pods.ts";
 import type { CniServerStats } from "./cni_server.ts";
 
 export const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
-const COUNTER_HELP: Record<CounterName, string> = {
+export type MetricType = "counter" | "gauge";
+
+export interface Family {
+  name: string;
+  type: MetricType;
+  help: string;
+  /** Every sample of the family carries exactly these labels, in this order. */
+  labels: readonly string[];
+  /** When the family is present (docs/metrics.md says the same). */
+  when: "always" | "installed" | "podLabels" | "agentSocket";
+}
+
+const DATAPATH_COUNTERS: Record<CounterName, string> = {
   admitted: "Pod packets admit handled on the pods' host interfaces",
-  admitRequested: "Admitted packets that carried a request from the pod's saver",
+  admitRequested: "Admitted packets carrying a request from the pod's saver",
   admitClamped: "Admitted packets whose priority the pod's policy changed",
   admitClassified: "Admitted packets whose priority came from the pod's default or rules",
   admitNoPod: "Packets admit saw on an interface without a pod entry",
@@ -20,14 +43,14 @@ const COUNTER_HELP: Record<CounterName, string> = {
   staged: "Admitted packets handed to the stage carrier",
   stageUnread: "Staged entries overwritten before any restorer read them",
   stampMoved: "Launch times without a clock type carried across the crossing",
-  reqStageMiss: "Requests whose wide part admit did not find",
+  reqStageMiss: "Requests whose wide part admit did not find (priority above 1023 lost)",
   restoredTag: "Packets the restorer restored from the tag",
   restoredStage: "Packets the restorer restored from the stage",
   restoredTstamp: "Restored packets that got their launch time back",
-  restoredFrag: "Later fragments restored from their first fragment",
-  tagClamped: "Tags above the node's ceiling (not written by our admit)",
-  stageMiss: "Forwarded packets the restorer parsed while entries were staged, no match",
-  stageExpired: "Staged entries found older than the age limit",
+  restoredFrag: "Later IPv4 fragments restored from their first fragment",
+  tagClamped: "Tags above the node's ceiling, which our admit never writes",
+  stageMiss: "Forwarded packets parsed while entries were staged that matched none",
+  stageExpired: "Staged entries found older than gc.maxAgeMs",
   tstampFailed: "Launch times the kernel refused to set",
 };
 
@@ -35,15 +58,171 @@ export function snake(name: string): string {
   return name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 }
 
+export function counterFamilyName(c: CounterName): string {
+  return `tsnproxy_${snake(c)}_total`;
+}
+
+const POD_LABELS = ["namespace", "pod", "container_id"] as const;
+const POD_FIELDS = { admitted: "admitted", clamped: "clamped", restored: "restored" } as const;
+const CARRIERS = ["tag", "stage", "none"] as const;
+
+export const FAMILIES: readonly Family[] = [
+  {
+    name: "tsnproxy_build_info",
+    type: "gauge",
+    help:
+      "tsnproxy build: version, SHA-256 prefix of the BPF objects, Deno, compiled binary or not",
+    labels: ["version", "bpf_objects", "deno", "compiled"],
+    when: "always",
+  },
+  ...(Object.entries(DATAPATH_COUNTERS) as [CounterName, string][]).map(([c, help]): Family => ({
+    name: counterFamilyName(c),
+    type: "counter",
+    help,
+    labels: [],
+    when: "installed",
+  })),
+  ...Object.keys(POD_FIELDS).map((f): Family => ({
+    name: `tsnproxy_pod_${f}_total`,
+    type: "counter",
+    help: `Per pod: packets ${f} (only with metrics.podLabels)`,
+    labels: POD_LABELS,
+    when: "podLabels",
+  })),
+  {
+    name: "tsnproxy_pods",
+    type: "gauge",
+    help: "Pod interfaces by the carrier that takes their packets to the TSN NIC",
+    labels: ["carrier"],
+    when: "installed",
+  },
+  {
+    name: "tsnproxy_pod_carrier",
+    type: "gauge",
+    help: "Per pod interface: 1, with its carrier (only with metrics.podLabels)",
+    labels: [...POD_LABELS, "carrier"],
+    when: "podLabels",
+  },
+  {
+    name: "tsnproxy_legacy_pods",
+    type: "gauge",
+    help: "Pods still running release 0.1.0's saver (retired at their DEL)",
+    labels: [],
+    when: "installed",
+  },
+  {
+    name: "tsnproxy_up",
+    type: "gauge",
+    help: "1 when the datapath is installed (pins present)",
+    labels: [],
+    when: "always",
+  },
+  {
+    name: "tsnproxy_restorer_attached",
+    type: "gauge",
+    help: "1 when the restorer is on the TSN interface",
+    labels: [],
+    when: "always",
+  },
+  {
+    name: "tsnproxy_pod_attachments",
+    type: "gauge",
+    help: "Pods with a saver attached",
+    labels: [],
+    when: "always",
+  },
+  {
+    name: "tsnproxy_agent_reconciles_total",
+    type: "counter",
+    help: "Agent reconcile passes, by result",
+    labels: ["result"],
+    when: "always",
+  },
+  {
+    name: "tsnproxy_agent_conflist_reinjections_total",
+    type: "counter",
+    help: "Times the agent put the CNI entry back",
+    labels: [],
+    when: "always",
+  },
+  {
+    name: "tsnproxy_agent_restorer_reattachments_total",
+    type: "counter",
+    help: "Times the agent re-attached the restorer",
+    labels: [],
+    when: "always",
+  },
+  {
+    name: "tsnproxy_agent_cni_socket_up",
+    type: "gauge",
+    help:
+      "1 when the agent serves cni.agentSocket, 0 when it could not (plugins then run verbs themselves)",
+    labels: [],
+    when: "agentSocket",
+  },
+  {
+    name: "tsnproxy_agent_cni_requests_total",
+    type: "counter",
+    help:
+      "CNI verbs the agent ran for plugin processes, by verb and result; declined and bad requests have an empty command",
+    labels: ["command", "result"],
+    when: "agentSocket",
+  },
+  {
+    name: "tsnproxy_agent_start_time_seconds",
+    type: "gauge",
+    help: "Agent start (unix time)",
+    labels: [],
+    when: "always",
+  },
+];
+
+const BY_NAME = new Map(FAMILIES.map((f) => [f.name, f]));
+
+/** HELP text: backslash and newline escaped (exposition format 0.0.4). */
+export function escapeHelp(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n");
+}
+
+/** Label values: backslash, double quote and newline escaped. */
 export function escapeLabel(v: string): string {
   return v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
 }
 
-function labels(l: Record<string, string | undefined>): string {
-  const parts = Object.entries(l).filter(([, v]) => v !== undefined).map(([k, v]) =>
-    `${k}="${escapeLabel(v ?? "")}"`
-  );
-  return parts.length ? `{${parts.join(",")}}` : "";
+type Sample = [labels: Record<string, string>, value: number | bigint];
+
+/** Writes families from FAMILIES; throws on an unknown family or a label set that differs. */
+export class Exposition {
+  #lines: string[] = [];
+  #written = new Set<string>();
+
+  add(name: string, samples: Sample[]): this {
+    const f = BY_NAME.get(name);
+    if (!f) throw new Error(`metrics: ${name} is not in FAMILIES (src/agent/metrics.ts)`);
+    if (this.#written.has(name)) throw new Error(`metrics: ${name} written twice`);
+    this.#written.add(name);
+    this.#lines.push(`# HELP ${name} ${escapeHelp(f.help)}`, `# TYPE ${name} ${f.type}`);
+    for (const [labels, value] of samples) {
+      const keys = Object.keys(labels);
+      if (keys.length !== f.labels.length || keys.some((k, i) => k !== f.labels[i])) {
+        throw new Error(
+          `metrics: ${name} takes labels {${f.labels.join(",")}}, got {${keys.join(",")}}`,
+        );
+      }
+      const l = keys.map((k) => `${k}="${escapeLabel(labels[k])}"`).join(",");
+      this.#lines.push(`${name}${l ? `{${l}}` : ""} ${value}`);
+    }
+    return this;
+  }
+
+  /** Names of the families written so far. */
+  families(): string[] {
+    return [...this.#written];
+  }
+
+  text(): string {
+    return this.#lines.join("\n") + "\n";
+  }
 }
 
 export interface AgentStats {
@@ -59,25 +238,27 @@ export interface AgentStats {
 
 export interface MetricsInput {
   bpffs: string;
-  mapEntries: number;
   stats: AgentStats;
-  pods: Map<bigint, PodIdentity>;
+  /** cookie -> pod; undefined: per-pod families are left out (metrics.podLabels false). */
+  pods?: Map<bigint, { containerId: string; namespace?: string; name?: string }>;
+  /** cni.agentSocket is configured: the socket families are written. */
+  agentSocket?: boolean;
 }
 
-/** The exposition text; datapath metrics are left out (with tsnproxy_up 0) when not installed. */
-export function renderMetrics(inp: MetricsInput): string {
-  const out: string[] = [];
-  const metric = (
-    name: string,
-    type: "counter" | "gauge",
-    help: string,
-    samples: Array<[Record<string, string | undefined>, number | bigint]>,
-  ) => {
-    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-    for (const [l, v] of samples) out.push(`${name}${labels(l)} ${v}`);
+function podLabelsOf(pods: MetricsInput["pods"], cookie: bigint) {
+  const p = pods?.get(cookie);
+  return {
+    namespace: p?.namespace ?? "",
+    pod: p?.name ?? "",
+    container_id: p?.containerId ?? `cookie:0x${cookie.toString(16).padStart(16, "0")}`,
   };
+}
+
+/** The exposition text; datapath families are left out (with tsnproxy_up 0) when not installed. */
+export function renderMetrics(inp: MetricsInput): string {
+  const out = new Exposition();
   const info = versionInfo();
-  metric("tsnproxy_build_info", "gauge", "tsnproxy build", [[{
+  out.add("tsnproxy_build_info", [[{
     version: info.version,
     bpf_objects: info.bpfObjectsSha256.slice(0, 12),
     deno: info.deno,
@@ -88,80 +269,103 @@ export function renderMetrics(inp: MetricsInput): string {
     maps = inp.stats.installed ? DatapathMaps.open(inp.bpffs) : undefined;
     if (maps) {
       const c = maps.counters();
-      for (const [name, help] of Object.entries(COUNTER_HELP) as [CounterName, string][]) {
-        metric(`tsnproxy_${snake(name)}_total`, "counter", help, [[{}, c[name]]]);
+      for (const name of Object.keys(DATAPATH_COUNTERS) as CounterName[]) {
+        out.add(counterFamilyName(name), [[{}, c[name]]]);
       }
-      const pods = maps.podCounters();
-      const podLabels = (cookie: bigint) => {
-        const p = inp.pods.get(cookie);
-        return {
-          pod_cookie: `0x${cookie.toString(16).padStart(16, "0")}`,
-          container_id: p?.containerId,
-          namespace: p?.namespace,
-          pod: p?.name,
-        };
-      };
-      for (const field of ["admitted", "clamped", "restored"] as const) {
-        metric(
-          `tsnproxy_pod_${field}_total`,
-          "counter",
-          `Per pod: packets ${field}`,
-          pods.map((p) => [podLabels(p.podCookie), p[field]]),
+      if (inp.pods) {
+        const pods = maps.podCounters();
+        for (const field of Object.values(POD_FIELDS)) {
+          out.add(
+            `tsnproxy_pod_${field}_total`,
+            pods.map((p): Sample => [podLabelsOf(inp.pods, p.podCookie), p[field]]),
+          );
+        }
+      }
+      const entries = maps.pods();
+      out.add(
+        "tsnproxy_pods",
+        CARRIERS.map((carrier): Sample => [
+          { carrier },
+          entries.filter((e) => e.entry.carrier === carrier).length,
+        ]),
+      );
+      if (inp.pods) {
+        out.add(
+          "tsnproxy_pod_carrier",
+          entries.map((e): Sample => [
+            { ...podLabelsOf(inp.pods, e.entry.cookie), carrier: e.entry.carrier },
+            1,
+          ]),
         );
       }
+      out.add("tsnproxy_legacy_pods", [[
+        {},
+        listPodAttachments(inp.bpffs).filter(isLegacyPod).length,
+      ]]);
     }
   } catch {
     inp.stats.installed = false;
   } finally {
     maps?.close();
   }
-  metric("tsnproxy_up", "gauge", "1 when the datapath is installed (pins present)", [[
-    {},
-    inp.stats.installed ? 1 : 0,
-  ]]);
-  metric("tsnproxy_restorer_attached", "gauge", "1 when the restorer is on the TSN interface", [[
-    {},
-    inp.stats.restorerAttached ? 1 : 0,
-  ]]);
-  metric("tsnproxy_pod_attachments", "gauge", "Pods with a saver attached", [[
-    {},
-    inp.pods.size,
-  ]]);
-  metric("tsnproxy_agent_reconciles_total", "counter", "Agent reconcile passes", [
+  out.add("tsnproxy_up", [[{}, inp.stats.installed ? 1 : 0]]);
+  out.add("tsnproxy_restorer_attached", [[{}, inp.stats.restorerAttached ? 1 : 0]]);
+  out.add("tsnproxy_pod_attachments", [[{}, inp.stats.installed ? attachments(inp.bpffs) : 0]]);
+  out.add("tsnproxy_agent_reconciles_total", [
     [{ result: "ok" }, inp.stats.reconciles.ok],
     [{ result: "error" }, inp.stats.reconciles.error],
   ]);
-  metric(
-    "tsnproxy_agent_conflist_reinjections_total",
-    "counter",
-    "Times the agent put the CNI entry back",
-    [[{}, inp.stats.conflistReinjected]],
-  );
-  metric(
-    "tsnproxy_agent_restorer_reattachments_total",
-    "counter",
-    "Times the agent re-attached the restorer",
-    [[{}, inp.stats.restorerReattached]],
-  );
-  const cni = inp.stats.cni;
-  if (cni) {
-    metric(
-      "tsnproxy_agent_cni_requests_total",
-      "counter",
-      "CNI verbs the agent ran for plugin processes, by verb and result; declined ones ran in the plugin",
-      [
-        ...Object.entries(cni.served).flatMap(([command, n]) => [
-          [{ command, result: "ok" }, n.ok] as [Record<string, string>, number],
-          [{ command, result: "error" }, n.error] as [Record<string, string>, number],
-        ]),
-        [{ command: "", result: "declined" }, cni.declined],
-        [{ command: "", result: "bad_request" }, cni.bad],
-      ],
-    );
+  out.add("tsnproxy_agent_conflist_reinjections_total", [[{}, inp.stats.conflistReinjected]]);
+  out.add("tsnproxy_agent_restorer_reattachments_total", [[{}, inp.stats.restorerReattached]]);
+  if (inp.agentSocket) {
+    const cni = inp.stats.cni;
+    out.add("tsnproxy_agent_cni_socket_up", [[{}, cni ? 1 : 0]]);
+    out.add("tsnproxy_agent_cni_requests_total", [
+      ...Object.entries(cni?.served ?? {}).flatMap(([command, n]): Sample[] => [
+        [{ command, result: "ok" }, n.ok],
+        [{ command, result: "error" }, n.error],
+      ]),
+      [{ command: "", result: "declined" }, cni?.declined ?? 0],
+      [{ command: "", result: "bad_request" }, cni?.bad ?? 0],
+    ]);
   }
-  metric("tsnproxy_agent_start_time_seconds", "gauge", "Agent start (unix time)", [[
-    {},
-    Math.floor(inp.stats.startedAt / 1000),
-  ]]);
-  return out.join("\n") + "\n";
+  out.add("tsnproxy_agent_start_time_seconds", [[{}, Math.floor(inp.stats.startedAt / 1000)]]);
+  return out.text();
+}
+
+function attachments(bpffs: string): number {
+  try {
+    return listPodAttachments(bpffs).length;
+  } catch {
+    return 0;
+  }
+}
+
+export interface MetricsEndpointOptions {
+  bpffs: string;
+  stats: AgentStats;
+  /** metrics.podLabels: per-pod families with namespace, pod and container id. */
+  podLabels: boolean;
+  /** libcni's result cache (pod names); read only with podLabels. */
+  resultsDir: string;
+  agentSocket: boolean;
+}
+
+/** What /metrics serves: the agent creates one and calls scrape() per request. */
+export class MetricsEndpoint {
+  /** Pod names, cached across scrapes; undefined without podLabels. */
+  readonly pods: PodIdentities | undefined;
+
+  constructor(readonly opts: MetricsEndpointOptions) {
+    this.pods = opts.podLabels ? new PodIdentities(opts.bpffs, opts.resultsDir) : undefined;
+  }
+
+  scrape(): string {
+    return renderMetrics({
+      bpffs: this.opts.bpffs,
+      stats: this.opts.stats,
+      pods: this.pods && this.opts.stats.installed ? this.pods.current() : undefined,
+      agentSocket: this.opts.agentSocket,
+    });
+  }
 }

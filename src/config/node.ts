@@ -31,10 +31,22 @@ const confined = (kind: ConfinedPath) =>
     if (p) ctx.addIssue({ code: "custom", message: p });
   });
 
-/** The node's policy layer, checked by the one policy validator (src/policy/validate.ts). */
+/**
+ * The node's policy layer, checked by the one policy validator (src/policy/validate.ts). Its
+ * problems ("policy.remap.16: ...") become issues at their path, so the error names the line
+ * and column of the offending value (or key, for a bad remap key).
+ */
 const nodePolicy = z.unknown().superRefine((v, ctx) => {
   for (const p of policyProblems(v, "policy")) {
-    ctx.addIssue({ code: "custom", message: p.replace(/^policy(\.|: )/, "") });
+    const m = /^policy((?:\.[^.[:\s]+|\[\d+\])*): ([\s\S]*)$/.exec(p);
+    if (!m) {
+      ctx.addIssue({ code: "custom", message: p });
+      continue;
+    }
+    const path = [...m[1].matchAll(/\.([^.[]+)|\[(\d+)\]/g)]
+      .map((s) => s[2] === undefined ? s[1] : Number(s[2]));
+    const atKey = m[2].startsWith("remap keys are");
+    ctx.addIssue({ code: "custom", message: m[2], path, params: atKey ? { at: "key" } : {} });
   }
 }).transform((v): PodPolicy => validatePolicy(v, "policy"));
 
@@ -88,7 +100,16 @@ export const nodeConfigSchema = z.strictObject({
     agentSocket: confined("agentSocket").optional(),
   }).prefault({}),
   qdisc: qdiscSchema.default({ kind: "keep" }),
-  metrics: z.strictObject({ address: hostPort.default(DEFAULTS.metricsAddress) }).prefault({}),
+  metrics: z.strictObject({
+    /**
+     * Where /metrics and /healthz listen. The node's loopback by default: the agent runs in
+     * the host's network namespace, where 0.0.0.0 would be reachable from every network the
+     * node is on, the TSN network included (docs/metrics.md).
+     */
+    address: hostPort.default(DEFAULTS.metricsAddress),
+    /** Per-pod series labelled with namespace, pod and container id (off: node totals only). */
+    podLabels: z.boolean({ error: "expected true or false" }).default(false),
+  }).prefault({}),
 });
 
 export type NodeConfig = z.infer<typeof nodeConfigSchema>;
@@ -223,11 +244,13 @@ export function parseNodeConfig(
       }).join("\n");
     }
     // A bad record key is reported at the key, anything else at its value.
-    const loc = issue.code === "invalid_key"
+    const atKey = issue.code === "invalid_key" ||
+      (issue.code === "custom" && issue.params?.at === "key");
+    const loc = atKey
       ? locate(doc.contents, lc, path.slice(0, -1), String(path[path.length - 1]))
       : locate(doc.contents, lc, path);
     const where = flag ?? `${file}:${loc.line}:${loc.col}`;
-    const missing = !flag && issue.code !== "invalid_key" && loc.depth < path.length;
+    const missing = !flag && !atKey && loc.depth < path.length;
     if (n === 0 && missing) hint = `add ${formatPath(path)} to ${file}`;
     return `${where}: ${formatPath(path) || "(top level)"}: ${issueMessage(issue, missing)}`;
   });
@@ -324,5 +347,6 @@ qdisc:
   kind: keep
 
 metrics:
-  address: 0.0.0.0:9489
+  address: 127.0.0.1:9489 # the node's loopback; see docs/metrics.md before widening it
+  podLabels: false # true: per-pod series named by namespace, pod, container id
 `;

@@ -96,9 +96,10 @@ for (const api of ["tcx", "clsact"] as const) {
           /^tsnproxy_build_info\{version="[^"]+",bpf_objects="[0-9a-f]{12}",.*\} 1$/m,
           /^tsnproxy_agent_conflist_reinjections_total [1-9]\d*$/m,
           /^tsnproxy_agent_restorer_reattachments_total [1-9]\d*$/m,
-          /^# TYPE tsnproxy_pod_saved_total counter$/m,
         ]
       ) assert.match(text, needle);
+      // No pod identity unless metrics.podLabels opts in (docs/metrics.md).
+      assert.doesNotMatch(text, /tsnproxy_pod_saved_total|talker-0|c0ffee/);
 
       agent.kill("SIGTERM");
       const out = await agent.output();

@@ -13,13 +13,13 @@ const DEFAULTS: NodeConfig = {
   restoreAt: "tsn-egress",
   bpffs: "/sys/fs/bpf/tsnproxy",
   attachMode: "auto",
-  carrier: "tag",
+  carrier: "auto",
   gc: { maxAgeMs: 1000, intervalMs: 1000 },
   mapEntries: 16384,
   policy: {},
   cni: { confDir: "/etc/cni/net.d", binDir: "/opt/cni/bin" },
   qdisc: { kind: "keep" },
-  metrics: { address: "0.0.0.0:9489" },
+  metrics: { address: "127.0.0.1:9489", podLabels: false },
 };
 
 function fails(text: string, re: RegExp, hint?: RegExp) {
@@ -137,7 +137,10 @@ Deno.test("node config: value errors carry file:line:col and the YAML path", () 
     /^config\.yaml:1:12: restoreAt: expected one of "tsn-egress", "host-veth-ingress"/,
   );
   fails("attachMode: xdp\n", /attachMode: expected one of "auto", "tcx", "clsact"/);
-  fails("bpffs: sys/fs/bpf\n", /1:8: bpffs: expected bpffs as an absolute path/);
+  fails(
+    "bpffs: sys/fs/bpf\n",
+    /1:8: bpffs: expected an absolute path under \/sys\/fs\/bpf\/, got "sys\/fs\/bpf"/,
+  );
   fails(
     "tsnInterface: a-very-long-interface-name\n",
     /1:15: tsnInterface: expected an interface name/,
@@ -152,6 +155,10 @@ Deno.test("node config: value errors carry file:line:col and the YAML path", () 
   fails(
     'policy:\n  remap:\n    "16": 1\n',
     /^config\.yaml:3:5: policy\.remap\.16: remap keys are the priorities/,
+  );
+  fails(
+    "policy:\n  rules:\n    - {protocol: udp, priority: -1}\n",
+    /^config\.yaml:3:33: policy\.rules\[0\]\.priority: expected an integer priority/,
   );
   fails("gc: 5\n", /^config\.yaml:1:5: gc: /);
 });
@@ -194,9 +201,11 @@ Deno.test("node config: unknown keys are rejected with the closest valid key", (
     /^config\.yaml:2:3: gc\.maxAgMs: unknown key \(did you mean "maxAgeMs"\?\)/,
   );
   fails("cni:\n  conf_dir: /x\n", /cni\.conf_dir: unknown key \(did you mean "confDir"\?\)/);
+  // The node's policy is checked by the one policy validator (src/policy/validate.ts), which
+  // names the valid keys.
   fails(
     "policy:\n  maxpriority: 3\n",
-    /2:3: policy\.maxpriority: unknown key \(did you mean "maxPriority"\?\)/,
+    /2:3: policy: unknown key maxpriority \(valid: maxPriority, remap, defaultPriority, rules\)/,
   );
   fails(
     "zzz: 1\n",

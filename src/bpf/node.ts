@@ -93,9 +93,10 @@ const OVERLAY_KINDS = new Set(["vxlan", "geneve", "ipip", "sit", "ip6tnl", "gre"
 
 /**
  * Other datapaths' programs on the node devices a pod's packet crosses between admit and the
- * restorer: the TSN interfaces (before our restorer, or after it: either way they share the
- * packet), bridges (a routed packet enters the stack through its bridge's ingress), tunnel
- * devices, and the devices an eBPF CNI creates for itself (cilium_*).
+ * restorer: bridges (a routed packet enters the stack through its bridge's ingress), tunnel
+ * devices, and the devices an eBPF CNI creates for itself (cilium_*). The TSN interfaces are
+ * not among them: the restorer runs first on their egress and clears the tag, so what runs
+ * after it there never sees one (doctor's interface.restorer checks it stays first).
  */
 export function nodeForeignPrograms(
   tsnInterfaces: readonly string[],
@@ -104,8 +105,9 @@ export function nodeForeignPrograms(
   return withNetns(netns, () => {
     const out: DeviceProgram[] = [];
     for (const l of listLinks()) {
-      const onWay = tsnInterfaces.includes(l.name) || l.kind === "bridge" ||
-        (l.kind !== undefined && OVERLAY_KINDS.has(l.kind)) || l.name.startsWith("cilium_");
+      if (tsnInterfaces.includes(l.name)) continue;
+      const onWay = l.kind === "bridge" || (l.kind !== undefined && OVERLAY_KINDS.has(l.kind)) ||
+        l.name.startsWith("cilium_");
       if (!onWay) continue;
       for (const dir of ["ingress", "egress"] as const) {
         for (const p of foreign(programsOn(l.name, dir))) out.push({ ...p, device: l.name });

@@ -626,7 +626,7 @@ export function carrierChecks(ctx: DoctorContext): void {
       return;
     }
     check.pass({
-      found: "no other program on the TSN interface, bridges or tunnels: pods take the tag " +
+      found: "no other program on the bridges or tunnels: pods take the tag " +
         "unless their own host interface has other programs (pods.carrier)" +
         (ctx.config.carrier === "table" ? "; carrier: table puts every pod on the stage" : ""),
       data,

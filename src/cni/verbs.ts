@@ -29,7 +29,7 @@ import {
 } from "../bpf/pod.ts";
 import { hasTcx, resolvePodTcApi } from "../bpf/features.ts";
 import { type DatapathConfig, DatapathMaps } from "../bpf/maps.ts";
-import { MAPS, PinLayout, podPinMatches, PROGRAMS } from "../bpf/pins.ts";
+import { assertBpffs, MAPS, PinLayout, podPinMatches, PROGRAMS } from "../bpf/pins.ts";
 import { type Attachment, describePin, pinsOf } from "../bpf/attach.ts";
 import { admitApi, type CarrierChoice, choosePodCarrier, REASONS } from "../bpf/carrier.ts";
 import { foreign, programsOn } from "../bpf/hooks.ts";
@@ -149,12 +149,25 @@ function quietLibbpf(): void {
   libbpf().libbpf_set_print(null);
 }
 
+/**
+ * The datapath's maps, for a verb that needs them. Missing pins say why: no bpf filesystem
+ * (a node just booted, or a container without the host's /sys/fs/bpf), or a node where this
+ * build's datapath is not (yet) loaded, e.g. after a reboot before the agent re-installed it.
+ */
 function openMaps(bpffs: string): DatapathMaps {
   const maps = DatapathMaps.open(bpffs);
   try {
     maps.readConfig(); // opens the pins: not installed (or another ABI only) fails here
   } catch (e) {
     maps.close();
+    if (e instanceof NotInstalledError) {
+      assertBpffs(bpffs);
+      throw new NotInstalledError(
+        `${e.message}: this node's tsnproxy datapath is not loaded (nothing was attached)`,
+        "run `tsnproxy install` on this node; in a cluster the tsnproxy DaemonSet's pod does " +
+          "it when it starts (after a reboot, wait for it and retry: the runtime retries ADD)",
+      );
+    }
     throw e;
   }
   return maps;

@@ -148,8 +148,7 @@ static __always_inline void stage(struct __sk_buff *skb, struct parsed *p, __u32
 	__u32 zero = 0;
 	__u64 now;
 
-	if (!parse(skb, p) && !launch)
-		return; /* a frame that is not IP keeps its priority unless it is forwarded by IP */
+	parse(skb, p); /* not IP (an AVTP stream): its ethertype and first payload bytes */
 	st = bpf_map_lookup_elem(&tsnp_stage, &zero);
 	if (!st)
 		return;
@@ -209,8 +208,12 @@ int tsnp_admit(struct __sk_buff *skb)
 			staged = take_request(skb, &parsed);
 			if (staged) {
 				want = staged->priority;
-				if (staged->tstamp)
+				if (staged->tstamp) {
+					/* A frame that is not IP: its untyped stamp was cleared at
+					 * the crossing, so the plain write leaves it untyped. */
 					launch = staged->tstamp;
+					skb->tstamp = launch;
+				}
 			} else {
 				tsnp_count(TSNP_REQ_STAGE_MISS);
 			}

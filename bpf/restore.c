@@ -33,8 +33,10 @@ static __always_inline void write_tstamp(struct __sk_buff *skb, __u64 ts)
 {
 	/* An untyped stamp, as the app's packet had: clear whatever type the stack left
 	 * (bpf_skb_set_tstamp takes an untyped value only as 0 before 6.11), then write the
-	 * value; a write at egress keeps the type bits. */
-	if (bpf_skb_set_tstamp(skb, 0, TSNP_TSTAMP_UNSPEC) < 0) {
+	 * value; a write at egress keeps the type bits. The helper serves IP only: a frame that
+	 * is not IP (an AVTP stream) gets the plain write while it carries no typed stamp. */
+	if (bpf_skb_set_tstamp(skb, 0, TSNP_TSTAMP_UNSPEC) < 0 &&
+	    skb->tstamp_type != TSNP_TSTAMP_UNSPEC) {
 		tsnp_count(TSNP_TSTAMP_FAILED);
 		return;
 	}

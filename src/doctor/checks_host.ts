@@ -11,8 +11,6 @@ import type { DoctorContext } from "./context.ts";
 import { atLeast, kernelConfig, libraryFile, readSysctl, versionFromFileName } from "./probe.ts";
 import { exists } from "../util/fs.ts";
 
-const BPF_PROG_TYPE_SCHED_CLS = 3;
-const BPF_FUNC_timer_init = 169;
 
 export async function kernelChecks(ctx: DoctorContext): Promise<void> {
   const k = ctx.kernel;

@@ -47,6 +47,9 @@ struct {
 
 #define ADD(field) __sync_fetch_and_add(&(field), 1)
 
+#define ETH_P_TSN_ 0x22F0 /* IEEE 1722 (AVTP) */
+#define OBS_L2 0xff	  /* obs_filter.l4proto: count AVTP frames instead of IP */
+
 SEC("tc")
 int tsnp_observer(struct __sk_buff *skb)
 {
@@ -60,6 +63,30 @@ int tsnp_observer(struct __sk_buff *skb)
 	__u32 prio = skb->priority;
 
 	if (!f || !c)
+		return TC_ACT_UNSPEC;
+	if (skb->protocol == bpf_htons(ETH_P_TSN_)) {
+		__u64 want;
+
+		if (f->l4proto != OBS_L2)
+			return TC_ACT_UNSPEC;
+		if (prio > 16)
+			prio = 16;
+		ADD(c->fwd_total);
+		ADD(c->fwd_prio[prio & 0x1f]);
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + (f->ts_off & 0x3f), &want, sizeof(want)) == 0 &&
+		    want) {
+			if (!ts)
+				ADD(c->ts_none);
+			else if (ts == want)
+				ADD(c->ts_ok);
+			else
+				ADD(c->ts_bad);
+		}
+		if (ts)
+			ADD(c->ttype[ttype & 3]);
+		return TC_ACT_UNSPEC;
+	}
+	if (f->l4proto == OBS_L2)
 		return TC_ACT_UNSPEC;
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		if (bpf_skb_load_bytes(skb, l3, &vihl, 1) || bpf_skb_load_bytes(skb, l3 + 9, &proto, 1))

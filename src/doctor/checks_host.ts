@@ -11,7 +11,6 @@ import type { DoctorContext } from "./context.ts";
 import { atLeast, kernelConfig, libraryFile, readSysctl, versionFromFileName } from "./probe.ts";
 import { exists } from "../util/fs.ts";
 
-
 export async function kernelChecks(ctx: DoctorContext): Promise<void> {
   const k = ctx.kernel;
   const kcfg = await kernelConfig();

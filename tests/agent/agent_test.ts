@@ -86,11 +86,13 @@ for (const api of ["tcx", "clsact"] as const) {
       const text = m?.text ?? "";
       for (
         const needle of [
-          /^tsnproxy_saved_total \d+$/m,
-          /^tsnproxy_restored_total \d+$/m,
-          /^tsnproxy_gc_runs_total \d+$/m,
-          /^tsnproxy_meta_entries \d+$/m,
-          /^tsnproxy_meta_capacity 16384$/m,
+          /^tsnproxy_admitted_total \d+$/m,
+          /^tsnproxy_tagged_total \d+$/m,
+          /^tsnproxy_staged_total \d+$/m,
+          /^tsnproxy_restored_tag_total \d+$/m,
+          /^tsnproxy_restored_stage_total \d+$/m,
+          /^tsnproxy_pods\{carrier="tag"\} \d+$/m,
+          /^tsnproxy_legacy_pods 0$/m,
           /^tsnproxy_up 1$/m,
           /^tsnproxy_restorer_attached 1$/m,
           /^tsnproxy_build_info\{version="[^"]+",bpf_objects="[0-9a-f]{12}",.*\} 1$/m,
@@ -99,7 +101,7 @@ for (const api of ["tcx", "clsact"] as const) {
         ]
       ) assert.match(text, needle);
       // No pod identity unless metrics.podLabels opts in (docs/metrics.md).
-      assert.doesNotMatch(text, /tsnproxy_pod_saved_total|talker-0|c0ffee/);
+      assert.doesNotMatch(text, /tsnproxy_pod_admitted_total|tsnproxy_pod_carrier|talker-0|c0ffee/);
 
       agent.kill("SIGTERM");
       const out = await agent.output();

@@ -242,7 +242,6 @@ Deno.test({
       // In-process, the agent's own endpoint: 30 scrapes.
       const endpoint = new MetricsEndpoint({
         bpffs: node.bpffs,
-        mapEntries: 16384,
         stats: stats(),
         podLabels: true,
         resultsDir: results,
@@ -253,7 +252,7 @@ Deno.test({
       assert.match(
         body,
         new RegExp(
-          `^tsnproxy_pod_saved_total\\{namespace="tsn",pod="talker-0",container_id="${pod.containerId}"\\} \\d+$`,
+          `^tsnproxy_pod_admitted_total\\{namespace="tsn",pod="talker-0",container_id="${pod.containerId}"\\} \\d+$`,
           "m",
         ),
       );

@@ -329,7 +329,7 @@ Deno.test("CHECK reports a deleted tcx link on either side and a recreated inter
  */
 const CLSACT_CHECK_BUG =
   "CHECK does not notice a deleted clsact filter (src/cni/verbs.ts checkAttachment)";
-if (CLSACT_CHECK_BUG) console.log(`roundtrip_test: ignoring one test: ${CLSACT_CHECK_BUG}`);
+console.log(`roundtrip_test: ignoring one test: ${CLSACT_CHECK_BUG}`);
 
 Deno.test({
   name: "CHECK reports a clsact filter deleted behind the plugin's back",
@@ -348,6 +348,32 @@ Deno.test({
       assertNothingFor(node, pod);
     });
   }, "clsact");
+});
+
+/**
+ * Known bug, kept as a test for the fix: without an admit pin DEL finds the pod's host
+ * interface only among interfaces that are gone (src/bpf/pod.ts removePodEntry), so when the
+ * pins went but the veth lives, the pod's entry outlives its DEL (doctor's pods.entries then
+ * proposes `tsnproxy install`, which removes only entries of interfaces that are gone). DEL
+ * has CNI_NETNS and CNI_IFNAME: it could find the host side as ADD does.
+ */
+const DEL_WITHOUT_PINS_BUG = "DEL leaves the entry of a live veth whose pins were removed " +
+  "(src/bpf/pod.ts removePodEntry)";
+console.log(`roundtrip_test: ignoring one test: ${DEL_WITHOUT_PINS_BUG}`);
+
+Deno.test({
+  name: "DEL removes the pod's entry even when its pins were removed by hand",
+  ignore: Boolean(DEL_WITHOUT_PINS_BUG),
+}, async () => {
+  await withNode(async (node) => {
+    await withPod(async (pod) => {
+      const conf = { ...entry(node, { attachMode: "tcx" }), prevResult: prevResultFor(pod) };
+      assertOk(await cni({ command: "ADD", pod, stdin: conf }));
+      for (const p of podPins(node.bpffs, pod.containerId, pod.ifname)) Deno.removeSync(p);
+      assertOk(await cni({ command: "DEL", pod, stdin: conf }));
+      assertNothingFor(node, pod);
+    });
+  });
 });
 
 Deno.test("container ids with dots and underscores round-trip through the pin names", async () => {

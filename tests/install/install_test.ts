@@ -14,6 +14,7 @@
 import assert from "node:assert/strict";
 import { queryTcx } from "../../src/bpf/attach.ts";
 import { podPins } from "../../src/bpf/pod.ts";
+import { programsOn } from "../../src/bpf/hooks.ts";
 import { parseCniDocument } from "../../src/install/conflist.ts";
 import { createPod, deletePod, prevResultFor } from "../cni/helpers.ts";
 import { run } from "../lib/run.ts";
@@ -109,7 +110,9 @@ for (const api of ["tcx", "clsact"] as const) {
       const add = await runtimeExec(node, "ADD", env, { ...entry, prevResult });
       assert.equal(add.code, 0, `ADD failed: ${add.stdout} ${add.stderr}`);
       assert.deepEqual(JSON.parse(add.stdout).ips, JSON.parse(JSON.stringify(prevResult)).ips);
-      assert.ok(podPins(node.bpffs, pod.containerId, "eth0").length > 0, "saver pinned");
+      // Both sides of the pod's interface: admit on its host veth, the saver in the pod.
+      assert.equal(podPins(node.bpffs, pod.containerId, "eth0").length, 2, "admit and saver");
+      assert.deepEqual(programsOn(pod.hostVeth, "ingress").map((p) => p.name), ["tsnp_admit"]);
       const check = await runtimeExec(node, "CHECK", env, { ...entry, prevResult });
       assert.equal(check.code, 0, `CHECK failed: ${check.stdout} ${check.stderr}`);
 
@@ -138,6 +141,7 @@ for (const api of ["tcx", "clsact"] as const) {
         "",
         "pod saver's cls_bpf filter",
       );
+      assert.deepEqual(programsOn(pod.hostVeth, "ingress"), [], "admit on the pod's host veth");
       // Second uninstall: no-op.
       const again = await ok(node, "uninstall");
       assert.match(again, /nothing to change/);

@@ -11,6 +11,9 @@ import type { DoctorRunOptions } from "../../src/doctor/context.ts";
 import type { Check, DoctorReport } from "../../src/doctor/schema.ts";
 import { randomId, run, type RunResult } from "../lib/run.ts";
 import { setUpNode, tearDownNode } from "../lib/node.ts";
+import { until } from "../lib/wait.ts";
+import { queryTcx } from "../../src/bpf/attach.ts";
+import { withNetns } from "../../src/util/netns.ts";
 
 export const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
 export const LAUNCHER = `${ROOT}/scripts/tsnproxy`;
@@ -198,6 +201,20 @@ export class DoctorEnv {
     const r = await this.cni("ADD", pod, opts.entry);
     if (r.code !== 0) throw new Error(`ADD failed: ${r.stdout} ${r.stderr}`);
     return pod;
+  }
+
+  /**
+   * Waits until no tcx link is left on the pod's two sides: an unpinned link goes only once
+   * the kernel frees the pin (after an RCU grace period), and attaching the same program
+   * again before that fails with EEXIST (see tests/cni/roundtrip_test.ts, retried ADD).
+   */
+  async linksGone(pod: DoctorPod): Promise<void> {
+    await until(
+      "the pod's tcx links to go",
+      () =>
+        !withNetns(this.nodePath, () => queryTcx(pod.hostVeth, "ingress")).length &&
+        !queryTcx("eth0", "egress", pod.netnsPath).length,
+    );
   }
 
   /** Runs the plugin for `pod` in the node's namespace (nsenter keeps /sys/fs/bpf). */

@@ -508,6 +508,7 @@ Deno.test(
       expect(r, "pods.carrier", "fail", /carrier: tag is forced/, /carrier: auto/);
       env.writeConfig();
       assertOkCni(await env.cni("DEL", after));
+      await env.linksGone(after);
       assertOkCni(await env.cni("ADD", after)); // re-created: now on the stage
       r = await env.report();
       expect(r, "pods.carrier", "pass", /0 on the tag, 2 on the stage/);
@@ -641,6 +642,7 @@ Deno.test("doctor: leaked pod attachments (netns deleted) and orphaned entries",
     expect(r, "pods.entries", "warn", /ifindex \d+ \(hv6\)/);
     expect(r, "pods.carrier", "fail", /hv6: admit is not attached/);
     // Re-created (the carrier check's fix): attached again, its entry owned again.
+    await env.linksGone(live);
     assertOkCni(await env.cni("ADD", live));
     r = await env.report();
     expect(r, "pods.entries", "pass");

@@ -18,6 +18,8 @@ import {
 import { podPins } from "../../src/bpf/pod.ts";
 import { freePort, until } from "../lib/wait.ts";
 import { lexists } from "../../src/util/fs.ts";
+import { PinLayout } from "../../src/bpf/pins.ts";
+import { nodeLogFile, nodeSocketDir, removeNodePath } from "../lib/node_dirs.ts";
 
 /** The tsnproxy entry install wrote into the node's conflist. */
 function installedEntry(node: TestNode): Record<string, unknown> {
@@ -67,13 +69,13 @@ function pluginLog(logFile: string, from: number): Array<Record<string, string>>
 }
 
 Deno.test("the agent runs the plugin's verbs; the plugin runs them itself when it cannot", async () => {
-  const dir = Deno.makeTempDirSync({ prefix: "tsnp-agent-sock-" });
+  // An entry's agentSocket and logFile must be in the node's directories.
+  const dir = nodeSocketDir("agent");
   const socket = `${dir}/run/cni.sock`;
   const node = await createNode({
     config: `qdisc:\n  kind: keep\ncni:\n  agentSocket: ${socket}\n`,
   });
-  const logFile = `${dir}/plugin.log`;
-  Deno.writeTextFileSync(logFile, "");
+  const logFile = nodeLogFile("agent-plugin");
   let agent: Agent | undefined;
   let pod: TestPod | undefined;
   try {
@@ -90,7 +92,8 @@ Deno.test("the agent runs the plugin's verbs; the plugin runs them itself when i
       for (const command of ["ADD", "CHECK", "DEL"]) {
         assertOk(await cni({ command, pod, stdin: conf }));
         if (command === "ADD") {
-          assert.equal(podPins(node.bpffs, pod!.containerId, pod!.ifname).length, 1);
+          // admit on the host veth and the saver in the pod
+          assert.equal(podPins(node.bpffs, pod!.containerId, pod!.ifname).length, 2);
         }
       }
       assert.deepEqual(podPins(node.bpffs, pod!.containerId, pod!.ifname), []);
@@ -156,7 +159,7 @@ Deno.test("the agent runs the plugin's verbs; the plugin runs them itself when i
       for (const command of ["ADD", "DEL"]) {
         assertOk(await cni({ command, pod: byPid, stdin: conf }));
         if (command === "ADD") {
-          assert.equal(podPins(node.bpffs, pod.containerId, pod.ifname).length, 1);
+          assert.equal(podPins(node.bpffs, pod.containerId, pod.ifname).length, 2);
         }
       }
       assert.deepEqual(podPins(node.bpffs, pod.containerId, pod.ifname), []);
@@ -172,7 +175,10 @@ Deno.test("the agent runs the plugin's verbs; the plugin runs them itself when i
     const missing = { ...conf, cniVersion: "1.1.0", bpffs: `${node.bpffs}-absent` };
     const st = await cni({ command: "STATUS", stdin: missing });
     assert.equal(st.code, 1);
-    assert.match(String(st.json?.msg), /cannot attach pods: .*-absent\/progs\/tsnp_save/);
+    assert.match(
+      String(st.json?.msg),
+      new RegExp(`cannot attach pods: ${new PinLayout(missing.bpffs).prog("save")}`),
+    );
     assert.match(
       pluginLog(logFile, from).find((l) => l.msg === "running in-process")?.reason ?? "",
       /the agent declined: the agent does not see the pin root/,
@@ -204,6 +210,7 @@ Deno.test("the agent runs the plugin's verbs; the plugin runs them itself when i
     }
     if (pod) await deletePod(pod);
     await destroyNode(node);
-    Deno.removeSync(dir, { recursive: true });
+    removeNodePath(dir);
+    removeNodePath(logFile);
   }
 });

@@ -15,6 +15,7 @@ import {
 } from "./helpers.ts";
 import { podPins } from "../../src/bpf/pod.ts";
 import { run } from "../lib/run.ts";
+import { nodeLogFile, removeNodePath } from "../lib/node_dirs.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
@@ -34,7 +35,7 @@ function doneLines(
 
 Deno.test("the bundle and the modules run ADD, CHECK, DEL alike", async () => {
   await bundle();
-  const logFile = Deno.makeTempFileSync({ prefix: "tsnp-entry-", suffix: ".log" });
+  const logFile = nodeLogFile("entry"); // an entry's logFile must be under /var/log/tsnproxy/
   try {
     await withNode(async (node) => {
       await withPod(async (pod) => {
@@ -52,7 +53,8 @@ Deno.test("the bundle and the modules run ADD, CHECK, DEL alike", async () => {
             assertOk(r);
             out.push(r.stdout);
             if (command === "ADD") {
-              assert.equal(podPins(node.bpffs, pod.containerId, pod.ifname).length, 1);
+              // admit on the host veth and the saver in the pod
+              assert.equal(podPins(node.bpffs, pod.containerId, pod.ifname).length, 2);
             }
           }
           assertNothingFor(node, pod);
@@ -69,13 +71,13 @@ Deno.test("the bundle and the modules run ADD, CHECK, DEL alike", async () => {
       });
     });
   } finally {
-    Deno.removeSync(logFile);
+    removeNodePath(logFile);
   }
 });
 
 Deno.test("a source edited after bundling sends the plugin back to the modules", async () => {
   await bundle();
-  const logFile = Deno.makeTempFileSync({ prefix: "tsnp-entry-", suffix: ".log" });
+  const logFile = nodeLogFile("entry"); // an entry's logFile must be under /var/log/tsnproxy/
   const source = `${ROOT}src/cni/protocol.ts`;
   const st = Deno.statSync(source);
   const status = async () => {
@@ -98,6 +100,6 @@ Deno.test("a source edited after bundling sends the plugin back to the modules",
     assert.deepEqual(await status(), { entry: "bundle", because: undefined });
   } finally {
     Deno.utimeSync(source, st.atime ?? st.mtime!, st.mtime!);
-    Deno.removeSync(logFile);
+    removeNodePath(logFile);
   }
 });

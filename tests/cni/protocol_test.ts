@@ -18,7 +18,9 @@ import {
   withPod,
 } from "./helpers.ts";
 import { podPins } from "../../src/bpf/pod.ts";
+import { PinLayout } from "../../src/bpf/pins.ts";
 import { randomId } from "../lib/run.ts";
+import { lexists } from "../../src/util/fs.ts";
 
 const VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
@@ -49,7 +51,8 @@ Deno.test("ADD, CHECK, DEL in every supported version; result converted to that 
         const ips = add.json?.ips as Array<Record<string, unknown>>;
         assert.equal(ips.length, 2);
         assert.equal(ips[0].version, v.startsWith("0.") ? "4" : undefined);
-        assert.equal(podPins(node.bpffs, pod.containerId, pod.ifname).length, 1);
+        // Both sides: admit on the host veth, the saver in the pod.
+        assert.equal(podPins(node.bpffs, pod.containerId, pod.ifname).length, 2);
         const check = await cni({ command: "CHECK", pod, stdin: conf });
         if (v === "0.3.0" || v === "0.3.1") assertCniError(check, 1, /does not allow CHECK/);
         else {
@@ -116,6 +119,8 @@ Deno.test("malformed inputs: right error code, nothing attached or pinned", asyn
   await withNode(async (node) => {
     await withPod(async (pod) => {
       const good = { ...entry(node), prevResult: prevResultFor(pod) };
+      // A file an entry author must not get appends to.
+      const escapeLog = `/tmp/tsnp-escape-${randomId()}.log`;
       const cases: Array<{
         name: string;
         stdin: unknown;
@@ -200,9 +205,27 @@ Deno.test("malformed inputs: right error code, nothing attached or pinned", asyn
         },
         {
           name: "remap beyond the datapath",
-          stdin: { ...good, policy: { remap: { "7": 1000 } } },
+          stdin: { ...good, policy: { remap: { "7": 2 ** 32 } } },
           code: 7,
-          msg: /0\.\.255/,
+          msg: /policy\.remap\.7: .*0\.\.4294967295/,
+        },
+        {
+          name: "logFile outside /var/log/tsnproxy",
+          stdin: { ...good, logFile: escapeLog },
+          code: 7,
+          msg: /logFile: .*outside \/var\/log\/tsnproxy\//,
+        },
+        {
+          name: "bpffs outside /sys/fs/bpf",
+          stdin: { ...good, bpffs: "/tmp/pins" },
+          code: 7,
+          msg: /bpffs: .*outside \/sys\/fs\/bpf\//,
+        },
+        {
+          name: "agentSocket outside /run/tsnproxy",
+          stdin: { ...good, agentSocket: "/run/containerd/containerd.sock" },
+          code: 7,
+          msg: /agentSocket: .*outside \/run\/tsnproxy\//,
         },
         {
           name: "bad CNI_ARGS policy",
@@ -235,8 +258,9 @@ Deno.test("malformed inputs: right error code, nothing attached or pinned", asyn
         const err = assertCniError(r, c.code, c.msg);
         assert.equal(r.stderr, "", `${c.name}: stderr must stay empty`);
         if (c.code >= 100) assert.equal(typeof err.details, "string", c.name);
-        assert.deepEqual(podState(node), { pins: [], policies: 0 }, `${c.name} left state`);
+        assert.deepEqual(podState(node), { pins: [], entries: 0 }, `${c.name} left state`);
       }
+      assert.ok(!lexists(escapeLog), "a logFile outside /var/log/tsnproxy is never written");
       // The not-installed error says what to do.
       const r = await cni({
         command: "ADD",
@@ -256,7 +280,7 @@ Deno.test("STATUS: ready on an installed node, 50 without pins, 1 before spec 1.
     const old = await cni({ command: "STATUS", stdin: entry(node, {}, "1.0.0") });
     assertCniError(old, 1, /STATUS/);
     // Missing maps/programs: not ready.
-    Deno.removeSync(`${node.bpffs}/progs/tsnp_save`);
+    Deno.removeSync(new PinLayout(node.bpffs).prog("save"));
     assertCniError(await cni({ command: "STATUS", stdin: entry(node) }), 50, /tsnp_save/);
   });
   const missing = await cni({
@@ -291,12 +315,12 @@ Deno.test("GC removes attachments of containers not in cni.dev/valid-attachments
       });
       assertOk(gc);
       assert.equal(gc.stdout, "");
-      assert.equal(podPins(node.bpffs, keep.containerId, "eth0").length, 1);
+      assert.equal(podPins(node.bpffs, keep.containerId, "eth0").length, 2);
       assertNothingFor(node, pods[1]);
       assertNothingFor(node, pods[2]);
-      assert.equal(podState(node).policies, 2); // keep's v4 + v6
+      assert.equal(podState(node).entries, 1); // keep's host veth
       assertOk(await cni({ command: "DEL", pod: keep, stdin: entry(node) }));
-      assert.deepEqual(podState(node), { pins: [], policies: 0 });
+      assert.deepEqual(podState(node), { pins: [], entries: 0 });
     } finally {
       for (const p of pods) await deletePod(p);
     }

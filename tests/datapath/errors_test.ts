@@ -3,23 +3,20 @@
  * the fix, and leaves nothing attached or pinned.
  */
 import assert from "node:assert/strict";
-import { attach } from "../../src/bpf/attach.ts";
+import { attach, queryTcx } from "../../src/bpf/attach.ts";
 import { loadDatapath } from "../../src/bpf/loader.ts";
-import { attachPod } from "../../src/bpf/pod.ts";
-import { NO_CLAMP } from "../../src/bpf/maps.ts";
-import { setupNode, teardownNode } from "../../src/bpf/node.ts";
+import { attachPodPrograms, type HostSide } from "../../src/bpf/pod.ts";
+import { attachRestorer } from "../../src/bpf/node.ts";
 import { objGetRequired } from "../../src/bpf/sys.ts";
 import { PinLayout } from "../../src/bpf/pins.ts";
+import { parseNodeConfig } from "../../src/config/node.ts";
+import { ifNameToIndex } from "../../src/ffi/libc.ts";
 import { NotFoundError } from "../../src/errors.ts";
 import { randomId, run } from "../lib/run.ts";
 import { thrown } from "../lib/thrown.ts";
+import { setUpNode, tearDownNode } from "../lib/node.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
-const config = {
-  maxAgeNs: 1_000_000_000n,
-  gcIntervalNs: 1_000_000_000n,
-  defaultPolicy: { podCookie: 0n, maxPriority: NO_CLAMP },
-};
 
 function listTree(dir: string): string[] {
   const out: string[] = [];
@@ -40,7 +37,7 @@ Deno.test(
     const script = `
     import { loadDatapath } from "${new URL("../../src/bpf/loader.ts", import.meta.url).href}";
     import { asTsnproxyError } from "${new URL("../../src/errors.ts", import.meta.url).href}";
-    try { loadDatapath({ bpffs: "/sys/fs/bpf/tsnp-nolib", mapEntries: 1024 }); }
+    try { loadDatapath({ bpffs: "/sys/fs/bpf/tsnp-nolib" }); }
     catch (e) { console.log(asTsnproxyError(e).oneLine()); Deno.exit(3); }`;
     const r = await run([Deno.execPath(), "eval", script], {
       env: { TSNPROXY_LIBBPF: "/nonexistent/libbpf.so.1" },
@@ -57,7 +54,12 @@ Deno.test(
 
 Deno.test({ name: "errors: a pin root off bpffs says how to mount it", ...opts }, () => {
   const root = `/tmp/tsnp-notbpf-${randomId()}`;
-  const err = thrown(() => loadDatapath({ bpffs: root, mapEntries: 1024 }));
+  // The node config refuses it outright (pin roots live under /sys/fs/bpf/)...
+  const cfg = thrown(() => parseNodeConfig(`bpffs: ${root}\n`, "node.yaml"));
+  assert.match(cfg.message, /bpffs/);
+  assert.match(cfg.message, /outside \/sys\/fs\/bpf\//);
+  // ...and the loader, which --bpffs and the agent reach too, checks the filesystem itself.
+  const err = thrown(() => loadDatapath({ bpffs: root }));
   assert.ok(err instanceof NotFoundError);
   assert.match(err.message, /not on a bpf filesystem/);
   assert.match(err.hint, /mount -t bpf bpf \/sys\/fs\/bpf/);
@@ -69,46 +71,53 @@ Deno.test(
   async (t) => {
     const bpffs = `/sys/fs/bpf/tsnp-test-err-${randomId()}`;
     const pod = `tn-err-${randomId()}`;
+    const hostVeth = `ve${randomId()}`;
     await t.step("nothing pinned yet: the CNI path says to run install", () => {
       const err = thrown(() => objGetRequired(new PinLayout(bpffs).prog("save")));
       assert.match(err.oneLine(), /not installed.*tsnproxy install/);
     });
-    setupNode({ bpffs, mapEntries: 1024, restoreAt: "tsn-egress", api: "tcx", config });
+    setUpNode({ bpffs, api: "tcx" });
     const before = listTree(bpffs);
+    assert.ok(before.includes("v2/progs/tsnp_admit"), before.join(" "));
     await run(["ip", "netns", "add", pod]);
     try {
+      await run([
+        ...["ip", "link", "add", hostVeth, "type", "veth"],
+        ...["peer", "name", "eth0", "netns", pod],
+      ]);
+      const host: HostSide = { name: hostVeth, index: ifNameToIndex(hostVeth), kind: "veth" };
       await t.step("unknown TSN interface", () => {
-        const err = thrown(() =>
-          setupNode({
-            bpffs,
-            mapEntries: 1024,
-            tsnInterface: "tsn-nope",
-            restoreAt: "tsn-egress",
-            api: "tcx",
-            config,
-          })
-        );
+        const err = thrown(() => attachRestorer(bpffs, "tsn-nope", "tcx"));
         assert.match(err.message, /interface tsn-nope does not exist/);
         assert.match(err.hint, /--tsn-interface/);
         assert.deepEqual(listTree(bpffs), before);
       });
       for (const api of ["tcx", "clsact"] as const) {
-        await t.step(`unknown pod interface (${api})`, () => {
-          const err = thrown(() =>
-            attachPod({
-              bpffs,
-              containerId: "c1",
-              ifname: "eth9",
-              netns: `/run/netns/${pod}`,
-              api,
-              ips: ["10.9.9.9"],
-              policy: { maxPriority: NO_CLAMP },
-            })
-          );
+        const req = {
+          bpffs,
+          containerId: "c1",
+          ifname: "eth9",
+          netns: `/run/netns/${pod}`,
+          api,
+          host,
+          hostApi: api,
+        };
+        await t.step(`unknown pod interface (${api}): admit is undone too`, () => {
+          const err = thrown(() => attachPodPrograms(req));
           assert.match(err.oneLine(), /interface eth9 does not exist in network namespace/);
-          assert.deepEqual(listTree(bpffs), before, "no pin and no policy left behind");
+          assert.deepEqual(listTree(bpffs), before, "no pin left behind");
+          assert.deepEqual(queryTcx(hostVeth, "ingress"), [], "admit detached again");
+        });
+        await t.step(`unknown host interface (${api})`, () => {
+          const gone: HostSide = { name: "hv-nope", index: 999999, kind: "veth" };
+          const err = thrown(() => attachPodPrograms({ ...req, ifname: "eth0", host: gone }));
+          assert.match(err.oneLine(), /interface hv-nope does not exist/);
+          assert.deepEqual(listTree(bpffs), before, "no pin left behind");
+          assert.deepEqual(queryTcx("eth0", "egress", `/run/netns/${pod}`), []);
         });
       }
+      const tc = await run(["tc", "filter", "show", "dev", hostVeth, "ingress"]);
+      assert.doesNotMatch(tc.stdout, /tsnp/, "no clsact admit filter left");
       await t.step("netns path that does not exist", () => {
         const err = thrown(() =>
           attach({
@@ -126,8 +135,9 @@ Deno.test(
         assert.deepEqual(listTree(bpffs), before);
       });
     } finally {
+      await run(["ip", "link", "del", hostVeth], { allowFail: true });
       await run(["ip", "netns", "del", pod], { allowFail: true });
-      teardownNode(bpffs);
+      tearDownNode({ bpffs });
     }
     assert.deepEqual(listTree(bpffs), []);
   },

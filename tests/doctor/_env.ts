@@ -1,20 +1,24 @@
 /**
  * A real, throwaway tsnproxy node for doctor/status tests: a "node" network namespace with a
- * TSN veth (tsn0 <-> tsnpeer, 4 tx queues), the datapath set up with setupNode on a private
- * pin root, a temp CNI conf dir with a bridge conflist and the tsnproxy entry injected by
- * planInstall/apply, a CNI bin dir with the checkout's launcher, and a node config YAML.
+ * TSN veth (tsn0 <-> tsnpeer, 4 tx queues), a node config YAML, the datapath set up from it as
+ * install does (tests/lib/node.ts) on a private pin root, a temp CNI conf dir with a bridge
+ * conflist and the tsnproxy entry injected by planInstall/apply, a CNI bin dir with the
+ * checkout's launcher, and pods attached by the real plugin (CNI ADD in the node's namespace).
  */
-import { setupNode, teardownNode } from "../../src/bpf/node.ts";
-import { NO_CLAMP } from "../../src/bpf/maps.ts";
 import { apply, planInstall, planUninstall } from "../../src/install/conflist.ts";
 import { collectReport } from "../../src/doctor/report.ts";
 import type { DoctorRunOptions } from "../../src/doctor/context.ts";
 import type { Check, DoctorReport } from "../../src/doctor/schema.ts";
-import { randomId, run } from "../lib/run.ts";
+import { randomId, run, type RunResult } from "../lib/run.ts";
+import { setUpNode, tearDownNode } from "../lib/node.ts";
+import { until } from "../lib/wait.ts";
+import { queryTcx } from "../../src/bpf/attach.ts";
+import { withNetns } from "../../src/util/netns.ts";
 
 export const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
 export const LAUNCHER = `${ROOT}/scripts/tsnproxy`;
 export const DENO = `${ROOT}/tools/deno/node_modules/deno/deno`;
+const MAIN = `${ROOT}/main.ts`;
 
 export const BRIDGE_CONFLIST = `{
   "cniVersion": "1.0.0",
@@ -26,6 +30,15 @@ export const BRIDGE_CONFLIST = `{
   ]
 }
 `;
+
+/** A pod the plugin attached: its namespace, host veth, container id and address. */
+export interface DoctorPod {
+  netns: string;
+  netnsPath: string;
+  hostVeth: string;
+  containerId: string;
+  ip: string;
+}
 
 export interface ConfigPatch {
   restoreAt?: "tsn-egress" | "host-veth-ingress";
@@ -76,28 +89,29 @@ export class DoctorEnv {
     );
     await this.ip("link", "set", "tsn0", "up");
     await this.ip("link", "set", "tsnpeer", "up");
-    this.setupDatapath();
     Deno.mkdirSync(this.confDir);
     Deno.mkdirSync(this.binDir);
+    this.writeConfig();
+    this.setupDatapath();
     Deno.writeTextFileSync(this.conflist, BRIDGE_CONFLIST);
     await this.injectEntry();
     Deno.symlinkSync(LAUNCHER, `${this.binDir}/tsnproxy`);
-    this.writeConfig();
   }
 
+  /**
+   * install's datapath and restorer steps from the node config file as it is now (what
+   * `tsnproxy install` does with it; the pin root, TSN interface and attach mode are the
+   * env's).
+   */
   setupDatapath(): void {
-    setupNode({
+    const rest = Deno.readTextFileSync(this.config).split("\n")
+      .filter((l) => !/^(tsnInterface|bpffs|attachMode):/.test(l)).join("\n");
+    setUpNode({
       bpffs: this.bpffs,
-      mapEntries: 16384,
       tsnInterface: "tsn0",
-      restoreAt: "tsn-egress",
       api: "tcx",
       netns: this.nodePath,
-      config: {
-        maxAgeNs: 1_000_000_000n,
-        gcIntervalNs: 200_000_000n,
-        defaultPolicy: { podCookie: 0n, maxPriority: NO_CLAMP },
-      },
+      config: rest,
     });
   }
 
@@ -156,6 +170,88 @@ export class DoctorEnv {
     return pod;
   }
 
+  /**
+   * A pod attached by the real plugin: a namespace whose eth0 (address `ip`/24) is paired with
+   * `hostVeth` in the node namespace, then CNI ADD with the env's entry (and `entry`), run in
+   * the node's namespace as a runtime would.
+   */
+  async attachPod(
+    hostVeth: string,
+    opts: {
+      ip?: string;
+      containerId?: string;
+      entry?: Record<string, unknown>;
+      /** Runs after the veth exists, before the ADD (as a primary CNI attaching its own). */
+      beforeAdd?: () => Promise<unknown>;
+    } = {},
+  ): Promise<DoctorPod> {
+    const ip = opts.ip ?? "10.250.0.9";
+    const netns = await this.addPod(hostVeth);
+    await this.ip("link", "set", hostVeth, "up");
+    await opts.beforeAdd?.();
+    await run(["ip", "-n", netns, "addr", "add", `${ip}/24`, "dev", "eth0"]);
+    await run(["ip", "-n", netns, "link", "set", "eth0", "up"]);
+    const pod: DoctorPod = {
+      netns,
+      netnsPath: `/run/netns/${netns}`,
+      hostVeth,
+      containerId: opts.containerId ?? `ctr-${randomId(12)}`,
+      ip,
+    };
+    const r = await this.cni("ADD", pod, opts.entry);
+    if (r.code !== 0) throw new Error(`ADD failed: ${r.stdout} ${r.stderr}`);
+    return pod;
+  }
+
+  /**
+   * Waits until no tcx link is left on the pod's two sides: an unpinned link goes only once
+   * the kernel frees the pin (after an RCU grace period), and attaching the same program
+   * again before that fails with EEXIST (see tests/cni/roundtrip_test.ts, retried ADD).
+   */
+  async linksGone(pod: DoctorPod): Promise<void> {
+    await until(
+      "the pod's tcx links to go",
+      () =>
+        !withNetns(this.nodePath, () => queryTcx(pod.hostVeth, "ingress")).length &&
+        !queryTcx("eth0", "egress", pod.netnsPath).length,
+    );
+  }
+
+  /** Runs the plugin for `pod` in the node's namespace (nsenter keeps /sys/fs/bpf). */
+  cni(command: string, pod: DoctorPod, entry: Record<string, unknown> = {}): Promise<RunResult> {
+    const stdin = {
+      cniVersion: "1.0.0",
+      name: "testnet",
+      ...this.entry(),
+      ...entry,
+      prevResult: {
+        cniVersion: "1.0.0",
+        interfaces: [
+          { name: "cni0" },
+          { name: pod.hostVeth },
+          { name: "eth0", sandbox: pod.netnsPath },
+        ],
+        ips: [{ address: `${pod.ip}/24`, gateway: "10.250.0.1", interface: 2 }],
+      },
+    };
+    return run(
+      ["nsenter", `--net=${this.nodePath}`, Deno.execPath(), "run", "-A", "--quiet", MAIN, "cni"],
+      {
+        env: {
+          PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+          CNI_COMMAND: command,
+          CNI_CONTAINERID: pod.containerId,
+          CNI_NETNS: pod.netnsPath,
+          CNI_IFNAME: "eth0",
+          CNI_PATH: "/opt/cni/bin",
+        },
+        clearEnv: true,
+        stdin: JSON.stringify(stdin),
+        allowFail: true,
+      },
+    );
+  }
+
   nsExec(...args: string[]) {
     return run(["ip", "netns", "exec", this.node, ...args]);
   }
@@ -193,7 +289,7 @@ export class DoctorEnv {
 
   async destroy(): Promise<void> {
     try {
-      teardownNode(this.bpffs, this.nodePath);
+      tearDownNode({ bpffs: this.bpffs, netns: this.nodePath });
     } catch {
       try {
         Deno.removeSync(this.bpffs, { recursive: true });

@@ -8,7 +8,6 @@ import {
   defaultedToClass0,
   stallEvidence,
 } from "../../src/doctor/checks_net.ts";
-import { cookiesOf } from "../../src/doctor/checks_pods.ts";
 import { atLeast, parseKernelRelease } from "../../src/doctor/probe.ts";
 import { DoctorContext } from "../../src/doctor/context.ts";
 import { renderDoctor, wrap } from "../../src/doctor/render.ts";
@@ -18,7 +17,6 @@ import {
   type DoctorReport,
   doctorReportSchema,
 } from "../../src/doctor/schema.ts";
-import { podCookie } from "../../src/bpf/pod.ts";
 import { ConfigError } from "../../src/errors.ts";
 import { DEFAULTS } from "../../src/options.ts";
 import type { QdiscInfo } from "../../src/netlink/mod.ts";
@@ -74,12 +72,6 @@ Deno.test("kernel releases and feature thresholds", () => {
   assert.equal(atLeast(k, 5, 15), true);
   assert.equal(atLeast(k, 6, 6), false);
   assert.equal(atLeast(parseKernelRelease("6.18.44-fc-v657"), 6, 11), true);
-});
-
-Deno.test("pod cookies from attachment names, container ids with underscores", () => {
-  const s = cookiesOf(["abc_def_eth0", "123_net1"]);
-  assert.ok(s.has(podCookie("abc_def")));
-  assert.ok(s.has(podCookie("123")));
 });
 
 function report(statuses: Array<"pass" | "info" | "warn" | "fail" | "skip">): DoctorReport {

@@ -19,7 +19,7 @@ import {
   TSNPROXY_LAUNCHER,
   UDP,
 } from "./lib/tsn.ts";
-import { NO_CLAMP } from "../../src/bpf/maps.ts";
+import { PRIORITY_MAX } from "../../src/policy/types.ts";
 import type { ObserverCounts } from "../lib/observer.ts";
 import { withAgentServer } from "./lib/agent.ts";
 
@@ -136,8 +136,13 @@ Deno.test("tsnproxy chained after bridge under containerd CRI", async (t) => {
       await timed("conflist reload", () => useConflist(withTsnproxy()));
       main = await timed("RunPodSandbox + workload (bridge -> tsnproxy)", () => talker("main"));
       const { pod, w } = main;
-      assert.ok(node.podPins(pod.id).length > 0, "no pins for the pod");
-      assert.deepEqual(node.policyOf(pod.ip)?.maxPriority, NO_CLAMP);
+      assert.equal(node.podPins(pod.id).length, 2, "admit and the saver pinned");
+      const e = node.entryOf(pod.id);
+      assert.ok(e?.host, "no entry under the pod's host veth");
+      assert.equal(e.entry.policy.maxPriority, PRIORITY_MAX, "the node's policy: no ceiling");
+      assert.equal(e.entry.carrier, "tag", "nothing else on the bridge's way reads tc_index");
+      assert.ok((await bridgePorts(env.network.bridge)).includes(e.host), e.host);
+      assert.equal(node.hostPrograms(e.host)[0], "tsnp_admit", "admit first on the host veth");
       assert.ok(
         (await node.podEgressPrograms(pod.netnsPath)).includes("tsnp_save"),
         "saver not on the pod's eth0 egress",
@@ -182,27 +187,29 @@ Deno.test("tsnproxy chained after bridge under containerd CRI", async (t) => {
       assert.equal(u.fwdPrio[0], 50, `plain pod after the change: ${showPrios(u)}`);
     });
 
-    await t.step("StopPodSandbox + RemovePodSandbox leave no pins, policies, tc", async () => {
+    await t.step("StopPodSandbox + RemovePodSandbox leave no pins, entries, tc", async () => {
       assert.ok(main && plainPod);
       const pod = main.pod;
       const prog = node.saverProgId();
-      assert.ok(node.podPins(pod.id).length > 0);
+      assert.equal(node.podPins(pod.id).length, 2);
       if (node.podApi === "tcx") assert.equal((await node.saverLinks()).length, 1, `prog ${prog}`);
       else assert.deepEqual(await node.podEgressPrograms(pod.netnsPath), ["tsnp_save"]);
+      assert.equal((await node.admitLinks()).length, node.hostApi === "tcx" ? 1 : 0);
       const ports = await bridgePorts(env.network.bridge);
       assert.equal(ports.length, 2, `bridge ports ${ports}`);
 
       await timed("StopPodSandbox", () => c.stopPod(pod.id));
       assert.deepEqual(node.podPins(pod.id), []);
-      assert.equal(node.policyOf(pod.ip), undefined, "policy entry left after stop");
+      assert.equal(node.entryOf(pod.id), undefined, "pod entry left after stop");
       assert.deepEqual(await node.saverLinks(), [], "saver links left after stop");
+      assert.deepEqual(await node.admitLinks(), [], "admit links left after stop");
       assert.equal(await exists(pod.netnsPath), false);
       assert.equal((await bridgePorts(env.network.bridge)).length, 1);
 
       await timed("RemovePodSandbox", () => c.removePod(pod.id));
       assert.deepEqual(node.podPins(pod.id), []);
       assert.deepEqual(node.podAttachments(), []);
-      assert.deepEqual(node.policies(), []);
+      assert.deepEqual(node.entries(), []);
 
       // The pod set up before tsnproxy: its DELs go through tsnproxy now, which has nothing.
       await c.stopPod(plainPod.pod.id);
@@ -223,7 +230,7 @@ Deno.test("tsnproxy chained after bridge under containerd CRI", async (t) => {
         () => useConflist(withTsnproxy({ policy: { maxPriority: 2 } })),
       );
       const rogue = await talker("rogue");
-      assert.equal(node.policyOf(rogue.pod.ip)?.maxPriority, 2);
+      assert.equal(node.entryOf(rogue.pod.id)?.entry.policy.maxPriority, 2);
       await expectAll(rogue.w, 6, 2, "rogue");
       const tc = await send(rogue.w, {
         dst: node.serviceIp,
@@ -246,8 +253,8 @@ Deno.test("tsnproxy chained after bridge under containerd CRI", async (t) => {
       // A pod annotation can lower the ceiling further, never raise it.
       const lower = await talker("lower", { "tsnproxy.io/max-priority": "1" });
       const higher = await talker("higher", { "tsnproxy.io/max-priority": "5" });
-      assert.equal(node.policyOf(lower.pod.ip)?.maxPriority, 1);
-      assert.equal(node.policyOf(higher.pod.ip)?.maxPriority, 2);
+      assert.equal(node.entryOf(lower.pod.id)?.entry.policy.maxPriority, 1);
+      assert.equal(node.entryOf(higher.pod.id)?.entry.policy.maxPriority, 2);
       await expectAll(lower.w, 6, 1, "annotated max-priority 1");
       await expectAll(higher.w, 6, 2, "annotated max-priority 5 under entry 2");
       for (const p of [rogue, lower, higher]) {
@@ -255,23 +262,26 @@ Deno.test("tsnproxy chained after bridge under containerd CRI", async (t) => {
         await c.removePod(p.pod.id);
       }
       assert.deepEqual(node.podAttachments(), []);
-      assert.deepEqual(node.policies(), []);
+      assert.deepEqual(node.entries(), []);
     });
 
-    await t.step("policy: a pod annotation remaps 6 -> 4 and 3 -> 1", async () => {
+    await t.step("policy: a pod annotation remaps 6 -> 4 and 3 -> 1, never 1 -> 6", async () => {
       await timed("conflist reload", () => useConflist(withTsnproxy()));
-      const p = await talker("remap", { "tsnproxy.io/priority-remap": "6:4,3:1" });
-      const pol = node.policyOf(p.pod.ip);
-      assert.ok(pol?.remap, "no remap table in the pod's policy");
+      // "1:6" would raise an unprivileged priority above what the node gives it: refused.
+      const p = await talker("remap", { "tsnproxy.io/priority-remap": "6:4,3:1,1:6" });
+      const pol = node.entryOf(p.pod.id)?.entry.policy;
+      assert.ok(pol, "no entry for the pod");
       assert.equal(pol.remap[6], 4);
       assert.equal(pol.remap[3], 1);
       assert.equal(pol.remap[5], 5);
+      assert.equal(pol.remap[1], 1, "a raise is refused");
       await expectAll(p.w, 6, 4, "remapped 6");
       await expectAll(p.w, 3, 1, "remapped 3");
       await expectAll(p.w, 5, 5, "identity 5");
+      await expectAll(p.w, 1, 1, "1 not raised");
       await c.stopPod(p.pod.id);
       await c.removePod(p.pod.id);
-      assert.deepEqual(node.policies(), []);
+      assert.deepEqual(node.entries(), []);
     });
 
     await t.step("20 pods created and removed concurrently leave nothing behind", async () => {
@@ -281,11 +291,17 @@ Deno.test("tsnproxy chained after bridge under containerd CRI", async (t) => {
       );
       assert.equal(new Set(pods.map((p) => p.ip)).size, 20);
       for (const p of pods) {
-        assert.ok(node.podPins(p.id).length > 0, `${p.name}: no pins`);
-        assert.ok(node.policyOf(p.ip), `${p.name}: no policy for ${p.ip}`);
+        assert.equal(node.podPins(p.id).length, 2, `${p.name}: pins`);
+        assert.ok(node.entryOf(p.id), `${p.name}: no entry`);
       }
       assert.equal(node.podAttachments().length, 20);
-      assert.equal(node.policies().length, 20);
+      const entries = node.entries();
+      assert.equal(entries.length, 20);
+      assert.equal(new Set(entries.map((e) => e.entry.slot)).size, 20, "a counter slot each");
+      if (node.hostApi === "tcx") assert.equal((await node.admitLinks()).length, 20);
+      for (const e of entries) {
+        assert.equal(node.hostPrograms(e.host!)[0], "tsnp_admit", `${e.host}: admit first`);
+      }
       if (node.podApi === "tcx") assert.equal((await node.saverLinks()).length, 20);
       else {
         for (const p of pods) {
@@ -300,8 +316,9 @@ Deno.test("tsnproxy chained after bridge under containerd CRI", async (t) => {
           await c.removePod(p.id);
         })));
       assert.deepEqual(node.podAttachments(), []);
-      assert.deepEqual(node.policies(), []);
+      assert.deepEqual(node.entries(), []);
       assert.deepEqual(await node.saverLinks(), []);
+      assert.deepEqual(await node.admitLinks(), []);
       assert.deepEqual(await bridgePorts(env.network.bridge), []);
       const left = await c.leftovers();
       assert.deepEqual(left.netns, []);
@@ -319,8 +336,8 @@ Deno.test("tsnproxy chained after bridge under containerd CRI", async (t) => {
         );
         assert.equal(st.served.ADD?.ok, 5, JSON.stringify(st));
         for (const pod of [p.pod, ...others]) {
-          assert.ok(node.podPins(pod.id).length > 0, `${pod.name}: no pins`);
-          assert.ok(node.policyOf(pod.ip), `${pod.name}: no policy for ${pod.ip}`);
+          assert.equal(node.podPins(pod.id).length, 2, `${pod.name}: pins`);
+          assert.ok(node.entryOf(pod.id), `${pod.name}: no entry`);
         }
         await expectAll(p.w, 3, 3, "via the agent");
         await Promise.all([p.pod, ...others].map(async (pod) => {
@@ -328,7 +345,7 @@ Deno.test("tsnproxy chained after bridge under containerd CRI", async (t) => {
           await c.removePod(pod.id);
         }));
         assert.deepEqual(node.podAttachments(), []);
-        assert.deepEqual(node.policies(), []);
+        assert.deepEqual(node.entries(), []);
         assert.ok((st.served.DEL?.ok ?? 0) >= 5, JSON.stringify(st));
         assert.deepEqual([st.served.ADD?.error, st.served.DEL?.error], [0, 0]);
         assert.deepEqual([st.declined, st.bad], [0, 0], JSON.stringify(st));
@@ -340,8 +357,9 @@ Deno.test("tsnproxy chained after bridge under containerd CRI", async (t) => {
       stopped = true;
       assert.deepEqual(problems, []);
       assert.deepEqual(node.podAttachments(), []);
-      assert.deepEqual(node.policies(), []);
+      assert.deepEqual(node.entries(), []);
       assert.deepEqual(await node.saverLinks(), []);
+      assert.deepEqual(await node.admitLinks(), []);
       assert.deepEqual(await node.cleanup(), []);
       assert.deepEqual(await node.leftovers(), []);
     });

@@ -16,7 +16,7 @@ import {
   TsnNode,
   TSNPROXY_LAUNCHER,
 } from "./lib/tsn.ts";
-import { NO_CLAMP } from "../../src/bpf/maps.ts";
+import { PRIORITY_MAX } from "../../src/policy/types.ts";
 import { withAgentServer } from "./lib/agent.ts";
 
 const UDP_COUNT = 200;
@@ -33,8 +33,9 @@ async function timed<T>(what: string, f: () => Promise<T>): Promise<T> {
 /** Everything tsnproxy and podman could leave of a container that is gone. */
 async function nothingLeft(node: TsnNode, p: Podman, bridge: string, netns: string) {
   assert.deepEqual(node.podAttachments(), [], "pod pins left");
-  assert.deepEqual(node.policies(), [], "policy entries left");
+  assert.deepEqual(node.entries(), [], "pod entries left");
   assert.deepEqual(await node.saverLinks(), [], "saver links left");
+  assert.deepEqual(await node.admitLinks(), [], "admit links left");
   assert.equal(await exists(netns), false, `${netns} left`);
   assert.deepEqual(await bridgePorts(bridge), [], "veths left on the bridge");
   assert.deepEqual(await p.leftoverMounts(), []);
@@ -89,12 +90,18 @@ Deno.test("tsnproxy chained after bridge under podman (CNI backend)", async (t) 
       const ip = addr.match(/inet (\d+\.\d+\.\d+\.\d+)\//)?.[1];
       assert.ok(ip, `no eth0 address in: ${addr}`);
 
-      // ADD: one attachment, the pod's policy under its address, the saver on its eth0.
+      // ADD: one pod interface (admit and the saver), its entry under its host veth's
+      // ifindex, the saver on its eth0, admit first on the host veth.
       const atts = node.podAttachments();
       assert.equal(atts.length, 1, JSON.stringify(atts));
-      assert.ok(atts[0].name.endsWith("eth0"), atts[0].name);
-      assert.equal(node.policyOf(ip)?.maxPriority, NO_CLAMP);
-      assert.deepEqual(node.policies().map((x) => x.ip), [ip]);
+      assert.equal(atts[0].ifname, "eth0");
+      assert.equal(atts[0].pins.length, 2, JSON.stringify(atts[0].pins));
+      const e = node.entryOf(atts[0].containerId!);
+      assert.ok(e?.host, "no entry for the container");
+      assert.equal(e.entry.policy.maxPriority, PRIORITY_MAX);
+      assert.equal(node.entries().length, 1);
+      assert.deepEqual(await bridgePorts(bridge), [e.host]);
+      assert.equal(node.hostPrograms(e.host)[0], "tsnp_admit");
       assert.ok((await node.podEgressPrograms(netns)).includes("tsnp_save"), "saver missing");
 
       // Traffic: UDP 3 and TCP 5, to the far end and through the Service DNAT.
@@ -170,7 +177,7 @@ Deno.test("tsnproxy chained after bridge under podman (CNI backend)", async (t) 
         assert.equal(c.tsOk, 100, showPrios(c));
         assert.match(stdout, /inet 10\.123\.\d+\.\d+\//);
         assert.deepEqual(node.podAttachments(), []);
-        assert.deepEqual(node.policies(), []);
+        assert.deepEqual(node.entries(), []);
         assert.deepEqual(await node.saverLinks(), []);
         assert.deepEqual(await bridgePorts(bridge), []);
         assert.deepEqual(await p.leftoverMounts(), []);
@@ -209,7 +216,7 @@ Deno.test("tsnproxy chained after bridge under podman (CNI backend)", async (t) 
           assert.ok((st.served.DEL?.ok ?? 0) >= 1, JSON.stringify(st));
           assert.deepEqual([st.declined, st.bad, st.served.DEL?.error], [0, 0, 0]);
           assert.deepEqual(node.podAttachments(), []);
-          assert.deepEqual(node.policies(), []);
+          assert.deepEqual(node.entries(), []);
           assert.deepEqual(await bridgePorts(bridge), []);
         });
       },

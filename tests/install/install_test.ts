@@ -16,6 +16,7 @@
 import assert from "node:assert/strict";
 import { queryTcx } from "../../src/bpf/attach.ts";
 import { podPins } from "../../src/bpf/pod.ts";
+import { programsOn } from "../../src/bpf/hooks.ts";
 import { KernelError } from "../../src/errors.ts";
 import { installWithConfig } from "../../src/install/command.ts";
 import { parseCniDocument } from "../../src/install/conflist.ts";
@@ -114,7 +115,9 @@ for (const api of ["tcx", "clsact"] as const) {
       const add = await runtimeExec(node, "ADD", env, { ...entry, prevResult });
       assert.equal(add.code, 0, `ADD failed: ${add.stdout} ${add.stderr}`);
       assert.deepEqual(JSON.parse(add.stdout).ips, JSON.parse(JSON.stringify(prevResult)).ips);
-      assert.ok(podPins(node.bpffs, pod.containerId, "eth0").length > 0, "saver pinned");
+      // Both sides of the pod's interface: admit on its host veth, the saver in the pod.
+      assert.equal(podPins(node.bpffs, pod.containerId, "eth0").length, 2, "admit and saver");
+      assert.deepEqual(programsOn(pod.hostVeth, "ingress").map((p) => p.name), ["tsnp_admit"]);
       const check = await runtimeExec(node, "CHECK", env, { ...entry, prevResult });
       assert.equal(check.code, 0, `CHECK failed: ${check.stdout} ${check.stderr}`);
 
@@ -143,6 +146,7 @@ for (const api of ["tcx", "clsact"] as const) {
         "",
         "pod saver's cls_bpf filter",
       );
+      assert.deepEqual(programsOn(pod.hostVeth, "ingress"), [], "admit on the pod's host veth");
       // Second uninstall: no-op.
       const again = await ok(node, "uninstall");
       assert.match(again, /nothing to change/);

@@ -1,9 +1,9 @@
 /**
- * Packet builders for BPF_PROG_TEST_RUN, and a TypeScript mirror of the datapath's
- * fingerprint (bpf/tsnproxy.h tsnp_fingerprint) so tests can check the kernel's keys.
+ * Packet builders for BPF_PROG_TEST_RUN: Ethernet frames carrying IPv4/IPv6 with UDP, TCP or
+ * ICMP (VLAN tags, IP and TCP options, fragments), and the same frames as the node's tunnels
+ * send them (VXLAN, Geneve, IPIP, SIT), so tests can run the datapath's real programs over
+ * what NAT, routing and encapsulation make of a pod's packet.
  */
-import { TsnpFp } from "../../src/ffi/structs/datapath.ts";
-import { encode } from "../../src/ffi/structs/layout.ts";
 
 export interface PacketSpec {
   family: 4 | 6;
@@ -18,6 +18,8 @@ export interface PacketSpec {
   df?: boolean;
   /** IPv4 fragment offset in 8-byte units (non-zero: a later fragment). */
   fragOffset?: number;
+  /** IPv4 more-fragments flag (a first or middle fragment). */
+  moreFragments?: boolean;
   flowLabel?: number;
   tcpSeq?: number;
   tcpAck?: number;
@@ -94,7 +96,8 @@ export function buildPacket(s: PacketSpec): Uint8Array<ArrayBuffer> {
   const proto = s.proto === "udp" ? 17 : s.proto === "tcp" ? 6 : s.family === 4 ? 1 : 58;
   let l3: number[];
   if (s.family === 4) {
-    const frag = ((s.df ?? true) ? 0x4000 : 0) | (s.fragOffset ?? 0);
+    const frag = ((s.df ?? true) ? 0x4000 : 0) | (s.moreFragments ? 0x2000 : 0) |
+      (s.fragOffset ?? 0);
     const options = Array(4 * (s.ipOptionWords ?? 0)).fill(1);
     l3 = [
       0x40 | (5 + (s.ipOptionWords ?? 0)),
@@ -138,64 +141,93 @@ export function buildPacket(s: PacketSpec): Uint8Array<ArrayBuffer> {
   return new Uint8Array(frame);
 }
 
-/** What tsnp_fingerprint() computes for the packet, encoded as the map key. */
-export function fingerprint(pkt: Uint8Array): Uint8Array<ArrayBuffer> {
-  const dv = new DataView(pkt.buffer, pkt.byteOffset, pkt.byteLength);
-  let off = 12;
-  let type = dv.getUint16(off);
-  for (let i = 0; i < 2 && (type === 0x8100 || type === 0x88a8); i++) {
-    off += 4;
-    type = dv.getUint16(off);
-  }
-  const l3 = off + 2;
-  const payload = new Uint8Array(12);
-  let end = pkt.length; // the IP packet's end (set below): link-layer padding is not payload
-  const sample = (at: number) => {
-    if (at < end) payload.set(pkt.subarray(at, Math.min(at + 12, end)));
-  };
-  // Native-endian u32 of 4 packet bytes (the BPF program copies them as they are).
-  const raw32 = (at: number) => dv.getUint32(at, true);
-  const fields = { family: 0, l4proto: 0, l3len: 0, l3id: 0, l4a: 0, l4b: 0, l4c: 0 };
-  let l4 = 0;
-  if (pkt[l3] >> 4 === 4) {
-    fields.family = 4;
-    fields.l4proto = pkt[l3 + 9];
-    fields.l3len = dv.getUint16(l3 + 2, true);
-    fields.l3id = raw32(l3 + 4);
-    const total = dv.getUint16(l3 + 2);
-    if (total) end = Math.min(end, l3 + total);
-    l4 = l3 + (pkt[l3] & 0xf) * 4;
-    if ((pkt[l3 + 6] & 0x1f) | pkt[l3 + 7]) {
-      sample(l4);
-      return encode(TsnpFp, { ...fields, payload });
+/** A frame that is not IP (e.g. an IEEE 1722 AVTP stream: ethertype 0x22f0). */
+export function buildL2Frame(ethType: number, payload: Uint8Array): Uint8Array<ArrayBuffer> {
+  const frame = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, ethType >> 8, ethType & 0xff, ...payload];
+  while (frame.length < 60) frame.push(0);
+  return new Uint8Array(frame);
+}
+
+export type Tunnel = "vxlan" | "vxlan-linux" | "geneve" | "ipip" | "sit";
+
+export interface TunnelSpec {
+  kind: Tunnel;
+  /** The outer IP family (IPIP/SIT: always 4). */
+  outerFamily?: 4 | 6;
+  /** Geneve options, in 4-byte words. */
+  geneveOptionWords?: number;
+}
+
+const VXLAN_PORT = 4789;
+const VXLAN_LINUX_PORT = 8472;
+const GENEVE_PORT = 6081;
+
+/** The IP packet inside an Ethernet frame built above (no VLAN tags; padding dropped). */
+function innerIp(frame: Uint8Array): Uint8Array {
+  const ip = frame.subarray(14);
+  const len = ip[0] >> 4 === 4 ? (ip[2] << 8) | ip[3] : 40 + ((ip[4] << 8) | ip[5]);
+  return ip.subarray(0, len);
+}
+
+/**
+ * The frame as the node's tunnel device sends it: an outer Ethernet + IP (+ UDP and the
+ * VXLAN/Geneve header, carrying the whole inner frame; IPIP/SIT carry the inner IP packet).
+ */
+export function encapsulate(frame: Uint8Array, t: TunnelSpec): Uint8Array<ArrayBuffer> {
+  const u16 = (n: number) => [(n >> 8) & 0xff, n & 0xff];
+  let proto: number;
+  let body: number[];
+  if (t.kind === "ipip" || t.kind === "sit") {
+    const inner = innerIp(frame);
+    if ((inner[0] >> 4) !== (t.kind === "ipip" ? 4 : 6)) {
+      throw new Error(`${t.kind} carries IPv${t.kind === "ipip" ? 4 : 6}`);
     }
+    proto = t.kind === "ipip" ? 4 : 41;
+    body = [...inner];
   } else {
-    fields.family = 6;
-    fields.l4proto = pkt[l3 + 6];
-    fields.l3len = dv.getUint16(l3 + 4, true);
-    fields.l3id = ((pkt[l3 + 1] & 0x0f) << 16) | (pkt[l3 + 2] << 8) | pkt[l3 + 3];
-    const plen = dv.getUint16(l3 + 4);
-    if (plen) end = Math.min(end, l3 + 40 + plen);
-    l4 = l3 + 40;
+    let header: number[];
+    let port: number;
+    if (t.kind === "geneve") {
+      const words = t.geneveOptionWords ?? 0;
+      header = [words & 0x3f, 0, 0x65, 0x58, 0, 0x12, 0x34, 0, ...Array(words * 4).fill(0xa5)];
+      port = GENEVE_PORT;
+    } else {
+      header = [0x08, 0, 0, 0, 0, 0x12, 0x34, 0];
+      port = t.kind === "vxlan" ? VXLAN_PORT : VXLAN_LINUX_PORT;
+    }
+    const udpLen = 8 + header.length + frame.length;
+    proto = 17;
+    body = [...u16(51234), ...u16(port), ...u16(udpLen), 0, 0, ...header, ...frame];
   }
-  switch (fields.l4proto) {
-    case 6:
-      fields.l4a = raw32(l4 + 4);
-      fields.l4b = raw32(l4 + 8);
-      fields.l4c = raw32(l4 + 12);
-      sample(l4 + ((pkt[l4 + 12] & 0xf0) >> 2));
-      break;
-    case 17:
-      fields.l4a = raw32(l4 + 4) & 0x0000ffff; // the length's two bytes, in memory order
-      sample(l4 + 8);
-      break;
-    case 1:
-    case 58:
-      fields.l4a = ((pkt[l4] << 24) | (pkt[l4 + 1] << 16) | (pkt[l4 + 6] << 8) | pkt[l4 + 7]) >>> 0;
-      sample(l4 + 8);
-      break;
-    default:
-      sample(l4);
-  }
-  return encode(TsnpFp, { ...fields, payload });
+  const family = t.kind === "ipip" || t.kind === "sit" ? 4 : t.outerFamily ?? 4;
+  const l3 = family === 4
+    ? [
+      0x45,
+      0,
+      ...u16(20 + body.length),
+      ...u16(0x7777),
+      0x40,
+      0,
+      64,
+      proto,
+      0,
+      0,
+      ...[192, 0, 2, 1],
+      ...[192, 0, 2, 2],
+    ]
+    : [
+      0x60,
+      0,
+      0,
+      0,
+      ...u16(body.length),
+      proto,
+      64,
+      ...[0x20, 0x01, 0x0d, 0xb8, ...Array(11).fill(0), 1],
+      ...[0x20, 0x01, 0x0d, 0xb8, ...Array(11).fill(0), 2],
+    ];
+  const ethType = family === 4 ? [0x08, 0x00] : [0x86, 0xdd];
+  const out = [2, 0, 0, 0, 0, 4, 2, 0, 0, 0, 0, 3, ...ethType, ...l3, ...body];
+  while (out.length < 60) out.push(0);
+  return new Uint8Array(out);
 }

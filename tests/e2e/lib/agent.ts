@@ -5,18 +5,19 @@
  */
 import { type CniServerStats, serveCni } from "../../../src/agent/cni_server.ts";
 import { configureLog } from "../../../src/log.ts";
+import { nodeSocketDir, removeNodePath } from "../../lib/node_dirs.ts";
 
 export async function withAgentServer(
   fn: (socket: string, stats: CniServerStats) => Promise<void>,
 ): Promise<void> {
   configureLog({ level: "warn" });
-  const dir = await Deno.makeTempDir({ prefix: "tsnp-e2e-agent-" });
+  const dir = nodeSocketDir("e2e-agent"); // an entry's agentSocket must be under /run/tsnproxy/
   const socket = `${dir}/cni.sock`;
   const server = serveCni(socket);
   try {
     await fn(socket, server.stats);
   } finally {
     await server.close();
-    await Deno.remove(dir, { recursive: true });
+    removeNodePath(dir);
   }
 }

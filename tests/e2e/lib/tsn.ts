@@ -9,17 +9,22 @@
  * `TsnNode.create(podSubnet)` makes the far namespace (198.19.<x>.2/24; the host side is
  * 198.19.<x>.1/24), turns forwarding on (restored afterwards), adds an nftables table of its
  * own (MASQUERADE of the pod subnet out of the TSN veth, DNAT of a fake Service IP
- * 198.18.<x>.10 to the far end), loads and pins the datapath under /sys/fs/bpf/tsnp-test-<id>
- * with the restorer on the TSN veth, attaches the test observer after it and starts UDP/TCP
- * sinks on the far end. `cleanup()` undoes all of it and never throws.
+ * 198.18.<x>.10 to the far end), sets the datapath up as install does (tests/lib/node.ts:
+ * pinned under /sys/fs/bpf/tsnp-test-<id>, the restorer on the TSN veth), attaches the test
+ * observer after it and starts UDP/TCP sinks on the far end. The runtimes' CNI ADDs attach
+ * admit on each pod's host veth and the saver in the pod, and write the pod's entry (its
+ * policy and carrier) under the host veth's ifindex. `cleanup()` undoes all of it and never
+ * throws.
  */
 import { queryTcx, type TcApi } from "../../../src/bpf/attach.ts";
 import { resolvePodTcApi, resolveTcApi } from "../../../src/bpf/features.ts";
-import { DatapathMaps, type DatapathPolicy, NO_CLAMP } from "../../../src/bpf/maps.ts";
-import { setupNode, teardownNode } from "../../../src/bpf/node.ts";
-import { PinLayout } from "../../../src/bpf/pins.ts";
-import { listPodAttachments, podPins } from "../../../src/bpf/pod.ts";
+import { DatapathMaps, type PodEntry } from "../../../src/bpf/maps.ts";
+import { PinLayout, type PodPin, type ProgramRole } from "../../../src/bpf/pins.ts";
+import { listPodAttachments, podCookie, podPins } from "../../../src/bpf/pod.ts";
+import { programsOn } from "../../../src/bpf/hooks.ts";
 import { closeFd, objGetRequired, progInfo } from "../../../src/bpf/sys.ts";
+import { ifIndexToName } from "../../../src/ffi/libc.ts";
+import { setUpNode, tearDownNode } from "../../lib/node.ts";
 import { Observer, type ObserverCounts } from "../../lib/observer.ts";
 import type { Mount } from "./cri.ts";
 import { exists, repoRoot, run, runOk } from "./proc.ts";
@@ -139,6 +144,8 @@ export class TsnNode {
   readonly api: TcApi;
   /** Pod savers (attachMode auto: clsact). */
   readonly podApi: TcApi;
+  /** admit on the pods' host veths (auto: clsact, as nothing else is on tcx there). */
+  readonly hostApi: TcApi;
   readonly attachMode: "auto" | TcApi;
   readonly nftTable: string;
   readonly podSubnet: string;
@@ -160,6 +167,7 @@ export class TsnNode {
     this.attachMode = o.attachMode ?? attachModeFromEnv();
     this.api = resolveTcApi(this.attachMode);
     this.podApi = resolvePodTcApi(this.attachMode);
+    this.hostApi = this.attachMode === "tcx" ? "tcx" : "clsact";
     this.nftTable = `tsnp_e2e_${this.id}`;
     this.podSubnet = o.podSubnet;
   }
@@ -213,17 +221,11 @@ export class TsnNode {
 `,
     });
 
-    setupNode({
+    setUpNode({
       bpffs: this.bpffs,
       tsnInterface: tsn,
-      restoreAt: "tsn-egress",
       api: this.api,
-      mapEntries: 4096,
-      config: {
-        maxAgeNs: 1_000_000_000n,
-        gcIntervalNs: 500_000_000n,
-        defaultPolicy: { podCookie: 0n, maxPriority: NO_CLAMP },
-      },
+      config: "restoreAt: tsn-egress\ngc: {maxAgeMs: 1000}\n",
     });
     this.observer = Observer.attach(undefined, tsn);
 
@@ -299,13 +301,20 @@ export class TsnNode {
     }
   }
 
-  /** Every per-pod policy entry: address -> policy. */
-  policies(): Array<{ ip: string; policy: DatapathPolicy }> {
-    return this.#maps((m) => m.policies());
+  /** Every pod interface's entry (policy, carrier), with its host veth's name. */
+  entries(): Array<{ ifindex: number; host?: string; entry: PodEntry }> {
+    return this.#maps((m) => m.pods()).map((p) => ({ ...p, host: ifIndexToName(p.ifindex) }));
   }
 
-  policyOf(ip: string): DatapathPolicy | undefined {
-    return this.policies().find((x) => x.ip === ip)?.policy;
+  /** The entry of a pod (by its CNI container id: containerd's sandbox id). */
+  entryOf(containerId: string): { ifindex: number; host?: string; entry: PodEntry } | undefined {
+    const cookie = podCookie(containerId);
+    return this.entries().find((e) => e.entry.cookie === cookie);
+  }
+
+  /** The programs on a host veth's ingress, in run order (admit must be first). */
+  hostPrograms(ifname: string): string[] {
+    return programsOn(ifname, "ingress").map((p) => p.name);
   }
 
   /** Attachment pins of a pod's interface. */
@@ -313,14 +322,14 @@ export class TsnNode {
     return podPins(this.bpffs, containerId, ifname);
   }
 
-  /** Every pod attachment pinned under the node's pin root. */
-  podAttachments(): Array<{ name: string; pins: string[] }> {
+  /** Every pod attachment pinned under the node's pin root (both sides of an interface). */
+  podAttachments(): Array<PodPin & { pins: string[] }> {
     return listPodAttachments(this.bpffs);
   }
 
-  /** The kernel id of the pinned saver program. */
-  saverProgId(): number {
-    const fd = objGetRequired(new PinLayout(this.bpffs).prog("save"));
+  /** The kernel id of a pinned program. */
+  progId(role: ProgramRole): number {
+    const fd = objGetRequired(new PinLayout(this.bpffs).prog(role));
     try {
       return progInfo(fd).id;
     } finally {
@@ -328,12 +337,27 @@ export class TsnNode {
     }
   }
 
-  /** BPF links anywhere on the system running the saver (tcx attachments of pods). */
-  async saverLinks(): Promise<Array<{ id: number; ifindex?: number }>> {
-    const prog = this.saverProgId();
+  /** The kernel id of the pinned saver program. */
+  saverProgId(): number {
+    return this.progId("save");
+  }
+
+  /** BPF links anywhere on the system running one of the node's programs (tcx attachments). */
+  async links(role: ProgramRole): Promise<Array<{ id: number; ifindex?: number }>> {
+    const prog = this.progId(role);
     const out = await runOk(["bpftool", "-j", "link", "show"]);
     const links = JSON.parse(out) as Array<{ id: number; prog_id: number; ifindex?: number }>;
     return links.filter((l) => l.prog_id === prog).map((l) => ({ id: l.id, ifindex: l.ifindex }));
+  }
+
+  /** BPF links running the saver (tcx attachments of pods). */
+  saverLinks(): Promise<Array<{ id: number; ifindex?: number }>> {
+    return this.links("save");
+  }
+
+  /** BPF links running admit (tcx attachments on host veths). */
+  admitLinks(): Promise<Array<{ id: number; ifindex?: number }>> {
+    return this.links("admit");
   }
 
   /**
@@ -378,7 +402,7 @@ export class TsnNode {
       });
     }
     this.#procs = [];
-    await step("datapath", () => teardownNode(this.bpffs));
+    await step("datapath", () => tearDownNode({ bpffs: this.bpffs }));
     if (await exists(this.bpffs)) problems.push(`pin root ${this.bpffs} left`);
     await step("TSN veth", async () => {
       const r = await run(["ip", "link", "del", this.tsnIf]);
@@ -434,15 +458,4 @@ export async function bridgePorts(bridge: string): Promise<string[]> {
   const r = await run(["ip", "-o", "link", "show", "master", bridge]);
   if (r.code !== 0) return [];
   return [...r.stdout.matchAll(/^\d+: ([^:@]+)/gm)].map((m) => m[1]);
-}
-
-/** A datapath policy in the plain form tests compare. */
-export function plainPolicy(p: DatapathPolicy | undefined): {
-  maxPriority: number;
-  remap?: number[];
-} | undefined {
-  if (!p) return undefined;
-  return p.remap ? { maxPriority: p.maxPriority, remap: [...p.remap] } : {
-    maxPriority: p.maxPriority,
-  };
 }

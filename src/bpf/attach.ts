@@ -29,7 +29,17 @@ import {
 } from "../ffi/structs/bpf.ts";
 import { decode, encode } from "../ffi/structs/layout.ts";
 import { withNetns } from "../util/netns.ts";
-import { check, closeFd, fdById, linkInfo, objPin, progIdAt, progInfo, readPinned } from "./sys.ts";
+import {
+  check,
+  closeFd,
+  fdById,
+  linkDetachAt,
+  linkInfo,
+  objPin,
+  progIdAt,
+  progInfo,
+  readPinned,
+} from "./sys.ts";
 import { exists } from "../util/fs.ts";
 import { addressOf } from "../ffi/open.ts";
 import { type ClsactMarker, clsactSuffix, splitMarker } from "./pins.ts";
@@ -219,6 +229,28 @@ export function clsactProgId(
   return decode(BpfTcOpts, opts).prog_id;
 }
 
+/**
+ * Whether the clsact filter a pin records (one of handles, in netns) still runs the pinned
+ * program: false when the filter, the interface or the namespace is gone, or another program
+ * took the handle.
+ */
+export function clsactRunsPin(
+  pin: string,
+  a: Attachment,
+  handles: readonly number[],
+  netns?: string,
+): boolean {
+  try {
+    return withNetns(netns, () => {
+      const id = progIdAt(pin);
+      return id !== undefined &&
+        handles.some((h) => clsactProgId(a.ifindex, a.direction, h) === id);
+    });
+  } catch {
+    return false;
+  }
+}
+
 function detachClsact(ifindex: number, direction: Direction, handle: number): void {
   const hook = tcHook(ifindex, direction);
   const opts = encode(BpfTcOpts, {
@@ -256,6 +288,12 @@ export interface DetachTarget {
   /** Only unpin: the filter lives in a namespace the caller cannot name, or that is gone. */
   unpinOnly?: boolean;
   /**
+   * For a clsact pin: whether the interface it records is still the attachment's own. A
+   * filter running a program shared by many attachments (admit) cannot be told from another
+   * attachment's on a recycled ifindex by its program id; the caller knows the owner.
+   */
+  owns?: (a: Attachment) => boolean;
+  /**
    * Uninstall, where every saver goes whichever pod it serves: detach in the namespace the
    * marker records, while it lives and its filter still runs the marker's program. Not for
    * GC or a DEL without CNI_NETNS: a reused path (/proc/<pid>/ns/net) can name another pod's
@@ -282,7 +320,8 @@ export function detach(pin: string, target: DetachTarget = {}): number {
     const a = describePinSafe(p);
     if (a?.api === "clsact" && !target.unpinOnly) {
       const netns = target.recorded ? a.netns : target.netns;
-      const reachable = target.recorded ? netns !== undefined : true;
+      const reachable = (target.recorded ? netns !== undefined : true) &&
+        (target.owns?.(a) ?? true);
       if (reachable && (netns === undefined || exists(netns))) {
         try {
           withNetns(netns, () => {
@@ -300,7 +339,8 @@ export function detach(pin: string, target: DetachTarget = {}): number {
         }
       }
     }
-    // Unpinning a link drops its last reference: the kernel detaches it.
+    // A link is detached at once, then its pin (the last reference) goes.
+    if (a !== undefined && a.api !== "clsact") linkDetachAt(p);
     Deno.removeSync(p);
     n++;
   }

@@ -1,6 +1,6 @@
 /**
  * Loads and verifies the datapath once per node and pins it (see pins.ts for the layout).
- * Idempotent: a program already pinned with the same tag (same instructions) is kept, so
+ * Idempotent: a program already pinned by this build (same tag and release stamp) is kept, so
  * re-running install changes nothing; a different build of the same ABI replaces the pinned
  * program and keeps the maps (their state, the pods' entries, survives an upgrade). Pods
  * attached earlier keep running the program they were attached with until their DEL.
@@ -15,7 +15,7 @@ import { assertBpffs, PinLayout, PROGRAM_OBJECT, type ProgramRole, PROGRAMS } fr
 import { check, closeFd, objGet, objPin, progInfo } from "./sys.ts";
 import { exists } from "../util/fs.ts";
 import { addressOf } from "../ffi/open.ts";
-import { releaseBytes, releaseStamp } from "./release.ts";
+import { releaseBytes, releaseOfProgram, releaseStamp } from "./release.ts";
 import { VERSION } from "../version.ts";
 
 export interface LoadOptions {
@@ -57,25 +57,29 @@ export function loadDatapath(opts: LoadOptions): ProgramState[] {
   }
 }
 
-function pinnedTag(path: string): { id: number; tag: string } | undefined {
+function pinnedProgram(
+  path: string,
+): { id: number; tag: string; stamp: string | undefined } | undefined {
   const fd = objGet(path);
   if (fd === undefined) return undefined;
   try {
     const i = progInfo(fd);
-    return { id: i.id, tag: i.tag };
+    const r = releaseOfProgram(fd);
+    return { id: i.id, tag: i.tag, stamp: r && releaseStamp(r.version, r.objects) };
   } finally {
     closeFd(fd);
   }
 }
 
 function loadProgram(pins: PinLayout, role: ProgramRole, opts: LoadOptions): ProgramState {
-  const existing = pinnedTag(pins.prog(role));
+  const existing = pinnedProgram(pins.prog(role));
   if (opts.dryRun) {
     return {
       role,
       id: existing?.id ?? 0,
       tag: existing?.tag ?? "",
-      action: existing ? "kept" : "pinned",
+      // This build's stamp means these very objects; another's means a replacement.
+      action: !existing ? "pinned" : existing.stamp === RELEASE_STAMP ? "kept" : "replaced",
     };
   }
   const objName = PROGRAM_OBJECT[role];
@@ -85,7 +89,11 @@ function loadProgram(pins: PinLayout, role: ProgramRole, opts: LoadOptions): Pro
     obj.load();
     const fd = obj.programFd(PROGRAMS[role]);
     const info = progInfo(fd);
-    if (existing?.tag === info.tag) return { role, id: existing.id, tag: info.tag, action: "kept" };
+    // The same instructions of another build (its stamp differs) are replaced too, so every
+    // pinned program says which release loaded it.
+    if (existing?.tag === info.tag && existing.stamp === RELEASE_STAMP) {
+      return { role, id: existing.id, tag: info.tag, action: "kept" };
+    }
     if (existing) Deno.removeSync(pins.prog(role));
     objPin(fd, pins.prog(role));
     return { role, id: info.id, tag: info.tag, action: existing ? "replaced" : "pinned" };

@@ -88,9 +88,10 @@ export function attachPodPrograms(req: PodAttachRequest): Attachment[] {
   const hostPin = pins.pod(req.containerId, req.ifname, "host");
   const podPin = pins.pod(req.containerId, req.ifname, "pod");
   try {
-    // A retried ADD replaces its own earlier attachments.
-    detach(hostPin, { handles: HOST_HANDLES });
-    detach(podPin, { netns: req.netns, handles: [CLSACT_HANDLES.save] });
+    // A retried ADD replaces its own earlier attachments (a filter on another interface
+    // than the pod's host side now is gone, or another pod's: only unpinned).
+    detachHostSide(req, (ifindex) => ifindex === req.host.index);
+    detachPodSide(req);
     done.push(withProgram(pins.prog("admit"), (fd) =>
       attach({
         progFd: fd,
@@ -114,7 +115,8 @@ export function attachPodPrograms(req: PodAttachRequest): Attachment[] {
       })));
     return done;
   } catch (e) {
-    detachPodPrograms(req);
+    detachHostSide(req, (ifindex) => ifindex === req.host.index);
+    detachPodSide(req);
     throw e;
   }
 }
@@ -147,18 +149,45 @@ export function admitIfindex(req: Omit<PodDetachRequest, "netns">): number | und
   return undefined;
 }
 
-/** The pod interface's attachments on both sides (idempotent, no node lock); pins removed. */
-export function detachPodPrograms(req: PodDetachRequest): number {
-  const pins = new PinLayout(req.bpffs);
-  // Without the pod's namespace its clsact filter cannot be reached safely (and dies with
-  // the namespace): only unpin. Never look for it in our own namespace, where the same
-  // ifindex may be another interface, nor in the path the marker records, which may name
-  // another pod's namespace now.
-  const n = detach(
-    pins.pod(req.containerId, req.ifname, "pod"),
+/**
+ * The pod side's attachment (idempotent, no node lock: a tcx detach waits for RCU); pin
+ * removed. Without the pod's namespace its clsact filter cannot be reached safely (and dies
+ * with the namespace): only unpin. Never look for it in our own namespace, where the same
+ * ifindex may be another interface, nor in the path the marker records, which may name
+ * another pod's namespace now.
+ */
+export function detachPodSide(req: PodDetachRequest): number {
+  return detach(
+    new PinLayout(req.bpffs).pod(req.containerId, req.ifname, "pod"),
     req.netns ? { netns: req.netns, handles: [CLSACT_HANDLES.save] } : { unpinOnly: true },
   );
-  return n + detach(pins.pod(req.containerId, req.ifname, "host"), { handles: HOST_HANDLES });
+}
+
+/**
+ * The host side's attachment; pin removed. Every pod's admit filter runs the same program,
+ * so on a host ifindex the kernel recycled for another pod a clsact filter of that program
+ * is the other pod's: `owns` says whether the interface its marker records is still this
+ * attachment's (see the callers), otherwise only the pin goes (the old interface's filter
+ * died with it).
+ */
+export function detachHostSide(
+  req: Omit<PodDetachRequest, "netns">,
+  owns: (ifindex: number) => boolean,
+): number {
+  return detach(new PinLayout(req.bpffs).pod(req.containerId, req.ifname, "host"), {
+    handles: HOST_HANDLES,
+    owns: (a) => owns(a.ifindex),
+  });
+}
+
+/** Whether the host interface at an ifindex is this pod's by tsnp_pods (under the node lock:
+ * a new pod writes its entry, under the lock, before it attaches). */
+export function ownedByEntry(maps: DatapathMaps | undefined, containerId: string) {
+  const cookie = podCookie(containerId);
+  return (ifindex: number): boolean => {
+    const e = maps?.getPod(ifindex);
+    return e === undefined || e.cookie === cookie;
+  };
 }
 
 /**

@@ -13,6 +13,7 @@ import {
   BpfAttrEnableStats,
   BpfAttrGetFdById,
   BpfAttrInfo,
+  BpfAttrLinkDetach,
   BpfAttrMapElem,
   BpfAttrObj,
   BpfCmd,
@@ -158,6 +159,21 @@ export function readPinned<T>(path: string, read: (fd: number) => T): T | undefi
 /** The id of the program pinned at path; undefined without the pin. */
 export function progIdAt(path: string): number | undefined {
   return readPinned(path, (fd) => progInfo(fd).id);
+}
+
+/**
+ * Detaches the link pinned at path now (BPF_LINK_DETACH), before its pin goes: a link whose
+ * last reference is dropped is released only after an RCU grace period, and an attach on the
+ * same hook in between would find it still there. 0, or -errno (e.g. no such pin).
+ */
+export function linkDetachAt(path: string): number {
+  const fd = objGet(path);
+  if (fd === undefined) return -Errno.ENOENT;
+  try {
+    return bpf(BpfCmd.BPF_LINK_DETACH, encode(BpfAttrLinkDetach, { "link_detach.link_fd": fd }));
+  } finally {
+    closeFd(fd);
+  }
 }
 
 /** Opens a pinned object that must exist (the node was installed). */

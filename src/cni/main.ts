@@ -177,7 +177,7 @@ export async function handleCni(
       }
       case "DEL": {
         const { cmdDel } = await verbs();
-        cmdDel({ env, config, prevResult });
+        await cmdDel({ env, config, prevResult });
         break;
       }
       case "CHECK": {

@@ -21,8 +21,11 @@ import { CniCode, NotFoundError, NotInstalledError, TsnproxyError } from "../err
 import {
   admitIfindex,
   attachPodPrograms,
-  detachPodPrograms,
+  detachHostSide,
+  detachPodSide,
+  HOST_HANDLES,
   listPodAttachments,
+  ownedByEntry,
   podCookie,
   removePodEntry,
   writePodEntry,
@@ -30,16 +33,22 @@ import {
 import { hasTcx, resolvePodTcApi } from "../bpf/features.ts";
 import { type DatapathConfig, DatapathMaps } from "../bpf/maps.ts";
 import { assertBpffs, MAPS, PinLayout, podPinMatches, PROGRAMS } from "../bpf/pins.ts";
-import { type Attachment, describePin, pinsOf } from "../bpf/attach.ts";
+import {
+  type Attachment,
+  CLSACT_HANDLES,
+  clsactRunsPin,
+  describePin,
+  pinsOf,
+} from "../bpf/attach.ts";
 import { admitApi, type CarrierChoice, choosePodCarrier, REASONS } from "../bpf/carrier.ts";
 import { foreign, programsOn } from "../bpf/hooks.ts";
 import {
   isLegacyPod,
   legacyPresent,
+  programNameAt,
   removeLegacyPod,
   retireLegacyIfUnused,
 } from "../bpf/legacy.ts";
-import { programNameAt } from "../bpf/legacy.ts";
 import { netnsExists, withNetns } from "../util/netns.ts";
 import { ifNameToIndex } from "../ffi/libc.ts";
 import { libbpf } from "../ffi/libbpf.ts";
@@ -249,7 +258,22 @@ export async function cmdAdd(inv: Invocation): Promise<void> {
 
 // ---- DEL --------------------------------------------------------------------------------
 
-export function cmdDel(inv: Invocation): void {
+/**
+ * The pod's host-side ifindex now, found as ADD finds it: only a filter there is this pod's
+ * to remove (admit's recorded ifindex may have been recycled for another pod), and it finds
+ * the entry of a pod whose admit pin is gone (removed by hand, or a crash between the pins
+ * and the entry; removePodEntry still checks the entry's cookie).
+ */
+async function liveHostIndex(inv: Invocation): Promise<number | undefined> {
+  if (!inv.env.netns || !netnsExists(inv.env.netns)) return undefined;
+  try {
+    return (await findHostSide(inv.env.netns, inv.env.ifname, inv.prevResult ?? {})).index;
+  } catch {
+    return undefined; // no peer any more: removePodEntry sweeps entries of gone interfaces
+  }
+}
+
+export async function cmdDel(inv: Invocation): Promise<void> {
   const { env, config } = inv;
   if (!lexists(config.bpffs)) {
     log("info", "DEL: pin root does not exist, nothing to remove", { bpffs: config.bpffs });
@@ -264,8 +288,11 @@ export function cmdDel(inv: Invocation): void {
     // Without one (containerd's second DEL) only the pod side's pin is removed.
     netns: env.netns || undefined,
   };
-  const hostIndex = admitIfindex(req);
-  const removed = detachPodPrograms(req); // outside the lock: a tcx detach waits for RCU
+  // The pod's host interface now (none once its namespace is gone: the pair died with it).
+  const live = await liveHostIndex(inv);
+  const hostIndex = admitIfindex(req) ?? live;
+  // Outside the lock: a tcx detach waits for RCU.
+  const removed = detachPodSide(req) + detachHostSide(req, (ifindex) => ifindex === live);
   const lock = lockRoot(config.bpffs);
   if (lock) {
     try {
@@ -293,12 +320,15 @@ export function cmdDel(inv: Invocation): void {
 
 // ---- CHECK ------------------------------------------------------------------------------
 
+const ROLE_OF: Record<string, string> = { tsnp_save: "the saver", tsnp_admit: "admit" };
+
 /** Problems with one attachment (empty = fine). */
 function checkAttachment(
   pin: string,
   ifname: string,
   netns: string | undefined,
   program: string,
+  handles: readonly number[],
 ): string[] {
   let a: Attachment;
   try {
@@ -314,6 +344,10 @@ function checkAttachment(
   }
   const running = programNameAt(pin);
   if (running !== program) out.push(`${pin} runs ${running ?? "nothing"}, not ${program}`);
+  // A link lives while pinned; a clsact filter can be deleted behind the pin's back.
+  if (a.api === "clsact" && !clsactRunsPin(pin, a, handles, netns)) {
+    out.push(`${ROLE_OF[program]}'s clsact filter on ${ifname} ${a.direction} is gone`);
+  }
   return out;
 }
 
@@ -333,11 +367,25 @@ export async function cmdCheck(inv: Invocation): Promise<void> {
   const podSide = pinsOf(pins.pod(env.containerId, env.ifname, "pod"));
   const hostSide = pinsOf(pins.pod(env.containerId, env.ifname, "host"));
   if (podSide.length === 0) problems.push(`no saver attached for ${env.containerId} ${env.ifname}`);
-  for (const p of podSide) problems.push(...checkAttachment(p, env.ifname, env.netns, "tsnp_save"));
+  for (const p of podSide) {
+    problems.push(
+      ...checkAttachment(p, env.ifname, env.netns, "tsnp_save", [CLSACT_HANDLES.save]),
+    );
+    let api: string | undefined;
+    try {
+      api = describePin(p).api;
+    } catch {
+      api = undefined; // reported by checkAttachment
+    }
+    const want = resolvePodTcApi(config.attachMode);
+    if (config.attachMode !== "auto" && api !== undefined && api !== want) {
+      problems.push(`the saver is attached with ${api}, attachMode asks for ${want}`);
+    }
+  }
   const host = await findHostSide(env.netns, env.ifname, prev);
   if (hostSide.length === 0) problems.push(`no admit attached on ${host.name}`);
   for (const p of hostSide) {
-    problems.push(...checkAttachment(p, host.name, undefined, "tsnp_admit"));
+    problems.push(...checkAttachment(p, host.name, undefined, "tsnp_admit", HOST_HANDLES));
   }
   const maps = DatapathMaps.open(config.bpffs);
   try {
@@ -422,7 +470,8 @@ export function cmdGc(config: PluginConfig, valid: readonly GcAttachmentRef[]): 
         const legacy = isLegacyPod(a);
         for (const { containerId, ifname } of ids.slice(0, 1)) {
           const hostIndex = admitIfindex({ bpffs: config.bpffs, containerId, ifname });
-          removed += detachPodPrograms({ bpffs: config.bpffs, containerId, ifname });
+          const req = { bpffs: config.bpffs, containerId, ifname };
+          removed += detachPodSide(req) + detachHostSide(req, ownedByEntry(maps, containerId));
           if (maps) removePodEntry(maps, { bpffs: config.bpffs, containerId, hostIndex });
           if (legacy) removeLegacyPod(config.bpffs, containerId);
         }

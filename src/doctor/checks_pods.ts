@@ -3,13 +3,13 @@
  * no attachment accounts for, and each pod's carrier and admit's place on its host interface
  * (first, ahead of every other datapath's program there).
  */
-import { type Attachment, CLSACT_HANDLE, CLSACT_HANDLES, describePin } from "../bpf/attach.ts";
+import { type Attachment, CLSACT_HANDLES, clsactRunsPin, describePin } from "../bpf/attach.ts";
 import { DatapathMaps, type PodEntry } from "../bpf/maps.ts";
-import { listPodAttachments, podCookie } from "../bpf/pod.ts";
+import { HOST_HANDLES, listPodAttachments, podCookie } from "../bpf/pod.ts";
 import { foreign, programsOn } from "../bpf/hooks.ts";
 import { reasonText } from "../bpf/carrier.ts";
-import { findLink, listBpfFilters } from "../netlink/mod.ts";
-import { withNetns } from "../util/netns.ts";
+import { findLink } from "../netlink/mod.ts";
+import { parsePodPin } from "../bpf/pins.ts";
 import { ifIndexToName } from "../ffi/libc.ts";
 import { type CheckRef, type DoctorContext, plural } from "./context.ts";
 import { pinnedProgId } from "./checks_pins.ts";
@@ -19,17 +19,6 @@ export interface Leak {
   reason: string;
 }
 
-function clsactAlive(a: Attachment, handles: readonly number[], netns?: string): boolean {
-  try {
-    return withNetns(
-      netns,
-      () => listBpfFilters(a.ifindex, a.direction).some((f) => handles.includes(f.handle)),
-    );
-  } catch {
-    return false;
-  }
-}
-
 /** Attachment pins that no longer sit on a live interface. */
 export function findLeaks(ctx: DoctorContext): { leaks: Leak[]; total: number } {
   const leaks: Leak[] = [];
@@ -37,7 +26,7 @@ export function findLeaks(ctx: DoctorContext): { leaks: Leak[]; total: number } 
   for (const { pins } of listPodAttachments(ctx.bpffs)) {
     for (const pin of pins) {
       total++;
-      const hostSide = /@host(@clsact-.*)?$/.test(pin);
+      const hostSide = parsePodPin(pin.slice(pin.lastIndexOf("/") + 1))?.side === "host";
       let a: Attachment;
       try {
         a = describePin(pin);
@@ -59,12 +48,12 @@ export function findLeaks(ctx: DoctorContext): { leaks: Leak[]; total: number } 
       }
       if (hostSide) {
         const alive = ctx.inNode(() => findLink(a.ifindex)) !== undefined &&
-          clsactAlive(a, [CLSACT_HANDLES.admit, CLSACT_HANDLE], ctx.opts.netns);
+          clsactRunsPin(pin, a, HOST_HANDLES, ctx.opts.netns);
         if (!alive) leaks.push({ pin, reason: `no admit filter on host ifindex ${a.ifindex}` });
         continue;
       }
       // A pod's clsact filter lives in the pod's namespace, which its marker records.
-      if (a.netns === undefined || !clsactAlive(a, [CLSACT_HANDLES.save], a.netns)) {
+      if (a.netns === undefined || !clsactRunsPin(pin, a, [CLSACT_HANDLES.save], a.netns)) {
         leaks.push({
           pin,
           reason: `no saver on ifindex ${a.ifindex} in ${a.netns ?? "an unrecorded namespace"}` +

@@ -120,9 +120,7 @@ for (const api of ["tcx", "clsact"] as const) {
   }
 }
 
-Deno.test({
-  name: "attachMode auto: saver and admit on clsact (pod namespace recorded), nothing on tcx",
-}, async () => {
+Deno.test("attachMode auto: saver and admit on clsact (pod namespace recorded), nothing on tcx", async () => {
   await withNode(async (node) => {
     await withPod(async (pod) => {
       const conf = { ...entry(node), prevResult: prevResultFor(pod) }; // attachMode: auto
@@ -339,19 +337,7 @@ Deno.test("CHECK reports a deleted tcx link on either side and a recreated inter
   });
 });
 
-/**
- * Known bug, kept as a test for the fix: src/cni/verbs.ts checkAttachment() reads only the
- * marker pin (describePin) and the pinned program's name, and for clsact neither says whether
- * the filter is still on the interface (the ABI 1 CHECK looked it up with clsactProgId()).
- */
-const CLSACT_CHECK_BUG =
-  "CHECK does not notice a deleted clsact filter (src/cni/verbs.ts checkAttachment)";
-console.log(`roundtrip_test: ignoring one test: ${CLSACT_CHECK_BUG}`);
-
-Deno.test({
-  name: "CHECK reports a clsact filter deleted behind the plugin's back",
-  ignore: Boolean(CLSACT_CHECK_BUG),
-}, async () => {
+Deno.test("CHECK reports a clsact filter deleted behind the plugin's back", async () => {
   await withNode(async (node) => {
     await withPod(async (pod) => {
       const conf = { ...entry(node, { attachMode: "clsact" }), prevResult: prevResultFor(pod) };
@@ -367,21 +353,7 @@ Deno.test({
   }, "clsact");
 });
 
-/**
- * Known bug, kept as a test for the fix: without an admit pin DEL finds the pod's host
- * interface only among interfaces that are gone (src/bpf/pod.ts removePodEntry), so when the
- * pins went but the veth lives, the pod's entry outlives its DEL (doctor's pods.entries then
- * proposes `tsnproxy install`, which removes only entries of interfaces that are gone). DEL
- * has CNI_NETNS and CNI_IFNAME: it could find the host side as ADD does.
- */
-const DEL_WITHOUT_PINS_BUG = "DEL leaves the entry of a live veth whose pins were removed " +
-  "(src/bpf/pod.ts removePodEntry)";
-console.log(`roundtrip_test: ignoring one test: ${DEL_WITHOUT_PINS_BUG}`);
-
-Deno.test({
-  name: "DEL removes the pod's entry even when its pins were removed by hand",
-  ignore: Boolean(DEL_WITHOUT_PINS_BUG),
-}, async () => {
+Deno.test("DEL removes the pod's entry even when its pins were removed by hand", async () => {
   await withNode(async (node) => {
     await withPod(async (pod) => {
       const conf = { ...entry(node, { attachMode: "tcx" }), prevResult: prevResultFor(pod) };
@@ -393,22 +365,7 @@ Deno.test({
   });
 });
 
-/**
- * Known bug, kept as a test for the fix: detach() (src/bpf/attach.ts) detaches a tcx link by
- * unpinning it, but the kernel frees a bpffs inode, and so drops the link, only after an RCU
- * grace period; attachPodPrograms() detaches its own earlier attachments and attaches again
- * at once, and tcx refuses a program already on the hook (EEXIST). A retried ADD with tcx
- * then fails now and then ("cannot attach to <veth> ingress with tcx: File exists", 1 in 10
- * here). BPF_LINK_DETACH on the link before unpinning it is synchronous.
- */
-const READD_TCX_BUG = "a retried ADD with tcx fails with EEXIST now and then " +
-  "(src/bpf/attach.ts detach unpins links without BPF_LINK_DETACH)";
-console.log(`roundtrip_test: ignoring one test: ${READD_TCX_BUG}`);
-
-Deno.test({
-  name: "a retried ADD replaces its own tcx attachments, every time",
-  ignore: Boolean(READD_TCX_BUG),
-}, async () => {
+Deno.test("a retried ADD replaces its own tcx attachments, every time", async () => {
   await withNode(async (node) => {
     await withPod(async (pod) => {
       const conf = { ...entry(node, { attachMode: "tcx" }), prevResult: prevResultFor(pod) };

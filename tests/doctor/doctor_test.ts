@@ -214,20 +214,8 @@ Deno.test("doctor: pinned programs of another build, then this build's", opts, a
   }
 });
 
-/**
- * Known bug, kept as a test for the fix: install keeps a pinned program whose tag (the hash
- * of its instructions) equals this build's, whatever build loaded it (src/bpf/loader.ts
- * loadProgram), so a build whose objects differ only outside the instructions (BTF, line
- * info, the release stamp) never replaces the programs, and doctor's pins.programs warns on
- * with a fix that does nothing.
- */
-const KEPT_OTHER_BUILD_BUG = "install keeps another build's program when the tags match " +
-  "(src/bpf/loader.ts loadProgram)";
-console.log(`doctor_test: ignoring one test: ${KEPT_OTHER_BUILD_BUG}`);
-
 Deno.test({
   name: "doctor: pins.programs' fix, tsnproxy install, replaces another build's program",
-  ignore: Boolean(KEPT_OTHER_BUILD_BUG),
   ...opts,
   fn: async () => {
     const env = await DoctorEnv.create();
@@ -488,7 +476,7 @@ Deno.test(
       assert.match(String(p4.reason), /another datapath's programs run on the pod's host/);
       assert.match(String((p4.chain as string[])[0]), /^tsnp_admit#/);
       assert.match(String((p4.chain as string[])[1]), /^tn_cls_ok#\d+ \(clsact\)/);
-      expect(r, "interface.carrier", "pass", /no other program on the TSN interface/);
+      expect(r, "interface.carrier", "pass", /no other program on the bridges or tunnels/);
 
       // One attached after the ADD of a pod on the tag: warned, re-creating the pod fixes it.
       const after = await env.attachPod("hv5", { ip: "10.250.0.10" });

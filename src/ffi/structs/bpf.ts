@@ -151,6 +151,10 @@ export const BpfAttrEnableStats = struct("union bpf_attr", UAPI, 4, {
   "enable_stats.type": [0, "u32"],
 }, { prefix: true });
 
+export const BpfAttrLinkDetach = struct("union bpf_attr", UAPI, 4, {
+  "link_detach.link_fd": [0, "u32"],
+}, { prefix: true });
+
 /** enum bpf_cmd values of the commands above (checked against linux/bpf.h). */
 export const BpfCmd = {
   BPF_MAP_LOOKUP_ELEM: 1,
@@ -165,6 +169,7 @@ export const BpfCmd = {
   BPF_MAP_LOOKUP_BATCH: 24,
   BPF_LINK_GET_FD_BY_ID: 30,
   BPF_ENABLE_STATS: 32,
+  BPF_LINK_DETACH: 34,
 } as const;
 
 export const BPF_TC_INGRESS = 1;

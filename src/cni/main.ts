@@ -6,6 +6,7 @@
  * Start-up is on every pod's critical path: this module and its static imports are small
  * and zod-free; the datapath code is imported only by the verbs that need it.
  */
+import { pathProblem } from "../config/paths.ts";
 import { asTsnproxyError, CniCode, type TsnproxyError } from "../errors.ts";
 import { configureLog, log, LOG_LEVEL_ENV, type LogLevel, logLevelFromEnv } from "../log.ts";
 import { parsePluginEntry, PLUGIN_DEFAULTS, type PluginConfig, withDefaults } from "./config.ts";
@@ -49,8 +50,9 @@ function needsAtLeast(version: CniVersion, min: string, verb: string): void {
 
 /** DEL must clean up even when the entry was edited into something invalid since ADD. */
 function lenientConfig(raw: JsonObject, e: TsnproxyError): PluginConfig {
-  const bpffs = typeof raw.bpffs === "string" && raw.bpffs.startsWith("/")
-    ? raw.bpffs
+  // Still confined: a broken entry must not point the cleanup at another pin tree.
+  const bpffs = pathProblem("bpffs", raw.bpffs) === undefined
+    ? raw.bpffs as string
     : PLUGIN_DEFAULTS.bpffs;
   log("warn", "DEL with an invalid tsnproxy entry: cleaning up anyway", {
     error: e.message,

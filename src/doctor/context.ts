@@ -172,5 +172,8 @@ export class DoctorContext {
 }
 
 export function plural(n: number, word: string): string {
-  return `${n} ${word}${n === 1 ? "" : "s"}`;
+  if (n === 1) return `1 ${word}`;
+  // "entry" -> "entries", "priority" -> "priorities"; "key", "day" keep their y.
+  const many = /[^aeiou]y$/.test(word) ? `${word.slice(0, -1)}ies` : `${word}s`;
+  return `${n} ${many}`;
 }

@@ -16,6 +16,8 @@ import {
 } from "./attach.ts";
 import type { TcApi } from "./attach.ts";
 import { type Carrier, type DatapathMaps, type PodEntry } from "./maps.ts";
+import { type CarrierChoice, choosePodCarrier, type ReasonName, REASONS } from "./carrier.ts";
+import { foreign, type HookProgram, programsOn } from "./hooks.ts";
 import { parsePodPin, PinLayout, type PodPin, podPinMatches } from "./pins.ts";
 import { closeFd, objGetRequired } from "./sys.ts";
 import type { DatapathPolicy } from "../policy/types.ts";
@@ -247,4 +249,54 @@ export function podPins(bpffs: string, containerId: string, ifname: string): str
     ...pinsOf(pins.pod(containerId, ifname, "pod")),
     ...pinsOf(pins.pod(containerId, ifname, "host")),
   ];
+}
+
+/** A pod interface whose carrier the facts on its way now decide differently. */
+export interface CarrierChange {
+  ifindex: number;
+  ifname: string;
+  from: Carrier;
+  to: Carrier;
+  reason: ReasonName;
+  programs?: string[];
+}
+
+/**
+ * Each pod's carrier decided again from what runs on its way now. Another datapath may
+ * attach after a pod's ADD (a primary CNI's agent that programs host interfaces later, an
+ * operator's tc filter): a pod on the tag would then hand that program our bits. Install and
+ * the agent's repair run this with the node's new choice; `apply` writes the entries.
+ * Moving a pod off the tag is immediate for its next packet (admit reads the entry per
+ * packet); callers write the node config's TAGS flag after (off) or before (on) the pods.
+ */
+export function retunePodCarriers(
+  maps: DatapathMaps,
+  opts: { restoreAt: "tsn-egress" | "host-veth-ingress"; node: CarrierChoice },
+  apply: boolean,
+): CarrierChange[] {
+  const changes: CarrierChange[] = [];
+  for (const { ifindex, entry } of maps.pods()) {
+    const ifname = ifIndexToName(ifindex);
+    if (ifname === undefined) continue; // gone: install tidies its entry
+    let hostForeign: HookProgram[];
+    try {
+      hostForeign = foreign(programsOn(ifname, "ingress", { netkit: entry.netkit === true }));
+    } catch {
+      continue; // raced with the interface's deletion
+    }
+    const choice = choosePodCarrier(opts, hostForeign);
+    if (choice.carrier === entry.carrier) continue;
+    changes.push({
+      ifindex,
+      ifname,
+      from: entry.carrier,
+      to: choice.carrier,
+      reason: choice.reason,
+      ...(choice.programs ? { programs: choice.programs } : {}),
+    });
+    if (apply) {
+      maps.putPod(ifindex, { ...entry, carrier: choice.carrier, reason: REASONS[choice.reason] });
+    }
+  }
+  return changes;
 }

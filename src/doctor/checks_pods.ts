@@ -213,7 +213,8 @@ export function podChecks(ctx: DoctorContext, installed: boolean): void {
     if (warnings.length) {
       check.warn({
         found: warnings.join("; "),
-        fix: "re-create the affected pods: their ADD sees the programs and takes the stage",
+        fix: `tsnproxy install --bpffs ${ctx.bpffs}   (moves them to the stage; the agent ` +
+          "does the same at its next reconcile)",
         data,
       });
       return;

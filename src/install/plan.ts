@@ -26,7 +26,7 @@ import { attachRestorer, nodeForeignPrograms, restorerAttached } from "../bpf/no
 import { assertBpffs, MAPS, PinLayout, PROGRAMS } from "../bpf/pins.ts";
 import { type CarrierChoice, chooseNodeCarrier, REASONS, reasonText } from "../bpf/carrier.ts";
 import { isLegacyPod, legacyPresent, retireLegacyIfUnused } from "../bpf/legacy.ts";
-import { listPodAttachments } from "../bpf/pod.ts";
+import { type CarrierChange, listPodAttachments, retunePodCarriers } from "../bpf/pod.ts";
 import type { NodeConfig } from "../config/node.ts";
 import { compileNode, describePolicy, samePolicy } from "../policy/resolve.ts";
 import { ifIndexToName } from "../ffi/libc.ts";
@@ -107,8 +107,11 @@ export interface DatapathPlan {
   config: DatapathConfig;
   /** The node's carrier choice, with the programs behind it. */
   carrier: CarrierChoice;
+  restoreAt: NodeConfig["restoreAt"];
   /** Release 0.1.0's datapath: kept while pods it attached live. */
   legacy: { present: boolean; pods: number };
+  /** Pods whose carrier the facts on their way now decide differently. */
+  podCarriers: CarrierChange[];
   notes: string[];
 }
 
@@ -129,13 +132,20 @@ export function planDatapath(cfg: NodeConfig, tsnInterfaces: readonly string[]):
     writeConfig: true,
     config,
     carrier,
+    restoreAt: cfg.restoreAt,
     legacy: { present: rootExists && legacyPresent(cfg.bpffs), pods: legacyPods },
+    podCarriers: [],
     notes: [],
   };
-  if (!fresh) {
+  if (MAPS.every((m) => exists(pins.map(m)))) {
     const maps = DatapathMaps.open(cfg.bpffs);
     try {
-      plan.writeConfig = !sameConfig(maps.readConfig(), config);
+      if (!fresh) plan.writeConfig = !sameConfig(maps.readConfig(), config);
+      plan.podCarriers = retunePodCarriers(
+        maps,
+        { restoreAt: cfg.restoreAt, node: carrier },
+        false,
+      );
     } catch {
       plan.writeConfig = true;
     } finally {
@@ -146,7 +156,9 @@ export function planDatapath(cfg: NodeConfig, tsnInterfaces: readonly string[]):
 }
 
 /**
- * Loads (verifying; a pinned program with the same tag is kept) and writes the config. Then
+ * Loads (verifying; a pinned program of this build is kept), writes the config and moves
+ * pods whose way changed to the carrier it now allows: off the tag before the node's TAGS
+ * flag goes (the restorer stops trusting tags then), onto it after the flag is set. Then
  * tidies what DELs that never came left behind: entries of interfaces that are gone, and
  * release 0.1.0's datapath once none of its pods is left.
  */
@@ -155,7 +167,11 @@ export function applyDatapath(plan: DatapathPlan): ProgramState[] {
   const changed = programs.some((p) => p.action !== "kept");
   const maps = DatapathMaps.open(plan.root);
   try {
+    const retune = () =>
+      retunePodCarriers(maps, { restoreAt: plan.restoreAt, node: plan.carrier }, true);
+    if (!plan.config.tags) retune();
     if (plan.writeConfig || changed) maps.writeConfig(plan.config);
+    if (plan.config.tags) retune();
     for (const { ifindex } of maps.pods()) {
       if (ifIndexToName(ifindex) === undefined) maps.deletePod(ifindex);
     }
@@ -240,7 +256,7 @@ export function planIsEmpty(p: NodePlan): boolean {
   return (!p.binary || p.binary.action === "none") &&
     (!p.datapath ||
       (p.datapath.rootExists && p.datapath.programs.every((x) => x.action === "kept") &&
-        !p.datapath.writeConfig)) &&
+        !p.datapath.writeConfig && p.datapath.podCarriers.length === 0)) &&
     p.qdisc.steps.length === 0 &&
     p.restorer.action !== "attach" &&
     p.conflist.changes.length === 0;
@@ -316,6 +332,14 @@ export function formatNodePlan(p: NodePlan, verb = "install"): string {
         JSON.stringify(describePolicy(d.config.node))
       }`,
     );
+    for (const c of d.podCarriers) {
+      line(
+        true,
+        `move pod interface ${c.ifname} from the ${c.from} to the ${c.to} (${
+          reasonText(REASONS[c.reason])
+        }${c.programs ? `: ${c.programs.join(", ")}` : ""})`,
+      );
+    }
     if (d.legacy.present) {
       line(
         false,
@@ -451,6 +475,7 @@ export function nodePlanJson(
           policy: describePolicy(d.config.node),
         },
         legacy: d.legacy,
+        podCarriers: d.podCarriers,
       }
       : null,
     restorer: {

@@ -96,6 +96,15 @@ export const installPlanSchema = z.strictObject({
     }),
     /** Release 0.1.0's datapath, kept while pods it attached live. */
     legacy: z.object({ present: z.boolean(), pods: z.int().nonnegative() }),
+    /** Pods moved to the carrier the programs now on their way allow. */
+    podCarriers: z.array(z.object({
+      ifindex: z.int().positive(),
+      ifname: z.string(),
+      from: z.enum(["tag", "stage", "none"]),
+      to: z.enum(["tag", "stage", "none"]),
+      reason: z.string(),
+      programs: z.array(z.string()).optional(),
+    })),
   }).nullable(),
   restorer: z.object({
     ifname: z.string(),

@@ -17,6 +17,8 @@ import {
 import type { TcApi } from "../../src/bpf/attach.ts";
 import { compileTestBpf } from "../netlink/_bpf.ts";
 import { run } from "../lib/run.ts";
+import { applyDatapath, planDatapath } from "../../src/install/plan.ts";
+import { withNetns } from "../../src/util/netns.ts";
 
 const UDP = 17, TCP = 6, ICMP = 1, ICMPV6 = 58;
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -396,6 +398,55 @@ for (const api of ["tcx", "clsact"] as const satisfies readonly TcApi[]) {
         });
       }
       obj.cleanup();
+    },
+  );
+
+  Deno.test(
+    {
+      name:
+        `datapath [${api}]: a program attached after the pod's ADD: install moves it off the tag`,
+      ...opts,
+    },
+    async () => {
+      const obj = compileTestBpf();
+      const env = await DatapathEnv.create(api, { pods: 1 });
+      const [pod] = env.topo.pods;
+      try {
+        await env.attachPod(pod);
+        const entryNow = () => {
+          const m = env.maps();
+          try {
+            return m.pods()[0].entry;
+          } finally {
+            m.close();
+          }
+        };
+        assert.equal(entryNow().carrier, "tag");
+        // Another datapath programs the host veth later (a CNI agent, an operator's filter).
+        const tc = ["ip", "netns", "exec", env.topo.node, "tc"];
+        await run([...tc, "qdisc", "add", "dev", pod.hostVeth, "clsact"], { allowFail: true });
+        await run([...tc, "filter", "add", "dev", pod.hostVeth, "ingress", "pref", "9", "bpf"]
+          .concat(["da", "obj", obj.object, "sec", "classifier_ok"]));
+        env.observer.filter(UDP, 8080);
+        await env.send(pod.netns, { dst: FAR_V4, count: 100, prio: 3 });
+        assert.equal(env.observer.counts().fwdPrio[0], 100, "the filter resets the tag");
+        // The plan sees it and says what it will do; applying it moves the pod.
+        const plan = withNetns(env.node.netns, () => planDatapath(env.node.cfg, ["tsn0"]));
+        assert.deepEqual(
+          plan.podCarriers.map((c) => [c.ifname, c.from, c.to, c.reason]),
+          [[pod.hostVeth, "tag", "stage", "foreignOnHost"]],
+        );
+        withNetns(env.node.netns, () => applyDatapath(plan));
+        assert.equal(entryNow().carrier, "stage");
+        env.observer.reset();
+        await env.send(pod.netns, { dst: FAR_V4, count: 100, prio: 3 });
+        assert.equal(env.observer.counts().fwdPrio[3], 100);
+        const again = withNetns(env.node.netns, () => planDatapath(env.node.cfg, ["tsn0"]));
+        assert.deepEqual(again.podCarriers, [], "converged");
+      } finally {
+        await env.destroy();
+        obj.cleanup();
+      }
     },
   );
 

@@ -478,7 +478,7 @@ Deno.test(
       assert.match(String((p4.chain as string[])[1]), /^tn_cls_ok#\d+ \(clsact\)/);
       expect(r, "interface.carrier", "pass", /no other program on the bridges or tunnels/);
 
-      // One attached after the ADD of a pod on the tag: warned, re-creating the pod fixes it.
+      // One attached after the ADD of a pod on the tag: warned; install moves the pod.
       const after = await env.attachPod("hv5", { ip: "10.250.0.10" });
       expect(await env.report(), "pods.carrier", "pass", /1 on the tag, 1 on the stage/);
       await classicFilter(env, "hv5", bpf.object);
@@ -488,16 +488,14 @@ Deno.test(
         "pods.carrier",
         "warn",
         /hv5: the tag with tn_cls_ok \(clsact\) on its way \(attached after the pod's ADD\)/,
-        /re-create the affected pods/,
+        /tsnproxy install .*moves them to the stage/,
       );
       // With carrier: tag forced in the node config, the same is a failure.
       env.writeConfig({ extra: "carrier: tag" });
       r = await env.report();
       expect(r, "pods.carrier", "fail", /carrier: tag is forced/, /carrier: auto/);
       env.writeConfig();
-      assertOkCni(await env.cni("DEL", after));
-      await env.linksGone(after);
-      assertOkCni(await env.cni("ADD", after)); // re-created: now on the stage
+      env.setupDatapath(); // the fix: install's datapath step
       r = await env.report();
       expect(r, "pods.carrier", "pass", /0 on the tag, 2 on the stage/);
 

@@ -29,6 +29,7 @@ import { isLegacyPod, legacyPresent, retireLegacyIfUnused } from "../bpf/legacy.
 import { type CarrierChange, listPodAttachments, retunePodCarriers } from "../bpf/pod.ts";
 import type { NodeConfig } from "../config/node.ts";
 import { compileNode, describePolicy, samePolicy } from "../policy/resolve.ts";
+import { POD_ANNOTATIONS_CAPABILITY } from "../policy/types.ts";
 import { ifIndexToName } from "../ffi/libc.ts";
 import {
   apply as applyConflist,
@@ -65,6 +66,12 @@ export interface InstallTarget {
  * datapath); they stay in the entry so that release 0.1.0's entry and this one are the same
  * and an upgrade or a downgrade does not rewrite the conflist.
  */
+/**
+ * The entry install puts at the end of the primary network's chain. It declares the pod
+ * annotations capability, so containerd and CRI-O pass a pod's `tsnproxy.io/*` annotations
+ * (its lower-only policy layer) in runtimeConfig. The node's own policy is not copied here:
+ * it lives in the pinned node config, where a conflist author cannot change it.
+ */
 export function pluginEntry(t: InstallTarget): TsnproxyEntry {
   const e: TsnproxyEntry = {
     type: PLUGIN_TYPE,
@@ -72,15 +79,9 @@ export function pluginEntry(t: InstallTarget): TsnproxyEntry {
     restoreAt: t.cfg.restoreAt,
     bpffs: t.cfg.bpffs,
     attachMode: t.cfg.attachMode,
+    capabilities: { [POD_ANNOTATIONS_CAPABILITY]: true },
   };
   if (t.cfg.cni.agentSocket) e.agentSocket = t.cfg.cni.agentSocket;
-  const p = t.cfg.policy;
-  if (p.maxPriority !== undefined || p.remap !== undefined) {
-    const policy: Record<string, number | Record<string, number>> = {};
-    if (p.maxPriority !== undefined) policy.maxPriority = p.maxPriority;
-    if (p.remap !== undefined) policy.remap = { ...p.remap };
-    e.policy = policy;
-  }
   return e;
 }
 

@@ -23,10 +23,13 @@ import {
   type Rule,
 } from "./types.ts";
 
-const REMAP_KEY = /^(?:[0-9]|1[0-5])$/;
+const REMAP_KEY = /^(?:[1-9]|1[0-5])$/;
+/** Priority 0 is what a packet without SO_PRIORITY carries: defaultPriority and rules own it. */
+const REMAP_ZERO = "priority 0 is what a packet that set no priority carries, and remap does " +
+  "not apply to it: give such packets a class with defaultPriority (or rules) instead";
 const POLICY_KEYS = ["maxPriority", "remap", "defaultPriority", "rules"];
 const RULE_KEYS = ["protocol", "ports", "destination", "priority"];
-export const POLICY_HINT = 'a policy is {maxPriority?, remap?: {"0".."15": priority}, ' +
+export const POLICY_HINT = 'a policy is {maxPriority?, remap?: {"1".."15": priority}, ' +
   "defaultPriority?, rules?: [{protocol?, ports?, destination?, priority}]}, every priority " +
   `0..${PRIORITY_MAX} (see docs/config.md)`;
 
@@ -110,8 +113,9 @@ export function policyProblems(input: unknown, where: string): string[] {
     if (!isRecord(input.remap)) out.push(`${where}.remap: expected an object`);
     else {
       for (const [k, v] of Object.entries(input.remap)) {
-        if (!REMAP_KEY.test(k)) {
-          out.push(`${where}.remap.${k}: remap keys are the priorities "0" to "15"`);
+        if (/^0+$/.test(k)) out.push(`${where}.remap.${k}: ${REMAP_ZERO}`);
+        else if (!REMAP_KEY.test(k)) {
+          out.push(`${where}.remap.${k}: remap keys are the priorities "1" to "15"`);
         }
         if (!isPriority(v)) out.push(`${where}.remap.${k}: ${PRIORITY_MSG}`);
       }
@@ -184,10 +188,13 @@ export function parseRemapString(
   const out: Record<string, number> = {};
   for (const part of s.split(",").map((x) => x.trim()).filter((x) => x !== "")) {
     const m = /^(\d{1,2})\s*[:=]\s*(\d+)$/.exec(part);
+    if (m && Number(m[1]) === 0) {
+      throw new ConfigError(`${where}: ${show(part)}: ${REMAP_ZERO}`, POLICY_HINT, code);
+    }
     if (!m || Number(m[1]) >= REMAP_SLOTS) {
       throw new ConfigError(
         `${where}: ${show(part)} is not a remap entry`,
-        'write "from:to" pairs separated by commas, from in 0..15, e.g. "7:3,6:3"',
+        'write "from:to" pairs separated by commas, from in 1..15, e.g. "7:3,6:3"',
         code,
       );
     }

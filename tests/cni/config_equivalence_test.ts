@@ -35,7 +35,7 @@ const VALID: unknown[] = [
   },
   { ...base, policy: {} },
   { ...base, policy: { maxPriority: 0 } },
-  { ...base, policy: { maxPriority: 4294967295, remap: { "0": 1, "15": 7 } } },
+  { ...base, policy: { maxPriority: 4294967295, remap: { "1": 1, "15": 7 } } },
   { ...base, policy: { remap: {} } },
   { ...base, policy: { remap: { "7": 4294967295 }, defaultPriority: 3 } },
   {
@@ -265,11 +265,12 @@ Deno.test("a bad pod layer is refused with its source and the CNI code of where 
 const NODE_POLICIES: unknown[] = [
   {},
   { maxPriority: 3 },
-  { maxPriority: 0, remap: { "0": 1, "15": 7 } },
+  { maxPriority: 0, remap: { "1": 1, "15": 7 } },
   { remap: { "7": 4294967295 }, defaultPriority: 2 },
   { rules: [{ protocol: "udp", ports: 319, destination: "224.0.1.129/32", priority: 7 }] },
   { rules: [{ protocol: "icmpv6", destination: "fd00::1", priority: 1 }] },
   { maxPriority: -1 },
+  { remap: { "0": 1 } },
   { maxPriority: 4294967296 },
   { remap: { "16": 1 } },
   { remap: { "7": "3" } },

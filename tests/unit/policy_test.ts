@@ -95,7 +95,8 @@ Deno.test("policy: the object form is validated with paths in the messages", () 
   });
   const bad: [unknown, RegExp][] = [
     [{ maxPriority: -1 }, /p\.maxPriority: expected an integer priority/],
-    [{ remap: { "16": 1 } }, /p\.remap\.16: remap keys are the priorities "0" to "15"/],
+    [{ remap: { "16": 1 } }, /p\.remap\.16: remap keys are the priorities "1" to "15"/],
+    [{ remap: { "0": 3 } }, /p\.remap\.0: priority 0 .* defaultPriority/],
     [{ remap: { "3": 2 ** 32 } }, /p\.remap\.3: expected an integer priority/],
     [{ colour: 1 }, /unknown key colour/],
     [{ rules: [{ priority: 1, ports: "80-70" }] }, /p\.rules\[0\]\.ports/],
@@ -117,6 +118,7 @@ Deno.test("policy: the object form is validated with paths in the messages", () 
 Deno.test("policy: the string forms (annotations, CNI_ARGS)", () => {
   assert.deepEqual(parseRemapString(" 7:3, 6=3 ,", "w", 7), { "7": 3, "6": 3 });
   assert.throws(() => parseRemapString("16:1", "w", 7), /not a remap entry/);
+  assert.throws(() => parseRemapString("0:4", "w", 7), /priority 0 .* defaultPriority/);
   const rules = parseRulesString("udp:319-320@224.0.1.129=7, @10.0.0.0/8=2,tcp=3", "w", 7);
   assert.deepEqual(rules.map((r) => formatRule(compileRule(r))), [
     "udp:319-320@224.0.1.129/32=7",

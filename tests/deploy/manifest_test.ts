@@ -17,6 +17,7 @@ import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
 import { Pod } from "kubernetes-models/v1/Pod";
 import { DaemonSet } from "kubernetes-models/apps/v1/DaemonSet";
 import { parseNodeConfig } from "../../src/config/node.ts";
+import { VERSION } from "../../src/version.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const DEPLOY = `${ROOT}deploy/`;
@@ -248,6 +249,11 @@ Deno.test("deploy/tsnproxy.yaml: the DaemonSet's shape, mounts and privileges", 
   assert.equal(cfg.cni.agentSocket, "/run/tsnproxy/cni.sock");
   assert.equal(cfg.metrics.address, "127.0.0.1:9489");
   assert.equal(cfg.metrics.podLabels, false, "no pod identity in metrics by default");
+  assert.doesNotMatch(
+    String(o(cm.data)["config.yaml"]),
+    /intervalMs|mapEntries/,
+    "no keys this release ignores",
+  );
 
   const ds = all[3];
   const pod = o(o(o(ds.spec).template).spec);
@@ -280,6 +286,8 @@ Deno.test("deploy/tsnproxy.yaml: the DaemonSet's shape, mounts and privileges", 
   assert.deepEqual((init.command as string[]).slice(0, 2), ["/usr/local/bin/tsnproxy", "install"]);
   assert.deepEqual((agent.command as string[]).slice(0, 2), ["/usr/local/bin/tsnproxy", "agent"]);
   for (const c of [init, agent]) {
+    // The release's one version (src/version.ts) names the image both containers run.
+    assert.equal(c.image, `ghcr.io/tsnproxy/tsnproxy:${VERSION}`, `${c.name}: image tag`);
     const sc = o(c.securityContext);
     assert.equal(sc.privileged, false, `${c.name}: not privileged`);
     assert.equal(sc.allowPrivilegeEscalation, false);

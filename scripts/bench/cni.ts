@@ -69,8 +69,12 @@ async function fixture(): Promise<Fixture> {
     agentPid: 0,
     agentAsked: { ADD: 0, DEL: 0 },
   };
-  f.agentSocket = `${f.tmp}/agent/cni.sock`;
+  // The plugin accepts an agentSocket only under /run/tsnproxy/ (src/config/paths.ts).
+  const agentDir = `/run/tsnproxy/bench-${id}`;
+  f.agentSocket = `${agentDir}/cni.sock`;
   onCleanup(`temp dir ${f.tmp}`, () => Deno.removeSync(f.tmp, { recursive: true }));
+  Deno.mkdirSync(agentDir, { recursive: true });
+  onCleanup(`agent dir ${agentDir}`, () => Deno.removeSync(agentDir, { recursive: true }));
   setUpNode({ bpffs: f.bpffs });
   onCleanup(`pin root ${f.bpffs}`, () => tearDownNode({ bpffs: f.bpffs }));
   Deno.mkdirSync(f.researchPins, { recursive: true });
@@ -323,7 +327,10 @@ async function profile(
   const wall: number[] = [];
   const inPlugin: number[] = [];
   const modules: number[] = [];
-  const logFile = `${f.tmp}/tsnproxy.log`;
+  // The plugin accepts a logFile only under /var/log/tsnproxy/ (src/config/paths.ts).
+  const logFile = `/var/log/tsnproxy/bench-${f.id}.log`;
+  Deno.mkdirSync("/var/log/tsnproxy", { recursive: true });
+  onCleanup(`log ${logFile}`, () => Deno.removeSync(logFile));
   for (let i = 0; i < reps; i++) {
     emptyMs.push((await execPlugin([DENO, ...denoArgs, empty], "VERSION", pod0, {}, DENO_ENV)).ms);
     versionMs.push((await execPlugin([LAUNCHER], "VERSION", pod0, { cniVersion: "1.1.0" })).ms);

@@ -98,7 +98,14 @@ async function main(): Promise<number> {
   try {
     if (args.only.has("throughput")) {
       const { runThroughput } = await import("./bench/throughput.ts");
-      r.throughput = await runThroughput({ alternations: q ? 3 : 9, seconds: q ? 1.5 : 3, log });
+      r.throughput = await runThroughput({
+        rounds: q ? 6 : 16,
+        windowSeconds: q ? 1 : 2,
+        tcpRounds: q ? 2 : 5,
+        tcpSeconds: q ? 1.5 : 3,
+        inSituSeconds: q ? 1.5 : 3,
+        log,
+      });
     }
     if (args.only.has("cost")) {
       const { runProgCost } = await import("./bench/progcost.ts");

@@ -7,7 +7,8 @@
  * rotating over its flows, until the duration is up. Every socket has SO_PRIORITY; with
  * --txtime every datagram carries an SCM_TXTIME launch time (now + offset on the clock
  * given, read once per batch). Each payload starts with the thread's sequence number and
- * the flow's index, so no two datagrams are byte-identical.
+ * the flow's index, so no two datagrams are byte-identical. --seconds 0 sends until SIGTERM
+ * or SIGINT.
  *
  * What the sender counts is what it handed to the kernel (UDP reports a full backlog as
  * success); scripts/bench measures what leaves the TSN NIC. Prints one JSON line:
@@ -23,6 +24,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +64,14 @@ static struct {
 	int ncpus;
 } cfg = { .port = 9000, .flows = 8, .prio = 0, .size = 64, .batch = 64, .seconds = 1,
 	  .offset_ns = 5000000 };
+
+static volatile sig_atomic_t stop;
+
+static void on_term(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
 
 struct worker {
 	pthread_t tid;
@@ -129,8 +139,8 @@ static void parse(int argc, char **argv)
 			char *end;
 
 			cfg.seconds = strtod(v, &end);
-			if (*end || cfg.seconds <= 0) {
-				fprintf(stderr, "blast: --seconds: expected a positive number\n");
+			if (*end || cfg.seconds < 0) {
+				fprintf(stderr, "blast: --seconds: expected a number >= 0\n");
 				exit(2);
 			}
 		} else if (!strcmp(k, "--txtime")) {
@@ -315,7 +325,7 @@ static void *run(void *arg)
 		} else {
 			w->sent += n;
 		}
-		if ((round & 7) == 7 && now_s() >= end)
+		if ((round & 7) == 7 && (stop || (cfg.seconds > 0 && now_s() >= end)))
 			break;
 	}
 out:
@@ -334,6 +344,8 @@ int main(int argc, char **argv)
 	int failed = 0;
 
 	parse(argc, argv);
+	signal(SIGTERM, on_term);
+	signal(SIGINT, on_term);
 	t0 = now_s();
 	for (int i = 0; i < cfg.ncpus; i++) {
 		w[i].index = i;

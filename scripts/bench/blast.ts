@@ -33,6 +33,7 @@ export interface BlastOptions {
   /** One sender thread pinned to each. */
   cpus: number[];
   prio: number;
+  /** 0: until stopped (startBlast). */
   seconds: number;
   /** UDP payload bytes (default 64). */
   size?: number;
@@ -88,4 +89,105 @@ export async function blast(ns: string, o: BlastOptions): Promise<BlastResult> {
     );
   }
   return JSON.parse(text) as BlastResult;
+}
+
+/** A sender running until stopped, and the CPU time its threads have had so far. */
+export interface RunningBlast {
+  pid: number;
+  /** ns of CPU its threads have run (the kernel's sum_exec_runtime, softirqs included). */
+  cpuNs(): number;
+  /** SIGTERM, then its result. */
+  stop(): Promise<BlastResult>;
+}
+
+/** Starts the sender in namespace `ns` with no time limit. */
+export async function startBlast(
+  ns: string,
+  o: Omit<BlastOptions, "seconds">,
+): Promise<RunningBlast> {
+  const p = spawnIn(ns, blastArgs({ ...o, seconds: 0 }));
+  // `ip netns exec` execs the command in place: the pid is the sender's.
+  const comm = async () => (await Deno.readTextFile(`/proc/${p.pid}/comm`).catch(() => "")).trim();
+  for (let i = 0; i < 100 && (await comm()) !== "blast"; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  if ((await comm()) !== "blast") {
+    p.kill("SIGKILL");
+    const out = await p.output();
+    throw new Error(`blast did not start: ${new TextDecoder().decode(out.stderr).trim()}`);
+  }
+  return {
+    pid: p.pid,
+    cpuNs(): number {
+      let ns = 0;
+      for (const t of Deno.readDirSync(`/proc/${p.pid}/task`)) {
+        const s = Deno.readTextFileSync(`/proc/${p.pid}/task/${t.name}/schedstat`);
+        ns += Number(s.split(" ")[0]);
+      }
+      return ns;
+    },
+    async stop(): Promise<BlastResult> {
+      p.kill("SIGTERM");
+      const out = await p.output();
+      const text = new TextDecoder().decode(out.stdout).trim();
+      if (!out.success || !text) {
+        throw new Error(
+          `blast failed (exit ${out.code}): ${new TextDecoder().decode(out.stderr).trim()}`,
+        );
+      }
+      return JSON.parse(text) as BlastResult;
+    },
+  };
+}
+
+/**
+ * A counter of an interface in another namespace, read on demand with no process per read:
+ * a shell in that namespace (whose /sys is the namespace's own) reads the sysfs file each
+ * time it is sent a line.
+ */
+export class NetnsCounter {
+  #p: Deno.ChildProcess;
+  #w: WritableStreamDefaultWriter<Uint8Array>;
+  #r: ReadableStreamDefaultReader<Uint8Array>;
+  #buf = "";
+
+  private constructor(p: Deno.ChildProcess) {
+    this.#p = p;
+    this.#w = p.stdin.getWriter();
+    this.#r = p.stdout.getReader();
+  }
+
+  /** e.g. open(node, "tsn0", "tx_packets") */
+  static open(ns: string, ifname: string, counter: string): NetnsCounter {
+    const file = `/sys/class/net/${ifname}/statistics/${counter}`;
+    const p = new Deno.Command("ip", {
+      args: ["netns", "exec", ns, "sh", "-c", `while read _; do read v < ${file}; echo "$v"; done`],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    return new NetnsCounter(p);
+  }
+
+  async read(): Promise<number> {
+    await this.#w.write(new TextEncoder().encode("\n"));
+    while (!this.#buf.includes("\n")) {
+      const { value, done } = await this.#r.read();
+      if (done) throw new Error("the counter's reader exited");
+      this.#buf += new TextDecoder().decode(value);
+    }
+    const i = this.#buf.indexOf("\n");
+    const line = this.#buf.slice(0, i);
+    this.#buf = this.#buf.slice(i + 1);
+    const v = Number(line);
+    if (!Number.isFinite(v) || line === "") throw new Error(`unreadable counter: "${line}"`);
+    return v;
+  }
+
+  async close(): Promise<void> {
+    await this.#w.close().catch(() => {});
+    this.#r.releaseLock();
+    await this.#p.stdout.cancel().catch(() => {});
+    await this.#p.status;
+  }
 }

@@ -4,12 +4,17 @@
  * attached by the real plugin's CNI ADD) with one carrier forced, or the research design's
  * rebuilt datapath; and a uniform way to read what left tsn0.
  */
-import { attach, detach, type Direction } from "../../src/bpf/attach.ts";
-import { detachRestorer } from "../../src/bpf/node.ts";
+import { attach, detach, type Direction, pinsOf, queryTcx } from "../../src/bpf/attach.ts";
+import { closeFd, objGet } from "../../src/bpf/sys.ts";
+import { libbpf } from "../../src/ffi/libbpf.ts";
+import { attachRestorer, detachRestorer } from "../../src/bpf/node.ts";
+import { attachPodPrograms, detachPodPrograms } from "../../src/bpf/pod.ts";
+import { ifNameToIndex } from "../../src/ffi/libc.ts";
+import { withNetns } from "../../src/util/netns.ts";
 import { BpfObject } from "../../src/bpf/object.ts";
 import { objectBytes } from "../../src/bpf/objects.ts";
-import type { ProgramRole } from "../../src/bpf/pins.ts";
-import { DatapathMaps } from "../../src/bpf/maps.ts";
+import { PinLayout, type ProgramRole, splitMarker } from "../../src/bpf/pins.ts";
+import { type DatapathConfig, DatapathMaps, type PodEntry } from "../../src/bpf/maps.ts";
 import { DatapathEnv } from "../../tests/lib/datapath_env.ts";
 import { setUpNode } from "../../tests/lib/node.ts";
 import type { ObserverCounts } from "../../tests/lib/observer.ts";
@@ -107,22 +112,54 @@ export class BenchNode {
 const emptyPin = (bpffs: string, role: string) => `${bpffs}/bench_empty_${role}`;
 
 /**
+ * Detaches the tcx links pinned under `pin` now. Unpinning alone (what detach() does) drops
+ * the last reference, and the kernel then releases the link from a workqueue: an attach of
+ * the same program to the same hook right after can fail with EEXIST (61 of 200 tries on
+ * this machine). The bench switches states back to back, so it detaches the links first.
+ */
+export function detachLinksNow(pin: string): void {
+  for (const p of pinsOf(pin)) {
+    if (splitMarker(p.slice(p.lastIndexOf("/") + 1)).clsact) continue;
+    const fd = objGet(p);
+    if (fd === undefined) continue;
+    try {
+      libbpf().bpf_link_detach(fd);
+    } finally {
+      closeFd(fd);
+    }
+  }
+}
+
+/**
  * What is on a pod's path: nothing of tsnproxy's; an empty program at each of the three hooks
  * tsnproxy uses (what the hooks cost by themselves); tsnproxy with one carrier.
  */
 export type PathState = "without" | "empty" | Carrier;
 
+/** What the plugin's ADD left for a carrier: the node's config and the pod's entry. */
+interface Captured {
+  config: DatapathConfig;
+  pod: PodEntry;
+  /** Program ids on the pod's egress, the host side's ingress and tsn0's egress. */
+  hooks: number[][];
+}
+
 /**
- * One pod's path switched between "without tsnproxy" and each carrier, in one topology:
- * without = the pod's DEL done and the restorer detached (nothing of ours on the path; the
- * programs stay loaded, which costs a packet nothing); a carrier = the node set up again with
- * it (install's datapath and restorer steps: the config is rewritten) and the pod's ADD;
- * empty = bench_nop (bench/bpf/calib.c) on the pod's egress, the host side's ingress and
- * tsn0's egress, tcx, where save, admit and restore go. The observer DatapathEnv attaches is
- * removed with its clsact qdisc, so no state pays for it.
+ * One pod's path switched between the states in one topology, fast enough to alternate many
+ * times a minute. For each carrier the node is first set up with it (install's datapath and
+ * restorer steps) and the pod added by the real plugin (CNI ADD); what that left in the maps
+ * (the node config, the pod's entry) is kept and the pod deleted again (CNI DEL). A switch
+ * then replays it with the production functions the plugin and install call: the map
+ * entries written back, attachPodPrograms() for save and admit, attachRestorer() on tsn0;
+ * leaving, detachPodPrograms() and detachRestorer(). The programs on the hooks are checked to
+ * be the ones the plugin attached. empty = bench_nop (bench/bpf/calib.c) on the same three
+ * hooks, tcx, first. The observer DatapathEnv attaches is removed with its clsact qdisc, so no
+ * state pays for it.
  */
 export class PathSwitch {
   #state: PathState = "without";
+  #captured = new Map<Carrier, Captured>();
+  #hostIndex = 0;
 
   private constructor(
     readonly env: DatapathEnv,
@@ -137,15 +174,38 @@ export class PathSwitch {
       for (const role of ["save", "admit", "restore"]) detach(emptyPin(env.bpffs, role));
       await env.destroy();
     });
+    const sw = new PathSwitch(env, env.topo.pods[0], destroy);
     try {
       env.observer.detach();
       await sh(["tc", "-n", env.topo.node, "qdisc", "del", "dev", "tsn0", "clsact"]);
-      detachRestorer(env.bpffs, "tsn0", env.topo.nodePath);
+      sw.#hostIndex = withNetns(env.topo.nodePath, () => ifNameToIndex(sw.pod.hostVeth));
+      for (const c of ["tag", "table"] as const) {
+        setUpNode({
+          bpffs: env.bpffs,
+          netns: env.topo.nodePath,
+          tsnInterface: "tsn0",
+          api: env.api,
+          config: carrierConfig(c),
+        });
+        await env.attachPod(sw.pod);
+        const maps = env.maps();
+        try {
+          const pod = maps.getPod(sw.#hostIndex);
+          if (!pod) throw new Error(`${c}: the plugin's ADD left no pod entry`);
+          const want = c === "tag" ? "tag" : "stage";
+          if (pod.carrier !== want) throw new Error(`${c}: the pod got carrier ${pod.carrier}`);
+          sw.#captured.set(c, { config: maps.readConfig(), pod, hooks: sw.#hookIds() });
+        } finally {
+          maps.close();
+        }
+        await env.detachPod(sw.pod);
+        detachRestorer(env.bpffs, "tsn0", env.topo.nodePath);
+      }
     } catch (e) {
       await destroy();
       throw e;
     }
-    return new PathSwitch(env, env.topo.pods[0], destroy);
+    return sw;
   }
 
   get state(): PathState {
@@ -166,51 +226,82 @@ export class PathSwitch {
     ];
   }
 
-  #emptyPins(): Array<{ pin: string; netns: string }> {
-    return this.hooks().map((h) => ({ pin: emptyPin(this.env.bpffs, h.role), netns: h.netns }));
+  #hookIds(): number[][] {
+    return this.hooks().map((h) => queryTcx(h.ifname, h.direction, h.netns).map((p) => p.id));
   }
 
-  async set(state: PathState): Promise<void> {
+  #podRequest() {
+    return {
+      bpffs: this.env.bpffs,
+      containerId: DatapathEnv.containerId(this.pod),
+      ifname: this.pod.ifname,
+      netns: this.pod.netnsPath,
+    };
+  }
+
+  set(state: PathState): void {
     if (state === this.#state) return;
+    const node = this.env.topo.nodePath;
     if (this.#state === "empty") {
-      for (const p of this.#emptyPins()) detach(p.pin, { netns: p.netns });
-      this.#state = "without";
+      for (const h of this.hooks()) {
+        detachLinksNow(emptyPin(this.env.bpffs, h.role));
+        detach(emptyPin(this.env.bpffs, h.role), { netns: h.netns });
+      }
     } else if (this.#state !== "without") {
-      await this.env.detachPod(this.pod);
-      detachRestorer(this.env.bpffs, "tsn0", this.env.topo.nodePath);
-      this.#state = "without";
+      const pins = new PinLayout(this.env.bpffs);
+      const r = this.#podRequest();
+      detachLinksNow(pins.pod(r.containerId, r.ifname, "pod"));
+      detachLinksNow(pins.pod(r.containerId, r.ifname, "host"));
+      detachLinksNow(pins.restorer("tsn0"));
+      withNetns(node, () => detachPodPrograms(r));
+      detachRestorer(this.env.bpffs, "tsn0", node);
     }
+    this.#state = "without";
     if (state === "empty") {
       const o = BpfObject.open("calib", objectBytes("calib", BENCH_BPF_OBJECTS));
       try {
         o.load();
-        const pins = this.#emptyPins();
-        this.hooks().forEach((h, i) =>
+        for (const h of this.hooks()) {
           attach({
             progFd: o.programFd("bench_nop"),
             ifname: h.ifname,
             direction: h.direction,
             api: "tcx",
             netns: h.netns,
-            pin: pins[i].pin,
+            pin: emptyPin(this.env.bpffs, h.role),
             first: true,
-          })
-        );
+          });
+        }
       } finally {
         o.close(); // the pinned links keep the program
       }
-      this.#state = state;
     } else if (state !== "without") {
-      setUpNode({
-        bpffs: this.env.bpffs,
-        netns: this.env.topo.nodePath,
-        tsnInterface: "tsn0",
-        api: this.env.api,
-        config: carrierConfig(state),
-      });
-      await this.env.attachPod(this.pod);
-      this.#state = state;
+      const c = this.#captured.get(state)!;
+      const maps = this.env.maps();
+      try {
+        maps.writeConfig(c.config);
+        maps.putPod(this.#hostIndex, c.pod);
+      } finally {
+        maps.close();
+      }
+      withNetns(node, () =>
+        attachPodPrograms({
+          ...this.#podRequest(),
+          api: this.env.api,
+          host: { name: this.pod.hostVeth, index: this.#hostIndex, kind: "veth" },
+          hostApi: this.env.api,
+        }));
+      attachRestorer(this.env.bpffs, "tsn0", this.env.api, node);
+      const now = this.#hookIds();
+      if (JSON.stringify(now) !== JSON.stringify(c.hooks)) {
+        throw new Error(
+          `${state}: programs on the hooks ${JSON.stringify(now)}, the plugin attached ${
+            JSON.stringify(c.hooks)
+          }`,
+        );
+      }
     }
+    this.#state = state;
   }
 }
 

@@ -65,7 +65,11 @@ function renderThroughput(t: ThroughputResult, tables: string[], panels: Panel[]
   tables.push(table(
     `1a. Datapath throughput, UDP: compiled sender (bench/c/blast.c), ${s.cpus.length} threads pinned to CPUs ${
       s.cpus.join(",")
-    }, ${s.flows} flows, ${s.payloadBytes} B datagrams in sendmmsg batches of ${s.batch}, every one at priority ${s.prio}; ${t.alternations} alternations x ${t.seconds} s, medians. kpps: packets leaving tsn0. CPU ns/packet: the sender's CPU time (the whole path runs in its softirqs) per packet leaving tsn0`,
+    }, ${s.flows} flows, ${s.payloadBytes} B datagrams in sendmmsg batches of ${s.batch}, every one at priority ${s.prio}, flat out while the path switches under it (${
+      s.userShare === undefined
+        ? ""
+        : `${round(100 * s.userShare, 2)}% of its CPU time in user space; `
+    }${t.rounds} rounds x ${t.windowSeconds} s per state, medians). kpps: packets leaving tsn0. CPU ns/packet: the sender's CPU time (the whole path runs in its softirqs) per packet leaving tsn0. TCP: iperf3, ${t.tcpRounds} rounds x ${t.tcpSeconds} s`,
     [
       "state",
       "kpps",
@@ -73,7 +77,6 @@ function renderThroughput(t: ThroughputResult, tables: string[], panels: Panel[]
       "CPU ns/packet",
       "range",
       "sender's CPU share",
-      "in user space",
       "TCP Gbit/s (prio 0)",
     ],
     STATES.map((st) => {
@@ -85,16 +88,16 @@ function renderThroughput(t: ThroughputResult, tables: string[], panels: Panel[]
         Math.round(median(u.map((x) => x.cpuNsPerPacket))),
         range(u.map((x) => x.cpuNsPerPacket), Math.round),
         `${Math.round(100 * median(u.map((x) => x.cpuShare)))}%`,
-        `${round(100 * median(u.map((x) => x.senderUserShare)), 1)}%`,
         round(median(t.tcpGbps[st]), 2),
       ];
     }),
   ));
   tables.push(table(
-    "1a. With / without, each pair back to back (median of the alternations). Per CPU: CPU ns/packet without / with, the throughput ratio on CPUs the path has to itself (on this shared machine the sender got a varying share of them, which moves kpps by more than the difference measured). Net: CPU ns/packet with - without",
+    "1a. With / without, each pair from the same round (medians over the rounds). Per CPU: CPU ns/packet without / with, the throughput ratio on CPUs the path has to itself; kpps: the wall-clock rate's ratio, which on this shared machine moves with the CPU share the sender got. Net: CPU ns/packet with - without",
     [
       "state",
       "with/without per CPU",
+      "quartiles",
       "goal",
       "",
       "with/without kpps",
@@ -108,6 +111,7 @@ function renderThroughput(t: ThroughputResult, tables: string[], panels: Panel[]
       return [
         STATE_LABEL[st],
         round(x.perCpu, 3),
+        `${round(x.perCpuQuartiles[0], 3)}-${round(x.perCpuQuartiles[1], 3)}`,
         goal === undefined ? "(reference)" : `>= ${goal}`,
         goal === undefined ? "" : met(x.perCpu >= goal),
         round(x.rate, 3),
@@ -168,7 +172,7 @@ function renderThroughput(t: ThroughputResult, tables: string[], panels: Panel[]
   }
   panels.push({
     title: "UDP throughput with / without tsnproxy, every packet prioritized",
-    unit: "ratio per CPU (median of back-to-back pairs)",
+    unit: "ratio per CPU (median of the rounds' pairs)",
     min: 0.5,
     max: 1.1,
     lines: [

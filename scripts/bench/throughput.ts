@@ -3,22 +3,23 @@
  * MASQUERADE -> tsn0 -> far end (which drops the datagrams at prerouting), in one topology
  * switched between four states (node.ts PathSwitch): without tsnproxy; an empty program at
  * each of tsnproxy's three hooks (what the hooks cost by themselves); tsnproxy with the tag
- * carrier; with the table carrier (the per-CPU stage). The node is set up by install's steps
- * and the pod attached by the real plugin.
+ * carrier; with the table carrier (the per-CPU stage). Each carrier's state is what the real
+ * plugin's ADD left on a node set up by install's steps, replayed by the same production
+ * functions, so a switch takes milliseconds and the states can alternate many times.
  *
  * UDP: the compiled sender (bench/c/blast.c), one thread pinned to each CPU, several flows,
  * sendmmsg batches of 64-byte datagrams, every one at SO_PRIORITY 3, so every packet is saved,
- * admitted, carried and restored (the worst case). The sender spends a few per cent of its CPU
- * time in user space: what limits "without" is the kernel's path. Two figures per run: packets
- * leaving tsn0 per second (its tx counter, not what the sender handed over), and the sender's
- * CPU time per such packet, which holds the whole path (everything up to the far end's
- * receive runs in the sender's softirqs; ksoftirqd stays idle) and, unlike the rate, does not
- * move with the CPU share the shared machine lends the sender. TCP: iperf3 at priority 0
- * (admit still carries every packet).
+ * admitted, carried and restored (the worst case). It runs flat out the whole time while the
+ * path switches under it; each state gets a window of each round, rounds rotating the order.
+ * Per window: packets leaving tsn0 per second (its tx counter, not what the sender handed
+ * over), and the sender's CPU time per such packet (its threads' run time: the whole path up
+ * to the far end's receive runs in their softirqs; ksoftirqd stays idle). The sender spends
+ * well under 1% of that in user space: the kernel's path limits "without", not the sender.
+ * The CPU time per packet, unlike the rate, does not move with the share of the CPUs this
+ * shared machine lends the sender (from a quarter to all of them, within a minute).
  *
- * Each alternation measures the states back to back in a rotating order; a ratio is the
- * median over the alternations of (with / without) within one alternation, since the shared
- * machine drifts by more than the difference measured.
+ * A ratio is the median over the rounds of (with / without) within one round. TCP: iperf3
+ * (priority 0; admit still carries every packet), fewer rounds, one run per state each.
  *
  * Then, per carrier, one more UDP run with the kernel's run-time stats on (BPF_ENABLE_STATS):
  * each program's average ns per packet in situ, caches and rates as they are. Stats add two
@@ -26,17 +27,16 @@
  * of ours at the same hook measures both, and "net" subtracts it. An observer on tsn0 checks
  * in that run that every packet left with the priority the socket set.
  */
-import { detach } from "../../src/bpf/attach.ts";
+import { attach, detach } from "../../src/bpf/attach.ts";
 import { BpfObject } from "../../src/bpf/object.ts";
 import { objectBytes } from "../../src/bpf/objects.ts";
 import { PinLayout } from "../../src/bpf/pins.ts";
 import { closeFd, enableRunTimeStats, objGetRequired, progInfo } from "../../src/bpf/sys.ts";
-import { attach } from "../../src/bpf/attach.ts";
 import { Observer } from "../../tests/lib/observer.ts";
 import { FAR_V4 } from "../../tests/lib/topology.ts";
-import { blast, buildBlast } from "./blast.ts";
-import { linkStats, median, sh, sleep } from "./common.ts";
-import { type Carrier, type PathState, PathSwitch, spawnIn } from "./node.ts";
+import { blast, type BlastOptions, buildBlast, NetnsCounter, startBlast } from "./blast.ts";
+import { median, percentile, sh, sleep } from "./common.ts";
+import { type Carrier, detachLinksNow, type PathState, PathSwitch, spawnIn } from "./node.ts";
 import { BENCH_BPF_OBJECTS } from "./objects.gen.ts";
 
 export const CARRIERS: readonly Carrier[] = ["tag", "table"];
@@ -53,12 +53,27 @@ export const TABLE_COST_GOALS = { saveAdmitNs: 150, restoreNs: 60 };
 const UDP_PORT = 9000;
 const UDP_PRIO = 3;
 
+export interface ThroughputOptions {
+  /** UDP rounds (one window per state each) and each window's length. */
+  rounds: number;
+  windowSeconds: number;
+  /** TCP rounds (one iperf3 run per state each) and each run's length. */
+  tcpRounds: number;
+  tcpSeconds: number;
+  /** Each carrier's in-situ run. */
+  inSituSeconds: number;
+  log: (s: string) => void;
+}
+
 export interface SenderSetup {
   flows: number;
   cpus: number[];
   batch: number;
   payloadBytes: number;
   prio: number;
+  /** Over all windows: the share of its CPU time in user space, and datagrams per second. */
+  userShare?: number;
+  sentKpps?: number;
 }
 
 export interface ProgStat {
@@ -88,41 +103,38 @@ export interface InSitu {
   counters: Record<string, number>;
 }
 
-/** One UDP run. */
-export interface UdpRun {
+/** One state's window of one round. */
+export interface UdpWindow {
   /** Packets leaving tsn0 per second (thousands): what the path carried in wall-clock time. */
   kpps: number;
-  /**
-   * The sender's CPU time (user + system, which holds the whole path: the pod's stack, both
-   * veths, bridge, forwarding, NAT and the far end's receive all run in its softirqs) per
-   * packet that left tsn0. The shared machine lends the sender anything from a third to all
-   * of its CPUs, which moves kpps by a factor of three; this moves by a few per cent.
-   */
+  /** The sender's CPU time per packet that left tsn0, ns. */
   cpuNsPerPacket: number;
-  /** The sender's share of its CPU time in user space (the rest is the kernel's path). */
-  senderUserShare: number;
-  /** CPU-seconds the sender got, of its threads x seconds. */
+  /** CPU time the sender got, of its threads x the window. */
   cpuShare: number;
 }
 
 export interface Ratio {
-  /** Median over the alternations of kpps with / kpps without, each pair back to back. */
-  rate: number;
-  /** Median of cpuNsPerPacket without / with: the throughput ratio per CPU-second. */
+  /** Median over the rounds of CPU ns/packet without / with: the throughput ratio per CPU. */
   perCpu: number;
-  /** Median of cpuNsPerPacket with - without: what each packet costs more, in CPU ns. */
+  /** Its 25th and 75th percentiles over the rounds. */
+  perCpuQuartiles: [number, number];
+  /** Median over the rounds of kpps with / without. */
+  rate: number;
+  /** Median over the rounds of CPU ns/packet with - without: each packet's extra CPU time. */
   netNsPerPacket: number;
   tcp: number;
 }
 
 export interface ThroughputResult {
-  alternations: number;
-  seconds: number;
+  rounds: number;
+  windowSeconds: number;
   sender: SenderSetup;
-  /** Per state, one per alternation. */
-  udp: Record<PathState, UdpRun[]>;
+  /** Per state, one per round. */
+  udp: Record<PathState, UdpWindow[]>;
+  tcpRounds: number;
+  tcpSeconds: number;
   tcpGbps: Record<PathState, number[]>;
-  /** Each state compared with "without" (pairs of the same alternation). */
+  /** Each state compared with "without" (pairs of the same round). */
   ratios: Record<WithState, Ratio>;
   inSitu: Partial<Record<Carrier, InSitu>>;
 }
@@ -134,7 +146,7 @@ const byState = <T>(f: () => T): Record<PathState, T> => ({
   table: f(),
 });
 
-/** Alternation i: the states rotated by i, backwards every other time (against drift). */
+/** Round i: the states rotated by i, backwards every other time (against drift). */
 function order(i: number): PathState[] {
   const r = STATES.map((_, k) => STATES[(k + i) % STATES.length]);
   return i % 2 ? r.reverse() : r;
@@ -149,7 +161,7 @@ async function measureInSitu(
   carrier: Carrier,
   fn: () => Promise<{ kpps: number }>,
 ): Promise<InSitu> {
-  await sw.set(carrier);
+  sw.set(carrier);
   const env = sw.env;
   const pins = new PinLayout(env.bpffs);
   const hooks = sw.hooks();
@@ -221,16 +233,17 @@ async function measureInSitu(
     await sh(["tc", "-n", env.topo.node, "qdisc", "del", "dev", "tsn0", "clsact"], {
       allowFail: true,
     });
-    for (const p of nopPins) detach(p.pin, { netns: p.netns });
+    for (const p of nopPins) {
+      detachLinksNow(p.pin);
+      detach(p.pin, { netns: p.netns });
+    }
     fds.slice(0, 3).forEach(closeFd);
     nops.forEach((o) => o.close());
     maps.close();
   }
 }
 
-export async function runThroughput(
-  o: { alternations: number; seconds: number; log: (s: string) => void },
-): Promise<ThroughputResult> {
+export async function runThroughput(o: ThroughputOptions): Promise<ThroughputResult> {
   await buildBlast();
   const ncpus = navigator.hardwareConcurrency;
   const sender: SenderSetup = {
@@ -242,11 +255,14 @@ export async function runThroughput(
   };
   const sw = await PathSwitch.create();
   let iperf: Deno.ChildProcess | undefined;
+  let counter: NetnsCounter | undefined;
   const res: ThroughputResult = {
-    alternations: o.alternations,
-    seconds: o.seconds,
+    rounds: o.rounds,
+    windowSeconds: o.windowSeconds,
     sender,
     udp: byState(() => []),
+    tcpRounds: o.tcpRounds,
+    tcpSeconds: o.tcpSeconds,
     tcpGbps: byState(() => []),
     ratios: {} as Record<WithState, Ratio>,
     inSitu: {},
@@ -259,29 +275,52 @@ export async function runThroughput(
         ` udp dport ${UDP_PORT}-${UDP_PORT + sender.flows - 1} drop\n }\n}\n`,
     });
     iperf = spawnIn(far, ["iperf3", "-s", "-p", "5201"]);
-    await sleep(300);
-    const udp = async (): Promise<UdpRun> => {
-      const before = await linkStats(node, "tsn0");
-      const r = await blast(pod.netns, {
-        dst: FAR_V4,
-        port: UDP_PORT,
-        flows: sender.flows,
-        cpus: sender.cpus,
-        prio: sender.prio,
-        seconds: o.seconds,
-        size: sender.payloadBytes,
-        batch: sender.batch,
-      });
-      const after = await linkStats(node, "tsn0");
-      const packets = after.txPackets - before.txPackets;
-      const cpu = r.userSeconds + r.systemSeconds;
-      return {
-        kpps: packets / r.seconds / 1000,
-        cpuNsPerPacket: packets ? (cpu * 1e9) / packets : NaN,
-        senderUserShare: cpu ? r.userSeconds / cpu : NaN,
-        cpuShare: cpu / (r.threads * r.seconds),
-      };
+    counter = NetnsCounter.open(node, "tsn0", "tx_packets");
+    const tx = counter;
+    const udpOpts: Omit<BlastOptions, "seconds"> = {
+      dst: FAR_V4,
+      port: UDP_PORT,
+      flows: sender.flows,
+      cpus: sender.cpus,
+      prio: sender.prio,
+      size: sender.payloadBytes,
+      batch: sender.batch,
     };
+
+    // UDP: the sender flat out throughout, the path switching under it.
+    const b = await startBlast(pod.netns, udpOpts);
+    try {
+      const sample = async () => ({ tx: await tx.read(), cpu: b.cpuNs(), t: performance.now() });
+      for (let i = 0; i < o.rounds; i++) {
+        for (const state of order(i)) {
+          sw.set(state);
+          await sleep(100);
+          const s0 = await sample();
+          await sleep(o.windowSeconds * 1000);
+          const s1 = await sample();
+          const packets = s1.tx - s0.tx;
+          const secs = (s1.t - s0.t) / 1000;
+          const w: UdpWindow = {
+            kpps: packets / secs / 1000,
+            cpuNsPerPacket: packets ? (s1.cpu - s0.cpu) / packets : NaN,
+            cpuShare: (s1.cpu - s0.cpu) / 1e9 / (sender.cpus.length * secs),
+          };
+          res.udp[state].push(w);
+          o.log(
+            `throughput udp ${i + 1}/${o.rounds} ${state}: ${w.kpps.toFixed(1)} kpps at tsn0, ` +
+              `${w.cpuNsPerPacket.toFixed(0)} CPU ns/packet (the sender had ${
+                (100 * w.cpuShare).toFixed(0)
+              }% of its CPUs)`,
+          );
+        }
+      }
+    } finally {
+      const r = await b.stop();
+      const cpu = r.userSeconds + r.systemSeconds;
+      sender.userShare = cpu ? r.userSeconds / cpu : NaN;
+      sender.sentKpps = r.sent / r.seconds / 1000;
+    }
+
     const tcp = async () => {
       const out = await sh([
         "ip",
@@ -294,47 +333,45 @@ export async function runThroughput(
         "-p",
         "5201",
         "-t",
-        String(o.seconds),
+        String(o.tcpSeconds),
         "-J",
       ]);
       const j = JSON.parse(out.stdout) as { end: { sum_received: { bits_per_second: number } } };
       return j.end.sum_received.bits_per_second / 1e9;
     };
-    for (let i = 0; i < o.alternations; i++) {
+    for (let i = 0; i < o.tcpRounds; i++) {
       for (const state of order(i)) {
-        await sw.set(state);
-        await sleep(200);
-        const u = await udp();
+        sw.set(state);
+        await sleep(100);
         const t = await tcp();
-        res.udp[state].push(u);
         res.tcpGbps[state].push(t);
-        o.log(
-          `throughput ${i + 1}/${o.alternations} ${state}: udp ${
-            u.kpps.toFixed(1)
-          } kpps at tsn0, ` +
-            `${u.cpuNsPerPacket.toFixed(0)} CPU ns/packet (sender had ${
-              (100 * u.cpuShare).toFixed(0)
-            }% of its CPUs, ${(100 * u.senderUserShare).toFixed(1)}% of that in user space); ` +
-            `tcp ${t.toFixed(2)} Gbit/s`,
-        );
+        o.log(`throughput tcp ${i + 1}/${o.tcpRounds} ${state}: ${t.toFixed(2)} Gbit/s`);
       }
     }
+
     const wo = res.udp.without;
     for (const s of WITH_STATES) {
       const w = res.udp[s];
+      const perCpu = w.map((x, i) => wo[i].cpuNsPerPacket / x.cpuNsPerPacket).sort((a, b) => a - b);
       res.ratios[s] = {
+        perCpu: median(perCpu),
+        perCpuQuartiles: [percentile(perCpu, 25), percentile(perCpu, 75)],
         rate: median(w.map((x, i) => x.kpps / wo[i].kpps)),
-        perCpu: median(w.map((x, i) => wo[i].cpuNsPerPacket / x.cpuNsPerPacket)),
         netNsPerPacket: median(w.map((x, i) => x.cpuNsPerPacket - wo[i].cpuNsPerPacket)),
         tcp: median(res.tcpGbps[s].map((x, i) => x / res.tcpGbps.without[i])),
       };
     }
+
     const fmt = (s: ProgStat) =>
       `${s.ns.toFixed(0)} ns x ${s.runs} (empty program ${s.floorNs.toFixed(0)}; net ${
         s.netNs.toFixed(0)
       })`;
     for (const c of CARRIERS) {
-      const x = await measureInSitu(sw, c, udp);
+      const x = await measureInSitu(sw, c, async () => {
+        const before = await tx.read();
+        const r = await blast(pod.netns, { ...udpOpts, seconds: o.inSituSeconds });
+        return { kpps: (await tx.read() - before) / r.seconds / 1000 };
+      });
       res.inSitu[c] = x;
       o.log(
         `in situ, ${c}, udp priority ${UDP_PRIO} at ${x.kpps.toFixed(0)} kpps: save ${
@@ -346,6 +383,7 @@ export async function runThroughput(
     }
     return res;
   } finally {
+    await counter?.close();
     try {
       iperf?.kill("SIGKILL");
     } catch {

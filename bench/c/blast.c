@@ -6,9 +6,10 @@
  * connected socket per flow, destination ports port..port+flows-1) in sendmmsg batches,
  * rotating over its flows, until the duration is up. Every socket has SO_PRIORITY; with
  * --txtime every datagram carries an SCM_TXTIME launch time (now + offset on the clock
- * given, read once per batch). Each payload starts with the thread's sequence number and
- * the flow's index, so no two datagrams are byte-identical. --seconds 0 sends until SIGTERM
- * or SIGINT.
+ * given, read once per batch). Each payload starts with the launch time (0 without one; little
+ * endian, as tests/lib/sender.py writes it for the observer to check), then the thread's
+ * sequence number and the thread's and flow's index: no two datagrams are byte-identical.
+ * --seconds 0 sends until SIGTERM or SIGINT.
  *
  * What the sender counts is what it handed to the kernel (UDP reports a full backlog as
  * success); scripts/bench measures what leaves the TSN NIC. Prints one JSON line:
@@ -46,6 +47,7 @@
 #define MAX_FLOWS 1024
 #define MAX_BATCH 1024
 #define MAX_SIZE 9000
+#define MIN_SIZE 24 /* launch time, sequence number, thread and flow */
 #define HEAD 64 /* bytes of each datagram written per send; the rest is a shared pad */
 
 struct sock_txtime_ {
@@ -132,7 +134,7 @@ static void parse(int argc, char **argv)
 		} else if (!strcmp(k, "--prio")) {
 			cfg.prio = num(k, v, 0, 0x7fffffff);
 		} else if (!strcmp(k, "--size")) {
-			cfg.size = num(k, v, 16, MAX_SIZE);
+			cfg.size = num(k, v, MIN_SIZE, MAX_SIZE);
 		} else if (!strcmp(k, "--batch")) {
 			cfg.batch = num(k, v, 1, MAX_BATCH);
 		} else if (!strcmp(k, "--seconds")) {
@@ -296,11 +298,11 @@ static void *run(void *arg)
 	for (unsigned long long round = 0; nfds; round++) {
 		int k = round % nfds;
 		uint64_t flow = w->index + (uint64_t)k * cfg.ncpus;
+		uint64_t launch = 0;
 		int n;
 
 		if (cfg.txtime) {
 			struct timespec ts;
-			uint64_t launch;
 
 			clock_gettime(cfg.txtime - 1, &ts);
 			launch = (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec + cfg.offset_ns;
@@ -311,7 +313,8 @@ static void *run(void *arg)
 		for (int i = 0; i < cfg.batch; i++) {
 			uint64_t id[2] = { seq++, (uint64_t)w->index << 32 | flow };
 
-			memcpy(b->head[i], id, sizeof(id));
+			memcpy(b->head[i], &launch, sizeof(launch));
+			memcpy(b->head[i] + 8, id, sizeof(id));
 		}
 		n = sendmmsg(fds[k], b->msgs, cfg.batch, 0);
 		if (n < 0) {

@@ -2,9 +2,12 @@
  * `deno task bench` (or, with a node_modules/.bin/deno in the tree, `deno run -A
  * scripts/bench.ts`): tsnproxy's benchmarks. Root only; never part of `deno task test`.
  *
- *   1. datapath overhead: UDP/TCP through bridge + NAT without/with tsnproxy (alternating),
- *      and each program's ns/packet from BPF_PROG_TEST_RUN
- *   2. fidelity under load: % restored and wrong priorities, tsnproxy vs the research design
+ *   1. datapath overhead: UDP (a compiled sendmmsg sender on every CPU, every packet
+ *      prioritized) and TCP through bridge + NAT, without tsnproxy, with empty programs at its
+ *      hooks and with each carrier (tag, table), alternating; each program's ns/packet in situ
+ *      (kernel run-time stats) and from BPF_PROG_TEST_RUN
+ *   2. fidelity under load: % restored and wrong priorities, tsnproxy (each carrier) vs the
+ *      research design
  *   3. CNI ADD/DEL latency: tsnproxy vs Go `tuning` vs the research design's bash plugin
  *   4. scale: N pods ADD then DEL at concurrency 1 and 16, alone and via the agent; peak RSS,
  *      map memory, leftovers
@@ -95,7 +98,14 @@ async function main(): Promise<number> {
   try {
     if (args.only.has("throughput")) {
       const { runThroughput } = await import("./bench/throughput.ts");
-      r.throughput = await runThroughput({ alternations: q ? 3 : 9, seconds: q ? 1.5 : 3, log });
+      r.throughput = await runThroughput({
+        rounds: q ? 6 : 16,
+        windowSeconds: q ? 1 : 2,
+        tcpRounds: q ? 2 : 5,
+        tcpSeconds: q ? 1.5 : 3,
+        inSituSeconds: q ? 1.5 : 3,
+        log,
+      });
     }
     if (args.only.has("cost")) {
       const { runProgCost } = await import("./bench/progcost.ts");
@@ -112,7 +122,7 @@ async function main(): Promise<number> {
         packets: q ? 4000 : 20000,
         pps: 2000,
         cases: ["none", "prio0", "prio6"],
-        variants: ["tsnproxy", "research"],
+        variants: ["tag", "table", "research"],
         log,
       });
     }

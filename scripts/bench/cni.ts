@@ -12,11 +12,10 @@
  *
  * Scale: N pods ADD then DEL at concurrency 1 and 16, tsnproxy alone and with the agent
  * running the verbs, each plugin process under /usr/bin/time for its peak RSS (and the
- * agent's own peak), then a leftover census (pins, policies, tcx/cls_bpf programs on the
+ * agent's own peak), then a leftover census (pins, pod entries, tcx/cls_bpf programs on the
  * pods' interfaces) that must be all zero.
  */
-import { setupNode, teardownNode } from "../../src/bpf/node.ts";
-import { clsactProgId, queryTcx } from "../../src/bpf/attach.ts";
+import { CLSACT_HANDLES, clsactProgId, queryTcx } from "../../src/bpf/attach.ts";
 import { ifNameToIndex } from "../../src/ffi/libc.ts";
 import { withNetns } from "../../src/util/netns.ts";
 import { DatapathMaps } from "../../src/bpf/maps.ts";
@@ -25,7 +24,7 @@ import { closeFd, mapInfo, objGetRequired, objPin } from "../../src/bpf/sys.ts";
 import { createPod, deletePod, prevResultFor, type TestPod } from "../../tests/cni/helpers.ts";
 import { onCleanup, sh, sleep, summarize, type Summary } from "./common.ts";
 import { run } from "../../tests/lib/run.ts";
-import { TSNPROXY_CONFIG } from "./node.ts";
+import { setUpNode, tearDownNode } from "../../tests/lib/node.ts";
 import { ResearchDatapath } from "./research_dp.ts";
 import { udp4 } from "./progcost.ts";
 import type { CniServerStats } from "../../src/agent/cni_server.ts";
@@ -70,16 +69,14 @@ async function fixture(): Promise<Fixture> {
     agentPid: 0,
     agentAsked: { ADD: 0, DEL: 0 },
   };
-  f.agentSocket = `${f.tmp}/agent/cni.sock`;
+  // The plugin accepts an agentSocket only under /run/tsnproxy/ (src/config/paths.ts).
+  const agentDir = `/run/tsnproxy/bench-${id}`;
+  f.agentSocket = `${agentDir}/cni.sock`;
   onCleanup(`temp dir ${f.tmp}`, () => Deno.removeSync(f.tmp, { recursive: true }));
-  setupNode({
-    bpffs: f.bpffs,
-    mapEntries: 16384,
-    restoreAt: "tsn-egress",
-    api: "tcx",
-    config: TSNPROXY_CONFIG,
-  });
-  onCleanup(`pin root ${f.bpffs}`, () => teardownNode(f.bpffs));
+  Deno.mkdirSync(agentDir, { recursive: true });
+  onCleanup(`agent dir ${agentDir}`, () => Deno.removeSync(agentDir, { recursive: true }));
+  setUpNode({ bpffs: f.bpffs });
+  onCleanup(`pin root ${f.bpffs}`, () => tearDownNode({ bpffs: f.bpffs }));
   Deno.mkdirSync(f.researchPins, { recursive: true });
   await sh(["mount", "-t", "bpf", "bpf", f.researchPins]);
   onCleanup(`bpffs ${f.researchPins}`, async () => {
@@ -330,7 +327,10 @@ async function profile(
   const wall: number[] = [];
   const inPlugin: number[] = [];
   const modules: number[] = [];
-  const logFile = `${f.tmp}/tsnproxy.log`;
+  // The plugin accepts a logFile only under /var/log/tsnproxy/ (src/config/paths.ts).
+  const logFile = `/var/log/tsnproxy/bench-${f.id}.log`;
+  Deno.mkdirSync("/var/log/tsnproxy", { recursive: true });
+  onCleanup(`log ${logFile}`, () => Deno.removeSync(logFile));
   for (let i = 0; i < reps; i++) {
     emptyMs.push((await execPlugin([DENO, ...denoArgs, empty], "VERSION", pod0, {}, DENO_ENV)).ms);
     versionMs.push((await execPlugin([LAUNCHER], "VERSION", pod0, { cniVersion: "1.1.0" })).ms);
@@ -692,7 +692,7 @@ export async function runScale(
       let policies = 0;
       let podCounters = 0;
       try {
-        policies = maps.policies().length;
+        policies = maps.pods().length;
         podCounters = maps.podCounters().length;
       } finally {
         maps.close();
@@ -711,6 +711,9 @@ export async function runScale(
           () => clsactProgId(ifNameToIndex(pod.ifname), "egress"),
         );
         if (onHook !== undefined) hooked++;
+        // admit, on the host side
+        hooked += queryTcx(pod.hostVeth, "ingress").length;
+        if (clsactProgId(ifNameToIndex(pod.hostVeth), "ingress", CLSACT_HANDLES.admit)) hooked++;
       }
       runs.push({
         plugin,

@@ -1,137 +1,307 @@
 /**
- * A benchmark node: tests/lib/topology.ts's namespaces with either tsnproxy's datapath (set
- * up as install + CNI ADD do) or the research design's rebuilt one, and a uniform way to
- * read what left tsn0 and how full the metadata table is.
+ * A benchmark node: tests/lib's namespaces with tsnproxy set up as production does it
+ * (tests/lib/datapath_env.ts: `tsnproxy install`'s datapath and restorer steps, each pod
+ * attached by the real plugin's CNI ADD) with one carrier forced, or the research design's
+ * rebuilt datapath; and a uniform way to read what left tsn0.
  */
-import { setupNode, teardownNode } from "../../src/bpf/node.ts";
-import { attachPod, detachPod } from "../../src/bpf/pod.ts";
-import { DatapathMaps, NO_CLAMP } from "../../src/bpf/maps.ts";
-import { Observer, type ObserverCounts } from "../../tests/lib/observer.ts";
+import { attach, detach, type Direction, pinsOf, queryTcx } from "../../src/bpf/attach.ts";
+import { closeFd, objGet } from "../../src/bpf/sys.ts";
+import { libbpf } from "../../src/ffi/libbpf.ts";
+import { attachRestorer, detachRestorer } from "../../src/bpf/node.ts";
+import { attachPodPrograms, detachPodPrograms } from "../../src/bpf/pod.ts";
+import { ifNameToIndex } from "../../src/ffi/libc.ts";
+import { withNetns } from "../../src/util/netns.ts";
+import { BpfObject } from "../../src/bpf/object.ts";
+import { objectBytes } from "../../src/bpf/objects.ts";
+import { PinLayout, type ProgramRole, splitMarker } from "../../src/bpf/pins.ts";
+import { type DatapathConfig, DatapathMaps, type PodEntry } from "../../src/bpf/maps.ts";
+import { DatapathEnv } from "../../tests/lib/datapath_env.ts";
+import { setUpNode } from "../../tests/lib/node.ts";
+import type { ObserverCounts } from "../../tests/lib/observer.ts";
 import { createTopology, type Pod, type Topology } from "../../tests/lib/topology.ts";
-import { onCleanup } from "./common.ts";
+import { onCleanup, sh } from "./common.ts";
+import { BENCH_BPF_OBJECTS } from "./objects.gen.ts";
 import { ResearchDatapath } from "./research_dp.ts";
 
-export type Variant = "tsnproxy" | "research";
+/** tsnproxy's two carriers (node config `carrier:`; "table" is the stage), or the research design. */
+export type Carrier = "tag" | "table";
+export type Variant = Carrier | "research";
 
-export const TSNPROXY_CONFIG = {
-  maxAgeNs: 1_000_000_000n,
-  gcIntervalNs: 1_000_000_000n,
-  defaultPolicy: { podCookie: 0n, maxPriority: NO_CLAMP },
-};
+/** The node config for a carrier: every pod packet goes by that carrier. */
+export function carrierConfig(c: Carrier): string {
+  return `carrier: ${c}`;
+}
 
 export class BenchNode {
-  #observer?: Observer;
+  #env?: DatapathEnv;
   #research?: ResearchDatapath;
   #maps?: DatapathMaps;
-  #attached = new Set<Pod>();
-  #nodeUp = false;
 
   private constructor(readonly topo: Topology, readonly variant: Variant) {}
 
-  get bpffs(): string {
-    return `/sys/fs/bpf/tsnp-bench-${this.topo.id}`;
-  }
-
-  /** Creates the namespaces and registers their removal; nothing attached yet. */
+  /**
+   * tsnproxy: the node set up (restorer on tsn0, observer after it counting UDP) and every
+   * pod attached by CNI ADD. research: its restorer (with its in-program observer) and GC
+   * on tsn0, its saver on every pod.
+   */
   static async create(variant: Variant, pods: number): Promise<BenchNode> {
-    const topo = await createTopology({ pods });
-    const node = new BenchNode(topo, variant);
-    onCleanup(`node ${topo.id}`, () => node.destroy());
+    if (variant === "research") {
+      const topo = await createTopology({ pods });
+      const node = new BenchNode(topo, variant);
+      onCleanup(`node ${topo.id}`, () => node.destroy());
+      const r = ResearchDatapath.load(`/sys/fs/bpf/tsnp-bench-${topo.id}`);
+      node.#research = r;
+      r.attachRestorer(topo.nodePath, "tsn0", true);
+      r.startGc();
+      for (const p of topo.pods) r.attachSaver(p.netnsPath, p.ifname, p.name);
+      return node;
+    }
+    const env = await DatapathEnv.create("tcx", { pods, config: carrierConfig(variant) });
+    const node = new BenchNode(env.topo, variant);
+    node.#env = env;
+    onCleanup(`node ${env.topo.id}`, () => node.destroy());
+    for (const p of env.topo.pods) await env.attachPod(p);
+    env.observer.filter(17);
+    node.#maps = env.maps();
     return node;
   }
 
-  /** Node side: tsnproxy install (restorer on tsn0), or the research restorer + GC. */
-  setupDatapath(observe: boolean): void {
-    if (this.variant === "tsnproxy") {
-      setupNode({
-        bpffs: this.bpffs,
-        mapEntries: 16384,
-        tsnInterface: "tsn0",
-        restoreAt: "tsn-egress",
-        api: "tcx",
-        netns: this.topo.nodePath,
-        config: TSNPROXY_CONFIG,
-      });
-      this.#nodeUp = true;
-      this.#maps = DatapathMaps.open(this.bpffs);
-      if (observe) {
-        this.#observer = Observer.attach(this.topo.nodePath, "tsn0");
-        this.#observer.filter(17);
-      }
-    } else {
-      this.#research = ResearchDatapath.load(this.bpffs);
-      this.#research.attachRestorer(this.topo.nodePath, "tsn0", observe);
-      this.#research.startGc();
-    }
-  }
-
-  /** Pod side: what each design's CNI ADD attaches to the pod's eth0. */
-  attachPod(pod: Pod): void {
-    if (this.variant === "tsnproxy") {
-      attachPod({
-        bpffs: this.bpffs,
-        containerId: `bench-${pod.name}`,
-        ifname: pod.ifname,
-        netns: pod.netnsPath,
-        api: "tcx",
-        ips: [pod.ipv4, pod.ipv6],
-        policy: { maxPriority: NO_CLAMP },
-      });
-    } else {
-      this.#research!.attachSaver(pod.netnsPath, pod.ifname, pod.name);
-    }
-    this.#attached.add(pod);
+  /** The tsnproxy datapath's environment (throws for the research variant). */
+  get env(): DatapathEnv {
+    if (!this.#env) throw new Error(`${this.variant}: not a tsnproxy node`);
+    return this.#env;
   }
 
   counts(): ObserverCounts {
-    return this.variant === "tsnproxy" ? this.#observer!.counts() : this.#research!.counts();
+    return this.#env ? this.#env.observer.counts() : this.#research!.counts();
   }
 
   resetCounts(): void {
-    if (this.variant === "tsnproxy") this.#observer!.reset();
+    if (this.#env) this.#env.observer.reset();
     else this.#research!.resetCounts();
   }
 
-  occupancy(): number {
-    return this.variant === "tsnproxy" ? this.#maps!.metaOccupancy() : this.#research!.occupancy();
+  /** The research design's metadata table entries; tsnproxy keeps no table to fill. */
+  occupancy(): number | undefined {
+    return this.#research?.occupancy();
   }
 
   /** The datapath's own counters (for the report). */
   datapathStats(): Record<string, number> {
-    if (this.variant === "research") return { ...this.#research!.stats() };
+    if (this.#research) return { ...this.#research.stats() };
     const c = this.#maps!.counters();
     return Object.fromEntries(Object.entries(c).map(([k, v]) => [k, Number(v)]));
   }
 
-  /** Removes tsnproxy entirely (pods and node) so the path runs without it. */
-  teardownDatapath(): void {
-    this.#observer?.detach();
-    this.#observer = undefined;
+  async destroy(): Promise<void> {
     this.#maps?.close();
     this.#maps = undefined;
-    if (this.variant === "tsnproxy" && this.#nodeUp) {
-      for (const pod of this.#attached) {
-        detachPod({
-          bpffs: this.bpffs,
-          containerId: `bench-${pod.name}`,
-          ifname: pod.ifname,
-          netns: pod.netnsPath,
-        });
-      }
-      teardownNode(this.bpffs, this.topo.nodePath);
-      this.#nodeUp = false;
+    if (this.#env) {
+      const env = this.#env;
+      this.#env = undefined;
+      await env.destroy();
     }
-    this.#research?.close();
-    this.#research = undefined;
-    this.#attached.clear();
-  }
-
-  async destroy(): Promise<void> {
-    try {
-      this.teardownDatapath();
-    } finally {
+    if (this.#research) {
+      this.#research.close();
+      this.#research = undefined;
       await this.topo.destroy();
     }
+  }
+}
+
+const emptyPin = (bpffs: string, role: string) => `${bpffs}/bench_empty_${role}`;
+
+/**
+ * Detaches the tcx links pinned under `pin` now. Unpinning alone (what detach() does) drops
+ * the last reference, and the kernel then releases the link from a workqueue: an attach of
+ * the same program to the same hook right after can fail with EEXIST (61 of 200 tries on
+ * this machine). The bench switches states back to back, so it detaches the links first.
+ */
+export function detachLinksNow(pin: string): void {
+  for (const p of pinsOf(pin)) {
+    if (splitMarker(p.slice(p.lastIndexOf("/") + 1)).clsact) continue;
+    const fd = objGet(p);
+    if (fd === undefined) continue;
+    try {
+      libbpf().bpf_link_detach(fd);
+    } finally {
+      closeFd(fd);
+    }
+  }
+}
+
+/**
+ * What is on a pod's path: nothing of tsnproxy's; an empty program at each of the three hooks
+ * tsnproxy uses (what the hooks cost by themselves); tsnproxy with one carrier.
+ */
+export type PathState = "without" | "empty" | Carrier;
+
+/** What the plugin's ADD left for a carrier: the node's config and the pod's entry. */
+interface Captured {
+  config: DatapathConfig;
+  pod: PodEntry;
+  /** Program ids on the pod's egress, the host side's ingress and tsn0's egress. */
+  hooks: number[][];
+}
+
+/**
+ * One pod's path switched between the states in one topology, fast enough to alternate many
+ * times a minute. For each carrier the node is first set up with it (install's datapath and
+ * restorer steps) and the pod added by the real plugin (CNI ADD); what that left in the maps
+ * (the node config, the pod's entry) is kept and the pod deleted again (CNI DEL). A switch
+ * then replays it with the production functions the plugin and install call: the map
+ * entries written back, attachPodPrograms() for save and admit, attachRestorer() on tsn0;
+ * leaving, detachPodPrograms() and detachRestorer(). The programs on the hooks are checked to
+ * be the ones the plugin attached. empty = bench_nop (bench/bpf/calib.c) on the same three
+ * hooks, tcx, first. The observer DatapathEnv attaches is removed with its clsact qdisc, so no
+ * state pays for it.
+ */
+export class PathSwitch {
+  #state: PathState = "without";
+  #captured = new Map<Carrier, Captured>();
+  #hostIndex = 0;
+
+  private constructor(
+    readonly env: DatapathEnv,
+    readonly pod: Pod,
+    readonly destroy: () => Promise<void>,
+  ) {}
+
+  static async create(): Promise<PathSwitch> {
+    const env = await DatapathEnv.create("tcx", { pods: 1, config: carrierConfig("tag") });
+    const destroy = onCleanup(`node ${env.topo.id}`, async () => {
+      // The empty programs' links (tcx: unpinning detaches them), then the node.
+      for (const role of ["save", "admit", "restore"]) detach(emptyPin(env.bpffs, role));
+      await env.destroy();
+    });
+    const sw = new PathSwitch(env, env.topo.pods[0], destroy);
+    try {
+      env.observer.detach();
+      await sh(["tc", "-n", env.topo.node, "qdisc", "del", "dev", "tsn0", "clsact"]);
+      sw.#hostIndex = withNetns(env.topo.nodePath, () => ifNameToIndex(sw.pod.hostVeth));
+      for (const c of ["tag", "table"] as const) {
+        setUpNode({
+          bpffs: env.bpffs,
+          netns: env.topo.nodePath,
+          tsnInterface: "tsn0",
+          api: env.api,
+          config: carrierConfig(c),
+        });
+        await env.attachPod(sw.pod);
+        const maps = env.maps();
+        try {
+          const pod = maps.getPod(sw.#hostIndex);
+          if (!pod) throw new Error(`${c}: the plugin's ADD left no pod entry`);
+          const want = c === "tag" ? "tag" : "stage";
+          if (pod.carrier !== want) throw new Error(`${c}: the pod got carrier ${pod.carrier}`);
+          sw.#captured.set(c, { config: maps.readConfig(), pod, hooks: sw.#hookIds() });
+        } finally {
+          maps.close();
+        }
+        await env.detachPod(sw.pod);
+        detachRestorer(env.bpffs, "tsn0", env.topo.nodePath);
+      }
+    } catch (e) {
+      await destroy();
+      throw e;
+    }
+    return sw;
+  }
+
+  get state(): PathState {
+    return this.#state;
+  }
+
+  /** Where save, admit and restore attach. */
+  hooks(): Array<{ role: ProgramRole; ifname: string; direction: Direction; netns: string }> {
+    return [
+      { role: "save", ifname: this.pod.ifname, direction: "egress", netns: this.pod.netnsPath },
+      {
+        role: "admit",
+        ifname: this.pod.hostVeth,
+        direction: "ingress",
+        netns: this.env.topo.nodePath,
+      },
+      { role: "restore", ifname: "tsn0", direction: "egress", netns: this.env.topo.nodePath },
+    ];
+  }
+
+  #hookIds(): number[][] {
+    return this.hooks().map((h) => queryTcx(h.ifname, h.direction, h.netns).map((p) => p.id));
+  }
+
+  #podRequest() {
+    return {
+      bpffs: this.env.bpffs,
+      containerId: DatapathEnv.containerId(this.pod),
+      ifname: this.pod.ifname,
+      netns: this.pod.netnsPath,
+    };
+  }
+
+  set(state: PathState): void {
+    if (state === this.#state) return;
+    const node = this.env.topo.nodePath;
+    if (this.#state === "empty") {
+      for (const h of this.hooks()) {
+        detachLinksNow(emptyPin(this.env.bpffs, h.role));
+        detach(emptyPin(this.env.bpffs, h.role), { netns: h.netns });
+      }
+    } else if (this.#state !== "without") {
+      const pins = new PinLayout(this.env.bpffs);
+      const r = this.#podRequest();
+      detachLinksNow(pins.pod(r.containerId, r.ifname, "pod"));
+      detachLinksNow(pins.pod(r.containerId, r.ifname, "host"));
+      detachLinksNow(pins.restorer("tsn0"));
+      withNetns(node, () => detachPodPrograms(r));
+      detachRestorer(this.env.bpffs, "tsn0", node);
+    }
+    this.#state = "without";
+    if (state === "empty") {
+      const o = BpfObject.open("calib", objectBytes("calib", BENCH_BPF_OBJECTS));
+      try {
+        o.load();
+        for (const h of this.hooks()) {
+          attach({
+            progFd: o.programFd("bench_nop"),
+            ifname: h.ifname,
+            direction: h.direction,
+            api: "tcx",
+            netns: h.netns,
+            pin: emptyPin(this.env.bpffs, h.role),
+            first: true,
+          });
+        }
+      } finally {
+        o.close(); // the pinned links keep the program
+      }
+    } else if (state !== "without") {
+      const c = this.#captured.get(state)!;
+      const maps = this.env.maps();
+      try {
+        maps.writeConfig(c.config);
+        maps.putPod(this.#hostIndex, c.pod);
+      } finally {
+        maps.close();
+      }
+      withNetns(node, () =>
+        attachPodPrograms({
+          ...this.#podRequest(),
+          api: this.env.api,
+          host: { name: this.pod.hostVeth, index: this.#hostIndex, kind: "veth" },
+          hostApi: this.env.api,
+        }));
+      attachRestorer(this.env.bpffs, "tsn0", this.env.api, node);
+      const now = this.#hookIds();
+      if (JSON.stringify(now) !== JSON.stringify(c.hooks)) {
+        throw new Error(
+          `${state}: programs on the hooks ${JSON.stringify(now)}, the plugin attached ${
+            JSON.stringify(c.hooks)
+          }`,
+        );
+      }
+    }
+    this.#state = state;
   }
 }
 

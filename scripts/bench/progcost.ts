@@ -1,15 +1,23 @@
 /**
  * Section 1b, per-program cost: BPF_PROG_TEST_RUN with a struct __sk_buff context (ctx_in)
- * so the packet carries a priority, a launch time and an ingress ifindex like the real one.
+ * so the packet carries a priority, a launch time and a mark like the real one; test_run
+ * cannot set tc_index, so a saver's request or a tag reaches admit and the restorer through
+ * bench_tc_index (bench/bpf/calib.c: mark -> tc_index, then a tail call). The packet's
+ * device is the loopback (test_run's default), whose index 1 keys a pod entry of ours.
  * Figures are the kernel's own per-run average; the cost of an empty program run the same
  * way (the test loop's floor) is measured right before each run of the program and the
- * difference's median is the "net" figure: a pair shares the machine's state of the moment
- * (this shared 2-vCPU machine moves between states that shift both by 10-20 ns).
+ * difference's median is the "net" figure: a pair shares the machine's state of the moment.
+ *
+ * Then the pieces admit and restore are made of (bench/bpf/parts.c: the fingerprint parse,
+ * the pod lookup, a counter, the clock, the stage gate), so a cost over its goal can be
+ * traced to where the time goes.
+ *
+ * The stage is per CPU and test_run runs on the calling thread's CPU: this thread is pinned
+ * to one CPU while it measures, so what admit stages the restorer finds.
  */
-import { setupNode, teardownNode } from "../../src/bpf/node.ts";
 import { BpfObject } from "../../src/bpf/object.ts";
 import { objectBytes } from "../../src/bpf/objects.ts";
-import { PinLayout } from "../../src/bpf/pins.ts";
+import { PinLayout, type ProgramRole } from "../../src/bpf/pins.ts";
 import {
   check,
   closeFd,
@@ -18,12 +26,12 @@ import {
   mapUpdate,
   objGetRequired,
 } from "../../src/bpf/sys.ts";
-import { DatapathMaps, NO_CLAMP } from "../../src/bpf/maps.ts";
-import { startGc } from "../../src/bpf/loader.ts";
-import { Errno } from "../../src/ffi/libc.ts";
+import { type Carrier, DatapathMaps, type PodEntry } from "../../src/bpf/maps.ts";
+import { Errno, sys } from "../../src/ffi/libc.ts";
 import { libbpf } from "../../src/ffi/libbpf.ts";
 import { BpfTestRunOpts } from "../../src/ffi/structs/bpf.ts";
 import { encode } from "../../src/ffi/structs/layout.ts";
+import { setUpNode, tearDownNode } from "../../tests/lib/node.ts";
 import { median, onCleanup, sleep } from "./common.ts";
 import { BENCH_BPF_OBJECTS } from "./objects.gen.ts";
 import { ResearchDatapath } from "./research_dp.ts";
@@ -31,11 +39,19 @@ import { addressOf } from "../../src/ffi/open.ts";
 
 /** struct __sk_buff (uapi/linux/bpf.h, checked with offsetof on this machine). */
 const SKB_SIZE = 192;
+const SKB_MARK = 8;
 const SKB_PRIORITY = 32;
 const SKB_INGRESS_IFINDEX = 36;
 const SKB_TSTAMP = 152;
 
+/** bpf/tsnproxy.h: the saver's request and the tag. */
+const REQ = 0xc000;
+const REQ_STAGED = 0x0800;
+const REQ_PRIO_MASK = 0x3ff;
+const TAG = 0xa000;
+
 export interface SkbCtx {
+  mark?: number;
   priority?: number;
   ingressIfindex?: number;
   tstamp?: bigint;
@@ -50,6 +66,7 @@ export function testRunCtx(
 ): { retval: number; ns: number } {
   const skb = new Uint8Array(SKB_SIZE);
   const dv = new DataView(skb.buffer);
+  dv.setUint32(SKB_MARK, ctx.mark ?? 0, true);
   dv.setUint32(SKB_PRIORITY, ctx.priority ?? 0, true);
   dv.setUint32(SKB_INGRESS_IFINDEX, ctx.ingressIfindex ?? 0, true);
   dv.setBigUint64(SKB_TSTAMP, ctx.tstamp ?? 0n, true);
@@ -128,32 +145,57 @@ function clearMap(fd: number, keySize: number): void {
   }
 }
 
+const SCHED_SETAFFINITY: Record<string, number> = { x86_64: 203, aarch64: 122 };
+const SCHED_GETAFFINITY: Record<string, number> = { x86_64: 204, aarch64: 123 };
+
+/** Pins the calling thread to one CPU; returns a function that restores its former mask. */
+function pinThread(cpu: number): () => void {
+  const set = SCHED_SETAFFINITY[Deno.build.arch];
+  const get = SCHED_GETAFFINITY[Deno.build.arch];
+  const old = new Uint8Array(128);
+  const n = sys(get, 0, old.length, old);
+  if (n < 0) throw new Error(`sched_getaffinity: errno ${-n}`);
+  const mask = new Uint8Array(128);
+  mask[cpu >> 3] = 1 << (cpu & 7);
+  const r = sys(set, 0, mask.length, mask);
+  if (r < 0) throw new Error(`sched_setaffinity(CPU ${cpu}): errno ${-r}`);
+  return () => void sys(set, 0, n, old.subarray(0, n));
+}
+
+const LOOPBACK = 1;
+
 export async function runProgCost(o: CostOptions): Promise<CostRow[]> {
-  const bpffs = `/sys/fs/bpf/tsnp-bench-cost-${crypto.randomUUID().slice(0, 6)}`;
-  setupNode({
-    bpffs,
-    mapEntries: 16384,
-    restoreAt: "tsn-egress",
-    api: "tcx",
-    config: {
-      maxAgeNs: 3_600_000_000_000n, // nothing expires while we measure
-      gcIntervalNs: 3_600_000_000_000n,
-      defaultPolicy: { podCookie: 0n, maxPriority: NO_CLAMP },
-    },
+  const id = crypto.randomUUID().slice(0, 6);
+  const node = setUpNode({
+    bpffs: `/sys/fs/bpf/tsnp-bench-cost-${id}`,
+    config: "carrier: tag\ngc:\n  maxAgeMs: 3600000", // nothing expires while we measure
   });
-  const undoNode = onCleanup(`pin root ${bpffs}`, () => teardownNode(bpffs));
+  const bpffs = node.bpffs;
+  const undoNode = onCleanup(`pin root ${bpffs}`, () => tearDownNode(node));
+  const pins = new PinLayout(bpffs);
   const calib = BpfObject.open("calib", objectBytes("calib", BENCH_BPF_OBJECTS));
   const undoCalib = onCleanup("calib object", () => calib.close());
   calib.load();
+  const parts = BpfObject.open("parts", objectBytes("parts", BENCH_BPF_OBJECTS), pins.mapsDir);
+  const undoParts = onCleanup("parts object", () => parts.close());
+  parts.load();
   const research = ResearchDatapath.load(`${bpffs}-research`);
   const undoResearch = onCleanup("research object", () => research.close());
-  const pins = new PinLayout(bpffs);
-  const save = objGetRequired(pins.prog("save"));
-  const restore = objGetRequired(pins.prog("restore"));
-  const metaFd = objGetRequired(pins.map("tsnp_meta"));
+  const maps = DatapathMaps.open(bpffs);
+  const fds: Partial<Record<ProgramRole, number>> = {};
+  const prog = (r: ProgramRole) => (fds[r] ??= objGetRequired(pins.prog(r)));
+  const unpin = pinThread(0);
   const rows: CostRow[] = [];
   try {
     const nop = calib.programFd("bench_nop");
+    const viaTcIndex = calib.programFd("bench_tc_index");
+    const next = calib.mapFd("bench_next");
+    const setNext = (fd: number) =>
+      check(
+        mapUpdate(next, new Uint8Array(4), new Uint8Array(new Uint32Array([fd]).buffer), 0n),
+        "bench_next",
+        "run as root",
+      );
     const pkt = udp4(1);
     /** Runs of a program, each paired with a floor run just before it. */
     const paired = (runs: Array<() => { floor: number; ns: number }>): Measured => {
@@ -169,152 +211,144 @@ export async function runProgCost(o: CostOptions): Promise<CostRow[]> {
         before?.();
         return { floor, ns: testRunCtx(fd, p, o.repeat, ctx).ns };
       }));
-    // One run per distinct packet: each packet is a new key (the common case on a node).
-    const single = (fd: number, ctx: SkbCtx, before?: (i: number) => void) =>
+    /** Through bench_tc_index (mark -> tc_index); its floor: the same wrapper calling nop. */
+    const repTc = (fd: number, p: Uint8Array<ArrayBuffer>, tcIndex: number, ctx: SkbCtx = {}) => {
+      setNext(fd);
+      const probe = testRunCtx(viaTcIndex, p, 1, { ...ctx, mark: tcIndex });
+      if (probe.retval === 2) throw new Error("bench_tc_index: no tail call");
+      return paired(Array.from({ length: o.rounds }, () => () => {
+        setNext(nop);
+        const floor = testRunCtx(viaTcIndex, p, o.repeat, { ...ctx, mark: tcIndex }).ns;
+        setNext(fd);
+        return { floor, ns: testRunCtx(viaTcIndex, p, o.repeat, { ...ctx, mark: tcIndex }).ns };
+      }));
+    };
+    // One run per distinct packet: each packet new (as on a node).
+    const single = (fd: number, ctx: SkbCtx) =>
       paired(Array.from({ length: o.distinct }, (_, i) => () => {
         const p = udp4(100_000 + i);
         const floor = testRunCtx(nop, p, 1, {}).ns;
-        before?.(i);
         return { floor, ns: testRunCtx(fd, p, 1, ctx).ns };
       }));
-    const floorRep = rep(nop, pkt, {}).ns;
-    const floorOne = single(nop, {}).ns;
-    const add = (
-      program: string,
-      c: string,
-      method: "repeat" | "one run per packet",
-      m: Measured,
-    ) =>
-      rows.push({
-        program,
-        case: c,
-        method: method === "repeat" ? `repeat ${o.repeat}` : `1 run x ${o.distinct} packets`,
-        ns: m.ns,
-        netNs: m.net,
-      });
+    const add = (program: string, c: string, method: string, m: Measured) =>
+      rows.push({ program, case: c, method, ns: m.ns, netNs: m.net });
+    const REP = `repeat ${o.repeat}`;
+    const TC = `repeat ${o.repeat}, tc_index via tail call`;
+    const ONE = `1 run x ${o.distinct} packets`;
+
+    const policy = maps.readConfig().node;
+    const setPod = (carrier: Carrier | undefined) => {
+      if (!carrier) {
+        maps.deletePod(LOOPBACK);
+        return;
+      }
+      const e: PodEntry = { cookie: 1n, slot: 1, carrier, reason: 0, policy };
+      maps.putPod(LOOPBACK, e);
+    };
+
     o.log("progcost: tsnproxy");
-    add("(empty program)", "test loop floor", "repeat", { ns: floorRep, net: 0 });
-    add("(empty program)", "test loop floor", "one run per packet", { ns: floorOne, net: 0 });
-    add("tsnp_save", "priority 0, no launch time (skipped)", "repeat", rep(save, pkt, {}));
-    add("tsnp_save", "priority 3 (the tag)", "repeat", rep(save, pkt, { priority: 3 }));
-    // The table: what the tag cannot carry. A class-id priority ("1:3"), or a launch time
-    // without a clock type (test_run's stamps have none, like CLOCK_TAI before 6.11).
-    const CLS = 0x10003;
-    clearMap(metaFd, 32);
+    add("(empty program)", "test loop floor", REP, { ns: rep(nop, pkt, {}).ns, net: 0 });
+    add("(empty program)", "test loop floor", ONE, { ns: single(nop, {}).ns, net: 0 });
+    add("tsnp_save", "priority 0", REP, rep(prog("save"), pkt, {}));
+    add("tsnp_save", "priority 3", REP, rep(prog("save"), pkt, { priority: 3 }));
     add(
       "tsnp_save",
-      "class-id priority, new key (table)",
-      "one run per packet",
-      single(save, { priority: CLS }),
+      "priority 3 + untyped launch time (moved into a mono stamp)",
+      REP,
+      rep(prog("save"), pkt, { priority: 3, tstamp: 1_700_000_000_000_000_000n }),
     );
     add(
       "tsnp_save",
-      "priority 3 + untyped launch time, new key (table)",
-      "one run per packet",
-      single(save, { priority: 3, tstamp: 1_700_000_000_000_000_000n }),
+      "class-id priority 1:3 (request stage)",
+      REP,
+      rep(prog("save"), pkt, { priority: 0x10003 }),
     );
-    // Fill the LRU: every further save evicts.
-    for (let i = 0; i < 17000; i++) testRunCtx(save, udp4(1_000_000 + i), 1, { priority: CLS });
-    add(
-      "tsnp_save",
-      "class-id priority, new key, table full (LRU evicts)",
-      "one run per packet",
-      single(save, { priority: CLS }),
-    );
-    clearMap(metaFd, 32);
-    add(
-      "tsnp_save",
-      "class-id priority, same packet again (in-flight count +1)",
-      "repeat",
-      rep(save, pkt, { priority: CLS }),
-    );
-    clearMap(metaFd, 32);
 
-    // The tag, through bench_tagged (which writes it and tail-calls bench_next[0]); the same
-    // wrapper calling the empty program is this case's floor.
-    const tagged = calib.programFd("bench_tagged");
-    const next = calib.mapFd("bench_next");
-    const setNext = (fd: number) =>
-      check(
-        mapUpdate(
-          next,
-          new Uint8Array(4),
-          new Uint8Array(new Uint32Array([fd]).buffer),
-          0n,
-        ),
-        "bench_next",
-        "run as root",
-      );
-    setNext(restore);
-    const probe = testRunCtx(tagged, pkt, 1, { ingressIfindex: 1 });
-    if (probe.retval !== -1) throw new Error(`bench_tagged returned ${probe.retval}: no tail call`);
-    const viaTail = paired(Array.from({ length: o.rounds }, () => () => {
-      setNext(nop);
-      const floor = testRunCtx(tagged, pkt, o.repeat, { ingressIfindex: 1 }).ns;
-      setNext(restore);
-      return { floor, ns: testRunCtx(tagged, pkt, o.repeat, { ingressIfindex: 1 }).ns };
-    }));
-    rows.push({
-      program: "tsnp_restore",
-      case: "tagged (priority from the tag)",
-      method: `repeat ${o.repeat}, via tail call`,
-      ns: viaTail.ns,
-      netNs: viaTail.net,
-    });
+    const admit = prog("admit");
+    setPod("tag");
+    add("tsnp_admit", "tag carrier, request priority 3", TC, repTc(admit, pkt, REQ | 3));
+    add("tsnp_admit", "tag carrier, no request (no saver)", TC, repTc(admit, pkt, 0));
+    setPod("stage");
+    add("tsnp_admit", "table carrier, request priority 3", TC, repTc(admit, pkt, REQ | 3));
+    add(
+      "tsnp_admit",
+      "table carrier, request priority 1:3 (from the request stage)",
+      TC,
+      (() => {
+        // The saver stages the request on this CPU; admit consumes it, so stage it again
+        // before each round and count only admit's first run as the staged case.
+        setNext(admit);
+        return paired(Array.from({ length: o.distinct }, (_, i) => () => {
+          const p = udp4(200_000 + i);
+          setNext(nop);
+          const floor = testRunCtx(viaTcIndex, p, 1, { mark: REQ | REQ_STAGED | REQ_PRIO_MASK }).ns;
+          testRunCtx(prog("save"), p, 1, { priority: 0x10003 });
+          setNext(admit);
+          return {
+            floor,
+            ns: testRunCtx(viaTcIndex, p, 1, { mark: REQ | REQ_STAGED | REQ_PRIO_MASK }).ns,
+          };
+        }));
+      })(),
+    );
+    setPod(undefined);
+    add("tsnp_admit", "no pod entry for the interface", TC, repTc(admit, pkt, REQ | 3));
 
-    // Hit: save the packet repeat+1 times (pending = repeat+1), then every restore run hits.
-    const hitPkt = udp4(7);
+    const restore = prog("restore");
+    add("tsnp_restore", "tag (priority 3)", TC, repTc(restore, pkt, TAG | 3 | (1 << 4)));
+    // Stage hit: admit (table carrier) stages the packet on this CPU, every restore run
+    // finds it (the restorer does not consume an entry).
+    setPod("stage");
+    setNext(admit);
+    testRunCtx(viaTcIndex, pkt, 1, { mark: REQ | 3 });
+    add("tsnp_restore", "stage hit", REP, rep(restore, pkt, { ingressIfindex: 1 }));
     add(
       "tsnp_restore",
-      "table hit (forwarded, entry found, priority written)",
-      "repeat",
-      rep(restore, hitPkt, { ingressIfindex: 1 }, () => {
-        clearMap(metaFd, 32);
-        testRunCtx(save, hitPkt, o.repeat + 1, { priority: CLS });
+      "stage hit, one entry per packet",
+      ONE,
+      paired(Array.from({ length: o.distinct }, (_, i) => () => {
+        const p = udp4(300_000 + i);
+        const floor = testRunCtx(nop, p, 1, {}).ns;
+        setNext(admit);
+        testRunCtx(viaTcIndex, p, 1, { mark: REQ | 3 });
+        return { floor, ns: testRunCtx(restore, p, 1, {}).ns };
+      })),
+    );
+    add(
+      "tsnp_restore",
+      "stage miss (something staged recently, not this packet)",
+      REP,
+      rep(restore, udp4(999_999), {}, () => {
+        setNext(admit);
+        testRunCtx(viaTcIndex, pkt, 1, { mark: REQ | 3 });
       }),
     );
+    // Idle: nothing staged on this CPU within the age limit (the node's own packets, or
+    // tag-only pods): one lookup and a clock read.
     add(
       "tsnp_restore",
-      "table hit, one entry per packet",
-      "one run per packet",
-      (() => {
-        clearMap(metaFd, 32);
-        for (let i = 0; i < o.distinct; i++) {
-          testRunCtx(save, udp4(100_000 + i), 1, { priority: CLS });
-        }
-        return single(restore, { ingressIfindex: 1 });
-      })(),
-    );
-    clearMap(metaFd, 32);
-    add(
-      "tsnp_restore",
-      "untagged, table miss (forwarded, no entry)",
-      "repeat",
-      rep(restore, pkt, { ingressIfindex: 1 }),
-    );
-    add("tsnp_restore", "untagged node's own packet", "repeat", rep(restore, pkt, {}));
-    add(
-      "tsnp_restore",
-      "untagged, nothing in the table within max_age (gate closed)",
-      "repeat",
+      "untagged, nothing staged within the age limit (idle gate)",
+      REP,
       await (async () => {
-        // The gate needs max_age in jiffies, which the GC measures over two of its ticks.
-        const maps = DatapathMaps.open(bpffs);
-        try {
-          maps.writeConfig({
-            maxAgeNs: 20_000_000n,
-            gcIntervalNs: 10_000_000n,
-            defaultPolicy: { podCookie: 0n, maxPriority: NO_CLAMP },
-          });
-          startGc(bpffs);
-          for (let i = 0; i < 500 && maps.restorerGate().gateJiffies === 0n; i++) await sleep(10);
-          await sleep(200); // no saves meanwhile: the gate closes
-        } finally {
-          maps.close();
-        }
-        return rep(restore, pkt, { ingressIfindex: 1 });
+        const cfg = maps.readConfig();
+        maps.writeConfig({ ...cfg, stageMaxAgeNs: 1_000_000n });
+        await sleep(20); // coarse clock: a few jiffies
+        return rep(restore, pkt, {});
       })(),
     );
+    setPod(undefined);
+
+    o.log("progcost: the pieces of admit and restore");
+    const part = (name: string, what: string, ctx: SkbCtx = {}) =>
+      add(`(piece) ${name}`, what, REP, rep(parts.programFd(name), pkt, ctx));
+    setPod("stage");
+    part("part_fp", "fingerprint parse (tsnp_fp_of), UDP/IPv4");
+    part("part_fp_hash", "parse + the stage slot's hash");
+    part("part_pod_lookup", "pod entry (tsnp_pods hash lookup by ifindex)");
+    part("part_count", "one node counter (per-CPU array)");
+    part("part_clock", "bpf_ktime_get_coarse_ns");
+    part("part_stage_gate", "restorer's gate: this CPU's stage + config + clock");
+    setPod(undefined);
 
     o.log("progcost: research design (rebuilt)");
     const rSave = research.prog("save");
@@ -324,23 +358,24 @@ export async function runProgCost(o: CostOptions): Promise<CostRow[]> {
     add(
       "research saver",
       "any packet, new key",
-      "one run per packet",
-      single(rSave, { priority: 3 }, () => clearMap(rMeta, 8)),
+      ONE,
+      paired(Array.from({ length: o.distinct }, (_, i) => () => {
+        const p = udp4(100_000 + i);
+        const floor = testRunCtx(nop, p, 1, {}).ns;
+        clearMap(rMeta, 8);
+        return { floor, ns: testRunCtx(rSave, p, 1, { priority: 3 }).ns };
+      })),
     );
-    add(
-      "research saver",
-      "key present (no overwrite)",
-      "repeat",
-      rep(rSave, pkt, { priority: 3 }),
-    );
+    add("research saver", "key present (no overwrite)", REP, rep(rSave, pkt, { priority: 3 }));
     clearMap(rMeta, 8);
-    add("research restorer", "miss", "repeat", rep(rRestore, pkt, { ingressIfindex: 1 }));
+    add("research restorer", "miss", REP, rep(rRestore, pkt, { ingressIfindex: 1 }));
     return rows;
   } finally {
-    closeFd(save);
-    closeFd(restore);
-    closeFd(metaFd);
+    unpin();
+    for (const fd of Object.values(fds)) closeFd(fd);
+    maps.close();
     undoResearch();
+    undoParts();
     undoCalib();
     undoNode();
   }

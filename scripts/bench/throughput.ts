@@ -1,176 +1,326 @@
 /**
- * Section 1a, datapath overhead: pod -> bridge -> forwarding + MASQUERADE -> tsn0 -> far end,
- * without and with tsnproxy (saver on the pod's eth0, restorer on tsn0), alternating in the
- * same namespaces (ABBA order against drift). UDP: 64-byte datagrams at priority 3, flat out
- * from one Python talker, so every packet is tagged and restored (the worst case); rate from
- * the far end's receive counter. TCP: iperf3 (priority 0: saver skips, restorer misses).
+ * Section 1a, datapath overhead on the real path: pod -> veth -> bridge -> forwarding +
+ * MASQUERADE -> tsn0 -> far end (which drops the datagrams at prerouting), in one topology
+ * switched between four states (node.ts PathSwitch): without tsnproxy; an empty program at
+ * each of tsnproxy's three hooks (what the hooks cost by themselves); tsnproxy with the tag
+ * carrier; with the table carrier (the per-CPU stage). Each carrier's state is what the real
+ * plugin's ADD left on a node set up by install's steps, replayed by the same production
+ * functions, so a switch takes milliseconds and the states can alternate many times.
  *
- * Then one more run of each with the kernel's run-time stats on (BPF_ENABLE_STATS): each
- * program's average ns per packet on the real path, caches as they are, which
- * BPF_PROG_TEST_RUN cannot show. Stats cost two clock reads per run, so the ratio runs
- * above never have them on; an empty program attached right after each of ours in the same
- * run measures that overhead, and "net" subtracts it.
+ * UDP: the compiled sender (bench/c/blast.c), one thread pinned to each CPU, several flows,
+ * sendmmsg batches of 64-byte datagrams, every one at SO_PRIORITY 3, so every packet is saved,
+ * admitted, carried and restored (the worst case). It runs flat out the whole time while the
+ * path switches under it; each state gets a window of each round, rounds rotating the order.
+ * Per window: packets leaving tsn0 per second (its tx counter, not what the sender handed
+ * over), and the sender's CPU time per such packet (its threads' run time: the whole path up
+ * to the far end's receive runs in their softirqs; ksoftirqd stays idle). The sender spends
+ * well under 1% of that in user space: the kernel's path limits "without", not the sender.
+ * The CPU time per packet, unlike the rate, does not move with the share of the CPUs this
+ * shared machine lends the sender (from a quarter to all of them, within a minute).
+ *
+ * A ratio is the median over the rounds of (with / without) within one round. TCP: iperf3
+ * (priority 0; admit still carries every packet), fewer rounds, one run per state each.
+ *
+ * Then, per carrier, one more UDP run with the kernel's run-time stats on (BPF_ENABLE_STATS):
+ * each program's average ns per packet in situ, caches and rates as they are. Stats add two
+ * clock reads per run and dispatch costs something; an empty program attached right after each
+ * of ours at the same hook measures both, and "net" subtracts it. An observer on tsn0 checks
+ * in that run that every packet left with the priority the socket set.
  */
 import { attach, detach } from "../../src/bpf/attach.ts";
 import { BpfObject } from "../../src/bpf/object.ts";
 import { objectBytes } from "../../src/bpf/objects.ts";
 import { PinLayout } from "../../src/bpf/pins.ts";
 import { closeFd, enableRunTimeStats, objGetRequired, progInfo } from "../../src/bpf/sys.ts";
+import { Observer } from "../../tests/lib/observer.ts";
 import { FAR_V4 } from "../../tests/lib/topology.ts";
-import { FLOOD, linkStats, median, sh, sleep } from "./common.ts";
-import { BenchNode, floodResult, spawnIn } from "./node.ts";
+import { blast, type BlastOptions, buildBlast, NetnsCounter, startBlast } from "./blast.ts";
+import { median, percentile, sh, sleep } from "./common.ts";
+import { type Carrier, detachLinksNow, type PathState, PathSwitch, spawnIn } from "./node.ts";
 import { BENCH_BPF_OBJECTS } from "./objects.gen.ts";
-import type { Pod } from "../../tests/lib/topology.ts";
 
-export interface ThroughputResult {
-  alternations: number;
-  seconds: number;
-  udpKpps: { without: number[]; with: number[] };
-  tcpGbps: { without: number[]; with: number[] };
-  /** Median over the alternations of with/without, each pair measured back to back. */
-  udpRatio: number;
-  tcpRatio: number;
-  /** Average ns per run of each program on the real path (kernel run-time stats). */
-  inSitu: {
-    udp: InSitu;
-    tcp: InSitu;
-  };
+export const CARRIERS: readonly Carrier[] = ["tag", "table"];
+export const STATES: readonly PathState[] = ["without", "empty", "tag", "table"];
+/** What is compared with "without": the two carriers, and the hooks' own cost. */
+export type WithState = Exclude<PathState, "without">;
+export const WITH_STATES: readonly WithState[] = ["empty", "tag", "table"];
+
+/** Issue 21 and 16: with/without per carrier, every packet prioritized. */
+export const RATIO_GOALS: Record<Carrier, number> = { tag: 0.98, table: 0.97 };
+/** Issue 16: the table's net in-situ cost, save side (save + admit) and restore. */
+export const TABLE_COST_GOALS = { saveAdmitNs: 150, restoreNs: 60 };
+
+const UDP_PORT = 9000;
+const UDP_PRIO = 3;
+
+export interface ThroughputOptions {
+  /** UDP rounds (one window per state each) and each window's length. */
+  rounds: number;
+  windowSeconds: number;
+  /** TCP rounds (one iperf3 run per state each) and each run's length. */
+  tcpRounds: number;
+  tcpSeconds: number;
+  /** Each carrier's in-situ run. */
+  inSituSeconds: number;
+  log: (s: string) => void;
+}
+
+export interface SenderSetup {
+  flows: number;
+  cpus: number[];
+  batch: number;
+  payloadBytes: number;
+  prio: number;
+  /** Over all windows: the share of its CPU time in user space, and datagrams per second. */
+  userShare?: number;
+  sentKpps?: number;
+}
+
+export interface ProgStat {
+  /** The kernel's average ns per run over the measured run (stats on). */
+  ns: number;
+  runs: number;
+  /** The empty program right after it at the same hook. */
+  floorNs: number;
+  floorRuns: number;
+  /** ns - floorNs, at least 0. */
+  netNs: number;
 }
 
 export interface InSitu {
-  saveNs: number;
-  saveRuns: number;
-  restoreNs: number;
-  restoreRuns: number;
-  /** The empty program's ns per run right after the saver / the restorer (stats overhead). */
-  saveFloorNs: number;
-  restoreFloorNs: number;
+  /** Packets leaving tsn0 during this run (stats and observer on: not a ratio figure). */
+  kpps: number;
+  /** Of the UDP packets the observer saw leave tsn0, % with the socket's priority. */
+  restoredPct: number;
+  observed: number;
+  save: ProgStat;
+  admit: ProgStat;
+  restore: ProgStat;
+  /** The carrier's save side: save + admit, net. */
+  saveAdmitNetNs: number;
+  restoreNetNs: number;
+  /** The datapath's own counters over the run (restoredTag, restoredStage, stageMiss...). */
+  counters: Record<string, number>;
+}
+
+/** One state's window of one round. */
+export interface UdpWindow {
+  /** Packets leaving tsn0 per second (thousands): what the path carried in wall-clock time. */
+  kpps: number;
+  /** The sender's CPU time per packet that left tsn0, ns. */
+  cpuNsPerPacket: number;
+  /** CPU time the sender got, of its threads x the window. */
+  cpuShare: number;
+}
+
+export interface Ratio {
+  /** Median over the rounds of CPU ns/packet without / with: the throughput ratio per CPU. */
+  perCpu: number;
+  /** Its 25th and 75th percentiles over the rounds. */
+  perCpuQuartiles: [number, number];
+  /** Median over the rounds of kpps with / without. */
+  rate: number;
+  /** Median over the rounds of CPU ns/packet with - without: each packet's extra CPU time. */
+  netNsPerPacket: number;
+  tcp: number;
+}
+
+export interface ThroughputResult {
+  rounds: number;
+  windowSeconds: number;
+  sender: SenderSetup;
+  /** Per state, one per round. */
+  udp: Record<PathState, UdpWindow[]>;
+  tcpRounds: number;
+  tcpSeconds: number;
+  tcpGbps: Record<PathState, number[]>;
+  /** Each state compared with "without" (pairs of the same round). */
+  ratios: Record<WithState, Ratio>;
+  inSitu: Partial<Record<Carrier, InSitu>>;
+}
+
+const byState = <T>(f: () => T): Record<PathState, T> => ({
+  without: f(),
+  empty: f(),
+  tag: f(),
+  table: f(),
+});
+
+/** Round i: the states rotated by i, backwards every other time (against drift). */
+function order(i: number): PathState[] {
+  const r = STATES.map((_, k) => STATES[(k + i) % STATES.length]);
+  return i % 2 ? r.reverse() : r;
 }
 
 /**
- * Runs fn with run-time stats on; returns each program's average ns per run over it, and
- * that of an empty program (its own instance per hook) attached right after each.
+ * Runs fn on `carrier` with run-time stats on; returns each program's average ns per run over
+ * it, and that of an empty program (its own instance per hook) attached right after it.
  */
 async function measureInSitu(
-  node: BenchNode,
-  pod: Pod,
-  fn: () => Promise<unknown>,
+  sw: PathSwitch,
+  carrier: Carrier,
+  fn: () => Promise<{ kpps: number }>,
 ): Promise<InSitu> {
-  const pins = new PinLayout(node.bpffs);
-  const nops = [0, 1].map(() => {
-    const o = BpfObject.open("calib", objectBytes("calib", BENCH_BPF_OBJECTS));
-    o.load();
-    return o;
-  });
-  const nopPins = [`${node.bpffs}/bench_nop_save`, `${node.bpffs}/bench_nop_restore`];
-  const fds = [
-    objGetRequired(pins.prog("save")),
-    objGetRequired(pins.prog("restore")),
-    ...nops.map((o) => o.programFd("bench_nop")),
-  ];
-  const stats = enableRunTimeStats();
+  sw.set(carrier);
+  const env = sw.env;
+  const pins = new PinLayout(env.bpffs);
+  const hooks = sw.hooks();
+  const nops: BpfObject[] = [];
+  const fds: number[] = [];
+  const nopPins: Array<{ pin: string; netns: string }> = [];
+  let observer: Observer | undefined;
+  let stats: number | undefined;
+  const maps = env.maps();
   try {
-    const common = { direction: "egress", api: "tcx", first: false } as const;
-    attach({
-      ...common,
-      progFd: fds[2],
-      ifname: pod.ifname,
-      netns: pod.netnsPath,
-      pin: nopPins[0],
-    });
-    attach({
-      ...common,
-      progFd: fds[3],
-      ifname: "tsn0",
-      netns: node.topo.nodePath,
-      pin: nopPins[1],
-    });
+    for (const h of hooks) fds.push(objGetRequired(pins.prog(h.role)));
+    for (const h of hooks) {
+      const o = BpfObject.open("calib", objectBytes("calib", BENCH_BPF_OBJECTS));
+      nops.push(o);
+      o.load();
+      const pin = `${env.bpffs}/bench_nop_${h.role}`;
+      attach({
+        progFd: o.programFd("bench_nop"),
+        ifname: h.ifname,
+        direction: h.direction,
+        api: "tcx",
+        netns: h.netns,
+        pin,
+        first: false,
+      });
+      nopPins.push({ pin, netns: h.netns });
+      fds.push(o.programFd("bench_nop"));
+    }
+    observer = Observer.attach(env.topo.nodePath, "tsn0");
+    observer.filter(17);
+    stats = enableRunTimeStats();
     const before = fds.map(progInfo);
-    await fn();
+    const c0 = maps.counters();
+    const r = await fn();
     const after = fds.map(progInfo);
-    const [save, restore, saveFloor, restoreFloor] = after.map((a, i) => {
+    const c1 = maps.counters();
+    const per = after.map((a, i) => {
       const runs = Number(a.runCount - before[i].runCount);
       return { ns: runs ? Number(a.runTimeNs - before[i].runTimeNs) / runs : NaN, runs };
     });
+    const stat = (i: number): ProgStat => ({
+      ns: per[i].ns,
+      runs: per[i].runs,
+      floorNs: per[i + 3].ns,
+      floorRuns: per[i + 3].runs,
+      netNs: Math.max(0, per[i].ns - per[i + 3].ns),
+    });
+    const [save, admit, restore] = [0, 1, 2].map(stat);
+    const seen = observer.counts();
+    const counters: Record<string, number> = {};
+    for (const k of Object.keys(c1) as Array<keyof typeof c1>) {
+      const d = Number(c1[k] - c0[k]);
+      if (d) counters[k] = d;
+    }
     return {
-      saveNs: save.ns,
-      saveRuns: save.runs,
-      restoreNs: restore.ns,
-      restoreRuns: restore.runs,
-      saveFloorNs: saveFloor.ns,
-      restoreFloorNs: restoreFloor.ns,
+      kpps: r.kpps,
+      restoredPct: seen.fwdTotal ? (100 * seen.fwdPrio[UDP_PRIO]) / seen.fwdTotal : NaN,
+      observed: seen.fwdTotal,
+      save,
+      admit,
+      restore,
+      saveAdmitNetNs: save.netNs + admit.netNs,
+      restoreNetNs: restore.netNs,
+      counters,
     };
   } finally {
-    detach(nopPins[0], { netns: pod.netnsPath });
-    detach(nopPins[1], { netns: node.topo.nodePath });
-    closeFd(stats);
-    fds.slice(0, 2).forEach(closeFd);
+    if (stats !== undefined) closeFd(stats);
+    observer?.detach();
+    await sh(["tc", "-n", env.topo.node, "qdisc", "del", "dev", "tsn0", "clsact"], {
+      allowFail: true,
+    });
+    for (const p of nopPins) {
+      detachLinksNow(p.pin);
+      detach(p.pin, { netns: p.netns });
+    }
+    fds.slice(0, 3).forEach(closeFd);
     nops.forEach((o) => o.close());
+    maps.close();
   }
 }
 
-const noInSitu = (): InSitu => ({
-  saveNs: NaN,
-  saveRuns: 0,
-  restoreNs: NaN,
-  restoreRuns: 0,
-  saveFloorNs: NaN,
-  restoreFloorNs: NaN,
-});
-
-export async function runThroughput(
-  o: { alternations: number; seconds: number; log: (s: string) => void },
-): Promise<ThroughputResult> {
-  const node = await BenchNode.create("tsnproxy", 1);
+export async function runThroughput(o: ThroughputOptions): Promise<ThroughputResult> {
+  await buildBlast();
+  const ncpus = navigator.hardwareConcurrency;
+  const sender: SenderSetup = {
+    flows: 4 * ncpus,
+    cpus: Array.from({ length: ncpus }, (_, i) => i),
+    batch: 64,
+    payloadBytes: 64,
+    prio: UDP_PRIO,
+  };
+  const sw = await PathSwitch.create();
+  let iperf: Deno.ChildProcess | undefined;
+  let counter: NetnsCounter | undefined;
   const res: ThroughputResult = {
-    alternations: o.alternations,
-    seconds: o.seconds,
-    udpKpps: { without: [], with: [] },
-    tcpGbps: { without: [], with: [] },
-    udpRatio: NaN,
-    tcpRatio: NaN,
-    inSitu: {
-      udp: noInSitu(),
-      tcp: noInSitu(),
-    },
+    rounds: o.rounds,
+    windowSeconds: o.windowSeconds,
+    sender,
+    udp: byState(() => []),
+    tcpRounds: o.tcpRounds,
+    tcpSeconds: o.tcpSeconds,
+    tcpGbps: byState(() => []),
+    ratios: {} as Record<WithState, Ratio>,
+    inSitu: {},
   };
   try {
-    const pod = node.topo.pods[0];
-    const far = node.topo.far;
+    const { node, far } = sw.env.topo;
+    const pod = sw.pod;
     await sh(["ip", "netns", "exec", far, "nft", "-f", "-"], {
       stdin: "table ip bench {\n chain pre {\n type filter hook prerouting priority -300;\n" +
-        " udp dport 9000 drop\n }\n}\n",
+        ` udp dport ${UDP_PORT}-${UDP_PORT + sender.flows - 1} drop\n }\n}\n`,
     });
-    spawnIn(far, ["iperf3", "-s", "-p", "5201"]);
-    await sleep(300);
-    let attached = false;
-    const set = (on: boolean) => {
-      if (on === attached) return;
-      if (on) {
-        node.setupDatapath(false);
-        node.attachPod(pod);
-      } else {
-        node.teardownDatapath();
+    iperf = spawnIn(far, ["iperf3", "-s", "-p", "5201"]);
+    counter = NetnsCounter.open(node, "tsn0", "tx_packets");
+    const tx = counter;
+    const udpOpts: Omit<BlastOptions, "seconds"> = {
+      dst: FAR_V4,
+      port: UDP_PORT,
+      flows: sender.flows,
+      cpus: sender.cpus,
+      prio: sender.prio,
+      size: sender.payloadBytes,
+      batch: sender.batch,
+    };
+
+    // UDP: the sender flat out throughout, the path switching under it.
+    const b = await startBlast(pod.netns, udpOpts);
+    try {
+      const sample = async () => ({ tx: await tx.read(), cpu: b.cpuNs(), t: performance.now() });
+      for (let i = 0; i < o.rounds; i++) {
+        for (const state of order(i)) {
+          sw.set(state);
+          await sleep(100);
+          const s0 = await sample();
+          await sleep(o.windowSeconds * 1000);
+          const s1 = await sample();
+          const packets = s1.tx - s0.tx;
+          const secs = (s1.t - s0.t) / 1000;
+          const w: UdpWindow = {
+            kpps: packets / secs / 1000,
+            cpuNsPerPacket: packets ? (s1.cpu - s0.cpu) / packets : NaN,
+            cpuShare: (s1.cpu - s0.cpu) / 1e9 / (sender.cpus.length * secs),
+          };
+          res.udp[state].push(w);
+          o.log(
+            `throughput udp ${i + 1}/${o.rounds} ${state}: ${w.kpps.toFixed(1)} kpps at tsn0, ` +
+              `${w.cpuNsPerPacket.toFixed(0)} CPU ns/packet (the sender had ${
+                (100 * w.cpuShare).toFixed(0)
+              }% of its CPUs)`,
+          );
+        }
       }
-      attached = on;
-    };
-    const udp = async () => {
-      const before = await linkStats(far, "far0");
-      const r = await floodResult(spawnIn(pod.netns, [
-        "python3",
-        FLOOD,
-        "--dst",
-        FAR_V4,
-        "--port",
-        "9000",
-        "--prio",
-        "3",
-        "--duration",
-        String(o.seconds),
-      ]));
-      const after = await linkStats(far, "far0");
-      return (after.rxPackets - before.rxPackets) / r.seconds / 1000;
-    };
+    } finally {
+      const r = await b.stop();
+      const cpu = r.userSeconds + r.systemSeconds;
+      sender.userShare = cpu ? r.userSeconds / cpu : NaN;
+      sender.sentKpps = r.sent / r.seconds / 1000;
+    }
+
     const tcp = async () => {
       const out = await sh([
         "ip",
@@ -183,48 +333,63 @@ export async function runThroughput(
         "-p",
         "5201",
         "-t",
-        String(o.seconds),
+        String(o.tcpSeconds),
         "-J",
       ]);
       const j = JSON.parse(out.stdout) as { end: { sum_received: { bits_per_second: number } } };
       return j.end.sum_received.bits_per_second / 1e9;
     };
-    for (let i = 0; i < o.alternations; i++) {
-      const order = i % 2 === 0 ? [false, true] : [true, false];
-      for (const on of order) {
-        set(on);
-        await sleep(200);
-        const key = on ? "with" : "without";
-        const u = await udp();
+    for (let i = 0; i < o.tcpRounds; i++) {
+      for (const state of order(i)) {
+        sw.set(state);
+        await sleep(100);
         const t = await tcp();
-        res.udpKpps[key].push(u);
-        res.tcpGbps[key].push(t);
-        o.log(
-          `throughput ${i + 1}/${o.alternations} ${key}: udp ${u.toFixed(1)} kpps, tcp ${
-            t.toFixed(2)
-          } Gbit/s`,
-        );
+        res.tcpGbps[state].push(t);
+        o.log(`throughput tcp ${i + 1}/${o.tcpRounds} ${state}: ${t.toFixed(2)} Gbit/s`);
       }
     }
-    // Each alternation measures both back to back: the ratio of a pair shares the machine's
-    // state of that moment, which drifts by more than the difference measured here.
-    const pairs = (x: { with: number[]; without: number[] }) =>
-      median(x.with.map((w, i) => w / x.without[i]));
-    res.udpRatio = pairs(res.udpKpps);
-    res.tcpRatio = pairs(res.tcpGbps);
-    set(true);
-    res.inSitu.udp = await measureInSitu(node, pod, udp);
-    res.inSitu.tcp = await measureInSitu(node, pod, tcp);
-    const fmt = (x: InSitu) =>
-      `save ${x.saveNs.toFixed(0)} ns x ${x.saveRuns} (empty program ${
-        x.saveFloorNs.toFixed(0)
-      }), restore ${x.restoreNs.toFixed(0)} ns x ${x.restoreRuns} (empty program ${
-        x.restoreFloorNs.toFixed(0)
+
+    const wo = res.udp.without;
+    for (const s of WITH_STATES) {
+      const w = res.udp[s];
+      const perCpu = w.map((x, i) => wo[i].cpuNsPerPacket / x.cpuNsPerPacket).sort((a, b) => a - b);
+      res.ratios[s] = {
+        perCpu: median(perCpu),
+        perCpuQuartiles: [percentile(perCpu, 25), percentile(perCpu, 75)],
+        rate: median(w.map((x, i) => x.kpps / wo[i].kpps)),
+        netNsPerPacket: median(w.map((x, i) => x.cpuNsPerPacket - wo[i].cpuNsPerPacket)),
+        tcp: median(res.tcpGbps[s].map((x, i) => x / res.tcpGbps.without[i])),
+      };
+    }
+
+    const fmt = (s: ProgStat) =>
+      `${s.ns.toFixed(0)} ns x ${s.runs} (empty program ${s.floorNs.toFixed(0)}; net ${
+        s.netNs.toFixed(0)
       })`;
-    o.log(`in situ, udp priority 3: ${fmt(res.inSitu.udp)}`);
-    o.log(`in situ, tcp priority 0: ${fmt(res.inSitu.tcp)}`);
+    for (const c of CARRIERS) {
+      const x = await measureInSitu(sw, c, async () => {
+        const before = await tx.read();
+        const r = await blast(pod.netns, { ...udpOpts, seconds: o.inSituSeconds });
+        return { kpps: (await tx.read() - before) / r.seconds / 1000 };
+      });
+      res.inSitu[c] = x;
+      o.log(
+        `in situ, ${c}, udp priority ${UDP_PRIO} at ${x.kpps.toFixed(0)} kpps: save ${
+          fmt(x.save)
+        }, admit ${fmt(x.admit)}, restore ${fmt(x.restore)}; ${
+          x.restoredPct.toFixed(3)
+        }% of ${x.observed} left with priority ${UDP_PRIO}`,
+      );
+    }
     return res;
   } finally {
-    await node.destroy();
+    await counter?.close();
+    try {
+      iperf?.kill("SIGKILL");
+    } catch {
+      // exited already
+    }
+    await iperf?.output().catch(() => {});
+    await sw.destroy();
   }
 }

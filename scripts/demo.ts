@@ -231,7 +231,7 @@ function standinRows(): RowBuilder {
       };
       const lines = [
         `cilium-like stand-in on ${out.hostInterface} (tcx ingress ${order.join(" -> ")}): ` +
-        `saw ${out.podPackets} pod packets, one of Cilium's tc_index flags set ${flagged} times ` +
+        `saw ${out.podPackets} pod packets; Cilium's tc_index flag bits set on them: ${flagged} ` +
         `(${flags.map((f) => `${f.flag.split(" ")[0]}: ${f.packets}`).join(", ")}), ` +
         `tsnproxy's tag on ${out.tsnproxyTag}`,
         `  tsnproxy put its pod on the ${out.carrier}: ${out.carrierReason}`,

@@ -2,17 +2,37 @@
  * `deno task demo`: the one-minute tour on a throwaway node built in network namespaces.
  *
  *   1. a node: bridge CNI (the reference `bridge` + `host-local` plugins), IP forwarding,
- *      MASQUERADE and a DNAT'd "Service" towards tsn0, the TSN NIC, and a far end;
- *   2. a talker pod created through the chain WITHOUT tsnproxy: an unmodified sender with
- *      SO_PRIORITY and SO_TXTIME; what leaves tsn0 is counted;
+ *      MASQUERADE and a DNAT'd "Service" towards tsn0, the TSN NIC, and a far end; an observer
+ *      of ours on tsn0's egress counts what really leaves it (priority, launch time);
+ *   2. pods created through the chain WITHOUT tsnproxy, each sending its traffic;
  *   3. `tsnproxy install` (binary, pinned datapath, restorer on tsn0, entry appended to the
- *      conflist), a second talker pod created through the chain WITH tsnproxy, same traffic;
- *   4. `tsnproxy doctor`, `tsnproxy status`; then DEL, `tsnproxy uninstall`, teardown.
+ *      conflist), the same pods again, created through the chain WITH tsnproxy;
+ *   4. `tsnproxy doctor`, `tsnproxy status`; then DEL, `tsnproxy uninstall`, teardown, and a
+ *      check that nothing is left (namespaces, pins, conflists).
  *
- * `--json` prints one JSON document on stdout instead of the tables.
+ * The rows, one group per pod (ROW_BUILDERS below; a new row is one more builder):
+ *
+ *   talker        an unmodified sender with SO_PRIORITY and SO_TXTIME: UDP over IPv4 and IPv6,
+ *                 through the Service's DNAT, TCP, launch times with CLOCK_TAI and REALTIME;
+ *   default 4     an app that sets no SO_PRIORITY at all, in a pod given a default priority
+ *                 (CNI_ARGS TSNPROXY_DEFAULT_PRIORITY=4, what the annotation
+ *                 tsnproxy.io/default-priority gives under containerd): it leaves at 4 with
+ *                 tsnproxy and at 0 without; a socket that sets its own keeps it;
+ *   cilium-like   the talker's traffic from a pod whose host veth also carries a stand-in of
+ *                 Cilium's eBPF datapath (tests/bpf/standins/cilium.c, legacy host routing:
+ *                 it reads Cilium's flag bits in tc_index and clears 0x4), attached on tcx
+ *                 during the chain's ADD, before tsnproxy's, as Cilium attaches its own.
+ *                 `carrier: auto` puts this pod on the stage (the "carrier" column and
+ *                 `tsnproxy status`), the plain pods on the tag; every priority and launch
+ *                 time still arrives, and the stand-in's own counters show that it never saw
+ *                 one of its flag bits set on the pod's packets.
+ *
+ * `--json` prints one JSON document on stdout instead of the tables: `rows` (one per case,
+ * pod and phase), `doctor`, `status`, `standin` (the stand-in's view) and `leftovers`.
  */
 import { chainAdd, chainDel, type Conflist } from "./lib/cni_chain.ts";
 import { Observer } from "../tests/lib/observer.ts";
+import { tearDownNode } from "../tests/lib/node.ts";
 import {
   createTopology,
   FAR_V4,
@@ -21,21 +41,37 @@ import {
   type Topology,
 } from "../tests/lib/topology.ts";
 import { run } from "../tests/lib/run.ts";
+import {
+  CILIUM_TC_INDEX_FLAGS,
+  STANDIN_CNI,
+  type StandinCounts,
+  StandinDatapath,
+} from "../tests/lib/standins.ts";
+import { queryTcx } from "../src/bpf/attach.ts";
+import type { StatusReport } from "../src/doctor/schema.ts";
 
 const json = Deno.args.includes("--json");
 const root = new URL("..", import.meta.url).pathname;
 const launcher = `${root}scripts/tsnproxy`;
 const sender = `${root}tests/lib/sender.py`;
 const step = (s: string) => json || console.error(`\x1b[1m==>\x1b[0m ${s}`);
+const say = (s: string) => json || console.error(s);
+
+type Phase = "without" | "with";
 
 interface Case {
   label: string;
   dst: string;
   port: number;
-  prio: number;
+  /** SO_PRIORITY; absent: the sender never sets one (an app that knows nothing of it). */
+  prio?: number;
+  /** The priority every packet should leave tsn0 with (default: its SO_PRIORITY, else 0). */
+  expect?: number;
   txtime?: "tai" | "realtime";
+  /** UDP datagrams; 0: TCP (32 chunks of 64 KiB, counted as the segments that left). */
   count: number;
 }
+
 const CASES: Case[] = [
   { label: "UDP IPv4, SO_PRIORITY 3", dst: FAR_V4, port: 8080, prio: 3, count: 500 },
   { label: "UDP via Service DNAT, SO_PRIORITY 2", dst: SERVICE_V4, port: 80, prio: 2, count: 500 },
@@ -59,17 +95,176 @@ const CASES: Case[] = [
   },
 ];
 
+const DEFAULT_PRIORITY = 4;
+const DEFAULT_CASES: Case[] = [
+  {
+    label: `UDP IPv4, no SO_PRIORITY (default ${DEFAULT_PRIORITY})`,
+    dst: FAR_V4,
+    port: 8080,
+    expect: DEFAULT_PRIORITY,
+    count: 500,
+  },
+  { label: "UDP IPv4, SO_PRIORITY 2 (its own)", dst: FAR_V4, port: 8080, prio: 2, count: 500 },
+];
+
 interface Row {
   case: string;
   tsnproxy: boolean;
   sent: number;
   leftTsn0: number;
+  /** Left tsn0 at expectedPriority. */
   rightPriority: number;
   rightLaunchTime: number | null;
+  /** The row group (ROW_BUILDERS). */
+  pod: string;
+  containerId: string;
+  /** The sender's SO_PRIORITY (null: it set none). */
+  soPriority: number | null;
+  expectedPriority: number;
+  /** What left tsn0, by priority ("16": above 15). */
+  priorities: Record<string, number>;
+  /** The pod's carrier and why, from `tsnproxy status` (null without tsnproxy). */
+  carrier: string | null;
+  carrierReason: string | null;
 }
+
+interface DemoPod {
+  id: string;
+  /** The row group's name. */
+  name: string;
+  netns: string;
+  conf: Conflist;
+  args?: string;
+  result: unknown;
+  /** The pod's host-side veth. */
+  hostIf: string;
+}
+
+interface PodSpec {
+  name: string;
+  /** CNI_ARGS for the chain (also for DEL). */
+  args?: string;
+  /** A stand-in datapath whose plugin runs after the primary and before tsnproxy. */
+  standin?: StandinDatapath;
+}
+
+/** What a row builder gets: the node, pods through the chain, the observer. */
+interface Demo {
+  topo: Topology;
+  tmp: string;
+  bpffs: string;
+  addPod(spec: PodSpec, phase: Phase): Promise<DemoPod>;
+  measure(pod: DemoPod, cases: Case[], phase: Phase): Promise<Row[]>;
+  /** Runs at teardown after every pod's DEL and the uninstall, last registered first. */
+  onTeardown(fn: () => void | Promise<void>): void;
+}
+
+/** One group of rows: it runs in each of its phases (before and/or after the install). */
+interface RowBuilder {
+  name: string;
+  phases: readonly Phase[];
+  build(demo: Demo, phase: Phase): Promise<Row[]>;
+  /** After `tsnproxy status`: lines under the table and a field of its own in --json. */
+  report?(status: StatusReport | undefined): { key: string; lines: string[]; json: unknown };
+}
+
+/** A pod sending `cases` in each phase. */
+function podRows(
+  name: string,
+  title: string,
+  cases: Case[],
+  spec: Omit<PodSpec, "name"> = {},
+): RowBuilder {
+  return {
+    name,
+    phases: ["without", "with"],
+    async build(demo, phase) {
+      step(`${title} ${phase === "with" ? "WITH" : "WITHOUT"} tsnproxy`);
+      return await demo.measure(await demo.addPod({ name, ...spec }, phase), cases, phase);
+    },
+  };
+}
+
+/** The talker's traffic from a pod behind the Cilium-like stand-in (with tsnproxy only). */
+function standinRows(): RowBuilder {
+  let pod: DemoPod | undefined;
+  let seen: StandinCounts | undefined;
+  let order: string[] = [];
+  return {
+    name: "cilium-like",
+    phases: ["with"],
+    async build(demo, phase) {
+      step("talker pod behind a Cilium-like eBPF datapath (stand-in) WITH tsnproxy");
+      const pinDir = `${demo.bpffs}-sti`;
+      // Unpinning its links detaches them (after the pod's DEL), even if loading failed halfway.
+      demo.onTeardown(() => Deno.remove(pinDir, { recursive: true }).catch(() => {}));
+      const sd = StandinDatapath.load("cilium-legacy", pinDir, {
+        netns: demo.topo.nodePath,
+        podNet4: "10.244.0.0/24",
+        podNet6: "fd00:244::/64",
+      });
+      pod = await demo.addPod({ name: "cilium-like", standin: sd }, phase);
+      order = queryTcx(pod.hostIf, "ingress", demo.topo.nodePath).map((p) => p.name);
+      say(`    ${pod.hostIf} tcx ingress: ${order.join(" -> ")}`);
+      sd.reset();
+      const rows = await demo.measure(pod, CASES, phase);
+      seen = sd.counts("pod");
+      return rows;
+    },
+    report(status) {
+      const st = status?.pods?.find((p) => p.containerId === pod?.id);
+      const flags = Object.entries(CILIUM_TC_INDEX_FLAGS).map(([bit, flag]) => ({
+        flag,
+        packets: seen?.flag[Number(bit)] ?? 0,
+      }));
+      const flagged = flags.reduce((n, f) => n + f.packets, 0);
+      const out = {
+        kind: "cilium-legacy",
+        hostInterface: pod?.hostIf ?? null,
+        tcxIngress: order,
+        carrier: st?.carrier ?? null,
+        carrierReason: st?.carrierReason ?? null,
+        podPackets: seen?.packets ?? 0,
+        flags,
+        tsnproxyTag: seen?.tsnpMarker ?? 0,
+        clearedSkipNodeport: seen?.clearedSkipNodeport ?? 0,
+      };
+      const lines = [
+        `cilium-like stand-in on ${out.hostInterface} (tcx ingress ${order.join(" -> ")}): ` +
+        `saw ${out.podPackets} pod packets; Cilium's tc_index flag bits set on them: ${flagged} ` +
+        `(${flags.map((f) => `${f.flag.split(" ")[0]}: ${f.packets}`).join(", ")}), ` +
+        `tsnproxy's tag on ${out.tsnproxyTag}`,
+        `  tsnproxy put its pod on the ${out.carrier}: ${out.carrierReason}`,
+      ];
+      return { key: "standin", lines, json: out };
+    },
+  };
+}
+
+const ROW_BUILDERS: RowBuilder[] = [
+  podRows("talker", "talker pod", CASES),
+  podRows(
+    `default ${DEFAULT_PRIORITY}`,
+    "pod with a default priority, app sets none",
+    DEFAULT_CASES,
+    {
+      args: `IgnoreUnknown=1;TSNPROXY_DEFAULT_PRIORITY=${DEFAULT_PRIORITY}`,
+    },
+  ),
+  standinRows(),
+];
 
 async function tsnproxy(node: Topology, args: string[], allowFail = false) {
   return await run(["nsenter", `--net=${node.nodePath}`, launcher, ...args], { allowFail });
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 const topo = await createTopology({ pods: 0, bridge: false });
@@ -87,21 +282,173 @@ const loc = [
   "--state-dir",
   `${tmp}/state`,
 ];
-const pods: Array<{ id: string; netns: string; conf: Conflist; result: unknown }> = [];
+const pods: DemoPod[] = [];
+const teardowns: Array<() => void | Promise<void>> = [];
 let observer: Observer | undefined;
 const sinks: Deno.ChildProcess[] = [];
 let installed = false;
 const rows: Row[] = [];
 let doctorSummary: Record<string, number> = {};
-let status: unknown;
+let status: StatusReport | undefined;
+const leftovers: string[] = [];
+
+const demo: Demo = {
+  topo,
+  tmp,
+  bpffs,
+  async addPod(spec, phase) {
+    const id = `demo-${spec.name.replace(/\W+/g, "")}-${
+      phase === "with" ? "tsn" : "plain"
+    }-${topo.id}`;
+    await run(["ip", "netns", "add", id]);
+    await run([
+      "ip",
+      "netns",
+      "exec",
+      id,
+      "sysctl",
+      "-qw",
+      "net.ipv6.conf.all.accept_dad=0",
+      "net.ipv6.conf.default.accept_dad=0",
+    ]);
+    const conf = JSON.parse(await Deno.readTextFile(`${tmp}/net.d/10-demo.conflist`)) as Conflist;
+    if (spec.standin) {
+      // The stand-in's plugin runs right after the primary, before tsnproxy: its program is on
+      // the host veth when tsnproxy's ADD looks.
+      conf.plugins.splice(1, 0, spec.standin.pluginEntry(`${tmp}/standin-state`));
+    }
+    const ctx = {
+      containerId: id,
+      netns: `/run/netns/${id}`,
+      binDir: `${tmp}/bin`,
+      nodeNetns: topo.nodePath,
+      args: spec.args,
+    };
+    const pod: DemoPod = {
+      id,
+      name: spec.name,
+      netns: ctx.netns,
+      conf,
+      args: spec.args,
+      result: undefined,
+      hostIf: "",
+    };
+    pods.push(pod); // DEL'd at teardown even when ADD fails halfway
+    pod.result = await chainAdd(conf, ctx);
+    const ifs = (pod.result as { interfaces?: Array<{ name: string; sandbox?: string }> })
+      .interfaces ?? [];
+    pod.hostIf = ifs.find((i) => !i.sandbox && i.name !== "cni0")?.name ?? "";
+    step(
+      `pod ${id}: ADD through ${conf.plugins.map((p) => p.type).join(" -> ")}` +
+        (spec.args ? ` (CNI_ARGS ${spec.args})` : ""),
+    );
+    return pod;
+  },
+  async measure(pod, cases, phase) {
+    await new Promise((r) => setTimeout(r, 300)); // IPv6 routes settle
+    const out: Row[] = [];
+    for (const c of cases) {
+      const tcp = c.count === 0;
+      observer!.filter(tcp ? 6 : 17, 8080);
+      const args = ["--dst", c.dst, "--port", String(c.port)];
+      if (c.prio !== undefined) args.push("--prio", String(c.prio));
+      args.push("--proto", tcp ? "tcp" : "udp", "--count", String(tcp ? 32 : c.count));
+      if (c.txtime) args.push("--txtime", c.txtime);
+      await run(["ip", "netns", "exec", pod.id, "python3", sender, ...args]);
+      const o = observer!.counts();
+      const expected = c.expect ?? c.prio ?? 0;
+      out.push({
+        case: c.label,
+        tsnproxy: phase === "with",
+        sent: tcp ? o.fwdTotal : c.count,
+        leftTsn0: o.fwdTotal,
+        rightPriority: o.fwdPrio[expected],
+        rightLaunchTime: c.txtime ? o.tsOk : null,
+        pod: pod.name,
+        containerId: pod.id,
+        soPriority: c.prio ?? null,
+        expectedPriority: expected,
+        priorities: Object.fromEntries(o.fwdPrio.flatMap((n, p) => n ? [[String(p), n]] : [])),
+        carrier: null,
+        carrierReason: null,
+      });
+    }
+    return out;
+  },
+  onTeardown(fn) {
+    teardowns.push(fn);
+  },
+};
+
+let tornDown: Promise<void> | undefined;
+/** Undoes everything, once, whatever failed before; then lists what is left. */
+function teardown(): Promise<void> {
+  tornDown ??= (async () => {
+    step("teardown: DEL pods, tsnproxy uninstall, delete the node");
+    for (const p of [...pods].reverse()) {
+      say(`    DEL ${p.id}`);
+      await chainDel(p.conf, {
+        containerId: p.id,
+        netns: p.netns,
+        binDir: `${tmp}/bin`,
+        nodeNetns: topo.nodePath,
+        args: p.args,
+      }, p.result)
+        .catch((e) => console.error(`DEL ${p.id}: ${e.message}`));
+      await run(["ip", "netns", "del", p.id], { allowFail: true });
+    }
+    say("    tsnproxy uninstall");
+    if (installed) await tsnproxy(topo, ["uninstall", ...loc], true);
+    if (await exists(bpffs)) {
+      // An install that failed halfway, or an uninstall that did: remove what is ours.
+      try {
+        tearDownNode({ bpffs, netns: topo.nodePath });
+      } catch (e) {
+        console.error(`pins: ${e instanceof Error ? e.message : e}`);
+      }
+    }
+    say("    stand-ins, observer, namespaces");
+    for (const fn of teardowns.reverse()) {
+      try {
+        await fn();
+      } catch (e) {
+        console.error(`teardown: ${e instanceof Error ? e.message : e}`);
+      }
+    }
+    observer?.detach();
+    for (const p of sinks) {
+      try {
+        p.kill("SIGKILL");
+      } catch { /* gone */ }
+      await p.status;
+    }
+    await topo.destroy();
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    const netns = (await run(["ip", "netns", "list"], { allowFail: true })).stdout;
+    for (const line of netns.split("\n")) {
+      if (line.includes(topo.id)) leftovers.push(`netns ${line.split(" ")[0]}`);
+    }
+    for (const p of [bpffs, `${bpffs}-sti`, tmp]) if (await exists(p)) leftovers.push(p);
+    say(`    left behind: ${leftovers.length ? leftovers.join(", ") : "nothing"}`);
+  })();
+  return tornDown;
+}
+
+// Ctrl-C or a kill: undo everything before leaving.
+const onSignal = (sig: "SIGINT" | "SIGTERM") => () => {
+  console.error(`\n${sig}: cleaning up`);
+  teardown().finally(() => Deno.exit(130));
+};
+const signals = (["SIGINT", "SIGTERM"] as const).map((sig) => [sig, onSignal(sig)] as const);
+for (const [sig, fn] of signals) Deno.addSignalListener(sig, fn);
 
 try {
   step(`building a node in network namespaces (${topo.node}: bridge CNI, NAT, Service DNAT, tsn0)`);
-  await Deno.mkdir(`${tmp}/net.d`);
-  await Deno.mkdir(`${tmp}/bin`);
+  for (const d of ["net.d", "bin", "standin-state"]) await Deno.mkdir(`${tmp}/${d}`);
   for (const p of ["bridge", "host-local", "loopback"]) {
     await Deno.symlink(`/usr/lib/cni/${p}`, `${tmp}/bin/${p}`);
   }
+  await Deno.symlink(STANDIN_CNI, `${tmp}/bin/tsnp-standin`);
   const conflist: Conflist = {
     cniVersion: "1.0.0",
     name: "demo",
@@ -137,159 +484,111 @@ try {
     }).spawn());
   }
 
-  const addPod = async (label: string) => {
-    const id = `demo-${label}-${topo.id}`;
-    await run(["ip", "netns", "add", id]);
-    await run([
-      "ip",
-      "netns",
-      "exec",
-      id,
-      "sysctl",
-      "-qw",
-      "net.ipv6.conf.all.accept_dad=0",
-      "net.ipv6.conf.default.accept_dad=0",
-    ]);
-    const conf = JSON.parse(await Deno.readTextFile(`${tmp}/net.d/10-demo.conflist`)) as Conflist;
-    const ctx = {
-      containerId: id,
-      netns: `/run/netns/${id}`,
-      binDir: `${tmp}/bin`,
-      nodeNetns: topo.nodePath,
-    };
-    const result = await chainAdd(conf, ctx);
-    pods.push({ id, netns: ctx.netns, conf, result });
-    step(`pod ${id}: ADD through ${conf.plugins.map((p) => p.type).join(" -> ")}`);
-    return id;
-  };
-
-  const measure = async (pod: string, withTsnproxy: boolean) => {
-    await new Promise((r) => setTimeout(r, 300)); // IPv6 routes settle
-    for (const c of CASES) {
-      const tcp = c.count === 0;
-      observer!.filter(tcp ? 6 : 17, 8080);
-      const args = ["--dst", c.dst, "--port", String(c.port), "--prio", String(c.prio)];
-      args.push("--proto", tcp ? "tcp" : "udp", "--count", String(tcp ? 32 : c.count));
-      if (c.txtime) args.push("--txtime", c.txtime);
-      await run(["ip", "netns", "exec", pod, "python3", sender, ...args]);
-      const o = observer!.counts();
-      rows.push({
-        case: c.label,
-        tsnproxy: withTsnproxy,
-        sent: tcp ? o.fwdTotal : c.count,
-        leftTsn0: o.fwdTotal,
-        rightPriority: o.fwdPrio[c.prio],
-        rightLaunchTime: c.txtime ? o.tsOk : null,
-      });
-    }
-  };
-
   // Resolve the far end's neighbour entries first, so no case loses its first packets to ARP/ND.
   for (const dst of [FAR_V4, FAR_V6]) {
     await run(["ip", "netns", "exec", topo.node, "python3", sender, "--dst", dst, "--count", "2"]);
   }
 
-  step("talker pod WITHOUT tsnproxy");
-  await measure(await addPod("plain"), false);
-
-  step("tsnproxy install");
-  const inst = await tsnproxy(topo, ["install", ...loc]);
-  installed = true;
-  if (!json) {
-    console.error(
-      inst.stdout.split("\n").filter((l) => /^\S|^\s+\+/.test(l)).map((l) => `    ${l}`).join("\n"),
-    );
+  for (const b of ROW_BUILDERS.filter((b) => b.phases.includes("without"))) {
+    rows.push(...await b.build(demo, "without"));
   }
 
-  step("talker pod WITH tsnproxy");
-  await measure(await addPod("tsn"), true);
+  step("tsnproxy install");
+  installed = true; // whatever it did, uninstall undoes it
+  const inst = await tsnproxy(topo, ["install", ...loc]);
+  say(
+    inst.stdout.split("\n").filter((l) => /^\S|^\s+\+/.test(l)).map((l) => `    ${l}`).join("\n"),
+  );
+
+  for (const b of ROW_BUILDERS.filter((b) => b.phases.includes("with"))) {
+    rows.push(...await b.build(demo, "with"));
+  }
 
   step("tsnproxy doctor");
-  const doc = await tsnproxy(topo, [
-    "doctor",
-    "--json",
-    ...loc.filter((_, i) => loc[i] !== "--state-dir" && loc[i - 1] !== "--state-dir"),
-  ], true);
+  const doctorLoc = loc.filter((_, i) => loc[i] !== "--state-dir" && loc[i - 1] !== "--state-dir");
+  const doc = await tsnproxy(topo, ["doctor", "--json", ...doctorLoc], true);
   const report = JSON.parse(doc.stdout) as {
     summary: Record<string, number>;
     checks: Array<{ id: string; status: string; found: string }>;
   };
   doctorSummary = report.summary;
   if (!json) {
-    const human = await tsnproxy(topo, [
-      "doctor",
-      ...loc.filter((_, i) => loc[i] !== "--state-dir" && loc[i - 1] !== "--state-dir"),
-    ], true);
-    console.error(human.stdout.split("\n").map((l) => `    ${l}`).join("\n"));
+    const human = await tsnproxy(topo, ["doctor", ...doctorLoc], true);
+    say(human.stdout.split("\n").map((l) => `    ${l}`).join("\n"));
   }
   step("tsnproxy status");
-  const st = await tsnproxy(topo, [
-    "status",
-    "--json",
-    "--bpffs",
-    bpffs,
-    "--config",
-    `${tmp}/config.yaml`,
-  ]);
-  status = JSON.parse(st.stdout);
+  const statusLoc = ["--bpffs", bpffs, "--config", `${tmp}/config.yaml`];
+  const st = await tsnproxy(topo, ["status", "--json", ...statusLoc]);
+  status = JSON.parse(st.stdout) as StatusReport;
   if (!json) {
-    const human = await tsnproxy(topo, [
-      "status",
-      "--bpffs",
-      bpffs,
-      "--config",
-      `${tmp}/config.yaml`,
-    ]);
-    console.error(human.stdout.split("\n").map((l) => `    ${l}`).join("\n"));
+    const human = await tsnproxy(topo, ["status", ...statusLoc]);
+    say(human.stdout.split("\n").map((l) => `    ${l}`).join("\n"));
+  }
+  for (const r of rows) {
+    const p = status.pods?.find((p) => p.containerId === r.containerId);
+    if (r.tsnproxy && p) {
+      r.carrier = p.carrier;
+      r.carrierReason = p.carrierReason;
+    }
   }
 } finally {
-  step("teardown: DEL pods, tsnproxy uninstall, delete the node");
-  for (const p of pods.reverse()) {
-    if (!json) console.error(`    DEL ${p.id}`);
-    await chainDel(p.conf, {
-      containerId: p.id,
-      netns: p.netns,
-      binDir: `${tmp}/bin`,
-      nodeNetns: topo.nodePath,
-    }, p.result)
-      .catch((e) => console.error(`DEL ${p.id}: ${e.message}`));
-    await run(["ip", "netns", "del", p.id], { allowFail: true });
-  }
-  if (!json) console.error("    tsnproxy uninstall");
-  if (installed) await tsnproxy(topo, ["uninstall", ...loc], true);
-  if (!json) console.error("    observer, namespaces");
-  observer?.detach();
-  for (const p of sinks) {
-    p.kill("SIGKILL");
-    await p.status;
-  }
-  await topo.destroy();
-  await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  await teardown();
+  for (const [sig, fn] of signals) Deno.removeSignalListener(sig, fn);
 }
+
+const reports = ROW_BUILDERS.flatMap((b) => b.report ? [b.report(status)] : []);
 
 if (json) {
   console.log(
-    JSON.stringify({ kernel: Deno.osRelease(), rows, doctor: doctorSummary, status }, null, 2),
+    JSON.stringify(
+      {
+        kernel: Deno.osRelease(),
+        rows,
+        doctor: doctorSummary,
+        status,
+        ...Object.fromEntries(reports.map((r) => [r.key, r.json])),
+        leftovers,
+      },
+      null,
+      2,
+    ),
   );
 } else {
-  const pad = (s: string | number, n: number) => String(s).padEnd(n);
-  const pct = (n: number, of: number) => `${n} (${of ? Math.round((100 * n) / of) : 0}%)`;
-  console.log(
-    `\n${pad("traffic from the pod", 38)} ${pad("tsnproxy", 9)} ${pad("sent", 5)} ${
-      pad("left tsn0", 10)
-    } ${pad("with its priority", 18)} with its launch time`,
-  );
-  for (const r of rows) {
-    console.log(
-      `${pad(r.case, 38)} ${pad(r.tsnproxy ? "yes" : "no", 9)} ${pad(r.sent, 5)} ${
-        pad(r.leftTsn0, 10)
-      } ${pad(pct(r.rightPriority, r.sent), 18)} ${
-        r.rightLaunchTime === null ? "-" : pct(r.rightLaunchTime, r.sent)
-      }`,
-    );
-  }
-  console.log(`\ndoctor: ${Object.entries(doctorSummary).map(([k, v]) => `${v} ${k}`).join(", ")}`);
+  const cols: Array<[string, number, (r: Row) => string]> = [
+    ["pod", 12, (r) => r.pod],
+    ["traffic from the pod", 38, (r) => r.case],
+    ["tsnproxy", 9, (r) => r.tsnproxy ? "yes" : "no"],
+    ["carrier", 8, (r) => r.carrier ?? "-"],
+    ["sent", 5, (r) => String(r.sent)],
+    ["left tsn0", 10, (r) => String(r.leftTsn0)],
+    ["with its priority", 18, (r) => pct(r.rightPriority, r.sent)],
+    ["left at", 14, (r) => leftAt(r)],
+    [
+      "with its launch time",
+      0,
+      (r) => r.rightLaunchTime === null ? "-" : pct(r.rightLaunchTime, r.sent),
+    ],
+  ];
+  const line = (cells: string[]) =>
+    cells.map((c, i) => cols[i][1] ? c.padEnd(cols[i][1]) : c).join(" ").trimEnd();
+  console.log(`\n${line(cols.map((c) => c[0]))}`);
+  for (const r of rows) console.log(line(cols.map((c) => c[2](r))));
+  console.log("");
+  for (const r of reports) for (const l of r.lines) console.log(l);
+  console.log(`doctor: ${Object.entries(doctorSummary).map(([k, v]) => `${v} ${k}`).join(", ")}`);
   console.log(
     `kernel ${Deno.osRelease()}: CLOCK_TAI launch times cross veth on 6.11+ by themselves; REALTIME ones (and TAI before 6.11) need tsnproxy.`,
   );
+  console.log(`teardown: ${leftovers.length ? `LEFT ${leftovers.join(", ")}` : "nothing left"}`);
+}
+if (leftovers.length) Deno.exitCode = 1;
+
+function pct(n: number, of: number): string {
+  return `${n} (${of ? Math.round((100 * n) / of) : 0}%)`;
+}
+
+/** "0:500", "4:498 0:2": what left tsn0 at which priority. */
+function leftAt(r: Row): string {
+  const e = Object.entries(r.priorities);
+  return e.length ? e.map(([p, n]) => `${p === "16" ? ">15" : p}:${n}`).join(" ") : "-";
 }

@@ -3,6 +3,12 @@
  * bridge -> tsnproxy, pods whose unmodified talker (tests/lib/sender.py) sets SO_PRIORITY, and
  * the observer on the TSN veth counting what leaves it (through MASQUERADE and a Service DNAT).
  * Topology and datapath: tests/e2e/lib/tsn.ts. Needs root and scripts/setup.sh's packages.
+ *
+ * Policy reaches the plugin as kubelet gives it: pod annotations, which containerd passes in
+ * runtimeConfig["io.kubernetes.cri.pod-annotations"] (the entry declares the capability):
+ * ceilings and remaps, and for senders that set no SO_PRIORITY at all a default priority and
+ * rules (protocol, destination ports, destination prefix), under the node's ceiling; a bad
+ * annotation fails RunPodSandbox with the plugin's message and fix.
  */
 import assert from "node:assert/strict";
 import { CniEnv, type Conflist } from "./lib/cni.ts";
@@ -283,6 +289,140 @@ Deno.test("tsnproxy chained after bridge under containerd CRI", async (t) => {
       await c.removePod(p.pod.id);
       assert.deepEqual(node.entries(), []);
     });
+
+    /** Sends without SO_PRIORITY unless `a.prio` is set; every packet must leave at `leaves`. */
+    const expectLeaves = async (w: string, a: SendArgs, leaves: number, label: string) => {
+      const c = await send(w, a);
+      const what = `${label} (${a.proto} to ${a.dst}${
+        a.prio === undefined ? ", no SO_PRIORITY" : `, SO_PRIORITY ${a.prio}`
+      })`;
+      if (a.proto === "udp") assert.equal(c.fwdTotal, a.count, `${what}: ${showPrios(c)}`);
+      else assert.ok(c.fwdTotal > 0, `${what}: nothing left the TSN veth`);
+      assert.equal(c.fwdPrio[leaves], c.fwdTotal, `${what}: all at ${leaves}? ${showPrios(c)}`);
+    };
+    const udpTo = (dst: string, prio?: number): SendArgs => ({
+      dst,
+      port: node.farPort,
+      proto: "udp",
+      count: UDP_COUNT,
+      ...(prio === undefined ? {} : { prio }),
+    });
+    const tcpTo = (dst: string, prio?: number): SendArgs => ({
+      dst,
+      port: node.farPort,
+      proto: "tcp",
+      count: 4,
+      ...(prio === undefined ? {} : { prio }),
+    });
+    const removePods = async (pods: Array<{ pod: Pod }>) => {
+      for (const p of pods) {
+        await c.stopPod(p.pod.id);
+        await c.removePod(p.pod.id);
+      }
+      assert.deepEqual(node.podAttachments(), []);
+      assert.deepEqual(node.entries(), []);
+    };
+
+    await t.step(
+      "default priority and rules by annotation: a sender without SO_PRIORITY gets its class",
+      async () => {
+        await timed("conflist reload", () => useConflist(withTsnproxy()));
+        // Rules: UDP to the Service's address (as the pod addresses it, before the DNAT) at
+        // 6; TCP to ports 8000-8090 at 5; anything else without a priority at the default 4.
+        const rules = `udp:${node.farPort}@${node.serviceIp}/32=6,tcp:8000-8090=5`;
+        const cls = await talker("classified", {
+          "tsnproxy.io/default-priority": "4",
+          "tsnproxy.io/priority-rules": rules,
+        });
+        const none = await talker("unclassified");
+        const pol = node.entryOf(cls.pod.id)?.entry.policy;
+        assert.ok(pol, "no entry for the annotated pod");
+        assert.equal(pol.defaultPriority, 4);
+        assert.deepEqual(pol.rules.map((r) => r.priority), [6, 5]);
+        assert.equal(node.entryOf(none.pod.id)?.entry.policy.defaultPriority, 0);
+
+        await expectLeaves(cls.w, udpTo(node.farIp), 4, "the default");
+        await expectLeaves(cls.w, udpTo(node.serviceIp), 6, "rule udp:8080@Service");
+        await expectLeaves(cls.w, tcpTo(node.farIp), 5, "rule tcp:8000-8090");
+        await expectLeaves(cls.w, tcpTo(node.serviceIp), 5, "rule tcp:8000-8090, Service");
+        // A socket that sets its priority keeps it, rule or not.
+        await expectLeaves(cls.w, udpTo(node.serviceIp, 2), 2, "its own, a rule matches");
+        await expectLeaves(cls.w, udpTo(node.farIp, 1), 1, "its own, no rule matches");
+        await expectLeaves(cls.w, tcpTo(node.farIp, 3), 3, "its own TCP");
+        // The same sender in a pod without the annotations: 0.
+        await expectLeaves(none.w, udpTo(node.farIp), 0, "no annotation");
+        await expectLeaves(none.w, udpTo(node.serviceIp), 0, "no annotation");
+        await expectLeaves(none.w, tcpTo(node.farIp), 0, "no annotation");
+        await removePods([cls, none]);
+      },
+    );
+
+    await t.step("the node's ceiling caps default priorities and rules", async () => {
+      node.setNodePolicy("policy:\n  maxPriority: 3\n");
+      try {
+        const capped = await talker("capped", {
+          "tsnproxy.io/default-priority": "6",
+          "tsnproxy.io/priority-rules": `udp:${node.farPort}@${node.serviceIp}=5,tcp:8080=1`,
+        });
+        // The pod's own ceiling caps them too.
+        const own = await talker("ownceiling", {
+          "tsnproxy.io/default-priority": "5",
+          "tsnproxy.io/max-priority": "2",
+        });
+        const pol = node.entryOf(capped.pod.id)?.entry.policy;
+        assert.ok(pol, "no entry for the capped pod");
+        assert.equal(pol.maxPriority, 3, "the node's ceiling");
+        assert.equal(pol.defaultPriority, 3, "the default 6 capped");
+        assert.deepEqual(pol.rules.map((r) => r.priority), [3, 1], "rule 5 capped, 1 kept");
+        assert.equal(node.entryOf(own.pod.id)?.entry.policy.defaultPriority, 2);
+
+        await expectLeaves(capped.w, udpTo(node.farIp), 3, "default 6 under ceiling 3");
+        await expectLeaves(capped.w, udpTo(node.serviceIp), 3, "rule at 5 under ceiling 3");
+        await expectLeaves(capped.w, tcpTo(node.farIp), 1, "rule at 1 under ceiling 3");
+        await expectLeaves(capped.w, udpTo(node.farIp, 6), 3, "SO_PRIORITY 6 under ceiling 3");
+        await expectLeaves(capped.w, udpTo(node.farIp, 2), 2, "SO_PRIORITY 2 under ceiling 3");
+        await expectLeaves(own.w, udpTo(node.farIp), 2, "default 5 under the pod's ceiling 2");
+        await expectLeaves(own.w, udpTo(node.serviceIp, 3), 2, "SO_PRIORITY 3, pod ceiling 2");
+        await removePods([capped, own]);
+      } finally {
+        node.setNodePolicy("");
+      }
+    });
+
+    await t.step(
+      "a bad default-priority or priority-rules annotation fails RunPodSandbox",
+      async () => {
+        const bad: Array<[Record<string, string>, RegExp[]]> = [
+          [{ "tsnproxy.io/priority-rules": "udp:8080->6" }, [
+            /annotation tsnproxy\.io\/priority-rules: "udp:8080->6" is not a rule/,
+            /write \[protocol\]\[:port\[-port\]\]\[@prefix\]=priority/,
+          ]],
+          [{ "tsnproxy.io/priority-rules": "udp:70000=5" }, [
+            /annotation tsnproxy\.io\/priority-rules\.rules\[0\]\.ports: expected a port 1\.\.65535/,
+            /a policy is \{maxPriority\?/,
+          ]],
+          [{ "tsnproxy.io/default-priority": "high" }, [
+            /annotation tsnproxy\.io\/default-priority: "high" is not a priority/,
+            /use a decimal integer/,
+          ]],
+        ];
+        for (const [annotations, want] of bad) {
+          const name = `bad${bad.findIndex((b) => b[0] === annotations)}`;
+          let msg = "";
+          await assert.rejects(c.runPod({ name, namespace: "tsn", annotations }), (e: Error) => {
+            msg = e.message;
+            return true;
+          });
+          console.log(`  ${JSON.stringify(annotations)}: ${msg}`);
+          assert.match(msg, /plugin type="tsnproxy"/, "containerd names the plugin");
+          for (const re of want) assert.match(msg, re);
+          assert.equal((await c.cri.listPodSandbox()).some((p) => p.metadata.name === name), false);
+        }
+        assert.deepEqual(node.podAttachments(), [], "a refused ADD attaches nothing");
+        assert.deepEqual(node.entries(), []);
+        assert.deepEqual(await bridgePorts(env.network.bridge), [], "containerd's DEL ran");
+      },
+    );
 
     await t.step("20 pods created and removed concurrently leave nothing behind", async () => {
       const pods = await timed(

@@ -29,16 +29,20 @@ export interface TestNode {
   cfg: NodeConfig;
 }
 
-/** Loads the datapath, writes the node config and attaches the restorer. */
-export function setUpNode(o: TestNodeOptions = {}): TestNode {
-  const bpffs = o.bpffs ?? `/sys/fs/bpf/tsnp-test-${randomId(8)}`;
+function nodeConfig(bpffs: string, o: TestNodeOptions): NodeConfig {
   const yaml = [
     `bpffs: ${bpffs}`,
     o.tsnInterface ? `tsnInterface: ${o.tsnInterface}` : "",
     o.api ? `attachMode: ${o.api}` : "",
     o.config ?? "",
   ].join("\n");
-  const cfg = parseNodeConfig(yaml, "test-node.yaml");
+  return parseNodeConfig(yaml, "test-node.yaml");
+}
+
+/** Loads the datapath, writes the node config and attaches the restorer. */
+export function setUpNode(o: TestNodeOptions = {}): TestNode {
+  const bpffs = o.bpffs ?? `/sys/fs/bpf/tsnp-test-${randomId(8)}`;
+  const cfg = nodeConfig(bpffs, o);
   try {
     withNetns(o.netns, () => {
       applyDatapath(planDatapath(cfg, o.tsnInterface ? [o.tsnInterface] : []));
@@ -49,6 +53,19 @@ export function setUpNode(o: TestNodeOptions = {}): TestNode {
     throw e;
   }
   return { bpffs, netns: o.netns, cfg };
+}
+
+/**
+ * Writes a changed node config (e.g. its policy) into a node set up by setUpNode, as
+ * `tsnproxy install` run again does: the programs, the restorer and the pods' entries stay;
+ * pods added from now on get the new node policy.
+ */
+export function reconfigureNode(o: TestNodeOptions & { bpffs: string }): NodeConfig {
+  const cfg = nodeConfig(o.bpffs, o);
+  withNetns(o.netns, () => {
+    applyDatapath(planDatapath(cfg, o.tsnInterface ? [o.tsnInterface] : []));
+  });
+  return cfg;
 }
 
 export function tearDownNode(n: Pick<TestNode, "bpffs" | "netns">): void {

@@ -15,7 +15,8 @@ p.add_argument("--dst", required=True)
 p.add_argument("--port", type=int, default=8080)
 p.add_argument("--proto", choices=["udp", "tcp", "icmp"], default="udp")
 p.add_argument("--count", type=int, default=100)
-p.add_argument("--prio", type=int, default=0)
+p.add_argument("--prio", type=int, help="SO_PRIORITY (absent: the socket's priority is never set, "
+               "as an app that knows nothing of priorities)")
 p.add_argument("--txtime", choices=list(CLOCKS), help="set SO_TXTIME with this clock")
 p.add_argument("--txtime-offset-ms", type=float, default=5.0)
 p.add_argument("--size", type=int, default=64, help="UDP/ICMP payload bytes")
@@ -38,7 +39,8 @@ def prioritize(s):
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, a.tos)
         else:
             s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, a.tos)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, a.prio)
+    if a.prio is not None or a.tos is not None:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, a.prio or 0)
 
 fam = socket.AF_INET6 if ":" in a.dst else socket.AF_INET
 gap = 1.0 / a.pps if a.pps else 0
@@ -56,7 +58,8 @@ if a.proto == "tcp":
 
 if a.raw_ip_id is not None:
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, a.prio)
+    if a.prio is not None:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, a.prio)
     body = struct.pack("<QQ", 0, 0).ljust(max(a.size, 16), b"p")
     udp = struct.pack("!HHHH", 40000, a.port, 8 + len(body), 0) + body
     # version/ihl, tos, total length, id, DF, ttl, UDP, checksum and source filled by the kernel

@@ -24,7 +24,7 @@ import { listPodAttachments, podCookie, podPins } from "../../../src/bpf/pod.ts"
 import { programsOn } from "../../../src/bpf/hooks.ts";
 import { closeFd, objGetRequired, progInfo } from "../../../src/bpf/sys.ts";
 import { ifIndexToName } from "../../../src/ffi/libc.ts";
-import { setUpNode, tearDownNode } from "../../lib/node.ts";
+import { reconfigureNode, setUpNode, tearDownNode } from "../../lib/node.ts";
 import { Observer, type ObserverCounts } from "../../lib/observer.ts";
 import type { Mount } from "./cri.ts";
 import { exists, repoRoot, run, runOk } from "./proc.ts";
@@ -128,6 +128,8 @@ export function attachModeFromEnv(): "auto" | TcApi {
   return v;
 }
 
+const NODE_CONFIG = "restoreAt: tsn-egress\ngc: {maxAgeMs: 1000}\n";
+
 export class TsnNode {
   readonly id: string;
   /** The TSN interface in the host namespace. */
@@ -221,12 +223,7 @@ export class TsnNode {
 `,
     });
 
-    setUpNode({
-      bpffs: this.bpffs,
-      tsnInterface: tsn,
-      api: this.api,
-      config: "restoreAt: tsn-egress\ngc: {maxAgeMs: 1000}\n",
-    });
+    setUpNode({ bpffs: this.bpffs, tsnInterface: tsn, api: this.api, config: NODE_CONFIG });
     this.observer = Observer.attach(undefined, tsn);
 
     this.#spawn(["socat", "-u", `UDP-RECV:${p}`, "/dev/null"]);
@@ -257,6 +254,20 @@ export class TsnNode {
         stderr: "null",
       }).spawn(),
     );
+  }
+
+  /**
+   * Rewrites the node config with this `policy:` block (YAML, e.g. "policy:\n  maxPriority: 3";
+   * "" for none), as `tsnproxy install` run again with a changed config does. Pods created
+   * from now on get the node's new policy.
+   */
+  setNodePolicy(policyYaml: string): void {
+    reconfigureNode({
+      bpffs: this.bpffs,
+      tsnInterface: this.tsnIf,
+      api: this.api,
+      config: NODE_CONFIG + policyYaml,
+    });
   }
 
   /** The tsnproxy entry of a conflist for this node (plus `extra` fields, e.g. policy). */

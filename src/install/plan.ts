@@ -61,12 +61,6 @@ export interface InstallTarget {
 }
 
 /**
- * The conflist entry install injects: the node's settings. Its policy repeats the node's
- * ceiling and remap, which are the node's layer anyway (the plugin takes the node's from the
- * datapath); they stay in the entry so that release 0.1.0's entry and this one are the same
- * and an upgrade or a downgrade does not rewrite the conflist.
- */
-/**
  * The entry install puts at the end of the primary network's chain. It declares the pod
  * annotations capability, so containerd and CRI-O pass a pod's `tsnproxy.io/*` annotations
  * (its lower-only policy layer) in runtimeConfig. The node's own policy is not copied here:

@@ -8,7 +8,8 @@
  *                rules: [{protocol: "udp", ports: "319-320", destination: "224.0.1.129",
  *                         priority: 7}]}
  * String forms: priority "5"; remap "7:3,6:3"; rules "udp:319-320@224.0.1.129=7,@10.0.0.0/8=2"
- *               ([protocol][:port[-port]][@prefix]=priority, comma separated).
+ *               ([protocol][:port[-port]][@prefix]=priority, comma separated; ">" for "=",
+ *               as CNI_ARGS needs: its pairs allow one "=").
  */
 import { CniCode, type CniCodeValue, ConfigError } from "../errors.ts";
 import { formatIp, parsePrefix } from "../util/ip.ts";
@@ -204,7 +205,7 @@ export function parseRemapString(
 }
 
 const RULE_STRING =
-  /^(?<proto>[a-z0-9]+)?(?::(?<ports>\d{1,5}(?:-\d{1,5})?))?(?:@(?<dst>[0-9a-fA-F:.]+(?:\/\d{1,3})?))?\s*=\s*(?<prio>\d+)$/;
+  /^(?<proto>[a-z0-9]+)?(?::(?<ports>\d{1,5}(?:-\d{1,5})?))?(?:@(?<dst>[0-9a-fA-F:.]+(?:\/\d{1,3})?))?\s*[=>]\s*(?<prio>\d+)$/;
 
 /** The compact rules syntax "udp:319-320@224.0.1.129=7,@10.0.0.0/8=2". */
 export function parseRulesString(s: string, where: string, code: CniCodeValue): Rule[] {
@@ -215,7 +216,8 @@ export function parseRulesString(s: string, where: string, code: CniCodeValue): 
       throw new ConfigError(
         `${where}: ${show(part)} is not a rule`,
         "write [protocol][:port[-port]][@prefix]=priority, comma separated, e.g. " +
-          '"udp:319-320=7,@10.0.0.0/8=2"',
+          '"udp:319-320=7,@10.0.0.0/8=2" (in CNI_ARGS, whose pairs allow one "=", write ">" ' +
+          'for "=": "udp:319-320>7")',
         code,
       );
     }

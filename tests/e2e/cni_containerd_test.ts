@@ -58,9 +58,11 @@ Deno.test("tsnproxy chained after bridge under containerd CRI", async (t) => {
     ...plain,
     plugins: [
       ...plain.plugins,
-      node.entry({ capabilities: { [ANNOTATIONS_CAP]: true }, ...extra }),
+      node.entry(extra),
     ],
   });
+  // The entry as install writes it declares the capability containerd passes annotations by.
+  assert.deepEqual(node.entry().capabilities, { [ANNOTATIONS_CAP]: true });
   const useConflist = async (conf: Conflist) => {
     await env.writeConflist(conf);
     const want = JSON.stringify(conf.plugins);

@@ -126,6 +126,11 @@ Deno.test("policy: the string forms (annotations, CNI_ARGS)", () => {
     "tcp=3",
   ]);
   assert.throws(() => parseRulesString("=3", "w", 7), /is not a rule/);
+  // CNI_ARGS pairs allow one "=" (the reference plugins refuse a second): ">" stands in.
+  assert.deepEqual(
+    parseRulesString("udp:80>6,@10.0.0.0/8 > 2", "w", 7),
+    parseRulesString("udp:80=6,@10.0.0.0/8=2", "w", 7),
+  );
   assert.throws(() => parseRulesString("udp:99999=3", "w", 7), /ports/);
   const v6 = compileRule(parseRulesString("@fd00:1::/32=4", "w", 7)[0]);
   assert.equal(v6.family, 6);

@@ -24,7 +24,8 @@ import { listPodAttachments, podCookie, podPins } from "../../../src/bpf/pod.ts"
 import { programsOn } from "../../../src/bpf/hooks.ts";
 import { closeFd, objGetRequired, progInfo } from "../../../src/bpf/sys.ts";
 import { ifIndexToName } from "../../../src/ffi/libc.ts";
-import { reconfigureNode, setUpNode, tearDownNode } from "../../lib/node.ts";
+import { reconfigureNode, setUpNode, tearDownNode, type TestNode } from "../../lib/node.ts";
+import { pluginEntry } from "../../../src/install/plan.ts";
 import { Observer, type ObserverCounts } from "../../lib/observer.ts";
 import type { Mount } from "./cri.ts";
 import { exists, repoRoot, run, runOk } from "./proc.ts";
@@ -152,6 +153,8 @@ export class TsnNode {
   readonly nftTable: string;
   readonly podSubnet: string;
   observer: Observer | undefined;
+  /** The node as install set it up (its parsed config included). */
+  node: TestNode | undefined;
   #procs: Deno.ChildProcess[] = [];
   #savedForward: string | undefined;
   #cleaned = false;
@@ -223,7 +226,12 @@ export class TsnNode {
 `,
     });
 
-    setUpNode({ bpffs: this.bpffs, tsnInterface: tsn, api: this.api, config: NODE_CONFIG });
+    this.node = setUpNode({
+      bpffs: this.bpffs,
+      tsnInterface: tsn,
+      api: this.api,
+      config: NODE_CONFIG,
+    });
     this.observer = Observer.attach(undefined, tsn);
 
     this.#spawn(["socat", "-u", `UDP-RECV:${p}`, "/dev/null"]);
@@ -272,14 +280,24 @@ export class TsnNode {
 
   /** The tsnproxy entry of a conflist for this node (plus `extra` fields, e.g. policy). */
   entry(extra: Record<string, unknown> = {}): Record<string, unknown> {
+    // What `tsnproxy install` writes for this node (the pod-annotations capability
+    // included), with the test's attach mode.
     return {
-      type: "tsnproxy",
-      bpffs: this.bpffs,
-      tsnInterface: this.tsnIf,
-      restoreAt: "tsn-egress",
+      ...pluginEntry({
+        cfg: this.#node().cfg,
+        tsnInterface: this.tsnIf,
+        api: this.api,
+        stateDir: "/nonexistent",
+        inPlace: true,
+      }),
       attachMode: this.attachMode,
       ...extra,
     };
+  }
+
+  #node(): TestNode {
+    if (!this.node) throw new Error("the node is not set up");
+    return this.node;
   }
 
   #observer(): Observer {

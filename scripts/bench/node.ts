@@ -4,16 +4,14 @@
  * attached by the real plugin's CNI ADD) with one carrier forced, or the research design's
  * rebuilt datapath; and a uniform way to read what left tsn0.
  */
-import { attach, detach, type Direction, pinsOf, queryTcx } from "../../src/bpf/attach.ts";
-import { closeFd, objGet } from "../../src/bpf/sys.ts";
-import { libbpf } from "../../src/ffi/libbpf.ts";
+import { attach, detach, type Direction, queryTcx } from "../../src/bpf/attach.ts";
 import { attachRestorer, detachRestorer } from "../../src/bpf/node.ts";
-import { attachPodPrograms, detachPodPrograms } from "../../src/bpf/pod.ts";
+import { attachPodPrograms, detachHostSide, detachPodSide } from "../../src/bpf/pod.ts";
 import { ifNameToIndex } from "../../src/ffi/libc.ts";
 import { withNetns } from "../../src/util/netns.ts";
 import { BpfObject } from "../../src/bpf/object.ts";
 import { objectBytes } from "../../src/bpf/objects.ts";
-import { PinLayout, type ProgramRole, splitMarker } from "../../src/bpf/pins.ts";
+import type { ProgramRole } from "../../src/bpf/pins.ts";
 import { type DatapathConfig, DatapathMaps, type PodEntry } from "../../src/bpf/maps.ts";
 import { DatapathEnv } from "../../tests/lib/datapath_env.ts";
 import { setUpNode } from "../../tests/lib/node.ts";
@@ -112,25 +110,6 @@ export class BenchNode {
 const emptyPin = (bpffs: string, role: string) => `${bpffs}/bench_empty_${role}`;
 
 /**
- * Detaches the tcx links pinned under `pin` now. Unpinning alone (what detach() does) drops
- * the last reference, and the kernel then releases the link from a workqueue: an attach of
- * the same program to the same hook right after can fail with EEXIST (61 of 200 tries on
- * this machine). The bench switches states back to back, so it detaches the links first.
- */
-export function detachLinksNow(pin: string): void {
-  for (const p of pinsOf(pin)) {
-    if (splitMarker(p.slice(p.lastIndexOf("/") + 1)).clsact) continue;
-    const fd = objGet(p);
-    if (fd === undefined) continue;
-    try {
-      libbpf().bpf_link_detach(fd);
-    } finally {
-      closeFd(fd);
-    }
-  }
-}
-
-/**
  * What is on a pod's path: nothing of tsnproxy's; an empty program at each of the three hooks
  * tsnproxy uses (what the hooks cost by themselves); tsnproxy with one carrier.
  */
@@ -151,7 +130,7 @@ interface Captured {
  * (the node config, the pod's entry) is kept and the pod deleted again (CNI DEL). A switch
  * then replays it with the production functions the plugin and install call: the map
  * entries written back, attachPodPrograms() for save and admit, attachRestorer() on tsn0;
- * leaving, detachPodPrograms() and detachRestorer(). The programs on the hooks are checked to
+ * leaving, detachPodSide(), detachHostSide() and detachRestorer(). The programs on the hooks are checked to
  * be the ones the plugin attached. empty = bench_nop (bench/bpf/calib.c) on the same three
  * hooks, tcx, first. The observer DatapathEnv attaches is removed with its clsact qdisc, so no
  * state pays for it.
@@ -244,16 +223,12 @@ export class PathSwitch {
     const node = this.env.topo.nodePath;
     if (this.#state === "empty") {
       for (const h of this.hooks()) {
-        detachLinksNow(emptyPin(this.env.bpffs, h.role));
         detach(emptyPin(this.env.bpffs, h.role), { netns: h.netns });
       }
     } else if (this.#state !== "without") {
-      const pins = new PinLayout(this.env.bpffs);
       const r = this.#podRequest();
-      detachLinksNow(pins.pod(r.containerId, r.ifname, "pod"));
-      detachLinksNow(pins.pod(r.containerId, r.ifname, "host"));
-      detachLinksNow(pins.restorer("tsn0"));
-      withNetns(node, () => detachPodPrograms(r));
+      // detach() detaches links at once (BPF_LINK_DETACH): the next state attaches right after.
+      withNetns(node, () => detachPodSide(r) + detachHostSide(r, () => true));
       detachRestorer(this.env.bpffs, "tsn0", node);
     }
     this.#state = "without";

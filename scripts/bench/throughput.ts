@@ -36,7 +36,7 @@ import { Observer } from "../../tests/lib/observer.ts";
 import { FAR_V4 } from "../../tests/lib/topology.ts";
 import { blast, type BlastOptions, buildBlast, NetnsCounter, startBlast } from "./blast.ts";
 import { median, percentile, sh, sleep } from "./common.ts";
-import { type Carrier, detachLinksNow, type PathState, PathSwitch, spawnIn } from "./node.ts";
+import { type Carrier, type PathState, PathSwitch, spawnIn } from "./node.ts";
 import { BENCH_BPF_OBJECTS } from "./objects.gen.ts";
 
 export const CARRIERS: readonly Carrier[] = ["tag", "table"];
@@ -234,7 +234,6 @@ async function measureInSitu(
       allowFail: true,
     });
     for (const p of nopPins) {
-      detachLinksNow(p.pin);
       detach(p.pin, { netns: p.netns });
     }
     fds.slice(0, 3).forEach(closeFd);

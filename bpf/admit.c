@@ -139,23 +139,58 @@ static __always_inline struct tsnp_req_entry *take_request(struct __sk_buff *skb
 	return e;
 }
 
+/*
+ * The way a new entry takes in its bucket: the one holding the same fingerprint (the newest
+ * admit of identical packets decides, as for a pod that routes another pod's packets: what
+ * it sends on is its own), else one never used, already read by a restorer or aged out;
+ * else the oldest, whose packet has not reached a restorer yet (counted).
+ */
+static __always_inline struct tsnp_stage_entry *
+free_way(struct tsnp_stage_entry *b, const struct tsnp_fp *fp, __u64 now, __u64 max_age)
+{
+	struct tsnp_stage_entry *oldest = b, *free = NULL;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < TSNP_STAGE_WAYS; i++) {
+		struct tsnp_stage_entry *w = &b[i];
+
+		if (w->when && tsnp_fp_equal(&w->fp, fp))
+			return w;
+		if (!free && (!w->when || (w->flags & TSNP_STAGED_RESTORED) ||
+			      tsnp_older_than(now, w->when, max_age)))
+			free = w;
+		if (w->when < oldest->when)
+			oldest = w;
+	}
+	if (free)
+		return free;
+	tsnp_count(TSNP_STAGE_UNREAD);
+	return oldest;
+}
+
 /* Hands the admitted metadata to the stage. */
 static __always_inline void stage(struct __sk_buff *skb, struct parsed *p, __u32 prio,
 				  __u64 launch, struct tsnp_pod *pod)
 {
+	struct tsnp_config *cfg = tsnp_config_get();
+	struct tsnp_stage_meta *meta;
+	struct tsnp_stage_part *part;
 	struct tsnp_stage_entry *e;
-	struct tsnp_stage *st;
+	struct tsnp_bucket_at at;
 	__u32 zero = 0;
-	__u64 now;
+	__u64 now, *seen;
 
 	parse(skb, p); /* not IP (an AVTP stream): its ethertype and first payload bytes */
-	st = bpf_map_lookup_elem(&tsnp_stage, &zero);
-	if (!st)
+	at = tsnp_bucket_of(&p->fp);
+	part = bpf_map_lookup_elem(&tsnp_stage, &at.part);
+	meta = bpf_map_lookup_elem(&tsnp_stage_meta, &zero);
+	if (!part || !meta || !cfg)
 		return;
 	now = bpf_ktime_get_coarse_ns();
-	e = &st->e[tsnp_fp_hash(&p->fp) & (TSNP_STAGE_SLOTS - 1)];
-	if (e->when && !(e->flags & TSNP_STAGED_RESTORED))
-		tsnp_count(TSNP_STAGE_UNREAD);
+	e = free_way(&part->e[at.first & TSNP_STAGE_FIRST_MASK], &p->fp, now,
+		     cfg->stage_max_age_ns);
+	e->when = 0; /* a restorer on another CPU skips it while it is rewritten */
 	e->fp = p->fp;
 	e->priority = prio;
 	e->tstamp = launch;
@@ -163,7 +198,10 @@ static __always_inline void stage(struct __sk_buff *skb, struct parsed *p, __u32
 		   (pod->flags & TSNP_POD_NETKIT ? TSNP_STAGED_ANY_IIF : 0);
 	e->slot = pod->slot;
 	e->when = now;
-	st->last_when = now;
+	meta->last_when = now;
+	seen = bpf_map_lookup_elem(&tsnp_stage_seen, &zero);
+	if (seen && tsnp_older_than(now, *seen, cfg->stage_max_age_ns >> 3))
+		*seen = now; /* a shared line: written a few times per age limit, not per packet */
 	tsnp_count(TSNP_STAGED);
 }
 

@@ -5,7 +5,8 @@
  * Writes back what admit decided for a pod's packet, after the node's bridging, routing,
  * NAT and tunnels have had it: from the tag (skb->tc_index, then cleared, so the programs
  * after this one see the packet as they would without tsnproxy), or from this CPU's stage,
- * matched by fingerprint (tsnproxy.h says why one CPU's stage is enough). A launch time
+ * matched by fingerprint (tsnproxy.h says why this CPU's stage is the place to look, and
+ * when the others' are). A launch time
  * without a clock type, which forwarding clears, is written back with the priority.
  *
  * Cost order: a tagged packet is done after one load and a few stores. Otherwise, while this
@@ -66,13 +67,94 @@ static __always_inline int inner_l3(struct tsnp_pkt *pk, struct tsnp_fp *outer, 
 	return tsnp_l3_after_eth(pk, l3->l4off + 8 + 8 + (g[0] & 0x3f) * 4);
 }
 
-/* This packet's staged entry (fresh or not), or NULL. */
-static __always_inline struct tsnp_stage_entry *lookup(struct tsnp_stage *st,
-						       struct tsnp_fp *fp)
+/* This packet's staged entry in a CPU's part of the stage (the newest that matches, fresh
+ * or not), or NULL. */
+static __always_inline struct tsnp_stage_entry *lookup(struct tsnp_stage_part *part,
+						       const struct tsnp_fp *fp)
 {
-	struct tsnp_stage_entry *e = &st->e[tsnp_fp_hash(fp) & (TSNP_STAGE_SLOTS - 1)];
+	struct tsnp_bucket_at at = tsnp_bucket_of(fp);
+	struct tsnp_stage_entry *b, *hit = NULL;
+	int i;
 
-	return e->when && tsnp_fp_equal(&e->fp, fp) ? e : NULL;
+	b = &part->e[at.first & TSNP_STAGE_FIRST_MASK];
+#pragma unroll
+	for (i = 0; i < TSNP_STAGE_WAYS; i++) {
+		struct tsnp_stage_entry *w = &b[i];
+
+		if (w->when && tsnp_fp_equal(&w->fp, fp) && (!hit || w->when > hit->when))
+			hit = w;
+	}
+	return hit;
+}
+
+/* The packet's entry in this CPU's stage, or NULL. */
+static __always_inline struct tsnp_stage_entry *lookup_here(const struct tsnp_fp *fp)
+{
+	struct tsnp_bucket_at at = tsnp_bucket_of(fp);
+	struct tsnp_stage_part *part = bpf_map_lookup_elem(&tsnp_stage, &at.part);
+
+	return part ? lookup(part, fp) : NULL;
+}
+
+/* What a restore writes back, from this CPU's stage or another's. */
+struct hit {
+	__u64 tstamp;
+	__u32 priority;
+	__u16 slot;
+	__u8 flags;
+};
+
+static __always_inline void take(struct hit *h, struct tsnp_stage_entry *e)
+{
+	h->priority = e->priority;
+	h->tstamp = e->tstamp;
+	h->slot = e->slot;
+	h->flags = e->flags;
+	if (!(e->flags & TSNP_STAGED_RESTORED))
+		e->flags |= TSNP_STAGED_RESTORED;
+}
+
+/* Whether an entry may restore this packet: one of a veth pod's packets arrives forwarded
+ * (it has an ingress interface); a netkit pod's, redirected from the peer hook, may not. */
+static __always_inline int may_restore(const struct tsnp_stage_entry *e, __u32 ingress)
+{
+	return ingress || (e->flags & TSNP_STAGED_ANY_IIF);
+}
+
+/* The search of the other CPUs' stages (bpf_loop), for a packet held on the way. */
+struct elsewhere {
+	struct tsnp_fp fp;
+	__u64 now;
+	__u64 max_age;
+	__u32 self;
+	__u32 ingress;
+	struct hit hit;
+	int found;
+};
+
+static long look_on_cpu(__u32 cpu, void *ctx)
+{
+	struct tsnp_bucket_at at = tsnp_bucket_of(&((struct elsewhere *)ctx)->fp);
+	struct elsewhere *x = ctx;
+	struct tsnp_stage_meta *meta;
+	struct tsnp_stage_part *part;
+	struct tsnp_stage_entry *e;
+	__u32 zero = 0;
+
+	if (cpu == x->self)
+		return 0;
+	meta = bpf_map_lookup_percpu_elem(&tsnp_stage_meta, &zero, cpu);
+	if (!meta)
+		return 1; /* past the last possible CPU */
+	if (tsnp_older_than(x->now, meta->last_when, x->max_age))
+		return 0; /* staged nothing lately */
+	part = bpf_map_lookup_percpu_elem(&tsnp_stage, &at.part, cpu);
+	e = part ? lookup(part, &x->fp) : NULL;
+	if (!e || !may_restore(e, x->ingress) || tsnp_older_than(x->now, e->when, x->max_age))
+		return 0;
+	take(&x->hit, e);
+	x->found = 1;
+	return 1;
 }
 
 static __always_inline int restore_tag(struct __sk_buff *skb, __u32 tag)
@@ -98,88 +180,108 @@ SEC("tc")
 int tsnp_restore(struct __sk_buff *skb)
 {
 	__u32 tci = skb->tc_index;
+	__u32 ingress = skb->ingress_ifindex;
 	struct tsnp_pkt pk = tsnp_pkt_of(skb);
+	struct elsewhere x = {};
 	struct tsnp_frag_follow *f;
-	struct tsnp_stage_entry *e;
+	struct tsnp_stage_entry *e = NULL;
 	struct tsnp_config *cfg;
-	struct tsnp_fp fp = {};
 	struct tsnp_l3 l3 = {};
-	struct tsnp_stage *st;
+	struct tsnp_stage_meta *st;
+	struct hit h = {};
+	__u64 now, max_age, *seen;
 	__u32 zero = 0;
-	__u64 now;
-	int ip, in;
+	int ip, in, idle;
 
 	if (tsnp_is_tag(tci) && restore_tag(skb, tci))
 		return TSNP_NEXT;
 
-	st = bpf_map_lookup_elem(&tsnp_stage, &zero);
+	st = bpf_map_lookup_elem(&tsnp_stage_meta, &zero);
 	cfg = tsnp_config_get();
-	if (!st || !cfg || !st->last_when)
+	if (!st || !cfg)
 		return TSNP_NEXT;
 	now = bpf_ktime_get_coarse_ns();
-	if (tsnp_older_than(now, st->last_when, cfg->stage_max_age_ns))
-		return TSNP_NEXT; /* nothing staged on this CPU recently: nothing to parse for */
+	max_age = cfg->stage_max_age_ns;
+	idle = tsnp_older_than(now, st->last_when, max_age);
+	if (idle) {
+		/* Nothing staged on this CPU lately; on another, maybe (a held packet). */
+		seen = bpf_map_lookup_elem(&tsnp_stage_seen, &zero);
+		if (!seen || !*seen || tsnp_older_than(now, *seen, max_age + (max_age >> 3)))
+			return TSNP_NEXT; /* nothing staged anywhere lately: nothing to parse for */
+	}
 
-	ip = tsnp_fp_of(skb, &fp, &l3);
+	ip = tsnp_fp_of(skb, &x.fp, &l3);
 	/* A packet the node sends (no ingress interface) is never a pod's, whatever its bytes:
 	 * only one it encapsulates may be. Forwarded packets, redirected ones included, keep
 	 * the interface they entered by; a netkit pod's, redirected from the peer hook, never
 	 * had one. */
-	e = lookup(st, &fp);
-	if (e && !skb->ingress_ifindex && !(e->flags & TSNP_STAGED_ANY_IIF))
-		e = NULL;
+	if (!idle) {
+		e = lookup_here(&x.fp);
+		if (e && !may_restore(e, ingress))
+			e = NULL;
+	}
 	if (!e && ip) {
 		/* A tunnel: admit saw the encapsulated packet. */
-		in = inner_l3(&pk, &fp, &l3);
+		in = inner_l3(&pk, &x.fp, &l3);
 		if (in >= 0) {
-			__builtin_memset(&fp, 0, sizeof(fp));
-			if (tsnp_fp_at(skb, in, &fp, &l3))
-				e = lookup(st, &fp);
+			__builtin_memset(&x.fp, 0, sizeof(x.fp));
+			if (tsnp_fp_at(skb, in, &x.fp, &l3) && !idle)
+				e = lookup_here(&x.fp);
 		}
 	}
-	if (!e) {
+	if (e) {
+		if (tsnp_older_than(now, e->when, max_age)) {
+			e->when = 0;
+			tsnp_count(TSNP_STAGE_EXPIRED);
+			return TSNP_NEXT;
+		}
+		take(&h, e);
+	} else {
 		/* A later fragment of a datagram the node fragmented after admit. */
 		f = &st->follow;
-		if (ip && fp.frag && f->when && fp.family == 4 && f->id == l3.id &&
-		    f->l4proto == fp.l4proto && f->saddr == l3.saddr && f->daddr == l3.daddr &&
-		    !tsnp_older_than(now, f->when, cfg->stage_max_age_ns)) {
+		if (ip && x.fp.frag && f->when && x.fp.family == 4 && f->id == l3.id &&
+		    f->l4proto == x.fp.l4proto && f->saddr == l3.saddr && f->daddr == l3.daddr &&
+		    !tsnp_older_than(now, f->when, max_age)) {
 			skb->priority = f->priority;
 			if (f->flags & TSNP_STAGED_TSTAMP)
 				write_tstamp(skb, f->tstamp);
 			tsnp_count(TSNP_RESTORED_FRAG);
 			count_pod(f->slot);
-		} else {
-			tsnp_count(TSNP_STAGE_MISS);
+			return TSNP_NEXT;
 		}
-		return TSNP_NEXT;
-	}
-	if (tsnp_older_than(now, e->when, cfg->stage_max_age_ns)) {
-		e->when = 0;
-		tsnp_count(TSNP_STAGE_EXPIRED);
-		return TSNP_NEXT;
+		/* Held on the way (a next hop's ARP/ND) and sent from another CPU. */
+		x.now = now;
+		x.max_age = max_age;
+		x.self = bpf_get_smp_processor_id();
+		x.ingress = ingress;
+		bpf_loop(TSNP_MAX_CPUS, look_on_cpu, &x, 0);
+		if (!x.found) {
+			tsnp_count(TSNP_STAGE_MISS);
+			return TSNP_NEXT;
+		}
+		h = x.hit;
+		tsnp_count(TSNP_RESTORED_ELSEWHERE);
 	}
 
-	skb->priority = e->priority;
-	if (e->flags & TSNP_STAGED_TSTAMP)
-		write_tstamp(skb, e->tstamp);
-	if (!(e->flags & TSNP_STAGED_RESTORED))
-		e->flags |= TSNP_STAGED_RESTORED;
+	skb->priority = h.priority;
+	if (h.flags & TSNP_STAGED_TSTAMP)
+		write_tstamp(skb, h.tstamp);
 	tsnp_count(TSNP_RESTORED_STAGE);
-	count_pod(e->slot);
-	if (l3.more_frags && fp.family == 4 && !fp.frag) {
+	count_pod(h.slot);
+	if (l3.more_frags && x.fp.family == 4 && !x.fp.frag) {
 		f = &st->follow;
 		f->when = now;
 		f->saddr = l3.saddr;
 		f->daddr = l3.daddr;
 		f->id = l3.id;
-		f->l4proto = fp.l4proto;
-		f->priority = e->priority;
-		f->tstamp = e->tstamp;
-		f->flags = e->flags & TSNP_STAGED_TSTAMP;
-		f->slot = e->slot;
+		f->l4proto = x.fp.l4proto;
+		f->priority = h.priority;
+		f->tstamp = h.tstamp;
+		f->flags = h.flags & TSNP_STAGED_TSTAMP;
+		f->slot = h.slot;
 	}
 	/* Not consumed: the same packet may leave by a second TSN interface (a bridge flood, a
-	 * multicast route); a later admit on this CPU overwrites it anyway. */
+	 * multicast route); a later admit on this CPU takes its way once it was read. */
 	return TSNP_NEXT;
 }
 

@@ -35,7 +35,12 @@
  *    to the NIC's tc egress nothing queues the packet, so the entry admit writes is read
  *    by the restore of the same packet before any other packet can be admitted on that
  *    CPU. Two pods sending byte-identical packets at once therefore never share an entry,
- *    and the table needs no locks, no LRU and no garbage collector.
+ *    and the table needs no locks, no LRU and no garbage collector. One thing does queue
+ *    a packet on the way: a next hop whose neighbour is not resolved yet holds it (ARP or
+ *    ND) and sends it from the reply's softirq, maybe on another CPU, after later packets
+ *    were admitted. So the stage is set-associative (a new entry takes a way that was read
+ *    or has aged out before it overwrites one still unread), and a restorer that finds
+ *    nothing on its own CPU looks on the others before it gives up.
  *
  * A launch time with a clock type (CLOCK_MONOTONIC, or CLOCK_TAI on 6.11+) needs no
  * carrier: the kernel keeps typed stamps across the crossing and forwarding.
@@ -236,13 +241,50 @@ struct tsnp_frag_follow {
 	__u32 _pad2;
 };
 
-#define TSNP_STAGE_SLOTS 64 /* per CPU; a power of two */
+/*
+ * The stage's size: it must hold the newest entries of at least one neighbour queue's worth
+ * of held packets (ARP/ND keep ~100-280 small ones per unresolved neighbour) next to the
+ * traffic that keeps coming, so 2048 entries per CPU, in buckets of 8 ways. A per-CPU map
+ * value is at most 32 KiB, so the table is TSNP_STAGE_PARTS values of one part each.
+ */
+#define TSNP_STAGE_WAYS 8	    /* entries per bucket */
+#define TSNP_STAGE_PART_BUCKETS 32 /* buckets per part; a power of two */
+#define TSNP_STAGE_PART_BITS 3
+#define TSNP_STAGE_PARTS (1 << TSNP_STAGE_PART_BITS) /* parts per CPU */
+#define TSNP_MAX_CPUS 1024	    /* the restorer's look at other CPUs stops at the last one */
 
-struct tsnp_stage {
+struct tsnp_stage_part {
+	struct tsnp_stage_entry e[TSNP_STAGE_PART_BUCKETS * TSNP_STAGE_WAYS];
+};
+_Static_assert(sizeof(struct tsnp_stage_part) <= 32768, "a per-CPU value is at most 32 KiB");
+
+/* A CPU's stage beside its entries. */
+struct tsnp_stage_meta {
 	__u64 last_when;	/* the newest entry on this CPU (the restorer's idle check) */
 	struct tsnp_frag_follow follow;
-	struct tsnp_stage_entry e[TSNP_STAGE_SLOTS];
 };
+
+/* A bucket's first way in its part, as a mask (buckets and ways are powers of two): applied
+ * where the index is used, it is the bound the verifier sees, whatever the compiler spilled. */
+#define TSNP_STAGE_FIRST_MASK ((TSNP_STAGE_PART_BUCKETS - 1) * TSNP_STAGE_WAYS)
+
+/* Where a fingerprint's bucket is: which part, and its first way there. */
+struct tsnp_bucket_at {
+	__u32 part;
+	__u32 first;
+};
+
+static __always_inline struct tsnp_bucket_at tsnp_bucket_of(const struct tsnp_fp *fp)
+{
+	__u32 h = tsnp_fp_hash(fp);
+	struct tsnp_bucket_at at = {
+		.part = h & (TSNP_STAGE_PARTS - 1),
+		.first = ((h >> TSNP_STAGE_PART_BITS) & (TSNP_STAGE_PART_BUCKETS - 1)) *
+			 TSNP_STAGE_WAYS,
+	};
+
+	return at;
+}
 
 /*
  * The request stage: what the tag-sized request cannot hold, from the saver to admit on the
@@ -286,6 +328,8 @@ enum tsnp_counter {
 	TSNP_STAGE_MISS,	/* parsed while entries were pending, none matched */
 	TSNP_STAGE_EXPIRED,	/* matched an entry older than the age limit */
 	TSNP_TSTAMP_FAILED,	/* launch time could not be written */
+	TSNP_RESTORED_ELSEWHERE, /* of TSNP_RESTORED_STAGE, from another CPU's stage (a packet
+				  * held on the way, e.g. for its next hop's ARP/ND) */
 	TSNP_COUNTER_MAX,
 };
 
@@ -314,11 +358,30 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, TSNP_STAGE_PARTS);
 	__type(key, __u32);
-	__type(value, struct tsnp_stage);
+	__type(value, struct tsnp_stage_part);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } tsnp_stage SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tsnp_stage_meta);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tsnp_stage_meta SEC(".maps");
+
+/* When any CPU last staged, coarsely (admit refreshes it once an eighth of the age limit
+ * has passed): a restorer whose own CPU staged nothing lately still looks elsewhere for a
+ * packet that was held on the way while another CPU staged it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tsnp_stage_seen SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -62,10 +62,10 @@ SEC("tc")
 int part_stage_gate(struct __sk_buff *skb)
 {
 	struct tsnp_config *cfg = tsnp_config_get();
-	struct tsnp_stage *st;
+	struct tsnp_stage_meta *st;
 	__u32 zero = 0;
 
-	st = bpf_map_lookup_elem(&tsnp_stage, &zero);
+	st = bpf_map_lookup_elem(&tsnp_stage_meta, &zero);
 	if (!st || !cfg)
 		return TSNP_NEXT;
 	skb->cb[0] = tsnp_older_than(bpf_ktime_get_coarse_ns(), st->last_when,

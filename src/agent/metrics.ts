@@ -52,6 +52,8 @@ const DATAPATH_COUNTERS: Record<CounterName, string> = {
   stageMiss: "Forwarded packets parsed while entries were staged that matched none",
   stageExpired: "Staged entries found older than gc.maxAgeMs",
   tstampFailed: "Launch times the kernel refused to set",
+  restoredElsewhere: "Of the stage's restores, packets found in another CPU's stage (held on " +
+    "the way, e.g. for their next hop's ARP/ND)",
 };
 
 export function snake(name: string): string {

@@ -48,6 +48,8 @@ export const MAPS = [
   "tsnp_pods",
   "tsnp_config",
   "tsnp_stage",
+  "tsnp_stage_meta",
+  "tsnp_stage_seen",
   "tsnp_req_stage",
   "tsnp_stats",
   "tsnp_pod_stats",

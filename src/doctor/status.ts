@@ -148,6 +148,7 @@ const SHOWN = [
   "staged",
   "restoredTag",
   "restoredStage",
+  "restoredElsewhere",
   "restoredTstamp",
   "stageMiss",
   "stageExpired",

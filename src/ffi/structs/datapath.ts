@@ -82,5 +82,6 @@ export const COUNTERS = [
   "stageMiss",
   "stageExpired",
   "tstampFailed",
+  "restoredElsewhere",
 ] as const;
 export type CounterName = typeof COUNTERS[number];

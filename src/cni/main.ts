@@ -28,6 +28,7 @@ import {
 import { ConfigError } from "../errors.ts";
 import type { CniEntry } from "./entry.ts";
 import { handOff, type PluginInput, writeJsonLine } from "./handoff.ts";
+import { pathProblem } from "../config/paths.ts";
 
 function decodeFailure(msg: string): ConfigError {
   return new ConfigError(
@@ -47,10 +48,13 @@ function needsAtLeast(version: CniVersion, min: string, verb: string): void {
   }
 }
 
-/** DEL must clean up even when the entry was edited into something invalid since ADD. */
+/**
+ * DEL must clean up even when the entry was edited into something invalid since ADD. Its pin
+ * root stays confined like a valid entry's: DEL deletes pin-shaped files under it.
+ */
 function lenientConfig(raw: JsonObject, e: TsnproxyError): PluginConfig {
-  const bpffs = typeof raw.bpffs === "string" && raw.bpffs.startsWith("/")
-    ? raw.bpffs
+  const bpffs = pathProblem("bpffs", raw.bpffs) === undefined
+    ? raw.bpffs as string
     : PLUGIN_DEFAULTS.bpffs;
   log("warn", "DEL with an invalid tsnproxy entry: cleaning up anyway", {
     error: e.message,

@@ -231,12 +231,13 @@ export function validateResult(r: unknown): JsonObject {
  * removed it) or derived from the address family. Fields a version does not know are kept.
  */
 export function convertResult(r: JsonObject, to: CniVersion): JsonObject {
-  const fromRaw = r.cniVersion ?? to;
+  // Absent means the config's version; anything else (null included) must be one we speak.
+  const fromRaw = r.cniVersion === undefined ? to : r.cniVersion;
   if (!isSupported(fromRaw)) {
     throw incompatible(`prevResult has CNI version ${JSON.stringify(fromRaw)}, not supported`);
   }
   const from = fromRaw;
-  if (from === to && r.cniVersion !== undefined) return r;
+  if (r.cniVersion === to) return r;
   const out: JsonObject = { ...r, cniVersion: to };
   if (family(from) !== family(to) && Array.isArray(r.ips)) {
     out.ips = r.ips.map((ip) => {

@@ -139,3 +139,20 @@ Deno.test("a prevResult interface name no interface can have is skipped (fuzz se
     });
   });
 });
+
+Deno.test("a prevResult whose cniVersion is null is refused, never echoed (fuzz seed 555095885 case 2269)", async () => {
+  await withNode(async (node) => {
+    await withPod(async (pod) => {
+      const conf = { ...entry(node), prevResult: { ...prevResultFor(pod), cniVersion: null } };
+      assertCniError(await cni({ command: "ADD", pod, stdin: conf }), 1, /prevResult/);
+      assertNothingFor(node, pod);
+      // Without one it is the config's version, converted as such.
+      const { cniVersion: _, ...bare } = prevResultFor(pod, "0.4.0");
+      const r = await cni({ command: "ADD", pod, stdin: { ...entry(node), prevResult: bare } });
+      assertOk(r);
+      assert.equal(r.json?.cniVersion, "1.1.0");
+      assertOk(await cni({ command: "DEL", pod, stdin: { ...entry(node), prevResult: bare } }));
+      assertNothingFor(node, pod);
+    });
+  });
+});

@@ -1,7 +1,8 @@
 /**
  * Optional section "fuzz" (`deno task bench --only=fuzz`): the CNI fuzzer (tests/fuzz/) with
  * a random seed over thousands of cases, against the real plugin and a real installed
- * datapath. Reports cases/s and every failing case with the command that replays it.
+ * datapath. Reports cases/s and every failing case with the command that replays it. Also
+ * runs alone: `deno run -A scripts/bench/fuzz.ts [--cases=N] [--seed=N]`.
  */
 import { runFuzz, summary } from "../../tests/fuzz/run.ts";
 import { randomSeed } from "../../tests/fuzz/prng.ts";
@@ -36,4 +37,25 @@ export async function runFuzzBench(
     })),
     codes: r.tally.codes,
   };
+}
+
+/** Standalone: `deno run -A scripts/bench/fuzz.ts [--cases=N] [--seed=N]`. */
+if (import.meta.main) {
+  let cases = 3000;
+  let seed: number | undefined;
+  for (const arg of Deno.args) {
+    const [k, v] = arg.split("=", 2);
+    if (k === "--cases") cases = Number(v);
+    else if (k === "--seed") seed = Number(v) >>> 0;
+    else throw new Error(`unknown argument ${arg}: --cases=N --seed=N`);
+  }
+  const r = await runFuzzBench({ cases, seed, log: (s) => console.error(s) });
+  console.log(
+    `fuzz: seed ${r.seed}, ${r.cases} cases, ${r.casesPerSecond.toFixed(1)} cases/s, ` +
+      `${r.failures.length} failing`,
+  );
+  for (const f of r.failures) {
+    console.log(`  case ${f.index}: ${f.problems.join(" | ")}\n    ${f.replay}`);
+  }
+  Deno.exit(r.failures.length ? 1 : 0);
 }

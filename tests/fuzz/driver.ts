@@ -1,7 +1,8 @@
 /**
  * The fuzz driver: builds the fixture and runs cases [start, start+cases) of a seed (or one
  * saved case), inside the node namespace tests/fuzz/run.ts put it in. Progress and failures
- * go to stderr; the report (JSON) to --report.
+ * go to stderr; the report (JSON) to --report; "<case index> <via> <fixture ids>" to --progress
+ * before each case.
  *
  *   --seed=N --cases=N [--start=N] [--case=N] [--process-share=0.08] [--via=V]
  *   [--timeout-ms=N] [--replay=FILE] [--report=FILE] [--progress=FILE] [--id=HEX6]
@@ -47,6 +48,8 @@ export interface DriverReport {
   casesPerSecond: number;
   tally: Tally;
   fixtureSeconds: number;
+  /** Fixtures rebuilt because a case broke the node beyond repair. */
+  rebuilds: number;
 }
 
 function parseArgs(argv: string[]): DriverArgs {
@@ -121,8 +124,11 @@ async function save(f: Fixture, c: Case, problems: string[]): Promise<string> {
 
 export async function drive(a: DriverArgs): Promise<DriverReport> {
   const t0 = performance.now();
-  const f = await createFixture(a.id);
+  let f = await createFixture(a.id);
   const fixtureSeconds = (performance.now() - t0) / 1000;
+  let rebuilds = 0;
+  /** Every fixture's id, for the launcher's clean-up should this process die. */
+  const ids = [f.id];
   const tally = newTally();
   const skipped: Record<string, number> = {};
   const o: RunOptions = { processTimeoutMs: a.timeoutMs, saveDir: `${ROOT}.cache/fuzz`, log };
@@ -130,24 +136,24 @@ export async function drive(a: DriverArgs): Promise<DriverReport> {
   try {
     await selfCheck(f, o);
     const networks = loadNetworks();
-    const cases: Array<() => Case> = [];
+    const cases: Array<(f: Fixture) => Case> = [];
     if (a.replay) {
       const saved = JSON.parse(await Deno.readTextFile(a.replay)) as SavedCase;
-      cases.push(() => fromSaved(saved, f));
+      cases.push((f) => fromSaved(saved, f));
     } else {
       const indices = a.only !== undefined
         ? [a.only]
         : Array.from({ length: a.cases }, (_, i) => a.start + i);
       for (const i of indices) {
-        cases.push(() =>
+        cases.push((f) =>
           generateCase(a.seed, i, f, networks, { processShare: a.processShare, via: a.via })
         );
       }
     }
     let n = 0;
     for (const make of cases) {
-      const c = make();
-      if (a.progress) Deno.writeTextFileSync(a.progress, `${c.index} ${c.via}\n`);
+      const c = make(f);
+      if (a.progress) Deno.writeTextFileSync(a.progress, `${c.index} ${c.via} ${ids.join(",")}\n`);
       let problems: string[];
       try {
         problems = await runCase(f, c, o, tally);
@@ -172,9 +178,14 @@ export async function drive(a: DriverArgs): Promise<DriverReport> {
         failure.saved = await save(f, c, problems);
         tally.failures.push(failure);
         log(describeFailure(failure, c));
-        const left = await resetNode(f, c, o);
+        const left = await resetNode(f, c, o).catch((e) => [String(e)]);
         if (left.length) {
-          throw new Error(`cannot restore the fuzz node after case ${c.index}: ${left}`);
+          // The case broke the node beyond repair (its datapath, say): go on with a new one.
+          log(`fuzz: case ${c.index} left the node broken (${left}); building a new fixture`);
+          await destroyFixture(f);
+          f = await createFixture();
+          ids.push(f.id);
+          rebuilds++;
         }
       }
       if (a.replay || a.only !== undefined) log(`case ${c.index}: ${describeCase(c, problems)}`);
@@ -199,6 +210,7 @@ export async function drive(a: DriverArgs): Promise<DriverReport> {
     casesPerSecond: tally.cases / seconds,
     tally,
     fixtureSeconds,
+    rebuilds,
   };
 }
 

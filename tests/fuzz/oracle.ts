@@ -195,11 +195,14 @@ export function snapshot(f: Fixture): NodeState {
   for (const p of pins.filter((p) => /^pods\/./.test(p))) {
     if (!parsed.has(`${f.bpffs}/${p}`)) pins.push(`UNPARSED ${p}`);
   }
-  const maps = DatapathMaps.open(f.bpffs);
   let entries: string[], slots: string[];
+  const maps = DatapathMaps.open(f.bpffs);
   try {
     entries = maps.pods().map((p) => `${p.ifindex} ${p.entry.cookie}`).sort();
     slots = maps.podCounters().map((c) => String(c.podCookie)).sort();
+  } catch (e) {
+    // A case may have destroyed the datapath itself: that is a finding, not the oracle's end.
+    entries = slots = [`unreadable: ${(e as Error).message}`];
   } finally {
     maps.close();
   }

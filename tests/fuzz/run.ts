@@ -39,6 +39,7 @@ export async function runFuzz(o: FuzzOptions): Promise<DriverReport> {
   const progress = await Deno.makeTempFile({ prefix: "tsnp-fuzz-progress-" });
   await run(["ip", "netns", "add", ns]);
   let hung: string | undefined;
+  let clean = false;
   try {
     const args = [
       `--seed=${o.seed}`,
@@ -79,10 +80,15 @@ export async function runFuzz(o: FuzzOptions): Promise<DriverReport> {
     clearInterval(watchdog);
     if (hung) throw new Error(hung);
     if (!status.success) throw new Error(`the fuzz driver exited ${status.code} (seed ${o.seed})`);
+    clean = true;
     return JSON.parse(await Deno.readTextFile(report)) as DriverReport;
   } finally {
     await run(["ip", "netns", "del", ns], { allowFail: true });
-    if (hung) await forceCleanup(id);
+    // A driver that did not finish left its fixtures (the progress file names them).
+    if (!clean) {
+      const ids = (await Deno.readTextFile(progress).catch(() => "")).trim().split(" ")[2];
+      for (const i of new Set([id, ...(ids ? ids.split(",") : [])])) await forceCleanup(i);
+    }
     await Deno.remove(report).catch(() => {});
     await Deno.remove(progress).catch(() => {});
   }
@@ -121,7 +127,7 @@ export function summary(r: DriverReport): string {
     }`,
     `  settled after waiting: ${fmt(t.settled)}; tolerated: ${fmt(t.notes)}`,
     `  answered 0: ${fmt(t.ok)}; errors: ${fmt(t.errors)}; codes: ${fmt(t.codes)}`,
-    `  unmutated cases: ${t.pristine}`,
+    `  unmutated cases: ${t.pristine}; fixtures rebuilt after a case broke the node: ${r.rebuilds}`,
     ...Object.entries(r.skipped).map(([k, v]) => `  ${v} x ${k}`),
   ].join("\n");
 }

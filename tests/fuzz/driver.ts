@@ -202,7 +202,7 @@ export async function drive(a: DriverArgs): Promise<DriverReport> {
   }
   const seconds = (performance.now() - started) / 1000;
   return {
-    seed: a.seed,
+    seed: a.replay ? savedSeed(a.replay) : a.seed,
     start: a.start,
     cases: tally.cases,
     skipped,
@@ -253,6 +253,10 @@ async function selfCheck(f: Fixture, o: RunOptions): Promise<void> {
     ms: 0,
   });
   if (bad.length < 3) throw new Error(`self-check: a malformed reply passes: ${bad}`);
+}
+
+function savedSeed(path: string): number {
+  return (JSON.parse(Deno.readTextFileSync(path)) as SavedCase).case.seed;
 }
 
 function describeCase(c: Case, problems: string[]): string {

@@ -287,7 +287,7 @@ const retype: Mutator = (d) => {
   if (!p || p.length === 0) return undefined;
   const v = oddValue(d);
   setAt(d.stdin, p, v);
-  return `retype ${p.join(".")} = ${short(v)}`;
+  return `retype ${p.join(".")} = ${short(v, d.raw)}`;
 };
 
 const oddString: Mutator = (d) => {
@@ -309,7 +309,7 @@ const oddNumber: Mutator = (d) => {
     ? d.rng.pick(ODD_NUMBERS)
     : d.raw.marker(d.rng.pick(["1e999", "-0", "2.0", "1e-999", "0.0000001e7"]));
   setAt(d.stdin, p, v);
-  return `number ${p.join(".")} = ${short(v)}`;
+  return `number ${p.join(".")} = ${short(v, d.raw)}`;
 };
 
 const UNKNOWN_KEYS = [
@@ -734,8 +734,9 @@ const MUTATORS: ReadonlyArray<readonly [number, Mutator]> = [
   [7, bytes],
 ];
 
-function short(v: unknown): string {
-  const s = typeof v === "string" ? JSON.stringify(v) : JSON.stringify(v) ?? String(v);
+function short(v: unknown, raw?: RawFragments): string {
+  const json = JSON.stringify(v) ?? String(v);
+  const s = raw ? raw.splice(json) : json;
   return s.length > 60 ? `${s.slice(0, 57)}...(${s.length})` : s;
 }
 

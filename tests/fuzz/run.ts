@@ -127,7 +127,8 @@ export function summary(r: DriverReport): string {
     }`,
     `  settled after waiting: ${fmt(t.settled)}; tolerated: ${fmt(t.notes)}`,
     `  answered 0: ${fmt(t.ok)}; errors: ${fmt(t.errors)}; codes: ${fmt(t.codes)}`,
-    `  unmutated cases: ${t.pristine}; fixtures rebuilt after a case broke the node: ${r.rebuilds}`,
+    `  unmutated cases: ${t.pristine}; fixtures rebuilt after a case broke the node: ${r.rebuilds}` +
+    `; longest error msg ${t.longestMessage.chars} chars (case ${t.longestMessage.index})`,
     ...Object.entries(r.skipped).map(([k, v]) => `  ${v} x ${k}`),
   ].join("\n");
 }

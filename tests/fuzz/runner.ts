@@ -12,7 +12,7 @@
  * cleaned up by its valid DEL, which must leave the node as before too).
  */
 import { handleCni } from "../../src/cni/main.ts";
-import { attachBystander, type Fixture } from "./fixture.ts";
+import { attachBystander, type Fixture, type JsonObject } from "./fixture.ts";
 import { type Case, type Invocation, PROCESS_VIAS, type Via, withVerb } from "./generate.ts";
 import {
   bystanderIntact,
@@ -71,6 +71,8 @@ export interface Tally {
   callMs: Record<string, number>;
   /** One example of each distinct error message (ids and numbers folded), by code. */
   messages: Record<string, string>;
+  /** The longest error message seen (chars) and its case. */
+  longestMessage: { chars: number; index: number };
   /** Tolerated, documented behaviour seen. */
   notes: Record<string, number>;
   failures: Failure[];
@@ -87,6 +89,7 @@ export function newTally(): Tally {
     settled: {},
     callMs: {},
     messages: {},
+    longestMessage: { chars: 0, index: -1 },
     notes: {},
     failures: [],
   };
@@ -245,6 +248,8 @@ export async function runCase(f: Fixture, c: Case, o: RunOptions, t: Tally): Pro
     try {
       const { code, msg } = JSON.parse(reply.stdout);
       bump(t.codes, String(code));
+      const chars = String(msg).length;
+      if (chars > t.longestMessage.chars) t.longestMessage = { chars, index: c.index };
       const key = `${code} ${String(msg).replace(/[0-9a-f]{12,}/g, "<id>").replace(/\d+/g, "N")}`
         .slice(0, 160);
       if (Object.keys(t.messages).length < 400 && !(key in t.messages)) {
@@ -281,28 +286,26 @@ export async function runCase(f: Fixture, c: Case, o: RunOptions, t: Tally): Pro
   }
   const gc = verb === "GC" && ok;
   const norm = (s: NodeState) => gc ? withoutBystander(f, s) : s;
-  // A DEL that named no namespace, or another one, cannot reach the target's clsact saver:
-  // it stays until the namespace goes (src/bpf/pod.ts detachPodPrograms), by design.
+  // A DEL that named no namespace, or another one, and GC cannot reach the target's clsact
+  // saver: it stays until the namespace goes (src/bpf/pod.ts detachPodPrograms, verbs.ts
+  // cmdGc), by design. The fixture's namespaces live on, so the fuzzer removes it.
   const pod = f.pods[c.target];
   const strandedSaver = `${c.target} eth0 egress clsact tsnp_save`;
-  const mayStrand = c.kind === "after-add" && verb === "DEL" && ok &&
-    c.main.env.CNI_NETNS !== pod.netns;
+  const mayStrand = c.kind === "after-add" && ok &&
+    ((verb === "DEL" && c.main.env.CNI_NETNS !== pod.netns) ||
+      (verb === "GC" && !listedForGc(config, pod.containerId)));
   if (
     mayStrand && !before.programs.includes(strandedSaver) &&
     snapshot(f).programs.includes(strandedSaver)
   ) {
     await run(["tc", "-n", pod.netnsName, "filter", "del", "dev", "eth0", "egress"]);
-    bump(t.notes, "a DEL without the pod's namespace left its clsact saver (by design)");
+    bump(t.notes, `a ${verb} that could not name the pod's namespace left its clsact saver`);
   }
   const settled = await settle(f, norm(before), norm);
   if (settled.waitedMs > 0) bump(t.settled, `<= ${settled.bucket} ms`);
   const after = settled.state;
-  if (gc && !bystanderIntact(f, after)) {
-    const listed = Array.isArray(config?.["cni.dev/valid-attachments"]) &&
-      (config["cni.dev/valid-attachments"] as unknown[]).some((v) =>
-        isObject(v) && v.containerID === f.pods.bystander.containerId
-      );
-    if (listed) problems.push("GC removed the bystander, which its valid attachments list");
+  if (gc && !bystanderIntact(f, after) && listedForGc(config, f.pods.bystander.containerId)) {
+    problems.push("GC removed the bystander, which its valid attachments list");
   }
   if (settled.diff.length) {
     const what = ok && verb === "ADD"
@@ -316,6 +319,12 @@ export async function runCase(f: Fixture, c: Case, o: RunOptions, t: Tally): Pro
     if (!bystanderIntact(f, snapshot(f))) problems.push("the bystander could not be re-attached");
   }
   return problems;
+}
+
+/** Whether a GC's "cni.dev/valid-attachments" (as the plugin parses it) keeps a container. */
+function listedForGc(config: JsonObject | undefined, containerId: string): boolean {
+  const valid = config?.["cni.dev/valid-attachments"];
+  return Array.isArray(valid) && valid.some((v) => isObject(v) && v.containerID === containerId);
 }
 
 const SETTLE_MS = 2000;

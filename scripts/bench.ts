@@ -11,12 +11,15 @@
  *   3. CNI ADD/DEL latency: tsnproxy vs Go `tuning` vs the research design's bash plugin
  *   4. scale: N pods ADD then DEL at concurrency 1 and 16, alone and via the agent; peak RSS,
  *      map memory, leftovers
+ *   5. fuzz (optional, only with --only=fuzz): the CNI fuzzer (tests/fuzz/), random seed,
+ *      thousands of cases (--fuzz-cases=N); cases/s and failing cases
  *
  * Every comparison is measured side by side in one run: on a shared 2-core machine only the
  * ratios mean something. Writes .cache/bench/report.json (--out) and docs/bench.svg (--svg).
  *
  *   --quick            fewer packets, pods and alternations (about 3 minutes)
- *   --only=a,b         sections: throughput, cost, fidelity, cni, scale
+ *   --only=a,b         sections: throughput, cost, fidelity, cni, scale, fuzz
+ *   --fuzz-cases=N     cases for the fuzz section (default 3000, --quick 1000)
  *   --out=PATH --svg=PATH
  *   --render           print the tables and draw the chart again from an existing --out report
  */
@@ -29,11 +32,14 @@ interface Args {
   quick: boolean;
   render: boolean;
   only: Set<string>;
+  fuzzCases?: number;
   out: string;
   svg: string;
 }
 
 const SECTIONS = ["throughput", "cost", "fidelity", "cni", "scale"];
+/** Sections run only when --only names them. */
+const OPTIONAL_SECTIONS = ["fuzz"];
 
 function parseArgs(argv: string[]): Args {
   const a: Args = {
@@ -49,8 +55,13 @@ function parseArgs(argv: string[]): Args {
     else if (k === "--render") a.render = true;
     else if (k === "--only" && v) {
       a.only = new Set(v.split(","));
-      for (const s of a.only) if (!SECTIONS.includes(s)) throw new Error(`unknown section ${s}`);
-    } else if (k === "--out" && v) a.out = v;
+      for (const s of a.only) {
+        if (!SECTIONS.includes(s) && !OPTIONAL_SECTIONS.includes(s)) {
+          throw new Error(`unknown section ${s}`);
+        }
+      }
+    } else if (k === "--fuzz-cases" && v) a.fuzzCases = Number(v);
+    else if (k === "--out" && v) a.out = v;
     else if (k === "--svg" && v) a.svg = v;
     else throw new Error(`unknown argument ${arg} (see the header of scripts/bench.ts)`);
   }
@@ -138,6 +149,11 @@ async function main(): Promise<number> {
     if (args.only.has("scale")) {
       const { runScale } = await import("./bench/cni.ts");
       r.scale = await runScale({ pods: q ? 40 : 250, concurrency: [1, 16], log });
+    }
+    if (args.only.has("fuzz")) {
+      const { runFuzzBench } = await import("./bench/fuzz.ts");
+      const fuzz = await runFuzzBench({ cases: args.fuzzCases ?? (q ? 1000 : 3000), log });
+      (r as Report & { fuzz?: typeof fuzz }).fuzz = fuzz;
     }
   } finally {
     await runCleanups();

@@ -10,9 +10,10 @@
  * When the agent does not serve the verb, the caller runs it in-process with the text read
  * here and logs why (src/cni/main.ts).
  *
- * Imports only delegate.ts, which imports nothing.
+ * Imports only delegate.ts and src/config/paths.ts, which import nothing.
  */
 import { CNI_ENV, delegate, MAX_MESSAGE, type NotServedCause, readMessage } from "./delegate.ts";
+import { pathProblem } from "../config/paths.ts";
 
 /** What the in-process plugin gets when the agent did not answer for it. */
 export interface PluginInput {
@@ -51,7 +52,11 @@ async function readInput(): Promise<PluginInput> {
   }
 }
 
-/** The entry's agentSocket, if it names a usable one (config.ts rejects any other form). */
+/**
+ * The entry's agentSocket, if it names a usable one: confined to the node's directory as
+ * config.ts confines it (an entry naming any other socket would get the verb, the pod's
+ * environment and its config sent there before validation rejects it).
+ */
 function agentSocketOf(text: string): string | undefined {
   let raw: unknown;
   try {
@@ -61,7 +66,7 @@ function agentSocketOf(text: string): string | undefined {
   }
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return undefined;
   const socket = (raw as { agentSocket?: unknown }).agentSocket;
-  return typeof socket === "string" && socket.startsWith("/") ? socket : undefined;
+  return pathProblem("agentSocket", socket) === undefined ? socket as string : undefined;
 }
 
 /**

@@ -6,7 +6,6 @@
  * Start-up is on every pod's critical path: this module and its static imports are small
  * and zod-free; the datapath code is imported only by the verbs that need it.
  */
-import { pathProblem } from "../config/paths.ts";
 import { asTsnproxyError, CniCode, type TsnproxyError } from "../errors.ts";
 import { configureLog, log, LOG_LEVEL_ENV, type LogLevel, logLevelFromEnv } from "../log.ts";
 import { parsePluginEntry, PLUGIN_DEFAULTS, type PluginConfig, withDefaults } from "./config.ts";
@@ -29,6 +28,7 @@ import {
 import { ConfigError } from "../errors.ts";
 import type { CniEntry } from "./entry.ts";
 import { handOff, type PluginInput, writeJsonLine } from "./handoff.ts";
+import { pathProblem } from "../config/paths.ts";
 
 function decodeFailure(msg: string): ConfigError {
   return new ConfigError(
@@ -48,9 +48,11 @@ function needsAtLeast(version: CniVersion, min: string, verb: string): void {
   }
 }
 
-/** DEL must clean up even when the entry was edited into something invalid since ADD. */
+/**
+ * DEL must clean up even when the entry was edited into something invalid since ADD. Its pin
+ * root stays confined like a valid entry's: DEL deletes pin-shaped files under it.
+ */
 function lenientConfig(raw: JsonObject, e: TsnproxyError): PluginConfig {
-  // Still confined: a broken entry must not point the cleanup at another pin tree.
   const bpffs = pathProblem("bpffs", raw.bpffs) === undefined
     ? raw.bpffs as string
     : PLUGIN_DEFAULTS.bpffs;

@@ -105,10 +105,12 @@ function envError(msg: string, hint: string): ConfigError {
   return new ConfigError(msg, hint, CniCode.InvalidEnvironment);
 }
 
-/** Linux interface names: 1-15 bytes, no '/', ':' or whitespace, not "." or "..". */
+const utf8 = new TextEncoder();
+
+/** Linux interface names: 1-15 bytes, no '/', ':', whitespace or NUL, not "." or "..". */
 export function validIfname(name: string): boolean {
-  return name.length > 0 && name.length < 16 && !/[/:\s]/.test(name) && name !== "." &&
-    name !== "..";
+  return name.length > 0 && name.length < 16 && utf8.encode(name).length < 16 &&
+    !/[/:\s\0]/.test(name) && name !== "." && name !== "..";
 }
 
 export function readEnv(get: (k: string) => string | undefined): CniEnv {
@@ -151,7 +153,7 @@ export function readEnv(get: (k: string) => string | undefined): CniEnv {
   if (!validIfname(env.ifname)) {
     throw envError(
       `CNI_IFNAME=${JSON.stringify(env.ifname)} is not a valid interface name`,
-      "interface names are 1-15 characters without '/', ':' or whitespace",
+      "interface names are 1-15 bytes without '/', ':', whitespace or NUL",
     );
   }
   return env;
@@ -229,12 +231,13 @@ export function validateResult(r: unknown): JsonObject {
  * removed it) or derived from the address family. Fields a version does not know are kept.
  */
 export function convertResult(r: JsonObject, to: CniVersion): JsonObject {
-  const fromRaw = r.cniVersion ?? to;
+  // Absent means the config's version; anything else (null included) must be one we speak.
+  const fromRaw = r.cniVersion === undefined ? to : r.cniVersion;
   if (!isSupported(fromRaw)) {
     throw incompatible(`prevResult has CNI version ${JSON.stringify(fromRaw)}, not supported`);
   }
   const from = fromRaw;
-  if (from === to && r.cniVersion !== undefined) return r;
+  if (r.cniVersion === to) return r;
   const out: JsonObject = { ...r, cniVersion: to };
   if (family(from) !== family(to) && Array.isArray(r.ips)) {
     out.ips = r.ips.map((ip) => {
@@ -270,9 +273,12 @@ export function podAddresses(r: JsonObject, ifname: string): string[] {
   return out;
 }
 
-/** Host-side interfaces of the Result (no sandbox): candidates for the pod's host veth. */
+/**
+ * Host-side interfaces of the Result (no sandbox): candidates for the pod's host veth. A name
+ * no interface can have is no candidate (and must not reach a netlink request).
+ */
 export function hostInterfaces(r: JsonObject): string[] {
   const interfaces = Array.isArray(r.interfaces) ? r.interfaces : [];
   return interfaces.filter((it): it is JsonObject => isObject(it) && !it.sandbox)
-    .map((it) => String(it.name));
+    .map((it) => String(it.name)).filter(validIfname);
 }

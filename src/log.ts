@@ -48,6 +48,19 @@ const RESERVED = new Set(["ts", "level", "msg", "cmd"]);
 
 export function configureLog(patch: Partial<LogSink>): void {
   Object.assign(sink, patch);
+  if (patch.file !== undefined && !plainFileOrAbsent(patch.file)) sink.file = undefined;
+}
+
+/**
+ * Only a regular file (or none yet) is appended to: a FIFO would block the writer until
+ * someone reads it, and a symlink could lead out of the node's log directory.
+ */
+function plainFileOrAbsent(path: string): boolean {
+  try {
+    return Deno.lstatSync(path).isFile;
+  } catch (e) {
+    return e instanceof Deno.errors.NotFound;
+  }
 }
 
 /** JSON.stringify that writes bigints (u64 counters, cookies) as decimal strings. */

@@ -44,10 +44,16 @@ export class LegacyLayout {
   }
 }
 
-/** True when anything of ABI 1 is still pinned under the root. */
+/**
+ * True when ABI 1 is still pinned under the root: its maps/progs/node directories with a pin
+ * only ABI 1 has (tsnp_meta, tsnp_policy, tsnp_gc_start). The directories alone are not
+ * enough: every later ABI's own directory has them too (a pin root that names one, e.g.
+ * <root>/v2, must never be retired as release 0.1.0's).
+ */
 export function legacyPresent(bpffs: string): boolean {
   const l = new LegacyLayout(bpffs);
-  return [l.mapsDir, l.progsDir, l.nodeDir].some(exists);
+  return [`${l.mapsDir}/tsnp_meta`, `${l.mapsDir}/tsnp_policy`, `${l.progsDir}/tsnp_gc_start`]
+    .some(exists);
 }
 
 /** The name of the program an attachment pin runs (a link's, or a clsact marker's own). */

@@ -22,6 +22,7 @@ import { parsePodPin, PinLayout, type PodPin, podPinMatches } from "./pins.ts";
 import { closeFd, objGetRequired } from "./sys.ts";
 import type { DatapathPolicy } from "../policy/types.ts";
 import { ifIndexToName } from "../ffi/libc.ts";
+import { sameFile } from "../util/fs.ts";
 
 /** A host-side clsact attachment is admit's, or a release-0.1.0 host-veth restorer's. */
 export const HOST_HANDLES = [CLSACT_HANDLES.admit, CLSACT_HANDLE] as const;
@@ -159,9 +160,19 @@ export function admitIfindex(req: Omit<PodDetachRequest, "netns">): number | und
  * another pod's namespace now.
  */
 export function detachPodSide(req: PodDetachRequest): number {
+  const netns = req.netns;
   return detach(
     new PinLayout(req.bpffs).pod(req.containerId, req.ifname, "pod"),
-    req.netns ? { netns: req.netns, handles: [CLSACT_HANDLES.save] } : { unpinOnly: true },
+    netns
+      ? {
+        netns,
+        handles: [CLSACT_HANDLES.save],
+        // Only in the namespace the filter was attached in: every pod's saver runs one
+        // program, so a CNI_NETNS that names another pod's namespace must not cost that
+        // pod its saver.
+        owns: (a) => a.netns !== undefined && sameFile(a.netns, netns),
+      }
+      : { unpinOnly: true },
   );
 }
 

@@ -24,9 +24,12 @@ export async function findHostSide(
   if ((kind !== "veth" && kind !== "netkit") || pod.link === undefined) {
     throw new NotFoundError(`${ifname} in ${netns} is a ${kind ?? "device"} without a peer`, HINT);
   }
+  // The two ends name each other: the host end's peer is the pod end's index in the pod's
+  // namespace (2 for every pod's eth0), and the pod end's peer is the host end's index here.
+  // Both must hold: the first alone matches any pod's host veth.
   const pairs = (name: string | number) => {
     const l = findLink(name);
-    return l?.kind === kind && l.link === pod.index ? l : undefined;
+    return l?.kind === kind && l.link === pod.index && l.index === pod.link ? l : undefined;
   };
   for (const name of hostInterfaces(prev)) {
     const l = pairs(name);

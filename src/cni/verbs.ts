@@ -212,6 +212,13 @@ export async function cmdAdd(inv: Invocation): Promise<void> {
     };
     const entry = withNodeLock(config.bpffs, () => {
       Deno.mkdirSync(new PinLayout(config.bpffs).podsDir, { recursive: true });
+      // A retried ADD that finds another host side (the pod's veth was re-created) leaves
+      // no entry behind under the old one.
+      const before = admitIfindex(req);
+      if (
+        before && before !== host.index &&
+        maps.getPod(before)?.cookie === podCookie(env.containerId)
+      ) maps.deletePod(before);
       return writePodEntry(maps, {
         containerId: env.containerId,
         host,
@@ -292,18 +299,27 @@ export async function cmdDel(inv: Invocation): Promise<void> {
   const live = await liveHostIndex(inv);
   const hostIndex = admitIfindex(req) ?? live;
   // Outside the lock: a tcx detach waits for RCU.
-  const removed = detachPodSide(req) + detachHostSide(req, (ifindex) => ifindex === live);
+  let removed = detachPodSide(req);
+  if (live !== undefined) removed += detachHostSide(req, (ifindex) => ifindex === live);
   const lock = lockRoot(config.bpffs);
   if (lock) {
     try {
-      const maps = DatapathMaps.open(config.bpffs);
+      let maps: DatapathMaps | undefined;
       try {
-        removePodEntry(maps, { bpffs: config.bpffs, containerId: env.containerId, hostIndex });
+        maps = DatapathMaps.open(config.bpffs);
       } catch (e) {
         // This ABI's maps gone (uninstalled, or only release 0.1.0's datapath here).
         if (!(e instanceof NotInstalledError)) throw e;
+      }
+      try {
+        // Without the pod's namespace (containerd's second DEL, or a runtime that leaves it
+        // out), tsnp_pods says whether the interface admit's pin names is still this pod's.
+        if (live === undefined) removed += detachHostSide(req, ownedByEntry(maps, env.containerId));
+        if (maps) {
+          removePodEntry(maps, { bpffs: config.bpffs, containerId: env.containerId, hostIndex });
+        }
       } finally {
-        maps.close();
+        maps?.close();
       }
       if (legacyPresent(config.bpffs)) {
         removeLegacyPod(config.bpffs, env.containerId);
@@ -314,6 +330,8 @@ export async function cmdDel(inv: Invocation): Promise<void> {
     } finally {
       unlock(lock);
     }
+  } else if (live === undefined) {
+    removed += detachHostSide(req, () => false); // no lock, no owner known: only the pin
   }
   log("info", "detached", { containerId: env.containerId, ifname: env.ifname, removed });
 }

@@ -15,6 +15,9 @@ export const NODE_DIRS = {
 } as const;
 export type ConfinedPath = keyof typeof NODE_DIRS;
 
+/** The directories tsnproxy makes inside a pin root (src/bpf/pins.ts). */
+const PIN_DIRS = new Set(["maps", "progs", "node", "pods"]);
+
 /** Why `path` is not acceptable for `kind`, or undefined when it is. */
 export function pathProblem(kind: ConfinedPath, path: unknown): string | undefined {
   const dir = NODE_DIRS[kind];
@@ -27,6 +30,10 @@ export function pathProblem(kind: ConfinedPath, path: unknown): string | undefin
   }
   if (!path.startsWith(dir) || path.length === dir.length) {
     return `${JSON.stringify(path)} is outside ${dir} (tsnproxy keeps its ${kind} there)`;
+  }
+  if (kind === "bpffs" && parts.some((p) => /^v\d+$/.test(p) || PIN_DIRS.has(p))) {
+    return `${JSON.stringify(path)} names a directory inside a pin root (an ABI's v<N>, ` +
+      "maps, progs, node or pods): give the root itself, e.g. /sys/fs/bpf/tsnproxy";
   }
   return undefined;
 }

@@ -28,3 +28,15 @@ export function isDir(path: string): boolean {
     return false;
   }
 }
+
+/** True when both paths exist and are the same file (device and inode), e.g. two paths of one
+ * network namespace. */
+export function sameFile(a: string, b: string): boolean {
+  try {
+    const x = Deno.statSync(a);
+    const y = Deno.statSync(b);
+    return x.ino !== null && x.ino === y.ino && x.dev === y.dev;
+  } catch {
+    return false;
+  }
+}

@@ -14,7 +14,13 @@ import {
   withNode,
   withPod,
 } from "./helpers.ts";
-import { randomId } from "../lib/run.ts";
+import { randomId, run } from "../lib/run.ts";
+import { MAPS, PinLayout } from "../../src/bpf/pins.ts";
+import { DatapathMaps } from "../../src/bpf/maps.ts";
+import { podCookie } from "../../src/bpf/pod.ts";
+import { programsOn } from "../../src/bpf/hooks.ts";
+import { ifNameToIndex } from "../../src/ffi/libc.ts";
+import { NODE_DIRS } from "../../src/config/paths.ts";
 
 async function exists(p: string): Promise<boolean> {
   try {
@@ -156,3 +162,137 @@ Deno.test("a prevResult whose cniVersion is null is refused, never echoed (fuzz 
     });
   });
 });
+
+Deno.test("a DEL whose bpffs names the pin root's ABI directory never retires the datapath (fuzz seed 555095885 case 1183)", async () => {
+  await withNode(async (node) => {
+    await withPod(async (pod) => {
+      assertOk(
+        await cni({
+          command: "ADD",
+          pod,
+          stdin: { ...entry(node), prevResult: prevResultFor(pod) },
+        }),
+      );
+      // <root>/v2 has maps/, progs/ and node/ as release 0.1.0's root had: refused as a root.
+      const r = await cni({
+        command: "DEL",
+        pod,
+        stdin: { ...entry(node), bpffs: `${node.bpffs}/v2` },
+      });
+      assertOk(r); // DEL cleans up with the default root instead: nothing of this node's
+      const pins = new PinLayout(node.bpffs);
+      for (const m of MAPS) assert.ok(await exists(pins.map(m)), `${m} still pinned`);
+      for (const role of ["save", "admit", "restore"] as const) {
+        assert.ok(await exists(pins.prog(role)), `${role} still pinned`);
+      }
+      const add = await cni({
+        command: "ADD",
+        pod,
+        stdin: { ...entry(node), bpffs: `${node.bpffs}/v2`, prevResult: prevResultFor(pod) },
+      });
+      assertCniError(add, 7, /names a directory inside a pin root/);
+      assertOk(await cni({ command: "DEL", pod, stdin: entry(node) }));
+      assertNothingFor(node, pod);
+    });
+  });
+});
+
+Deno.test("a prevResult naming another pod's host veth never attaches to that pod (fuzz seed 555095885 case 591)", async () => {
+  await withNode(async (node) => {
+    await withPod(async (a) => {
+      await withPod(async (b) => {
+        assertOk(
+          await cni({
+            command: "ADD",
+            pod: b,
+            stdin: { ...entry(node), prevResult: prevResultFor(b) },
+          }),
+        );
+        // a's ADD with b's interfaces in its prevResult: a's own host side is what counts.
+        assertOk(
+          await cni({
+            command: "ADD",
+            pod: a,
+            stdin: { ...entry(node), prevResult: prevResultFor(b) },
+          }),
+        );
+        const maps = DatapathMaps.open(node.bpffs);
+        try {
+          assert.equal(maps.getPod(ifNameToIndex(a.hostVeth))?.cookie, podCookie(a.containerId));
+          assert.equal(maps.getPod(ifNameToIndex(b.hostVeth))?.cookie, podCookie(b.containerId));
+        } finally {
+          maps.close();
+        }
+        assertOk(await cni({ command: "DEL", pod: a, stdin: entry(node) }));
+        assertOk(
+          await cni({
+            command: "CHECK",
+            pod: b,
+            stdin: { ...entry(node), prevResult: prevResultFor(b) },
+          }),
+        );
+        assertOk(await cni({ command: "DEL", pod: b, stdin: entry(node) }));
+        assertNothingFor(node, a);
+        assertNothingFor(node, b);
+      });
+    });
+  });
+});
+
+Deno.test("a DEL whose CNI_NETNS is another pod's namespace leaves that pod's saver (fuzz seed 555095885 case 363)", async () => {
+  await withNode(async (node) => {
+    await withPod(async (a) => {
+      await withPod(async (b) => {
+        const conf = (p: typeof a) => ({
+          ...entry(node, { attachMode: "clsact" }),
+          prevResult: prevResultFor(p),
+        });
+        assertOk(await cni({ command: "ADD", pod: a, stdin: conf(a) }));
+        assertOk(await cni({ command: "ADD", pod: b, stdin: conf(b) }));
+        assertOk(
+          await cni({ command: "DEL", pod: a, stdin: conf(a), env: { CNI_NETNS: b.netns } }),
+        );
+        const savers = programsOn("eth0", "egress", { netns: b.netns }).map((p) => p.name);
+        assert.deepEqual(savers, ["tsnp_save"], "b's saver is still attached");
+        assertOk(await cni({ command: "CHECK", pod: b, stdin: conf(b) }));
+        assertOk(await cni({ command: "DEL", pod: b, stdin: conf(b) }));
+      });
+    });
+  });
+});
+
+Deno.test("a logFile that is a FIFO is not written: the plugin never blocks on it (fuzz seed 20261204 case 171)", async () => {
+  const dir = nodeLogDir();
+  const fifo = `${dir}/plugin.log`;
+  await run(["mkfifo", fifo]);
+  try {
+    await withNode(async (node) => {
+      await withPod(async (pod) => {
+        let hung = false;
+        // Bounded: if the plugin blocked on the FIFO, a reader after 20 s lets it finish.
+        const guard = setTimeout(() => {
+          hung = true;
+          Deno.open(fifo, { read: true }).then((f) => f.close(), () => {});
+        }, 20_000);
+        const r = await cni({
+          command: "ADD",
+          pod,
+          stdin: { ...entry(node), logFile: fifo, prevResult: prevResultFor(pod) },
+        });
+        clearTimeout(guard);
+        assert.equal(hung, false, "the plugin waited for a reader of its log FIFO");
+        assertOk(r);
+        assertOk(await cni({ command: "DEL", pod, stdin: { ...entry(node), logFile: fifo } }));
+      });
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** A fresh directory under /var/log/tsnproxy/ (the node's log directory). */
+function nodeLogDir(): string {
+  const dir = `${NODE_DIRS.logFile}fifo-${randomId(8)}`;
+  Deno.mkdirSync(dir, { recursive: true });
+  return dir;
+}

@@ -9,6 +9,11 @@
  *      conflist), a second talker pod created through the chain WITH tsnproxy, same traffic;
  *   4. `tsnproxy doctor`, `tsnproxy status`; then DEL, `tsnproxy uninstall`, teardown.
  *
+ * Where the kernel has 8021q, a VLAN device tsn0.100 over tsn0 is a second TSN interface with
+ * an egress-qos-map in the node config (priority 3 -> PCP 3): the VLAN PCP row reads the
+ * 802.1Q tag of each frame at the far end (tests/lib/pcp_capture.py on far0) without and with
+ * tsnproxy. Without 8021q (this project's test host) the row is skipped, saying why.
+ *
  * `--json` prints one JSON document on stdout instead of the tables.
  */
 import { chainAdd, chainDel, type Conflist } from "./lib/cni_chain.ts";
@@ -21,11 +26,13 @@ import {
   type Topology,
 } from "../tests/lib/topology.ts";
 import { run } from "../tests/lib/run.ts";
+import { moduleState } from "../src/doctor/probe.ts";
 
 const json = Deno.args.includes("--json");
 const root = new URL("..", import.meta.url).pathname;
 const launcher = `${root}scripts/tsnproxy`;
 const sender = `${root}tests/lib/sender.py`;
+const pcpCapture = `${root}tests/lib/pcp_capture.py`;
 const step = (s: string) => json || console.error(`\x1b[1m==>\x1b[0m ${s}`);
 
 interface Case {
@@ -58,6 +65,19 @@ const CASES: Case[] = [
     count: 200,
   },
 ];
+
+/** The VLAN PCP row: tsn0.100 (VLAN 100 over tsn0), priority 3 -> PCP 3 in the node config. */
+const VLAN = { dev: "tsn0.100", id: 100, node: "198.18.100.1", far: "198.18.100.2", prio: 3 };
+const VLAN_MAP: Record<string, number> = { "3": 3, "5": 5 };
+const VLAN_COUNT = 200;
+
+interface VlanRow {
+  tsnproxy: boolean;
+  sent: number;
+  /** Tagged frames of the case seen at the far end, by PCP. */
+  pcps: Record<string, number>;
+  rightPcp: number;
+}
 
 interface Row {
   case: string;
@@ -93,6 +113,94 @@ const sinks: Deno.ChildProcess[] = [];
 let installed = false;
 const rows: Row[] = [];
 let doctorSummary: Record<string, number> = {};
+const vlanRows: VlanRow[] = [];
+let vlanSkipped: string | undefined;
+
+/**
+ * Makes tsn0.100 where the kernel can: undefined when it did, else why not (the VLAN PCP row
+ * is then skipped).
+ */
+async function addVlan(node: Topology): Promise<string | undefined> {
+  const r = await run(
+    ["ip", "-n", node.node, "link", "add", "link", "tsn0", "name", VLAN.dev, "type", "vlan"]
+      .concat(["id", String(VLAN.id)]),
+    { allowFail: true },
+  );
+  if (r.code !== 0) {
+    const state = await moduleState("8021q", "CONFIG_VLAN_8021Q");
+    return `this kernel (${Deno.osRelease()}) cannot create a VLAN device (${r.stderr.trim()}; ` +
+      `8021q: ${state === "missing" ? "not built, no module" : state}). ` +
+      "tests/vm/vlan_pcp_test.ts shows the row's result in the Debian 6.1 and 6.12 guests";
+  }
+  const far0 = JSON.parse(
+    (await run(["ip", "-n", node.far, "-j", "link", "show", "far0"])).stdout,
+  )[0].address;
+  for (
+    const a of [
+      ["addr", "add", `${VLAN.node}/24`, "dev", VLAN.dev],
+      ["neigh", "replace", VLAN.far, "lladdr", far0, "dev", VLAN.dev, "nud", "permanent"],
+      ["link", "set", VLAN.dev, "up"],
+    ]
+  ) await run(["ip", "-n", node.node, ...a]);
+  return undefined;
+}
+
+/** The 802.1Q PCPs of a pod's priority-3 frames to the far end over tsn0.100. */
+async function measureVlan(node: Topology, pod: string, withTsnproxy: boolean): Promise<void> {
+  const cap = new Deno.Command("ip", {
+    args: ["netns", "exec", node.far, "python3", pcpCapture, "--ifname", "far0"],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = cap.stdout.getReader();
+  const dec = new TextDecoder();
+  let out = "";
+  while (!out.includes("ready\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += dec.decode(value);
+  }
+  const args = ["--dst", VLAN.far, "--port", "8080", "--prio", String(VLAN.prio)];
+  await run([
+    "ip",
+    "netns",
+    "exec",
+    pod,
+    "python3",
+    sender,
+    ...args,
+    "--count",
+    String(VLAN_COUNT),
+  ]);
+  await run([
+    "ip",
+    "netns",
+    "exec",
+    node.node,
+    "python3",
+    sender,
+    "--dst",
+    VLAN.far,
+    "--port",
+    "9999",
+  ]);
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += dec.decode(value);
+  }
+  await cap.status;
+  const c = JSON.parse(out.slice(out.indexOf("ready\n") + 6)) as {
+    ports: Record<string, Record<string, number>>;
+  };
+  const pcps = c.ports["8080"] ?? {};
+  vlanRows.push({
+    tsnproxy: withTsnproxy,
+    sent: VLAN_COUNT,
+    pcps,
+    rightPcp: pcps[String(VLAN_MAP[String(VLAN.prio)])] ?? 0,
+  });
+}
 let status: unknown;
 
 try {
@@ -122,11 +230,19 @@ try {
     `${tmp}/net.d/10-demo.conflist`,
     JSON.stringify(conflist, null, 2) + "\n",
   );
+  vlanSkipped = await addVlan(topo);
   await Deno.writeTextFile(
     `${tmp}/config.yaml`,
-    ["# the demo node's tsnproxy config", "tsnInterface: tsn0", "qdisc:", "  kind: keep", ""].join(
-      "\n",
-    ),
+    (vlanSkipped
+      ? ["# the demo node's tsnproxy config", "tsnInterface: tsn0", "qdisc:", "  kind: keep"]
+      : [
+        "# the demo node's tsnproxy config: tsn0, and the VLAN device over it with its PCP map",
+        "tsnInterfaces:",
+        "  - name: tsn0",
+        "    qdisc: {kind: keep}",
+        `  - name: ${VLAN.dev}`,
+        `    vlan: {egressQosMap: ${JSON.stringify(VLAN_MAP)}}`,
+      ]).join("\n") + "\n",
   );
   observer = Observer.attach(topo.nodePath, "tsn0");
   for (const l of ["UDP6-RECV:8080,ipv6only=0", "TCP6-LISTEN:8080,ipv6only=0,reuseaddr,fork"]) {
@@ -190,7 +306,10 @@ try {
   }
 
   step("talker pod WITHOUT tsnproxy");
-  await measure(await addPod("plain"), false);
+  const plain = await addPod("plain");
+  await measure(plain, false);
+  if (vlanSkipped) step(`VLAN PCP row skipped: ${vlanSkipped}`);
+  else await measureVlan(topo, plain, false);
 
   step("tsnproxy install");
   const inst = await tsnproxy(topo, ["install", ...loc]);
@@ -202,7 +321,9 @@ try {
   }
 
   step("talker pod WITH tsnproxy");
-  await measure(await addPod("tsn"), true);
+  const tsn = await addPod("tsn");
+  await measure(tsn, true);
+  if (!vlanSkipped) await measureVlan(topo, tsn, true);
 
   step("tsnproxy doctor");
   const doc = await tsnproxy(topo, [
@@ -269,7 +390,17 @@ try {
 
 if (json) {
   console.log(
-    JSON.stringify({ kernel: Deno.osRelease(), rows, doctor: doctorSummary, status }, null, 2),
+    JSON.stringify(
+      {
+        kernel: Deno.osRelease(),
+        rows,
+        vlan: vlanSkipped ? { skipped: vlanSkipped } : { map: VLAN_MAP, rows: vlanRows },
+        doctor: doctorSummary,
+        status,
+      },
+      null,
+      2,
+    ),
   );
 } else {
   const pad = (s: string | number, n: number) => String(s).padEnd(n);
@@ -287,6 +418,23 @@ if (json) {
         r.rightLaunchTime === null ? "-" : pct(r.rightLaunchTime, r.sent)
       }`,
     );
+  }
+  if (vlanSkipped) {
+    console.log(`\nVLAN PCP row skipped: ${vlanSkipped}`);
+  } else {
+    console.log(
+      `\n${pad(`UDP over VLAN ${VLAN.id}, SO_PRIORITY ${VLAN.prio}`, 38)} ${pad("tsnproxy", 9)} ${
+        pad("sent", 5)
+      } ${pad("tagged", 10)} with PCP ${VLAN_MAP[String(VLAN.prio)]} (the map's)   PCPs seen`,
+    );
+    for (const r of vlanRows) {
+      const tagged = Object.values(r.pcps).reduce((a, b) => a + b, 0);
+      console.log(
+        `${pad("", 38)} ${pad(r.tsnproxy ? "yes" : "no", 9)} ${pad(r.sent, 5)} ${pad(tagged, 10)} ${
+          pad(pct(r.rightPcp, r.sent), 24)
+        } ${Object.entries(r.pcps).map(([p, n]) => `PCP ${p} x${n}`).join(", ")}`,
+      );
+    }
   }
   console.log(`\ndoctor: ${Object.entries(doctorSummary).map(([k, v]) => `${v} ${k}`).join(", ")}`);
   console.log(

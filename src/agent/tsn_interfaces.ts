@@ -5,8 +5,7 @@
  * again). One record per interface in the agent's stats, for the
  * `tsnproxy_restorer_attached{interface=...}` metric.
  */
-import { restorerAttached } from "../bpf/node.ts";
-import { attachRestorer } from "../bpf/node.ts";
+import { attachRestorer, restorerAttached } from "../bpf/node.ts";
 import { ifNameToIndex } from "../ffi/libc.ts";
 import { asTsnproxyError } from "../errors.ts";
 import { log } from "../log.ts";

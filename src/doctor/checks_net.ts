@@ -246,10 +246,11 @@ function vlanCheck(ctx: DoctorContext, iface: TsnInterfaceConfig, link: LinkInfo
         });
         return;
       }
-      const uppers = links.filter((l) =>
-        l.kind === "vlan" && l.link === link.index && l.linkNetnsId === undefined &&
-        !ctx.tsnInterfaces.includes(l.name)
+      const stacked = links.filter((l) =>
+        l.kind === "vlan" && l.link === link.index && l.linkNetnsId === undefined
       );
+      const uppers = stacked.filter((l) => !ctx.tsnInterfaces.includes(l.name));
+      const tsnUppers = stacked.filter((l) => ctx.tsnInterfaces.includes(l.name));
       if (uppers.length) {
         const names = uppers.map((u) => `${u.name} (VLAN ${u.vlan?.id ?? "?"})`);
         check.warn({
@@ -269,8 +270,16 @@ function vlanCheck(ctx: DoctorContext, iface: TsnInterfaceConfig, link: LinkInfo
         return;
       }
       check.pass({
-        found: `${link.name} is not a VLAN device and carries none: its frames leave untagged ` +
-          "(no PCP)",
+        found: tsnUppers.length
+          ? `${link.name} is not a VLAN device; ${
+            tsnUppers.map((u) => u.name).join(", ")
+          } over it ${
+            tsnUppers.length === 1
+              ? "is a TSN interface (its PCP map is checked there)"
+              : "are TSN interfaces (their PCP maps are checked there)"
+          }; its own frames leave untagged`
+          : `${link.name} is not a VLAN device and carries none: its frames leave untagged ` +
+            "(no PCP)",
       });
       return;
     }

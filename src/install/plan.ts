@@ -24,7 +24,13 @@ import { type Attachment, type TcApi } from "../bpf/attach.ts";
 import { resolveTcApi } from "../bpf/features.ts";
 import { loadDatapath, type ProgramState } from "../bpf/loader.ts";
 import { type DatapathConfig, DatapathMaps } from "../bpf/maps.ts";
-import { attachRestorer, nodeForeignPrograms, restorerAttached } from "../bpf/node.ts";
+import {
+  attachRestorer,
+  detachRestorer,
+  nodeForeignPrograms,
+  restorerAttached,
+  restorerInterfaces,
+} from "../bpf/node.ts";
 import { assertBpffs, MAPS, PinLayout, PROGRAMS } from "../bpf/pins.ts";
 import { type CarrierChoice, chooseNodeCarrier, REASONS, reasonText } from "../bpf/carrier.ts";
 import { isLegacyPod, legacyPresent, retireLegacyIfUnused } from "../bpf/legacy.ts";
@@ -247,6 +253,11 @@ export interface NodePlan {
   datapath?: DatapathPlan;
   /** One per TSN interface, in config order. */
   interfaces: InterfacePlan[];
+  /**
+   * Interfaces with a restorer of ours that the config no longer lists: install detaches it
+   * (what install recorded about them stays for uninstall).
+   */
+  staleRestorers: string[];
   conflist: ConflistPlan;
   state: { before: InstallState; path: string };
 }
@@ -267,6 +278,9 @@ export async function planNode(t: InstallTarget, scope: PlanScope): Promise<Node
   const names = t.tsnInterfaces.map((i) => i.name);
   const datapath = scope.datapath ? planDatapath(cfg, names) : undefined;
   const interfaces = t.tsnInterfaces.map((i) => planInterface(t, i, before));
+  const staleRestorers = exists(new PinLayout(cfg.bpffs).root)
+    ? restorerInterfaces(cfg.bpffs).filter((n) => !names.includes(n)).sort()
+    : [];
   const conflist = await planConflistInstall({
     confDir: cfg.cni.confDir,
     network: cfg.cni.network,
@@ -278,6 +292,7 @@ export async function planNode(t: InstallTarget, scope: PlanScope): Promise<Node
     binary,
     datapath,
     interfaces,
+    staleRestorers,
     conflist,
     state: { before, path: statePath(t.stateDir) },
   };
@@ -290,6 +305,7 @@ export function planIsEmpty(p: NodePlan): boolean {
       (p.datapath.rootExists && p.datapath.programs.every((x) => x.action === "kept") &&
         !p.datapath.writeConfig)) &&
     p.interfaces.every(interfacePlanIsEmpty) &&
+    p.staleRestorers.length === 0 &&
     p.conflist.changes.length === 0;
 }
 
@@ -391,6 +407,12 @@ export function formatNodePlan(p: NodePlan, verb = "install"): string {
     } else if (r.action === "attach") {
       line(true, `attach tsnp_restore to ${r.ifname} egress with ${r.api}, first (pin ${r.pin})`);
     }
+  }
+  for (const ifname of p.staleRestorers) {
+    line(
+      true,
+      `detach tsnp_restore from ${ifname} egress (no longer a TSN interface in the config)`,
+    );
   }
   for (const { vlan } of p.interfaces) {
     if (!vlan) continue;
@@ -534,6 +556,7 @@ export function nodePlanJson(
       }
       : null,
     restorer: restorerJson(first.restorer),
+    staleRestorers: [...p.staleRestorers],
     conflist: conflistPlanJson(p.conflist),
     state: { path: p.state.path, change: !sameState(p.state.before, predictState(p)) },
   };
@@ -625,6 +648,7 @@ export async function executeNodePlan(p: NodePlan): Promise<NodeResult> {
     // On the clsact path planQdisc added clsact already: the restorer never creates it.
     if (i.restorer.action === "attach") attachRestorer(t.cfg.bpffs, i.ifname, t.api);
   }
+  for (const ifname of p.staleRestorers) detachRestorer(t.cfg.bpffs, ifname);
   for (const i of p.interfaces) {
     if (!i.vlan) continue;
     const rec = interfaceState(state, i.ifname) ?? { ifname: i.ifname, clsactCreated: false };

@@ -132,6 +132,8 @@ export const installPlanSchema = z.strictObject({
   }).nullable(),
   /** The first TSN interface's restorer step (interfaces[0].restorer). */
   restorer: restorerPlanSchema,
+  /** Interfaces whose restorer install detaches: the config no longer lists them. */
+  staleRestorers: z.array(z.string()),
   conflist: conflistPlanSchema,
   state: z.object({ path: z.string(), change: z.boolean() }),
 });

@@ -368,6 +368,25 @@ for (const api of ["tcx", "clsact"] as const) {
           }
         });
 
+        await t.step("tsn1 left out of the config: install detaches its restorer", async () => {
+          const cfg = `${n.dir}/config.yaml`;
+          const text = await Deno.readTextFile(cfg);
+          await Deno.writeTextFile(
+            cfg,
+            text.replace(/  - name: tsn1\n    qdisc: \{kind: keep\}\n/, ""),
+          );
+          const plan = installPlanSchema.parse(
+            JSON.parse(await ok(n, "install", "--json", ...state)),
+          );
+          assert.deepEqual(plan.target.tsnInterfaces, ["tsn0"]);
+          assert.deepEqual(plan.staleRestorers, ["tsn1"]);
+          withNetns(n.topo.nodePath, () => {
+            assert.equal(restorerAttached(n.bpffs, "tsn1"), undefined, "tsn1's restorer gone");
+            assert.ok(restorerAttached(n.bpffs, "tsn0"), "tsn0's stays");
+          });
+          assert.match(await ok(n, "install", ...state), /nothing to change/);
+        });
+
         await t.step("uninstall removes the restorer from both", async () => {
           for (const o of obs.splice(0)) o.detach();
           await ok(n, "uninstall", ...state);

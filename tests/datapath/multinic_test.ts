@@ -373,7 +373,7 @@ for (const api of ["tcx", "clsact"] as const) {
           const text = await Deno.readTextFile(cfg);
           await Deno.writeTextFile(
             cfg,
-            text.replace(/  - name: tsn1\n    qdisc: \{kind: keep\}\n/, ""),
+            text.replace("  - name: tsn1\n    qdisc: {kind: keep}\n", ""),
           );
           const plan = installPlanSchema.parse(
             JSON.parse(await ok(n, "install", "--json", ...state)),

@@ -4,9 +4,10 @@
  *
  * - re-injects the conflist entry when the primary CNI rewrites its config (Deno.watchFs on
  *   the conf dir, debounced, plus a periodic reconcile every --reconcile-seconds);
- * - re-attaches the restorer when the TSN interface disappears and comes back (its ifindex
- *   is polled every second; the qdisc config and the 6.1 clsact-first rule are applied to the
- *   new interface first, exactly as install does);
+ * - re-attaches the restorer when a TSN interface disappears and comes back (their ifindexes
+ *   are polled every second; the qdisc config, the 6.1 clsact-first rule and the VLAN
+ *   egress-qos-map are applied to the new interface first, exactly as install does:
+ *   ./tsn_interfaces.ts);
  * - serves Prometheus metrics on --metrics-address (/metrics, /healthz);
  * - with cni.agentSocket set, runs the CNI verbs plugin processes hand over
  *   (src/agent/cni_server.ts), in this warm process;
@@ -17,19 +18,16 @@
  */
 import { PinLayout } from "../bpf/pins.ts";
 import { captureLibbpfLog, drainLibbpfLog } from "../bpf/libbpf_log.ts";
-import { attachRestorer, restorerAttached } from "../bpf/node.ts";
-import { ifNameToIndex } from "../ffi/libc.ts";
 import { asTsnproxyError } from "../errors.ts";
 import { configureLog, log } from "../log.ts";
 import type { AgentOptions } from "../options.ts";
 import { apply as applyConflist, planInstall as planConflistInstall } from "../install/conflist.ts";
 import { pluginEntry } from "../install/plan.ts";
-import { applyQdiscPlan, formatQdiscStep, planQdisc, usesClsact } from "../install/qdisc_plan.ts";
-import { readState, sameState, writeState } from "../install/state.ts";
 import { loadConfig, targetFrom } from "../install/target.ts";
 import { type AgentStats, CONTENT_TYPE, MetricsEndpoint } from "./metrics.ts";
 import { DEFAULT_CNI_RESULTS_DIR } from "./pods.ts";
 import { type CniServer, serveCni } from "./cni_server.ts";
+import { reconcileInterfaces, restorersAttachedNow, watchInterfaces } from "./tsn_interfaces.ts";
 import { exists } from "../util/fs.ts";
 
 export function parseListenAddress(a: string): { hostname: string; port: number } {
@@ -53,6 +51,7 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
     conflistReinjected: 0,
     restorerReattached: 0,
     restorerAttached: false,
+    restorers: {},
     installed: exists(pins.root),
     startedAt: Date.now(),
   };
@@ -104,7 +103,7 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
       ok = false;
       log("warn", "conflist reconcile failed", { why, error: asTsnproxyError(e).oneLine() });
     }
-    // 2. qdisc ordering/config and the restorer on the TSN interface
+    // 2. qdisc ordering/config, egress-qos-map and the restorer on each TSN interface
     if (!stats.installed) {
       log("error", "the datapath is not pinned: run `tsnproxy install` (the init container)", {
         bpffs: cfg.bpffs,
@@ -112,54 +111,10 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
       stats.reconciles.error++;
       return;
     }
-    if (ifNameToIndex(target.tsnInterface) === 0) {
-      stats.restorerAttached = false;
-      log("warn", "TSN interface missing; waiting for it", { ifname: target.tsnInterface, why });
-    } else {
-      try {
-        const state = await readState(target.stateDir);
-        const qplan = planQdisc(
-          target.tsnInterface,
-          cfg.qdisc,
-          usesClsact(target.api, cfg.restoreAt),
-          state,
-        );
-        if (qplan.steps.length > 0) {
-          log("info", "qdisc reconcile", { why, steps: qplan.steps.map(formatQdiscStep) });
-          const qs = applyQdiscPlan(qplan, state.qdisc);
-          const next = { ...state, qdisc: qs };
-          if (!sameState(next, state)) await writeState(target.stateDir, next);
-        }
-        if (cfg.restoreAt === "tsn-egress") {
-          if (!restorerAttached(cfg.bpffs, target.tsnInterface)) {
-            const a = attachRestorer(cfg.bpffs, target.tsnInterface, target.api);
-            stats.restorerReattached++;
-            log("info", "restorer re-attached", {
-              why,
-              ifname: target.tsnInterface,
-              ifindex: a.ifindex,
-              api: a.api,
-            });
-          }
-          stats.restorerAttached = true;
-        }
-      } catch (e) {
-        ok = false;
-        stats.restorerAttached = restorerAttachedSafe();
-        log("error", "restorer reconcile failed", { why, error: asTsnproxyError(e).oneLine() });
-      }
-    }
+    if (!await reconcileInterfaces(target, stats, why)) ok = false;
     for (const l of drainLibbpfLog()) log("debug", l, { why });
     if (ok) stats.reconciles.ok++;
     else stats.reconciles.error++;
-  }
-
-  function restorerAttachedSafe(): boolean {
-    try {
-      return restorerAttached(cfg.bpffs, target.tsnInterface) !== undefined;
-    } catch {
-      return false;
-    }
   }
 
   // Signals: stop serving and watching; leave every attachment in place.
@@ -225,7 +180,7 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
   }
 
   log("info", "agent started", {
-    tsnInterface: target.tsnInterface,
+    tsnInterfaces: target.tsnInterfaces.map((i) => i.name),
     bpffs: cfg.bpffs,
     confDir: cfg.cni.confDir,
     api: target.api,
@@ -258,28 +213,15 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
     }
   })();
 
-  // The TSN interface: a new ifindex (deleted and re-created, or appeared) means re-attach.
-  let lastIndex = ifNameToIndex(target.tsnInterface);
-  const linkTimer = setInterval(() => {
-    const idx = ifNameToIndex(target.tsnInterface);
-    if (idx !== lastIndex) {
-      log("info", "TSN interface changed", {
-        ifname: target.tsnInterface,
-        from: lastIndex,
-        to: idx,
-      });
-      lastIndex = idx;
-      if (idx !== 0) reconcile("interface re-appeared");
-      else stats.restorerAttached = false;
-    }
-  }, 1000);
+  // The TSN interfaces: a new ifindex (deleted and re-created, or appeared) means re-attach.
+  const stopWatching = watchInterfaces(target, stats, reconcile);
   const periodic = setInterval(() => reconcile("periodic"), interval);
 
   await new Promise<void>((resolve) => {
     if (stop.signal.aborted) resolve();
     stop.signal.addEventListener("abort", () => resolve(), { once: true });
   });
-  clearInterval(linkTimer);
+  stopWatching();
   clearInterval(periodic);
   clearTimeout(debounce);
   try {
@@ -291,6 +233,6 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
   await server.finished;
   Deno.removeSignalListener("SIGTERM", sigterm);
   Deno.removeSignalListener("SIGINT", sigint);
-  log("info", "agent stopped", { restorerAttached: restorerAttachedSafe() });
+  log("info", "agent stopped", { restorerAttached: restorersAttachedNow(target) });
   return 0;
 }

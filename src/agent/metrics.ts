@@ -122,8 +122,8 @@ export const FAMILIES: readonly Family[] = [
   {
     name: "tsnproxy_restorer_attached",
     type: "gauge",
-    help: "1 when the restorer is on the TSN interface",
-    labels: [],
+    help: "Per TSN interface: 1 when the restorer is on it",
+    labels: ["interface"],
     when: "always",
   },
   {
@@ -231,7 +231,10 @@ export interface AgentStats {
   reconciles: { ok: number; error: number };
   conflistReinjected: number;
   restorerReattached: number;
+  /** The restorer is on every TSN interface. */
   restorerAttached: boolean;
+  /** Per TSN interface: the restorer is on it (restoreAt tsn-egress; empty otherwise). */
+  restorers: Record<string, boolean>;
   installed: boolean;
   startedAt: number;
   /** CNI verbs run for plugin processes (src/agent/cni_server.ts); absent without a socket. */
@@ -311,7 +314,13 @@ export function renderMetrics(inp: MetricsInput): string {
     maps?.close();
   }
   out.add("tsnproxy_up", [[{}, inp.stats.installed ? 1 : 0]]);
-  out.add("tsnproxy_restorer_attached", [[{}, inp.stats.restorerAttached ? 1 : 0]]);
+  out.add(
+    "tsnproxy_restorer_attached",
+    Object.entries(inp.stats.restorers).map(([iface, on]): Sample => [
+      { interface: iface },
+      on ? 1 : 0,
+    ]),
+  );
   out.add("tsnproxy_pod_attachments", [[{}, inp.stats.installed ? attachments(inp.bpffs) : 0]]);
   out.add("tsnproxy_agent_reconciles_total", [
     [{ result: "ok" }, inp.stats.reconciles.ok],

@@ -12,6 +12,7 @@ import type { PodPolicy } from "../policy/types.ts";
 import { policyProblems, validatePolicy } from "../policy/validate.ts";
 import { type ConfinedPath, pathProblem } from "./paths.ts";
 import { qdiscSchema } from "./qdisc.ts";
+import { vlanSchema } from "./vlan.ts";
 import { closestKey, formatPath, issueMessage, keysAt, locate } from "./yaml_errors.ts";
 
 export const DEFAULT_NODE_CONFIG_PATH: string = DEFAULTS.config;
@@ -69,9 +70,31 @@ export const CARRIERS = ["auto", "tag", "table"] as const;
 const oneOf = <T extends readonly [string, ...string[]]>(values: T) =>
   z.enum(values, { error: `expected one of ${values.map((v) => `"${v}"`).join(", ")}` });
 
-export const nodeConfigSchema = z.strictObject({
-  /** The TSN NIC the restorer runs on; required by install unless given with a flag. */
+/**
+ * One TSN interface: the restorer runs on its egress, install sets up its root qdisc and,
+ * on a VLAN device, its egress-qos-map (priority -> PCP).
+ */
+export const tsnInterfaceSchema = z.strictObject({
+  name: ifname,
+  qdisc: qdiscSchema.default({ kind: "keep" }),
+  vlan: vlanSchema.optional(),
+});
+export type TsnInterfaceConfig = z.infer<typeof tsnInterfaceSchema>;
+
+const LIST_ERROR = "expected a list of TSN interfaces, e.g. [{name: tsn0}, {name: tsn1}]";
+
+/**
+ * The settings as written. The TSN interfaces come in one of two forms: the single form
+ * (`tsnInterface` with the top-level `qdisc` and `vlan`, also what `--tsn-interface` sets)
+ * or the list (`tsnInterfaces`, each entry with its own qdisc and vlan). nodeConfigSchema
+ * turns either into the list.
+ */
+const nodeConfigFields = z.strictObject({
+  /** The single form: the TSN NIC the restorer runs on (or --tsn-interface). */
   tsnInterface: ifname.optional(),
+  /** The list form: several TSN NICs, each with its own qdisc and vlan. */
+  tsnInterfaces: z.array(tsnInterfaceSchema, { error: LIST_ERROR })
+    .min(1, { error: `${LIST_ERROR} (the list is empty)` }).optional(),
   restoreAt: oneOf(RESTORE_AT).default(DEFAULTS.restoreAt),
   bpffs: confined("bpffs").default(DEFAULTS.bpffs),
   attachMode: oneOf(ATTACH_MODES).default(DEFAULTS.attachMode),
@@ -99,7 +122,10 @@ export const nodeConfigSchema = z.strictObject({
      */
     agentSocket: confined("agentSocket").optional(),
   }).prefault({}),
-  qdisc: qdiscSchema.default({ kind: "keep" }),
+  /** The single form's root qdisc (with tsnInterfaces: each entry's own). */
+  qdisc: qdiscSchema.optional(),
+  /** The single form's VLAN egress-qos-map (with tsnInterfaces: each entry's own). */
+  vlan: vlanSchema.optional(),
   metrics: z.strictObject({
     /**
      * Where /metrics and /healthz listen. The node's loopback by default: the agent runs in
@@ -111,6 +137,49 @@ export const nodeConfigSchema = z.strictObject({
     podLabels: z.boolean({ error: "expected true or false" }).default(false),
   }).prefault({}),
 });
+
+const BOTH_FORMS = "the single form (tsnInterface, which --tsn-interface sets) and the list " +
+  "(tsnInterfaces) are both given: use one. --tsn-interface names one interface and cannot " +
+  "say which entry of the list it means: with a list, leave the flag out";
+const SINGLE_ONLY = (key: string) =>
+  `with tsnInterfaces, each interface has its own ${key}: move this section into the ` +
+  "tsnInterfaces entry it belongs to";
+
+export const nodeConfigSchema = nodeConfigFields.superRefine((c, ctx) => {
+  if (!c.tsnInterfaces) return;
+  if (c.tsnInterface !== undefined) {
+    ctx.addIssue({ code: "custom", path: ["tsnInterface"], message: BOTH_FORMS });
+  }
+  for (const key of ["qdisc", "vlan"] as const) {
+    if (c[key] !== undefined) {
+      ctx.addIssue({ code: "custom", path: [key], message: SINGLE_ONLY(key) });
+    }
+  }
+  const seen = new Map<string, number>();
+  c.tsnInterfaces.forEach((t, i) => {
+    const first = seen.get(t.name);
+    if (first !== undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["tsnInterfaces", i, "name"],
+        message: `${t.name} is listed twice (entries ${first} and ${i}): give each interface ` +
+          "one entry",
+      });
+    } else seen.set(t.name, i);
+  });
+}).transform(({ tsnInterface, tsnInterfaces, qdisc, vlan, ...rest }) => ({
+  ...rest,
+  /**
+   * The TSN interfaces, whichever form the config used (empty: none configured; install
+   * then needs --tsn-interface). The first is the one single-interface outputs name.
+   */
+  tsnInterfaces: tsnInterfaces ??
+    (tsnInterface === undefined ? [] : [{
+      name: tsnInterface,
+      qdisc: qdisc ?? { kind: "keep" as const },
+      ...(vlan ? { vlan } : {}),
+    }]) as TsnInterfaceConfig[],
+}));
 
 export type NodeConfig = z.infer<typeof nodeConfigSchema>;
 export type NodeConfigInput = z.input<typeof nodeConfigSchema>;
@@ -289,13 +358,21 @@ export async function loadNodeConfigFor(
   return await loadNodeConfig(o.config ?? DEFAULT_NODE_CONFIG_PATH, flagOverrides(o));
 }
 
-/** The TSN interface for install; ConfigError if neither the file nor a flag gave one. */
-export function requireTsnInterface(cfg: NodeConfig, file = DEFAULT_NODE_CONFIG_PATH): string {
-  if (cfg.tsnInterface) return cfg.tsnInterface;
+/** The TSN interfaces for install; ConfigError if neither the file nor a flag gave one. */
+export function requireTsnInterfaces(
+  cfg: NodeConfig,
+  file = DEFAULT_NODE_CONFIG_PATH,
+): TsnInterfaceConfig[] {
+  if (cfg.tsnInterfaces.length > 0) return cfg.tsnInterfaces;
   throw new ConfigError(
     "no TSN interface configured",
-    `pass --tsn-interface <ifname> or set tsnInterface in ${file}`,
+    `pass --tsn-interface <ifname>, or set tsnInterface (or a tsnInterfaces list) in ${file}`,
   );
+}
+
+/** The configured TSN interfaces' names, in config order. */
+export function tsnInterfaceNames(cfg: NodeConfig): string[] {
+  return cfg.tsnInterfaces.map((t) => t.name);
 }
 
 /** A commented example that loads to the defaults plus `tsnInterface: tsn0`. */
@@ -305,6 +382,14 @@ export const EXAMPLE_NODE_CONFIG =
 
 # The TSN NIC: where the restorer puts the pods' SO_PRIORITY/SO_TXTIME back on the packets.
 tsnInterface: tsn0
+# Several TSN NICs: a list instead (then no tsnInterface, qdisc or vlan at the top level),
+# each entry with its own qdisc and vlan. A pod's packets are restored on whichever of them
+# routing sends them to.
+# tsnInterfaces:
+#   - name: tsn0
+#     qdisc: {kind: keep}
+#   - name: tsn1.100 # a VLAN device over tsn1
+#     vlan: {egressQosMap: {"0": 0, "3": 3, "5": 5}}
 
 # Where the restorer runs: "tsn-egress" (the TSN NIC's egress) or "host-veth-ingress"
 # (the pod's host-side veth, for setups where traffic leaves through something else).
@@ -345,6 +430,11 @@ cni:
 # Root qdisc on the TSN NIC: keep (leave as is), none, taprio or mqprio.
 qdisc:
   kind: keep
+
+# When the TSN NIC is a VLAN device: its egress-qos-map, priority -> 802.1Q PCP. Install sets
+# these entries (the others stay as they are); uninstall puts back what they were.
+# vlan:
+#   egressQosMap: {"0": 0, "3": 3, "5": 5}
 
 metrics:
   address: 127.0.0.1:9489 # the node's loopback; see docs/metrics.md before widening it

@@ -280,7 +280,7 @@ export async function conflistChecks(ctx: DoctorContext): Promise<void> {
     const want = {
       bpffs: ctx.bpffs,
       restoreAt: ctx.config.restoreAt,
-      tsnInterface: ctx.config.tsnInterface,
+      tsnInterface: ctx.tsnInterface,
       agentSocket: ctx.config.cni.agentSocket,
     };
     const have = {

@@ -21,12 +21,17 @@ import {
   rootQdisc,
 } from "../netlink/mod.ts";
 import { inspectQdiscOrder, rootMatches } from "../install/qdisc_inspect.ts";
+import { formatQosMap } from "../install/vlan_plan.ts";
+import { qosPairs } from "../config/vlan.ts";
 import { parse as parseYaml } from "yaml";
+import type { TsnInterfaceConfig } from "../config/node.ts";
 import { type CheckRef, type DoctorContext, plural } from "./context.ts";
 import { pinnedProgId } from "./checks_pins.ts";
 import { atLeast, moduleState, readSysctl } from "./probe.ts";
 
+/** One TSN interface as the checks see it. */
 export interface NetState {
+  iface: TsnInterfaceConfig;
   link?: LinkInfo;
   /** Root qdisc stats at the start of the run (for the stall check's second look). */
   rootAtStart?: QdiscInfo;
@@ -35,25 +40,46 @@ export interface NetState {
 const TSN_INTERFACE: CheckRef = { id: "config.tsn_interface", title: "TSN interface exists" };
 const UP: CheckRef = { id: "interface.up", title: "TSN interface up" };
 const RESTORER: CheckRef = { id: "interface.restorer", title: "Restorer attached first" };
+const VLAN_PCP: CheckRef = {
+  id: "interface.vlan_pcp",
+  title: "VLAN PCP for every priority pods may use",
+};
 
-export function interfaceChecks(ctx: DoctorContext, st: NetState): void {
-  const name = ctx.tsnInterface;
+/**
+ * The interface checks, once per configured TSN interface (ctx.forInterface); returns one
+ * NetState per interface (empty when none is configured: then the no-interface verdicts).
+ */
+export function interfaceChecks(ctx: DoctorContext): NetState[] {
   const needIf = ctx.config.restoreAt === "tsn-egress";
-  ctx.run(TSN_INTERFACE, (check) => {
-    if (!name) {
+  if (ctx.config.tsnInterfaces.length === 0) {
+    ctx.run(TSN_INTERFACE, (check) => {
       if (needIf) {
         check.fail({
           found: "no tsnInterface in the node config and no --tsn-interface: restoreAt " +
             "tsn-egress has nowhere to restore",
-          fix: `set tsnInterface: <ifname> in ${ctx.opts.config}`,
+          fix: `set tsnInterface: <ifname> (or a tsnInterfaces list) in ${ctx.opts.config}`,
         });
       } else {
         check.info({
           found: "no tsnInterface configured (restoreAt host-veth-ingress restores on pod veths)",
         });
       }
-      return;
+    });
+    for (const ref of [UP, RESTORER, VLAN_PCP]) {
+      ctx.skip({ ...ref, found: "no TSN interface (config.tsn_interface)" });
     }
+    return [];
+  }
+  return ctx.config.tsnInterfaces.map((iface) => {
+    const st: NetState = { iface };
+    ctx.forInterface(iface.name, () => oneInterface(ctx, st, needIf));
+    return st;
+  });
+}
+
+function oneInterface(ctx: DoctorContext, st: NetState, needIf: boolean): void {
+  const name = st.iface.name;
+  ctx.run(TSN_INTERFACE, (check) => {
     const link = ctx.inNode(() => findLink(name));
     if (!link) {
       check.fail({
@@ -74,8 +100,8 @@ export function interfaceChecks(ctx: DoctorContext, st: NetState): void {
   });
   const link = st.link;
   if (!link) {
-    for (const ref of [UP, RESTORER]) {
-      ctx.skip({ ...ref, found: "no TSN interface (config.tsn_interface)" });
+    for (const ref of [UP, RESTORER, VLAN_PCP]) {
+      ctx.skip({ ...ref, found: `${name} does not exist (config.tsn_interface)` });
     }
     return;
   }
@@ -191,6 +217,130 @@ export function interfaceChecks(ctx: DoctorContext, st: NetState): void {
     }
     check.pass({ found: `cls_bpf on ${link.name} egress, pref ${ours.priority} (first)`, data });
   });
+  vlanCheck(ctx, st.iface, link);
+}
+
+/** [[p, c], ...] as {"p": c} (JSON data). */
+function pcpObject(pairs: readonly (readonly [number, number])[]): Record<string, number> {
+  return Object.fromEntries(pairs.map(([p, c]) => [String(p), c]));
+}
+
+/**
+ * interface.vlan_pcp: a VLAN TSN interface's egress-qos-map against the config and against
+ * the priorities the node's policy lets pods use (one the map does not name leaves with PCP
+ * 0); on other interfaces, VLAN devices stacked on them that are no TSN interface (their PCP
+ * comes from the priority before any restorer ran).
+ */
+function vlanCheck(ctx: DoctorContext, iface: TsnInterfaceConfig, link: LinkInfo): void {
+  ctx.run(VLAN_PCP, (check) => {
+    const links = ctx.inNode(() => listLinks());
+    const byIndex = new Map(links.map((l) => [l.index, l.name]));
+    const config = ctx.opts.config;
+    if (link.kind !== "vlan" || !link.vlan) {
+      if (iface.vlan) {
+        check.fail({
+          found: `${link.name} is not a VLAN device (kind ${link.kind ?? "physical"}), but the ` +
+            "config sets vlan.egressQosMap for it: install refuses it",
+          fix: `move the vlan section to the VLAN device over ${link.name} and list that ` +
+            `device in tsnInterfaces of ${config} (e.g. {name: ${link.name}.100, vlan: ...})`,
+        });
+        return;
+      }
+      const stacked = links.filter((l) =>
+        l.kind === "vlan" && l.link === link.index && l.linkNetnsId === undefined
+      );
+      const uppers = stacked.filter((l) => !ctx.tsnInterfaces.includes(l.name));
+      const tsnUppers = stacked.filter((l) => ctx.tsnInterfaces.includes(l.name));
+      if (uppers.length) {
+        const names = uppers.map((u) => `${u.name} (VLAN ${u.vlan?.id ?? "?"})`);
+        check.warn({
+          found:
+            `${link.name} carries ${names.join(", ")}, which ${
+              uppers.length === 1 ? "is no TSN interface" : "are no TSN interfaces"
+            }: pod packets routed through ${
+              uppers.length === 1 ? "it" : "them"
+            } get their PCP from the priority they have before any restorer ran (after ` +
+            "forwarding, the one derived from the TOS byte), so the pods' priorities never " +
+            "reach the wire's PCP",
+          fix: `list ${uppers.map((u) => u.name).join(", ")} in tsnInterfaces of ${config} ` +
+            `with their egress-qos-map (e.g. {name: ${uppers[0].name}, vlan: {egressQosMap: ` +
+            `{"3": 3}}}) next to {name: ${link.name}, qdisc: ...}, then run tsnproxy install`,
+          data: { uppers: uppers.map((u) => u.name) },
+        });
+        return;
+      }
+      check.pass({
+        found: tsnUppers.length
+          ? `${link.name} is not a VLAN device; ${
+            tsnUppers.map((u) => u.name).join(", ")
+          } over it ${
+            tsnUppers.length === 1
+              ? "is a TSN interface (its PCP map is checked there)"
+              : "are TSN interfaces (their PCP maps are checked there)"
+          }; its own frames leave untagged`
+          : `${link.name} is not a VLAN device and carries none: its frames leave untagged ` +
+            "(no PCP)",
+      });
+      return;
+    }
+    const v = link.vlan;
+    const map = new Map(v.egress);
+    const allowed = allowedPriorities(ctx.config.policy);
+    const unmapped = allowed.filter((p) => p !== 0 && !map.has(p));
+    const want = iface.vlan ? qosPairs(iface.vlan.egressQosMap) : [];
+    const differs = want.filter(([p, c]) => (map.get(p) ?? 0) !== c);
+    const lower = v && link.link !== undefined
+      ? byIndex.get(link.link) ?? `ifindex ${link.link}`
+      : "?";
+    const where = `${link.name} (VLAN ${v.id} ${v.protocol} over ${lower})`;
+    const mapText = formatQosMap(v.egress);
+    const data = {
+      vlanId: v.id,
+      protocol: v.protocol,
+      lower,
+      egressQosMap: pcpObject(v.egress),
+      configured: iface.vlan ? { ...iface.vlan.egressQosMap } : null,
+      allowed,
+      pcp: pcpObject(allowed.map((p) => [p, map.get(p) ?? 0])),
+      unmapped,
+    };
+    if (differs.length) {
+      check.warn({
+        found: `egress-qos-map of ${where} is ${mapText}, but the config sets ${
+          formatQosMap(differs)
+        }`,
+        fix: `tsnproxy install --config ${config}   (sets the configured entries)`,
+        data,
+      });
+      return;
+    }
+    if (unmapped.length) {
+      // The highest ceiling under which every priority has a PCP (higher ones clamp to it).
+      let cap = 0;
+      for (const p of allowed) {
+        if (p !== 0 && !map.has(p)) break;
+        cap = p;
+      }
+      check.warn({
+        found:
+          `egress-qos-map of ${where} is ${mapText}: the node policy lets pods use ${
+            plural(unmapped.length, "priority")
+          } (${unmapped.join(",")}) it names no PCP for, so their frames leave with PCP 0 ` +
+          "(best effort)",
+        fix: `add ${
+          unmapped.map((p) => `"${p}": <pcp>`).join(", ")
+        } to vlan.egressQosMap of ${link.name} in ${config} and run tsnproxy install, or set policy.maxPriority: ${cap}`,
+        data,
+      });
+      return;
+    }
+    check.pass({
+      found: `egress-qos-map of ${where}: ${
+        allowed.map((p) => `${p}->PCP ${map.get(p) ?? 0}`).join(", ")
+      }: every priority pods may use has its PCP`,
+      data,
+    });
+  });
 }
 
 /** The priorities (0..15) pods may end up with under the node's default policy. */
@@ -225,14 +375,22 @@ export function defaultedToClass0(
   return allowed.filter((p) => p !== 0 && p >= (len ?? 0) && (map[p] ?? 0) === 0);
 }
 
-/** The configured map's length as written in the YAML (the schema pads it to 16). */
-function configuredMapLength(text: string): number | undefined {
+/**
+ * The configured map's length as written in the YAML (the schema pads it to 16): the
+ * top-level qdisc's, or that of the tsnInterfaces entry named `ifname`.
+ */
+function configuredMapLength(text: string, ifname: string): number | undefined {
+  const obj = (v: unknown) =>
+    typeof v === "object" && v !== null && !Array.isArray(v)
+      ? v as Record<string, unknown>
+      : undefined;
   try {
-    const raw: unknown = parseYaml(text);
-    if (typeof raw !== "object" || raw === null) return undefined;
-    const q = (raw as Record<string, unknown>).qdisc;
-    if (typeof q !== "object" || q === null) return undefined;
-    const m = (q as Record<string, unknown>).map;
+    const raw = obj(parseYaml(text));
+    if (!raw) return undefined;
+    const entry = Array.isArray(raw.tsnInterfaces)
+      ? raw.tsnInterfaces.map(obj).find((e) => e?.name === ifname)
+      : raw;
+    const m = obj(entry?.qdisc)?.map;
     return Array.isArray(m) ? m.length : undefined;
   } catch {
     return undefined;
@@ -254,13 +412,15 @@ export function stallEvidence(before: QdiscInfo, after: QdiscInfo): StallEvidenc
   };
 }
 
-export function qdiscStart(ctx: DoctorContext, st: NetState): void {
-  const link = st.link;
-  if (!link) return;
-  try {
-    st.rootAtStart = ctx.inNode(() => rootQdisc(listQdiscs(link.index)));
-  } catch {
-    // qdiscChecks reports the failure
+export function qdiscStart(ctx: DoctorContext, nets: NetState[]): void {
+  for (const st of nets) {
+    const link = st.link;
+    if (!link) continue;
+    try {
+      st.rootAtStart = ctx.inNode(() => rootQdisc(listQdiscs(link.index)));
+    } catch {
+      // qdiscChecks reports the failure
+    }
   }
 }
 
@@ -269,17 +429,29 @@ const ROOT: CheckRef = { id: "qdisc.root", title: "Root qdisc" };
 const PRIOMAP: CheckRef = { id: "qdisc.priomap", title: "Priority map covers allowed priorities" };
 const STALL: CheckRef = { id: "qdisc.stall", title: "clsact/taprio stall (Debian 6.1)" };
 
-export async function qdiscChecks(ctx: DoctorContext, st: NetState): Promise<void> {
+/** The qdisc checks, once per TSN interface. */
+export async function qdiscChecks(ctx: DoctorContext, nets: NetState[]): Promise<void> {
+  if (nets.length === 0) {
+    for (const ref of [QUEUES, ROOT, PRIOMAP, STALL]) {
+      ctx.skip({ ...ref, found: "no TSN interface" });
+    }
+  }
+  for (const st of nets) {
+    await ctx.forInterfaceAsync(st.iface.name, () => oneQdisc(ctx, st));
+  }
+}
+
+async function oneQdisc(ctx: DoctorContext, st: NetState): Promise<void> {
   const link = st.link;
   if (!link) {
     for (const ref of [QUEUES, ROOT, PRIOMAP, STALL]) {
-      ctx.skip({ ...ref, found: "no TSN interface" });
+      ctx.skip({ ...ref, found: `${st.iface.name} does not exist` });
     }
     return;
   }
   const qdiscs = ctx.inNode(() => listQdiscs(link.index));
   const root = rootQdisc(qdiscs);
-  const cfg = ctx.config.qdisc;
+  const cfg = st.iface.qdisc;
   const rootDesc = root
     ? root.handle === 0 ? root.kind : `${root.kind} ${formatHandle(root.handle)}`
     : "none";
@@ -393,7 +565,9 @@ export async function qdiscChecks(ctx: DoctorContext, st: NetState): Promise<voi
       return;
     }
     const allowed = allowedPriorities(ctx.config.policy);
-    const explicit = cfg.kind === root?.kind ? configuredMapLength(ctx.configText) : undefined;
+    const explicit = cfg.kind === root?.kind
+      ? configuredMapLength(ctx.configText, link.name)
+      : undefined;
     const defaulted = defaultedToClass0(tsnRoot.map, allowed, explicit);
     const data = {
       map: tsnRoot.map,
@@ -519,7 +693,7 @@ function progName(id: number): string {
 export function xdpChecks(ctx: DoctorContext): void {
   ctx.run({ id: "xdp.host_veths", title: "No XDP on host veths" }, (check) => {
     const links = ctx.inNode(() => listLinks());
-    const veths = links.filter((l) => l.kind === "veth" && l.name !== ctx.tsnInterface);
+    const veths = links.filter((l) => l.kind === "veth" && !ctx.tsnInterfaces.includes(l.name));
     const withXdp = veths.filter((l) => l.xdpMode !== "none");
     const list = withXdp.map((l) => ({
       ifname: l.name,
@@ -558,9 +732,9 @@ export function xdpChecks(ctx: DoctorContext): void {
 export function tcIndexWriters(
   links: readonly Pick<LinkInfo, "index" | "name">[],
   qdiscsOf: (ifindex: number) => readonly Pick<QdiscInfo, "kind" | "handle">[],
-  tsnInterface: string | undefined,
+  tsnInterfaces: readonly string[],
 ): string[] {
-  return links.filter((l) => l.name !== tsnInterface).flatMap((l) =>
+  return links.filter((l) => !tsnInterfaces.includes(l.name)).flatMap((l) =>
     qdiscsOf(l.index).filter((q) => q.kind === "dsmark").map((q) =>
       `${l.name} (dsmark ${formatHandle(q.handle)})`
     )
@@ -591,12 +765,12 @@ export function carrierChecks(ctx: DoctorContext): void {
     title: "Other datapaths on the pods' way, and the carrier",
   };
   ctx.run(ref, (check) => {
-    const tsn = ctx.tsnInterface ? [ctx.tsnInterface] : [];
+    const tsn = ctx.tsnInterfaces;
     const { programs, writers, devices } = ctx.inNode(() => {
       const links = listLinks();
       return {
         programs: nodeForeignPrograms(tsn),
-        writers: tcIndexWriters(links, (i) => listQdiscs(i), ctx.tsnInterface),
+        writers: tcIndexWriters(links, (i) => listQdiscs(i), tsn),
         devices: links.map((l) => l.name),
       };
     });

@@ -22,6 +22,7 @@ import {
   TCA_TAPRIO_ATTR_FLAG_TXTIME_ASSIST,
 } from "../netlink/mod.ts";
 import { withNetns } from "../util/netns.ts";
+import type { QdiscConfig } from "../config/qdisc.ts";
 import { type CheckRef, type CheckScope, type DoctorContext, plural } from "./context.ts";
 import { clockLabel, etfFixCommand, taprioFixCommand } from "./tc_commands.ts";
 import {
@@ -94,7 +95,13 @@ const TAI_FIX = (ifname = "<TSN NIC>") =>
   "TAI-UTC offset from ptp4l and sets the kernel's once the grandmaster announces it valid " +
   "and traceable; with chrony instead, add `leapsectz right/UTC` to chrony.conf";
 
-export function taiOffsetCheck(ctx: DoctorContext, launch: LaunchTimeQdiscs | undefined): void {
+/** A TSN interface's qdiscs that read launch times, for the node-wide TAI check. */
+export interface InterfaceLaunch {
+  ifname: string;
+  launch: LaunchTimeQdiscs;
+}
+
+export function taiOffsetCheck(ctx: DoctorContext, launches: readonly InterfaceLaunch[]): void {
   ctx.run(TAI_OFFSET, (check) => {
     const s = readClockState();
     const data = {
@@ -106,7 +113,8 @@ export function taiOffsetCheck(ctx: DoctorContext, launch: LaunchTimeQdiscs | un
     const sync = s.synchronized
       ? "the clock is marked synchronized"
       : "the clock is marked unsynchronized (STA_UNSYNC: nothing disciplines it)";
-    const users = launch && readsTai(launch) ? describeLaunch(launch) : "";
+    const users = launches.filter((l) => readsTai(l.launch))
+      .map((l) => `${describeLaunch(l.launch)} on ${l.ifname}`).join("; ");
     if (s.taiOffset === TAI_UTC_SECONDS) {
       check.pass({
         found: `TAI-UTC is ${s.taiOffset} s (right since 2017-01-01): CLOCK_TAI, the clock of ` +
@@ -133,7 +141,7 @@ export function taiOffsetCheck(ctx: DoctorContext, launch: LaunchTimeQdiscs | un
         "since 2017-01-01)";
     const found = `${what}, so every CLOCK_TAI launch time a pod computes is ` +
       `${TAI_UTC_SECONDS - s.taiOffset} s off the PTP time the network and the NIC's clock keep` +
-      (users ? ` (${users} on ${ctx.tsnInterface} compare launch times with it)` : "") +
+      (users ? ` (${users} compare launch times with it)` : "") +
       `; ${sync}`;
     const fix = TAI_FIX(ctx.tsnInterface);
     if (users) check.fail({ found, fix, data });
@@ -499,13 +507,14 @@ function chronyProblem(
   return undefined;
 }
 
-/** qdisc.clockid, qdisc.etf_sock_check, qdisc.txtime_assist. */
+/** qdisc.clockid, qdisc.etf_sock_check, qdisc.txtime_assist; `qdisc`: the config's for link. */
 export function launchQdiscChecks(
   ctx: DoctorContext,
   link: LinkInfo,
   l: LaunchTimeQdiscs,
+  qdisc: QdiscConfig = { kind: "keep" },
 ): void {
-  const managed = ctx.config.qdisc.kind === "taprio" || ctx.config.qdisc.kind === "mqprio";
+  const managed = qdisc.kind === "taprio" || qdisc.kind === "mqprio";
   const install = `tsnproxy install --config ${ctx.opts.config}`;
   const none = (check: CheckScope, what: string) =>
     check.skip({ found: `no ${what} on ${link.name}: nothing reads launch times there` });
@@ -618,33 +627,56 @@ export function launchQdiscChecks(
 
 const ALL_NEED_LINK = [PHC, PTP4L, PHC2SYS, CLOCKID, ETF_SOCK, TXTIME_ASSIST];
 
-/** Every time check; `link` is the TSN interface (undefined when there is none). */
-export function timeChecks(ctx: DoctorContext, link: LinkInfo | undefined): void {
-  let launch: LaunchTimeQdiscs | undefined;
-  let qdiscError: unknown;
-  if (link) {
+/** A TSN interface for the time checks: its config's qdisc and its link (undefined: absent). */
+export interface TimeTarget {
+  ifname: string;
+  qdisc: QdiscConfig;
+  link?: LinkInfo;
+}
+
+/**
+ * Every time check: time.tai_offset once for the node, the others once per TSN interface
+ * (ctx.forInterface; skipped when none is configured).
+ */
+export function timeChecks(ctx: DoctorContext, targets: readonly TimeTarget[]): void {
+  const launches = new Map<string, LaunchTimeQdiscs>();
+  const errors = new Map<string, unknown>();
+  for (const t of targets) {
+    const link = t.link;
+    if (!link) continue;
     try {
-      launch = launchTimeQdiscs(ctx.inNode(() => listQdiscs(link.index)));
+      launches.set(t.ifname, launchTimeQdiscs(ctx.inNode(() => listQdiscs(link.index))));
     } catch (e) {
-      qdiscError = e;
+      errors.set(t.ifname, e);
     }
   }
-  taiOffsetCheck(ctx, launch);
-  if (!link) {
+  taiOffsetCheck(ctx, [...launches].map(([ifname, launch]) => ({ ifname, launch })));
+  if (targets.length === 0) {
     for (const ref of ALL_NEED_LINK) {
       ctx.skip({ ...ref, found: "no TSN interface (config.tsn_interface)" });
     }
-    return;
   }
-  const info = phcCheck(ctx, link, launch);
-  syncChecks(ctx, link, info);
-  if (!launch) {
-    for (const ref of [CLOCKID, ETF_SOCK, TXTIME_ASSIST]) {
-      ctx.run(ref, () => {
-        throw qdiscError;
-      });
-    }
-    return;
+  for (const t of targets) {
+    ctx.forInterface(t.ifname, () => {
+      const link = t.link;
+      if (!link) {
+        for (const ref of ALL_NEED_LINK) {
+          ctx.skip({ ...ref, found: `${t.ifname} does not exist (config.tsn_interface)` });
+        }
+        return;
+      }
+      const launch = launches.get(t.ifname);
+      const info = phcCheck(ctx, link, launch);
+      syncChecks(ctx, link, info);
+      if (!launch) {
+        for (const ref of [CLOCKID, ETF_SOCK, TXTIME_ASSIST]) {
+          ctx.run(ref, () => {
+            throw errors.get(t.ifname);
+          });
+        }
+        return;
+      }
+      launchQdiscChecks(ctx, link, launch, t.qdisc);
+    });
   }
-  launchQdiscChecks(ctx, link, launch);
 }

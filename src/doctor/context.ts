@@ -96,8 +96,40 @@ export class DoctorContext {
   get cniBinDir(): string {
     return this.config.cni.binDir;
   }
+  /** The configured TSN interfaces' names (empty: none configured). */
+  get tsnInterfaces(): string[] {
+    return this.config.tsnInterfaces.map((i) => i.name);
+  }
+  /** The first TSN interface (the only one in the single form). */
   get tsnInterface(): string | undefined {
-    return this.config.tsnInterface;
+    return this.config.tsnInterfaces[0]?.name;
+  }
+
+  /** The TSN interface the checks recorded now are about (see forInterface). */
+  #iface: string | undefined;
+
+  /**
+   * Runs checks about one TSN interface: each is recorded once per interface under its own
+   * id, with `data.interface` naming it and, with several interfaces, the name in the title.
+   */
+  forInterface<T>(ifname: string, fn: () => T): T {
+    const outer = this.#iface;
+    this.#iface = ifname;
+    try {
+      return fn();
+    } finally {
+      this.#iface = outer;
+    }
+  }
+
+  async forInterfaceAsync<T>(ifname: string, fn: () => Promise<T>): Promise<T> {
+    const outer = this.#iface;
+    this.#iface = ifname;
+    try {
+      return await fn();
+    } finally {
+      this.#iface = outer;
+    }
   }
 
   /** Runs fn in the node's network namespace. fn must be synchronous. */
@@ -123,9 +155,12 @@ export class DoctorContext {
 
   private record(status: CheckStatus, c: CheckRef & Finding): void {
     const group = c.id.slice(0, c.id.indexOf(".")) as CheckGroup;
-    const out: Check = { id: c.id, group, title: c.title, status, found: c.found };
+    const iface = this.#iface;
+    const title = iface && this.tsnInterfaces.length > 1 ? `${c.title} (${iface})` : c.title;
+    const out: Check = { id: c.id, group, title, status, found: c.found };
     if (c.fix !== undefined) out.fix = c.fix;
-    if (c.data !== undefined) out.data = c.data;
+    const data = iface ? { interface: iface, ...c.data } : c.data;
+    if (data !== undefined) out.data = data;
     this.checks.push(out);
   }
 

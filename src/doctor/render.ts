@@ -68,9 +68,15 @@ export function renderDoctor(r: DoctorReport, style: Style): string {
   );
   lines.push(
     `  config ${r.location.config}, pins ${r.location.bpffs}, CNI ${r.location.cniConfDir} + ` +
-      `${r.location.cniBinDir}, TSN interface ${r.location.tsnInterface ?? "(none)"}`,
+      `${r.location.cniBinDir}, TSN interface${r.location.tsnInterfaces.length > 1 ? "s" : ""} ${
+        r.location.tsnInterfaces.join(", ") || "(none)"
+      }`,
   );
-  const idWidth = Math.max(...r.checks.map((c) => c.id.length), 5);
+  // With several TSN interfaces, a check about one of them names it after its id.
+  const several = r.location.tsnInterfaces.length > 1;
+  const idOf = (c: DoctorReport["checks"][0]) =>
+    several && typeof c.data?.interface === "string" ? `${c.id} ${c.data.interface}` : c.id;
+  const idWidth = Math.max(...r.checks.map((c) => idOf(c).length), 5);
   const statusWidth = 4;
   const textCol = statusWidth + 2 + idWidth + 2;
   const textWidth = Math.max(30, style.width - textCol);
@@ -83,7 +89,7 @@ export function renderDoctor(r: DoctorReport, style: Style): string {
     }
     const found = wrap(c.found, textWidth);
     const label = paint(LABEL[c.status].padEnd(statusWidth), CODES[c.status], style);
-    lines.push(`${label}  ${c.id.padEnd(idWidth)}  ${found[0]}`);
+    lines.push(`${label}  ${idOf(c).padEnd(idWidth)}  ${found[0]}`);
     for (const l of found.slice(1)) lines.push(pad + l);
     if (c.fix && (c.status === "warn" || c.status === "fail" || c.status === "info")) {
       const fix = wrap(`fix: ${c.fix}`, textWidth);

@@ -62,21 +62,24 @@ export async function collectReport(opts: DoctorRunOptions): Promise<DoctorRepor
   if (libsOk) await kernelChecks(ctx);
   const installed = libsOk && pinChecks(ctx);
   await conflistChecks(ctx);
-  const net: NetState = {};
+  let nets: NetState[] = [];
   if (ctx.has("libraries.libmnl", "pass")) {
-    interfaceChecks(ctx, net);
-    qdiscStart(ctx, net);
+    nets = interfaceChecks(ctx);
+    qdiscStart(ctx, nets);
     sysctlChecks(ctx);
     xdpChecks(ctx);
     carrierChecks(ctx);
-    timeChecks(ctx, net.link);
+    timeChecks(
+      ctx,
+      nets.map((n) => ({ ifname: n.iface.name, qdisc: n.iface.qdisc, link: n.link })),
+    );
   } else {
-    taiOffsetCheck(ctx, undefined);
+    taiOffsetCheck(ctx, []);
   }
   if (libsOk) podChecks(ctx, installed);
   await binaryCheck(ctx, pendingVersion);
   await agentSocketCheck(ctx);
-  if (ctx.has("libraries.libmnl", "pass")) await qdiscChecks(ctx, net);
+  if (ctx.has("libraries.libmnl", "pass")) await qdiscChecks(ctx, nets);
 
   const order = (c: Check) => CHECK_GROUPS.indexOf(c.group);
   const checks = ctx.checks.map((c, i) => ({ c, i }))
@@ -92,6 +95,7 @@ export async function collectReport(opts: DoctorRunOptions): Promise<DoctorRepor
     location: {
       config: opts.config,
       tsnInterface: ctx.tsnInterface ?? null,
+      tsnInterfaces: ctx.tsnInterfaces,
       cniConfDir: ctx.cniConfDir,
       cniBinDir: ctx.cniBinDir,
       bpffs: ctx.bpffs,

@@ -62,7 +62,14 @@ export const doctorReportSchema = z.object({
   /** The locations checked, after flags and the node config were combined. */
   location: z.object({
     config: z.string(),
+    /** The first TSN interface (null: none configured). */
     tsnInterface: z.string().nullable(),
+    /**
+     * Every TSN interface. Checks about one of them (interface.*, qdisc.*, time.* but
+     * time.tai_offset) are recorded once per interface, under the same id, with
+     * `data.interface` naming it (and, with several interfaces, the name in the title).
+     */
+    tsnInterfaces: z.array(z.string()),
     cniConfDir: z.string(),
     cniBinDir: z.string(),
     bpffs: z.string(),
@@ -103,6 +110,22 @@ export const statusReportSchema = z.object({
     /** Pods still running release 0.1.0's saver (their DEL retires it). */
     legacyPods: z.int().nonnegative(),
   }).optional(),
+  /**
+   * The TSN interfaces: the configured ones, then any other holding a restorer pin under the
+   * root. restorer null: not attached to the interface's current ifindex.
+   */
+  interfaces: z.array(z.object({
+    name: z.string(),
+    configured: z.boolean(),
+    /** null: no such interface in this network namespace. */
+    ifindex: z.int().positive().nullable(),
+    restorer: z.object({
+      api: z.enum(["tcx", "clsact", "netkit"]),
+      pin: z.string(),
+      /** Which release's restorer runs there (null: unreadable). */
+      release: z.string().nullable(),
+    }).nullable(),
+  })).optional(),
   pods: z.array(z.object({
     /** The pod's cookie as 16 hex digits (its entry and counter slot record it). */
     cookie: z.string().regex(/^[0-9a-f]{16}$/),

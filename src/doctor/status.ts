@@ -16,6 +16,8 @@ import { ifIndexToName } from "../ffi/libc.ts";
 import { loadNodeConfigFor } from "../config/node.ts";
 import { asTsnproxyError } from "../errors.ts";
 import { COUNTERS } from "../ffi/structs/datapath.ts";
+import { restorerAttached, restorerInterfaces } from "../bpf/node.ts";
+import { ifNameToIndex } from "../ffi/libc.ts";
 import { ExitCode } from "../exit_codes.ts";
 import type { StatusOptions } from "../options.ts";
 import { detectStyle, paint, type Style } from "./render.ts";
@@ -29,6 +31,30 @@ export { statusReportSchema } from "./schema.ts";
  */
 export async function resolveBpffs(opts: StatusOptions): Promise<string> {
   return (await loadNodeConfigFor(opts)).bpffs;
+}
+
+/**
+ * Each TSN interface, configured (`configured`, in config order) or holding a restorer pin
+ * under the root: whether it exists and whether the restorer is on its egress, with which
+ * tc API and release. The restorer's counters are the node's (one program on every
+ * interface): status shows where it runs, the counters say what it did.
+ */
+export function interfaceStatus(
+  bpffs: string,
+  configured: readonly string[],
+): NonNullable<StatusReport["interfaces"]> {
+  const pinned = restorerInterfaces(bpffs);
+  const names = [...configured, ...pinned.filter((n) => !configured.includes(n)).sort()];
+  return names.map((name) => {
+    const ifindex = ifNameToIndex(name);
+    const a = ifindex !== 0 ? restorerAttached(bpffs, name) : undefined;
+    return {
+      name,
+      configured: configured.includes(name),
+      ifindex: ifindex === 0 ? null : ifindex,
+      restorer: a ? { api: a.api, pin: a.pin, release: releaseAt(a.pin) } : null,
+    };
+  });
 }
 
 /** The release of the program an attachment pin runs (a link's, or a clsact marker's). */
@@ -58,7 +84,8 @@ function sideRelease(rec: PodAttachmentRecord | undefined, host: boolean): strin
   return pin ? releaseAt(pin) : null;
 }
 
-export function collectStatus(bpffs: string): StatusReport {
+/** `tsnInterfaces`: the configured TSN interfaces (interfaceStatus). */
+export function collectStatus(bpffs: string, tsnInterfaces: readonly string[] = []): StatusReport {
   const base = {
     version: STATUS_SCHEMA_VERSION,
     generatedAt: new Date().toISOString(),
@@ -116,6 +143,7 @@ export function collectStatus(bpffs: string): StatusReport {
         programs,
         legacyPods: atts.filter(isLegacyPod).length,
       },
+      interfaces: interfaceStatus(bpffs, tsnInterfaces),
       pods,
     };
     return statusReportSchema.parse(report);
@@ -187,6 +215,15 @@ export function renderStatus(r: StatusReport, style: Style): string {
   if (n.legacyPods) {
     lines.push(`  ${n.legacyPods} pod(s) still on release 0.1.0's saver (retired at their DEL)`);
   }
+  lines.push("", paint("TSN INTERFACES", "1", style));
+  if (!r.interfaces?.length) lines.push("  none configured or pinned");
+  for (const i of r.interfaces ?? []) {
+    const where = i.ifindex === null ? "missing" : `ifindex ${i.ifindex}`;
+    const restorer = i.restorer
+      ? `restorer attached (${i.restorer.api}, ${i.restorer.release ?? "release unknown"})`
+      : "NO restorer";
+    lines.push(`  ${i.name}: ${where}, ${restorer}${i.configured ? "" : " (not in the config)"}`);
+  }
   lines.push("", paint("PODS", "1", style));
   if (!r.pods?.length) {
     lines.push("  no pod attached");
@@ -230,7 +267,9 @@ export interface StatusRunHooks {
 }
 
 export async function runStatus(opts: StatusOptions, hooks: StatusRunHooks = {}): Promise<number> {
-  const bpffs = await resolveBpffs(opts);
+  const cfg = await loadNodeConfigFor(opts);
+  const bpffs = cfg.bpffs;
+  const tsn = cfg.tsnInterfaces.map((i) => i.name);
   const style = detectStyle();
   const tty = Deno.stdout.isTerminal();
   const write = hooks.write ?? ((t: string) => console.log(t));
@@ -240,7 +279,7 @@ export async function runStatus(opts: StatusOptions, hooks: StatusRunHooks = {})
   let last: StatusReport | undefined;
   for (let i = 0; i < samples; i++) {
     if (i > 0 && watch) await new Promise((r) => setTimeout(r, watch * 1000));
-    const cur = collectStatus(bpffs);
+    const cur = collectStatus(bpffs, tsn);
     if (prev) cur.rates = ratesBetween(prev, cur);
     if (opts.json) write(JSON.stringify(cur, null, watch ? undefined : 2));
     else {

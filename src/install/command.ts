@@ -21,6 +21,8 @@ import {
 import { type InstallPlanJson, installPlanSchema } from "./plan_schema.ts";
 import { loadConfig, targetFrom } from "./target.ts";
 
+const names = (t: { tsnInterfaces: { name: string }[] }) => t.tsnInterfaces.map((i) => i.name);
+
 export async function runInstall(opts: InstallOptions): Promise<number> {
   captureLibbpfLog(); // libbpf's chatter goes to the log (debug), not raw to stderr
   const cfg = await loadConfig(opts);
@@ -47,7 +49,7 @@ export async function runInstall(opts: InstallOptions): Promise<number> {
   if (empty) {
     say("nothing to change: this node is installed");
     json("unchanged");
-    log("info", "install: no change", { tsnInterface: target.tsnInterface, bpffs: cfg.bpffs });
+    log("info", "install: no change", { tsnInterfaces: names(target), bpffs: cfg.bpffs });
     return ExitCode.Ok;
   }
   let res: NodeResult;
@@ -60,13 +62,15 @@ export async function runInstall(opts: InstallOptions): Promise<number> {
   }
   for (const l of drainLibbpfLog()) log("debug", l);
   log("info", "installed", {
-    tsnInterface: target.tsnInterface,
+    tsnInterfaces: names(target),
     api: target.api,
     bpffs: cfg.bpffs,
     conflist: plan.conflist.target,
     conflistStatus: plan.conflist.status,
     programs: res.programs?.map((p) => `${p.role}:${p.action}`),
-    qdisc: plan.qdisc.steps.map((s) => s.op),
+    qdisc: Object.fromEntries(
+      plan.interfaces.map((i) => [i.ifname, i.qdisc.steps.map((s) => s.op)]),
+    ),
   });
   // Prove convergence: what is there now must plan to nothing.
   const again = await planNode(target, { binary: true, datapath: true, recover: false });
@@ -87,7 +91,7 @@ export async function runInstall(opts: InstallOptions): Promise<number> {
  *
  *   const r = await installWithConfig(taprioYaml, {tsnInterface: "tsn0", attachMode: "clsact",
  *     cniConfDir, cniBinDir, bpffs, stateDir});
- *   // r.ran.qdisc.steps: add-clsact, (recreate-root), apply-root; r.after is empty
+ *   // r.ran.interfaces[0].qdisc.steps: add-clsact, (recreate-root), apply-root; r.after is empty
  */
 export async function installWithConfig(
   yaml: string,

@@ -9,25 +9,33 @@
  *                from what else runs on the node's devices; the node's policy)
  *   3. binary    the plugin executable in the CNI bin dir (after its datapath: a plugin of
  *                this build finds its own ABI's pins)
- *   4. restorer  tsnp_restore on the TSN interface's egress (after clsact and the root)
- *   5. conflist  the tsnproxy entry at the end of the primary network's chain (last: the
+ *   4. restorer  tsnp_restore on each TSN interface's egress (after clsact and the root)
+ *   5. vlan      a VLAN TSN interface's egress-qos-map entries from the config (vlan_plan.ts)
+ *   6. conflist  the tsnproxy entry at the end of the primary network's chain (last: the
  *                runtime only calls the plugin once the node can serve it)
- *   6. state     what install created that the machine cannot tell later (state.ts)
+ *   7. state     what install created that the machine cannot tell later (state.ts)
  *
- * Planning again after a run yields no change: every step compares with what is there.
- * The agent reuses steps 1, 4 and 5 to heal what the primary CNI or an interface
- * flap undid.
+ * Steps 1, 4 and 5 are per TSN interface (the node config's tsnInterfaces, or the single
+ * tsnInterface): one qdisc, one restorer and at most one vlan step for each. Planning again
+ * after a run yields no change: every step compares with what is there. The agent reuses
+ * steps 1, 4, 5 and 6 to heal what the primary CNI or an interface flap undid.
  */
 import { type Attachment, type TcApi } from "../bpf/attach.ts";
 import { resolveTcApi } from "../bpf/features.ts";
 import { loadDatapath, type ProgramState } from "../bpf/loader.ts";
 import { type DatapathConfig, DatapathMaps } from "../bpf/maps.ts";
-import { attachRestorer, nodeForeignPrograms, restorerAttached } from "../bpf/node.ts";
+import {
+  attachRestorer,
+  detachRestorer,
+  nodeForeignPrograms,
+  restorerAttached,
+  restorerInterfaces,
+} from "../bpf/node.ts";
 import { assertBpffs, MAPS, PinLayout, PROGRAMS } from "../bpf/pins.ts";
 import { type CarrierChoice, chooseNodeCarrier, REASONS, reasonText } from "../bpf/carrier.ts";
 import { isLegacyPod, legacyPresent, retireLegacyIfUnused } from "../bpf/legacy.ts";
 import { type CarrierChange, listPodAttachments, retunePodCarriers } from "../bpf/pod.ts";
-import type { NodeConfig } from "../config/node.ts";
+import type { NodeConfig, TsnInterfaceConfig } from "../config/node.ts";
 import { compileNode, describePolicy, samePolicy } from "../policy/resolve.ts";
 import { POD_ANNOTATIONS_CAPABILITY } from "../policy/types.ts";
 import { ifIndexToName } from "../ffi/libc.ts";
@@ -47,13 +55,31 @@ import {
   usesClsact,
 } from "./qdisc_plan.ts";
 import type { InstallPlanJson } from "./plan_schema.ts";
-import { type InstallState, readState, sameState, statePath, writeState } from "./state.ts";
+import {
+  type InstallState,
+  type InterfaceState,
+  interfaceState,
+  readState,
+  sameState,
+  statePath,
+  withInterface,
+  writeState,
+} from "./state.ts";
+import {
+  applyVlanPlan,
+  formatQosMap,
+  formatVlanChanges,
+  planVlan,
+  predictVlanState,
+  type VlanPlan,
+} from "./vlan_plan.ts";
 import { recoverInterruptedWrites } from "./atomic.ts";
 import { exists } from "../util/fs.ts";
 
 export interface InstallTarget {
   cfg: NodeConfig;
-  tsnInterface: string;
+  /** The TSN interfaces (at least one), in config order. */
+  tsnInterfaces: TsnInterfaceConfig[];
   api: TcApi;
   stateDir: string;
   /** Update conflists in place (flag, config, or the installer's default). */
@@ -69,7 +95,9 @@ export interface InstallTarget {
 export function pluginEntry(t: InstallTarget): TsnproxyEntry {
   const e: TsnproxyEntry = {
     type: PLUGIN_TYPE,
-    tsnInterface: t.tsnInterface,
+    // The plugin restores nothing by interface (the restorers do, on every TSN interface):
+    // the field names the first, as release 0.1.0's entry named the only one.
+    tsnInterface: t.tsnInterfaces[0].name,
     restoreAt: t.cfg.restoreAt,
     bpffs: t.cfg.bpffs,
     attachMode: t.cfg.attachMode,
@@ -186,24 +214,61 @@ export interface RestorerPlan {
   existing?: Attachment;
 }
 
-export function planRestorer(t: InstallTarget): RestorerPlan {
-  const pin = new PinLayout(t.cfg.bpffs).restorer(t.tsnInterface);
-  const plan: RestorerPlan = { ifname: t.tsnInterface, api: t.api, pin };
+export function planRestorer(t: InstallTarget, ifname: string): RestorerPlan {
+  const pin = new PinLayout(t.cfg.bpffs).restorer(ifname);
+  const plan: RestorerPlan = { ifname, api: t.api, pin };
   if (t.cfg.restoreAt !== "tsn-egress") return plan;
   const existing = exists(new PinLayout(t.cfg.bpffs).root)
-    ? restorerAttached(t.cfg.bpffs, t.tsnInterface)
+    ? restorerAttached(t.cfg.bpffs, ifname)
     : undefined;
   plan.action = existing ? "kept" : "attach";
   if (existing) plan.existing = existing;
   return plan;
 }
 
+/** Everything install does to one TSN interface. */
+export interface InterfacePlan {
+  ifname: string;
+  qdisc: QdiscPlan;
+  restorer: RestorerPlan;
+  /** undefined: the config has no vlan section for it. */
+  vlan?: VlanPlan;
+}
+
+/** The qdisc, restorer and vlan steps of one TSN interface (the agent's reconcile too). */
+export function planInterface(
+  t: InstallTarget,
+  iface: TsnInterfaceConfig,
+  before: InstallState,
+): InterfacePlan {
+  const qdisc = planQdisc(
+    iface.name,
+    iface.qdisc,
+    usesClsact(t.api, t.cfg.restoreAt),
+    before,
+  );
+  const plan: InterfacePlan = { ifname: iface.name, qdisc, restorer: planRestorer(t, iface.name) };
+  if (iface.vlan) plan.vlan = planVlan(iface.name, iface.vlan);
+  return plan;
+}
+
+/** True when the interface's steps change nothing. */
+export function interfacePlanIsEmpty(p: InterfacePlan): boolean {
+  return p.qdisc.steps.length === 0 && p.restorer.action !== "attach" &&
+    (p.vlan?.changes.length ?? 0) === 0;
+}
+
 export interface NodePlan {
   target: InstallTarget;
   binary?: BinaryPlan;
   datapath?: DatapathPlan;
-  qdisc: QdiscPlan;
-  restorer: RestorerPlan;
+  /** One per TSN interface, in config order. */
+  interfaces: InterfacePlan[];
+  /**
+   * Interfaces with a restorer of ours that the config no longer lists: install detaches it
+   * (what install recorded about them stays for uninstall).
+   */
+  staleRestorers: string[];
   conflist: ConflistPlan;
   state: { before: InstallState; path: string };
 }
@@ -221,14 +286,12 @@ export async function planNode(t: InstallTarget, scope: PlanScope): Promise<Node
   const cfg = t.cfg;
   if (scope.recover && scope.binary) await recoverInterruptedWrites(cfg.cni.binDir).catch(() => {});
   const binary = scope.binary ? await planBinary(cfg.cni.binDir, await binarySource()) : undefined;
-  const datapath = scope.datapath ? planDatapath(cfg, [t.tsnInterface]) : undefined;
-  const qdisc = planQdisc(
-    t.tsnInterface,
-    cfg.qdisc,
-    usesClsact(t.api, cfg.restoreAt),
-    before,
-  );
-  const restorer = planRestorer(t);
+  const names = t.tsnInterfaces.map((i) => i.name);
+  const datapath = scope.datapath ? planDatapath(cfg, names) : undefined;
+  const interfaces = t.tsnInterfaces.map((i) => planInterface(t, i, before));
+  const staleRestorers = exists(new PinLayout(cfg.bpffs).root)
+    ? restorerInterfaces(cfg.bpffs).filter((n) => !names.includes(n)).sort()
+    : [];
   const conflist = await planConflistInstall({
     confDir: cfg.cni.confDir,
     network: cfg.cni.network,
@@ -239,8 +302,8 @@ export async function planNode(t: InstallTarget, scope: PlanScope): Promise<Node
     target: t,
     binary,
     datapath,
-    qdisc,
-    restorer,
+    interfaces,
+    staleRestorers,
     conflist,
     state: { before, path: statePath(t.stateDir) },
   };
@@ -252,8 +315,8 @@ export function planIsEmpty(p: NodePlan): boolean {
     (!p.datapath ||
       (p.datapath.rootExists && p.datapath.programs.every((x) => x.action === "kept") &&
         !p.datapath.writeConfig && p.datapath.podCarriers.length === 0)) &&
-    p.qdisc.steps.length === 0 &&
-    p.restorer.action !== "attach" &&
+    p.interfaces.every(interfacePlanIsEmpty) &&
+    p.staleRestorers.length === 0 &&
     p.conflist.changes.length === 0;
 }
 
@@ -284,14 +347,17 @@ export function formatNodePlan(p: NodePlan, verb = "install"): string {
   const out: string[] = [];
   const line = (changed: boolean, text: string) => out.push(`  ${changed ? "+" : "="} ${text}`);
   const t = p.target;
+  const names = t.tsnInterfaces.map((i) => i.name);
   out.push(
-    `tsnproxy ${verb} plan: TSN interface ${t.tsnInterface}, tc API ${t.api}, restoreAt ` +
-      `${t.cfg.restoreAt}, pin root ${t.cfg.bpffs}`,
+    `tsnproxy ${verb} plan: TSN interface${names.length > 1 ? "s" : ""} ${names.join(", ")}, ` +
+      `tc API ${t.api}, restoreAt ${t.cfg.restoreAt}, pin root ${t.cfg.bpffs}`,
   );
-  out.push(`qdisc (${p.qdisc.ifname}):`);
-  for (const s of p.qdisc.steps) line(true, formatQdiscStep(s));
-  for (const n of p.qdisc.notes) line(false, n);
-  for (const w of p.qdisc.warnings) out.push(`  ! ${w}`);
+  for (const { qdisc } of p.interfaces) {
+    out.push(`qdisc (${qdisc.ifname}):`);
+    for (const s of qdisc.steps) line(true, formatQdiscStep(s));
+    for (const n of qdisc.notes) line(false, n);
+    for (const w of qdisc.warnings) out.push(`  ! ${w}`);
+  }
   if (p.binary) {
     out.push("binary:");
     const b = p.binary;
@@ -345,19 +411,33 @@ export function formatNodePlan(p: NodePlan, verb = "install"): string {
     }
   }
   out.push("restorer:");
-  const r = p.restorer;
-  if (r.action === undefined) {
+  if (t.cfg.restoreAt !== "tsn-egress") {
     line(
       false,
       "attached per pod on the host-side veth by the plugin (restoreAt host-veth-ingress)",
     );
-  } else if (r.action === "kept") {
+  }
+  for (const { restorer: r } of p.interfaces) {
+    if (r.action === "kept") {
+      line(
+        false,
+        `tsnp_restore attached to ${r.ifname} egress (${r.existing?.api}, ${r.existing?.pin})`,
+      );
+    } else if (r.action === "attach") {
+      line(true, `attach tsnp_restore to ${r.ifname} egress with ${r.api}, first (pin ${r.pin})`);
+    }
+  }
+  for (const ifname of p.staleRestorers) {
     line(
-      false,
-      `tsnp_restore attached to ${r.ifname} egress (${r.existing?.api}, ${r.existing?.pin})`,
+      true,
+      `detach tsnp_restore from ${ifname} egress (no longer a TSN interface in the config)`,
     );
-  } else {
-    line(true, `attach tsnp_restore to ${r.ifname} egress with ${r.api}, first (pin ${r.pin})`);
+  }
+  for (const { vlan } of p.interfaces) {
+    if (!vlan) continue;
+    out.push(`vlan (${vlan.ifname}):`);
+    if (vlan.changes.length) line(true, formatVlanChanges(vlan));
+    for (const n of vlan.notes) line(false, n);
   }
   out.push(`conflist (${p.conflist.target}):`);
   if (p.conflist.changes.length === 0) line(false, `entry present (${p.conflist.status})`);
@@ -371,15 +451,23 @@ export function formatNodePlan(p: NodePlan, verb = "install"): string {
   out.push(`state (${p.state.path}):`);
   const next = predictState(p);
   const changed = !sameState(p.state.before, next);
-  const rec = next.qdisc;
+  const records = next.interfaces.flatMap((rec) => [
+    rec.clsactCreated ? `clsact on ${rec.ifname} created by install` : "",
+    rec.rootCreated
+      ? `root ${rec.rootCreated.kind}${
+        next.interfaces.length > 1 ? ` on ${rec.ifname}` : ""
+      } created by install`
+      : "",
+    rec.vlan
+      ? `egress-qos-map of ${rec.ifname} before install: ${
+        formatQosMap(Object.entries(rec.vlan.previous).map(([k, v]) => [Number(k), v] as const))
+      }`
+      : "",
+  ]).filter(Boolean);
   line(
     changed,
-    `${changed ? "record" : "unchanged"}: ` + (rec && (rec.clsactCreated || rec.rootCreated)
-      ? [
-        rec.clsactCreated ? `clsact on ${rec.ifname} created by install` : "",
-        rec.rootCreated ? `root ${rec.rootCreated.kind} created by install` : "",
-      ].filter(Boolean).join("; ")
-      : "nothing install created needs recording"),
+    `${changed ? "record" : "unchanged"}: ` +
+      (records.length ? records.join("; ") : "nothing install created needs recording"),
   );
   return out.join("\n") + "\n";
 }
@@ -422,6 +510,13 @@ export function nodePlanJson(
   const t = p.target;
   const d = p.datapath;
   const nsToMs = (ns: bigint) => Number(ns) / 1e6;
+  const restorerJson = (r: RestorerPlan) => ({
+    ifname: r.ifname,
+    api: r.api,
+    pin: r.pin,
+    action: r.action ?? null,
+  });
+  const [first] = p.interfaces;
   return {
     version: 1,
     command: "install",
@@ -430,14 +525,21 @@ export function nodePlanJson(
     outcome: run.outcome,
     ...(run.error ? { error: run.error } : {}),
     target: {
-      tsnInterface: t.tsnInterface,
+      tsnInterface: t.tsnInterfaces[0].name,
+      tsnInterfaces: t.tsnInterfaces.map((i) => i.name),
       api: t.api,
       restoreAt: t.cfg.restoreAt,
       bpffs: t.cfg.bpffs,
       stateDir: t.stateDir,
       inPlace: t.inPlace,
     },
-    qdisc: qdiscPlanJson(p.qdisc),
+    qdisc: qdiscPlanJson(first.qdisc),
+    interfaces: p.interfaces.map((i) => ({
+      ifname: i.ifname,
+      qdisc: qdiscPlanJson(i.qdisc),
+      restorer: restorerJson(i.restorer),
+      vlan: i.vlan ? vlanPlanJson(i.vlan) : null,
+    })),
     binary: p.binary
       ? {
         path: p.binary.path,
@@ -473,43 +575,59 @@ export function nodePlanJson(
         podCarriers: d.podCarriers,
       }
       : null,
-    restorer: {
-      ifname: p.restorer.ifname,
-      api: p.restorer.api,
-      pin: p.restorer.pin,
-      action: p.restorer.action ?? null,
-    },
+    restorer: restorerJson(first.restorer),
+    staleRestorers: [...p.staleRestorers],
     conflist: conflistPlanJson(p.conflist),
     state: { path: p.state.path, change: !sameState(p.state.before, predictState(p)) },
   };
 }
 
-/** Intent and previous records together (a root created earlier stays recorded). */
-function mergeStates(intent: InstallState, before: InstallState): InstallState {
-  const a = intent.qdisc;
-  const b = before.qdisc;
-  if (!a || !b || a.ifname !== b.ifname) return intent;
+/** A VLAN plan as plain data (the --json plan of install and uninstall). */
+export function vlanPlanJson(v: VlanPlan): NonNullable<InstallPlanJson["interfaces"][0]["vlan"]> {
   return {
-    ...intent,
-    qdisc: {
-      ...a,
-      clsactCreated: a.clsactCreated || b.clsactCreated,
-      ...(a.rootCreated ?? b.rootCreated ? { rootCreated: a.rootCreated ?? b.rootCreated } : {}),
-    },
+    ifname: v.ifname,
+    vlanId: v.vlanId ?? null,
+    changes: v.changes.map((c) => ({ ...c })),
+    notes: [...v.notes],
   };
 }
 
-/** The state file after the plan ran (for the plan output, and recorded as intent). */
-function predictState(p: NodePlan): InstallState {
+/** Intent and previous records together (a root created earlier stays recorded). */
+function mergeStates(intent: InstallState, before: InstallState): InstallState {
+  let out = intent;
+  for (const a of intent.interfaces) {
+    const b = interfaceState(before, a.ifname);
+    if (!b) continue;
+    out = withInterface(out, {
+      ...a,
+      clsactCreated: a.clsactCreated || b.clsactCreated,
+      ...(a.rootCreated ?? b.rootCreated ? { rootCreated: a.rootCreated ?? b.rootCreated } : {}),
+    });
+  }
+  return out;
+}
+
+/** One interface's record after its qdisc and vlan steps ran. */
+function predictInterface(p: InterfacePlan, prev: InterfaceState | undefined): InterfaceState {
   const q = p.qdisc;
-  const prev = p.state.before.qdisc;
-  const st = prev?.ifname === q.ifname ? { ...prev } : { ifname: q.ifname, clsactCreated: false };
+  const st: InterfaceState = prev ? { ...prev } : { ifname: q.ifname, clsactCreated: false };
   for (const s of q.steps) {
     if (s.op === "add-clsact") st.clsactCreated = true;
     if (s.op === "apply-root") st.rootCreated = { kind: s.cfg.kind, handle: s.cfg.handle };
     if (s.op === "delete-root") delete st.rootCreated;
   }
-  return { ...p.state.before, qdisc: st };
+  const vlan = p.vlan ? predictVlanState(p.vlan, prev?.vlan) : prev?.vlan;
+  if (vlan) st.vlan = vlan;
+  return st;
+}
+
+/** The state file after the plan ran (for the plan output, and recorded as intent). */
+function predictState(p: NodePlan): InstallState {
+  let st = p.state.before;
+  for (const i of p.interfaces) {
+    st = withInterface(st, predictInterface(i, interfaceState(p.state.before, i.ifname)));
+  }
+  return st;
 }
 
 export interface NodeResult {
@@ -527,23 +645,37 @@ export async function executeNodePlan(p: NodePlan): Promise<NodeResult> {
   // What the qdisc step will create is recorded BEFORE it is created: an install killed in
   // between leaves a record of something absent (harmless: uninstall checks the kernel), never
   // an unrecorded clsact or root that uninstall would not remove.
+  // The same for the VLAN entries: their previous values are in the intent.
   const intent = predictState(p);
   if (!sameState(intent, p.state.before)) {
     await writeState(t.stateDir, mergeStates(intent, p.state.before));
   }
-  let state: InstallState;
-  try {
-    state = { ...p.state.before, qdisc: applyQdiscPlan(p.qdisc, p.state.before.qdisc) };
-  } catch (e) {
-    await writeState(t.stateDir, p.state.before); // nothing was left behind (see applyQdiscPlan)
-    throw e;
+  let state = p.state.before;
+  for (const i of p.interfaces) {
+    try {
+      state = withInterface(state, applyQdiscPlan(i.qdisc, interfaceState(state, i.ifname)));
+    } catch (e) {
+      // This interface's qdisc left nothing behind (see applyQdiscPlan); the interfaces
+      // before it did what the state now records.
+      await writeState(t.stateDir, state);
+      throw e;
+    }
   }
-  if (!sameState(state, intent)) await writeState(t.stateDir, state);
   // The datapath before the binary: a plugin of this build finds its own ABI's pins.
   if (p.datapath) res.programs = applyDatapath(p.datapath);
   if (p.binary) await applyBinary(p.binary);
-  // On the clsact path planQdisc added clsact already: the restorer never creates it.
-  if (p.restorer.action === "attach") attachRestorer(t.cfg.bpffs, t.tsnInterface, t.api);
+  for (const i of p.interfaces) {
+    // On the clsact path planQdisc added clsact already: the restorer never creates it.
+    if (i.restorer.action === "attach") attachRestorer(t.cfg.bpffs, i.ifname, t.api);
+  }
+  for (const ifname of p.staleRestorers) detachRestorer(t.cfg.bpffs, ifname);
+  for (const i of p.interfaces) {
+    if (!i.vlan) continue;
+    const rec = interfaceState(state, i.ifname) ?? { ifname: i.ifname, clsactCreated: false };
+    const vlan = applyVlanPlan(i.vlan, rec.vlan);
+    state = withInterface(state, vlan ? { ...rec, vlan } : rec);
+  }
+  if (!sameState(state, intent)) await writeState(t.stateDir, state);
   await applyConflist(p.conflist, { inPlace: t.inPlace });
   return res;
 }

@@ -37,6 +37,27 @@ const qdiscPlanSchema = z.object({
   warnings: z.array(z.string()),
 });
 
+const restorerPlanSchema = z.object({
+  ifname: z.string(),
+  api: z.enum(["tcx", "clsact"]),
+  pin: z.string(),
+  /** null: restoreAt host-veth-ingress (the plugin attaches per pod). */
+  action: z.enum(["attach", "kept"]).nullable(),
+});
+
+const vlanPlanSchema = z.object({
+  ifname: z.string(),
+  /** null: the device is gone or no longer a VLAN device (uninstall). */
+  vlanId: z.int().nonnegative().nullable(),
+  /** egress-qos-map entries to set: priority -> pcp, and the PCP it has now. */
+  changes: z.array(z.object({
+    priority: z.int().nonnegative(),
+    pcp: z.int().min(0).max(7),
+    before: z.int().min(0).max(7),
+  })),
+  notes: z.array(z.string()),
+});
+
 const common = {
   version: z.literal(PLAN_SCHEMA_VERSION),
   dryRun: z.boolean(),
@@ -54,14 +75,26 @@ export const installPlanSchema = z.strictObject({
   ...common,
   command: z.literal("install"),
   target: z.object({
+    /** The first TSN interface (the only one in the single form). */
     tsnInterface: z.string(),
+    /** Every TSN interface, in config order. */
+    tsnInterfaces: z.array(z.string()).min(1),
     api: z.enum(["tcx", "clsact"]),
     restoreAt: z.enum(["tsn-egress", "host-veth-ingress"]),
     bpffs: z.string(),
     stateDir: z.string(),
     inPlace: z.boolean(),
   }),
+  /** The first TSN interface's qdisc steps (interfaces[0].qdisc). */
   qdisc: qdiscPlanSchema,
+  /** Per TSN interface: its qdisc, restorer and vlan steps. */
+  interfaces: z.array(z.object({
+    ifname: z.string(),
+    qdisc: qdiscPlanSchema,
+    restorer: restorerPlanSchema,
+    /** null: no vlan section for this interface. */
+    vlan: vlanPlanSchema.nullable(),
+  })).min(1),
   /** null: not part of this plan. */
   binary: z.object({
     path: z.string(),
@@ -106,13 +139,10 @@ export const installPlanSchema = z.strictObject({
       programs: z.array(z.string()).optional(),
     })),
   }).nullable(),
-  restorer: z.object({
-    ifname: z.string(),
-    api: z.enum(["tcx", "clsact"]),
-    pin: z.string(),
-    /** null: restoreAt host-veth-ingress (the plugin attaches per pod). */
-    action: z.enum(["attach", "kept"]).nullable(),
-  }),
+  /** The first TSN interface's restorer step (interfaces[0].restorer). */
+  restorer: restorerPlanSchema,
+  /** Interfaces whose restorer install detaches: the config no longer lists them. */
+  staleRestorers: z.array(z.string()),
   conflist: conflistPlanSchema,
   state: z.object({ path: z.string(), change: z.boolean() }),
 });
@@ -129,8 +159,16 @@ export const uninstallPlanSchema = z.strictObject({
     nodeAttachments: z.array(z.string()),
     podAttachments: z.int().nonnegative(),
   }),
-  /** null: install recorded no qdisc it created. */
+  /** null: install recorded no qdisc it created. The first recorded interface's. */
   qdisc: qdiscPlanSchema.nullable(),
+  /** Per interface install recorded something about: its qdisc and vlan steps. */
+  interfaces: z.array(z.object({
+    ifname: z.string(),
+    /** null: the interface is gone (nothing to remove). */
+    qdisc: qdiscPlanSchema.nullable(),
+    /** null: install changed no egress-qos-map entry there. */
+    vlan: vlanPlanSchema.nullable(),
+  })),
   binary: z.object({ path: z.string(), exists: z.boolean() }),
   state: z.object({
     path: z.string(),

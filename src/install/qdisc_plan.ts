@@ -39,7 +39,7 @@ import {
   withRtnl,
 } from "../netlink/mod.ts";
 import { configFromKernel, inspectQdiscOrder, rootMatches } from "./qdisc_inspect.ts";
-import type { InstallState, QdiscState } from "./state.ts";
+import { type InstallState, type InterfaceState, interfaceState } from "./state.ts";
 
 export type QdiscStep =
   | { op: "add-clsact"; why: string }
@@ -144,8 +144,8 @@ export function planQdisc(
         });
       }
     } else if (clsactNeeded && order.stallRisk && !rootStep) {
-      const ours = state.qdisc?.ifname === ifname &&
-        (state.qdisc.clsactCreated || state.qdisc.rootCreated !== undefined);
+      const rec = interfaceState(state, ifname);
+      const ours = rec !== undefined && (rec.clsactCreated || rec.rootCreated !== undefined);
       if (!ours) {
         plan.warnings.push(
           `${ifname} has clsact and a software taprio root that tsnproxy did not set up; ` +
@@ -252,8 +252,11 @@ function recreateRoot(ifindex: number): void {
  * Runs the steps; returns the updated qdisc state. When creating the root fails after this
  * run added clsact, clsact is removed again (nothing half-done stays).
  */
-export function applyQdiscPlan(plan: QdiscPlan, prev: QdiscState | undefined): QdiscState {
-  const st: QdiscState = prev?.ifname === plan.ifname
+export function applyQdiscPlan(
+  plan: QdiscPlan,
+  prev: InterfaceState | undefined,
+): InterfaceState {
+  const st: InterfaceState = prev?.ifname === plan.ifname
     ? { ...prev }
     : { ifname: plan.ifname, clsactCreated: false };
   let addedNow = false;
@@ -305,7 +308,7 @@ export function applyQdiscPlan(plan: QdiscPlan, prev: QdiscState | undefined): Q
  * created it, no other filter uses it, and no software taprio root stays on the NIC.
  */
 export function planQdiscRemoval(
-  state: QdiscState | undefined,
+  state: InterfaceState | undefined,
   removeQdisc: boolean,
 ): QdiscPlan | undefined {
   if (!state) return undefined;
@@ -367,8 +370,11 @@ export function planQdiscRemoval(
 }
 
 /** The qdisc state after uninstall's steps ran (the records that still describe something). */
-export function stateAfterRemoval(state: QdiscState, plan: QdiscPlan | undefined): QdiscState {
-  const out: QdiscState = { ...state };
+export function stateAfterRemoval(
+  state: InterfaceState,
+  plan: QdiscPlan | undefined,
+): InterfaceState {
+  const out: InterfaceState = { ...state };
   if (!plan) return { ifname: state.ifname, clsactCreated: false }; // interface gone
   for (const s of plan.steps) {
     if (s.op === "delete-root") {

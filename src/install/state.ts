@@ -1,27 +1,35 @@
 /**
- * What `tsnproxy install` created on this node, so `uninstall` removes exactly that and
- * nothing the operator made. One small JSON file (default /var/lib/tsnproxy/install.json,
+ * What `tsnproxy install` created or changed on this node, so `uninstall` undoes exactly that
+ * and nothing the operator made. One small JSON file (default /var/lib/tsnproxy/install.json,
  * `--state-dir` for tests), written atomically after every step that creates something, so
  * an install that dies half-way still records what it did.
  *
  *   {
  *     "v": 1,
- *     "version": "0.1.0",                 tsnproxy that last wrote it
- *     "qdisc": {
- *       "ifname": "tsn0",
- *       "clsactCreated": true,             clsact did not exist before install
- *       "rootCreated": {"kind": "taprio", "handle": 256},   root install created (major)
- *       "replacedRoot": "htb 1:"           what that root replaced (for the uninstall message)
- *     }
- *   }
+ *     "version": "0.2.0",                 tsnproxy that last wrote it
+ *     "interfaces": [                     one record per TSN interface
+ *       {
+ *         "ifname": "tsn0",
+ *         "clsactCreated": true,           clsact did not exist before install
+ *         "rootCreated": {"kind": "taprio", "handle": 256},   root install created (major)
+ *         "replacedRoot": "htb 1:",        what that root replaced (for the uninstall message)
+ *         "vlan": {                        egress-qos-map entries install changed
+ *           "previous": {"3": 0, "5": 2},  priority -> PCP before install (0: no entry)
+ *           "set": {"3": 3, "5": 5}        priority -> PCP install set
+ *         }
+ *       }
+ *     ],
+ *     "qdisc": {"ifname": "tsn0", ...}    the first record without vlan: what releases before
+ *   }                                     the list read (a downgrade's uninstall still works)
  *
+ * Files written before the list (only "qdisc") are read as a list of that one record.
  * Only facts the machine cannot tell afterwards are kept: whether clsact and the root qdisc
- * were there before. The pin root, the plugin binary and the conflist entry need no record:
- * all of them are tsnproxy's by name (the pin root, `tsnproxy` in the bin dir, the entry of
- * type "tsnproxy" plus its `.tsnproxy-orig` backup). Whether something still exists is always
- * read from the kernel. Uninstall removes the file once nothing it records remains (a root
- * qdisc kept without --remove-qdisc stays recorded, so a later `uninstall --remove-qdisc`
- * can still remove it).
+ * were there before, and what the PCP map said. The pin root, the plugin binary and the
+ * conflist entry need no record: all of them are tsnproxy's by name (the pin root,
+ * `tsnproxy` in the bin dir, the entry of type "tsnproxy" plus its `.tsnproxy-orig` backup).
+ * Whether something still exists is always read from the kernel. Uninstall removes the file
+ * once nothing it records remains (a root qdisc kept without --remove-qdisc stays recorded, so
+ * a later `uninstall --remove-qdisc` can still remove it).
  */
 import { ConfigError } from "../errors.ts";
 import { DEFAULTS } from "../options.ts";
@@ -41,10 +49,24 @@ export interface QdiscState {
   replacedRoot?: string;
 }
 
+/** egress-qos-map entries install changed on a VLAN device (priority keys as strings). */
+export interface VlanState {
+  /** priority -> the PCP it had before install (0: no entry). */
+  previous: Record<string, number>;
+  /** priority -> the PCP install set. */
+  set: Record<string, number>;
+}
+
+/** Everything install recorded about one TSN interface. */
+export interface InterfaceState extends QdiscState {
+  vlan?: VlanState;
+}
+
 export interface InstallState {
   v: 1;
   version: string;
-  qdisc?: QdiscState;
+  /** One record per TSN interface install touched, in the order install met them. */
+  interfaces: InterfaceState[];
 }
 
 export function statePath(dir: string = DEFAULT_STATE_DIR): string {
@@ -52,11 +74,41 @@ export function statePath(dir: string = DEFAULT_STATE_DIR): string {
 }
 
 export function emptyState(): InstallState {
-  return { v: 1, version: VERSION };
+  return { v: 1, version: VERSION, interfaces: [] };
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function pcpRecord(v: unknown): Record<string, number> | undefined {
+  if (!isRecord(v)) return undefined;
+  const out: Record<string, number> = {};
+  for (const [k, x] of Object.entries(v)) {
+    if (!/^\d+$/.test(k) || typeof x !== "number" || !Number.isInteger(x) || x < 0 || x > 7) {
+      return undefined;
+    }
+    out[k] = x;
+  }
+  return out;
+}
+
+function readInterface(q: unknown): InterfaceState | undefined {
+  if (!isRecord(q) || typeof q.ifname !== "string") return undefined;
+  const out: InterfaceState = { ifname: q.ifname, clsactCreated: q.clsactCreated === true };
+  const r = q.rootCreated;
+  if (
+    isRecord(r) && (r.kind === "taprio" || r.kind === "mqprio") && typeof r.handle === "number"
+  ) {
+    out.rootCreated = { kind: r.kind, handle: r.handle };
+  }
+  if (typeof q.replacedRoot === "string") out.replacedRoot = q.replacedRoot;
+  if (isRecord(q.vlan)) {
+    const previous = pcpRecord(q.vlan.previous);
+    const set = pcpRecord(q.vlan.set);
+    if (previous && set && Object.keys(set).length > 0) out.vlan = { previous, set };
+  }
+  return out;
 }
 
 /** Reads the state; an absent file is an empty state, a corrupt one a ConfigError. */
@@ -81,40 +133,74 @@ export async function readState(dir: string = DEFAULT_STATE_DIR): Promise<Instal
       `remove ${path} (uninstall then leaves any qdisc it recorded alone) and re-run`,
     );
   }
-  const q = v.qdisc;
-  const state: InstallState = { v: 1, version: String(v.version ?? "") };
-  if (isRecord(q) && typeof q.ifname === "string") {
-    const qs: QdiscState = { ifname: q.ifname, clsactCreated: q.clsactCreated === true };
-    const r = q.rootCreated;
-    if (
-      isRecord(r) && (r.kind === "taprio" || r.kind === "mqprio") && typeof r.handle === "number"
-    ) {
-      qs.rootCreated = { kind: r.kind, handle: r.handle };
-    }
-    if (typeof q.replacedRoot === "string") qs.replacedRoot = q.replacedRoot;
-    state.qdisc = qs;
+  const state: InstallState = { v: 1, version: String(v.version ?? ""), interfaces: [] };
+  // The list when there is one; a file from before it has only "qdisc".
+  const list = Array.isArray(v.interfaces) ? v.interfaces : [v.qdisc];
+  for (const q of list) {
+    const rec = readInterface(q);
+    if (rec && !state.interfaces.some((x) => x.ifname === rec.ifname)) state.interfaces.push(rec);
   }
   return state;
 }
 
+/** The record of one interface (undefined: install recorded nothing about it). */
+export function interfaceState(s: InstallState, ifname: string): InterfaceState | undefined {
+  return s.interfaces.find((x) => x.ifname === ifname);
+}
+
+/** The state with `rec` as the record of its interface (added at the end when new). */
+export function withInterface(s: InstallState, rec: InterfaceState): InstallState {
+  const i = s.interfaces.findIndex((x) => x.ifname === rec.ifname);
+  const interfaces = [...s.interfaces];
+  if (i < 0) interfaces.push(rec);
+  else interfaces[i] = rec;
+  return { ...s, interfaces };
+}
+
+/** True when the record describes nothing install created or changed. */
+export function interfaceIsEmpty(q: InterfaceState): boolean {
+  return !q.clsactCreated && !q.rootCreated && !q.vlan;
+}
+
 /** True when the state records nothing (the file can go). */
 export function stateIsEmpty(s: InstallState): boolean {
-  const q = s.qdisc;
-  return !q || (!q.clsactCreated && !q.rootCreated);
+  return s.interfaces.every(interfaceIsEmpty);
+}
+
+function sortedPairs(r: Record<string, number> | undefined): [number, number][] {
+  return Object.entries(r ?? {}).map(([k, v]): [number, number] => [Number(k), v])
+    .sort((a, b) => a[0] - b[0]);
 }
 
 function canonical(s: InstallState): string {
-  const q = s.qdisc;
   return JSON.stringify(
-    q && !stateIsEmpty(s)
-      ? [q.ifname, q.clsactCreated, q.rootCreated?.kind, q.rootCreated?.handle, q.replacedRoot]
-      : [],
+    s.interfaces.filter((q) => !interfaceIsEmpty(q)).map((q) => [
+      q.ifname,
+      q.clsactCreated,
+      q.rootCreated?.kind,
+      q.rootCreated?.handle,
+      q.replacedRoot,
+      sortedPairs(q.vlan?.previous),
+      sortedPairs(q.vlan?.set),
+    ]),
   );
 }
 
 /** Same records (the writer's version aside). */
 export function sameState(a: InstallState, b: InstallState): boolean {
   return canonical(a) === canonical(b);
+}
+
+/** The file's JSON: the list, and the first record as "qdisc" for releases before it. */
+function fileJson(s: InstallState): Record<string, unknown> {
+  const interfaces = s.interfaces.filter((q) => !interfaceIsEmpty(q));
+  const out: Record<string, unknown> = { v: 1, version: VERSION, interfaces };
+  const first = interfaces[0];
+  if (first && (first.clsactCreated || first.rootCreated)) {
+    const { vlan: _vlan, ...qdisc } = first;
+    out.qdisc = qdisc;
+  }
+  return out;
 }
 
 /** Writes the state atomically (or removes the file when it records nothing). */
@@ -124,11 +210,7 @@ export async function writeState(dir: string, s: InstallState): Promise<void> {
     return;
   }
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-  await writeFileAtomic(
-    statePath(dir),
-    JSON.stringify({ ...s, version: VERSION }, null, 2) + "\n",
-    {
-      mode: 0o600,
-    },
-  );
+  await writeFileAtomic(statePath(dir), JSON.stringify(fileJson(s), null, 2) + "\n", {
+    mode: 0o600,
+  });
 }

@@ -2,7 +2,7 @@
  * Node config + command-line flags -> what install, uninstall and the agent act on. Flags beat
  * the file (src/config/node.ts flagOverrides decides which flags were given).
  */
-import { loadNodeConfigFor, type NodeConfig, requireTsnInterface } from "../config/node.ts";
+import { loadNodeConfigFor, type NodeConfig, requireTsnInterfaces } from "../config/node.ts";
 import type { LocationOptions } from "../options.ts";
 import { resolveTcApi } from "../bpf/features.ts";
 import type { InstallTarget } from "./plan.ts";
@@ -24,7 +24,7 @@ export async function loadConfig(o: TargetFlags): Promise<NodeConfig> {
 export function targetFrom(cfg: NodeConfig, o: TargetFlags): InstallTarget {
   return {
     cfg,
-    tsnInterface: requireTsnInterface(cfg, o.config),
+    tsnInterfaces: requireTsnInterfaces(cfg, o.config),
     api: resolveTcApi(cfg.attachMode),
     stateDir: o.stateDir ?? DEFAULT_STATE_DIR,
     inPlace: cfg.cni.inPlace ?? true,

@@ -5,8 +5,10 @@
  *                nothing else changed the file), so the runtime stops calling the plugin
  *   2. datapath  detach every node and pod attachment and remove the pin root (teardownNode):
  *                everything pinned under it is tsnproxy's, nothing outside it is touched
- *   3. qdisc     the root only with --remove-qdisc and only if install created it; clsact
- *                only if install created it and nothing else uses it (state.ts)
+ *   3. qdisc     per TSN interface: the root only with --remove-qdisc and only if install
+ *                created it; clsact only if install created it and nothing else uses it
+ *                (state.ts); the egress-qos-map entries install set back to what they were
+ *                (those nobody changed since)
  *   4. binary    the plugin executable
  *   5. state     the record, once nothing it records remains
  *
@@ -21,7 +23,7 @@ import { ExitCode } from "../exit_codes.ts";
 import { log } from "../log.ts";
 import type { UninstallOptions } from "../options.ts";
 import { apply, type Plan, planUninstall } from "./conflist.ts";
-import { conflistPlanJson, formatConflistChanges, qdiscPlanJson } from "./plan.ts";
+import { conflistPlanJson, formatConflistChanges, qdiscPlanJson, vlanPlanJson } from "./plan.ts";
 import { type UninstallPlanJson, uninstallPlanSchema } from "./plan_schema.ts";
 import { planRemoveBinary, removeBinary } from "./binary.ts";
 import {
@@ -31,7 +33,22 @@ import {
   type QdiscPlan,
   stateAfterRemoval,
 } from "./qdisc_plan.ts";
-import { DEFAULT_STATE_DIR, readState, sameState, statePath, writeState } from "./state.ts";
+import {
+  DEFAULT_STATE_DIR,
+  type InstallState,
+  interfaceIsEmpty,
+  type InterfaceState,
+  readState,
+  sameState,
+  statePath,
+  writeState,
+} from "./state.ts";
+import {
+  applyVlanRemoval,
+  formatVlanChanges,
+  planVlanRemoval,
+  type VlanPlan,
+} from "./vlan_plan.ts";
 import { loadConfig } from "./target.ts";
 import { lexists } from "../util/fs.ts";
 
@@ -65,6 +82,7 @@ export async function runUninstall(opts: UninstallOptions): Promise<number> {
     },
     datapath: { root: "", exists: false, nodeAttachments: [], podAttachments: 0 },
     qdisc: null,
+    interfaces: [],
     binary: { path: "", exists: false },
     state: { path: statePath(stateDir), action: "absent" },
   };
@@ -108,24 +126,46 @@ export async function runUninstall(opts: UninstallOptions): Promise<number> {
     changes++;
   } else line(false, `${pins.root} does not exist`);
 
-  // 3. qdisc
-  let qplan: QdiscPlan | undefined;
-  if (state.qdisc) {
-    qplan = planQdiscRemoval(state.qdisc, opts.removeQdisc);
-    out.push(`qdisc (${state.qdisc.ifname}):`);
-    doc.qdisc = qplan ? qdiscPlanJson(qplan) : {
-      ifname: state.qdisc.ifname,
-      steps: [],
-      notes: [`${state.qdisc.ifname} no longer exists: nothing to remove`],
-      warnings: [],
-    };
-    if (!qplan) line(false, `${state.qdisc.ifname} no longer exists: nothing to remove`);
-    for (const s of qplan?.steps ?? []) line(true, formatQdiscStep(s));
-    for (const n of qplan?.notes ?? []) line(false, n);
-    changes += qplan?.steps.length ?? 0;
-  } else {
+  // 3. qdisc and vlan, per interface install recorded something about
+  const removals: Removal[] = state.interfaces.map((rec) => ({
+    rec,
+    hasQdisc: rec.clsactCreated || rec.rootCreated !== undefined,
+    qplan: rec.clsactCreated || rec.rootCreated !== undefined
+      ? planQdiscRemoval(rec, opts.removeQdisc)
+      : undefined,
+    vplan: planVlanRemoval(rec),
+  }));
+  if (!removals.some((r) => r.hasQdisc)) {
     out.push("qdisc:");
     line(false, "install recorded no qdisc it created: none touched");
+  }
+  for (const r of removals) {
+    const gone = `${r.rec.ifname} no longer exists: nothing to remove`;
+    const qjson = r.hasQdisc
+      ? (r.qplan
+        ? qdiscPlanJson(r.qplan)
+        : { ifname: r.rec.ifname, steps: [], notes: [gone], warnings: [] })
+      : null;
+    doc.interfaces.push({
+      ifname: r.rec.ifname,
+      qdisc: qjson,
+      vlan: r.vplan ? vlanPlanJson(r.vplan) : null,
+    });
+    if (qjson && !doc.qdisc) doc.qdisc = qjson;
+    if (r.hasQdisc) {
+      out.push(`qdisc (${r.rec.ifname}):`);
+      if (!r.qplan) line(false, gone);
+      for (const st of r.qplan?.steps ?? []) line(true, formatQdiscStep(st));
+      for (const n of r.qplan?.notes ?? []) line(false, n);
+      changes += r.qplan?.steps.length ?? 0;
+    }
+    if (r.vplan) {
+      out.push(`vlan (${r.rec.ifname}):`);
+      if (r.vplan.changes.length) line(true, formatVlanChanges(r.vplan, "restore"));
+      else if (!r.vplan.notes.length) line(false, "egress-qos-map entries already as before");
+      for (const n of r.vplan.notes) line(false, n);
+      changes += r.vplan.changes.length;
+    }
   }
 
   // 4. binary
@@ -136,11 +176,13 @@ export async function runUninstall(opts: UninstallOptions): Promise<number> {
   if (bin.exists) changes++;
 
   // 5. state
-  const after = state.qdisc ? { ...state, qdisc: predictQdiscState(state.qdisc, qplan) } : state;
-  const stateChanges = !sameState(after, state) ||
-    (lexists(statePath(stateDir)) && !after.qdisc?.clsactCreated && !after.qdisc?.rootCreated);
+  const after: InstallState = {
+    ...state,
+    interfaces: removals.map((r) => predictInterfaceState(r)),
+  };
+  const remains = !after.interfaces.every(interfaceIsEmpty);
+  const stateChanges = !sameState(after, state) || (lexists(statePath(stateDir)) && !remains);
   out.push(`state (${statePath(stateDir)}):`);
-  const remains = after.qdisc?.rootCreated || after.qdisc?.clsactCreated;
   doc.state.action = stateChanges
     ? (remains ? "update" : "remove")
     : lexists(statePath(stateDir))
@@ -185,10 +227,21 @@ export async function runUninstall(opts: UninstallOptions): Promise<number> {
       await apply(conflist, { inPlace: cfg.cni.inPlace ?? true });
     }
     detached = rootExists ? teardownNode(cfg.bpffs) : 0;
-    if (state.qdisc) {
-      const q = qplan ? applyQdiscPlan(qplan, state.qdisc) : state.qdisc;
-      newState = { ...state, qdisc: stateAfterRemoval(q, qplan) };
+    const recs: InterfaceState[] = [];
+    for (const r of removals) {
+      let rec = r.rec;
+      if (r.hasQdisc) {
+        const q = r.qplan ? applyQdiscPlan(r.qplan, rec) : rec;
+        rec = stateAfterRemoval(q, r.qplan);
+      }
+      if (r.vplan) {
+        applyVlanRemoval(r.vplan);
+        const { vlan: _done, ...rest } = rec;
+        rec = rest;
+      }
+      recs.push(rec);
     }
+    newState = { ...state, interfaces: recs };
     if (bin.exists) await removeBinary(bin.path);
     await writeState(stateDir, newState);
   } catch (e) {
@@ -200,7 +253,12 @@ export async function runUninstall(opts: UninstallOptions): Promise<number> {
     bpffs: cfg.bpffs,
     detached,
     conflist: conflist?.status,
-    qdisc: qplan?.steps.map((s) => s.op) ?? [],
+    qdisc: Object.fromEntries(
+      removals.map((r) => [r.rec.ifname, r.qplan?.steps.map((s) => s.op) ?? []]),
+    ),
+    vlan: Object.fromEntries(
+      removals.filter((r) => r.vplan).map((r) => [r.rec.ifname, r.vplan?.changes.length ?? 0]),
+    ),
     binary: bin.exists ? bin.path : undefined,
   });
   say("uninstalled");
@@ -208,13 +266,22 @@ export async function runUninstall(opts: UninstallOptions): Promise<number> {
   return ExitCode.Ok;
 }
 
-function predictQdiscState(
-  q: NonNullable<Awaited<ReturnType<typeof readState>>["qdisc"]>,
-  plan: QdiscPlan | undefined,
-) {
-  if (!plan) return { ifname: q.ifname, clsactCreated: false };
+interface Removal {
+  rec: InterfaceState;
+  /** install recorded a clsact or root on it. */
+  hasQdisc: boolean;
+  /** undefined with hasQdisc: the interface is gone. */
+  qplan?: QdiscPlan;
+  vplan?: VlanPlan;
+}
+
+/** An interface's record after uninstall's steps (the qdisc records that remain, no vlan). */
+function predictInterfaceState(r: Removal): InterfaceState {
+  const { vlan: _restored, ...q } = r.rec;
+  if (!r.hasQdisc) return q;
+  if (!r.qplan) return { ifname: q.ifname, clsactCreated: false };
   const out = { ...q };
-  for (const s of plan.steps) {
+  for (const s of r.qplan.steps) {
     if (s.op === "delete-root") {
       delete out.rootCreated;
       delete out.replacedRoot;

@@ -63,6 +63,16 @@ export const IFLA_XDP_PROG_ID = 4;
 export const RTEXT_FILTER_SKIP_STATS = 1 << 3;
 export const IFF_UP = 0x1;
 export const IFF_RUNNING = 0x40;
+/** VLAN devices: IFLA_INFO_DATA of kind "vlan" (include/uapi/linux/if_link.h). */
+export const IFLA_VLAN_ID = 1;
+export const IFLA_VLAN_FLAGS = 2;
+export const IFLA_VLAN_EGRESS_QOS = 3;
+export const IFLA_VLAN_INGRESS_QOS = 4;
+export const IFLA_VLAN_PROTOCOL = 5;
+/** One entry of IFLA_VLAN_EGRESS_QOS/INGRESS_QOS: struct ifla_vlan_qos_mapping {u32 from, to}. */
+export const IFLA_VLAN_QOS_MAPPING = 1;
+/** The 802.1Q priority code point is 3 bits (VLAN_PRIO_MASK >> VLAN_PRIO_SHIFT). */
+export const VLAN_PCP_MAX = 7;
 
 /**
  * netkit (kernel 6.7+, include/uapi/linux/if_link.h IFLA_NETKIT_*, enum netkit_action,
@@ -221,6 +231,12 @@ export const probedConstants: Record<string, string> = {
   RTEXT_FILTER_SKIP_STATS: "RTEXT_FILTER_SKIP_STATS",
   IFF_UP: "IFF_UP",
   IFF_RUNNING: "IFF_RUNNING",
+  IFLA_VLAN_ID: "IFLA_VLAN_ID",
+  IFLA_VLAN_FLAGS: "IFLA_VLAN_FLAGS",
+  IFLA_VLAN_EGRESS_QOS: "IFLA_VLAN_EGRESS_QOS",
+  IFLA_VLAN_INGRESS_QOS: "IFLA_VLAN_INGRESS_QOS",
+  IFLA_VLAN_PROTOCOL: "IFLA_VLAN_PROTOCOL",
+  IFLA_VLAN_QOS_MAPPING: "IFLA_VLAN_QOS_MAPPING",
   TCA_KIND: "TCA_KIND",
   TCA_OPTIONS: "TCA_OPTIONS",
   TCA_STATS: "TCA_STATS",

@@ -31,6 +31,7 @@ import {
 } from "./constants.ts";
 import { Attrs, type NlMessage, NlRequest } from "./message.ts";
 import { type RtnlSocket, withRtnl } from "./socket.ts";
+import { type VlanLinkInfo, vlanOf } from "./vlan.ts";
 
 /** RFC 2863 operational states (IF_OPER_*), as `ip link` prints them, lower case. */
 const OPERSTATES = [
@@ -80,6 +81,8 @@ export interface LinkInfo {
   xdpProgId?: number;
   /** Hardware address, "aa:bb:cc:dd:ee:ff" (undefined for devices without one). */
   address?: string;
+  /** A VLAN device's id, protocol and qos maps (kind "vlan" only). */
+  vlan?: VlanLinkInfo;
 }
 
 function macString(b: Uint8Array | undefined): string | undefined {
@@ -122,6 +125,8 @@ export function parseLink(m: NlMessage): LinkInfo {
   if (xdpProgId !== undefined && xdpProgId !== 0) out.xdpProgId = xdpProgId;
   const mac = macString(a.raw(IFLA_ADDRESS));
   if (mac) out.address = mac;
+  const vlan = vlanOf(a);
+  if (vlan) out.vlan = vlan;
   return out;
 }
 

@@ -10,6 +10,7 @@ export {
   withRtnl,
 } from "./socket.ts";
 export * from "./link.ts";
+export * from "./vlan.ts";
 export * from "./qdisc_request.ts";
 export * from "./qdisc_parse.ts";
 export * from "./qdisc.ts";

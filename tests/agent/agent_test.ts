@@ -94,7 +94,7 @@ for (const api of ["tcx", "clsact"] as const) {
           /^tsnproxy_pods\{carrier="tag"\} \d+$/m,
           /^tsnproxy_legacy_pods 0$/m,
           /^tsnproxy_up 1$/m,
-          /^tsnproxy_restorer_attached 1$/m,
+          new RegExp(`^tsnproxy_restorer_attached\\{interface="${node.tsn}"\\} 1$`, "m"),
           /^tsnproxy_build_info\{version="[^"]+",bpf_objects="[0-9a-f]{12}",.*\} 1$/m,
           /^tsnproxy_agent_conflist_reinjections_total [1-9]\d*$/m,
           /^tsnproxy_agent_restorer_reattachments_total [1-9]\d*$/m,

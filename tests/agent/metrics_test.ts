@@ -192,6 +192,7 @@ const stats = (): AgentStats => ({
   conflistReinjected: 0,
   restorerReattached: 0,
   restorerAttached: true,
+  restorers: { tsn0: true },
   installed: true,
   startedAt: Date.now(),
 });

@@ -242,7 +242,7 @@ Deno.test("deploy/tsnproxy.yaml: the DaemonSet's shape, mounts and privileges", 
 
   const cm = all[2];
   const cfg = parseNodeConfig(String(o(cm.data)["config.yaml"]), "configmap config.yaml");
-  assert.equal(cfg.tsnInterface, "tsn0");
+  assert.deepEqual(cfg.tsnInterfaces.map((i) => i.name), ["tsn0"]);
   assert.equal(cfg.cni.confDir, "/host/etc/cni/net.d");
   assert.equal(cfg.cni.binDir, "/host/opt/cni/bin");
   assert.equal(cfg.bpffs, "/sys/fs/bpf/tsnproxy");

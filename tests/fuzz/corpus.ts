@@ -52,10 +52,13 @@ export function loadNetworks(): Network[] {
       const path = new URL(`${dir}/${file}`, FIXTURES).pathname;
       const text = Deno.readTextFileSync(path);
       for (const [i, yaml] of NODE_CONFIGS.entries()) {
-        const cfg = parseNodeConfig(`bpffs: ${BPFFS_PLACEHOLDER}\n${yaml}`, "fuzz-node.yaml");
+        const cfg = parseNodeConfig(
+          `bpffs: ${BPFFS_PLACEHOLDER}\ntsnInterface: tsn0\n${yaml}`,
+          "fuzz-node.yaml",
+        );
         const entry = pluginEntry({
           cfg,
-          tsnInterface: "tsn0",
+          tsnInterfaces: cfg.tsnInterfaces,
           api: "tcx",
           stateDir: "/var/lib/tsnproxy",
           inPlace: true,

@@ -6,6 +6,10 @@
  *   for a ClusterIP Service (10.96.0.10:80 / [fd00:96::10]:80 -> far end :8080)
  *   --> tsn0 (198.18.0.1, 2001:db8:18::1) --veth--> far netns (far0 198.18.0.2, ...::2)
  *
+ * With `secondTsn`, a second TSN NIC to a second far end, routing splitting the destinations
+ * between the two: tsn1 (198.19.0.1, 2001:db8:19::1) --veth--> far2 netns (far1 198.19.0.2,
+ * ...::2, and 203.0.113.2 on its loopback, reached through a route via tsn1).
+ *
  * All addresses live only inside these namespaces.
  */
 import { randomId, run, runAll } from "./run.ts";
@@ -15,6 +19,11 @@ export const SERVICE_V6 = "fd00:96::10";
 export const FAR_V4 = "198.18.0.2";
 export const FAR_V6 = "2001:db8:18::2";
 export const NODE_TSN_V4 = "198.18.0.1";
+/** The second far end (secondTsn), on tsn1's subnet. */
+export const FAR2_V4 = "198.19.0.2";
+export const FAR2_V6 = "2001:db8:19::2";
+/** An address behind the second far end: the node routes it via tsn1 (secondTsn). */
+export const FAR2_ROUTED_V4 = "203.0.113.2";
 /** The far end's address inside the VXLAN overlay (see addOverlay). */
 export const OVERLAY_FAR_V4 = "10.250.0.2";
 /** VXLAN's IANA port: the outer UDP packets on tsn0 go to it. */
@@ -37,6 +46,8 @@ export interface Topology {
   nodePath: string;
   far: string;
   farPath: string;
+  /** The second far end's namespace (secondTsn; undefined otherwise). */
+  far2?: string;
   pods: Pod[];
   /** Runs argv inside a namespace (ip netns exec). */
   exec(
@@ -58,11 +69,12 @@ export interface Topology {
 const nsPath = (n: string) => `/run/netns/${n}`;
 
 export async function createTopology(
-  opts: { pods?: number; tsnTxQueues?: number; bridge?: boolean } = {},
+  opts: { pods?: number; tsnTxQueues?: number; bridge?: boolean; secondTsn?: boolean } = {},
 ): Promise<Topology> {
   const id = randomId();
   const node = `tn-node-${id}`;
   const far = `tn-far-${id}`;
+  const far2 = opts.secondTsn ? `tn-far2-${id}` : undefined;
   const pods: Pod[] = [];
   const created: string[] = [];
   const ip = (...a: string[]) => ["ip", ...a];
@@ -75,6 +87,7 @@ export async function createTopology(
     nodePath: nsPath(node),
     far,
     farPath: nsPath(far),
+    far2,
     pods,
     exec: (ns, argv, allowFail = false) => run(["ip", "netns", "exec", ns, ...argv], { allowFail }),
     async addPod() {
@@ -152,7 +165,7 @@ export async function createTopology(
   };
 
   try {
-    for (const n of [node, far]) {
+    for (const n of [node, far, ...(far2 ? [far2] : [])]) {
       await run(ip("netns", "add", n));
       created.push(n);
     }
@@ -165,7 +178,7 @@ export async function createTopology(
       `    ip6 daddr ${SERVICE_V6} tcp dport 80 dnat ip6 to [${FAR_V6}]:8080`,
       "  }",
       "  chain post { type nat hook postrouting priority srcnat;",
-      '    oifname "tsn0" masquerade',
+      '    oifname { "tsn0", "tsn1" } masquerade',
       "  }",
       "}",
     ].join("\n");
@@ -204,6 +217,35 @@ export async function createTopology(
       ["ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
       ["ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"],
     ]);
+    if (far2) {
+      await runAll([
+        inNode(
+          "link",
+          "add",
+          "tsn1",
+          "numtxqueues",
+          q,
+          "numrxqueues",
+          q,
+          "type",
+          "veth",
+          "peer",
+          "name",
+          "far1",
+          "netns",
+          far2,
+        ),
+        inNode("addr", "add", "198.19.0.1/24", "dev", "tsn1"),
+        inNode("addr", "add", "2001:db8:19::1/64", "dev", "tsn1", "nodad"),
+        inNode("link", "set", "tsn1", "up"),
+        inNode("route", "add", `${FAR2_ROUTED_V4}/32`, "via", FAR2_V4, "dev", "tsn1"),
+        ip("-n", far2, "link", "set", "lo", "up"),
+        ip("-n", far2, "addr", "add", `${FAR2_ROUTED_V4}/32`, "dev", "lo"),
+        ip("-n", far2, "addr", "add", `${FAR2_V4}/24`, "dev", "far1"),
+        ip("-n", far2, "addr", "add", `${FAR2_V6}/64`, "dev", "far1", "nodad"),
+        ip("-n", far2, "link", "set", "far1", "up"),
+      ]);
+    }
     await run(["ip", "netns", "exec", node, "nft", "-f", "-"], { stdin: nft });
     for (let i = 0; i < (opts.pods ?? 1); i++) await topo.addPod();
     return topo;

@@ -17,7 +17,12 @@ import { encode } from "../../src/ffi/structs/layout.ts";
 import { tc_htb_glob } from "../../src/ffi/structs/netlink.ts";
 import { configFromKernel, inspectQdiscOrder } from "../../src/install/qdisc_inspect.ts";
 import { applyQdiscPlan, planQdisc, type QdiscPlan } from "../../src/install/qdisc_plan.ts";
-import { emptyState, type InstallState, type QdiscState } from "../../src/install/state.ts";
+import {
+  emptyState,
+  type InstallState,
+  type InterfaceState,
+  interfaceState,
+} from "../../src/install/state.ts";
 import {
   addQdisc,
   Attrs,
@@ -165,8 +170,8 @@ function plan(cfg: QdiscConfig, clsactNeeded: boolean, state: InstallState = emp
 }
 
 /** Runs a plan; the install state it leaves (as install records it). */
-function applyPlan(p: QdiscPlan, prev?: QdiscState): InstallState {
-  return { ...emptyState(), qdisc: applyQdiscPlan(p, prev) };
+function applyPlan(p: QdiscPlan, prev?: InterfaceState): InstallState {
+  return { ...emptyState(), interfaces: [applyQdiscPlan(p, prev)] };
 }
 
 Deno.test("clsact: the plan adds it once, read back, a second add refused, ordering facts", async () => {
@@ -179,7 +184,7 @@ Deno.test("clsact: the plan adds it once, read back, a second add refused, order
       const first = plan({ kind: "keep" }, true);
       assert.deepEqual(first.ops, ["add-clsact"]);
       const state = applyPlan(first.plan);
-      assert.equal(state.qdisc?.clsactCreated, true);
+      assert.equal(interfaceState(state, "va")?.clsactCreated, true);
       const clsact = listQdiscs(ifindex, s).find((q) => q.kind === "clsact");
       assert.ok(clsact);
       assert.equal(clsact.handle, tcHandle(0xffff, 0));
@@ -340,7 +345,7 @@ Deno.test({
         const first = plan(cfg, true);
         assert.deepEqual(first.ops, ["add-clsact", "apply-root"]);
         const state = applyPlan(first.plan);
-        assert.deepEqual(state.qdisc, {
+        assert.deepEqual(interfaceState(state, "va"), {
           ifname: "va",
           clsactCreated: true,
           rootCreated: { kind: cfg.kind, handle: 0x100 },
@@ -355,8 +360,8 @@ Deno.test({
         // kind none deletes the root; the kernel default comes back.
         const none = plan({ kind: "none" }, true, state);
         assert.deepEqual(none.ops, ["delete-root"]);
-        const gone = applyPlan(none.plan, state.qdisc);
-        assert.equal(gone.qdisc?.rootCreated, undefined);
+        const gone = applyPlan(none.plan, interfaceState(state, "va"));
+        assert.equal(interfaceState(gone, "va")?.rootCreated, undefined);
         assert.equal(rootQdisc(listQdiscs(ifindex, s))?.handle, 0);
         deleteQdisc({ ifindex, kind: "clsact" }, s);
       }

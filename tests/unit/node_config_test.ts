@@ -5,7 +5,7 @@ import {
   type NodeConfig,
   type NodeConfigOverrides,
   parseNodeConfig,
-  requireTsnInterface,
+  requireTsnInterfaces,
 } from "../../src/config/node.ts";
 import { ConfigError, UsageError } from "../../src/errors.ts";
 
@@ -18,7 +18,7 @@ const DEFAULTS: NodeConfig = {
   mapEntries: 16384,
   policy: {},
   cni: { confDir: "/etc/cni/net.d", binDir: "/opt/cni/bin" },
-  qdisc: { kind: "keep" },
+  tsnInterfaces: [],
   metrics: { address: "127.0.0.1:9489", podLabels: false },
 };
 
@@ -37,13 +37,14 @@ Deno.test("node config: missing file and empty file mean all defaults", async ()
   assert.deepEqual(await loadNodeConfig(`${dir}/nope.yaml`), DEFAULTS);
   await Deno.writeTextFile(`${dir}/empty.yaml`, "# nothing\n");
   assert.deepEqual(await loadNodeConfig(`${dir}/empty.yaml`), DEFAULTS);
-  assert.throws(() => requireTsnInterface(DEFAULTS), /no TSN interface/);
+  assert.throws(() => requireTsnInterfaces(DEFAULTS), /no TSN interface/);
 });
 
 Deno.test("node config: the embedded example round-trips", () => {
   const cfg = parseNodeConfig(EXAMPLE_NODE_CONFIG);
-  assert.deepEqual(cfg, { ...DEFAULTS, tsnInterface: "tsn0" });
-  assert.equal(requireTsnInterface(cfg), "tsn0");
+  const tsn0 = { name: "tsn0", qdisc: { kind: "keep" as const } };
+  assert.deepEqual(cfg, { ...DEFAULTS, tsnInterfaces: [tsn0] });
+  assert.deepEqual(requireTsnInterfaces(cfg), [tsn0]);
 });
 
 Deno.test("node config: docs/config.md shows the embedded example as it is", () => {
@@ -84,7 +85,7 @@ qdisc:
 metrics:
   address: "[::1]:9000"
 `);
-  assert.equal(cfg.tsnInterface, "enp3s0");
+  assert.deepEqual(cfg.tsnInterfaces.map((i) => i.name), ["enp3s0"]);
   assert.equal(cfg.restoreAt, "host-veth-ingress");
   assert.deepEqual(cfg.gc, { maxAgeMs: 50, intervalMs: 10 });
   assert.deepEqual(cfg.policy, { maxPriority: 5, remap: { "7": 3 } });
@@ -94,7 +95,7 @@ metrics:
     network: "cbr0",
     inPlace: true,
   });
-  assert.equal(cfg.qdisc.kind, "taprio");
+  assert.equal(cfg.tsnInterfaces[0].qdisc.kind, "taprio");
   assert.equal(cfg.metrics.address, "[::1]:9000");
 });
 
@@ -108,7 +109,7 @@ Deno.test("node config: flags override the file", async () => {
     inPlace: false,
     metricsAddress: "127.0.0.1:1",
   });
-  assert.equal(cfg.tsnInterface, "tsn9");
+  assert.deepEqual(cfg.tsnInterfaces, [{ name: "tsn9", qdisc: { kind: "keep" } }]);
   assert.deepEqual(cfg.cni, { confDir: "/tmp/net.d", binDir: "/x", network: "n", inPlace: false });
   assert.equal(cfg.metrics.address, "127.0.0.1:1");
   // A flag value the config refuses is a usage error naming the flag, whatever the file says.
@@ -210,7 +211,7 @@ Deno.test("node config: unknown keys are rejected with the closest valid key", (
   fails(
     "zzz: 1\n",
     /^config\.yaml:1:1: zzz: unknown key$/,
-    /valid keys here: tsnInterface, restoreAt/,
+    /valid keys here: tsnInterface, tsnInterfaces, restoreAt/,
   );
 });
 
@@ -229,4 +230,120 @@ Deno.test("node config: the path of the file names errors", async () => {
     assert.ok(e.message.startsWith(`${dir}/config.yaml:3:13: mapEntries: `), e.message);
     return true;
   });
+});
+
+Deno.test("node config: several TSN interfaces, each with its qdisc and vlan", () => {
+  const cfg = parseNodeConfig(`
+tsnInterfaces:
+  - name: tsn0
+    qdisc:
+      kind: mqprio
+      numTc: 2
+      map: [0, 1]
+      queues: ["1@0", "1@1"]
+  - name: tsn1.100
+    vlan:
+      egressQosMap: {"0": 1, 3: 3, "5": 7}
+`);
+  assert.equal(cfg.tsnInterfaces.length, 2);
+  assert.equal(cfg.tsnInterfaces[0].name, "tsn0");
+  assert.equal(cfg.tsnInterfaces[0].qdisc.kind, "mqprio");
+  assert.deepEqual(cfg.tsnInterfaces[1], {
+    name: "tsn1.100",
+    qdisc: { kind: "keep" },
+    vlan: { egressQosMap: { "0": 1, "3": 3, "5": 7 } },
+  });
+  assert.deepEqual(requireTsnInterfaces(cfg).map((i) => i.name), ["tsn0", "tsn1.100"]);
+  // The single form takes a vlan section too.
+  const one = parseNodeConfig('tsnInterface: tsn0.7\nvlan:\n  egressQosMap: {"2": 2}\n');
+  assert.deepEqual(one.tsnInterfaces, [
+    { name: "tsn0.7", qdisc: { kind: "keep" }, vlan: { egressQosMap: { "2": 2 } } },
+  ]);
+});
+
+Deno.test("node config: exactly one form of TSN interfaces, each named once", () => {
+  fails(
+    "tsnInterface: tsn0\ntsnInterfaces:\n  - name: tsn1\n",
+    /^config\.yaml:1:15: tsnInterface: the single form \(tsnInterface, which --tsn-interface sets\) and the list \(tsnInterfaces\) are both given: use one/,
+  );
+  fails(
+    "tsnInterfaces:\n  - name: tsn1\nqdisc:\n  kind: none\n",
+    /^config\.yaml:4:3: qdisc: with tsnInterfaces, each interface has its own qdisc: move this section into the tsnInterfaces entry it belongs to$/,
+  );
+  fails(
+    'tsnInterfaces:\n  - name: tsn1\nvlan: {egressQosMap: {"1": 1}}\n',
+    /^config\.yaml:3:7: vlan: with tsnInterfaces, each interface has its own vlan/,
+  );
+  fails(
+    "tsnInterfaces:\n  - name: tsn1\n  - name: tsn2\n  - name: tsn1\n",
+    /^config\.yaml:4:11: tsnInterfaces\[2\]\.name: tsn1 is listed twice \(entries 0 and 2\)/,
+  );
+  fails(
+    "tsnInterfaces: []\n",
+    /^config\.yaml:1:16: tsnInterfaces: expected a list of TSN interfaces.*the list is empty/,
+  );
+  fails(
+    "tsnInterfaces: tsn0\n",
+    /^config\.yaml:1:16: tsnInterfaces: expected a list of TSN interfaces, e\.g\./,
+  );
+  fails(
+    "tsnInterfaces:\n  - {name: tsn1, qdisk: {kind: keep}}\n",
+    /^config\.yaml:2:18: tsnInterfaces\[0\]\.qdisk: unknown key \(did you mean "qdisc"\?\)$/,
+  );
+  fails(
+    "tsnInterfaces:\n  - {qdisc: {kind: keep}}\n",
+    /tsnInterfaces\[0\]\.name: required key is missing/,
+  );
+  fails(
+    "tsnInterfaces:\n  - {name: tsn1, qdisc: {kind: mqprio}}\n",
+    /tsnInterfaces\[0\]\.qdisc\.numTc: required key is missing/,
+  );
+});
+
+Deno.test("node config: --tsn-interface is the single form; with a list in the file it is an error", () => {
+  const file = "tsnInterfaces:\n  - name: tsn0\n  - name: tsn1\n";
+  assert.throws(
+    () => parseNodeConfig(file, "config.yaml", { tsnInterface: "tsn9" }),
+    (e: unknown) => {
+      assert.ok(e instanceof ConfigError, String(e));
+      assert.match(
+        e.message,
+        /^--tsn-interface: tsnInterface: the single form .* with a list, leave the flag out$/,
+      );
+      return true;
+    },
+  );
+  // Over a single-form file the flag replaces the name and keeps the file's qdisc and vlan.
+  const cfg = parseNodeConfig(
+    'tsnInterface: tsn0\nqdisc: {kind: none}\nvlan: {egressQosMap: {"3": 3}}\n',
+    "config.yaml",
+    { tsnInterface: "tsn9" },
+  );
+  assert.deepEqual(cfg.tsnInterfaces, [
+    { name: "tsn9", qdisc: { kind: "none" }, vlan: { egressQosMap: { "3": 3 } } },
+  ]);
+});
+
+Deno.test("node config: vlan.egressQosMap maps priorities to PCPs 0..7", () => {
+  const at = (map: string) => `tsnInterface: tsn0.5\nvlan:\n  egressQosMap: ${map}\n`;
+  fails(
+    at('{"3": 8}'),
+    /^config\.yaml:3:23: vlan\.egressQosMap\.3: expected a PCP: an integer 0\.\.7$/,
+  );
+  fails(at('{"3": -1}'), /vlan\.egressQosMap\.3: expected a PCP/);
+  fails(at('{"3": 1.5}'), /vlan\.egressQosMap\.3: expected a PCP/);
+  fails(
+    at('{"x": 1}'),
+    /^config\.yaml:3:18: vlan\.egressQosMap\.x: egressQosMap keys are priorities: decimal integers 0\.\.4294967295/,
+  );
+  fails(at('{"4294967296": 1}'), /egressQosMap keys are priorities/);
+  fails(at('{"03": 1}'), /egressQosMap keys are priorities/);
+  fails(at("{}"), /vlan\.egressQosMap: egressQosMap is empty/);
+  fails(at("[3, 3]"), /vlan\.egressQosMap: expected a mapping of priority to PCP/);
+  fails(
+    'tsnInterface: tsn0.5\nvlan:\n  egressQosMap: {"1": 1}\n  ingressQosMap: {"1": 1}\n',
+    /^config\.yaml:4:3: vlan\.ingressQosMap: unknown key/,
+  );
+  const ok = parseNodeConfig(at('{"0": 0, "4294967295": 7}'));
+  assert.deepEqual(ok.tsnInterfaces[0].vlan, { egressQosMap: { "0": 0, "4294967295": 7 } });
 });

@@ -15,10 +15,11 @@ Deno.test("tc_index writers: dsmark anywhere but the TSN interface, other kinds 
     3: [{ kind: "dsmark", handle: 0x20000 }, { kind: "clsact", handle: 0xffff0000 }],
     4: [{ kind: "noqueue", handle: 0 }, { kind: "htb", handle: 0x30000 }],
   };
-  const found = tcIndexWriters(links, (i) => qdiscs[i] ?? [], "tsn0");
+  const found = tcIndexWriters(links, (i) => qdiscs[i] ?? [], ["tsn0"]);
   assert.deepEqual(found, ["vxlan0 (dsmark 2:)"]);
-  assert.deepEqual(tcIndexWriters(links, () => [], "tsn0"), []);
-  assert.equal(tcIndexWriters(links, (i) => qdiscs[i] ?? [], undefined).length, 2);
+  assert.deepEqual(tcIndexWriters(links, () => [], ["tsn0"]), []);
+  assert.equal(tcIndexWriters(links, (i) => qdiscs[i] ?? [], []).length, 2);
+  assert.deepEqual(tcIndexWriters(links, (i) => qdiscs[i] ?? [], ["tsn0", "vxlan0"]), []);
 });
 
 Deno.test("other datapaths are recognised by their programs and devices", () => {

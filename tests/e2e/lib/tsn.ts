@@ -285,7 +285,7 @@ export class TsnNode {
     return {
       ...pluginEntry({
         cfg: this.#node().cfg,
-        tsnInterface: this.tsnIf,
+        tsnInterfaces: this.#node().cfg.tsnInterfaces,
         api: this.api,
         stateDir: "/nonexistent",
         inPlace: true,

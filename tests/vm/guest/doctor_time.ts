@@ -64,7 +64,7 @@ async function look(step: string, ifname: string): Promise<Step> {
     json: true,
     tsnInterface: ifname,
   });
-  timeChecks(ctx, findLink(ifname));
+  timeChecks(ctx, [{ ifname, qdisc: { kind: "keep" }, link: findLink(ifname) }]);
   const checks: Record<string, Verdict> = {};
   for (const c of ctx.checks) {
     checks[c.id] = { status: c.status, found: c.found, fix: c.fix, data: c.data };

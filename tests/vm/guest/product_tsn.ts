@@ -355,7 +355,7 @@ const installs: Record<string, { steps: string[]; api: string; afterEmpty: boole
 async function install(what: string, yaml: string, wantSteps: string[]): Promise<NodePlan> {
   await Deno.writeTextFile(`${DIR}/config.yaml`, yaml);
   const r = await installWithConfig(yaml, LOC);
-  const steps = r.ran.qdisc.steps.map((s) => s.op);
+  const steps = r.ran.interfaces[0].qdisc.steps.map((s) => s.op);
   installs[what] = { steps, api: r.ran.target.api, afterEmpty: planIsEmpty(r.after) };
   console.log(`--- install (${what}):\n${r.text}`);
   check(

@@ -1,36 +1,48 @@
 /**
- * `tsnproxy agent`: the DaemonSet's long-running process, after `tsnproxy install` ran in the
- * init container. It keeps the node the way install left it and reports on it:
+ * `tsnproxy agent`: the DaemonSet's long-running process. It keeps the node the way
+ * `tsnproxy install` makes it and says whether it is:
  *
- * - re-injects the conflist entry when the primary CNI rewrites its config (Deno.watchFs on
- *   the conf dir, debounced, plus a periodic reconcile every --reconcile-seconds);
- * - re-attaches the restorer when the TSN interface disappears and comes back (its ifindex
- *   is polled every second; the qdisc config and the 6.1 clsact-first rule are applied to the
- *   new interface first, exactly as install does);
- * - serves Prometheus metrics on --metrics-address (/metrics, /healthz);
+ * - readiness (src/agent/readiness.ts): named conditions on the datapath (pins present and
+ *   this build's, the restorer on the TSN interface, the entry in the active conflist, the GC
+ *   ticking), served on /readyz (200 or 503, one line per condition);
+ * - repair (src/agent/repair.ts): when a condition fails the agent converges the node with
+ *   install's own plan and apply and the node config it was given, and reports not-ready
+ *   until it has: at start-up (which also replaces the pinned programs of another build, and
+ *   says so), on every --reconcile-seconds, when the primary CNI rewrites its conf dir
+ *   (Deno.watchFs, debounced), when the TSN interface's ifindex changes (polled every second),
+ *   and when a readiness probe sees a failure. A repair that fails is retried, never fatal:
+ *   the agent does not exit on anything it can repair;
+ * - liveness: /livez answers 200 while this process serves (503 only when its CNI socket
+ *   stopped accepting); /healthz is the same, for manifests that still probe it;
+ * - Prometheus metrics on /metrics (--metrics-address);
  * - with cni.agentSocket set, runs the CNI verbs plugin processes hand over
  *   (src/agent/cni_server.ts), in this warm process;
  * - logs JSON lines on stderr.
  *
  * SIGTERM/SIGINT end it with exit 0 WITHOUT detaching anything: the datapath is pinned, so pods
  * keep their metadata through an agent restart or upgrade. Only `tsnproxy uninstall` detaches.
+ * Stopping is bounded: requests on the CNI socket not yet running are dropped (their plugins
+ * run them), running ones get SHUTDOWN_MS at most.
  */
-import { PinLayout } from "../bpf/pins.ts";
 import { captureLibbpfLog, drainLibbpfLog } from "../bpf/libbpf_log.ts";
-import { attachRestorer, restorerAttached } from "../bpf/node.ts";
-import { ifNameToIndex } from "../ffi/libc.ts";
+import type { ProgramRole } from "../bpf/pins.ts";
+import { PinLayout } from "../bpf/pins.ts";
+import { restorerAttached } from "../bpf/node.ts";
+import { ifNameToIndex, monotonicNs } from "../ffi/libc.ts";
 import { asTsnproxyError } from "../errors.ts";
 import { configureLog, log } from "../log.ts";
 import type { AgentOptions } from "../options.ts";
-import { apply as applyConflist, planInstall as planConflistInstall } from "../install/conflist.ts";
-import { pluginEntry } from "../install/plan.ts";
-import { applyQdiscPlan, formatQdiscStep, planQdisc, usesClsact } from "../install/qdisc_plan.ts";
-import { readState, sameState, writeState } from "../install/state.ts";
 import { loadConfig, targetFrom } from "../install/target.ts";
+import { versionInfo } from "../build_info.ts";
 import { type AgentStats, CONTENT_TYPE, renderMetrics } from "./metrics.ts";
 import { DEFAULT_CNI_RESULTS_DIR, podsByCookie } from "./pods.ts";
 import { type CniServer, serveCni } from "./cni_server.ts";
+import { datapathConditions, evaluate, formatReadiness, type Readiness } from "./readiness.ts";
+import { converge } from "./repair.ts";
 import { exists } from "../util/fs.ts";
+
+/** How long SIGTERM may take before the agent exits regardless. */
+export const SHUTDOWN_MS = 20_000;
 
 export function parseListenAddress(a: string): { hostname: string; port: number } {
   const m = /^(\[([0-9a-fA-F:.]+)\]|[A-Za-z0-9.-]*):(\d{1,5})$/.exec(a);
@@ -57,22 +69,55 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
     startedAt: Date.now(),
   };
   const stop = new AbortController();
+  const me = versionInfo();
+
+  // What readiness compares with: this build's program tags (known once the start-up repair
+  // loaded them) and when this agent last armed the GC timer.
+  let tags: Partial<Record<ProgramRole, string>> | undefined;
+  let gcArmedAt: bigint | undefined;
+  const conditions = datapathConditions({
+    target,
+    buildTags: () => tags,
+    gcArmedAtNs: () => gcArmedAt,
+  });
+  let readiness: Readiness | undefined;
+
+  /** Records a readiness reading: metrics, and a log line when it changes. */
+  const note = (r: Readiness) => {
+    const by = (name: string) => r.conditions.find((c) => c.name === name);
+    stats.installed = by("datapath.pinned")?.ok ?? false;
+    stats.restorerAttached = by("restorer.attached")?.ok ?? false;
+    const failing = r.conditions.filter((c) => !c.ok);
+    const key = (x: Readiness | undefined) =>
+      x?.conditions.filter((c) => !c.ok).map((c) => c.name).join(",");
+    if (readiness === undefined || key(readiness) !== key(r)) {
+      if (r.ready) log("info", "ready", { conditions: r.conditions.map((c) => c.name) });
+      else {
+        log("warn", "not ready", {
+          failing: Object.fromEntries(failing.map((c) => [c.name, c.detail])),
+        });
+      }
+    }
+    readiness = r;
+  };
 
   // One reconcile at a time; a request during a pass schedules exactly one more.
   let running: Promise<void> | undefined;
-  let again = false;
-  const reconcile = (why: string): Promise<void> => {
+  let again: { why: string; force: boolean } | undefined;
+  const reconcile = (why: string, force = false): Promise<void> => {
     if (stop.signal.aborted) return Promise.resolve();
     if (running) {
-      again = true;
+      again = { why: again?.why ?? why, force: force || (again?.force ?? false) };
       return running;
     }
     running = (async () => {
       try {
-        do {
-          again = false;
-          await reconcileOnce(why);
-        } while (again && !stop.signal.aborted);
+        let next: { why: string; force: boolean } | undefined = { why, force };
+        while (next && !stop.signal.aborted) {
+          again = undefined;
+          await reconcileOnce(next.why, next.force);
+          next = again;
+        }
       } finally {
         running = undefined;
       }
@@ -80,77 +125,71 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
     return running;
   };
 
-  async function reconcileOnce(why: string): Promise<void> {
-    let ok = true;
-    stats.installed = exists(pins.root);
-    // 1. the conflist entry
+  let lastRepairError: string | undefined;
+  async function reconcileOnce(why: string, force: boolean): Promise<void> {
+    const before = await evaluate(conditions);
+    note(before);
+    const failing = before.conditions.filter((c) => !c.ok);
+    if (failing.length === 0 && !force) {
+      stats.reconciles.ok++;
+      return;
+    }
     try {
-      const plan = await planConflistInstall({
-        confDir: cfg.cni.confDir,
-        network: cfg.cni.network,
-        entry: pluginEntry(target),
+      // Only a load tells whether pinned programs are this build's: forced at start-up and
+      // when the tags differ; otherwise install's plan decides what is to do.
+      const failed = (...names: string[]) => failing.some((c) => names.includes(c.name));
+      const out = await converge(target, {
+        force: force || failed("datapath.build"),
+        datapath: failed("datapath.pinned", "datapath.build", "gc.ticking"),
       });
-      if (plan.changes.length > 0) {
-        await applyConflist(plan, { inPlace: target.inPlace });
-        stats.conflistReinjected++;
-        log("info", "conflist entry re-injected", {
+      lastRepairError = undefined;
+      if (out.programs) tags = Object.fromEntries(out.programs.map((p) => [p.role, p.tag]));
+      if (out.gcArmed) gcArmedAt = monotonicNs();
+      if (out.replaced.length > 0) {
+        log("warn", "the pinned datapath was another build's: replaced by this build's", {
+          pinnedBuild: {
+            installedBy: out.installedBy ?? null,
+            programs: Object.fromEntries(out.replaced.map((r) => [r.program, r.from])),
+          },
+          thisBuild: {
+            version: me.version,
+            bpfObjectsSha256: me.bpfObjectsSha256,
+            programs: Object.fromEntries(out.replaced.map((r) => [r.program, r.to])),
+          },
+        });
+      }
+      if (out.changes.length > 0) {
+        log("info", "node repaired", {
           why,
-          file: plan.target,
-          status: plan.status,
-          changes: plan.changes.map((c) => `${c.action} ${c.path}`),
+          failing: Object.fromEntries(failing.map((c) => [c.name, c.detail])),
+          changes: out.changes,
         });
       }
     } catch (e) {
-      ok = false;
-      log("warn", "conflist reconcile failed", { why, error: asTsnproxyError(e).oneLine() });
-    }
-    // 2. qdisc ordering/config and the restorer on the TSN interface
-    if (!stats.installed) {
-      log("error", "the datapath is not pinned: run `tsnproxy install` (the init container)", {
-        bpffs: cfg.bpffs,
+      const err = asTsnproxyError(e).oneLine();
+      // Retried on every pass; logged at error level when it changes.
+      log(err === lastRepairError ? "debug" : "error", "repair failed; retrying", {
+        why,
+        failing: failing.map((c) => c.name),
+        error: err,
       });
-      stats.reconciles.error++;
-      return;
-    }
-    if (ifNameToIndex(target.tsnInterface) === 0) {
-      stats.restorerAttached = false;
-      log("warn", "TSN interface missing; waiting for it", { ifname: target.tsnInterface, why });
-    } else {
-      try {
-        const state = await readState(target.stateDir);
-        const qplan = planQdisc(
-          target.tsnInterface,
-          cfg.qdisc,
-          usesClsact(target.api, cfg.restoreAt),
-          state,
-        );
-        if (qplan.steps.length > 0) {
-          log("info", "qdisc reconcile", { why, steps: qplan.steps.map(formatQdiscStep) });
-          const qs = applyQdiscPlan(qplan, state.qdisc);
-          const next = { ...state, qdisc: qs };
-          if (!sameState(next, state)) await writeState(target.stateDir, next);
-        }
-        if (cfg.restoreAt === "tsn-egress") {
-          if (!restorerAttached(cfg.bpffs, target.tsnInterface)) {
-            const a = attachRestorer(cfg.bpffs, target.tsnInterface, target.api);
-            stats.restorerReattached++;
-            log("info", "restorer re-attached", {
-              why,
-              ifname: target.tsnInterface,
-              ifindex: a.ifindex,
-              api: a.api,
-            });
-          }
-          stats.restorerAttached = true;
-        }
-      } catch (e) {
-        ok = false;
-        stats.restorerAttached = restorerAttachedSafe();
-        log("error", "restorer reconcile failed", { why, error: asTsnproxyError(e).oneLine() });
-      }
+      lastRepairError = err;
     }
     for (const l of drainLibbpfLog()) log("debug", l, { why });
-    if (ok) stats.reconciles.ok++;
+    const after = await evaluate(conditions);
+    const fixed = (name: string) =>
+      before.conditions.find((c) => c.name === name)?.ok === false &&
+      after.conditions.find((c) => c.name === name)?.ok === true;
+    if (fixed("conflist.entry")) {
+      stats.conflistReinjected++;
+      log("info", "conflist entry re-injected", { why });
+    }
+    if (fixed("restorer.attached")) {
+      stats.restorerReattached++;
+      log("info", "restorer re-attached", { why, ifname: target.tsnInterface });
+    }
+    note(after);
+    if (after.ready) stats.reconciles.ok++;
     else stats.reconciles.error++;
   }
 
@@ -173,9 +212,12 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
   Deno.addSignalListener("SIGTERM", sigterm);
   Deno.addSignalListener("SIGINT", sigint);
 
+  let cniServer: CniServer | undefined;
   const { hostname, port } = parseListenAddress(opts.metricsAddress ?? cfg.metrics.address);
   let listening: () => void = () => {};
   const listened = new Promise<void>((r) => (listening = r));
+  const text = (body: string, status = 200) =>
+    new Response(body, { status, headers: { "content-type": "text/plain; charset=utf-8" } });
   const server = Deno.serve({
     hostname,
     port,
@@ -188,9 +230,13 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
       log("error", "metrics handler failed", { error: asTsnproxyError(e).oneLine() });
       return new Response("internal error\n", { status: 500 });
     },
-  }, (req) => {
+  }, async (req) => {
     const path = new URL(req.url).pathname;
     if (path === "/metrics") {
+      // Read from the machine at scrape time, like the datapath counters.
+      stats.installed = exists(pins.root);
+      stats.restorerAttached = cfg.restoreAt === "tsn-egress" && stats.installed &&
+        restorerAttachedSafe();
       const body = renderMetrics({
         bpffs: cfg.bpffs,
         mapEntries: cfg.mapEntries,
@@ -199,19 +245,27 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
       });
       return new Response(body, { headers: { "content-type": CONTENT_TYPE } });
     }
-    if (path === "/healthz") {
-      const ok = exists(pins.root);
-      return new Response(ok ? "ok\n" : "datapath not installed\n", { status: ok ? 200 : 503 });
+    if (path === "/readyz") {
+      const r = await evaluate(conditions);
+      note(r);
+      if (!r.ready) reconcile("readiness probe");
+      return text(formatReadiness(r), r.ready ? 200 : 503);
     }
-    return new Response("not found\n", { status: 404 });
+    if (path === "/livez" || path === "/healthz") {
+      // The process answers: alive. Its CNI socket failing is the one thing a restart fixes.
+      if (cniServer && !cniServer.accepting()) {
+        return text("the CNI socket stopped accepting\n", 503);
+      }
+      return text("ok\n");
+    }
+    return text("not found\n", 404);
   });
   await listened;
 
   // Plugin processes hand their verbs over here when the entry names the socket.
-  let cniServer: CniServer | undefined;
   if (cfg.cni.agentSocket) {
     try {
-      cniServer = serveCni(cfg.cni.agentSocket, captureLibbpfLog);
+      cniServer = serveCni(cfg.cni.agentSocket, { afterRequest: captureLibbpfLog });
       stats.cni = cniServer.stats;
     } catch (e) {
       // The plugin does the work itself then: slower pod start-up, nothing lost.
@@ -228,8 +282,10 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
     confDir: cfg.cni.confDir,
     api: target.api,
     reconcileSeconds: interval / 1000,
+    version: me.version,
+    bpfObjectsSha256: me.bpfObjectsSha256,
   });
-  await reconcile("start");
+  await reconcile("start", true);
 
   // The conf dir: the primary CNI rewriting its conflist (rename or in place) triggers one
   // debounced reconcile.
@@ -283,12 +339,21 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
   try {
     watcher?.close();
   } catch { /* already closed */ }
-  await watchLoop;
-  await running;
-  await cniServer?.close();
-  await server.finished;
+  let bound: ReturnType<typeof setTimeout> | undefined;
+  const stopped = await Promise.race([
+    (async () => {
+      await watchLoop;
+      await running;
+      await cniServer?.close();
+      await server.finished;
+      return true;
+    })(),
+    new Promise<false>((r) => (bound = setTimeout(() => r(false), SHUTDOWN_MS))),
+  ]);
+  clearTimeout(bound);
   Deno.removeSignalListener("SIGTERM", sigterm);
   Deno.removeSignalListener("SIGINT", sigint);
+  if (!stopped) log("warn", "stopping took too long; exiting anyway", { ms: SHUTDOWN_MS });
   log("info", "agent stopped", { restorerAttached: restorerAttachedSafe() });
   return 0;
 }

@@ -8,11 +8,20 @@
  * Only the agentSocket is looked at here. The agent validates the rest with the plugin's own
  * code, so a malformed entry or environment gets the same error Result from either side.
  * When the agent does not serve the verb, the caller runs it in-process with the text read
- * here and logs why (src/cni/main.ts).
+ * here and logs why (src/cni/main.ts), holding the container's verb lock (delegate.ts) until
+ * the process exits, so it never runs beside a verb the agent still runs for that container.
  *
- * Imports only delegate.ts, which imports nothing.
+ * Imports only delegate.ts and, through it, the socket client (unix_client.ts), the syscall
+ * table and three struct layouts.
  */
-import { CNI_ENV, delegate, MAX_MESSAGE, type NotServedCause, readMessage } from "./delegate.ts";
+import {
+  CNI_ENV,
+  delegate,
+  MAX_MESSAGE,
+  type NotServedCause,
+  readMessage,
+  verbLockPath,
+} from "./delegate.ts";
 
 /** What the in-process plugin gets when the agent did not answer for it. */
 export interface PluginInput {
@@ -22,6 +31,11 @@ export interface PluginInput {
   unreadable?: string;
   /** Why the agent the entry names did not run the verb; absent when it names none. */
   notDelegated?: { cause: NotServedCause; reason: string };
+  /**
+   * The agent was told to run the verb and never answered: whether it ran is unknown, so the
+   * plugin must not run it and answers "try again later" with this reason.
+   */
+  agentLost?: string;
 }
 
 /** The agent ran the verb and its Result is on stdout: the plugin exits with `served`. */
@@ -80,7 +94,39 @@ export async function handOff(getEnv: (k: string) => string | undefined): Promis
     if (v !== undefined) env[k] = v;
   }
   const d = await delegate(socket, env, input.text);
-  if (!d.served) return { ...input, notDelegated: { cause: d.cause, reason: d.reason } };
-  if (d.stdout !== undefined) writeJsonLine(d.stdout);
-  return { served: d.code };
+  if (d.served) {
+    if (d.stdout !== undefined) writeJsonLine(d.stdout);
+    return { served: d.code };
+  }
+  if (d.committed) return { ...input, agentLost: d.reason };
+  if (d.cause !== "untrusted" && env.CNI_CONTAINERID) holdVerbLock(socket, env.CNI_CONTAINERID);
+  return { ...input, notDelegated: { cause: d.cause, reason: d.reason } };
+}
+
+/** The verb lock this process holds until it exits (the kernel releases it then). */
+let held: Deno.FsFile | undefined;
+
+/** The verb lock this process holds, if any (its path is the agent socket's locks/ file). */
+export function heldVerbLock(): boolean {
+  return held !== undefined;
+}
+
+/**
+ * Takes the container's verb lock, waiting for an agent that still runs a verb for it. Without
+ * the lock directory no agent has served on this socket since boot, and nothing is taken.
+ */
+function holdVerbLock(socket: string, containerId: string): void {
+  let f: Deno.FsFile;
+  try {
+    f = Deno.openSync(verbLockPath(socket, containerId), {
+      read: true,
+      write: true,
+      create: true,
+      mode: 0o600,
+    });
+  } catch {
+    return; // no lock directory (or not ours to write): no agent can be running the verb
+  }
+  f.lockSync(true);
+  held = f;
 }

@@ -12,3 +12,28 @@ export const Ifreq = struct("struct ifreq", ["net/if.h"], 40, {
   ifr_name: [0, "bytes", 16],
   ifr_ifindex: [16, "i32"],
 });
+
+/** struct sockaddr_un: connect(2) to the agent's socket path. */
+export const SockaddrUn = struct("struct sockaddr_un", ["sys/un.h"], 110, {
+  sun_family: [0, "u16"],
+  sun_path: [2, "bytes", 108],
+});
+
+/** struct ucred, as getsockopt(SO_PEERCRED) fills it (needs _GNU_SOURCE in C). */
+export const Ucred = struct("struct ucred", ["sys/socket.h"], 12, {
+  pid: [0, "i32"],
+  uid: [4, "u32"],
+  gid: [8, "u32"],
+});
+
+/** struct pollfd for ppoll(2). */
+export const Pollfd = struct("struct pollfd", ["poll.h"], 8, {
+  fd: [0, "i32"],
+  events: [4, "u16"],
+  revents: [6, "u16"],
+});
+
+/** struct statfs: only f_type is read (is this file on nsfs?). */
+export const Statfs = struct("struct statfs", ["sys/vfs.h"], 120, {
+  f_type: [0, "i64"],
+});

@@ -1,0 +1,135 @@
+/**
+ * The agent's repair: the plan and apply of `tsnproxy install` (src/install/plan.ts), with the
+ * node config the agent was given, minus the plugin binary (the CNI bin dir belongs to the
+ * init container, which installs the binary of the same image). Used when a readiness
+ * condition fails (src/agent/readiness.ts) and once at start-up, where it also learns this
+ * build's program tags: loading the programs is the only way to know them, and a pinned
+ * program of another build is replaced then (loader.ts keeps a same-tag program, replaces a
+ * different one, keeps the maps).
+ *
+ * While the TSN interface is missing its qdisc and restorer cannot be planned: the datapath
+ * and the conflist entry are converged alone, the rest when the interface is back.
+ */
+import type { ProgramState } from "../bpf/loader.ts";
+import { PROGRAMS } from "../bpf/pins.ts";
+import { ifNameToIndex } from "../ffi/libc.ts";
+import { apply as applyConflist, planInstall as planConflistInstall } from "../install/conflist.ts";
+import {
+  applyDatapath,
+  executeNodePlan,
+  formatConflistChanges,
+  formatNodePlan,
+  type InstallTarget,
+  planDatapath,
+  planIsEmpty,
+  planNode,
+  pluginEntry,
+} from "../install/plan.ts";
+import { readState } from "../install/state.ts";
+
+/** A pinned program of another build, replaced by this build's. */
+export interface Replaced {
+  program: string;
+  /** The tag of the program that was pinned. */
+  from: string;
+  /** This build's. */
+  to: string;
+}
+
+export interface RepairOutcome {
+  /** What changed, as the plan prints it ("+" lines); empty: nothing was to do. */
+  changes: string[];
+  /** This build's programs as loaded, when the datapath step ran. */
+  programs?: ProgramState[];
+  replaced: Replaced[];
+  /** The tsnproxy version that last ran install here (its state file), when known. */
+  installedBy?: string;
+  /** The GC timer was (re)armed. */
+  gcArmed: boolean;
+}
+
+function changedLines(text: string): string[] {
+  return text.split("\n").filter((l) => /^\s*\+ /.test(l)).map((l) => l.trim());
+}
+
+function replacedOf(before: ProgramState[] | undefined, after: ProgramState[]): Replaced[] {
+  return after.filter((p) => p.action === "replaced").map((p) => ({
+    program: PROGRAMS[p.role],
+    from: before?.find((b) => b.role === p.role)?.tag ?? "?",
+    to: p.tag,
+  }));
+}
+
+export interface RepairScope {
+  /** Run the apply even when the plan shows no change (only a load tells whether the pinned
+   * programs are this build's: start-up, and a datapath.build failure). */
+  force: boolean;
+  /** Plan the datapath step (loading and verifying every program, ~10-50 ms). */
+  datapath: boolean;
+}
+
+/** Converges the node to what install would make of it. */
+export async function converge(t: InstallTarget, scope: RepairScope): Promise<RepairOutcome> {
+  const force = scope.force;
+  if (ifNameToIndex(t.tsnInterface) === 0) return await convergeWithoutInterface(t, scope);
+  const plan = await planNode(t, {
+    binary: false,
+    datapath: scope.datapath || force,
+    recover: true,
+  });
+  const installedBy = plan.state.before.version;
+  if (!force && planIsEmpty(plan)) {
+    return { changes: [], replaced: [], installedBy, gcArmed: false };
+  }
+  const text = formatNodePlan(plan, "agent repair");
+  const res = await executeNodePlan(plan);
+  const programs = res.programs ?? [];
+  const d = plan.datapath;
+  return {
+    changes: changedLines(text),
+    programs: res.programs,
+    replaced: replacedOf(d?.programs, programs),
+    installedBy,
+    gcArmed: !!d && (d.startGc || d.writeConfig || programs.some((p) => p.action !== "kept")),
+  };
+}
+
+async function convergeWithoutInterface(
+  t: InstallTarget,
+  scope: RepairScope,
+): Promise<RepairOutcome> {
+  const installedBy = (await readState(t.stateDir)).version;
+  const d = scope.datapath || scope.force ? planDatapath(t.cfg) : undefined;
+  const datapathEmpty = !d ||
+    d.rootExists && d.programs.every((p) => p.action === "kept") && !d.writeConfig && !d.startGc;
+  const changes: string[] = [];
+  let programs: ProgramState[] | undefined;
+  if (d && (scope.force || !datapathEmpty)) {
+    programs = applyDatapath(d);
+    changes.push(
+      ...programs.filter((p) => p.action !== "kept").map((p) =>
+        `+ ${p.action} ${PROGRAMS[p.role]} (tag ${p.tag})`
+      ),
+    );
+    if (d.writeConfig) changes.push("+ write node config");
+    if (d.startGc) changes.push("+ start the GC timer");
+  }
+  const conflist = await planConflistInstall({
+    confDir: t.cfg.cni.confDir,
+    network: t.cfg.cni.network,
+    entry: pluginEntry(t),
+    recover: true,
+  });
+  if (conflist.changes.length > 0) {
+    await applyConflist(conflist, { inPlace: t.inPlace });
+    changes.push(...changedLines(formatConflistChanges(conflist)));
+  }
+  return {
+    changes,
+    programs,
+    replaced: programs ? replacedOf(d?.programs, programs) : [],
+    installedBy,
+    gcArmed: !!d && !!programs &&
+      (d.startGc || d.writeConfig || programs.some((p) => p.action !== "kept")),
+  };
+}

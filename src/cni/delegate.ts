@@ -52,7 +52,18 @@
  * where "agent" (optional) names the agent's build, which `tsnproxy doctor` compares with its own.
  * Version 1 (no deadline, no ready/go) is refused both ways, each side then running nothing.
  */
-import { DeadlineError, SocketError, UnixClient } from "./unix_client.ts";
+import {
+  DeadlineError,
+  type FileOwner,
+  S_IFDIR,
+  S_IFLNK,
+  S_IFMT,
+  S_IFSOCK,
+  SocketError,
+  statNoFollow,
+  UnixClient,
+  type WaitMode,
+} from "./unix_client.ts";
 
 export const PROTOCOL_VERSION = 2;
 /** The CNI variables a request carries (the agent's own environment is not the plugin's). */
@@ -251,30 +262,52 @@ function octal(mode: number): string {
   return "0" + (mode & 0o7777).toString(8);
 }
 
+/** The file at `path` (not following a final symlink); throws NotFound when it is absent. */
+function owner(path: string): FileOwner {
+  const st = statNoFollow(path);
+  if (typeof st === "number") {
+    if (st === 2 || st === 20) throw new Deno.errors.NotFound(path);
+    throw new SocketError(`statx(${path})`, st);
+  }
+  return st;
+}
+
+/** Why a directory or socket on the way is not to be trusted (undefined: it is). */
+function untrusted(path: string, st: FileOwner, dir: boolean): string | undefined {
+  if (!trustedUid(st.uid)) return `${path} is owned by uid ${st.uid}, not root`;
+  // A sticky directory (/tmp) lets nobody rename or remove what others own in it.
+  if (st.mode & 0o022 && !(dir && st.mode & 0o1000)) {
+    return `${path} is writable by group or others (mode ${octal(st.mode)})`;
+  }
+  return undefined;
+}
+
 /**
- * The socket's real path (symlinked directories resolved) when it and every directory up to
- * / are safe to trust (see the header); a string saying why not otherwise. Throws NotFound
- * when the socket or its directory does not exist.
+ * The path to connect to, when the socket and every directory up to / are safe to trust
+ * (see the header); a string saying why not otherwise. A symlink on the way is resolved and
+ * the real path is checked (and connected to). Throws NotFound when something is missing.
  */
 export function trustedSocketPath(socket: string): { path: string } | string {
-  const dir = Deno.realPathSync(dirOf(socket));
-  const path = `${dir === "/" ? "" : dir}/${socket.slice(socket.lastIndexOf("/") + 1)}`;
-  const st = Deno.lstatSync(path);
-  if (!st.isSocket) return `${path} is not a socket`;
-  if (!trustedUid(st.uid)) return `${path} is owned by uid ${st.uid}, not root`;
-  if ((st.mode ?? 0) & 0o022) {
-    return `${path} is writable by group or others (mode ${octal(st.mode ?? 0)})`;
-  }
-  for (let d = dir;; d = dirOf(d)) {
-    const ds = Deno.lstatSync(d);
-    if (!trustedUid(ds.uid)) return `${d} is owned by uid ${ds.uid}, not root`;
-    const mode = ds.mode ?? 0;
-    if (mode & 0o022 && !(mode & 0o1000)) {
-      return `${d} is writable by group or others (mode ${octal(mode)})`;
+  const check = (path: string): { path: string } | string | "symlink" => {
+    const sock = owner(path);
+    if ((sock.mode & S_IFMT) === S_IFLNK) return "symlink";
+    if ((sock.mode & S_IFMT) !== S_IFSOCK) return `${path} is not a socket`;
+    const bad = untrusted(path, sock, false);
+    if (bad) return bad;
+    for (let d = dirOf(path);; d = dirOf(d)) {
+      const st = owner(d);
+      if ((st.mode & S_IFMT) === S_IFLNK) return "symlink";
+      if ((st.mode & S_IFMT) !== S_IFDIR) return `${d} is not a directory`;
+      const why = untrusted(d, st, true);
+      if (why) return why;
+      if (d === "/") return { path };
     }
-    if (d === "/") break;
-  }
-  return { path };
+  };
+  const direct = check(socket);
+  if (direct !== "symlink") return direct;
+  const real = Deno.realPathSync(socket);
+  const resolved = check(real);
+  return resolved === "symlink" ? `${real} is a symlink` : resolved;
 }
 
 function connectFailure(socket: string, e: unknown): Delegation {
@@ -305,18 +338,28 @@ function parseReply(line: string | undefined): Partial<AgentReply> & { v?: unkno
   }
 }
 
+export interface DelegateOptions {
+  /** How long the agent has to answer once told to go (default COMMITTED_TIMEOUT_MS). */
+  committedMs?: number;
+  /**
+   * "block" (the plugin process): waits sleep on the JavaScript thread; "yield" (default):
+   * they run on a worker thread and the caller's event loop keeps running.
+   */
+  wait?: WaitMode;
+}
+
 /**
  * Asks the agent at `socket` to run the verb (see the header for the exchange); never throws.
- * `timeoutMs`: how long the agent has to be ready; `committedMs`: how long it then has to
- * answer.
+ * `timeoutMs`: how long the agent has to be ready to run it.
  */
 export async function delegate(
   socket: string,
   env: Record<string, string>,
   stdin: string,
   timeoutMs = DEFAULT_TIMEOUT_MS,
-  committedMs = COMMITTED_TIMEOUT_MS,
+  opts: DelegateOptions = {},
 ): Promise<Delegation> {
+  const committedMs = opts.committedMs ?? COMMITTED_TIMEOUT_MS;
   const at = `agent socket ${socket}`;
   const deadline = Date.now() + timeoutMs;
   let target: string;
@@ -331,7 +374,7 @@ export async function delegate(
   }
   let c: UnixClient;
   try {
-    c = await UnixClient.connect(target, deadline);
+    c = await UnixClient.connect(target, deadline, opts.wait ?? "yield");
   } catch (e) {
     return connectFailure(socket, e);
   }

@@ -93,7 +93,8 @@ export async function handOff(getEnv: (k: string) => string | undefined): Promis
     const v = getEnv(k);
     if (v !== undefined) env[k] = v;
   }
-  const d = await delegate(socket, env, input.text);
+  // This process has nothing else to do: it sleeps in the kernel while the agent works.
+  const d = await delegate(socket, env, input.text, undefined, { wait: "block" });
   if (d.served) {
     if (d.stdout !== undefined) writeJsonLine(d.stdout);
     return { served: d.code };

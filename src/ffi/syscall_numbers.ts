@@ -21,6 +21,7 @@ export const SYSCALL_NUMBERS = {
     ppoll: 271,
     setns: 308,
     bpf: 321,
+    statx: 332,
   },
   aarch64: {
     read: 63,
@@ -38,6 +39,7 @@ export const SYSCALL_NUMBERS = {
     ppoll: 73,
     setns: 268,
     bpf: 280,
+    statx: 291,
   },
 } as const;
 export const SYS = SYSCALL_NUMBERS[Deno.build.arch];

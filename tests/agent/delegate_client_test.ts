@@ -188,7 +188,7 @@ Deno.test("delegate: no result after go within the bound: committed, not run her
     await lines.next();
     await conn.read(new Uint8Array(1)); // runs "forever": until the plugin hangs up
   }, async (socket) => {
-    const d = notServed(await delegate(socket, ENV, STDIN, 5_000, 300));
+    const d = notServed(await delegate(socket, ENV, STDIN, 5_000, { committedMs: 300 }));
     assert.equal(d.committed, true);
     assert.match(d.reason, /told to run the verb and has not answered within 300 ms/);
   });

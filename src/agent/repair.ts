@@ -25,7 +25,8 @@ import {
   planNode,
   pluginEntry,
 } from "../install/plan.ts";
-import { readState } from "../install/state.ts";
+import { type InstallState, readState, statePath } from "../install/state.ts";
+import { exists } from "../util/fs.ts";
 
 /** A pinned program of another build, replaced by this build's. */
 export interface Replaced {
@@ -42,10 +43,17 @@ export interface RepairOutcome {
   /** This build's programs as loaded, when the datapath step ran. */
   programs?: ProgramState[];
   replaced: Replaced[];
-  /** The tsnproxy version that last ran install here (its state file), when known. */
+  /**
+   * The tsnproxy version that last ran install here, when its state file says (the file
+   * exists only while install created a qdisc it must remember).
+   */
   installedBy?: string;
   /** The GC timer was (re)armed. */
   gcArmed: boolean;
+}
+
+function writer(t: InstallTarget, s: InstallState): string | undefined {
+  return exists(statePath(t.stateDir)) && s.version ? s.version : undefined;
 }
 
 function changedLines(text: string): string[] {
@@ -77,7 +85,7 @@ export async function converge(t: InstallTarget, scope: RepairScope): Promise<Re
     datapath: scope.datapath || force,
     recover: true,
   });
-  const installedBy = plan.state.before.version;
+  const installedBy = writer(t, plan.state.before);
   if (!force && planIsEmpty(plan)) {
     return { changes: [], replaced: [], installedBy, gcArmed: false };
   }
@@ -86,7 +94,13 @@ export async function converge(t: InstallTarget, scope: RepairScope): Promise<Re
   const programs = res.programs ?? [];
   const d = plan.datapath;
   return {
-    changes: changedLines(text),
+    changes: [
+      ...changedLines(text),
+      // The plan cannot tell a pinned program of another build (only the load does).
+      ...programs.filter((p) => p.action === "replaced").map((p) =>
+        `+ replaced ${PROGRAMS[p.role]} (tag ${p.tag})`
+      ),
+    ],
     programs: res.programs,
     replaced: replacedOf(d?.programs, programs),
     installedBy,
@@ -98,7 +112,7 @@ async function convergeWithoutInterface(
   t: InstallTarget,
   scope: RepairScope,
 ): Promise<RepairOutcome> {
-  const installedBy = (await readState(t.stateDir)).version;
+  const installedBy = writer(t, await readState(t.stateDir));
   const d = scope.datapath || scope.force ? planDatapath(t.cfg) : undefined;
   const datapathEmpty = !d ||
     d.rootExists && d.programs.every((p) => p.action === "kept") && !d.writeConfig && !d.startGc;

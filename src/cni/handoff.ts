@@ -94,7 +94,7 @@ export async function handOff(getEnv: (k: string) => string | undefined): Promis
     if (v !== undefined) env[k] = v;
   }
   // This process has nothing else to do: it sleeps in the kernel while the agent works.
-  const d = await delegate(socket, env, input.text, undefined, { wait: "block" });
+  const d = await delegate(socket, env, input.text, agentTimeout(getEnv), { wait: "block" });
   if (d.served) {
     if (d.stdout !== undefined) writeJsonLine(d.stdout);
     return { served: d.code };
@@ -102,6 +102,15 @@ export async function handOff(getEnv: (k: string) => string | undefined): Promis
   if (d.committed) return { ...input, agentLost: d.reason };
   if (d.cause !== "untrusted" && env.CNI_CONTAINERID) holdVerbLock(socket, env.CNI_CONTAINERID);
   return { ...input, notDelegated: { cause: d.cause, reason: d.reason } };
+}
+
+/**
+ * TSNPROXY_AGENT_TIMEOUT_MS: how long the agent has to be ready to run the verb (a positive
+ * integer; default DEFAULT_TIMEOUT_MS). Runtimes pass their environment to plugins.
+ */
+function agentTimeout(getEnv: (k: string) => string | undefined): number | undefined {
+  const v = getEnv("TSNPROXY_AGENT_TIMEOUT_MS");
+  return v && /^[1-9]\d{0,8}$/.test(v) ? Number(v) : undefined;
 }
 
 /** The verb lock this process holds until it exits (the kernel releases it then). */

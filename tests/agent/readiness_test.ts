@@ -1,0 +1,225 @@
+/**
+ * Readiness, liveness and repair (src/agent/readiness.ts, src/agent/repair.ts) against a real
+ * agent on the real kernel: the agent installs a bare node itself, then each readiness
+ * condition is broken for real (a program unpinned, the restorer detached, the entry removed
+ * from the conflist, another build's program pinned, the GC timer stopped, the whole pin
+ * root removed, the TSN interface deleted). Each time /readyz answers 503 naming the
+ * condition (or the agent's log shows it saw it first), the agent repairs it with install's
+ * plan, /readyz is 200 again, and /livez answers 200 throughout: no restart is needed for
+ * anything the agent can repair. Polls are bounded; no elapsed time is asserted.
+ */
+import assert from "node:assert/strict";
+import { createNode, destroyNode, FIXTURES, type TestNode, tsnproxy } from "../install/_node.ts";
+import { restorerAttached } from "../../src/bpf/node.ts";
+import { PinLayout } from "../../src/bpf/pins.ts";
+import { closeFd, mapInfo, mapUpdate, objGetRequired, objPin } from "../../src/bpf/sys.ts";
+import { pinnedTag } from "../../src/agent/readiness.ts";
+import { versionInfo } from "../../src/build_info.ts";
+import { run } from "../lib/run.ts";
+import { until } from "../lib/wait.ts";
+import { type Agent, get, type LogLine, startAgent } from "./_agent.ts";
+
+const conflistOf = (node: TestNode) => `${node.confDir}/10-bridge.conflist`;
+
+/** Breaks one condition, watches the probe say so, then waits for the agent's repair. */
+async function breakAndWatch(
+  agent: Agent,
+  condition: string,
+  breakIt: () => void | Promise<void>,
+  opts: { probeUntilFailing?: boolean } = {},
+): Promise<LogLine[]> {
+  const mark = agent.logs().length;
+  await breakIt();
+  const saw = (r: { status: number; text: string } | undefined) =>
+    r?.status === 503 && new RegExp(`^FAIL ${condition.replace(".", "\\.")}:`, "m").test(r.text);
+  let probe = await get(`${agent.base}/readyz`);
+  if (opts.probeUntilFailing) {
+    // The condition fails only after a while (a GC tick ages): poll until the probe sees it.
+    await until(`/readyz to fail ${condition}`, async () => {
+      probe = await get(`${agent.base}/readyz`);
+      return saw(probe);
+    }, 20_000);
+  }
+  const since = () => agent.logs().slice(mark);
+  if (!saw(probe)) {
+    // Something else (the conf dir watcher, a periodic pass) got there first: the agent's
+    // own record of not being ready must name the condition.
+    assert.ok(
+      since().some((l) =>
+        l.msg === "not ready" && condition in (l.failing as Record<string, string>)
+      ),
+      `the probe answered ${probe?.status} ${probe?.text} and the agent never said ` +
+        `${condition} failed`,
+    );
+  }
+  assert.equal((await get(`${agent.base}/livez`))?.status, 200, "liveness is the process only");
+  await until(
+    `the agent to repair ${condition}`,
+    async () => (await get(`${agent.base}/readyz`))?.status === 200,
+    20_000,
+  );
+  const repairs = since().filter((l) =>
+    l.msg === "node repaired" && condition in (l.failing as Record<string, string>)
+  );
+  assert.ok(repairs.length > 0, `no repair logged for ${condition}`);
+  return since();
+}
+
+Deno.test("agent: readiness follows the datapath; each broken condition is repaired", async () => {
+  const node = await createNode();
+  let agent: Agent | undefined;
+  try {
+    // Nothing installed: the agent installs the node itself (as the init container would).
+    agent = await startAgent(node, { reconcileSeconds: 30 });
+    await until(
+      "the agent to install the node",
+      async () => (await get(`${agent!.base}/readyz`))?.status === 200,
+      30_000,
+    );
+    const ready = (await get(`${agent.base}/readyz`))!.text;
+    for (
+      const c of [
+        "datapath.pinned",
+        "datapath.build",
+        "restorer.attached",
+        "conflist.entry",
+        "gc.ticking",
+      ]
+    ) assert.match(ready, new RegExp(`^ok ${c}: `, "m"));
+    assert.ok(
+      agent.logs().some((l) => l.msg === "node repaired" && l.why === "start"),
+      "the start-up repair installed the node",
+    );
+    const pins = new PinLayout(node.bpffs);
+    const saveTag = pinnedTag(node.bpffs, "save");
+    assert.ok(saveTag);
+
+    await breakAndWatch(agent, "datapath.pinned", () => Deno.removeSync(pins.prog("save")));
+    assert.equal(pinnedTag(node.bpffs, "save"), saveTag);
+
+    await breakAndWatch(agent, "restorer.attached", () => {
+      // Unpinning the tcx link detaches it.
+      for (const e of Deno.readDirSync(pins.nodeDir)) Deno.removeSync(`${pins.nodeDir}/${e.name}`);
+      assert.equal(restorerAttached(node.bpffs, node.tsn), undefined);
+    });
+    assert.ok(restorerAttached(node.bpffs, node.tsn));
+
+    await breakAndWatch(agent, "conflist.entry", async () => {
+      const pristine = await Deno.readTextFile(`${FIXTURES}bridge/10-bridge.conflist`);
+      await Deno.writeTextFile(`${conflistOf(node)}.new`, pristine);
+      await Deno.rename(`${conflistOf(node)}.new`, conflistOf(node));
+    });
+    assert.match(await Deno.readTextFile(conflistOf(node)), /"type": "tsnproxy"/);
+
+    // Another build's program under our pin (here another program: its tag differs).
+    const logs = await breakAndWatch(agent, "datapath.build", () => {
+      const fd = objGetRequired(pins.prog("restore"));
+      try {
+        Deno.removeSync(pins.prog("save"));
+        objPin(fd, pins.prog("save"));
+      } finally {
+        closeFd(fd);
+      }
+      assert.notEqual(pinnedTag(node.bpffs, "save"), saveTag);
+    });
+    assert.equal(pinnedTag(node.bpffs, "save"), saveTag);
+    const replaced = logs.find((l) => l.msg.startsWith("the pinned datapath was another build's"));
+    assert.ok(replaced, "the agent says it replaced another build's program");
+
+    await breakAndWatch(agent, "gc.ticking", () => {
+      // Updating the timer's map element from user space cancels the timer.
+      const fd = objGetRequired(pins.map("tsnp_gc"));
+      try {
+        assert.equal(
+          mapUpdate(fd, new Uint8Array(4), new Uint8Array(mapInfo(fd).valueSize), 0n),
+          0,
+        );
+      } finally {
+        closeFd(fd);
+      }
+    }, { probeUntilFailing: true });
+
+    await breakAndWatch(agent, "datapath.pinned", () => {
+      Deno.removeSync(pins.root, { recursive: true });
+    });
+    assert.ok(restorerAttached(node.bpffs, node.tsn));
+    assert.equal(pinnedTag(node.bpffs, "save"), saveTag);
+
+    // The TSN interface gone: not ready, nothing to repair yet, still alive; back: repaired.
+    await run(["ip", "link", "del", node.tsn]);
+    await until("/readyz to name the missing interface", async () => {
+      const r = await get(`${agent!.base}/readyz`);
+      return r?.status === 503 && /^FAIL restorer\.attached: the TSN interface \S+ does not exist/m
+        .test(r.text);
+    });
+    assert.equal((await get(`${agent.base}/livez`))?.status, 200);
+    await run(["ip", "link", "add", node.tsn, "type", "veth", "peer", "name", node.peer]);
+    await run(["ip", "link", "set", node.tsn, "up"]);
+    await until(
+      "the agent to re-attach the restorer",
+      async () => (await get(`${agent!.base}/readyz`))?.status === 200,
+      20_000,
+    );
+    assert.ok(restorerAttached(node.bpffs, node.tsn));
+
+    // /healthz stays what liveness is; the agent never exited on the way.
+    assert.equal((await get(`${agent.base}/healthz`))?.status, 200);
+    assert.equal(await agent.stop("SIGTERM"), 0);
+    agent = undefined;
+  } finally {
+    await agent?.kill();
+    await destroyNode(node);
+  }
+});
+
+Deno.test("agent: started on pins of another build, it says which and converges", async () => {
+  const node = await createNode();
+  let agent: Agent | undefined;
+  try {
+    const inst = await tsnproxy(node, "install");
+    assert.equal(inst.code, 0, inst.stderr);
+    const pins = new PinLayout(node.bpffs);
+    const ours = pinnedTag(node.bpffs, "save")!;
+    // The previous build's installer and saver (another program: another tag).
+    Deno.mkdirSync(node.stateDir, { recursive: true });
+    Deno.writeTextFileSync(
+      `${node.stateDir}/install.json`,
+      JSON.stringify({ v: 1, version: "0.0.9-previous" }),
+    );
+    const fd = objGetRequired(pins.prog("restore"));
+    try {
+      Deno.removeSync(pins.prog("save"));
+      objPin(fd, pins.prog("save"));
+    } finally {
+      closeFd(fd);
+    }
+    const theirs = pinnedTag(node.bpffs, "save")!;
+    assert.notEqual(theirs, ours);
+
+    agent = await startAgent(node, { reconcileSeconds: 30 });
+    await until(
+      "the agent to converge",
+      async () => (await get(`${agent!.base}/readyz`))?.status === 200,
+      30_000,
+    );
+    assert.equal(pinnedTag(node.bpffs, "save"), ours);
+    assert.ok(restorerAttached(node.bpffs, node.tsn), "the restorer stayed attached");
+    const line = agent.logs().find((l) =>
+      l.msg === "the pinned datapath was another build's: replaced by this build's"
+    );
+    assert.ok(line, "no log line about another build");
+    const me = versionInfo();
+    assert.deepEqual(line.pinnedBuild, {
+      installedBy: "0.0.9-previous",
+      programs: { tsnp_save: theirs },
+    });
+    assert.deepEqual(line.thisBuild, {
+      version: me.version,
+      bpfObjectsSha256: me.bpfObjectsSha256,
+      programs: { tsnp_save: ours },
+    });
+  } finally {
+    await agent?.kill();
+    await destroyNode(node);
+  }
+});

@@ -75,6 +75,9 @@ export const SERVER_DEFAULTS = {
   closeGraceMs: 10_000,
 } as const;
 
+/** The longest a request may wait to start, whatever deadline it carries. */
+const MAX_WAIT_MS = 10 * 60_000;
+
 export interface CniServer {
   stats: CniServerStats;
   /** False once the socket stopped accepting for a reason other than close(). */
@@ -272,7 +275,8 @@ export function serveCni(path: string, options: CniServerOptions = {}): CniServe
         await decline(conn, "the request's deadline passed before the agent read it");
         return;
       }
-      timer = setTimeout(() => stop.abort(), left);
+      // Capped: a timer past 2^31 ms would fire at once; a plugin waits 10 s by default.
+      timer = setTimeout(() => stop.abort(), Math.min(left, MAX_WAIT_MS));
       const command = req.env.CNI_COMMAND ?? "?";
       const declined = declineReason(req);
       if (declined) {

@@ -8,6 +8,8 @@
  *   datapath.pinned    the pin root, every program and map pin
  *   datapath.build     every pinned program is the one this build loads (same tag)
  *   restorer.attached  tsnp_restore on the TSN interface's egress (restoreAt tsn-egress only)
+ *   cni.binary         the plugin executable in the CNI bin dir (the init container's to
+ *                      install: the agent never writes it, and never adds the entry without it)
  *   conflist.entry     the active conflist holds the entry install would write
  *   gc.ticking         the GC timer's last tick is at most two intervals (and 1 s) old
  *
@@ -21,6 +23,7 @@ import { ifNameToIndex, monotonicNs } from "../ffi/libc.ts";
 import { asTsnproxyError } from "../errors.ts";
 import { planInstall as planConflistInstall } from "../install/conflist.ts";
 import { type InstallTarget, pluginEntry } from "../install/plan.ts";
+import { binaryPath } from "../install/binary.ts";
 import { exists, lexists } from "../util/fs.ts";
 
 export interface ConditionState {
@@ -113,6 +116,30 @@ function restorerCondition(t: InstallTarget): Condition {
   };
 }
 
+/** Whether the CNI bin dir holds an executable tsnproxy (undefined) or why not. */
+export function binaryProblem(binDir: string): string | undefined {
+  const path = binaryPath(binDir);
+  try {
+    const st = Deno.statSync(path);
+    if (st.isFile && ((st.mode ?? 0) & 0o111) !== 0) return undefined;
+    return `${path} is not an executable file`;
+  } catch {
+    return `${path} does not exist (the init container's \`tsnproxy install\` puts it there)`;
+  }
+}
+
+function binaryCondition(t: InstallTarget): Condition {
+  return {
+    name: "cni.binary",
+    check() {
+      const problem = binaryProblem(t.cfg.cni.binDir);
+      return problem
+        ? { ok: false, detail: problem }
+        : { ok: true, detail: binaryPath(t.cfg.cni.binDir) };
+    },
+  };
+}
+
 function conflistCondition(t: InstallTarget): Condition {
   return {
     name: "conflist.entry",
@@ -174,7 +201,7 @@ function gcCondition(ctx: ReadinessContext): Condition {
 export function datapathConditions(ctx: ReadinessContext): Condition[] {
   const out = [pinnedCondition(ctx.target.cfg.bpffs), buildCondition(ctx)];
   if (ctx.target.cfg.restoreAt === "tsn-egress") out.push(restorerCondition(ctx.target));
-  out.push(conflistCondition(ctx.target), gcCondition(ctx));
+  out.push(binaryCondition(ctx.target), conflistCondition(ctx.target), gcCondition(ctx));
   return out;
 }
 

@@ -8,7 +8,9 @@
  * different one, keeps the maps).
  *
  * While the TSN interface is missing its qdisc and restorer cannot be planned: the datapath
- * and the conflist entry are converged alone, the rest when the interface is back.
+ * and the conflist entry are converged alone, the rest when the interface is back. While the
+ * plugin executable is missing from the CNI bin dir the entry is not added: the runtime would
+ * fail every pod on it (install writes the binary first for the same reason).
  */
 import type { ProgramState } from "../bpf/loader.ts";
 import { PROGRAMS } from "../bpf/pins.ts";
@@ -27,6 +29,8 @@ import {
 } from "../install/plan.ts";
 import { type InstallState, readState, statePath } from "../install/state.ts";
 import { exists } from "../util/fs.ts";
+import { binaryProblem } from "./readiness.ts";
+import { log } from "../log.ts";
 
 /** A pinned program of another build, replaced by this build's. */
 export interface Replaced {
@@ -86,6 +90,11 @@ export async function converge(t: InstallTarget, scope: RepairScope): Promise<Re
     recover: true,
   });
   const installedBy = writer(t, plan.state.before);
+  const noBinary = binaryProblem(t.cfg.cni.binDir);
+  if (noBinary && plan.conflist.changes.length > 0) {
+    log("warn", "not adding the conflist entry without the plugin", { problem: noBinary });
+    plan.conflist = { ...plan.conflist, changes: [] };
+  }
   if (!force && planIsEmpty(plan)) {
     return { changes: [], replaced: [], installedBy, gcArmed: false };
   }
@@ -134,7 +143,10 @@ async function convergeWithoutInterface(
     entry: pluginEntry(t),
     recover: true,
   });
-  if (conflist.changes.length > 0) {
+  const noBinary = binaryProblem(t.cfg.cni.binDir);
+  if (noBinary && conflist.changes.length > 0) {
+    log("warn", "not adding the conflist entry without the plugin", { problem: noBinary });
+  } else if (conflist.changes.length > 0) {
     await applyConflist(conflist, { inPlace: t.inPlace });
     changes.push(...changedLines(formatConflistChanges(conflist)));
   }

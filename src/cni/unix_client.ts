@@ -12,7 +12,7 @@
  * small: it imports only the syscall table, writes its four small structs by hand (their C
  * layouts are checked against the headers through src/ffi/structs/libc.ts by
  * tests/agent/unix_client_test.ts), and binds libc's syscall() once; errno(3) and the worker
- * thread's binding only when needed. Measured on the plugin: see cni_server.ts's header.
+ * thread's binding only when needed. What it costs the plugin: see delegate.ts's header.
  */
 import { SYS } from "../ffi/syscall_numbers.ts";
 

@@ -16,6 +16,7 @@ import { closeFd, mapInfo, mapUpdate, objGetRequired, objPin } from "../../src/b
 import { pinnedTag } from "../../src/agent/readiness.ts";
 import { versionInfo } from "../../src/build_info.ts";
 import { run } from "../lib/run.ts";
+import { binaryPath, binarySource } from "../../src/install/binary.ts";
 import { until } from "../lib/wait.ts";
 import { type Agent, get, type LogLine, startAgent } from "./_agent.ts";
 
@@ -69,10 +70,25 @@ Deno.test("agent: readiness follows the datapath; each broken condition is repai
   const node = await createNode();
   let agent: Agent | undefined;
   try {
-    // Nothing installed: the agent installs the node itself (as the init container would).
+    // Nothing installed, not even the plugin: the agent installs the datapath itself, but
+    // adds no entry the runtime could not run.
     agent = await startAgent(node, { reconcileSeconds: 30 });
+    await until("the agent to install the datapath", async () => {
+      const r = await get(`${agent!.base}/readyz`);
+      return r?.status === 503 && /^ok datapath\.pinned: /m.test(r.text) &&
+        /^FAIL cni\.binary: \S+ does not exist/m.test(r.text) &&
+        /^FAIL conflist\.entry: /m.test(r.text);
+    }, 30_000);
+    assert.doesNotMatch(await Deno.readTextFile(conflistOf(node)), /"type": "tsnproxy"/);
+    assert.ok(
+      agent.logs().some((l) => l.msg === "node repaired" && l.why === "start"),
+      "the start-up repair installed the datapath",
+    );
+    // The init container's part: the plugin in the CNI bin dir. Then the agent adds the entry.
+    const bin = await binarySource();
+    await Deno.writeFile(binaryPath(node.binDir), bin.bytes, { mode: 0o755 });
     await until(
-      "the agent to install the node",
+      "the agent to add the entry",
       async () => (await get(`${agent!.base}/readyz`))?.status === 200,
       30_000,
     );
@@ -82,14 +98,11 @@ Deno.test("agent: readiness follows the datapath; each broken condition is repai
         "datapath.pinned",
         "datapath.build",
         "restorer.attached",
+        "cni.binary",
         "conflist.entry",
         "gc.ticking",
       ]
-    ) assert.match(ready, new RegExp(`^ok ${c}: `, "m"));
-    assert.ok(
-      agent.logs().some((l) => l.msg === "node repaired" && l.why === "start"),
-      "the start-up repair installed the node",
-    );
+    ) assert.match(ready, new RegExp(`^ok ${c.replace(".", "\\.")}: `, "m"));
     const pins = new PinLayout(node.bpffs);
     const saveTag = pinnedTag(node.bpffs, "save");
     assert.ok(saveTag);

@@ -296,6 +296,8 @@ export function serveCni(path: string, options: CniServerOptions = {}): CniServe
       }
       turn = await turns.take(stop.signal);
       if (!turn) return expired("waiting for its turn");
+      // A timer may fire late on a busy loop: ready is never said after the deadline.
+      if (Date.now() >= req.deadline) return expired("ready after the deadline");
       await writeLine(conn, { v: PROTOCOL_VERSION, ready: true });
       const go = await lines.next().catch(() => undefined);
       if (!go || !isGo(go)) {

@@ -130,6 +130,7 @@ Deno.test("agent socket: a request whose plugin gave up is never run later", asy
         () =>
           logged(agent, "CNI request dropped at its deadline", { containerId: pod.containerId })
               .length > 0 || podPins(node.bpffs, pod.containerId, pod.ifname).length > 0,
+        20_000,
       );
       assert.deepEqual(podPins(node.bpffs, pod.containerId, pod.ifname), [], "replayed ADD");
       assert.equal(delta(await served(agent), before, "ADD"), 0);

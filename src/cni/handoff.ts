@@ -11,9 +11,14 @@
  * here and logs why (src/cni/main.ts), holding the container's verb lock (delegate.ts) until
  * the process exits, so it never runs beside a verb the agent still runs for that container.
  *
- * Imports only delegate.ts and, through it, the socket client (unix_client.ts), the syscall
- * table and three struct layouts.
+ * Imports only delegate.ts and, through it, the socket client (unix_client.ts) and the
+ * syscall table, all three named here too: Deno loads a module's imports only once it has
+ * the module, so each level of the graph costs a round; listed here, the three load side by
+ * side (measured: importing this module took 2.3 ms through the chain, 1.7 ms flat; 1.0 ms
+ * before the socket client existed).
  */
+import "../ffi/syscall_numbers.ts";
+import "./unix_client.ts";
 import {
   CNI_ENV,
   delegate,

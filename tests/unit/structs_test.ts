@@ -74,9 +74,9 @@ Deno.test("libbpf and bpf(2) struct layouts match the installed headers", async 
 
 Deno.test("libc struct layouts match the installed headers", async () => {
   const layouts = layoutsOf(libcStructs);
-  assert.equal(layouts.length, 6);
+  assert.equal(layouts.length, 7);
   const headers = new Set(layouts.flatMap((l) => l.headers));
-  // struct ucred is a GNU extension of sys/socket.h.
+  // struct ucred and struct statx are GNU extensions of sys/socket.h and sys/stat.h.
   const src = [
     "#define _GNU_SOURCE",
     "#include <stddef.h>",

@@ -37,3 +37,11 @@ export const Pollfd = struct("struct pollfd", ["poll.h"], 8, {
 export const Statfs = struct("struct statfs", ["sys/vfs.h"], 120, {
   f_type: [0, "i64"],
 });
+
+/** struct statx: what the agent socket's trust checks read (needs _GNU_SOURCE in C). */
+export const Statx = struct("struct statx", ["sys/stat.h"], 256, {
+  stx_mask: [0, "u32"],
+  stx_uid: [20, "u32"],
+  stx_gid: [24, "u32"],
+  stx_mode: [28, "u16"],
+});

@@ -158,6 +158,16 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
           },
         });
       }
+      // Counted from what the repair did: a pass forced at start-up may find the entry gone
+      // although its readiness reading, a moment earlier, did not.
+      if (out.conflistWritten) {
+        stats.conflistReinjected++;
+        log("info", "conflist entry re-injected", { why });
+      }
+      if (out.restorerAttached) {
+        stats.restorerReattached++;
+        log("info", "restorer re-attached", { why, ifname: target.tsnInterface });
+      }
       if (out.changes.length > 0) {
         log("info", "node repaired", {
           why,
@@ -177,17 +187,6 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
     }
     for (const l of drainLibbpfLog()) log("debug", l, { why });
     const after = await evaluate(conditions);
-    const fixed = (name: string) =>
-      before.conditions.find((c) => c.name === name)?.ok === false &&
-      after.conditions.find((c) => c.name === name)?.ok === true;
-    if (fixed("conflist.entry")) {
-      stats.conflistReinjected++;
-      log("info", "conflist entry re-injected", { why });
-    }
-    if (fixed("restorer.attached")) {
-      stats.restorerReattached++;
-      log("info", "restorer re-attached", { why, ifname: target.tsnInterface });
-    }
     note(after);
     if (after.ready) stats.reconciles.ok++;
     else stats.reconciles.error++;

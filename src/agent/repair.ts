@@ -54,6 +54,10 @@ export interface RepairOutcome {
   installedBy?: string;
   /** The GC timer was (re)armed. */
   gcArmed: boolean;
+  /** The conflist entry was written (added back, or brought up to the node config). */
+  conflistWritten: boolean;
+  /** The restorer was attached to the TSN interface. */
+  restorerAttached: boolean;
 }
 
 function writer(t: InstallTarget, s: InstallState): string | undefined {
@@ -96,7 +100,14 @@ export async function converge(t: InstallTarget, scope: RepairScope): Promise<Re
     plan.conflist = { ...plan.conflist, changes: [] };
   }
   if (!force && planIsEmpty(plan)) {
-    return { changes: [], replaced: [], installedBy, gcArmed: false };
+    return {
+      changes: [],
+      replaced: [],
+      installedBy,
+      gcArmed: false,
+      conflistWritten: false,
+      restorerAttached: false,
+    };
   }
   const text = formatNodePlan(plan, "agent repair");
   const res = await executeNodePlan(plan);
@@ -114,6 +125,8 @@ export async function converge(t: InstallTarget, scope: RepairScope): Promise<Re
     replaced: replacedOf(d?.programs, programs),
     installedBy,
     gcArmed: !!d && (d.startGc || d.writeConfig || programs.some((p) => p.action !== "kept")),
+    conflistWritten: plan.conflist.changes.length > 0,
+    restorerAttached: plan.restorer.action === "attach",
   };
 }
 
@@ -127,6 +140,7 @@ async function convergeWithoutInterface(
     d.rootExists && d.programs.every((p) => p.action === "kept") && !d.writeConfig && !d.startGc;
   const changes: string[] = [];
   let programs: ProgramState[] | undefined;
+  let conflistWritten = false;
   if (d && (scope.force || !datapathEmpty)) {
     programs = applyDatapath(d);
     changes.push(
@@ -148,6 +162,7 @@ async function convergeWithoutInterface(
     log("warn", "not adding the conflist entry without the plugin", { problem: noBinary });
   } else if (conflist.changes.length > 0) {
     await applyConflist(conflist, { inPlace: t.inPlace });
+    conflistWritten = true;
     changes.push(...changedLines(formatConflistChanges(conflist)));
   }
   return {
@@ -157,5 +172,7 @@ async function convergeWithoutInterface(
     installedBy,
     gcArmed: !!d && !!programs &&
       (d.startGc || d.writeConfig || programs.some((p) => p.action !== "kept")),
+    conflistWritten,
+    restorerAttached: false,
   };
 }

@@ -42,6 +42,11 @@
  * excepted), and only to a peer that the kernel says is root (SO_PEERCRED, src/cni/
  * unix_client.ts). Anything else could forge a Result for every pod on the node.
  *
+ * What it costs the plugin (paired runs against 594eaea, 80 each, CPU time from rusage on a
+ * loaded 2-core machine): a delegated DEL 20.0 -> 21.3 ms, a VERSION (not delegated, the same
+ * modules loaded) 23.4 -> 24.5 ms; the socket client's module and libc binding, the statx
+ * checks and SO_PEERCRED, and the second round trip.
+ *
  * The wire format is one JSON line per message:
  *   plugin  {"v": 2, "deadline": <ms since the epoch>, "env": {"CNI_COMMAND": ...}, "stdin": "..."}
  *   agent   {"v": 2, "ready": true}                                   (or a decline, below)

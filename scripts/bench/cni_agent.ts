@@ -18,7 +18,7 @@ if (!socket) {
 }
 configureLog({ stderr: true, level: "warn" });
 captureLibbpfLog();
-const server = serveCni(socket, captureLibbpfLog);
+const server = serveCni(socket, { afterRequest: captureLibbpfLog });
 // What it served goes to stdout on the way out: the bench checks its agent row was the agent's.
 Deno.addSignalListener("SIGTERM", async () => {
   await server.close();

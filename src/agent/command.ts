@@ -1,34 +1,54 @@
 /**
  * `tsnproxy agent`: the DaemonSet's long-running process, after `tsnproxy install` ran in the
- * init container. It keeps the node the way install left it and reports on it:
+ * init container. It keeps the node the way install makes it and says whether it is:
  *
- * - re-injects the conflist entry when the primary CNI rewrites its config (Deno.watchFs on
- *   the conf dir, debounced, plus a periodic reconcile every --reconcile-seconds);
- * - re-attaches the restorer when a TSN interface disappears and comes back (their ifindexes
- *   are polled every second; the qdisc config, the 6.1 clsact-first rule and the VLAN
- *   egress-qos-map are applied to the new interface first, exactly as install does:
- *   ./tsn_interfaces.ts);
- * - serves Prometheus metrics on --metrics-address (/metrics, /healthz);
+ * - readiness (./readiness.ts): named conditions on the node (the datapath pinned and this
+ *   build's, the restorer on every TSN interface, the plugin binary, the entry in the active
+ *   conflist), served on /readyz (200 or 503, one line per condition);
+ * - repair (./repair.ts): install's own plan and apply with the node config it was given, on
+ *   every pass: at start-up, every --reconcile-seconds, when the primary CNI rewrites its
+ *   conf dir (Deno.watchFs, debounced), when a TSN interface's ifindex changes (polled every
+ *   second, ./tsn_interfaces.ts), and when a readiness probe sees a failure. The datapath is
+ *   re-planned (its programs loaded and compared) only when a datapath condition fails; a
+ *   pinned program of another build is replaced then, and said so. A repair that fails is
+ *   retried, never fatal: the agent does not exit on anything it can repair;
+ * - liveness: /livez answers 200 while this process serves (503 only when its CNI socket
+ *   stopped accepting); /healthz is the same, for manifests that still probe it;
+ * - Prometheus metrics on /metrics (--metrics-address), readiness per condition included;
  * - with cni.agentSocket set, runs the CNI verbs plugin processes hand over
- *   (src/agent/cni_server.ts), in this warm process;
+ *   (./cni_server.ts), in this warm process;
  * - logs JSON lines on stderr.
  *
  * SIGTERM/SIGINT end it with exit 0 WITHOUT detaching anything: the datapath is pinned, so pods
  * keep their metadata through an agent restart or upgrade. Only `tsnproxy uninstall` detaches.
+ * Stopping is bounded: requests on the CNI socket not yet running are dropped (their plugins
+ * run them), running ones get SHUTDOWN_MS at most.
  */
 import { PinLayout } from "../bpf/pins.ts";
 import { captureLibbpfLog, drainLibbpfLog } from "../bpf/libbpf_log.ts";
 import { asTsnproxyError } from "../errors.ts";
 import { configureLog, log } from "../log.ts";
 import type { AgentOptions } from "../options.ts";
-import { apply as applyConflist, planInstall as planConflistInstall } from "../install/conflist.ts";
-import { pluginEntry } from "../install/plan.ts";
 import { loadConfig, targetFrom } from "../install/target.ts";
+import { versionInfo } from "../build_info.ts";
 import { type AgentStats, CONTENT_TYPE, MetricsEndpoint } from "./metrics.ts";
 import { DEFAULT_CNI_RESULTS_DIR } from "./pods.ts";
 import { type CniServer, serveCni } from "./cni_server.ts";
-import { reconcileInterfaces, restorersAttachedNow, watchInterfaces } from "./tsn_interfaces.ts";
+import { datapathConditions, evaluate, formatReadiness, type Readiness } from "./readiness.ts";
+import { converge } from "./repair.ts";
+import {
+  noteRestorers,
+  restorersAttachedNow,
+  restorerStates,
+  watchInterfaces,
+} from "./tsn_interfaces.ts";
 import { exists } from "../util/fs.ts";
+
+/** How long SIGTERM may take before the agent exits regardless. */
+export const SHUTDOWN_MS = 20_000;
+
+/** The conditions whose failure needs the datapath step of the repair. */
+const DATAPATH_CONDITIONS = ["datapath.pinned", "datapath.build"];
 
 export function parseListenAddress(a: string): { hostname: string; port: number } {
   const m = /^(\[([0-9a-fA-F:.]+)\]|[A-Za-z0-9.-]*):(\d{1,5})$/.exec(a);
@@ -54,24 +74,55 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
     restorers: {},
     installed: exists(pins.root),
     startedAt: Date.now(),
+    readiness: [],
   };
   const stop = new AbortController();
+  const me = versionInfo();
+
+  const conditions = datapathConditions(target);
+  let readiness: Readiness | undefined;
+
+  /** Records a readiness reading: metrics, and a log line when it changes. */
+  const note = (r: Readiness) => {
+    stats.installed = r.conditions.find((c) => c.name === "datapath.pinned")?.ok ?? false;
+    stats.readiness = r.conditions.map((c) => ({ name: c.name, ok: c.ok }));
+    noteRestorers(stats, restorerStates(target));
+    const failing = r.conditions.filter((c) => !c.ok);
+    const key = (x: Readiness | undefined) =>
+      x?.conditions.filter((c) => !c.ok).map((c) => c.name).join(",");
+    if (readiness === undefined || key(readiness) !== key(r)) {
+      if (r.ready) log("info", "ready", { conditions: r.conditions.map((c) => c.name) });
+      else {
+        log("warn", "not ready", {
+          failing: Object.fromEntries(failing.map((c) => [c.name, c.detail])),
+        });
+      }
+    }
+    readiness = r;
+  };
+  const readNow = async () => {
+    const r = await evaluate(conditions);
+    note(r);
+    return r;
+  };
 
   // One reconcile at a time; a request during a pass schedules exactly one more.
   let running: Promise<void> | undefined;
-  let again = false;
+  let again: string | undefined;
   const reconcile = (why: string): Promise<void> => {
     if (stop.signal.aborted) return Promise.resolve();
     if (running) {
-      again = true;
+      again ??= why;
       return running;
     }
     running = (async () => {
       try {
-        do {
-          again = false;
-          await reconcileOnce(why);
-        } while (again && !stop.signal.aborted);
+        let next: string | undefined = why;
+        while (next !== undefined && !stop.signal.aborted) {
+          again = undefined;
+          await reconcileOnce(next);
+          next = again;
+        }
       } finally {
         running = undefined;
       }
@@ -79,41 +130,63 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
     return running;
   };
 
+  let lastRepairError: string | undefined;
   async function reconcileOnce(why: string): Promise<void> {
-    let ok = true;
-    stats.installed = exists(pins.root);
-    // 1. the conflist entry
+    const before = await readNow();
+    const failing = before.conditions.filter((c) => !c.ok);
+    let changed = false;
     try {
-      const plan = await planConflistInstall({
-        confDir: cfg.cni.confDir,
-        network: cfg.cni.network,
-        entry: pluginEntry(target),
+      const out = await converge(target, {
+        datapath: failing.some((c) => DATAPATH_CONDITIONS.includes(c.name)),
       });
-      if (plan.changes.length > 0) {
-        await applyConflist(plan, { inPlace: target.inPlace });
+      lastRepairError = undefined;
+      changed = out.changes.length > 0;
+      if (out.replaced.length > 0) {
+        log("warn", "the pinned datapath was another build's: replaced by this build's", {
+          pinnedBuild: {
+            installedBy: out.installedBy ?? null,
+            programs: Object.fromEntries(out.replaced.map((r) => [r.program, r.from])),
+            releases: Object.fromEntries(out.replaced.map((r) => [r.program, r.fromRelease])),
+          },
+          thisBuild: {
+            version: me.version,
+            bpfObjectsSha256: me.bpfObjectsSha256,
+            programs: Object.fromEntries(out.replaced.map((r) => [r.program, r.to])),
+          },
+        });
+      }
+      // Counted from what the repair did, not from the reading before it: the conf dir may
+      // have changed in between.
+      if (out.conflistWritten) {
         stats.conflistReinjected++;
-        log("info", "conflist entry re-injected", {
+        log("info", "conflist entry re-injected", { why });
+      }
+      for (const r of out.restorers) {
+        stats.restorerReattached++;
+        log("info", "restorer re-attached", { why, ifname: r.ifname, action: r.action });
+      }
+      if (changed) {
+        log("info", "node repaired", {
           why,
-          file: plan.target,
-          status: plan.status,
-          changes: plan.changes.map((c) => `${c.action} ${c.path}`),
+          failing: Object.fromEntries(failing.map((c) => [c.name, c.detail])),
+          changes: out.changes,
+          ...(out.missing.length ? { waitingFor: out.missing } : {}),
         });
       }
     } catch (e) {
-      ok = false;
-      log("warn", "conflist reconcile failed", { why, error: asTsnproxyError(e).oneLine() });
-    }
-    // 2. qdisc ordering/config, egress-qos-map and the restorer on each TSN interface
-    if (!stats.installed) {
-      log("error", "the datapath is not pinned: run `tsnproxy install` (the init container)", {
-        bpffs: cfg.bpffs,
+      const err = asTsnproxyError(e).oneLine();
+      // Retried on every pass; logged at error level when it changes.
+      log(err === lastRepairError ? "debug" : "error", "repair failed; retrying", {
+        why,
+        failing: failing.map((c) => c.name),
+        error: err,
       });
-      stats.reconciles.error++;
-      return;
+      lastRepairError = err;
+      changed = true; // the attempt may have changed something: read again
     }
-    if (!await reconcileInterfaces(target, stats, why)) ok = false;
     for (const l of drainLibbpfLog()) log("debug", l, { why });
-    if (ok) stats.reconciles.ok++;
+    const after = changed ? await readNow() : before;
+    if (after.ready) stats.reconciles.ok++;
     else stats.reconciles.error++;
   }
 
@@ -128,6 +201,7 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
   Deno.addSignalListener("SIGTERM", sigterm);
   Deno.addSignalListener("SIGINT", sigint);
 
+  let cniServer: CniServer | undefined;
   // --metrics-address is an override: it is in cfg when given.
   const { hostname, port } = parseListenAddress(cfg.metrics.address);
   const metrics = new MetricsEndpoint({
@@ -139,6 +213,8 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
   });
   let listening: () => void = () => {};
   const listened = new Promise<void>((r) => (listening = r));
+  const text = (body: string, status = 200) =>
+    new Response(body, { status, headers: { "content-type": "text/plain; charset=utf-8" } });
   const server = Deno.serve({
     hostname,
     port,
@@ -151,24 +227,33 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
       log("error", "metrics handler failed", { error: asTsnproxyError(e).oneLine() });
       return new Response("internal error\n", { status: 500 });
     },
-  }, (req) => {
+  }, async (req) => {
     const path = new URL(req.url).pathname;
     if (path === "/metrics") {
+      // Readiness is read at scrape time, like the datapath counters.
+      await readNow();
       return new Response(metrics.scrape(), { headers: { "content-type": CONTENT_TYPE } });
     }
-    if (path === "/healthz") {
-      const ok = exists(pins.root);
-      return new Response(ok ? "ok\n" : "datapath not installed\n", { status: ok ? 200 : 503 });
+    if (path === "/readyz") {
+      const r = await readNow();
+      if (!r.ready) reconcile("readiness probe");
+      return text(formatReadiness(r), r.ready ? 200 : 503);
     }
-    return new Response("not found\n", { status: 404 });
+    if (path === "/livez" || path === "/healthz") {
+      // The process answers: alive. Its CNI socket failing is the one thing a restart fixes.
+      if (cniServer && !cniServer.accepting()) {
+        return text("the CNI socket stopped accepting\n", 503);
+      }
+      return text("ok\n");
+    }
+    return text("not found\n", 404);
   });
   await listened;
 
   // Plugin processes hand their verbs over here when the entry names the socket.
-  let cniServer: CniServer | undefined;
   if (cfg.cni.agentSocket) {
     try {
-      cniServer = serveCni(cfg.cni.agentSocket, captureLibbpfLog);
+      cniServer = serveCni(cfg.cni.agentSocket, { afterRequest: captureLibbpfLog });
       stats.cni = cniServer.stats;
     } catch (e) {
       // The plugin does the work itself then: slower pod start-up, nothing lost.
@@ -185,6 +270,8 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
     confDir: cfg.cni.confDir,
     api: target.api,
     reconcileSeconds: interval / 1000,
+    version: me.version,
+    bpfObjectsSha256: me.bpfObjectsSha256,
   });
   await reconcile("start");
 
@@ -227,12 +314,21 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
   try {
     watcher?.close();
   } catch { /* already closed */ }
-  await watchLoop;
-  await running;
-  await cniServer?.close();
-  await server.finished;
+  let bound: ReturnType<typeof setTimeout> | undefined;
+  const stopped = await Promise.race([
+    (async () => {
+      await watchLoop;
+      await running;
+      await cniServer?.close();
+      await server.finished;
+      return true;
+    })(),
+    new Promise<false>((r) => (bound = setTimeout(() => r(false), SHUTDOWN_MS))),
+  ]);
+  clearTimeout(bound);
   Deno.removeSignalListener("SIGTERM", sigterm);
   Deno.removeSignalListener("SIGINT", sigint);
+  if (!stopped) log("warn", "stopping took too long; exiting anyway", { ms: SHUTDOWN_MS });
   log("info", "agent stopped", { restorerAttached: restorersAttachedNow(target) });
   return 0;
 }

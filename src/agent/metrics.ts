@@ -237,6 +237,8 @@ export interface AgentStats {
   restorers: Record<string, boolean>;
   installed: boolean;
   startedAt: number;
+  /** The last readiness reading, per condition (src/agent/readiness.ts). */
+  readiness: Array<{ name: string; ok: boolean }>;
   /** CNI verbs run for plugin processes (src/agent/cni_server.ts); absent without a socket. */
   cni?: CniServerStats;
 }

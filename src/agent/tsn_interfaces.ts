@@ -1,99 +1,65 @@
 /**
- * The agent's part for the TSN interfaces: each one's qdisc, VLAN egress-qos-map and restorer
- * put back the way install left them (the same plans install runs, src/install/plan.ts
- * planInterface), and a watch on their ifindexes (a re-created interface needs all three
- * again). One record per interface in the agent's stats, for the
- * `tsnproxy_restorer_attached{interface=...}` metric.
+ * The agent's part for the TSN interfaces: whether each one has its restorer (the
+ * restorer.attached readiness condition and the `tsnproxy_restorer_attached{interface=...}`
+ * metric), and a watch on their ifindexes (a re-created interface needs its qdisc, VLAN
+ * egress-qos-map and restorer again: the repair, src/agent/repair.ts, plans them with
+ * install's planNode for the interfaces that exist, and waits for the others).
  */
-import { attachRestorer, restorerAttached } from "../bpf/node.ts";
+import { restorerAttached } from "../bpf/node.ts";
+import { PinLayout } from "../bpf/pins.ts";
 import { ifNameToIndex } from "../ffi/libc.ts";
 import { asTsnproxyError } from "../errors.ts";
 import { log } from "../log.ts";
-import { type InstallTarget, planInterface } from "../install/plan.ts";
-import { applyQdiscPlan, formatQdiscStep } from "../install/qdisc_plan.ts";
-import {
-  interfaceState,
-  readState,
-  sameState,
-  withInterface,
-  writeState,
-} from "../install/state.ts";
-import { applyVlanPlan, formatVlanChanges } from "../install/vlan_plan.ts";
+import type { InstallTarget } from "../install/plan.ts";
+import { exists } from "../util/fs.ts";
 import type { AgentStats } from "./metrics.ts";
 
-/** Whether every TSN interface has its restorer (restoreAt host-veth-ingress: none needed). */
-function allAttached(stats: AgentStats): boolean {
-  return Object.values(stats.restorers).every(Boolean);
+/** One TSN interface's restorer, as read from the kernel. */
+export interface RestorerState {
+  ifname: string;
+  ok: boolean;
+  detail: string;
+}
+
+function restorerState(t: InstallTarget, ifname: string): RestorerState {
+  if (ifNameToIndex(ifname) === 0) {
+    return { ifname, ok: false, detail: `the TSN interface ${ifname} does not exist` };
+  }
+  try {
+    const a = exists(new PinLayout(t.cfg.bpffs).root)
+      ? restorerAttached(t.cfg.bpffs, ifname)
+      : undefined;
+    return a
+      ? { ifname, ok: true, detail: `on ${ifname} egress (${a.api}, ifindex ${a.ifindex})` }
+      : { ifname, ok: false, detail: `not attached to ${ifname}` };
+  } catch (e) {
+    return { ifname, ok: false, detail: `${ifname}: ${asTsnproxyError(e).message}` };
+  }
 }
 
 /**
- * Reconciles every TSN interface; false when one of them failed (each is tried). A missing
- * interface is waited for (a warning), not an error.
+ * Every TSN interface's restorer, in config order; empty with restoreAt host-veth-ingress
+ * (the plugin attaches restorers per pod then). Never throws.
  */
-export async function reconcileInterfaces(
-  target: InstallTarget,
-  stats: AgentStats,
-  why: string,
-): Promise<boolean> {
-  const cfg = target.cfg;
-  let ok = true;
-  for (const iface of target.tsnInterfaces) {
-    const name = iface.name;
-    if (ifNameToIndex(name) === 0) {
-      if (cfg.restoreAt === "tsn-egress") stats.restorers[name] = false;
-      log("warn", "TSN interface missing; waiting for it", { ifname: name, why });
-      continue;
-    }
-    try {
-      const state = await readState(target.stateDir);
-      const plan = planInterface(target, iface, state);
-      let next = state;
-      if (plan.qdisc.steps.length > 0) {
-        log("info", "qdisc reconcile", {
-          why,
-          ifname: name,
-          steps: plan.qdisc.steps.map(formatQdiscStep),
-        });
-        next = withInterface(next, applyQdiscPlan(plan.qdisc, interfaceState(next, name)));
-      }
-      if (plan.vlan && plan.vlan.changes.length > 0) {
-        log("info", "egress-qos-map reconcile", { why, change: formatVlanChanges(plan.vlan) });
-        const rec = interfaceState(next, name) ?? { ifname: name, clsactCreated: false };
-        const vlan = applyVlanPlan(plan.vlan, rec.vlan);
-        next = withInterface(next, vlan ? { ...rec, vlan } : rec);
-      }
-      if (!sameState(next, state)) await writeState(target.stateDir, next);
-      if (plan.restorer.action === "attach") {
-        const a = attachRestorer(cfg.bpffs, name, target.api);
-        stats.restorerReattached++;
-        log("info", "restorer re-attached", { why, ifname: name, ifindex: a.ifindex, api: a.api });
-      }
-      if (plan.restorer.action !== undefined) stats.restorers[name] = true;
-    } catch (e) {
-      ok = false;
-      if (cfg.restoreAt === "tsn-egress") stats.restorers[name] = restorerOn(target, name);
-      log("error", "restorer reconcile failed", {
-        why,
-        ifname: name,
-        error: asTsnproxyError(e).oneLine(),
-      });
-    }
-  }
-  stats.restorerAttached = allAttached(stats);
-  return ok;
+export function restorerStates(t: InstallTarget): RestorerState[] {
+  if (t.cfg.restoreAt !== "tsn-egress") return [];
+  return t.tsnInterfaces.map((i) => restorerState(t, i.name));
 }
 
-function restorerOn(target: InstallTarget, ifname: string): boolean {
-  try {
-    return restorerAttached(target.cfg.bpffs, ifname) !== undefined;
-  } catch {
-    return false;
-  }
+/** Records the states in the agent's stats (the per-interface metric). */
+export function noteRestorers(stats: AgentStats, states: RestorerState[]): void {
+  for (const s of states) stats.restorers[s.ifname] = s.ok;
+  stats.restorerAttached = Object.values(stats.restorers).every(Boolean);
 }
 
 /** Whether the restorer is on every TSN interface now (read from the kernel, never throws). */
-export function restorersAttachedNow(target: InstallTarget): boolean {
-  return target.tsnInterfaces.every((i) => restorerOn(target, i.name));
+export function restorersAttachedNow(t: InstallTarget): boolean {
+  return restorerStates(t).every((s) => s.ok);
+}
+
+/** The TSN interfaces that do not exist now. */
+export function missingInterfaces(t: InstallTarget): string[] {
+  return t.tsnInterfaces.map((i) => i.name).filter((n) => ifNameToIndex(n) === 0);
 }
 
 /**
@@ -116,7 +82,7 @@ export function watchInterfaces(
       if (idx !== 0) appeared = true;
       else if (name in stats.restorers) stats.restorers[name] = false;
     }
-    stats.restorerAttached = allAttached(stats);
+    stats.restorerAttached = Object.values(stats.restorers).every(Boolean);
     if (appeared) reconcile("interface re-appeared");
   }, 1000);
   return () => clearInterval(timer);

@@ -59,13 +59,13 @@ export function loadDatapath(opts: LoadOptions): ProgramState[] {
 
 function pinnedProgram(
   path: string,
-): { id: number; tag: string; stamp: string | undefined } | undefined {
+): { id: number; name: string; tag: string; stamp: string | undefined } | undefined {
   const fd = objGet(path);
   if (fd === undefined) return undefined;
   try {
     const i = progInfo(fd);
     const r = releaseOfProgram(fd);
-    return { id: i.id, tag: i.tag, stamp: r && releaseStamp(r.version, r.objects) };
+    return { id: i.id, name: i.name, tag: i.tag, stamp: r && releaseStamp(r.version, r.objects) };
   } finally {
     closeFd(fd);
   }
@@ -78,8 +78,13 @@ function loadProgram(pins: PinLayout, role: ProgramRole, opts: LoadOptions): Pro
       role,
       id: existing?.id ?? 0,
       tag: existing?.tag ?? "",
-      // This build's stamp means these very objects; another's means a replacement.
-      action: !existing ? "pinned" : existing.stamp === RELEASE_STAMP ? "kept" : "replaced",
+      // This build's stamp on the role's own program means these very objects; another
+      // stamp, or another program under the pin, means a replacement.
+      action: !existing
+        ? "pinned"
+        : existing.stamp === RELEASE_STAMP && existing.name === PROGRAMS[role]
+        ? "kept"
+        : "replaced",
     };
   }
   const objName = PROGRAM_OBJECT[role];

@@ -6,7 +6,7 @@
  * Start-up is on every pod's critical path: this module and its static imports are small
  * and zod-free; the datapath code is imported only by the verbs that need it.
  */
-import { asTsnproxyError, CniCode, type TsnproxyError } from "../errors.ts";
+import { asTsnproxyError, CniCode, TsnproxyError } from "../errors.ts";
 import { configureLog, log, LOG_LEVEL_ENV, type LogLevel, logLevelFromEnv } from "../log.ts";
 import { parsePluginEntry, PLUGIN_DEFAULTS, type PluginConfig, withDefaults } from "./config.ts";
 import {
@@ -242,6 +242,17 @@ export async function runCni(
     if ("served" in h) return h.served;
     input = h;
   }
+  if (input.agentLost !== undefined) {
+    // The agent may still run the verb: running it here too could race with it.
+    const err = new TsnproxyError(
+      input.agentLost,
+      "the runtime retries the call; see the agent's log for the verb it was running",
+      CniCode.TryAgainLater,
+    );
+    log("error", err.message, { code: err.code, hint: err.hint, via: "agent" });
+    writeJsonLine(errorResult(err, versionOf(input.text)));
+    return 1;
+  }
   if (input.text === undefined) {
     const err = new ConfigError(
       input.unreadable ?? "cannot read the network configuration on stdin",
@@ -258,6 +269,17 @@ export async function runCni(
   });
   if (out.stdout !== undefined) writeJsonLine(out.stdout);
   return out.code;
+}
+
+/** The configuration's cniVersion when it is one we speak, else the latest. */
+function versionOf(text: string | undefined): string {
+  try {
+    const raw = JSON.parse(text ?? "");
+    if (isObject(raw) && isSupported(raw.cniVersion)) return raw.cniVersion;
+  } catch {
+    // not JSON: the latest version
+  }
+  return LATEST_VERSION;
 }
 
 function validAttachments(v: unknown): Array<{ containerID: string; ifname: string }> {

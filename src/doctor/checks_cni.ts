@@ -312,6 +312,8 @@ const AGENT_FIX: Record<NotServedCause, string> = {
     "runs it): until then plugins run every verb themselves",
   unreachable: "restart the node agent (a killed agent leaves its socket behind; a new one " +
     "replaces it)",
+  untrusted: "the socket, its directories and the agent must be root's and not writable by " +
+    "group or others: remove what else listens there and restart the node agent",
   declined: "give the agent's container the host's pin root and namespaces as " +
     "deploy/tsnproxy.yaml does (/sys/fs/bpf, /run/netns, hostPID)",
   protocol: "run the same tsnproxy build as plugin and agent: `tsnproxy install`, then restart " +

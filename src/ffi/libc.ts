@@ -8,6 +8,7 @@ import { KernelError } from "../errors.ts";
 import { addressOf, cstr, cString, type LazyLibrary, lazyLibrary } from "./open.ts";
 import { Ifreq, Timespec } from "./structs/libc.ts";
 import { decode, encode } from "./structs/layout.ts";
+import { SYS, SYSCALL_NUMBERS } from "./syscall_numbers.ts";
 
 export const libcSymbols = {
   /** syscall(nr, a, b, c, d): every call sys() below makes; -1 and errno on failure. */
@@ -42,33 +43,7 @@ const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0o2000000;
 const SIOCGIFINDEX = 0x8933;
 
-/**
- * The system calls sys() issues, by architecture (x86_64 has its own table; aarch64 uses
- * the generic one). tests/unit/structs_test.ts checks them against the kernel headers.
- */
-export const SYSCALL_NUMBERS = {
-  x86_64: {
-    close: 3,
-    ioctl: 16,
-    socket: 41,
-    clock_gettime: 228,
-    openat: 257,
-    clock_adjtime: 305,
-    setns: 308,
-    bpf: 321,
-  },
-  aarch64: {
-    close: 57,
-    ioctl: 29,
-    socket: 198,
-    clock_gettime: 113,
-    openat: 56,
-    clock_adjtime: 266,
-    setns: 268,
-    bpf: 280,
-  },
-} as const;
-export const SYS = SYSCALL_NUMBERS[Deno.build.arch];
+export { SYS, SYSCALL_NUMBERS };
 
 /** A syscall argument: an integer, or a buffer passed as a pointer to its first byte. */
 export type SysArg = number | bigint | Uint8Array<ArrayBuffer> | null;

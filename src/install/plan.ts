@@ -38,7 +38,7 @@ import { type CarrierChange, listPodAttachments, retunePodCarriers } from "../bp
 import type { NodeConfig, TsnInterfaceConfig } from "../config/node.ts";
 import { compileNode, describePolicy, samePolicy } from "../policy/resolve.ts";
 import { POD_ANNOTATIONS_CAPABILITY } from "../policy/types.ts";
-import { ifIndexToName } from "../ffi/libc.ts";
+import { ifIndexToName, ifNameToIndex } from "../ffi/libc.ts";
 import {
   apply as applyConflist,
   type Plan as ConflistPlan,
@@ -262,8 +262,10 @@ export interface NodePlan {
   target: InstallTarget;
   binary?: BinaryPlan;
   datapath?: DatapathPlan;
-  /** One per TSN interface, in config order. */
+  /** One per TSN interface, in config order (with skipMissing: those that exist). */
   interfaces: InterfacePlan[];
+  /** skipMissing: the TSN interfaces left out because they do not exist now. */
+  missing: string[];
   /**
    * Interfaces with a restorer of ours that the config no longer lists: install detaches it
    * (what install recorded about them stays for uninstall).
@@ -278,6 +280,12 @@ export interface PlanScope {
   datapath: boolean;
   /** false: dry run (no recovery writes while planning). */
   recover: boolean;
+  /**
+   * The agent's repair: a TSN interface that does not exist now is left out (its qdisc,
+   * restorer and vlan steps wait for it, listed in `missing`) instead of failing the plan.
+   * Install plans every interface.
+   */
+  skipMissing?: boolean;
 }
 
 /** Everything install would do, read from the machine; changes nothing when !recover. */
@@ -288,7 +296,9 @@ export async function planNode(t: InstallTarget, scope: PlanScope): Promise<Node
   const binary = scope.binary ? await planBinary(cfg.cni.binDir, await binarySource()) : undefined;
   const names = t.tsnInterfaces.map((i) => i.name);
   const datapath = scope.datapath ? planDatapath(cfg, names) : undefined;
-  const interfaces = t.tsnInterfaces.map((i) => planInterface(t, i, before));
+  const missing = scope.skipMissing ? names.filter((n) => ifNameToIndex(n) === 0) : [];
+  const interfaces = t.tsnInterfaces.filter((i) => !missing.includes(i.name))
+    .map((i) => planInterface(t, i, before));
   const staleRestorers = exists(new PinLayout(cfg.bpffs).root)
     ? restorerInterfaces(cfg.bpffs).filter((n) => !names.includes(n)).sort()
     : [];
@@ -303,6 +313,7 @@ export async function planNode(t: InstallTarget, scope: PlanScope): Promise<Node
     binary,
     datapath,
     interfaces,
+    missing,
     staleRestorers,
     conflist,
     state: { before, path: statePath(t.stateDir) },
@@ -426,6 +437,9 @@ export function formatNodePlan(p: NodePlan, verb = "install"): string {
     } else if (r.action === "attach") {
       line(true, `attach tsnp_restore to ${r.ifname} egress with ${r.api}, first (pin ${r.pin})`);
     }
+  }
+  for (const ifname of p.missing) {
+    line(false, `${ifname} does not exist now: its qdisc, restorer and vlan steps wait for it`);
   }
   for (const ifname of p.staleRestorers) {
     line(

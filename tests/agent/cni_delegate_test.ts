@@ -6,7 +6,7 @@
  * whenever the agent cannot: declined, stopped, or killed with its socket left behind.
  */
 import assert from "node:assert/strict";
-import { createNode, destroyNode, spawnAgent, type TestNode, tsnproxy } from "../install/_node.ts";
+import { createNode, destroyNode, tsnproxy } from "../install/_node.ts";
 import {
   assertOk,
   cni,
@@ -16,57 +16,11 @@ import {
   type TestPod,
 } from "../cni/helpers.ts";
 import { podPins } from "../../src/bpf/pod.ts";
-import { freePort, until } from "../lib/wait.ts";
+import { until } from "../lib/wait.ts";
 import { lexists } from "../../src/util/fs.ts";
 import { PinLayout } from "../../src/bpf/pins.ts";
 import { nodeLogFile, nodeSocketDir, removeNodePath } from "../lib/node_dirs.ts";
-
-/** The tsnproxy entry install wrote into the node's conflist. */
-function installedEntry(node: TestNode): Record<string, unknown> {
-  const conflist = JSON.parse(Deno.readTextFileSync(`${node.confDir}/10-bridge.conflist`));
-  const e = conflist.plugins.find((p: { type: string }) => p.type === "tsnproxy");
-  assert.ok(e, "install put the entry into the conflist");
-  return { cniVersion: conflist.cniVersion, name: conflist.name, ...e };
-}
-
-interface Agent {
-  proc: Deno.ChildProcess;
-  metrics: string;
-}
-
-async function startAgent(node: TestNode, socket: string): Promise<Agent> {
-  const port = freePort();
-  const proc = spawnAgent(node, { port, reconcileSeconds: 30, stdout: "null" });
-  // Connectable, not just present: a killed agent leaves its socket file behind.
-  await until("the agent to listen on its socket", async () => {
-    try {
-      (await Deno.connect({ transport: "unix", path: socket })).close();
-      return true;
-    } catch {
-      return false;
-    }
-  });
-  return { proc, metrics: `http://127.0.0.1:${port}/metrics` };
-}
-
-/** The agent's count of verbs it ran, by verb, that ended in `result`, from its metrics. */
-async function served(
-  agent: Agent,
-  result: "ok" | "error" = "ok",
-): Promise<Record<string, number>> {
-  const text = await (await fetch(agent.metrics)).text();
-  const out: Record<string, number> = {};
-  const re = /^tsnproxy_agent_cni_requests_total\{command="(\w+)",result="(\w+)"\} (\d+)$/gm;
-  for (const m of text.matchAll(re)) if (m[2] === result) out[m[1]] = Number(m[3]);
-  return out;
-}
-
-/** The plugin's "done" and "running in-process" log lines written since `from`. */
-function pluginLog(logFile: string, from: number): Array<Record<string, string>> {
-  return Deno.readTextFileSync(logFile).slice(from).trim().split("\n").filter(Boolean)
-    .map((l) => JSON.parse(l))
-    .filter((l) => l.msg === "done" || l.msg === "running in-process");
-}
+import { type Agent, installedEntry, pluginLog, served, startAgent } from "./_agent.ts";
 
 Deno.test("the agent runs the plugin's verbs; the plugin runs them itself when it cannot", async () => {
   // An entry's agentSocket and logFile must be in the node's directories.
@@ -120,7 +74,7 @@ Deno.test("the agent runs the plugin's verbs; the plugin runs them itself when i
       new Set([`agent socket ${socket}: no socket`]),
     );
 
-    agent = await startAgent(node, socket);
+    agent = await startAgent(node, { socket });
     assert.equal(Deno.lstatSync(socket).mode! & 0o777, 0o600);
     assert.deepEqual(await verbs("agent"), []);
     assert.deepEqual(await served(agent), { ADD: 1, CHECK: 1, DEL: 1 });
@@ -185,9 +139,7 @@ Deno.test("the agent runs the plugin's verbs; the plugin runs them itself when i
     );
 
     // SIGKILL leaves the socket behind: nobody listens, the plugin runs the verbs itself.
-    agent.proc.kill("SIGKILL");
-    await agent.proc.status;
-    await agent.proc.stderr.cancel();
+    await agent.kill();
     agent = undefined;
     assert.ok(lexists(socket), "a killed agent leaves its socket");
     assert.deepEqual(
@@ -196,18 +148,13 @@ Deno.test("the agent runs the plugin's verbs; the plugin runs them itself when i
     );
 
     // A new agent replaces the stale socket; SIGTERM removes it.
-    agent = await startAgent(node, socket);
+    agent = await startAgent(node, { socket });
     assert.deepEqual(await verbs("agent"), []);
-    agent.proc.kill("SIGTERM");
-    const out = await agent.proc.output();
-    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    assert.equal(await agent.stop("SIGTERM"), 0);
     agent = undefined;
     assert.ok(!lexists(socket), "a stopped agent removes its socket");
   } finally {
-    if (agent) {
-      agent.proc.kill("SIGKILL");
-      await agent.proc.output();
-    }
+    await agent?.kill();
     if (pod) await deletePod(pod);
     await destroyNode(node);
     removeNodePath(dir);

@@ -25,6 +25,7 @@ import {
   type TestPod,
 } from "../cni/helpers.ts";
 import { freePort, until } from "../lib/wait.ts";
+import { nodeSocketDir, removeNodePath } from "../lib/node_dirs.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const MONITORING = `${ROOT}deploy/monitoring/`;
@@ -195,6 +196,7 @@ const stats = (): AgentStats => ({
   restorers: { tsn0: true },
   installed: true,
   startedAt: Date.now(),
+  readiness: [],
 });
 
 /** The tsnproxy entry install wrote into the node's conflist, for a plugin run. */
@@ -209,7 +211,8 @@ Deno.test({
   name: "metrics: a running agent's /metrics passes promtool; scrapes do not re-read the cache",
   ignore: NO_PROMTOOL !== false,
   fn: async () => {
-    const run = Deno.makeTempDirSync({ prefix: "tsnp-metrics-" });
+    // An entry's agentSocket must be under /run/tsnproxy/.
+    const run = nodeSocketDir("tsnp-metrics");
     const socket = `${run}/cni.sock`;
     const node = await createNode({
       config: `qdisc:\n  kind: keep\ncni:\n  agentSocket: ${socket}\nmetrics:\n  podLabels: true\n`,
@@ -224,7 +227,8 @@ Deno.test({
       pod = await createPod();
       const conf = { ...installedEntry(node), prevResult: prevResultFor(pod) };
       assertOk(await cni({ command: "ADD", pod, stdin: { ...conf, agentSocket: undefined } }));
-      assert.equal(podPins(node.bpffs, pod.containerId, pod.ifname).length, 1);
+      // admit on the host side and the saver in the pod
+      assert.equal(podPins(node.bpffs, pod.containerId, pod.ifname).length, 2);
       // What libcni writes after the chain's ADD, plus another network's pod on this node.
       const cacheEntry = (cid: string, name: string) =>
         JSON.stringify({
@@ -296,7 +300,7 @@ Deno.test({
         await deletePod(pod);
       }
       await destroyNode(node);
-      Deno.removeSync(run, { recursive: true });
+      removeNodePath(run);
     }
   },
 });

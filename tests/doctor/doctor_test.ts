@@ -697,7 +697,7 @@ Deno.test(
       // The agent's server (src/agent/cni_server.ts), this build: it answers.
       server = serveCni(socket);
       r = await env.report();
-      expect(r, "cni.agent_socket", "pass", /answered in .* ms \(protocol 1, this build\)/);
+      expect(r, "cni.agent_socket", "pass", /answered in .* ms \(protocol 2, this build\)/);
       assert.equal(find(r, "cni.agent_socket").data?.agentVersion, versionInfo().version);
       assert.deepEqual(server.stats.served.VERSION, { ok: 1, error: 0 });
 
@@ -720,7 +720,7 @@ Deno.test(
         for await (const conn of other) {
           await readLine(conn);
           await writeLine(conn, {
-            v: 2,
+            v: 3,
             code: 0,
             agent: { version: "9.9.9", bpfObjectsSha256: "ab" },
           });
@@ -728,7 +728,7 @@ Deno.test(
         }
       })();
       r = await env.report();
-      expect(r, "cni.agent_socket", "warn", /protocol 2, not 1/, /same tsnproxy build/);
+      expect(r, "cni.agent_socket", "warn", /protocol 3, not 2/, /same tsnproxy build/);
       other.close();
       await answering.catch(() => undefined);
     } finally {

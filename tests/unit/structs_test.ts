@@ -76,9 +76,14 @@ Deno.test("libbpf and bpf(2) struct layouts match the installed headers", async 
 
 Deno.test("libc struct layouts match the installed headers", async () => {
   const layouts = layoutsOf(libcStructs);
-  assert.equal(layouts.length, 2);
+  assert.equal(layouts.length, 7);
   const headers = new Set(layouts.flatMap((l) => l.headers));
-  const src = ["#include <stddef.h>", ...[...headers].map((h) => `#include <${h}>`)];
+  // struct ucred and struct statx are GNU extensions of sys/socket.h and sys/stat.h.
+  const src = [
+    "#define _GNU_SOURCE",
+    "#include <stddef.h>",
+    ...[...headers].map((h) => `#include <${h}>`),
+  ];
   const r = await compile([...src, ...asserts(layouts)].join("\n") + "\n", []);
   assert.ok(r.ok, r.stderr);
 });

@@ -7,7 +7,8 @@
  * every program, ~10-50 ms) only when a datapath readiness condition fails
  * (src/agent/readiness.ts). A pinned program of another build is replaced then: the loader
  * compares each pinned program's tag and release stamp with this build's (src/bpf/loader.ts)
- * and keeps the maps, and install's plan moves the restorers onto the new tsnp_restore.
+ * and keeps the maps, and install's plan moves the restorers onto the new tsnp_restore (also
+ * when they run another instance than the pinned one: restorer.attached fails then).
  *
  * A TSN interface that does not exist is waited for: its qdisc and restorer are planned when
  * it is back, the rest converges without it. While the plugin executable is missing from the
@@ -121,7 +122,9 @@ export async function converge(t: InstallTarget, scope: RepairScope): Promise<Re
     })),
     conflistWritten: plan.conflist.changes.length > 0,
     restorers: plan.interfaces.flatMap((i) =>
-      i.restorer.action === "attach" ? [{ ifname: i.ifname, action: i.restorer.action }] : []
+      i.restorer.action === "attach" || i.restorer.action === "replace"
+        ? [{ ifname: i.ifname, action: i.restorer.action }]
+        : []
     ),
   };
 }

@@ -1,11 +1,12 @@
 /**
- * The agent's part for the TSN interfaces: whether each one has its restorer (the
- * restorer.attached readiness condition and the `tsnproxy_restorer_attached{interface=...}`
- * metric), and a watch on their ifindexes (a re-created interface needs its qdisc, VLAN
- * egress-qos-map and restorer again: the repair, src/agent/repair.ts, plans them with
- * install's planNode for the interfaces that exist, and waits for the others).
+ * The agent's part for the TSN interfaces: whether each one has its restorer, running the
+ * pinned tsnp_restore (the restorer.attached readiness condition and the
+ * `tsnproxy_restorer_attached{interface=...}` metric), and a watch on their ifindexes (a
+ * re-created interface needs its qdisc, VLAN egress-qos-map and restorer again: the repair,
+ * src/agent/repair.ts, plans them with install's planNode for the interfaces that exist, and
+ * waits for the others).
  */
-import { restorerAttached } from "../bpf/node.ts";
+import { restorerStatus } from "../bpf/node.ts";
 import { PinLayout } from "../bpf/pins.ts";
 import { ifNameToIndex } from "../ffi/libc.ts";
 import { asTsnproxyError } from "../errors.ts";
@@ -26,12 +27,27 @@ function restorerState(t: InstallTarget, ifname: string): RestorerState {
     return { ifname, ok: false, detail: `the TSN interface ${ifname} does not exist` };
   }
   try {
-    const a = exists(new PinLayout(t.cfg.bpffs).root)
-      ? restorerAttached(t.cfg.bpffs, ifname)
+    const st = exists(new PinLayout(t.cfg.bpffs).root)
+      ? restorerStatus(t.cfg.bpffs, ifname)
       : undefined;
-    return a
-      ? { ifname, ok: true, detail: `on ${ifname} egress (${a.api}, ifindex ${a.ifindex})` }
-      : { ifname, ok: false, detail: `not attached to ${ifname}` };
+    if (st?.runningId === undefined) {
+      return { ifname, ok: false, detail: `not attached to ${ifname}` };
+    }
+    const a = st.attachment;
+    if (st.runningId !== st.pinnedId) {
+      return {
+        ifname,
+        ok: false,
+        detail: `${ifname} egress runs program ${st.runningId}, not the pinned tsnp_restore (${
+          st.pinnedId ?? "none pinned"
+        })`,
+      };
+    }
+    return {
+      ifname,
+      ok: true,
+      detail: `on ${ifname} egress (${a.api}, ifindex ${a.ifindex}, program ${st.runningId})`,
+    };
   } catch (e) {
     return { ifname, ok: false, detail: `${ifname}: ${asTsnproxyError(e).message}` };
   }

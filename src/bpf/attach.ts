@@ -35,6 +35,7 @@ import {
   fdById,
   linkDetachAt,
   linkInfo,
+  linkUpdateAt,
   objPin,
   progIdAt,
   progInfo,
@@ -212,6 +213,51 @@ function attachClsact(req: AttachRequest, ifindex: number): Attachment {
     pin,
     ...(req.netns ? { netns: req.netns } : {}),
   };
+}
+
+/**
+ * Makes an attachment run `progFd` instead of its program, with no moment in which the hook
+ * runs neither or both: a link's program is swapped in place (BPF_LINK_UPDATE, the link keeps
+ * its place in the chain); a clsact filter is replaced under its own handle and priority
+ * (BPF_TC_F_REPLACE), then its marker is re-pinned to the new program (pinned beside it and
+ * renamed over it, so the marker always names the program the filter runs, as detach() needs).
+ */
+export function replaceProgram(
+  a: Attachment,
+  progFd: number,
+  handle: number,
+  netns?: string,
+): void {
+  if (a.api !== "clsact") {
+    check(
+      linkUpdateAt(a.pin, progFd),
+      `cannot swap the program of the ${a.api} link ${a.pin}`,
+      "run as root; see `tsnproxy doctor`",
+    );
+    return;
+  }
+  withNetns(netns, () => {
+    const opts = encode(BpfTcOpts, {
+      sz: BigInt(BpfTcOpts.size),
+      prog_fd: progFd,
+      flags: BPF_TC_F_REPLACE,
+      handle,
+      priority: CLSACT_PRIORITY,
+    });
+    check(
+      libbpf().bpf_tc_attach(tcHook(a.ifindex, a.direction), opts),
+      `cannot replace the cls_bpf filter on ifindex ${a.ifindex} ${a.direction}`,
+      "run as root; see `tsnproxy doctor`",
+    );
+  });
+  // A name no pin parser takes for an attachment of ours (see pins.ts; bpffs allows no dots).
+  const slash = a.pin.lastIndexOf("/");
+  const next = `${a.pin.slice(0, slash)}/next-${a.pin.slice(slash + 1)}`;
+  try {
+    Deno.removeSync(next); // left by a run killed between the pin and the rename
+  } catch { /* none */ }
+  objPin(progFd, next);
+  Deno.renameSync(next, a.pin);
 }
 
 /** The program id of a cls_bpf filter of ours on a hook, in the calling thread's namespace. */

@@ -8,15 +8,18 @@ import {
   type Attachment,
   CLSACT_HANDLE,
   CLSACT_HANDLES,
+  clsactProgId,
   describePin,
   detach,
   pinsOf,
+  replaceProgram,
   type TcApi,
 } from "./attach.ts";
 import { parseNodePin, parsePodPin, PinLayout } from "./pins.ts";
-import { closeFd, objGetRequired, readPinned } from "./sys.ts";
+import { closeFd, linkInfo, objGetRequired, progIdAt, progInfo, readPinned } from "./sys.ts";
 import { ifNameToIndex } from "../ffi/libc.ts";
 import { withNetns } from "../util/netns.ts";
+import { NotFoundError } from "../errors.ts";
 import { foreign, type HookProgram, programsOn } from "./hooks.ts";
 import { listLinks } from "../netlink/link.ts";
 import { LEGACY_MAPS, LEGACY_PROGS, LegacyLayout, retireLegacy } from "./legacy.ts";
@@ -38,15 +41,45 @@ export function restorerAttached(
   return undefined;
 }
 
-/** Attaches the restorer to the TSN interface's egress, first, unless it is there already. */
+/** What a TSN interface's restorer attachment runs, and what is pinned as tsnp_restore. */
+export interface RestorerStatus {
+  attachment: Attachment;
+  /**
+   * The program the hook runs for the attachment (a link's program, or the clsact filter's
+   * under the restorer's handle); undefined when the filter is gone behind the marker's back.
+   */
+  runningId?: number;
+  /** The pinned tsnp_restore; undefined without the pin. */
+  pinnedId?: number;
+}
+
+/** The restorer attachment on the interface's current index, and what it runs. */
+export function restorerStatus(
+  bpffs: string,
+  ifname: string,
+  netns?: string,
+): RestorerStatus | undefined {
+  const a = restorerAttached(bpffs, ifname, netns);
+  if (!a) return undefined;
+  const runningId = a.api === "clsact"
+    ? withNetns(netns, () => clsactProgId(a.ifindex, a.direction, CLSACT_HANDLES.restore))
+    : readPinned(a.pin, linkInfo)?.progId;
+  const pinnedId = progIdAt(new PinLayout(bpffs).prog("restore"));
+  return { attachment: a, runningId, pinnedId };
+}
+
+/**
+ * Attaches the restorer to the TSN interface's egress, first, unless it is there already (an
+ * attachment whose clsact filter is gone is attached again).
+ */
 export function attachRestorer(
   bpffs: string,
   ifname: string,
   api: TcApi,
   netns?: string,
 ): Attachment & { action: "kept" | "attached" } {
-  const existing = restorerAttached(bpffs, ifname, netns);
-  if (existing) return { ...existing, action: "kept" };
+  const existing = restorerStatus(bpffs, ifname, netns);
+  if (existing?.runningId !== undefined) return { ...existing.attachment, action: "kept" };
   const pins = new PinLayout(bpffs);
   const pin = pins.restorer(ifname);
   detach(pin, { netns, handles: [CLSACT_HANDLES.restore] }); // a deleted/recreated interface's
@@ -63,6 +96,36 @@ export function attachRestorer(
       handle: CLSACT_HANDLES.restore,
     });
     return { ...a, action: "attached" };
+  } finally {
+    closeFd(fd);
+  }
+}
+
+/**
+ * Moves the restorer on the interface onto the pinned tsnp_restore (an install that replaced
+ * the pinned program, or a pin replaced behind the attachment's back) without a moment off
+ * the hook: the same link or filter, its program swapped (attach.ts replaceProgram).
+ * Returns the attachment and the program ids before and after.
+ */
+export function replaceRestorer(
+  bpffs: string,
+  ifname: string,
+  netns?: string,
+): Attachment & { from?: number; to: number } {
+  const st = restorerStatus(bpffs, ifname, netns);
+  if (!st) {
+    throw new NotFoundError(
+      `no restorer attached to ${ifname} to move onto the pinned tsnp_restore`,
+      "run `tsnproxy install` (it attaches one)",
+    );
+  }
+  const fd = objGetRequired(new PinLayout(bpffs).prog("restore"));
+  try {
+    const to = progInfo(fd).id;
+    if (st.runningId !== to) {
+      replaceProgram(st.attachment, fd, CLSACT_HANDLES.restore, netns);
+    }
+    return { ...st.attachment, from: st.runningId, to };
   } finally {
     closeFd(fd);
   }

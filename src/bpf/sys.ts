@@ -9,11 +9,13 @@ import { KernelError, NotInstalledError } from "../errors.ts";
 import { closeFd, Errno, strerror, SYS, sys } from "../ffi/libc.ts";
 import { addressOf, cstr } from "../ffi/open.ts";
 import {
+  BPF_F_REPLACE,
   BpfAttrBatch,
   BpfAttrEnableStats,
   BpfAttrGetFdById,
   BpfAttrInfo,
   BpfAttrLinkDetach,
+  BpfAttrLinkUpdate,
   BpfAttrMapElem,
   BpfAttrObj,
   BpfCmd,
@@ -171,6 +173,29 @@ export function linkDetachAt(path: string): number {
   if (fd === undefined) return -Errno.ENOENT;
   try {
     return bpf(BpfCmd.BPF_LINK_DETACH, encode(BpfAttrLinkDetach, { "link_detach.link_fd": fd }));
+  } finally {
+    closeFd(fd);
+  }
+}
+
+/**
+ * Makes the link pinned at `path` run `progFd` instead of its program (BPF_LINK_UPDATE): one
+ * atomic swap, the link keeps its place on the hook. With `oldProgFd` (BPF_F_REPLACE) only if
+ * the link still runs that program. 0, or -errno.
+ */
+export function linkUpdateAt(path: string, progFd: number, oldProgFd?: number): number {
+  const fd = objGet(path);
+  if (fd === undefined) return -Errno.ENOENT;
+  try {
+    return bpf(
+      BpfCmd.BPF_LINK_UPDATE,
+      encode(BpfAttrLinkUpdate, {
+        "link_update.link_fd": fd,
+        "link_update.new_prog_fd": progFd,
+        "link_update.flags": oldProgFd === undefined ? 0 : BPF_F_REPLACE,
+        "link_update.old_prog_fd": oldProgFd ?? 0,
+      }),
+    );
   } finally {
     closeFd(fd);
   }

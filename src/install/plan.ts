@@ -28,8 +28,9 @@ import {
   attachRestorer,
   detachRestorer,
   nodeForeignPrograms,
-  restorerAttached,
+  replaceRestorer,
   restorerInterfaces,
+  restorerStatus,
 } from "../bpf/node.ts";
 import { assertBpffs, MAPS, PinLayout, PROGRAMS } from "../bpf/pins.ts";
 import { type CarrierChoice, chooseNodeCarrier, REASONS, reasonText } from "../bpf/carrier.ts";
@@ -209,20 +210,56 @@ export interface RestorerPlan {
   ifname: string;
   api: TcApi;
   pin: string;
-  /** undefined: not on the TSN interface (restoreAt host-veth-ingress). */
-  action?: "attach" | "kept";
+  /**
+   * undefined: not on the TSN interface (restoreAt host-veth-ingress). "replace": attached,
+   * but to another program than the pinned tsnp_restore (or than the one the datapath step
+   * pins): moved onto it in place, the hook never without a restorer.
+   */
+  action?: "attach" | "kept" | "replace";
   existing?: Attachment;
+  /** replace: the program id the hook runs now, and why it is not the right one. */
+  replace?: { runningId: number; why: string };
 }
 
-export function planRestorer(t: InstallTarget, ifname: string): RestorerPlan {
+/**
+ * The restorer step of one TSN interface. `datapath`: the datapath step that runs before it
+ * (install's), whose replacement of tsnp_restore the attachment must follow.
+ */
+export function planRestorer(
+  t: InstallTarget,
+  ifname: string,
+  datapath?: DatapathPlan,
+): RestorerPlan {
   const pin = new PinLayout(t.cfg.bpffs).restorer(ifname);
   const plan: RestorerPlan = { ifname, api: t.api, pin };
   if (t.cfg.restoreAt !== "tsn-egress") return plan;
-  const existing = exists(new PinLayout(t.cfg.bpffs).root)
-    ? restorerAttached(t.cfg.bpffs, ifname)
+  const st = exists(new PinLayout(t.cfg.bpffs).root)
+    ? restorerStatus(t.cfg.bpffs, ifname)
     : undefined;
-  plan.action = existing ? "kept" : "attach";
-  if (existing) plan.existing = existing;
+  // No attachment, or a clsact marker whose filter is gone: attach.
+  if (st?.runningId === undefined) {
+    plan.action = "attach";
+    return plan;
+  }
+  plan.existing = st.attachment;
+  const restore = datapath?.programs.find((p) => p.role === "restore");
+  if (restore && restore.action !== "kept") {
+    plan.action = "replace";
+    plan.replace = {
+      runningId: st.runningId,
+      why: restore.action === "replaced"
+        ? "the datapath step replaces the pinned tsnp_restore"
+        : "the datapath step pins tsnp_restore",
+    };
+  } else if (st.pinnedId !== undefined && st.runningId !== st.pinnedId) {
+    plan.action = "replace";
+    plan.replace = {
+      runningId: st.runningId,
+      why: `the pinned tsnp_restore is program ${st.pinnedId}`,
+    };
+  } else {
+    plan.action = "kept";
+  }
   return plan;
 }
 
@@ -240,6 +277,7 @@ export function planInterface(
   t: InstallTarget,
   iface: TsnInterfaceConfig,
   before: InstallState,
+  datapath?: DatapathPlan,
 ): InterfacePlan {
   const qdisc = planQdisc(
     iface.name,
@@ -247,7 +285,11 @@ export function planInterface(
     usesClsact(t.api, t.cfg.restoreAt),
     before,
   );
-  const plan: InterfacePlan = { ifname: iface.name, qdisc, restorer: planRestorer(t, iface.name) };
+  const plan: InterfacePlan = {
+    ifname: iface.name,
+    qdisc,
+    restorer: planRestorer(t, iface.name, datapath),
+  };
   if (iface.vlan) plan.vlan = planVlan(iface.name, iface.vlan);
   return plan;
 }
@@ -255,6 +297,7 @@ export function planInterface(
 /** True when the interface's steps change nothing. */
 export function interfacePlanIsEmpty(p: InterfacePlan): boolean {
   return p.qdisc.steps.length === 0 && p.restorer.action !== "attach" &&
+    p.restorer.action !== "replace" &&
     (p.vlan?.changes.length ?? 0) === 0;
 }
 
@@ -298,7 +341,7 @@ export async function planNode(t: InstallTarget, scope: PlanScope): Promise<Node
   const datapath = scope.datapath ? planDatapath(cfg, names) : undefined;
   const missing = scope.skipMissing ? names.filter((n) => ifNameToIndex(n) === 0) : [];
   const interfaces = t.tsnInterfaces.filter((i) => !missing.includes(i.name))
-    .map((i) => planInterface(t, i, before));
+    .map((i) => planInterface(t, i, before, datapath));
   const staleRestorers = exists(new PinLayout(cfg.bpffs).root)
     ? restorerInterfaces(cfg.bpffs).filter((n) => !names.includes(n)).sort()
     : [];
@@ -436,6 +479,12 @@ export function formatNodePlan(p: NodePlan, verb = "install"): string {
       );
     } else if (r.action === "attach") {
       line(true, `attach tsnp_restore to ${r.ifname} egress with ${r.api}, first (pin ${r.pin})`);
+    } else if (r.action === "replace") {
+      line(
+        true,
+        `re-attach ${r.ifname}'s restorer to the new tsnp_restore in place (${r.existing?.api}; ` +
+          `it runs program ${r.replace?.runningId}: ${r.replace?.why})`,
+      );
     }
   }
   for (const ifname of p.missing) {
@@ -681,6 +730,8 @@ export async function executeNodePlan(p: NodePlan): Promise<NodeResult> {
   for (const i of p.interfaces) {
     // On the clsact path planQdisc added clsact already: the restorer never creates it.
     if (i.restorer.action === "attach") attachRestorer(t.cfg.bpffs, i.ifname, t.api);
+    // After the datapath step: the pinned tsnp_restore is the one to run now.
+    if (i.restorer.action === "replace") replaceRestorer(t.cfg.bpffs, i.ifname);
   }
   for (const ifname of p.staleRestorers) detachRestorer(t.cfg.bpffs, ifname);
   for (const i of p.interfaces) {

@@ -41,8 +41,11 @@ const restorerPlanSchema = z.object({
   ifname: z.string(),
   api: z.enum(["tcx", "clsact"]),
   pin: z.string(),
-  /** null: restoreAt host-veth-ingress (the plugin attaches per pod). */
-  action: z.enum(["attach", "kept"]).nullable(),
+  /**
+   * null: restoreAt host-veth-ingress (the plugin attaches per pod). "replace": attached to
+   * another program than the pinned (or newly pinned) tsnp_restore: moved onto it in place.
+   */
+  action: z.enum(["attach", "kept", "replace"]).nullable(),
 });
 
 const vlanPlanSchema = z.object({

@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { createNode, destroyNode, FIXTURES, type TestNode, tsnproxy } from "../install/_node.ts";
-import { restorerAttached } from "../../src/bpf/node.ts";
+import { restorerAttached, restorerStatus } from "../../src/bpf/node.ts";
 import { PinLayout } from "../../src/bpf/pins.ts";
 import { closeFd, objGetRequired, objPin } from "../../src/bpf/sys.ts";
 import { isThisBuild, pinnedProgram } from "../../src/agent/readiness.ts";
@@ -55,8 +55,13 @@ async function breakAndWatch(
     20_000,
   );
   // The repair is logged (by the pass that made it: one started for an earlier condition may
-  // have fixed this one too, so the line may name another).
-  assert.ok(since().some((l) => l.msg === "node repaired"), `no repair logged for ${condition}`);
+  // have fixed this one too, so the line may name another). The line may still be on its way
+  // through the agent's stderr pipe when the probe already answers 200.
+  await until(
+    `the agent to log the repair of ${condition}`,
+    () => since().some((l) => l.msg === "node repaired"),
+    20_000,
+  );
   return since();
 }
 
@@ -130,6 +135,24 @@ Deno.test("agent: readiness follows the datapath; each broken condition is repai
     assert.deepEqual(
       (replaced.pinnedBuild as Record<string, unknown>).releases,
       { tsnp_save: formatRelease(parseRelease(OTHER_STAMP)) },
+    );
+
+    // Another build's restorer pinned: the TSN interface's restorer still runs this build's,
+    // which is no longer the pinned one. The repair pins this build's again and moves the
+    // restorer onto it in place.
+    logs = await breakAndWatch(agent, "datapath.build", () => {
+      pinOfAnotherBuild(node.bpffs, "restore");
+      const st = restorerStatus(node.bpffs, node.tsn)!;
+      assert.notEqual(st.runningId, st.pinnedId);
+    });
+    const st = restorerStatus(node.bpffs, node.tsn)!;
+    assert.equal(st.runningId, st.pinnedId, "the restorer runs the pinned tsnp_restore");
+    assert.ok(isThisBuild("restore", pinnedProgram(node.bpffs, "restore")!));
+    assert.ok(
+      logs.some((l) =>
+        l.msg === "restorer re-attached" && l.ifname === node.tsn && l.action === "replace"
+      ),
+      "the agent says it moved the restorer",
     );
 
     // Another program of this build under the saver's pin (its name and tag differ).

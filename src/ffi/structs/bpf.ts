@@ -155,6 +155,14 @@ export const BpfAttrLinkDetach = struct("union bpf_attr", UAPI, 4, {
   "link_detach.link_fd": [0, "u32"],
 }, { prefix: true });
 
+/** BPF_LINK_UPDATE: swaps the program a link runs, in place. */
+export const BpfAttrLinkUpdate = struct("union bpf_attr", UAPI, 16, {
+  "link_update.link_fd": [0, "u32"],
+  "link_update.new_prog_fd": [4, "u32"],
+  "link_update.flags": [8, "u32"],
+  "link_update.old_prog_fd": [12, "u32"],
+}, { prefix: true });
+
 /** enum bpf_cmd values of the commands above (checked against linux/bpf.h). */
 export const BpfCmd = {
   BPF_MAP_LOOKUP_ELEM: 1,
@@ -167,6 +175,7 @@ export const BpfCmd = {
   BPF_MAP_GET_FD_BY_ID: 14,
   BPF_OBJ_GET_INFO_BY_FD: 15,
   BPF_MAP_LOOKUP_BATCH: 24,
+  BPF_LINK_UPDATE: 29,
   BPF_LINK_GET_FD_BY_ID: 30,
   BPF_ENABLE_STATS: 32,
   BPF_LINK_DETACH: 34,

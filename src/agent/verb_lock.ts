@@ -1,22 +1,18 @@
 /**
  * The agent's side of the per-container verb locks (src/cni/delegate.ts verbLockPath): flock(2)
- * on a file in <socket dir>/locks/, taken without blocking (LOCK_NB) and retried every few
- * milliseconds, so a plugin that holds one while it runs a verb itself never stalls the
- * agent's event loop, only the request for that container, until that request's deadline.
+ * on a file in <socket dir>/locks/, taken without blocking (src/util/flock.ts), so a plugin
+ * that holds one while it runs a verb itself never stalls the agent's event loop, only the
+ * request for that container, until that request's deadline.
  */
-import { closeFd, O_CLOEXEC, strerror, SYS, sys } from "../ffi/libc.ts";
-import { cstr } from "../ffi/open.ts";
+import { closeFd } from "../ffi/libc.ts";
 import { KernelError } from "../errors.ts";
+import { strerror } from "../ffi/libc.ts";
 import { verbLockPath } from "../cni/delegate.ts";
+import { flockWithin, openForLock } from "../util/flock.ts";
 
-const AT_FDCWD = -100;
 const O_RDWR = 2;
 const O_CREAT = 0o100;
 const O_NOFOLLOW = 0o400000;
-const LOCK_EX = 2;
-const LOCK_NB = 4;
-const EWOULDBLOCK = 11;
-const RETRY_MS = 3;
 
 /** Creates the lock directory next to the socket (mode 0700, like the socket's). */
 export function prepareVerbLocks(socket: string): void {
@@ -35,13 +31,7 @@ export async function takeVerbLock(
   signal: AbortSignal,
 ): Promise<(() => void) | undefined> {
   const path = verbLockPath(socket, containerId);
-  const fd = sys(
-    SYS.openat,
-    AT_FDCWD,
-    cstr(path),
-    O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
-    0o600,
-  );
+  const fd = openForLock(path, O_RDWR | O_CREAT | O_NOFOLLOW);
   if (fd < 0) {
     throw new KernelError(
       `cannot open the verb lock ${path}: ${strerror(-fd)}`,
@@ -49,21 +39,12 @@ export async function takeVerbLock(
       -fd,
     );
   }
-  for (;;) {
-    const r = sys(SYS.flock, fd, LOCK_EX | LOCK_NB);
-    if (r === 0) return () => closeFd(fd);
-    if (r !== -EWOULDBLOCK) {
-      closeFd(fd);
-      throw new KernelError(
-        `flock(${path}): ${strerror(-r)}`,
-        "check the agent socket's directory",
-        -r,
-      );
-    }
-    if (signal.aborted || Date.now() >= until) {
-      closeFd(fd);
-      return undefined;
-    }
-    await new Promise((res) => setTimeout(res, RETRY_MS));
+  try {
+    if (await flockWithin(fd, path, until, { signal })) return () => closeFd(fd);
+  } catch (e) {
+    closeFd(fd);
+    throw e;
   }
+  closeFd(fd);
+  return undefined;
 }

@@ -171,23 +171,23 @@ export async function handleCni(
       case "ADD": {
         if (!prevResult) {
           const { cmdAdd } = await verbs();
-          await cmdAdd({ env, config }); // throws the "chained plugin" error
+          await cmdAdd({ env, config, inAgent: opts.inAgent }); // the "chained plugin" error
           break;
         }
         const { cmdAdd } = await verbs();
-        await cmdAdd({ env, config, prevResult });
+        await cmdAdd({ env, config, prevResult, inAgent: opts.inAgent });
         stdout = prevResult;
         break;
       }
       case "DEL": {
         const { cmdDel } = await verbs();
-        await cmdDel({ env, config, prevResult });
+        await cmdDel({ env, config, prevResult, inAgent: opts.inAgent });
         break;
       }
       case "CHECK": {
         needsAtLeast(selected, "0.4.0", "CHECK");
         const { cmdCheck } = await verbs();
-        await cmdCheck({ env, config, prevResult });
+        await cmdCheck({ env, config, prevResult, inAgent: opts.inAgent });
         break;
       }
       case "STATUS": {
@@ -200,7 +200,7 @@ export async function handleCni(
         needsAtLeast(selected, "1.1.0", "GC");
         const valid = validAttachments(raw["cni.dev/valid-attachments"]);
         const { cmdGc } = await verbs();
-        cmdGc(config, valid);
+        await cmdGc(config, valid, opts.inAgent);
         break;
       }
     }

@@ -15,9 +15,19 @@
  * an exclusive flock on the pin root directory (bpffs supports flock); the lock dies with the
  * process, so a crashed plugin never blocks the node. Attaching and detaching happen outside
  * it: a tcx attach or detach waits for an RCU grace period, and under the lock concurrent ADDs
- * would wait for each other's.
+ * would wait for each other's. A plugin process waits for the lock in flock(2); the agent,
+ * which runs verbs for many plugins on one thread that also answers its probes, polls for it
+ * (src/util/flock.ts) for at most AGENT_NODE_LOCK_MS, then answers "try again later" (11):
+ * a plugin that holds the lock (running a verb itself) or is stopped while holding it stalls
+ * that one verb, never the agent.
  */
-import { CniCode, NotFoundError, NotInstalledError, TsnproxyError } from "../errors.ts";
+import {
+  CniCode,
+  KernelError,
+  NotFoundError,
+  NotInstalledError,
+  TsnproxyError,
+} from "../errors.ts";
 import {
   admitIfindex,
   attachPodPrograms,
@@ -49,8 +59,9 @@ import {
   removeLegacyPod,
   retireLegacyIfUnused,
 } from "../bpf/legacy.ts";
-import { netnsExists, withNetns } from "../util/netns.ts";
-import { ifNameToIndex } from "../ffi/libc.ts";
+import { netnsExists, netnsProblem, withNetns } from "../util/netns.ts";
+import { closeFd, Errno, ifNameToIndex, O_RDONLY, strerror } from "../ffi/libc.ts";
+import { flockWithin, openForLock } from "../util/flock.ts";
 import { libbpf } from "../ffi/libbpf.ts";
 import { log } from "../log.ts";
 import type { PluginConfig } from "./config.ts";
@@ -70,30 +81,74 @@ export interface Invocation {
   config: PluginConfig;
   /** Validated (and version-converted) prevResult, when the runtime passed one. */
   prevResult?: JsonObject;
+  /** The node agent runs the verb (src/agent/cni_server.ts): locks are waited for politely. */
+  inAgent?: boolean;
 }
+
+/** How long the agent waits for the node lock before answering "try again later". */
+export const AGENT_NODE_LOCK_MS = 20_000;
 
 // ---- shared helpers ---------------------------------------------------------------------
 
-/** Holds an exclusive lock on the pin root; undefined when the root does not exist. */
-function lockRoot(bpffs: string): Deno.FsFile | undefined {
-  let f: Deno.FsFile;
-  try {
-    f = Deno.openSync(bpffs, { read: true });
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
-    throw e;
-  }
-  f.lockSync(true);
-  return f;
+/** The node lock, held: release() unlocks (closing the file). */
+interface NodeLock {
+  release(): void;
 }
 
-function unlock(f: Deno.FsFile | undefined): void {
-  if (!f) return;
-  try {
-    f.unlockSync();
-  } finally {
-    f.close();
+/**
+ * Holds an exclusive lock on the pin root; undefined when the root does not exist. A plugin
+ * process blocks in flock(2); the agent polls, up to AGENT_NODE_LOCK_MS (see the header).
+ */
+async function lockRoot(bpffs: string, inAgent = false): Promise<NodeLock | undefined> {
+  if (!inAgent) {
+    let f: Deno.FsFile;
+    try {
+      f = Deno.openSync(bpffs, { read: true });
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return undefined;
+      throw e;
+    }
+    f.lockSync(true);
+    return {
+      release() {
+        try {
+          f.unlockSync();
+        } finally {
+          f.close();
+        }
+      },
+    };
   }
+  const fd = openForLock(bpffs, O_RDONLY);
+  if (fd === -Errno.ENOENT) return undefined;
+  if (fd < 0) {
+    throw new KernelError(
+      `cannot open the pin root ${bpffs}: ${strerror(-fd)}`,
+      "run as root",
+      -fd,
+    );
+  }
+  let held = false;
+  try {
+    held = await flockWithin(fd, bpffs, Date.now() + AGENT_NODE_LOCK_MS, {
+      onWait: () => log("info", "waiting for the node lock", { bpffs }),
+    });
+  } finally {
+    if (!held) closeFd(fd);
+  }
+  if (!held) {
+    throw new TsnproxyError(
+      `the node lock on ${bpffs} was held by another process for ${AGENT_NODE_LOCK_MS} ms ` +
+        "(a plugin running a verb itself, or stopped while holding it); nothing was changed",
+      "the runtime retries the call; `grep FLOCK /proc/locks` names the holder's pid",
+      CniCode.TryAgainLater,
+    );
+  }
+  return { release: () => closeFd(fd) };
+}
+
+function unlock(lock: NodeLock | undefined): void {
+  lock?.release();
 }
 
 function notInstalled(bpffs: string, what: string): NotInstalledError {
@@ -103,8 +158,12 @@ function notInstalled(bpffs: string, what: string): NotInstalledError {
 }
 
 /** Runs fn under the node lock; throws the not-installed error without a pin root. */
-function withNodeLock<T>(bpffs: string, fn: () => T): T {
-  const lock = lockRoot(bpffs);
+async function withNodeLock<T>(
+  bpffs: string,
+  inAgent: boolean | undefined,
+  fn: () => T,
+): Promise<T> {
+  const lock = await lockRoot(bpffs, inAgent);
   if (!lock) throw notInstalled(bpffs, `${bpffs} does not exist`);
   try {
     return fn();
@@ -131,13 +190,25 @@ export function nodeCarrier(cfg: DatapathConfig): CarrierChoice {
   return { carrier: cfg.tags ? "tag" : "stage", reason };
 }
 
+/**
+ * CNI_NETNS must be a network namespace this process can enter: what it is instead (gone, a
+ * FIFO, a file, another namespace type) is the error, found without blocking
+ * (src/util/netns.ts).
+ */
 function netnsMustExist(netns: string): void {
-  if (!netnsExists(netns)) {
+  const problem = netnsProblem(netns);
+  if (!problem) return;
+  if (problem.missing) {
     throw new NotFoundError(
-      `network namespace ${netns} does not exist (CNI_NETNS)`,
+      `network namespace ${netns} does not exist (CNI_NETNS): ${problem.reason}`,
       "the runtime passed a namespace that is gone or was never created; nothing was attached",
     );
   }
+  throw new NotFoundError(
+    `CNI_NETNS is not a network namespace: ${problem.reason}`,
+    "the runtime must pass the path of the pod's network namespace (e.g. " +
+      "/var/run/netns/cni-... or /proc/<pid>/ns/net); nothing was attached",
+  );
 }
 
 function missingPrevResult(verb: string): TsnproxyError {
@@ -210,7 +281,7 @@ export async function cmdAdd(inv: Invocation): Promise<void> {
       host,
       hostApi: admitApi(host.kind, config.attachMode, hasTcx(), hostPrograms),
     };
-    const entry = withNodeLock(config.bpffs, () => {
+    const entry = await withNodeLock(config.bpffs, inv.inAgent, () => {
       Deno.mkdirSync(new PinLayout(config.bpffs).podsDir, { recursive: true });
       // A retried ADD that finds another host side (the pod's veth was re-created) leaves
       // no entry behind under the old one.
@@ -231,14 +302,21 @@ export async function cmdAdd(inv: Invocation): Promise<void> {
       done = attachPodPrograms(req);
     } catch (e) {
       // Nothing half-attached: attachPodPrograms undid its own part, this undoes the map's.
-      withNodeLock(
+      // The attach error is the one to report; an entry left behind by an undo that could
+      // not get the lock is the runtime's DEL's to remove.
+      await withNodeLock(
         config.bpffs,
+        inv.inAgent,
         () =>
           removePodEntry(maps, {
             bpffs: config.bpffs,
             containerId: env.containerId,
             hostIndex: host.index,
           }),
+      ).catch((u) =>
+        log("warn", "ADD failed and its pod entry could not be removed yet", {
+          error: String(u),
+        })
       );
       throw e;
     }
@@ -301,7 +379,7 @@ export async function cmdDel(inv: Invocation): Promise<void> {
   // Outside the lock: a tcx detach waits for RCU.
   let removed = detachPodSide(req);
   if (live !== undefined) removed += detachHostSide(req, (ifindex) => ifindex === live);
-  const lock = lockRoot(config.bpffs);
+  const lock = await lockRoot(config.bpffs, inv.inAgent);
   if (lock) {
     try {
       let maps: DatapathMaps | undefined;
@@ -465,8 +543,12 @@ export interface GcAttachmentRef {
  * container id only (not ifname): another network's GC lists the same sandboxes under its
  * own ifnames, so keeping every attachment of a listed container never deletes a live one.
  */
-export function cmdGc(config: PluginConfig, valid: readonly GcAttachmentRef[]): number {
-  const lock = lockRoot(config.bpffs);
+export async function cmdGc(
+  config: PluginConfig,
+  valid: readonly GcAttachmentRef[],
+  inAgent = false,
+): Promise<number> {
+  const lock = await lockRoot(config.bpffs, inAgent);
   if (!lock) return 0;
   quietLibbpf();
   try {

@@ -4,8 +4,11 @@
  *
  * - an idle connection does not hold up anyone's pod;
  * - a request whose plugin gave up (and ran the verb itself) is never run later;
- * - a plugin running a verb itself beside a hung agent waits for the container's lock, so
+ * - a plugin running a verb itself beside a stalled agent waits for the container's lock, so
  *   the runtime's DEL after a timed-out ADD never leaves a saver behind;
+ * - the node lock held by a plugin process never blocks the agent: it waits for the lock
+ *   without blocking its event loop (its probes are answered meanwhile), and past its bound
+ *   answers "try again later";
  * - SIGTERM stops the agent promptly whatever its clients do, and removes the socket;
  * - a CNI_NETNS that is a FIFO (or any other non-namespace) is answered, not blocked on;
  * - 16 pods created and deleted at once are all served by the agent, none falls back.
@@ -25,6 +28,7 @@ import {
 } from "../cni/helpers.ts";
 import { podPins } from "../../src/bpf/pod.ts";
 import { delegate, PROTOCOL_VERSION, verbLockPath } from "../../src/cni/delegate.ts";
+import { AGENT_NODE_LOCK_MS } from "../../src/cni/verbs.ts";
 import { lexists } from "../../src/util/fs.ts";
 import { until } from "../lib/wait.ts";
 import { nodeLogFile, nodeSocketDir, removeNodePath } from "../lib/node_dirs.ts";
@@ -151,12 +155,23 @@ Deno.test("agent socket: a request whose plugin gave up is never run later", asy
   });
 });
 
-Deno.test("agent socket: a DEL run by its plugin waits for the ADD a hung agent still runs", async () => {
+/** A probe answered within `ms` (an agent whose event loop blocks answers none). */
+async function answers(url: string, ms = 10_000): Promise<number | undefined> {
+  try {
+    const r = await fetch(url, { signal: AbortSignal.timeout(ms) });
+    await r.body?.cancel();
+    return r.status;
+  } catch {
+    return undefined;
+  }
+}
+
+Deno.test("agent socket: a DEL run by its plugin waits for the ADD a stalled agent still runs", async () => {
   await withAgent(async ({ node, agent, socket, logFile, entry }) => {
     const pod = await createPod();
     const conf = { ...entry, prevResult: prevResultFor(pod) };
-    // The node lock, held here, stalls the agent inside the ADD it was told to run (its
-    // event loop blocks in flock(2), as a hung agent's would).
+    // The node lock, held here as a plugin running a verb itself holds it, stalls the agent
+    // inside the ADD it was told to run (the agent waits for it without blocking).
     const nodeLock = Deno.openSync(node.bpffs, { read: true });
     let add: Deno.ChildProcess | undefined;
     let del: Deno.ChildProcess | undefined;
@@ -164,10 +179,12 @@ Deno.test("agent socket: a DEL run by its plugin waits for the ADD a hung agent 
       nodeLock.lockSync(true);
       add = spawnPlugin({ command: "ADD", pod, stdin: conf });
       await until(
-        "the agent to block in the ADD",
-        () => flocksOn(node.bpffs).some((l) => l.waiting && l.pid === agent.proc.pid),
+        "the agent to wait for the node lock in the ADD",
+        () => logged(agent, "waiting for the node lock", { bpffs: node.bpffs }).length > 0,
         20_000,
       );
+      // Waiting, not blocked: the agent still answers its probes.
+      assert.equal(await answers(`${agent.base}/livez`), 200, "the agent's event loop is free");
       // The runtime gives up on the ADD and deletes the pod.
       add.kill("SIGKILL");
       await add.output();
@@ -201,6 +218,48 @@ Deno.test("agent socket: a DEL run by its plugin waits for the ADD a hung agent 
       del?.kill("SIGKILL");
       await add?.output();
       await del?.output();
+      await deletePod(pod);
+    }
+  });
+});
+
+Deno.test("agent socket: a node lock held past the agent's bound: try again later, probes answered", async () => {
+  await withAgent(async ({ node, agent, entry }) => {
+    const pod = await createPod();
+    const conf = { ...entry, prevResult: prevResultFor(pod) };
+    const nodeLock = Deno.openSync(node.bpffs, { read: true });
+    let add: Deno.ChildProcess | undefined;
+    try {
+      nodeLock.lockSync(true);
+      add = spawnPlugin({ command: "ADD", pod, stdin: conf });
+      let out: Deno.CommandOutput | undefined;
+      const collecting = add.output().then((o) => (out = o));
+      await until(
+        "the agent to wait for the node lock",
+        () => logged(agent, "waiting for the node lock", { bpffs: node.bpffs }).length > 0,
+        20_000,
+      );
+      // Meanwhile the agent answers its probes and scrapes (verbs wait for their turn: a
+      // request whose deadline passes meanwhile is run by its plugin).
+      assert.equal(await answers(`${agent.base}/livez`), 200);
+      assert.equal(await answers(`${agent.base}/readyz`), 200);
+      assert.equal(await answers(`${agent.base}/metrics`), 200);
+      await until("the ADD to be answered", () => out !== undefined, AGENT_NODE_LOCK_MS + 30_000);
+      await collecting;
+      add = undefined;
+      const res = JSON.parse(new TextDecoder().decode(out!.stdout));
+      assert.equal(out!.code, 1, JSON.stringify(res));
+      assert.equal(res.code, 11, JSON.stringify(res));
+      assert.match(res.msg, /the node lock on \S+ was held by another process/);
+      assert.deepEqual(podPins(node.bpffs, pod.containerId, pod.ifname), [], "nothing attached");
+      nodeLock.unlockSync();
+      // The runtime retries: the agent serves it.
+      assertOk(await cni({ command: "ADD", pod, stdin: conf }));
+      assertOk(await cni({ command: "DEL", pod, stdin: conf }));
+    } finally {
+      nodeLock.close();
+      add?.kill("SIGKILL");
+      await add?.output().catch(() => undefined);
       await deletePod(pod);
     }
   });
@@ -257,7 +316,12 @@ Deno.test("agent socket: a FIFO or a file as CNI_NETNS is answered without block
     const conf = { ...entry, prevResult: prevResultFor(pod) };
     const before = await served(agent, "error");
     try {
-      for (const netns of [fifo, file, "/proc/self/ns/mnt"]) {
+      const cases: Array<[string, RegExp]> = [
+        [fifo, /CNI_NETNS is not a network namespace: \S+ is a FIFO, not a network namespace/],
+        [file, /CNI_NETNS is not a network namespace: \S+ is a regular file/],
+        ["/proc/self/ns/mnt", /is a mount namespace, not a network namespace/],
+      ];
+      for (const [netns, why] of cases) {
         const p = spawnPlugin({ command: "ADD", pod: { ...pod, netns }, stdin: conf });
         let out: Deno.CommandOutput | undefined;
         const collecting = p.output().then((o) => (out = o));
@@ -270,6 +334,7 @@ Deno.test("agent socket: a FIFO or a file as CNI_NETNS is answered without block
         const res = JSON.parse(new TextDecoder().decode(out!.stdout));
         assert.equal(out!.code, 1);
         assert.equal(res.code, 103, JSON.stringify(res));
+        assert.match(res.msg, why);
       }
       // Answered by the agent (its error count), which kept serving: a real pod goes through.
       assert.equal(delta(await served(agent, "error"), before, "ADD"), 3);

@@ -121,6 +121,13 @@ Deno.test("malformed inputs: right error code, nothing attached or pinned", asyn
       const good = { ...entry(node), prevResult: prevResultFor(pod) };
       // A file an entry author must not get appends to.
       const escapeLog = `/tmp/tsnp-escape-${randomId()}.log`;
+      // Paths a runtime (or whoever calls the plugin) may pass as CNI_NETNS that are no
+      // namespace.
+      const notNs = Deno.makeTempDirSync({ prefix: "tsnp-not-netns-" });
+      const fifo = `${notNs}/fifo`;
+      await new Deno.Command("mkfifo", { args: [fifo] }).output();
+      const file = `${notNs}/file`;
+      Deno.writeTextFileSync(file, "");
       const cases: Array<{
         name: string;
         stdin: unknown;
@@ -182,7 +189,21 @@ Deno.test("malformed inputs: right error code, nothing attached or pinned", asyn
           stdin: good,
           env: { CNI_NETNS: `/run/netns/tsnp-nope-${randomId()}` },
           code: 103,
-          msg: /does not exist/,
+          msg: /does not exist \(CNI_NETNS\): cannot open \S+: No such file or directory/,
+        },
+        {
+          name: "netns a FIFO (never opened for reading: it would block)",
+          stdin: good,
+          env: { CNI_NETNS: fifo },
+          code: 103,
+          msg: /CNI_NETNS is not a network namespace: \S+ is a FIFO, not a network namespace/,
+        },
+        {
+          name: "netns a regular file",
+          stdin: good,
+          env: { CNI_NETNS: file },
+          code: 103,
+          msg: /CNI_NETNS is not a network namespace: \S+ is a regular file/,
         },
         {
           name: "nonexistent ifname",
@@ -261,6 +282,7 @@ Deno.test("malformed inputs: right error code, nothing attached or pinned", asyn
         assert.deepEqual(podState(node), { pins: [], entries: 0 }, `${c.name} left state`);
       }
       assert.ok(!lexists(escapeLog), "a logFile outside /var/log/tsnproxy is never written");
+      Deno.removeSync(notNs, { recursive: true });
       // The not-installed error says what to do.
       const r = await cni({
         command: "ADD",

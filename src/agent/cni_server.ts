@@ -33,6 +33,7 @@ import {
   LineReader,
   MAX_MESSAGE,
   PROTOCOL_VERSION,
+  trustedSocketPath,
   writeLine,
 } from "../cni/delegate.ts";
 import { netnsProblem } from "../util/netns.ts";
@@ -204,6 +205,17 @@ export function serveCni(path: string, options: CniServerOptions = {}): CniServe
   prepareVerbLocks(path);
   const listener = Deno.listen({ transport: "unix", path });
   Deno.chmodSync(path, 0o600);
+  // Plugins hand verbs only to a socket they can trust (src/cni/delegate.ts): one they would
+  // not is served all the same, and said so, since every plugin then runs its verbs itself.
+  const trust = trustedSocketPath(path);
+  if (typeof trust === "string") {
+    log("error", "plugins will not trust this socket: they run every verb themselves", {
+      socket: path,
+      reason: trust,
+      hint: "the socket's directory and every one above it must be root's and not writable " +
+        "by group or others",
+    });
+  }
   const stats: CniServerStats = {
     served: {},
     declined: 0,

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { type CniServer, serveCni } from "../../src/agent/cni_server.ts";
 import { delegate, LineReader, PROTOCOL_VERSION, writeLine } from "../../src/cni/delegate.ts";
 import { until } from "../lib/wait.ts";
+import { configureLog } from "../../src/log.ts";
 import { nodeSocketDir, removeNodePath } from "../lib/node_dirs.ts";
 
 async function withServer(
@@ -109,4 +110,32 @@ Deno.test("cni server: protocol 1 is told which protocol this agent speaks", asy
       conn.close();
     }
   });
+});
+
+Deno.test("cni server: a socket plugins would not trust is served, and the agent says why", async () => {
+  const dir = nodeSocketDir("tsnp-cni-server");
+  const logFile = `${dir}-log`;
+  Deno.writeTextFileSync(logFile, "");
+  configureLog({ file: logFile });
+  let server: CniServer | undefined;
+  try {
+    Deno.chmodSync(dir, 0o777); // others could swap the socket
+    server = serveCni(`${dir}/run/cni.sock`);
+    const lines = Deno.readTextFileSync(logFile).trim().split("\n").map((l) => JSON.parse(l));
+    const said = lines.find((l) => l.msg.startsWith("plugins will not trust this socket"));
+    assert.ok(said, Deno.readTextFileSync(logFile));
+    assert.match(said.reason, /is writable by group or others \(mode 0777\)/);
+    // A well-kept directory: nothing to say.
+    await server.close();
+    server = undefined;
+    Deno.chmodSync(dir, 0o755);
+    Deno.writeTextFileSync(logFile, "");
+    server = serveCni(`${dir}/run/cni.sock`);
+    assert.doesNotMatch(Deno.readTextFileSync(logFile), /will not trust/);
+  } finally {
+    configureLog({ file: undefined });
+    await server?.close();
+    removeNodePath(dir);
+    removeNodePath(logFile);
+  }
 });

@@ -275,6 +275,8 @@ Deno.test("deploy/tsnproxy.yaml: the DaemonSet's shape, mounts and privileges", 
   assert.equal(hostPath("bpffs"), "/sys/fs/bpf");
   assert.equal(hostPath("state"), "/var/lib/tsnproxy");
   assert.equal(hostPath("agent-run"), "/run/tsnproxy");
+  // Created by the kubelet as root, mode 0755: a directory plugins trust for the socket.
+  assert.equal(o(volumes.get("agent-run")?.hostPath).type, "DirectoryOrCreate");
   assert.equal(hostPath("netns"), "/run/netns");
   assert.equal(volumes.has("cni-results"), false, "libcni's cache only with metrics.podLabels");
   assert.equal(o(o(volumes.get("config")).configMap).name, "tsnproxy-config");
@@ -302,6 +304,8 @@ Deno.test("deploy/tsnproxy.yaml: the DaemonSet's shape, mounts and privileges", 
     assert.ok(o(o(c.resources).requests).cpu, `${c.name}: resource requests`);
   }
   assert.notEqual(init.securityContext, agent.securityContext, "each its own securityContext");
+  // The agent repairs with install's plan: the same capabilities as install (above), and
+  // (below) the same writable mounts, the CNI bin dir aside.
 
   const mounts = (c: Obj) =>
     Object.fromEntries(
@@ -338,8 +342,9 @@ Deno.test("deploy/tsnproxy.yaml: the DaemonSet's shape, mounts and privileges", 
   assert.equal(cmd[cmd.indexOf("--metrics-address") + 1], "$(NODE_IP):9489");
   const nodeIp = a(agent.env).find((e) => e.name === "NODE_IP");
   assert.deepEqual(o(nodeIp?.valueFrom).fieldRef, { fieldPath: "status.podIP" });
-  assert.equal(o(o(agent.livenessProbe).httpGet).port, 9489);
-  assert.equal(o(o(agent.livenessProbe).httpGet).path, "/healthz");
+  // Liveness is the process; readiness the node's conditions (src/agent/readiness.ts).
+  assert.deepEqual(o(agent.livenessProbe).httpGet, { path: "/livez", port: 9489 });
+  assert.deepEqual(o(agent.readinessProbe).httpGet, { path: "/readyz", port: 9489 });
   assert.deepEqual(a(agent.ports)[0].containerPort, 9489);
 });
 

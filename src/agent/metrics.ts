@@ -1,6 +1,6 @@
 /**
- * Prometheus text exposition (format 0.0.4) of the datapath counters, per pod counters,
- * fingerprint table occupancy, agent health and build info.
+ * Prometheus text exposition (format 0.0.4) of the datapath counters, per pod counters, the
+ * pods' carriers, the agent's readiness per condition, its CNI socket and build info.
  *
  * FAMILIES is the one list of what the agent can expose: name, type, help and label names.
  * The exposition is written from it (a sample whose labels differ from its family's throws, so
@@ -155,6 +155,13 @@ export const FAMILIES: readonly Family[] = [
     when: "always",
   },
   {
+    name: "tsnproxy_agent_ready",
+    type: "gauge",
+    help: "Per readiness condition of the agent (its /readyz): 1 when it holds, 0 when not",
+    labels: ["condition"],
+    when: "always",
+  },
+  {
     name: "tsnproxy_agent_cni_socket_up",
     type: "gauge",
     help:
@@ -166,8 +173,15 @@ export const FAMILIES: readonly Family[] = [
     name: "tsnproxy_agent_cni_requests_total",
     type: "counter",
     help:
-      "CNI verbs the agent ran for plugin processes, by verb and result; declined and bad requests have an empty command",
+      "CNI verbs the agent ran for plugin processes, by verb and result; requests it did not run (declined, bad, expired, busy, abandoned) have an empty command",
     labels: ["command", "result"],
+    when: "agentSocket",
+  },
+  {
+    name: "tsnproxy_agent_cni_connections",
+    type: "gauge",
+    help: "Connections open on the agent's CNI socket",
+    labels: [],
     when: "agentSocket",
   },
   {
@@ -330,6 +344,10 @@ export function renderMetrics(inp: MetricsInput): string {
   ]);
   out.add("tsnproxy_agent_conflist_reinjections_total", [[{}, inp.stats.conflistReinjected]]);
   out.add("tsnproxy_agent_restorer_reattachments_total", [[{}, inp.stats.restorerReattached]]);
+  out.add(
+    "tsnproxy_agent_ready",
+    inp.stats.readiness.map((c): Sample => [{ condition: c.name }, c.ok ? 1 : 0]),
+  );
   if (inp.agentSocket) {
     const cni = inp.stats.cni;
     out.add("tsnproxy_agent_cni_socket_up", [[{}, cni ? 1 : 0]]);
@@ -340,7 +358,11 @@ export function renderMetrics(inp: MetricsInput): string {
       ]),
       [{ command: "", result: "declined" }, cni?.declined ?? 0],
       [{ command: "", result: "bad_request" }, cni?.bad ?? 0],
+      [{ command: "", result: "expired" }, cni?.expired ?? 0],
+      [{ command: "", result: "busy" }, cni?.busy ?? 0],
+      [{ command: "", result: "abandoned" }, cni?.abandoned ?? 0],
     ]);
+    out.add("tsnproxy_agent_cni_connections", [[{}, cni?.open ?? 0]]);
   }
   out.add("tsnproxy_agent_start_time_seconds", [[{}, Math.floor(inp.stats.startedAt / 1000)]]);
   return out.text();

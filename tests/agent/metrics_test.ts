@@ -12,6 +12,7 @@ import {
   Exposition,
   FAMILIES,
   MetricsEndpoint,
+  renderMetrics,
 } from "../../src/agent/metrics.ts";
 import { ResultCache } from "../../src/agent/pods.ts";
 import { podPins } from "../../src/bpf/pod.ts";
@@ -107,6 +108,40 @@ Deno.test("metrics: one label set per family, HELP escaped, names valid", () => 
   assert.match(e2.text(), /^tsnproxy_agent_cni_requests_total\{command="a\\"b\\\\c\\nd",/m);
 });
 
+Deno.test("metrics: readiness per condition and the CNI socket's counts are rendered", () => {
+  const text = renderMetrics({
+    bpffs: "/sys/fs/bpf/tsnp-test-absent",
+    stats: {
+      ...stats(),
+      installed: false,
+      readiness: [{ name: "datapath.pinned", ok: false }, { name: "cni.binary", ok: true }],
+      cni: {
+        served: { ADD: { ok: 7, error: 1 } },
+        declined: 1,
+        bad: 2,
+        expired: 3,
+        busy: 4,
+        abandoned: 5,
+        open: 6,
+      },
+    },
+    agentSocket: true,
+  });
+  for (
+    const line of [
+      'tsnproxy_agent_ready{condition="datapath.pinned"} 0',
+      'tsnproxy_agent_ready{condition="cni.binary"} 1',
+      'tsnproxy_agent_cni_requests_total{command="ADD",result="ok"} 7',
+      'tsnproxy_agent_cni_requests_total{command="",result="declined"} 1',
+      'tsnproxy_agent_cni_requests_total{command="",result="bad_request"} 2',
+      'tsnproxy_agent_cni_requests_total{command="",result="expired"} 3',
+      'tsnproxy_agent_cni_requests_total{command="",result="busy"} 4',
+      'tsnproxy_agent_cni_requests_total{command="",result="abandoned"} 5',
+      "tsnproxy_agent_cni_connections 6",
+    ]
+  ) assert.ok(text.split("\n").includes(line), `${line} in:\n${text}`);
+});
+
 /** Every tsnproxy_* name in a file is a family the code exposes. */
 function assertKnownNames(file: string) {
   const names = new Set(FAMILIES.map((f) => f.name));
@@ -133,7 +168,7 @@ Deno.test({
   fn: async () => {
     const check = await promtool(["check", "rules", "tsnproxy-alerts.yaml"]);
     assert.equal(check.code, 0, check.out);
-    assert.match(check.out, /SUCCESS: 10 rules found/);
+    assert.match(check.out, /SUCCESS: 12 rules found/);
     const test = await promtool(["test", "rules", "tsnproxy-alerts.test.yaml"]);
     assert.equal(test.code, 0, test.out);
     assert.match(test.out, /SUCCESS/);

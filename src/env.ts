@@ -10,6 +10,7 @@
  */
 import { UsageError } from "./errors.ts";
 import { LOG_LEVEL_ENV, LOG_LEVELS, parseLogLevel } from "./log.ts";
+import { AGENT_TIMEOUT_ENV, parseAgentTimeout } from "./cni/handoff.ts";
 
 export interface EnvVar {
   name: string;
@@ -63,6 +64,13 @@ export const ENV_VARS: readonly EnvVar[] = [
     meaning: "0: the CNI plugin runs its modules instead of build/cni.js (stack traces name " +
       "the sources); 1 or unset: the bundle while it is fresh",
     accepts: oneOf("0", "1"),
+  },
+  {
+    name: AGENT_TIMEOUT_ENV,
+    values: "a whole number of milliseconds, 1 to 999999999",
+    meaning: "the CNI plugin: how long the agent named by agentSocket has to be ready to run a " +
+      "verb before the plugin runs it itself (default 10000)",
+    accepts: (v) => parseAgentTimeout(v) !== undefined,
   },
   {
     name: "NO_COLOR",

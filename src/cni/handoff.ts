@@ -114,13 +114,20 @@ export async function handOff(getEnv: (k: string) => string | undefined): Promis
   return { ...input, notDelegated: { cause: d.cause, reason: d.reason } };
 }
 
+/** How long the agent has to be ready to run the verb, ms (default DEFAULT_TIMEOUT_MS). */
+export const AGENT_TIMEOUT_ENV = "TSNPROXY_AGENT_TIMEOUT_MS";
+
+/** A value of AGENT_TIMEOUT_ENV: a whole number of ms, 1 to 999999999; undefined otherwise. */
+export function parseAgentTimeout(v: string | undefined): number | undefined {
+  return v && /^[1-9]\d{0,8}$/.test(v) ? Number(v) : undefined;
+}
+
 /**
- * TSNPROXY_AGENT_TIMEOUT_MS: how long the agent has to be ready to run the verb (a positive
- * integer; default DEFAULT_TIMEOUT_MS). Runtimes pass their environment to plugins.
+ * The plugin's deadline for the agent, from its environment (runtimes pass theirs to plugins);
+ * a value it cannot use is ignored (the default applies), as the CNI path never fails on one.
  */
 function agentTimeout(getEnv: (k: string) => string | undefined): number | undefined {
-  const v = getEnv("TSNPROXY_AGENT_TIMEOUT_MS");
-  return v && /^[1-9]\d{0,8}$/.test(v) ? Number(v) : undefined;
+  return parseAgentTimeout(getEnv(AGENT_TIMEOUT_ENV));
 }
 
 /** The verb lock this process holds until it exits (the kernel releases it then). */

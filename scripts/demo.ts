@@ -33,8 +33,8 @@
  *                 far0 reads each frame's 802.1Q tag: PCP 0 without tsnproxy (the priority is
  *                 lost crossing the pod's veth), PCP 3 with it. It has a table of its own under
  *                 the main one. Where the kernel cannot make a VLAN device (no 8021q, as on this
- *                 project's test host) the row is skipped and says why; `deno task demo` run in
- *                 the Debian 6.12 test guest (scripts/vm/run.ts) shows it.
+ *                 project's test host) the row is skipped and says why; the demo run in the
+ *                 Debian 6.12 test guest shows it (scripts/vm/demo_guest.ts says how).
  *
  * `--json` prints one JSON document on stdout instead of the tables: `rows` (one per case,
  * pod and phase), `doctor`, `status`, `standin` (the stand-in's view), `vlan` (the VLAN PCP
@@ -324,7 +324,7 @@ function vlanRows(): RowBuilder {
         const state = await moduleState("8021q", "CONFIG_VLAN_8021Q");
         skipped = `this kernel (${Deno.osRelease()}) cannot create a VLAN device ` +
           `(${r.stderr.trim()}; 8021q: ${state === "missing" ? "not built, no module" : state}). ` +
-          "tests/vm/vlan_pcp_test.ts shows the row's result in the Debian 6.1 and 6.12 guests";
+          "scripts/vm/demo_guest.ts runs the demo in the Debian 6.12 test guest, which has it";
         step(`VLAN PCP row skipped: ${skipped}`);
         return [];
       }

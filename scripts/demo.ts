@@ -3,7 +3,8 @@
  *
  *   1. a node: bridge CNI (the reference `bridge` + `host-local` plugins), IP forwarding,
  *      MASQUERADE and a DNAT'd "Service" towards tsn0, the TSN NIC, and a far end; an observer
- *      of ours on tsn0's egress counts what really leaves it (priority, launch time);
+ *      of ours on tsn0's egress counts what really leaves it (priority, launch time); what a
+ *      row needs on the node (tsn0.100) and the node's tsnproxy config;
  *   2. pods created through the chain WITHOUT tsnproxy, each sending its traffic;
  *   3. `tsnproxy install` (binary, pinned datapath, restorer on tsn0, entry appended to the
  *      conflist), the same pods again, created through the chain WITH tsnproxy;
@@ -25,10 +26,19 @@
  *                 `carrier: auto` puts this pod on the stage (the "carrier" column and
  *                 `tsnproxy status`), the plain pods on the tag; every priority and launch
  *                 time still arrives, and the stand-in's own counters show that it never saw
- *                 one of its flag bits set on the pod's packets.
+ *                 one of its flag bits set on the pod's packets;
+ *   vlan pcp      a VLAN device tsn0.100 (VLAN 100 over tsn0) is a second TSN interface, with
+ *                 an egress-qos-map in the node config (`tsnInterfaces`, priority 3 -> PCP 3);
+ *                 a pod sends UDP with SO_PRIORITY 3 over it and tests/lib/pcp_capture.py on
+ *                 far0 reads each frame's 802.1Q tag: PCP 0 without tsnproxy (the priority is
+ *                 lost crossing the pod's veth), PCP 3 with it. It has a table of its own under
+ *                 the main one. Where the kernel cannot make a VLAN device (no 8021q, as on this
+ *                 project's test host) the row is skipped and says why; the demo run in the
+ *                 Debian 6.12 test guest shows it (scripts/vm/demo_guest.ts says how).
  *
  * `--json` prints one JSON document on stdout instead of the tables: `rows` (one per case,
- * pod and phase), `doctor`, `status`, `standin` (the stand-in's view) and `leftovers`.
+ * pod and phase), `doctor`, `status`, `standin` (the stand-in's view), `vlan` (the VLAN PCP
+ * row: `skipped` with the reason, or its `rows` by PCP seen at the far end) and `leftovers`.
  */
 import { chainAdd, chainDel, type Conflist } from "./lib/cni_chain.ts";
 import { Observer } from "../tests/lib/observer.ts";
@@ -49,11 +59,14 @@ import {
 } from "../tests/lib/standins.ts";
 import { queryTcx } from "../src/bpf/attach.ts";
 import type { StatusReport } from "../src/doctor/schema.ts";
+import { moduleState } from "../src/doctor/probe.ts";
+import type { VlanConfig } from "../src/config/vlan.ts";
 
 const json = Deno.args.includes("--json");
 const root = new URL("..", import.meta.url).pathname;
 const launcher = `${root}scripts/tsnproxy`;
 const sender = `${root}tests/lib/sender.py`;
+const pcpCapture = `${root}tests/lib/pcp_capture.py`;
 const step = (s: string) => json || console.error(`\x1b[1m==>\x1b[0m ${s}`);
 const say = (s: string) => json || console.error(s);
 
@@ -148,6 +161,12 @@ interface PodSpec {
   standin?: StandinDatapath;
 }
 
+/** A TSN interface a row builder adds to the node config (next to tsn0). */
+interface TsnInterfaceEntry {
+  name: string;
+  vlan?: VlanConfig;
+}
+
 /** What a row builder gets: the node, pods through the chain, the observer. */
 interface Demo {
   topo: Topology;
@@ -163,6 +182,11 @@ interface Demo {
 interface RowBuilder {
   name: string;
   phases: readonly Phase[];
+  /**
+   * While the node is built, before its tsnproxy config is written: what the builder needs on
+   * the node, and the TSN interfaces it adds to the config (none: the config names tsn0 alone).
+   */
+  prepareNode?(demo: Demo): Promise<TsnInterfaceEntry[]>;
   build(demo: Demo, phase: Phase): Promise<Row[]>;
   /** After `tsnproxy status`: lines under the table and a field of its own in --json. */
   report?(status: StatusReport | undefined): { key: string; lines: string[]; json: unknown };
@@ -241,6 +265,197 @@ function standinRows(): RowBuilder {
   };
 }
 
+/** The VLAN PCP row: tsn0.100 (VLAN 100 over tsn0), priority 3 -> PCP 3 in the node config. */
+const VLAN = {
+  dev: "tsn0.100",
+  id: 100,
+  node: "198.18.100.1",
+  far: "198.18.100.2",
+  port: 8080,
+  prio: 3,
+  count: 200,
+};
+const VLAN_MAP: Record<string, number> = { "3": 3, "5": 5 };
+
+interface VlanRow {
+  case: string;
+  tsnproxy: boolean;
+  pod: string;
+  containerId: string;
+  soPriority: number;
+  /** The PCP the node config's map gives the pod's priority. */
+  expectedPcp: number;
+  sent: number;
+  /** The case's frames seen tagged at the far end, and how many of them with expectedPcp. */
+  tagged: number;
+  rightPcp: number;
+  /** Tagged frames by PCP. */
+  pcps: Record<string, number>;
+  untagged: number;
+  vids: number[];
+}
+
+/**
+ * The VLAN PCP row: a VLAN device tsn0.100 over tsn0 is a second TSN interface, with an
+ * egress-qos-map in the node config (priority 3 -> PCP 3). A pod sends UDP with SO_PRIORITY 3
+ * to the far end over it; tests/lib/pcp_capture.py on far0 (an AF_PACKET socket, no VLAN
+ * device there) reads the 802.1Q tag of each frame. Without tsnproxy the priority is gone
+ * after the veth crossing: PCP 0; with it the restorer on tsn0.100 puts 3 back before the
+ * device tags the frame. Where the kernel cannot make a VLAN device (no 8021q) the row is
+ * skipped, saying why.
+ */
+function vlanRows(): RowBuilder {
+  let skipped: string | undefined;
+  let capture: Deno.ChildProcess | undefined;
+  const vlanRows: VlanRow[] = [];
+  const expectedPcp = VLAN_MAP[String(VLAN.prio)] ?? 0;
+  const label = `UDP over VLAN ${VLAN.id}, SO_PRIORITY ${VLAN.prio}`;
+  return {
+    name: "vlan pcp",
+    phases: ["without", "with"],
+    async prepareNode(demo) {
+      const node = demo.topo.node;
+      const r = await run(
+        ["ip", "-n", node, "link", "add", "link", "tsn0", "name", VLAN.dev, "type", "vlan"]
+          .concat(["id", String(VLAN.id)]),
+        { allowFail: true },
+      );
+      if (r.code !== 0) {
+        const state = await moduleState("8021q", "CONFIG_VLAN_8021Q");
+        skipped = `this kernel (${Deno.osRelease()}) cannot create a VLAN device ` +
+          `(${r.stderr.trim()}; 8021q: ${state === "missing" ? "not built, no module" : state}). ` +
+          "scripts/vm/demo_guest.ts runs the demo in the Debian 6.12 test guest, which has it";
+        step(`VLAN PCP row skipped: ${skipped}`);
+        return [];
+      }
+      demo.onTeardown(async () => {
+        try {
+          capture?.kill("SIGKILL");
+        } catch { /* gone */ }
+        await capture?.status;
+      });
+      const far0 = JSON.parse(
+        (await run(["ip", "-n", demo.topo.far, "-j", "link", "show", "far0"])).stdout,
+      )[0].address;
+      for (
+        const a of [
+          ["addr", "add", `${VLAN.node}/24`, "dev", VLAN.dev],
+          ["neigh", "replace", VLAN.far, "lladdr", far0, "dev", VLAN.dev, "nud", "permanent"],
+          ["link", "set", VLAN.dev, "up"],
+        ]
+      ) await run(["ip", "-n", node, ...a]);
+      say(
+        `    ${VLAN.dev}: VLAN ${VLAN.id} over tsn0, a TSN interface with egress-qos-map ` +
+          Object.entries(VLAN_MAP).map(([p, c]) => `${p}:${c}`).join(" "),
+      );
+      return [{ name: VLAN.dev, vlan: { egressQosMap: VLAN_MAP } }];
+    },
+    async build(demo, phase) {
+      if (skipped) {
+        step(`VLAN PCP row ${phase === "with" ? "WITH" : "WITHOUT"} tsnproxy: skipped`);
+        return [];
+      }
+      step(`pod sending over ${VLAN.dev} ${phase === "with" ? "WITH" : "WITHOUT"} tsnproxy`);
+      const pod = await demo.addPod({ name: "vlan" }, phase);
+      await new Promise((r) => setTimeout(r, 300)); // routes settle
+      capture = new Deno.Command("ip", {
+        args: ["netns", "exec", demo.topo.far, "python3", pcpCapture, "--ifname", "far0"],
+        stdout: "piped",
+        stderr: "inherit",
+      }).spawn();
+      const out = await readCapture(capture, async () => {
+        await run(
+          ["ip", "netns", "exec", pod.id, "python3", sender, "--dst", VLAN.far]
+            .concat(["--port", String(VLAN.port), "--prio", String(VLAN.prio)])
+            .concat(["--count", String(VLAN.count)]),
+        );
+        // The capture stops at a frame to port 9999 (tagged too: it leaves over tsn0.100).
+        await run(
+          ["ip", "netns", "exec", demo.topo.node, "python3", sender, "--dst", VLAN.far]
+            .concat(["--port", "9999"]),
+        );
+      });
+      capture = undefined;
+      const pcps = out.ports[String(VLAN.port)] ?? {};
+      vlanRows.push({
+        case: label,
+        tsnproxy: phase === "with",
+        pod: pod.name,
+        containerId: pod.id,
+        soPriority: VLAN.prio,
+        expectedPcp,
+        sent: VLAN.count,
+        tagged: Object.values(pcps).reduce((a, b) => a + b, 0),
+        rightPcp: pcps[String(expectedPcp)] ?? 0,
+        pcps,
+        untagged: out.untagged[String(VLAN.port)] ?? 0,
+        vids: out.vids,
+      });
+      return [];
+    },
+    report() {
+      const out = {
+        device: VLAN.dev,
+        vlanId: VLAN.id,
+        over: "tsn0",
+        map: VLAN_MAP,
+        skipped: skipped ?? null,
+        rows: vlanRows,
+      };
+      if (skipped) return { key: "vlan", lines: [`VLAN PCP row skipped: ${skipped}`], json: out };
+      const cols: Array<[string, number, (r: VlanRow) => string]> = [
+        [label, 38, () => ""],
+        ["tsnproxy", 9, (r) => r.tsnproxy ? "yes" : "no"],
+        ["sent", 5, (r) => String(r.sent)],
+        ["tagged", 10, (r) => String(r.tagged)],
+        [`with PCP ${expectedPcp} (the map's)`, 24, (r) => pct(r.rightPcp, r.sent)],
+        [
+          "PCPs seen at far0",
+          0,
+          (r) => Object.entries(r.pcps).map(([p, n]) => `PCP ${p} x${n}`).join(", ") || "-",
+        ],
+      ];
+      const line = (cells: string[]) =>
+        cells.map((c, i) => cols[i][1] ? c.padEnd(cols[i][1]) : c).join(" ").trimEnd();
+      return {
+        key: "vlan",
+        lines: [
+          line(cols.map((c) => c[0])),
+          ...vlanRows.map((r) => line(cols.map((c) => c[2](r)))),
+          "",
+        ],
+        json: out,
+      };
+    },
+  };
+}
+
+interface PcpCounts {
+  ports: Record<string, Record<string, number>>;
+  untagged: Record<string, number>;
+  vids: number[];
+}
+
+/** Waits for pcp_capture.py to say "ready", runs `send`, returns what the capture counted. */
+async function readCapture(cap: Deno.ChildProcess, send: () => Promise<void>): Promise<PcpCounts> {
+  const reader = cap.stdout.getReader();
+  const dec = new TextDecoder();
+  let out = "";
+  const more = async () => {
+    const { value, done } = await reader.read();
+    if (!done) out += dec.decode(value, { stream: true });
+    return !done;
+  };
+  while (!out.includes("ready\n")) {
+    if (!await more()) throw new Error(`pcp_capture.py ended before it was ready: ${out}`);
+  }
+  await send();
+  while (await more()) { /* to its end */ }
+  const st = await cap.status;
+  if (!st.success) throw new Error(`pcp_capture.py exited ${st.code}: ${out}`);
+  return JSON.parse(out.slice(out.indexOf("ready\n") + 6)) as PcpCounts;
+}
+
 const ROW_BUILDERS: RowBuilder[] = [
   podRows("talker", "talker pod", CASES),
   podRows(
@@ -252,6 +467,7 @@ const ROW_BUILDERS: RowBuilder[] = [
     },
   ),
   standinRows(),
+  vlanRows(),
 ];
 
 async function tsnproxy(node: Topology, args: string[], allowFail = false) {
@@ -469,12 +685,9 @@ try {
     `${tmp}/net.d/10-demo.conflist`,
     JSON.stringify(conflist, null, 2) + "\n",
   );
-  await Deno.writeTextFile(
-    `${tmp}/config.yaml`,
-    ["# the demo node's tsnproxy config", "tsnInterface: tsn0", "qdisc:", "  kind: keep", ""].join(
-      "\n",
-    ),
-  );
+  const more: TsnInterfaceEntry[] = [];
+  for (const b of ROW_BUILDERS) if (b.prepareNode) more.push(...await b.prepareNode(demo));
+  await Deno.writeTextFile(`${tmp}/config.yaml`, nodeConfig(more));
   observer = Observer.attach(topo.nodePath, "tsn0");
   for (const l of ["UDP6-RECV:8080,ipv6only=0", "TCP6-LISTEN:8080,ipv6only=0,reuseaddr,fork"]) {
     sinks.push(new Deno.Command("ip", {
@@ -582,6 +795,23 @@ if (json) {
   console.log(`teardown: ${leftovers.length ? `LEFT ${leftovers.join(", ")}` : "nothing left"}`);
 }
 if (leftovers.length) Deno.exitCode = 1;
+
+/** The demo node's tsnproxy config: tsn0 alone, or the list with what row builders added. */
+function nodeConfig(more: TsnInterfaceEntry[]): string {
+  const lines = more.length === 0
+    ? ["# the demo node's tsnproxy config", "tsnInterface: tsn0", "qdisc:", "  kind: keep"]
+    : [
+      "# the demo node's tsnproxy config: tsn0, and the TSN interfaces the rows add",
+      "tsnInterfaces:",
+      "  - name: tsn0",
+      "    qdisc: {kind: keep}",
+      ...more.flatMap((t) => [
+        `  - name: ${t.name}`,
+        ...(t.vlan ? [`    vlan: {egressQosMap: ${JSON.stringify(t.vlan.egressQosMap)}}`] : []),
+      ]),
+    ];
+  return lines.join("\n") + "\n";
+}
 
 function pct(n: number, of: number): string {
   return `${n} (${of ? Math.round((100 * n) / of) : 0}%)`;

@@ -16,7 +16,7 @@ import { PinnedMap } from "./maps.ts";
 import { type PodAttachmentRecord, podCookie } from "./pod.ts";
 import { splitMarker } from "./pins.ts";
 import { closeFd, fdById, linkInfo, objGet, progInfo, readPinned } from "./sys.ts";
-import { exists } from "../util/fs.ts";
+import { dirNames, exists, removeIfEmpty } from "../util/fs.ts";
 
 export const LEGACY_MAPS = [
   "tsnp_meta",
@@ -121,21 +121,6 @@ export function removeLegacyPod(bpffs: string, containerId: string): void {
   }
 }
 
-function names(dir: string): string[] {
-  try {
-    return [...Deno.readDirSync(dir)].map((e) => e.name);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return [];
-    throw e;
-  }
-}
-
-function removeIfEmpty(dir: string): void {
-  try {
-    Deno.removeSync(dir);
-  } catch { /* not empty (someone else's pins) or gone */ }
-}
-
 /**
  * Removes ABI 1's node pieces, only its own names: the restorer attachments (in the node's
  * namespace `netns`), programs and maps. Call when no ABI 1 pod is left.
@@ -143,7 +128,7 @@ function removeIfEmpty(dir: string): void {
 export function retireLegacy(bpffs: string, netns?: string): number {
   const l = new LegacyLayout(bpffs);
   let n = 0;
-  for (const file of names(l.nodeDir)) {
+  for (const file of dirNames(l.nodeDir)) {
     if (!/^restore_/.test(file)) continue;
     const base = file.replace(/@clsact-.*$/, "");
     n += detach(`${l.nodeDir}/${base}`, { netns, handles: [CLSACT_HANDLE] });
@@ -167,7 +152,7 @@ export function retireLegacy(bpffs: string, netns?: string): number {
 /** The TSN interfaces ABI 1's restorer sits on (their ifindexes), for status and doctor. */
 export function legacyRestorers(bpffs: string): Array<{ pin: string; ifindex: number }> {
   const l = new LegacyLayout(bpffs);
-  return names(l.nodeDir).filter((f) => f.startsWith("restore_")).flatMap((f) => {
+  return dirNames(l.nodeDir).filter((f) => f.startsWith("restore_")).flatMap((f) => {
     try {
       return [{ pin: `${l.nodeDir}/${f}`, ifindex: describePin(`${l.nodeDir}/${f}`).ifindex }];
     } catch {

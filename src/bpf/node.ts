@@ -3,6 +3,7 @@
  * node's devices (the carrier's node-wide facts), and removing everything of ours. Used by
  * install, the agent, uninstall and doctor; everything here is idempotent.
  */
+import { dirNames, removeIfEmpty } from "../util/fs.ts";
 import {
   attach,
   type Attachment,
@@ -141,7 +142,7 @@ export function detachRestorer(bpffs: string, ifname: string, netns?: string): n
 /** The TSN interfaces that have a restorer pin of this ABI. */
 export function restorerInterfaces(bpffs: string): string[] {
   const out = new Set<string>();
-  for (const f of names(new PinLayout(bpffs).nodeDir)) {
+  for (const f of dirNames(new PinLayout(bpffs).nodeDir)) {
     const p = parseNodePin(f);
     if (p) out.add(p.ifname);
   }
@@ -180,21 +181,6 @@ export function nodeForeignPrograms(
   });
 }
 
-function names(dir: string): string[] {
-  try {
-    return [...Deno.readDirSync(dir)].map((e) => e.name);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return [];
-    throw e;
-  }
-}
-
-function removeIfEmpty(dir: string): void {
-  try {
-    Deno.removeSync(dir);
-  } catch { /* holds something that is not ours, or is gone */ }
-}
-
 function unpinIfPresent(path: string): number {
   if (!readPinned(path, () => true)) return 0;
   Deno.removeSync(path);
@@ -212,12 +198,12 @@ function unpinIfPresent(path: string): number {
 export function teardownNode(bpffs: string, netns?: string): number {
   const pins = new PinLayout(bpffs);
   let n = 0;
-  for (const f of names(pins.nodeDir)) {
+  for (const f of dirNames(pins.nodeDir)) {
     const p = parseNodePin(f);
     if (p) n += detachRestorer(bpffs, p.ifname, netns);
   }
   const seen = new Set<string>();
-  for (const f of names(pins.podsDir)) {
+  for (const f of dirNames(pins.podsDir)) {
     const p = parsePodPin(f);
     if (!p) continue;
     const base = `${pins.podsDir}/${p.name}${p.side === "host" ? "@host" : ""}`;

@@ -40,3 +40,20 @@ export function sameFile(a: string, b: string): boolean {
     return false;
   }
 }
+
+/** The names in a directory; none when it does not exist. */
+export function dirNames(dir: string): string[] {
+  try {
+    return [...Deno.readDirSync(dir)].map((e) => e.name);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw e;
+  }
+}
+
+/** Removes a directory only if it is empty: one that holds what is not ours stays. */
+export function removeIfEmpty(dir: string): void {
+  try {
+    Deno.removeSync(dir);
+  } catch { /* not empty (someone else's pins), or gone */ }
+}

@@ -44,7 +44,7 @@ Deno.test("install/uninstall --json: the plan as one document; logs of install, 
     assert.equal(inst.target.tsnInterface, node.tsn);
     assert.equal(inst.datapath?.createRoot, true);
     assert.deepEqual(inst.datapath?.programs.map((p) => p.name).sort(), [
-      "tsnp_gc_start",
+      "tsnp_admit",
       "tsnp_restore",
       "tsnp_save",
     ]);

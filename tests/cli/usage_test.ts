@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { ENV_VARS } from "../../src/env.ts";
 import { ExitCode } from "../../src/exit_codes.ts";
 import { logLines, ROOT, tsnproxy } from "./_cli.ts";
+import { nodeLogFile, removeNodePath } from "../lib/node_dirs.ts";
 
 const COMMANDS = ["cni", "install", "uninstall", "agent", "doctor", "status", "version"];
 
@@ -165,9 +166,8 @@ Deno.test("cni: runtime calls still run the plugin and answer CNI JSON only", as
 });
 
 Deno.test("cni: a bad TSNPROXY_LOG_LEVEL is a warning in the plugin's log, never on stdout", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "tsnproxy-cli-" });
+  const logFile = nodeLogFile("cli");
   try {
-    const logFile = `${dir}/plugin.log`;
     const entry = {
       cniVersion: "1.0.0",
       name: "n",
@@ -198,7 +198,7 @@ Deno.test("cni: a bad TSNPROXY_LOG_LEVEL is a warning in the plugin's log, never
     assert.equal(warning.cmd, "cni");
     assert.equal(warning.value, "verbose");
   } finally {
-    await Deno.remove(dir, { recursive: true });
+    removeNodePath(logFile);
   }
 });
 

@@ -93,6 +93,7 @@ function report(statuses: Array<"pass" | "info" | "warn" | "fail" | "skip">): Do
     location: {
       config: "/c",
       tsnInterface: "tsn0",
+      tsnInterfaces: ["tsn0"],
       cniConfDir: "/n",
       cniBinDir: "/b",
       bpffs: "/sys/fs/bpf/x",

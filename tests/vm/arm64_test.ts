@@ -76,7 +76,8 @@ Deno.test({
     assert.deepEqual(r.nodeCarrier, ["tag", "stage"]);
     assert.equal(r.attachedApi, "clsact", "6.1 has no tcx");
     assert.deepEqual(r.restorer, { api: "clsact", direction: "egress" });
-    assert.deepEqual(r.carriers, { hv0: "tag", hv1: "stage" });
+    // `carrier: table` forced after pod 0's ADD: install moved pod 0 off the tag too.
+    assert.deepEqual(r.carriers, { hv0: "stage", hv1: "stage" });
 
     // The tag: SO_PRIORITY 2 saved in the pod, admitted on hv0, carried in tc_index, put back
     // at tsn0's egress: every packet in band 2, none left at the forwarded priority 0.

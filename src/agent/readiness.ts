@@ -43,15 +43,6 @@ export interface Readiness {
   conditions: ConditionState[];
 }
 
-/** The condition names, in the order they are reported (restorer.attached: tsn-egress only). */
-export const CONDITIONS = [
-  "datapath.pinned",
-  "datapath.build",
-  "restorer.attached",
-  "cni.binary",
-  "conflist.entry",
-] as const;
-
 /** What is pinned for a role: its program's name, tag and release; undefined without a pin. */
 export interface PinnedProgram {
   name: string;

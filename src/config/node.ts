@@ -128,9 +128,9 @@ const nodeConfigFields = z.strictObject({
   vlan: vlanSchema.optional(),
   metrics: z.strictObject({
     /**
-     * Where /metrics and /healthz listen. The node's loopback by default: the agent runs in
-     * the host's network namespace, where 0.0.0.0 would be reachable from every network the
-     * node is on, the TSN network included (docs/metrics.md).
+     * Where /metrics and the probes (/readyz, /livez) listen. The node's loopback by default:
+     * the agent runs in the host's network namespace, where 0.0.0.0 would be reachable from
+     * every network the node is on, the TSN network included (docs/metrics.md).
      */
     address: hostPort.default(DEFAULTS.metricsAddress),
     /** Per-pod series labelled with namespace, pod and container id (off: node totals only). */

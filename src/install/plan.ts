@@ -20,6 +20,8 @@
  * after a run yields no change: every step compares with what is there. The agent reuses
  * steps 1, 4, 5 and 6 to heal what the primary CNI or an interface flap undid.
  */
+import { flockWithinSync, openForLock } from "../util/flock.ts";
+import { KernelError, TsnproxyError } from "../errors.ts";
 import { type Attachment, type TcApi } from "../bpf/attach.ts";
 import { resolveTcApi } from "../bpf/features.ts";
 import { loadDatapath, type ProgramState } from "../bpf/loader.ts";
@@ -39,7 +41,7 @@ import { type CarrierChange, listPodAttachments, retunePodCarriers } from "../bp
 import type { NodeConfig, TsnInterfaceConfig } from "../config/node.ts";
 import { compileNode, describePolicy, samePolicy } from "../policy/resolve.ts";
 import { POD_ANNOTATIONS_CAPABILITY } from "../policy/types.ts";
-import { ifIndexToName, ifNameToIndex } from "../ffi/libc.ts";
+import { closeFd, ifIndexToName, ifNameToIndex, O_RDONLY } from "../ffi/libc.ts";
 import {
   apply as applyConflist,
   type Plan as ConflistPlan,
@@ -189,21 +191,45 @@ export function planDatapath(cfg: NodeConfig, tsnInterfaces: readonly string[]):
 export function applyDatapath(plan: DatapathPlan): ProgramState[] {
   const programs = loadDatapath({ bpffs: plan.root });
   const changed = programs.some((p) => p.action !== "kept");
-  const maps = DatapathMaps.open(plan.root);
-  try {
-    const retune = () =>
-      retunePodCarriers(maps, { restoreAt: plan.restoreAt, node: plan.carrier }, true);
-    if (!plan.config.tags) retune();
-    if (plan.writeConfig || changed) maps.writeConfig(plan.config);
-    if (plan.config.tags) retune();
-    for (const { ifindex } of maps.pods()) {
-      if (ifIndexToName(ifindex) === undefined) maps.deletePod(ifindex);
+  // Under the node lock the plugin takes for its entries: an ADD writing its entry while a
+  // pod is moved, or an entry tidied, would otherwise lose one of the two writes.
+  withPinRootLock(plan.root, () => {
+    const maps = DatapathMaps.open(plan.root);
+    try {
+      const retune = () =>
+        retunePodCarriers(maps, { restoreAt: plan.restoreAt, node: plan.carrier }, true);
+      if (!plan.config.tags) retune();
+      if (plan.writeConfig || changed) maps.writeConfig(plan.config);
+      if (plan.config.tags) retune();
+      for (const { ifindex } of maps.pods()) {
+        if (ifIndexToName(ifindex) === undefined) maps.deletePod(ifindex);
+      }
+    } finally {
+      maps.close();
     }
-  } finally {
-    maps.close();
-  }
-  retireLegacyIfUnused(plan.root, listPodAttachments(plan.root));
+    retireLegacyIfUnused(plan.root, listPodAttachments(plan.root));
+  });
   return programs;
+}
+
+/** How long install waits for the node lock (a plugin holds it for milliseconds). */
+const NODE_LOCK_MS = 20_000;
+
+/** Runs fn holding the node lock: flock(2) on the pin root, as the plugin takes it. */
+function withPinRootLock<T>(root: string, fn: () => T): T {
+  const fd = openForLock(root, O_RDONLY);
+  if (fd < 0) throw new KernelError(`cannot open the pin root ${root}`, "run as root", -fd);
+  try {
+    if (!flockWithinSync(fd, root, Date.now() + NODE_LOCK_MS)) {
+      throw new TsnproxyError(
+        `the node lock on ${root} was held by another process for ${NODE_LOCK_MS} ms`,
+        "run install again; `grep FLOCK /proc/locks` names the holder's pid",
+      );
+    }
+    return fn();
+  } finally {
+    closeFd(fd);
+  }
 }
 
 export interface RestorerPlan {

@@ -46,3 +46,17 @@ export async function flockWithin(
     if (tryFlock(fd, what)) return true;
   }
 }
+
+/**
+ * flockWithin for a synchronous caller (install's datapath step, which the agent's repair runs
+ * too): the thread sleeps a few milliseconds between tries, so a plugin's short hold costs it
+ * that much, and a lock held past `until` is an answer, not a hang.
+ */
+export function flockWithinSync(fd: number, what: string, until: number): boolean {
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    if (tryFlock(fd, what)) return true;
+    if (Date.now() >= until) return false;
+    Atomics.wait(nap, 0, 0, RETRY_MS);
+  }
+}

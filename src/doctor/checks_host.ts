@@ -17,11 +17,12 @@ export async function kernelChecks(ctx: DoctorContext): Promise<void> {
 
   ctx.run({ id: "kernel.version", title: "Kernel version" }, (check) => {
     const data = { release: k.release, major: k.major, minor: k.minor };
-    if (!atLeast(k, 5, 18)) {
+    if (!atLeast(k, 5, 19)) {
       check.fail({
-        found: `${k.release}: tsnproxy needs 5.18 or later (bpf_skb_set_tstamp with delivery ` +
-          "time types, which carry launch times across the pod's veth)",
-        fix: "boot a 5.18+ kernel (Debian 12's 6.1 works; 6.6+ adds tcx, 6.11+ TAI stamps)",
+        found: `${k.release}: tsnproxy needs 5.19 or later (bpf_skb_set_tstamp with delivery ` +
+          "time types, which carry launch times across the pod's veth; " +
+          "bpf_map_lookup_percpu_elem, with which the restorer finds a held packet's entry)",
+        fix: "boot a 5.19+ kernel (Debian 12's 6.1 works; 6.6+ adds tcx, 6.11+ TAI stamps)",
         data,
       });
       return;

@@ -405,7 +405,7 @@ Deno.test(
 
 Deno.test("doctor: XDP program on a host veth, then removed", opts, async () => {
   const env = await DoctorEnv.create();
-  const bpf = compileTestBpf();
+  const bpf = await compileTestBpf();
   try {
     await env.addPod("hv0");
     await env.ip("link", "set", "hv0", "up");
@@ -461,7 +461,7 @@ Deno.test(
   opts,
   async () => {
     const env = await DoctorEnv.create();
-    const bpf = compileTestBpf();
+    const bpf = await compileTestBpf();
     let foreignPin: string | undefined;
     try {
       // A primary CNI that attaches a classic filter before tsnproxy's ADD: the pod takes the
@@ -542,7 +542,7 @@ Deno.test(
   opts,
   async () => {
     const env = await DoctorEnv.create();
-    const bpf = compileTestBpf();
+    const bpf = await compileTestBpf();
     try {
       await env.ip("link", "add", "br-x", "type", "bridge");
       await classicFilter(env, "br-x", bpf.object);

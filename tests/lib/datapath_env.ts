@@ -9,7 +9,7 @@ import { DatapathMaps } from "../../src/bpf/maps.ts";
 import type { TcApi } from "../../src/bpf/attach.ts";
 import type { PodPolicy } from "../../src/policy/types.ts";
 import { Observer } from "./observer.ts";
-import { randomId, run } from "./run.ts";
+import { type Child, run, type RunResult, spawn } from "./run.ts";
 import { createTopology, type Pod, type Topology } from "./topology.ts";
 import { setUpNode, tearDownNode, type TestNode } from "./node.ts";
 
@@ -44,14 +44,8 @@ export interface PodLayers {
   args?: string;
 }
 
-export interface CniRun {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 export class DatapathEnv {
-  #procs: Deno.ChildProcess[] = [];
+  #procs: Child[] = [];
 
   private constructor(
     readonly topo: Topology,
@@ -131,19 +125,11 @@ export class DatapathEnv {
   }
 
   /** Runs the plugin in the node's namespace as a runtime would (nsenter keeps /sys/fs/bpf). */
-  async cni(command: string, pod: Pod, layers: PodLayers = {}): Promise<CniRun> {
+  async cni(command: string, pod: Pod, layers: PodLayers = {}): Promise<RunResult> {
     return await run(
-      [
-        "nsenter",
-        `--net=${this.topo.nodePath}`,
-        Deno.execPath(),
-        "run",
-        "-A",
-        "--quiet",
-        MAIN,
-        "cni",
-      ],
+      [Deno.execPath(), "run", "-A", "--quiet", MAIN, "cni"],
       {
+        netns: this.topo.nodePath,
         env: {
           PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
           CNI_COMMAND: command,
@@ -175,12 +161,9 @@ export class DatapathEnv {
     return DatapathMaps.open(this.bpffs);
   }
 
-  spawn(ns: string, argv: string[]): Deno.ChildProcess {
-    const p = new Deno.Command("ip", {
-      args: ["netns", "exec", ns, ...argv],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
+  /** A long-running child in namespace `ns` (a traffic sink), killed by destroy(). */
+  spawn(ns: string, argv: string[]): Child {
+    const p = spawn(argv, { netns: ns, stdout: "null", stderr: "null" });
     this.#procs.push(p);
     return p;
   }
@@ -209,25 +192,14 @@ export class DatapathEnv {
     const argv = o.cpu !== undefined
       ? ["taskset", "-c", String(o.cpu), "python3", ...args]
       : ["python3", ...args];
-    const r = await this.topo.exec(ns, argv, true);
+    const r = await run(argv, { netns: ns, allowFail: true });
     if (r.code !== 0) throw new Error(`sender failed: ${r.stderr}`);
   }
 
   async destroy(): Promise<void> {
-    for (const p of this.#procs) {
-      try {
-        p.kill("SIGKILL");
-        await p.status;
-      } catch {
-        // already gone
-      }
-    }
+    for (const p of this.#procs) await p.stop();
     this.observer.detach();
     tearDownNode(this.node);
     await this.topo.destroy();
   }
-}
-
-export function uniqueName(prefix: string): string {
-  return `${prefix}-${randomId()}`;
 }

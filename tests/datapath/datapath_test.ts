@@ -373,7 +373,7 @@ for (const api of ["tcx", "clsact"] as const satisfies readonly TcApi[]) {
           const [pod] = env.topo.pods;
           try {
             // As a primary CNI's ADD would, before tsnproxy's.
-            const tc = ["ip", "netns", "exec", env.topo.node, "tc"];
+            const tc = ["tc", "-n", env.topo.node];
             await run([...tc, "qdisc", "add", "dev", pod.hostVeth, "clsact"]);
             await run([...tc, "filter", "add", "dev", pod.hostVeth, "ingress", "bpf", "da", "obj"]
               .concat([obj.object, "sec", "classifier_ok"]));
@@ -423,7 +423,7 @@ for (const api of ["tcx", "clsact"] as const satisfies readonly TcApi[]) {
         };
         assert.equal(entryNow().carrier, "tag");
         // Another datapath programs the host veth later (a CNI agent, an operator's filter).
-        const tc = ["ip", "netns", "exec", env.topo.node, "tc"];
+        const tc = ["tc", "-n", env.topo.node];
         await run([...tc, "qdisc", "add", "dev", pod.hostVeth, "clsact"], { allowFail: true });
         await run([...tc, "filter", "add", "dev", pod.hostVeth, "ingress", "pref", "9", "bpf"]
           .concat(["da", "obj", obj.object, "sec", "classifier_ok"]));

@@ -10,7 +10,7 @@ import type { TcApi } from "../../src/bpf/attach.ts";
 import type { PodPolicy } from "../../src/policy/types.ts";
 import { Observer } from "./observer.ts";
 import { type Child, run, type RunResult, spawn } from "./run.ts";
-import { createTopology, type Pod, type Topology } from "./topology.ts";
+import { createTopology, farSinks, type Pod, type Topology } from "./topology.ts";
 import { setUpNode, tearDownNode, type TestNode } from "./node.ts";
 
 export const SENDER = new URL("./sender.py", import.meta.url).pathname;
@@ -76,13 +76,7 @@ export class DatapathEnv {
       });
       observer = Observer.attach(topo.nodePath, "tsn0");
       const env = new DatapathEnv(topo, api, observer, node);
-      env.spawn(topo.far, ["socat", "-u", "UDP6-RECV:8080,ipv6only=0", "/dev/null"]);
-      env.spawn(topo.far, [
-        "socat",
-        "-u",
-        "TCP6-LISTEN:8080,ipv6only=0,reuseaddr,fork",
-        "/dev/null",
-      ]);
+      env.#procs.push(...farSinks(topo));
       await new Promise((r) => setTimeout(r, 200));
       return env;
     } catch (e) {

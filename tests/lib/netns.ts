@@ -159,6 +159,13 @@ export async function addBridge(
   if (opts.up !== false) await linkUp(name, opts.netns);
 }
 
+/** Whether a network device `name` exists in `netns` (none: the caller's). */
+export async function linkExists(name: string, netns?: Netns | string): Promise<boolean> {
+  const ns = nsName(netns);
+  const show = ["ip", ...(ns ? ["-n", ns] : []), "link", "show", "dev", name];
+  return (await run(show, { allowFail: true })).code === 0;
+}
+
 /** `ip [-n <ns>] link del <name>`; one already gone is fine. */
 export async function deleteLink(name: string, netns?: Netns | string): Promise<void> {
   const ns = nsName(netns);

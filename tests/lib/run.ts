@@ -277,6 +277,15 @@ export class Child {
     return true;
   }
 
+  /** until(), but its exit before the output shows `match` throws too (with the output). */
+  async ready(match: RegExp | ((c: Child) => boolean), timeoutMs = 30_000): Promise<void> {
+    if (!(await this.until(match, timeoutMs))) {
+      throw new Error(
+        `${this.argv.join(" ")} exited ${this.#exited?.code} before ${match}: ${this.output}`,
+      );
+    }
+  }
+
   /** Waits for it to exit by itself; its status and what it wrote. */
   async wait(): Promise<RunResult> {
     const s = await this.status;
@@ -290,13 +299,17 @@ export class Child {
     };
   }
 
+  /** Sends `signal` unless it has exited; does not wait. */
+  kill(signal: Deno.Signal = "SIGKILL"): void {
+    if (this.#exited) return;
+    try {
+      this.process.kill(signal);
+    } catch { /* exited meanwhile */ }
+  }
+
   /** Sends `signal` unless it has exited, then waits for it (see wait()). */
   async stop(signal: Deno.Signal = "SIGKILL"): Promise<RunResult> {
-    if (!this.#exited) {
-      try {
-        this.process.kill(signal);
-      } catch { /* exited meanwhile */ }
-    }
+    this.kill(signal);
     if (this.#writer) await this.closeStdin();
     return await this.wait();
   }

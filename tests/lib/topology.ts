@@ -12,7 +12,7 @@
  *
  * All addresses live only inside these namespaces, made with ./netns.ts.
  */
-import { netnsPath, randomId } from "./run.ts";
+import { type Child, netnsPath, randomId, spawn } from "./run.ts";
 import { addBridge, addVeth, Netns } from "./netns.ts";
 
 export const SERVICE_V4 = "10.96.0.10";
@@ -59,6 +59,16 @@ export interface Topology {
    */
   addOverlay(): Promise<void>;
   destroy(): Promise<void>;
+}
+
+/**
+ * Traffic sinks on the far end: UDP and TCP on port 8080 (IPv4 and IPv6), so what pods send
+ * there is taken (no ICMP port unreachable). The caller stops them before topo.destroy().
+ */
+export function farSinks(topo: Pick<Topology, "far">): Child[] {
+  return ["UDP6-RECV:8080,ipv6only=0", "TCP6-LISTEN:8080,ipv6only=0,reuseaddr,fork"].map((l) =>
+    spawn(["socat", "-u", l, "/dev/null"], { netns: topo.far, stdout: "null", stderr: "null" })
+  );
 }
 
 export async function createTopology(

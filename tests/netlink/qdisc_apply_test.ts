@@ -46,8 +46,8 @@ import { ignoredBecause, qdiscKinds } from "../lib/qdisc_kinds.ts";
 import { Netns, withTestNetns } from "../lib/netns.ts";
 
 /** The Debian guest kernels carry no sch_htb/sch_tbf module; this host has no TSN qdiscs. */
-const shaping = qdiscKinds("htb", "tbf");
-const tsn = qdiscKinds("taprio", "mqprio", "etf");
+const shaping = await qdiscKinds("htb", "tbf");
+const tsn = await qdiscKinds("taprio", "mqprio", "etf");
 const hasShaping = shaping.htb && shaping.tbf;
 const hasTsn = tsn.taprio && tsn.mqprio && tsn.etf;
 if (!hasShaping) console.log(`htb/tbf tests ignored: ${ignoredBecause(shaping)}`);

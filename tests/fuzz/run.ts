@@ -12,8 +12,8 @@
  */
 import type { DriverReport } from "./driver.ts";
 import { randomSeed } from "./prng.ts";
-import { randomId, run, spawn } from "../lib/run.ts";
-import { deleteNetns, Netns } from "../lib/netns.ts";
+import { randomId, spawn } from "../lib/run.ts";
+import { deleteNetns, listNetns, Netns } from "../lib/netns.ts";
 import { replayCommand } from "./report.ts";
 
 const DRIVER = new URL("./driver.ts", import.meta.url).pathname;
@@ -97,10 +97,7 @@ export async function runFuzz(o: FuzzOptions): Promise<DriverReport> {
 
 /** What a killed driver's fixture left (tests/fuzz/fixture.ts names it all after its id). */
 export async function forceCleanup(id: string): Promise<void> {
-  for (const name of (await run(["ip", "netns", "list"])).stdout.split("\n")) {
-    const ns = name.split(" ")[0];
-    if (ns.startsWith(`tsnp-fz-${id}-`)) await deleteNetns(ns);
-  }
+  for (const ns of await listNetns()) if (ns.startsWith(`tsnp-fz-${id}-`)) await deleteNetns(ns);
   for (const e of Deno.readDirSync("/sys/fs/bpf")) {
     if (e.name === `tsnp-fz-${id}` || e.name.startsWith(`tsnp-fz-${id}-`)) {
       await Deno.remove(`/sys/fs/bpf/${e.name}`, { recursive: true }).catch(() => {});

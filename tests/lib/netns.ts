@@ -90,6 +90,12 @@ export async function deleteNetns(name: string): Promise<void> {
   await run(["ip", "netns", "del", name], { allowFail: true });
 }
 
+/** The names of the namespaces under /run/netns (`ip netns list`). */
+export async function listNetns(): Promise<string[]> {
+  const out = (await run(["ip", "netns", "list"], { allowFail: true })).stdout;
+  return out.split("\n").map((l) => l.split(" ")[0]).filter(Boolean);
+}
+
 /** Runs fn with a new namespace (see Netns.create); always deletes it. */
 export async function withTestNetns<T>(
   fn: (ns: Netns) => T | Promise<T>,

@@ -43,7 +43,7 @@ import {
 } from "../../src/netlink/mod.ts";
 import { withNetns } from "../../src/util/netns.ts";
 import { ignoredBecause, qdiscKinds } from "../lib/qdisc_kinds.ts";
-import { Netns, withTestNetns } from "../lib/netns.ts";
+import { addVeth, Netns, withTestNetns } from "../lib/netns.ts";
 
 /** The Debian guest kernels carry no sch_htb/sch_tbf module; this host has no TSN qdiscs. */
 const shaping = await qdiscKinds("htb", "tbf");
@@ -209,14 +209,19 @@ Deno.test("clsact: the plan adds it once, read back, a second add refused, order
   }, { ipv6: false });
 });
 
+/** va (4 queues, 192.0.2.1/24) in `ns`, its peer vb (192.0.2.2/24) in a new far namespace. */
+async function farPeer(ns: Netns): Promise<Netns> {
+  const far = await Netns.create({ lo: false, ipv6: false });
+  const q4 = { txQueues: 4, rxQueues: 4 };
+  await addVeth({ name: "va", netns: ns, ...q4 }, { name: "vb", netns: far, ...q4 });
+  await ns.ip("addr", "add", "192.0.2.1/24", "dev", "va");
+  await far.ip("addr", "add", "192.0.2.2/24", "dev", "vb");
+  return far;
+}
+
 Deno.test("mq on a 4-queue veth: one class per tx queue with per-class packet counts", async () => {
   await withTestNetns(async (ns) => {
-    await using far = await Netns.create({ lo: false, ipv6: false });
-    await ns.addVeth("va", "vb", { queues: 4 });
-    await ns.ip("link", "set", "vb", "netns", far.name);
-    await ns.ip("addr", "add", "192.0.2.1/24", "dev", "va");
-    await far.ip("addr", "add", "192.0.2.2/24", "dev", "vb");
-    await far.ip("link", "set", "vb", "up");
+    await using _far = await farPeer(ns);
     const ifindex = withNetns(ns.path, () => {
       using s = RtnlSocket.open();
       const link = getLink("va", s);
@@ -427,12 +432,7 @@ Deno.test({ name: "taprio classes count packets per priority", ignore: !hasTsn }
   const { etf: _etf, ...noEtf } = taprioYamlLike;
   const cfg = parseQdiscConfig(noEtf) as TaprioConfig;
   await withTestNetns(async (ns) => {
-    await using far = await Netns.create({ lo: false, ipv6: false });
-    await ns.addVeth("va", "vb", { queues: 4 });
-    await ns.ip("link", "set", "vb", "netns", far.name);
-    await ns.ip("addr", "add", "192.0.2.1/24", "dev", "va");
-    await far.ip("addr", "add", "192.0.2.2/24", "dev", "vb");
-    await far.ip("link", "set", "vb", "up");
+    await using _far = await farPeer(ns);
     const ifindex = withNetns(ns.path, () => {
       applyQdiscPlan(plan(cfg, true).plan, undefined);
       return getLink("va").index;

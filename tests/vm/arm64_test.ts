@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { runGuest, selectedKernels } from "./_vm.ts";
 import { installed, run } from "../lib/run.ts";
 import { ensureImage } from "../../scripts/vm/images.ts";
+import { bpfCflags } from "../../scripts/build_bpf.ts";
 import { versionInfo } from "../../src/build_info.ts";
 
 interface Phase {
@@ -124,22 +125,10 @@ Deno.test({
       for (const { name } of sources) {
         const obj = name.replace(/\.c$/, ".o");
         // scripts/build_bpf.ts's flags, the arm64 include dir instead of the host's.
-        const r = await run([
-          "clang",
-          "-O2",
-          "-g",
-          "-target",
-          "bpf",
-          "-mcpu=v3",
-          "-Wall",
-          "-Werror",
-          `-I${inc}`,
-          `-I${root}bpf`,
-          "-c",
-          `${root}bpf/${name}`,
-          "-o",
-          `${out}/${obj}`,
-        ], { cwd: root, allowFail: true });
+        const r = await run(
+          ["clang", ...bpfCflags(inc), "-c", `${root}bpf/${name}`, "-o", `${out}/${obj}`],
+          { cwd: root, allowFail: true },
+        );
         assert.equal(r.code, 0, r.stderr);
         assert.deepEqual(
           Deno.readFileSync(`${out}/${obj}`),

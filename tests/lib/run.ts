@@ -152,11 +152,6 @@ export function runSync(
   return r;
 }
 
-/** Runs a shell-free sequence of `ip`/`nft`/... commands, each of which must succeed. */
-export async function runAll(cmds: string[][], opts: RunOptions = {}): Promise<void> {
-  for (const c of cmds) await run(c, opts);
-}
-
 /** Whether `cmd` can be run at all (its exit code does not matter): a tool probe. */
 export async function installed(cmd: string, args = ["--version"]): Promise<boolean> {
   try {
@@ -188,7 +183,7 @@ export class Child {
   stderr = "";
   /** stdout and stderr as they arrived. */
   output = "";
-  readonly process: Deno.ChildProcess;
+  readonly #process: Deno.ChildProcess;
   /** Resolves with its exit status. */
   readonly status: Promise<Deno.CommandStatus>;
   #exited?: Deno.CommandStatus;
@@ -196,15 +191,17 @@ export class Child {
   #outputEnded = false;
   #wake: Array<() => void> = [];
   #writer?: WritableStreamDefaultWriter<Uint8Array>;
+  #stdinPiped: boolean;
 
   constructor(readonly argv: string[], opts: SpawnOptions = {}) {
     const given = opts.stdin !== undefined && opts.stdin !== "piped" && opts.stdin !== "null";
-    this.process = command(argv, opts, {
-      stdin: given || opts.stdin === "piped" ? "piped" : "null",
+    this.#stdinPiped = given || opts.stdin === "piped";
+    this.#process = command(argv, opts, {
+      stdin: this.#stdinPiped ? "piped" : "null",
       stdout: opts.stdout ?? "piped",
       stderr: opts.stderr ?? "piped",
     }).spawn();
-    this.status = this.process.status.then((s) => {
+    this.status = this.#process.status.then((s) => {
       this.#exited = s;
       this.#notify();
       return s;
@@ -217,8 +214,8 @@ export class Child {
       }
     };
     this.#collected = Promise.all([
-      (opts.stdout ?? "piped") === "piped" ? collect(this.process.stdout, "stdout") : undefined,
-      (opts.stderr ?? "piped") === "piped" ? collect(this.process.stderr, "stderr") : undefined,
+      (opts.stdout ?? "piped") === "piped" ? collect(this.#process.stdout, "stdout") : undefined,
+      (opts.stderr ?? "piped") === "piped" ? collect(this.#process.stderr, "stderr") : undefined,
     ]).finally(() => {
       this.#outputEnded = true;
       this.#notify();
@@ -229,7 +226,7 @@ export class Child {
   }
 
   get pid(): number {
-    return this.process.pid;
+    return this.#process.pid;
   }
 
   /** Its exit status once it has exited. */
@@ -243,12 +240,12 @@ export class Child {
 
   /** Writes to its stdin (spawned with stdin "piped"); a child that stopped reading is ignored. */
   async write(data: string | Uint8Array): Promise<void> {
-    this.#writer ??= this.process.stdin.getWriter();
+    this.#writer ??= this.#process.stdin.getWriter();
     await this.#writer.write(bytes(data)).catch(() => {});
   }
 
   async closeStdin(): Promise<void> {
-    this.#writer ??= this.process.stdin.getWriter();
+    this.#writer ??= this.#process.stdin.getWriter();
     await this.#writer.close().catch(() => {});
   }
 
@@ -303,14 +300,14 @@ export class Child {
   kill(signal: Deno.Signal = "SIGKILL"): void {
     if (this.#exited) return;
     try {
-      this.process.kill(signal);
+      this.#process.kill(signal);
     } catch { /* exited meanwhile */ }
   }
 
   /** Sends `signal` unless it has exited, then waits for it (see wait()). */
   async stop(signal: Deno.Signal = "SIGKILL"): Promise<RunResult> {
     this.kill(signal);
-    if (this.#writer) await this.closeStdin();
+    if (this.#stdinPiped) await this.closeStdin();
     return await this.wait();
   }
 

@@ -24,6 +24,7 @@
  *   --render           print the tables and draw the chart again from an existing --out report
  */
 import { round, runCleanups } from "./bench/common.ts";
+import { spawn } from "../tests/lib/run.ts";
 import type { Report } from "./bench/report.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -90,12 +91,11 @@ async function main(): Promise<number> {
     return 1;
   }
   // The benchmark-only BPF objects are generated; build them when run without `deno task`.
-  const b = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}scripts/build_bpf.ts`],
+  const b = await spawn([Deno.execPath(), "run", "-A", `${ROOT}scripts/build_bpf.ts`], {
     stdout: "inherit",
     stderr: "inherit",
-  }).output();
-  if (!b.success) throw new Error("scripts/build_bpf.ts failed");
+  }).wait();
+  if (b.code !== 0) throw new Error("scripts/build_bpf.ts failed");
   const { report } = await import("./bench/report.ts");
   const started = performance.now();
   const q = args.quick;

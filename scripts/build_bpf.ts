@@ -13,19 +13,16 @@
 import { encodeBase64 } from "./lib/base64.ts";
 
 const root = new URL("..", import.meta.url).pathname;
-const CFLAGS = [
-  "-O2",
-  "-g",
-  "-target",
-  "bpf",
-  "-mcpu=v3",
-  "-Wall",
-  "-Werror",
-  // asm/*.h of the build machine: the objects are the same bytes for every 64-bit
-  // little-endian arch (tests/vm/arm64_test.ts compiles them against arm64's headers).
-  `-I/usr/include/${Deno.build.arch}-linux-gnu`,
-  `-I${root}bpf`,
-];
+/**
+ * clang's flags for the objects. `asmInclude`: where asm/*.h come from, the build machine's
+ * by default: the objects are the same bytes for every 64-bit little-endian arch
+ * (tests/vm/arm64_test.ts compiles them against arm64's headers).
+ */
+export function bpfCflags(asmInclude = `/usr/include/${Deno.build.arch}-linux-gnu`): string[] {
+  return ["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror"]
+    .concat([`-I${asmInclude}`, `-I${root}bpf`]);
+}
+const CFLAGS = bpfCflags();
 
 interface Group {
   srcDir: string;
@@ -117,4 +114,4 @@ async function buildGroup(g: Group): Promise<void> {
   console.error(`build_bpf: ${g.srcDir}/{${sources.join(",")}} -> ${g.out}`);
 }
 
-for (const g of groups) await buildGroup(g);
+if (import.meta.main) { for (const g of groups) await buildGroup(g); }

@@ -47,10 +47,13 @@ import {
   createTopology,
   FAR_V4,
   FAR_V6,
+  farSinks,
   SERVICE_V4,
   type Topology,
 } from "../tests/lib/topology.ts";
-import { run } from "../tests/lib/run.ts";
+import { type Child, run } from "../tests/lib/run.ts";
+import { deleteNetns, listNetns, Netns } from "../tests/lib/netns.ts";
+import { capturePcp } from "../tests/lib/pcp_capture.ts";
 import {
   CILIUM_TC_INDEX_FLAGS,
   STANDIN_CNI,
@@ -66,7 +69,6 @@ const json = Deno.args.includes("--json");
 const root = new URL("..", import.meta.url).pathname;
 const launcher = `${root}scripts/tsnproxy`;
 const sender = `${root}tests/lib/sender.py`;
-const pcpCapture = `${root}tests/lib/pcp_capture.py`;
 const step = (s: string) => json || console.error(`\x1b[1m==>\x1b[0m ${s}`);
 const say = (s: string) => json || console.error(s);
 
@@ -306,7 +308,6 @@ interface VlanRow {
  */
 function vlanRows(): RowBuilder {
   let skipped: string | undefined;
-  let capture: Deno.ChildProcess | undefined;
   const vlanRows: VlanRow[] = [];
   const expectedPcp = VLAN_MAP[String(VLAN.prio)] ?? 0;
   const label = `UDP over VLAN ${VLAN.id}, SO_PRIORITY ${VLAN.prio}`;
@@ -328,12 +329,6 @@ function vlanRows(): RowBuilder {
         step(`VLAN PCP row skipped: ${skipped}`);
         return [];
       }
-      demo.onTeardown(async () => {
-        try {
-          capture?.kill("SIGKILL");
-        } catch { /* gone */ }
-        await capture?.status;
-      });
       const far0 = JSON.parse(
         (await run(["ip", "-n", demo.topo.far, "-j", "link", "show", "far0"])).stdout,
       )[0].address;
@@ -358,24 +353,18 @@ function vlanRows(): RowBuilder {
       step(`pod sending over ${VLAN.dev} ${phase === "with" ? "WITH" : "WITHOUT"} tsnproxy`);
       const pod = await demo.addPod({ name: "vlan" }, phase);
       await new Promise((r) => setTimeout(r, 300)); // routes settle
-      capture = new Deno.Command("ip", {
-        args: ["netns", "exec", demo.topo.far, "python3", pcpCapture, "--ifname", "far0"],
-        stdout: "piped",
-        stderr: "inherit",
-      }).spawn();
-      const out = await readCapture(capture, async () => {
+      const out = await capturePcp(demo.topo.far, "far0", async () => {
         await run(
-          ["ip", "netns", "exec", pod.id, "python3", sender, "--dst", VLAN.far]
+          ["python3", sender, "--dst", VLAN.far]
             .concat(["--port", String(VLAN.port), "--prio", String(VLAN.prio)])
             .concat(["--count", String(VLAN.count)]),
+          { netns: pod.id },
         );
         // The capture stops at a frame to port 9999 (tagged too: it leaves over tsn0.100).
-        await run(
-          ["ip", "netns", "exec", demo.topo.node, "python3", sender, "--dst", VLAN.far]
-            .concat(["--port", "9999"]),
-        );
+        await run(["python3", sender, "--dst", VLAN.far, "--port", "9999"], {
+          netns: demo.topo.node,
+        });
       });
-      capture = undefined;
       const pcps = out.ports[String(VLAN.port)] ?? {};
       vlanRows.push({
         case: label,
@@ -430,32 +419,6 @@ function vlanRows(): RowBuilder {
   };
 }
 
-interface PcpCounts {
-  ports: Record<string, Record<string, number>>;
-  untagged: Record<string, number>;
-  vids: number[];
-}
-
-/** Waits for pcp_capture.py to say "ready", runs `send`, returns what the capture counted. */
-async function readCapture(cap: Deno.ChildProcess, send: () => Promise<void>): Promise<PcpCounts> {
-  const reader = cap.stdout.getReader();
-  const dec = new TextDecoder();
-  let out = "";
-  const more = async () => {
-    const { value, done } = await reader.read();
-    if (!done) out += dec.decode(value, { stream: true });
-    return !done;
-  };
-  while (!out.includes("ready\n")) {
-    if (!await more()) throw new Error(`pcp_capture.py ended before it was ready: ${out}`);
-  }
-  await send();
-  while (await more()) { /* to its end */ }
-  const st = await cap.status;
-  if (!st.success) throw new Error(`pcp_capture.py exited ${st.code}: ${out}`);
-  return JSON.parse(out.slice(out.indexOf("ready\n") + 6)) as PcpCounts;
-}
-
 const ROW_BUILDERS: RowBuilder[] = [
   podRows("talker", "talker pod", CASES),
   podRows(
@@ -471,7 +434,7 @@ const ROW_BUILDERS: RowBuilder[] = [
 ];
 
 async function tsnproxy(node: Topology, args: string[], allowFail = false) {
-  return await run(["nsenter", `--net=${node.nodePath}`, launcher, ...args], { allowFail });
+  return await run([launcher, ...args], { netns: node.nodePath, allowFail });
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -501,7 +464,7 @@ const loc = [
 const pods: DemoPod[] = [];
 const teardowns: Array<() => void | Promise<void>> = [];
 let observer: Observer | undefined;
-const sinks: Deno.ChildProcess[] = [];
+let sinks: Child[] = [];
 let installed = false;
 const rows: Row[] = [];
 let doctorSummary: Record<string, number> = {};
@@ -516,17 +479,13 @@ const demo: Demo = {
     const id = `demo-${spec.name.replace(/\W+/g, "")}-${
       phase === "with" ? "tsn" : "plain"
     }-${topo.id}`;
-    await run(["ip", "netns", "add", id]);
+    await Netns.create({ name: id, lo: false });
     await run([
-      "ip",
-      "netns",
-      "exec",
-      id,
       "sysctl",
       "-qw",
       "net.ipv6.conf.all.accept_dad=0",
       "net.ipv6.conf.default.accept_dad=0",
-    ]);
+    ], { netns: id });
     const conf = JSON.parse(await Deno.readTextFile(`${tmp}/net.d/10-demo.conflist`)) as Conflist;
     if (spec.standin) {
       // The stand-in's plugin runs right after the primary, before tsnproxy: its program is on
@@ -570,7 +529,7 @@ const demo: Demo = {
       if (c.prio !== undefined) args.push("--prio", String(c.prio));
       args.push("--proto", tcp ? "tcp" : "udp", "--count", String(tcp ? 32 : c.count));
       if (c.txtime) args.push("--txtime", c.txtime);
-      await run(["ip", "netns", "exec", pod.id, "python3", sender, ...args]);
+      await run(["python3", sender, ...args], { netns: pod.id });
       const o = observer!.counts();
       const expected = c.expect ?? c.prio ?? 0;
       out.push({
@@ -611,7 +570,7 @@ function teardown(): Promise<void> {
         args: p.args,
       }, p.result)
         .catch((e) => console.error(`DEL ${p.id}: ${e.message}`));
-      await run(["ip", "netns", "del", p.id], { allowFail: true });
+      await deleteNetns(p.id);
     }
     say("    tsnproxy uninstall");
     if (installed) await tsnproxy(topo, ["uninstall", ...loc], true);
@@ -632,17 +591,11 @@ function teardown(): Promise<void> {
       }
     }
     observer?.detach();
-    for (const p of sinks) {
-      try {
-        p.kill("SIGKILL");
-      } catch { /* gone */ }
-      await p.status;
-    }
+    for (const p of sinks) await p.stop();
     await topo.destroy();
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    const netns = (await run(["ip", "netns", "list"], { allowFail: true })).stdout;
-    for (const line of netns.split("\n")) {
-      if (line.includes(topo.id)) leftovers.push(`netns ${line.split(" ")[0]}`);
+    for (const name of await listNetns()) {
+      if (name.includes(topo.id)) leftovers.push(`netns ${name}`);
     }
     for (const p of [bpffs, `${bpffs}-sti`, tmp]) if (await exists(p)) leftovers.push(p);
     say(`    left behind: ${leftovers.length ? leftovers.join(", ") : "nothing"}`);
@@ -689,17 +642,11 @@ try {
   for (const b of ROW_BUILDERS) if (b.prepareNode) more.push(...await b.prepareNode(demo));
   await Deno.writeTextFile(`${tmp}/config.yaml`, nodeConfig(more));
   observer = Observer.attach(topo.nodePath, "tsn0");
-  for (const l of ["UDP6-RECV:8080,ipv6only=0", "TCP6-LISTEN:8080,ipv6only=0,reuseaddr,fork"]) {
-    sinks.push(new Deno.Command("ip", {
-      args: ["netns", "exec", topo.far, "socat", "-u", l, "/dev/null"],
-      stdout: "null",
-      stderr: "null",
-    }).spawn());
-  }
+  sinks = farSinks(topo);
 
   // Resolve the far end's neighbour entries first, so no case loses its first packets to ARP/ND.
   for (const dst of [FAR_V4, FAR_V6]) {
-    await run(["ip", "netns", "exec", topo.node, "python3", sender, "--dst", dst, "--count", "2"]);
+    await run(["python3", sender, "--dst", dst, "--count", "2"], { netns: topo.node });
   }
 
   for (const b of ROW_BUILDERS.filter((b) => b.phases.includes("without"))) {

@@ -2,8 +2,8 @@
  * The compiled UDP sender (bench/c/blast.c): built here with the system's clang (no
  * download) into build/bench/blast when the source is newer, and run inside a namespace.
  */
-import { sh } from "./common.ts";
 import { spawnIn } from "./node.ts";
+import { type Child, run, type RunResult, spawn } from "../../tests/lib/run.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 const SOURCE = `${ROOT}bench/c/blast.c`;
@@ -21,7 +21,7 @@ function mtime(path: string): number {
 export async function buildBlast(): Promise<string> {
   if (mtime(BLAST) > Math.max(mtime(SOURCE), mtime(import.meta.filename!))) return BLAST;
   await Deno.mkdir(`${ROOT}build/bench`, { recursive: true });
-  await sh(["clang", "-O2", "-g", "-Wall", "-Werror", "-pthread", SOURCE, "-o", BLAST]);
+  await run(["clang", "-O2", "-g", "-Wall", "-Werror", "-pthread", SOURCE, "-o", BLAST]);
   return BLAST;
 }
 
@@ -80,13 +80,13 @@ export function blastArgs(o: BlastOptions): string[] {
 
 /** Runs the sender in namespace `ns` until its duration is up. */
 export async function blast(ns: string, o: BlastOptions): Promise<BlastResult> {
-  const p = spawnIn(ns, blastArgs(o));
-  const out = await p.output();
-  const text = new TextDecoder().decode(out.stdout).trim();
-  if (!out.success || !text) {
-    throw new Error(
-      `blast failed (exit ${out.code}): ${new TextDecoder().decode(out.stderr).trim()}`,
-    );
+  return blastResult(await spawnIn(ns, blastArgs(o)).wait());
+}
+
+function blastResult(out: RunResult): BlastResult {
+  const text = out.stdout.trim();
+  if (out.code !== 0 || !text) {
+    throw new Error(`blast failed (exit ${out.code}): ${out.stderr.trim()}`);
   }
   return JSON.parse(text) as BlastResult;
 }
@@ -106,15 +106,14 @@ export async function startBlast(
   o: Omit<BlastOptions, "seconds">,
 ): Promise<RunningBlast> {
   const p = spawnIn(ns, blastArgs({ ...o, seconds: 0 }));
-  // `ip netns exec` execs the command in place: the pid is the sender's.
+  // nsenter execs the command in place: the pid is the sender's.
   const comm = async () => (await Deno.readTextFile(`/proc/${p.pid}/comm`).catch(() => "")).trim();
   for (let i = 0; i < 100 && (await comm()) !== "blast"; i++) {
     await new Promise((r) => setTimeout(r, 10));
   }
   if ((await comm()) !== "blast") {
-    p.kill("SIGKILL");
-    const out = await p.output();
-    throw new Error(`blast did not start: ${new TextDecoder().decode(out.stderr).trim()}`);
+    const out = await p.stop();
+    throw new Error(`blast did not start: ${out.stderr.trim()}`);
   }
   return {
     pid: p.pid,
@@ -127,15 +126,7 @@ export async function startBlast(
       return ns;
     },
     async stop(): Promise<BlastResult> {
-      p.kill("SIGTERM");
-      const out = await p.output();
-      const text = new TextDecoder().decode(out.stdout).trim();
-      if (!out.success || !text) {
-        throw new Error(
-          `blast failed (exit ${out.code}): ${new TextDecoder().decode(out.stderr).trim()}`,
-        );
-      }
-      return JSON.parse(text) as BlastResult;
+      return blastResult(await p.stop("SIGTERM"));
     },
   };
 }
@@ -146,48 +137,39 @@ export async function startBlast(
  * time it is sent a line.
  */
 export class NetnsCounter {
-  #p: Deno.ChildProcess;
-  #w: WritableStreamDefaultWriter<Uint8Array>;
-  #r: ReadableStreamDefaultReader<Uint8Array>;
-  #buf = "";
+  /** Where the next line starts in the reader's stdout. */
+  #at = 0;
 
-  private constructor(p: Deno.ChildProcess) {
-    this.#p = p;
-    this.#w = p.stdin.getWriter();
-    this.#r = p.stdout.getReader();
-  }
+  private constructor(readonly p: Child) {}
 
   /** e.g. open(node, "tsn0", "tx_packets") */
   static open(ns: string, ifname: string, counter: string): NetnsCounter {
     const file = `/sys/class/net/${ifname}/statistics/${counter}`;
-    const p = new Deno.Command("ip", {
-      args: ["netns", "exec", ns, "sh", "-c", `while read _; do read v < ${file}; echo "$v"; done`],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "null",
-    }).spawn();
-    return new NetnsCounter(p);
+    return new NetnsCounter(
+      spawn(["sh", "-c", `while read _; do read v < ${file}; echo "$v"; done`], {
+        netns: ns,
+        netnsSysfs: true,
+        stdin: "piped",
+        stderr: "null",
+      }),
+    );
   }
 
   async read(): Promise<number> {
-    await this.#w.write(new TextEncoder().encode("\n"));
-    while (!this.#buf.includes("\n")) {
-      const { value, done } = await this.#r.read();
-      if (done) throw new Error("the counter's reader exited");
-      this.#buf += new TextDecoder().decode(value);
+    await this.p.write("\n");
+    if (!(await this.p.until((c) => c.stdout.includes("\n", this.#at)))) {
+      throw new Error("the counter's reader exited");
     }
-    const i = this.#buf.indexOf("\n");
-    const line = this.#buf.slice(0, i);
-    this.#buf = this.#buf.slice(i + 1);
+    const i = this.p.stdout.indexOf("\n", this.#at);
+    const line = this.p.stdout.slice(this.#at, i);
+    this.#at = i + 1;
     const v = Number(line);
     if (!Number.isFinite(v) || line === "") throw new Error(`unreadable counter: "${line}"`);
     return v;
   }
 
   async close(): Promise<void> {
-    await this.#w.close().catch(() => {});
-    this.#r.releaseLock();
-    await this.#p.stdout.cancel().catch(() => {});
-    await this.#p.status;
+    await this.p.closeStdin();
+    await this.p.wait();
   }
 }

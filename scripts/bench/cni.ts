@@ -22,8 +22,9 @@ import { DatapathMaps } from "../../src/bpf/maps.ts";
 import { MAPS, PinLayout } from "../../src/bpf/pins.ts";
 import { closeFd, mapInfo, objGetRequired, objPin } from "../../src/bpf/sys.ts";
 import { createPod, deletePod, prevResultFor, type TestPod } from "../../tests/cni/helpers.ts";
-import { onCleanup, sh, sleep, summarize, type Summary } from "./common.ts";
-import { run } from "../../tests/lib/run.ts";
+import { onCleanup, sleep, summarize, type Summary } from "./common.ts";
+import { run, type RunResult, spawn } from "../../tests/lib/run.ts";
+import { addVeth, deleteLink } from "../../tests/lib/netns.ts";
 import { setUpNode, tearDownNode } from "../../tests/lib/node.ts";
 import { ResearchDatapath } from "./research_dp.ts";
 import { udp4 } from "./progcost.ts";
@@ -78,9 +79,9 @@ async function fixture(): Promise<Fixture> {
   setUpNode({ bpffs: f.bpffs });
   onCleanup(`pin root ${f.bpffs}`, () => tearDownNode({ bpffs: f.bpffs }));
   Deno.mkdirSync(f.researchPins, { recursive: true });
-  await sh(["mount", "-t", "bpf", "bpf", f.researchPins]);
+  await run(["mount", "-t", "bpf", "bpf", f.researchPins]);
   onCleanup(`bpffs ${f.researchPins}`, async () => {
-    await sh(["umount", f.researchPins], { allowFail: true });
+    await run(["umount", f.researchPins], { allowFail: true });
     Deno.removeSync(f.researchPins, { recursive: true });
   });
   const r = ResearchDatapath.load(`${f.tmp}/unused-pins`);
@@ -92,12 +93,9 @@ async function fixture(): Promise<Fixture> {
     r.close(); // the pins keep the programs (and their maps) alive
   }
   await Deno.writeFile(`${f.tmp}/pkt`, udp4(1));
-  await sh(["ip", "link", "add", f.dummy, "type", "veth", "peer", "name", `${f.dummy}p`]);
-  onCleanup(
-    `dummy ${f.dummy}`,
-    () => sh(["ip", "link", "del", f.dummy], { allowFail: true }).then(() => {}),
-  );
-  await sh(["ip", "link", "set", f.dummy, "up"]);
+  await addVeth(f.dummy, `${f.dummy}p`, { up: false });
+  onCleanup(`dummy ${f.dummy}`, () => deleteLink(f.dummy));
+  await run(["ip", "link", "set", f.dummy, "up"]);
   const agent = await startAgent(f);
   f.stopAgent = agent.stop;
   f.agentPid = agent.pid;
@@ -108,18 +106,15 @@ async function fixture(): Promise<Fixture> {
 async function startAgent(
   f: Fixture,
 ): Promise<{ stop: () => Promise<CniServerStats>; pid: number }> {
-  const proc = new Deno.Command(DENO, {
-    args: ["run", "--quiet", "--allow-all", `${ROOT}/scripts/bench/cni_agent.ts`, f.agentSocket],
-    env: DENO_ENV,
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
+  const proc = spawn(
+    [DENO, "run", "--quiet", "--allow-all", `${ROOT}/scripts/bench/cni_agent.ts`, f.agentSocket],
+    { env: DENO_ENV, stderr: "inherit" },
+  );
   let stopped: Promise<CniServerStats> | undefined;
   const stop = () =>
     stopped ??= (async () => {
-      proc.kill("SIGTERM");
-      const out = await proc.output();
-      return JSON.parse(new TextDecoder().decode(out.stdout)) as CniServerStats;
+      const out = await proc.stop("SIGTERM");
+      return JSON.parse(out.stdout) as CniServerStats;
     })();
   onCleanup("agent CNI server", async () => {
     await stop().catch(() => undefined);
@@ -549,17 +544,16 @@ async function compiledBinary(
 ): Promise<{ measured: boolean; note: string }> {
   if (Deno.env.get("DENORT_BIN")) {
     log("cni latency: building dist/tsnproxy (DENORT_BIN is set)");
-    const b = await new Deno.Command(DENO, {
-      args: ["run", "--allow-all", `${ROOT}/scripts/build.ts`],
+    const b = await spawn([DENO, "run", "--allow-all", `${ROOT}/scripts/build.ts`], {
       env: DENO_ENV,
       stdout: "inherit",
       stderr: "inherit",
-    }).output();
-    if (!b.success) throw new Error("scripts/build.ts failed with DENORT_BIN set (see above)");
+    }).wait();
+    if (b.code !== 0) throw new Error("scripts/build.ts failed with DENORT_BIN set (see above)");
   }
-  let out: Deno.CommandOutput;
+  let out: RunResult;
   try {
-    out = await new Deno.Command(BINARY, { args: ["version", "--json"], stderr: "null" }).output();
+    out = await run([BINARY, "version", "--json"], { allowFail: true });
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
       return {
@@ -573,11 +567,13 @@ async function compiledBinary(
   const me = versionInfo();
   let got: Partial<VersionInfo> = {};
   try {
-    got = JSON.parse(new TextDecoder().decode(out.stdout));
+    got = JSON.parse(out.stdout);
   } catch {
     // reported below
   }
-  if (!out.success || got.version !== me.version || got.bpfObjectsSha256 !== me.bpfObjectsSha256) {
+  if (
+    out.code !== 0 || got.version !== me.version || got.bpfObjectsSha256 !== me.bpfObjectsSha256
+  ) {
     return {
       measured: false,
       note: `dist/tsnproxy is not this checkout's build (${got.version ?? "no version"}, bpf ` +

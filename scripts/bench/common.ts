@@ -1,7 +1,9 @@
 /**
  * Shared helpers for the benchmarks: a cleanup stack that runs on success, failure and
- * Ctrl-C; statistics; plain-text tables; process helpers.
+ * Ctrl-C; statistics; plain-text tables; interface counters. Commands run through
+ * tests/lib/run.ts.
  */
+import { run } from "../../tests/lib/run.ts";
 
 type CleanupFn = () => unknown;
 const cleanups: Array<{ what: string; fn: CleanupFn }> = [];
@@ -106,45 +108,6 @@ export function fmt(x: number): string {
   return String(round(x));
 }
 
-export interface Out {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a command to completion. */
-export async function sh(
-  argv: string[],
-  opts: { stdin?: string; env?: Record<string, string>; clearEnv?: boolean; allowFail?: boolean } =
-    {},
-): Promise<Out> {
-  const p = new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    stdin: opts.stdin !== undefined ? "piped" : "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: opts.env,
-    clearEnv: opts.clearEnv,
-  }).spawn();
-  if (opts.stdin !== undefined) {
-    const w = p.stdin.getWriter();
-    await w.write(new TextEncoder().encode(opts.stdin));
-    await w.close();
-  }
-  const o = await p.output();
-  const out = {
-    code: o.code,
-    stdout: new TextDecoder().decode(o.stdout),
-    stderr: new TextDecoder().decode(o.stderr),
-  };
-  if (out.code !== 0 && !opts.allowFail) {
-    throw new Error(
-      `${argv.join(" ")} exited ${out.code}: ${out.stderr.trim() || out.stdout.trim()}`,
-    );
-  }
-  return out;
-}
-
 /** Interface counters inside a namespace (from `ip -s -j link`). */
 export async function linkStats(
   netns: string,
@@ -152,7 +115,7 @@ export async function linkStats(
 ): Promise<
   { rxPackets: number; rxBytes: number; txPackets: number; txBytes: number; rxDropped: number }
 > {
-  const o = await sh(["ip", "-n", netns, "-s", "-j", "link", "show", "dev", ifname]);
+  const o = await run(["ip", "-n", netns, "-s", "-j", "link", "show", "dev", ifname]);
   const j = JSON.parse(o.stdout) as Array<{
     stats64: {
       rx: { packets: number; bytes: number; dropped: number };

@@ -8,7 +8,8 @@
  * slots per CPU: nothing fills up).
  */
 import { FAR_V4 } from "../../tests/lib/topology.ts";
-import { FLOOD, linkStats, sh, sleep } from "./common.ts";
+import { FLOOD, linkStats, sleep } from "./common.ts";
+import { run } from "../../tests/lib/run.ts";
 import { BenchNode, floodResult, spawnIn, type Variant } from "./node.ts";
 
 export type FloodCase = "none" | "prio0" | "prio6";
@@ -55,7 +56,8 @@ export async function runFidelity(o: FidelityOptions): Promise<FidelityResult[]>
       if (variant === "research") {
         spawnIn(node.topo.far, ["socat", "-u", "UDP-RECV:8080", "/dev/null"]);
       }
-      await sh(["ip", "netns", "exec", c.netns, "nft", "-f", "-"], {
+      await run(["nft", "-f", "-"], {
+        netns: c.netns,
         stdin: "table ip bench {\n chain pre {\n type filter hook prerouting priority -300;\n" +
           " udp dport 9000 drop\n }\n}\n",
       });

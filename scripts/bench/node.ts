@@ -17,7 +17,8 @@ import { DatapathEnv } from "../../tests/lib/datapath_env.ts";
 import { setUpNode } from "../../tests/lib/node.ts";
 import type { ObserverCounts } from "../../tests/lib/observer.ts";
 import { createTopology, type Pod, type Topology } from "../../tests/lib/topology.ts";
-import { onCleanup, sh } from "./common.ts";
+import { onCleanup } from "./common.ts";
+import { type Child, run, spawn } from "../../tests/lib/run.ts";
 import { BENCH_BPF_OBJECTS } from "./objects.gen.ts";
 import { ResearchDatapath } from "./research_dp.ts";
 
@@ -156,7 +157,7 @@ export class PathSwitch {
     const sw = new PathSwitch(env, env.topo.pods[0], destroy);
     try {
       env.observer.detach();
-      await sh(["tc", "-n", env.topo.node, "qdisc", "del", "dev", "tsn0", "clsact"]);
+      await run(["tc", "-n", env.topo.node, "qdisc", "del", "dev", "tsn0", "clsact"]);
       sw.#hostIndex = withNetns(env.topo.nodePath, () => ifNameToIndex(sw.pod.hostVeth));
       for (const c of ["tag", "table"] as const) {
         setUpNode({
@@ -281,34 +282,18 @@ export class PathSwitch {
 }
 
 /** Spawns a process inside a namespace; it is killed on cleanup if still running. */
-export function spawnIn(ns: string, argv: string[]): Deno.ChildProcess {
-  const p = new Deno.Command("ip", {
-    args: ["netns", "exec", ns, ...argv],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let done = false;
-  p.status.then(() => (done = true));
-  onCleanup(`process ${argv[0]} in ${ns}`, async () => {
-    if (done) return;
-    try {
-      p.kill("SIGKILL");
-    } catch {
-      // exited meanwhile
-    }
-    await p.output().catch(() => {});
-  });
+export function spawnIn(ns: string, argv: string[]): Child {
+  const p = spawn(argv, { netns: ns });
+  onCleanup(`process ${argv[0]} in ${ns}`, () => p.stop());
   return p;
 }
 
 /** Waits for a flood.py process and parses its JSON line. */
 export async function floodResult(
-  p: Deno.ChildProcess,
+  p: Child,
 ): Promise<{ sent: number; bytes: number; seconds: number }> {
-  const o = await p.output();
-  const text = new TextDecoder().decode(o.stdout).trim();
-  if (!o.success || !text) {
-    throw new Error(`flood.py failed: ${new TextDecoder().decode(o.stderr).trim()}`);
-  }
+  const o = await p.wait();
+  const text = o.stdout.trim();
+  if (o.code !== 0 || !text) throw new Error(`flood.py failed: ${o.stderr.trim()}`);
   return JSON.parse(text.split("\n").pop()!);
 }

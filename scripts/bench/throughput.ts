@@ -35,7 +35,8 @@ import { closeFd, enableRunTimeStats, objGetRequired, progInfo } from "../../src
 import { Observer } from "../../tests/lib/observer.ts";
 import { FAR_V4 } from "../../tests/lib/topology.ts";
 import { blast, type BlastOptions, buildBlast, NetnsCounter, startBlast } from "./blast.ts";
-import { median, percentile, sh, sleep } from "./common.ts";
+import { median, percentile, sleep } from "./common.ts";
+import { type Child, run } from "../../tests/lib/run.ts";
 import { type Carrier, type PathState, PathSwitch, spawnIn } from "./node.ts";
 import { BENCH_BPF_OBJECTS } from "./objects.gen.ts";
 
@@ -230,7 +231,7 @@ async function measureInSitu(
   } finally {
     if (stats !== undefined) closeFd(stats);
     observer?.detach();
-    await sh(["tc", "-n", env.topo.node, "qdisc", "del", "dev", "tsn0", "clsact"], {
+    await run(["tc", "-n", env.topo.node, "qdisc", "del", "dev", "tsn0", "clsact"], {
       allowFail: true,
     });
     for (const p of nopPins) {
@@ -253,7 +254,7 @@ export async function runThroughput(o: ThroughputOptions): Promise<ThroughputRes
     prio: UDP_PRIO,
   };
   const sw = await PathSwitch.create();
-  let iperf: Deno.ChildProcess | undefined;
+  let iperf: Child | undefined;
   let counter: NetnsCounter | undefined;
   const res: ThroughputResult = {
     rounds: o.rounds,
@@ -269,7 +270,8 @@ export async function runThroughput(o: ThroughputOptions): Promise<ThroughputRes
   try {
     const { node, far } = sw.env.topo;
     const pod = sw.pod;
-    await sh(["ip", "netns", "exec", far, "nft", "-f", "-"], {
+    await run(["nft", "-f", "-"], {
+      netns: far,
       stdin: "table ip bench {\n chain pre {\n type filter hook prerouting priority -300;\n" +
         ` udp dport ${UDP_PORT}-${UDP_PORT + sender.flows - 1} drop\n }\n}\n`,
     });
@@ -321,20 +323,10 @@ export async function runThroughput(o: ThroughputOptions): Promise<ThroughputRes
     }
 
     const tcp = async () => {
-      const out = await sh([
-        "ip",
-        "netns",
-        "exec",
-        pod.netns,
-        "iperf3",
-        "-c",
-        FAR_V4,
-        "-p",
-        "5201",
-        "-t",
-        String(o.tcpSeconds),
-        "-J",
-      ]);
+      const out = await run(
+        ["iperf3", "-c", FAR_V4, "-p", "5201", "-t", String(o.tcpSeconds), "-J"],
+        { netns: pod.netns },
+      );
       const j = JSON.parse(out.stdout) as { end: { sum_received: { bits_per_second: number } } };
       return j.end.sum_received.bits_per_second / 1e9;
     };
@@ -383,12 +375,7 @@ export async function runThroughput(o: ThroughputOptions): Promise<ThroughputRes
     return res;
   } finally {
     await counter?.close();
-    try {
-      iperf?.kill("SIGKILL");
-    } catch {
-      // exited already
-    }
-    await iperf?.output().catch(() => {});
+    await iperf?.stop();
     await sw.destroy();
   }
 }

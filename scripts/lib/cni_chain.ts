@@ -43,8 +43,8 @@ async function exec(
     ...(prevResult !== undefined ? { prevResult } : {}),
   });
   const bin = `${ctx.binDir}/${type}`;
-  const argv = ctx.nodeNetns ? ["nsenter", `--net=${ctx.nodeNetns}`, bin] : [bin];
-  const out = await run(argv, {
+  const out = await run([bin], {
+    netns: ctx.nodeNetns,
     clearEnv: true,
     env: {
       CNI_COMMAND: command,

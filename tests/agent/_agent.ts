@@ -5,11 +5,12 @@
 import assert from "node:assert/strict";
 import { DENO, MAIN, spawnAgent, type TestNode } from "../install/_node.ts";
 import { freePort, until } from "../lib/wait.ts";
+import { type Child, spawn } from "../lib/run.ts";
 
 export type LogLine = Record<string, unknown> & { msg: string };
 
 export interface Agent {
-  proc: Deno.ChildProcess;
+  proc: Child;
   base: string;
   /** Every log line so far. */
   logs(): LogLine[];
@@ -35,41 +36,34 @@ export async function startAgent(node: TestNode, o: StartOptions = {}): Promise<
     extra: o.extra,
     stdout: "null",
   });
+  // stderr's complete lines, parsed as they are asked for.
   const lines: LogLine[] = [];
-  const reading = (async () => {
-    let rest = "";
-    for await (const chunk of proc.stderr.pipeThrough(new TextDecoderStream())) {
-      rest += chunk;
-      const parts = rest.split("\n");
-      rest = parts.pop()!;
-      for (const l of parts.filter(Boolean)) {
-        try {
-          lines.push(JSON.parse(l));
-        } catch {
-          lines.push({ msg: `(not JSON) ${l}` });
-        }
+  let parsed = 0;
+  const logs = () => {
+    const end = proc.stderr.lastIndexOf("\n") + 1;
+    for (const l of proc.stderr.slice(parsed, end).split("\n").filter(Boolean)) {
+      try {
+        lines.push(JSON.parse(l));
+      } catch {
+        lines.push({ msg: `(not JSON) ${l}` });
       }
     }
-  })();
-  let done = false;
-  const exited = proc.status.then(async (s) => {
-    done = true;
-    await reading;
-    return s;
-  });
+    parsed = Math.max(parsed, end);
+    return lines;
+  };
+  const exited = proc.wait().then(() => proc.exited!);
   const base = `http://127.0.0.1:${port}`;
   const agent: Agent = {
     proc,
     base,
-    logs: () => lines,
+    logs,
     exited,
     async kill() {
-      if (!done) proc.kill("SIGKILL");
-      await exited;
+      await proc.stop();
     },
     async stop(signal: Deno.Signal = "SIGTERM", ms = 15_000) {
       proc.kill(signal);
-      await until(`the agent to exit on ${signal}`, () => done, ms);
+      await until(`the agent to exit on ${signal}`, () => proc.exited !== undefined, ms);
       return (await exited).code;
     },
   };
@@ -93,7 +87,7 @@ export async function startAgent(node: TestNode, o: StartOptions = {}): Promise<
   } catch (e) {
     await agent.kill();
     throw new Error(
-      `${(e as Error).message}; agent log:\n${lines.map((l) => JSON.stringify(l)).join("\n")}`,
+      `${(e as Error).message}; agent log:\n${logs().map((l) => JSON.stringify(l)).join("\n")}`,
     );
   }
   return agent;
@@ -142,13 +136,13 @@ export function logged(agent: Agent, msg: string, where: Record<string, unknown>
   );
 }
 
-/** A plugin process as a runtime starts it (env + stdin), not awaited: the caller collects it. */
+/** A plugin process as a runtime starts it (env + stdin), not awaited: the caller stops it. */
 export function spawnPlugin(inv: {
   command: string;
   pod?: { containerId: string; netns: string; ifname: string };
   env?: Record<string, string>;
   stdin: unknown;
-}): Deno.ChildProcess {
+}): Child {
   const env: Record<string, string> = {
     PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
     CNI_PATH: "/opt/cni/bin",
@@ -162,20 +156,11 @@ export function spawnPlugin(inv: {
       : {}),
     ...inv.env,
   };
-  const p = new Deno.Command(DENO, {
-    args: ["run", "-A", "--quiet", MAIN, "cni"],
+  return spawn([DENO, "run", "-A", "--quiet", MAIN, "cni"], {
     env,
     clearEnv: true,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const w = p.stdin.getWriter();
-  w.write(
-    new TextEncoder().encode(typeof inv.stdin === "string" ? inv.stdin : JSON.stringify(inv.stdin)),
-  )
-    .then(() => w.close()).catch(() => undefined);
-  return p;
+    stdin: typeof inv.stdin === "string" ? inv.stdin : JSON.stringify(inv.stdin),
+  });
 }
 
 /** The /proc/locks lines of flock(2) requests on `path`'s inode: holders and waiters ("->"). */

@@ -9,8 +9,15 @@ import { restorerAttached } from "../../src/bpf/node.ts";
 import { parseCniCacheEntry } from "../../src/agent/pods.ts";
 import { parseListenAddress } from "../../src/agent/command.ts";
 import { escapeLabel, snake } from "../../src/agent/metrics.ts";
-import { run } from "../lib/run.ts";
-import { createNode, destroyNode, FIXTURES, spawnAgent, tsnproxy } from "../install/_node.ts";
+import { type Child, run } from "../lib/run.ts";
+import {
+  addTsn,
+  createNode,
+  destroyNode,
+  FIXTURES,
+  spawnAgent,
+  tsnproxy,
+} from "../install/_node.ts";
 import { logLines } from "../lib/logs.ts";
 import { freePort, until } from "../lib/wait.ts";
 
@@ -28,7 +35,7 @@ for (const api of ["tcx", "clsact"] as const) {
     const node = await createNode();
     const results = `${node.dir}/results`;
     await Deno.mkdir(results);
-    let agent: Deno.ChildProcess | undefined;
+    let agent: Child | undefined;
     try {
       const inst = await tsnproxy(node, "install", "--attach-mode", api);
       assert.equal(inst.code, 0, inst.stderr);
@@ -69,8 +76,7 @@ for (const api of ["tcx", "clsact"] as const) {
 
       // The TSN interface goes away and comes back with a new ifindex.
       await run(["ip", "link", "del", node.tsn]);
-      await run(["ip", "link", "add", node.tsn, "type", "veth", "peer", "name", node.peer]);
-      await run(["ip", "link", "set", node.tsn, "up"]);
+      await addTsn(node);
       await until(
         "the restorer to be re-attached",
         () => restorerAttached(node.bpffs, node.tsn) !== undefined,
@@ -103,9 +109,8 @@ for (const api of ["tcx", "clsact"] as const) {
       // No pod identity unless metrics.podLabels opts in (docs/metrics.md).
       assert.doesNotMatch(text, /tsnproxy_pod_admitted_total|tsnproxy_pod_carrier|talker-0|c0ffee/);
 
-      agent.kill("SIGTERM");
-      const out = await agent.output();
-      const err = new TextDecoder().decode(out.stderr);
+      const out = await agent.stop("SIGTERM");
+      const err = out.stderr;
       assert.equal(out.code, 0, err);
       agent = undefined;
       assert.ok(restorerAttached(node.bpffs, node.tsn), "SIGTERM must not detach the restorer");
@@ -113,10 +118,7 @@ for (const api of ["tcx", "clsact"] as const) {
       assert.match(err, /"msg":"conflist entry re-injected"/);
       assert.match(err, /"msg":"restorer re-attached"/);
     } finally {
-      if (agent) {
-        agent.kill("SIGKILL");
-        await agent.output();
-      }
+      await agent?.stop();
       await destroyNode(node);
     }
   });

@@ -17,6 +17,7 @@ import {
 } from "../cni/helpers.ts";
 import { podPins } from "../../src/bpf/pod.ts";
 import { until } from "../lib/wait.ts";
+import { spawn } from "../lib/run.ts";
 import { lexists } from "../../src/util/fs.ts";
 import { PinLayout } from "../../src/bpf/pins.ts";
 import { nodeLogFile, nodeSocketDir, removeNodePath } from "../lib/node_dirs.ts";
@@ -95,11 +96,7 @@ Deno.test("the agent runs the plugin's verbs; the plugin runs them itself when i
 
     // A namespace named by a process (/proc/<pid>/ns/net, as podman and CRI-O pass it): the
     // agent, with the host's PID namespace, opens it as the plugin would.
-    const holder = new Deno.Command("ip", {
-      args: ["netns", "exec", pod.name, "sleep", "60"],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
+    const holder = spawn(["sleep", "60"], { netns: pod.name, stdout: "null", stderr: "null" });
     try {
       const byPid = { ...pod, netns: `/proc/${holder.pid}/ns/net` };
       await until("the holder to enter the pod's namespace", () => {
@@ -120,8 +117,7 @@ Deno.test("the agent runs the plugin's verbs; the plugin runs them itself when i
       const after = await served(agent);
       assert.deepEqual([after.ADD - before.ADD, after.DEL - before.DEL], [1, 1]);
     } finally {
-      holder.kill("SIGKILL");
-      await holder.status;
+      await holder.stop();
     }
 
     // A pin root the agent does not see: declined, and the plugin answers as it would alone.

@@ -31,6 +31,7 @@ import { delegate, PROTOCOL_VERSION, verbLockPath } from "../../src/cni/delegate
 import { AGENT_NODE_LOCK_MS } from "../../src/cni/verbs.ts";
 import { lexists } from "../../src/util/fs.ts";
 import { until } from "../lib/wait.ts";
+import { type Child, run, type RunResult } from "../lib/run.ts";
 import { nodeLogFile, nodeSocketDir, removeNodePath } from "../lib/node_dirs.ts";
 import {
   type Agent,
@@ -173,8 +174,8 @@ Deno.test("agent socket: a DEL run by its plugin waits for the ADD a stalled age
     // The node lock, held here as a plugin running a verb itself holds it, stalls the agent
     // inside the ADD it was told to run (the agent waits for it without blocking).
     const nodeLock = Deno.openSync(node.bpffs, { read: true });
-    let add: Deno.ChildProcess | undefined;
-    let del: Deno.ChildProcess | undefined;
+    let add: Child | undefined;
+    let del: Child | undefined;
     try {
       nodeLock.lockSync(true);
       add = spawnPlugin({ command: "ADD", pod, stdin: conf });
@@ -186,8 +187,7 @@ Deno.test("agent socket: a DEL run by its plugin waits for the ADD a stalled age
       // Waiting, not blocked: the agent still answers its probes.
       assert.equal(await answers(`${agent.base}/livez`), 200, "the agent's event loop is free");
       // The runtime gives up on the ADD and deletes the pod.
-      add.kill("SIGKILL");
-      await add.output();
+      await add.stop();
       add = undefined;
       del = spawnPlugin({
         command: "DEL",
@@ -202,9 +202,9 @@ Deno.test("agent socket: a DEL run by its plugin waits for the ADD a stalled age
         20_000,
       );
       nodeLock.unlockSync();
-      const out = await del.output();
+      const out = await del.wait();
       del = undefined;
-      assert.equal(out.code, 0, new TextDecoder().decode(out.stdout));
+      assert.equal(out.code, 0, out.stdout);
       // The ADD finished in the agent first, then the DEL removed what it attached.
       assert.deepEqual(podPins(node.bpffs, pod.containerId, pod.ifname), [], "stale saver");
       assert.deepEqual(
@@ -214,10 +214,8 @@ Deno.test("agent socket: a DEL run by its plugin waits for the ADD a stalled age
       );
     } finally {
       nodeLock.close();
-      add?.kill("SIGKILL");
-      del?.kill("SIGKILL");
-      await add?.output();
-      await del?.output();
+      await add?.stop();
+      await del?.stop();
       await deletePod(pod);
     }
   });
@@ -228,12 +226,12 @@ Deno.test("agent socket: a node lock held past the agent's bound: try again late
     const pod = await createPod();
     const conf = { ...entry, prevResult: prevResultFor(pod) };
     const nodeLock = Deno.openSync(node.bpffs, { read: true });
-    let add: Deno.ChildProcess | undefined;
+    let add: Child | undefined;
     try {
       nodeLock.lockSync(true);
       add = spawnPlugin({ command: "ADD", pod, stdin: conf });
-      let out: Deno.CommandOutput | undefined;
-      const collecting = add.output().then((o) => (out = o));
+      let out: RunResult | undefined;
+      const collecting = add.wait().then((o) => (out = o));
       await until(
         "the agent to wait for the node lock",
         () => logged(agent, "waiting for the node lock", { bpffs: node.bpffs }).length > 0,
@@ -247,7 +245,7 @@ Deno.test("agent socket: a node lock held past the agent's bound: try again late
       await until("the ADD to be answered", () => out !== undefined, AGENT_NODE_LOCK_MS + 30_000);
       await collecting;
       add = undefined;
-      const res = JSON.parse(new TextDecoder().decode(out!.stdout));
+      const res = JSON.parse(out!.stdout);
       assert.equal(out!.code, 1, JSON.stringify(res));
       assert.equal(res.code, 11, JSON.stringify(res));
       assert.match(res.msg, /the node lock on \S+ was held by another process/);
@@ -258,8 +256,7 @@ Deno.test("agent socket: a node lock held past the agent's bound: try again late
       assertOk(await cni({ command: "DEL", pod, stdin: conf }));
     } finally {
       nodeLock.close();
-      add?.kill("SIGKILL");
-      await add?.output().catch(() => undefined);
+      await add?.stop();
       await deletePod(pod);
     }
   });
@@ -309,7 +306,7 @@ Deno.test("agent socket: SIGTERM stops the agent promptly whatever its clients d
 Deno.test("agent socket: a FIFO or a file as CNI_NETNS is answered without blocking", async () => {
   await withAgent(async ({ agent, dir, logFile, entry }) => {
     const fifo = `${dir}/fifo`;
-    await new Deno.Command("mkfifo", { args: [fifo] }).output();
+    await run(["mkfifo", fifo]);
     const file = `${dir}/file`;
     Deno.writeTextFileSync(file, "");
     const pod = await createPod();
@@ -323,15 +320,15 @@ Deno.test("agent socket: a FIFO or a file as CNI_NETNS is answered without block
       ];
       for (const [netns, why] of cases) {
         const p = spawnPlugin({ command: "ADD", pod: { ...pod, netns }, stdin: conf });
-        let out: Deno.CommandOutput | undefined;
-        const collecting = p.output().then((o) => (out = o));
+        let out: RunResult | undefined;
+        const collecting = p.wait().then((o) => (out = o));
         try {
           await until(`the plugin to answer for ${netns}`, () => out !== undefined, 20_000);
         } finally {
-          if (!out) p.kill("SIGKILL");
+          if (!out) p.kill();
           await collecting;
         }
-        const res = JSON.parse(new TextDecoder().decode(out!.stdout));
+        const res = JSON.parse(out!.stdout);
         assert.equal(out!.code, 1);
         assert.equal(res.code, 103, JSON.stringify(res));
         assert.match(res.msg, why);

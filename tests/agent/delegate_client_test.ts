@@ -16,6 +16,7 @@ import {
   writeLine,
 } from "../../src/cni/delegate.ts";
 import { staleSocket } from "../lib/wait.ts";
+import { spawn } from "../lib/run.ts";
 import { nodeSocketDir, removeNodePath } from "../lib/node_dirs.ts";
 
 /** A peer on a fresh socket that answers each connection with `answer`. */
@@ -276,21 +277,12 @@ Deno.test("delegate: a listener that is not root is not trusted (SO_PEERCRED)", 
     '    f.write(b\'{"v":2,"code":0,"stdout":{"forged":true}}\\n\'); f.flush()',
     "    c.close()",
   ].join("\n");
-  const peer = new Deno.Command("setpriv", {
-    args: ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", py],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const peer = spawn(
+    ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", py],
+  );
   try {
-    const out = peer.stdout.getReader();
-    let said = "";
-    while (!said.includes("\n")) {
-      const r = await out.read();
-      if (r.done) break;
-      said += new TextDecoder().decode(r.value);
-    }
-    out.releaseLock();
-    assert.equal(said.trim(), "listening");
+    await peer.until((p) => p.stdout.includes("\n"));
+    assert.equal(peer.stdout.trim(), "listening", peer.stderr);
     Deno.chownSync(dir, 0, 0);
     Deno.chmodSync(dir, 0o700);
     Deno.chownSync(socket, 0, 0);
@@ -299,8 +291,7 @@ Deno.test("delegate: a listener that is not root is not trusted (SO_PEERCRED)", 
     assert.equal(d.cause, "untrusted");
     assert.match(d.reason, /the process listening on it \(pid \d+\) runs as uid 65534, not root/);
   } finally {
-    peer.kill("SIGKILL");
-    await peer.output().catch(() => undefined);
+    await peer.stop();
     removeNodePath(dir);
   }
 });

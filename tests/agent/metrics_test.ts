@@ -26,40 +26,23 @@ import {
   type TestPod,
 } from "../cni/helpers.ts";
 import { freePort, until } from "../lib/wait.ts";
+import { type Child, installed, run } from "../lib/run.ts";
 import { nodeSocketDir, removeNodePath } from "../lib/node_dirs.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const MONITORING = `${ROOT}deploy/monitoring/`;
 
-function promtoolMissing(): string | false {
-  try {
-    new Deno.Command("promtool", { args: ["--version"], stdout: "null", stderr: "null" })
-      .outputSync();
-    return false;
-  } catch {
-    const why = "promtool is not installed (apt-get install prometheus; scripts/setup.sh does)";
-    console.log(`ignored: ${why}`);
-    return why;
-  }
+async function promtoolMissing(): Promise<string | false> {
+  if (await installed("promtool")) return false;
+  const why = "promtool is not installed (apt-get install prometheus; scripts/setup.sh does)";
+  console.log(`ignored: ${why}`);
+  return why;
 }
-const NO_PROMTOOL = promtoolMissing();
+const NO_PROMTOOL = await promtoolMissing();
 
 async function promtool(args: string[], stdin?: string): Promise<{ code: number; out: string }> {
-  const child = new Deno.Command("promtool", {
-    args,
-    cwd: MONITORING,
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  if (stdin !== undefined) {
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(stdin));
-    await w.close();
-  }
-  const out = await child.output();
-  const dec = new TextDecoder();
-  return { code: out.code, out: dec.decode(out.stdout) + dec.decode(out.stderr) };
+  const r = await run(["promtool", ...args], { cwd: MONITORING, stdin, allowFail: true });
+  return { code: r.code, out: r.stdout + r.stderr };
 }
 
 /** The families table of docs/metrics.md: name -> [type, labels, when]. */
@@ -255,7 +238,7 @@ Deno.test({
     const results = `${node.dir}/results`;
     Deno.mkdirSync(results);
     let pod: TestPod | undefined;
-    let agent: Deno.ChildProcess | undefined;
+    let agent: Child | undefined;
     try {
       const inst = await tsnproxy(node, "install");
       assert.equal(inst.code, 0, inst.stderr);
@@ -322,10 +305,7 @@ Deno.test({
       const served = new Set([...text.matchAll(/^# TYPE (\w+) /gm)].map((m) => m[1]));
       assert.deepEqual([...served].sort(), FAMILIES.map((f) => f.name).sort());
     } finally {
-      if (agent) {
-        agent.kill("SIGTERM");
-        await agent.output();
-      }
+      await agent?.stop("SIGTERM");
       if (pod) {
         await cni({
           command: "DEL",

@@ -9,7 +9,14 @@
  * anything the agent can repair. Polls are bounded; no elapsed time is asserted.
  */
 import assert from "node:assert/strict";
-import { createNode, destroyNode, FIXTURES, type TestNode, tsnproxy } from "../install/_node.ts";
+import {
+  addTsn,
+  createNode,
+  destroyNode,
+  FIXTURES,
+  type TestNode,
+  tsnproxy,
+} from "../install/_node.ts";
 import { restorerAttached, restorerStatus } from "../../src/bpf/node.ts";
 import { PinLayout } from "../../src/bpf/pins.ts";
 import { closeFd, objGetRequired, objPin } from "../../src/bpf/sys.ts";
@@ -184,8 +191,7 @@ Deno.test("agent: readiness follows the datapath; each broken condition is repai
         .test(r.text);
     });
     assert.equal((await get(`${agent.base}/livez`))?.status, 200);
-    await run(["ip", "link", "add", node.tsn, "type", "veth", "peer", "name", node.peer]);
-    await run(["ip", "link", "set", node.tsn, "up"]);
+    await addTsn(node);
     await until(
       "the agent to re-attach the restorer",
       async () => (await get(`${agent!.base}/readyz`))?.status === 200,

@@ -13,9 +13,9 @@ import {
   uninstallPlanSchema,
 } from "../../src/install/plan_schema.ts";
 import type { LogLine } from "../../src/log_schema.ts";
-import { run } from "../lib/run.ts";
+import { type Child, run } from "../lib/run.ts";
 import { freePort, until } from "../lib/wait.ts";
-import { createNode, destroyNode, spawnAgent, type TestNode } from "../install/_node.ts";
+import { addTsn, createNode, destroyNode, spawnAgent, type TestNode } from "../install/_node.ts";
 import { logLines, tsnproxy } from "./_cli.ts";
 
 /** Runs a command against the node; stdout must be exactly one JSON document. */
@@ -34,7 +34,7 @@ function has(logs: LogLine[], cmd: string, level: string, msg: string): void {
 
 Deno.test("install/uninstall --json: the plan as one document; logs of install, agent, doctor", async () => {
   const node = await createNode();
-  let agent: Deno.ChildProcess | undefined;
+  let agent: Child | undefined;
   try {
     let r = await json(node, "install", "--dry-run", "--json");
     let inst = installPlanSchema.parse(r.doc);
@@ -78,10 +78,9 @@ Deno.test("install/uninstall --json: the plan as one document; logs of install, 
         return false;
       }
     });
-    agent.kill("SIGTERM");
-    const out = await agent.output();
+    const out = await agent.stop("SIGTERM");
     agent = undefined;
-    const agentLogs = logLines(new TextDecoder().decode(out.stderr));
+    const agentLogs = logLines(out.stderr);
     assert.equal(out.code, 0);
     has(agentLogs, "agent", "info", "agent started");
     has(agentLogs, "agent", "info", "agent stopped");
@@ -111,10 +110,7 @@ Deno.test("install/uninstall --json: the plan as one document; logs of install, 
     assert.equal(un.changes, false);
     assert.equal(un.datapath.exists, false);
   } finally {
-    if (agent) {
-      agent.kill("SIGKILL");
-      await agent.output();
-    }
+    await agent?.stop();
     await destroyNode(node);
   }
 });
@@ -157,13 +153,7 @@ Deno.test({
     });
     try {
       await run(["ip", "link", "del", node.tsn]);
-      await run([
-        ..."ip link add".split(" "),
-        node.tsn,
-        ..."numtxqueues 2 type veth peer name".split(" "),
-        node.peer,
-      ]);
-      await run(["ip", "link", "set", node.tsn, "up"]);
+      await addTsn(node, 2);
       const r = await tsnproxy(["install", "--json", "--attach-mode", "clsact", ...node.flags]);
       assert.equal(r.code, ExitCode.Failure, r.stderr);
       const doc = installPlanSchema.parse(JSON.parse(r.stdout));

@@ -1,7 +1,8 @@
 /**
  * Helpers for the CNI tests: a private pin root set up as install does it
- * (tests/lib/node.ts), throwaway pod network namespaces with a veth, and the plugin run as a
- * process exactly as a runtime runs it (environment + stdin, result on stdout).
+ * (tests/lib/node.ts), throwaway pod network namespaces with a veth (tests/lib/netns.ts), and
+ * the plugin run as a process exactly as a runtime runs it (environment + stdin, result on
+ * stdout).
  */
 import assert from "node:assert/strict";
 import type { TcApi } from "../../src/bpf/attach.ts";
@@ -9,6 +10,7 @@ import { listPodAttachments, podCookie } from "../../src/bpf/pod.ts";
 import { DatapathMaps } from "../../src/bpf/maps.ts";
 import { podPinMatches } from "../../src/bpf/pins.ts";
 import { randomId, run } from "../lib/run.ts";
+import { addVeth, deleteLink, deleteNetns, Netns } from "../lib/netns.ts";
 import { setUpNode, tearDownNode } from "../lib/node.ts";
 
 export const MAIN = new URL("../../main.ts", import.meta.url).pathname;
@@ -61,24 +63,10 @@ export async function createPod(): Promise<TestPod> {
     ipv6: `fd00:77::${b.toString(16)}:${a.toString(16)}`,
     containerId: `c${id}${"0".repeat(56)}`.slice(0, 64),
   };
-  await run(["ip", "netns", "add", name]);
+  const ns = await Netns.create({ name, lo: false });
   try {
-    await run([
-      "ip",
-      "link",
-      "add",
-      hostVeth,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "eth0",
-      "netns",
-      name,
-    ]);
-    await run(["ip", "link", "set", hostVeth, "up"]);
-    await run(["ip", "-n", name, "link", "set", "eth0", "up"]);
-    await run(["ip", "-n", name, "addr", "add", `${pod.ipv4}/16`, "dev", "eth0"]);
+    await addVeth(hostVeth, { name: "eth0", netns: ns });
+    await ns.ip("addr", "add", `${pod.ipv4}/16`, "dev", "eth0");
   } catch (e) {
     await deletePod(pod);
     throw e;
@@ -87,8 +75,8 @@ export async function createPod(): Promise<TestPod> {
 }
 
 export async function deletePod(pod: TestPod): Promise<void> {
-  await run(["ip", "link", "del", pod.hostVeth], { allowFail: true });
-  await run(["ip", "netns", "del", pod.name], { allowFail: true });
+  await deleteLink(pod.hostVeth);
+  await deleteNetns(pod.name);
 }
 
 export async function withPod<T>(fn: (pod: TestPod) => Promise<T>): Promise<T> {

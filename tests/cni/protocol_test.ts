@@ -19,7 +19,7 @@ import {
 } from "./helpers.ts";
 import { podPins } from "../../src/bpf/pod.ts";
 import { PinLayout } from "../../src/bpf/pins.ts";
-import { randomId } from "../lib/run.ts";
+import { randomId, run } from "../lib/run.ts";
 import { lexists } from "../../src/util/fs.ts";
 
 const VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
@@ -125,7 +125,7 @@ Deno.test("malformed inputs: right error code, nothing attached or pinned", asyn
       // namespace.
       const notNs = Deno.makeTempDirSync({ prefix: "tsnp-not-netns-" });
       const fifo = `${notNs}/fifo`;
-      await new Deno.Command("mkfifo", { args: [fifo] }).output();
+      await run(["mkfifo", fifo]);
       const file = `${notNs}/file`;
       Deno.writeTextFileSync(file, "");
       const cases: Array<{

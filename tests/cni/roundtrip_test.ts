@@ -27,6 +27,7 @@ import { REASONS } from "../../src/bpf/carrier.ts";
 import { ifNameToIndex } from "../../src/ffi/libc.ts";
 import { PRIORITY_MAX } from "../../src/policy/types.ts";
 import { randomId, run } from "../lib/run.ts";
+import { addVeth, linkUp } from "../lib/netns.ts";
 import { logLines } from "../lib/logs.ts";
 import { nodeLogFile, removeNodePath } from "../lib/node_dirs.ts";
 import { until } from "../lib/wait.ts";
@@ -324,10 +325,7 @@ Deno.test("CHECK reports a deleted tcx link on either side and a recreated inter
       // Recreate the veth pair: both links now point at dead interfaces, and the entry sits
       // under the old host ifindex.
       await run(["ip", "link", "del", pod.hostVeth]);
-      await run([
-        ...["ip", "link", "add", pod.hostVeth, "type", "veth"],
-        ...["peer", "name", "eth0", "netns", pod.name],
-      ]);
+      await addVeth(pod.hostVeth, { name: "eth0", netns: pod.name }, { up: false });
       const check = await cni({ command: "CHECK", pod, stdin: conf });
       assertCniError(check, 104, /ifindex/);
       assert.match(String(check.json?.msg), new RegExp(`no entry for ${pod.hostVeth}`));
@@ -463,11 +461,10 @@ async function podAtIndex(ifindex: number): Promise<TestPod> {
   const pod = await createPod();
   if (!ifindex) return pod;
   await run(["ip", "link", "del", pod.hostVeth]);
-  await run([
-    ...["ip", "link", "add", pod.hostVeth, "index", String(ifindex), "type", "veth"],
-    ...["peer", "name", "eth0", "netns", pod.name],
-  ]);
-  await run(["ip", "link", "set", pod.hostVeth, "up"]);
+  await addVeth({ name: pod.hostVeth, index: ifindex }, { name: "eth0", netns: pod.name }, {
+    up: false,
+  });
+  await linkUp(pod.hostVeth);
   return pod;
 }
 
@@ -526,12 +523,9 @@ Deno.test("a pod with two interfaces: DEL of one keeps the other's attachment, e
     await withPod(async (pod) => {
       // A second network (as Multus adds one): net1 with its own host veth.
       const peer = `${pod.hostVeth}n1`;
-      await run([
-        ...["ip", "link", "add", peer, "type", "veth"],
-        ...["peer", "name", "net1", "netns", pod.name],
-      ]);
+      await addVeth(peer, { name: "net1", netns: pod.name }, { up: false });
       try {
-        await run(["ip", "-n", pod.name, "link", "set", "net1", "up"]);
+        await linkUp("net1", pod.name);
         const net1: TestPod = {
           ...pod,
           hostVeth: peer,

@@ -304,9 +304,9 @@ for (const api of ["tcx", "clsact"] as const satisfies readonly TcApi[]) {
           for (
             const k of ["ip_forward=1", "conf.all.send_redirects=0", "conf.eth0.send_redirects=0"]
           ) {
-            await env.topo.exec(router.netns, ["sysctl", "-qw", `net.ipv4.${k}`]);
+            await run(["sysctl", "-qw", `net.ipv4.${k}`], { netns: router.netns });
           }
-          await env.topo.exec(a.netns, ["ip", "route", "add", FAR_V4, "via", router.ipv4]);
+          await run(["ip", "route", "add", FAR_V4, "via", router.ipv4], { netns: a.netns });
           env.observer.filter(UDP, 8080);
           await env.send(a.netns, { dst: FAR_V4, count: 200, prio: 3 });
           const c = env.observer.counts();
@@ -325,7 +325,7 @@ for (const api of ["tcx", "clsact"] as const satisfies readonly TcApi[]) {
         // runs after it, at tc ingress.
         const env = await DatapathEnv.create(api, { pods: 1, config: carrierConfig(carrier) });
         const [pod] = env.topo.pods;
-        const xdp = compileTestBpf();
+        const xdp = await compileTestBpf();
         try {
           await env.attachPod(pod);
           for (const mode of ["xdpgeneric", "xdpdrv"] as const) {
@@ -366,14 +366,14 @@ for (const api of ["tcx", "clsact"] as const satisfies readonly TcApi[]) {
     async (t) => {
       // The kernel sets tc_index = TC_H_MIN(classid) after a classic tc filter's TC_ACT_OK
       // (tc_run): a primary CNI's cls_bpf program on the host veth resets the tag.
-      const obj = compileTestBpf();
+      const obj = await compileTestBpf();
       for (const carrier of ["auto", "tag"] as const) {
         await t.step(`carrier ${carrier}`, async () => {
           const env = await DatapathEnv.create(api, { pods: 1, config: `carrier: ${carrier}\n` });
           const [pod] = env.topo.pods;
           try {
             // As a primary CNI's ADD would, before tsnproxy's.
-            const tc = ["ip", "netns", "exec", env.topo.node, "tc"];
+            const tc = ["tc", "-n", env.topo.node];
             await run([...tc, "qdisc", "add", "dev", pod.hostVeth, "clsact"]);
             await run([...tc, "filter", "add", "dev", pod.hostVeth, "ingress", "bpf", "da", "obj"]
               .concat([obj.object, "sec", "classifier_ok"]));
@@ -408,7 +408,7 @@ for (const api of ["tcx", "clsact"] as const satisfies readonly TcApi[]) {
       ...opts,
     },
     async () => {
-      const obj = compileTestBpf();
+      const obj = await compileTestBpf();
       const env = await DatapathEnv.create(api, { pods: 1 });
       const [pod] = env.topo.pods;
       try {
@@ -423,7 +423,7 @@ for (const api of ["tcx", "clsact"] as const satisfies readonly TcApi[]) {
         };
         assert.equal(entryNow().carrier, "tag");
         // Another datapath programs the host veth later (a CNI agent, an operator's filter).
-        const tc = ["ip", "netns", "exec", env.topo.node, "tc"];
+        const tc = ["tc", "-n", env.topo.node];
         await run([...tc, "qdisc", "add", "dev", pod.hostVeth, "clsact"], { allowFail: true });
         await run([...tc, "filter", "add", "dev", pod.hostVeth, "ingress", "pref", "9", "bpf"]
           .concat(["da", "obj", obj.object, "sec", "classifier_ok"]));

@@ -13,6 +13,7 @@ import { parseNodeConfig } from "../../src/config/node.ts";
 import { ifNameToIndex } from "../../src/ffi/libc.ts";
 import { NotFoundError } from "../../src/errors.ts";
 import { randomId, run } from "../lib/run.ts";
+import { addVeth, deleteLink, Netns } from "../lib/netns.ts";
 import { thrown } from "../lib/thrown.ts";
 import { setUpNode, tearDownNode } from "../lib/node.ts";
 
@@ -79,12 +80,9 @@ Deno.test(
     setUpNode({ bpffs, api: "tcx" });
     const before = listTree(bpffs);
     assert.ok(before.includes("v2/progs/tsnp_admit"), before.join(" "));
-    await run(["ip", "netns", "add", pod]);
+    const ns = await Netns.create({ name: pod, lo: false });
     try {
-      await run([
-        ...["ip", "link", "add", hostVeth, "type", "veth"],
-        ...["peer", "name", "eth0", "netns", pod],
-      ]);
+      await addVeth(hostVeth, { name: "eth0", netns: ns }, { up: false });
       const host: HostSide = { name: hostVeth, index: ifNameToIndex(hostVeth), kind: "veth" };
       await t.step("unknown TSN interface", () => {
         const err = thrown(() => attachRestorer(bpffs, "tsn-nope", "tcx"));
@@ -135,8 +133,8 @@ Deno.test(
         assert.deepEqual(listTree(bpffs), before);
       });
     } finally {
-      await run(["ip", "link", "del", hostVeth], { allowFail: true });
-      await run(["ip", "netns", "del", pod], { allowFail: true });
+      await deleteLink(hostVeth);
+      await ns.delete();
       tearDownNode({ bpffs });
     }
     assert.deepEqual(listTree(bpffs), []);

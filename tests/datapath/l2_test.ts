@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { DatapathEnv } from "../lib/datapath_env.ts";
+import { run } from "../lib/run.ts";
 
 const AVTP = 0xff; // the observer's filter for AVTP frames
 const SENDER = new URL("../lib/avtp_sender.py", import.meta.url).pathname;
@@ -20,9 +21,9 @@ for (const carrier of ["tag", "table"] as const) {
       const [pod] = env.topo.pods;
       try {
         // tsn0 becomes a port of the pods' bridge: the node switches the stream at layer 2.
-        await env.topo.exec(env.topo.node, ["ip", "link", "set", "tsn0", "master", "br0"]);
+        await run(["ip", "-n", env.topo.node, "link", "set", "tsn0", "master", "br0"]);
         const send = async (argv: string[]) => {
-          const r = await env.topo.exec(pod.netns, ["python3", SENDER, ...argv], true);
+          const r = await run(["python3", SENDER, ...argv], { netns: pod.netns, allowFail: true });
           if (r.code !== 0) throw new Error(r.stderr);
         };
         await env.observer.filter(AVTP, 0, 16);

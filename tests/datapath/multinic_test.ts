@@ -21,7 +21,8 @@ import type { DoctorReport, StatusReport } from "../../src/doctor/schema.ts";
 import { installPlanSchema } from "../../src/install/plan_schema.ts";
 import { withNetns } from "../../src/util/netns.ts";
 import { Observer } from "../lib/observer.ts";
-import { randomId, run } from "../lib/run.ts";
+import { randomId, run, spawn } from "../lib/run.ts";
+import { addVeth } from "../lib/netns.ts";
 import {
   createTopology,
   FAR2_ROUTED_V4,
@@ -48,20 +49,10 @@ interface Installed {
 
 /** `tsnproxy <args>` in the node's namespace, as the DaemonSet's containers run it. */
 async function tsnproxy(n: Installed, ...args: string[]) {
-  return await run(
-    [
-      "nsenter",
-      `--net=${n.topo.nodePath}`,
-      Deno.execPath(),
-      "run",
-      "-A",
-      "--quiet",
-      MAIN,
-      ...args,
-      ...n.flags,
-    ],
-    { allowFail: true },
-  );
+  return await run([Deno.execPath(), "run", "-A", "--quiet", MAIN, ...args, ...n.flags], {
+    netns: n.topo.nodePath,
+    allowFail: true,
+  });
 }
 
 async function ok(n: Installed, ...args: string[]): Promise<string> {
@@ -119,7 +110,8 @@ async function addPod(n: Installed, pod: Pod): Promise<void> {
       ],
     },
   };
-  const r = await run(["nsenter", `--net=${n.topo.nodePath}`, `${n.dir}/bin/tsnproxy`], {
+  const r = await run([`${n.dir}/bin/tsnproxy`], {
+    netns: n.topo.nodePath,
     env: {
       CNI_COMMAND: "ADD",
       CNI_CONTAINERID: `ctr-${pod.name}`,
@@ -143,21 +135,17 @@ async function send(
   extra: string[] = [],
 ): Promise<void> {
   await run([
-    "ip",
-    "netns",
-    "exec",
-    pod.netns,
-    "python3",
-    SENDER,
-    ...["--dst", dst, "--port", "8080", "--count", String(count), "--prio", String(prio)],
-    ...extra,
-  ]);
+    ...["python3", SENDER, "--dst", dst, "--port", "8080"],
+    ...["--count", String(count), "--prio", String(prio), ...extra],
+  ], { netns: pod.netns });
 }
 
 /** A second veth tsn1 <-> far1 into far2, as createTopology makes it (after a delete). */
 async function recreateTsn1(topo: Topology): Promise<void> {
   const inNode = (...a: string[]) => run(["ip", "-n", topo.node, ...a]);
-  await inNode("link", "add", "tsn1", "type", "veth", "peer", "name", "far1", "netns", topo.far2!);
+  await addVeth({ name: "tsn1", netns: topo.node }, { name: "far1", netns: topo.far2! }, {
+    up: false,
+  });
   await inNode("addr", "add", "198.19.0.1/24", "dev", "tsn1");
   await inNode("link", "set", "tsn1", "up");
   await run(["ip", "-n", topo.far2!, "addr", "add", `${FAR2_V4}/24`, "dev", "far1"]);
@@ -215,7 +203,7 @@ for (const api of ["tcx", "clsact"] as const) {
         );
         // Resolve neighbours first, so no case loses its first packets to ARP/ND.
         for (const dst of [FAR_V4, FAR2_V4, FAR2_ROUTED_V4]) {
-          await run(["ip", "netns", "exec", n.topo.node, "python3", SENDER, "--dst", dst]);
+          await run(["python3", SENDER, "--dst", dst], { netns: n.topo.node });
         }
         await addPod(n, pod);
 
@@ -308,36 +296,17 @@ for (const api of ["tcx", "clsact"] as const) {
 
         await t.step("agent: a restorer series per interface; tsn1 re-created alone", async () => {
           const port = freePort();
-          const agent = new Deno.Command("nsenter", {
-            args: [
-              `--net=${n.topo.nodePath}`,
-              Deno.execPath(),
-              "run",
-              "-A",
-              "--quiet",
-              MAIN,
-              "agent",
-              ...n.flags,
-              ...state,
-              "--metrics-address",
-              `127.0.0.1:${port}`,
-              "--reconcile-seconds",
-              "60",
-            ],
-            stdout: "null",
-            stderr: "piped",
-          }).spawn();
+          const agent = spawn([
+            ...[Deno.execPath(), "run", "-A", "--quiet", MAIN, "agent", ...n.flags, ...state],
+            ...["--metrics-address", `127.0.0.1:${port}`, "--reconcile-seconds", "60"],
+          ], { netns: n.topo.nodePath, stdout: "null" });
           // The metrics listen in the node's namespace: scrape from there.
           const scrape = async () =>
             (await run([
-              "ip",
-              "netns",
-              "exec",
-              n.topo.node,
               "python3",
               "-c",
               `import urllib.request;print(urllib.request.urlopen("http://127.0.0.1:${port}/metrics").read().decode())`,
-            ], { allowFail: true })).stdout;
+            ], { netns: n.topo.node, allowFail: true })).stdout;
           const series = (text: string, ifname: string) =>
             new RegExp(`^tsnproxy_restorer_attached\\{interface="${ifname}"\\} (\\d)$`, "m")
               .exec(text)?.[1];
@@ -360,9 +329,7 @@ for (const api of ["tcx", "clsact"] as const) {
               assert.ok(restorerAttached(n.bpffs, "tsn1"), "re-attached on the new tsn1");
             });
           } finally {
-            agent.kill("SIGTERM");
-            const out = await agent.output();
-            const err = new TextDecoder().decode(out.stderr);
+            const err = (await agent.stop("SIGTERM")).stderr;
             assert.match(err, /"msg":"restorer re-attached".*"ifname":"tsn1"/);
             assert.doesNotMatch(err, /"msg":"restorer re-attached".*"ifname":"tsn0"/);
           }
@@ -396,30 +363,11 @@ for (const api of ["tcx", "clsact"] as const) {
             }
           });
           for (const nic of ["tsn0", "tsn1"]) {
-            const f = await run([
-              "ip",
-              "netns",
-              "exec",
-              n.topo.node,
-              "tc",
-              "filter",
-              "show",
-              "dev",
-              nic,
-              "egress",
-            ]);
+            const f = await run(["tc", "filter", "show", "dev", nic, "egress"], {
+              netns: n.topo.node,
+            });
             assert.equal(f.stdout, "", `${nic}: no clsact filter`);
-            const q = await run([
-              "ip",
-              "netns",
-              "exec",
-              n.topo.node,
-              "tc",
-              "qdisc",
-              "show",
-              "dev",
-              nic,
-            ]);
+            const q = await run(["tc", "qdisc", "show", "dev", nic], { netns: n.topo.node });
             // tcx: the observers made clsact, install did not, so it stays.
             if (api === "clsact") {
               assert.doesNotMatch(q.stdout, /clsact/, `${nic}: the clsact install added is gone`);
@@ -457,7 +405,7 @@ Deno.test({
     assert.match(r.stderr, /name the VLAN device that carries the pods' traffic/);
     await assert.rejects(Deno.stat(n.bpffs), Deno.errors.NotFound, "nothing pinned");
     assert.equal(
-      (await run(["ip", "netns", "exec", n.topo.node, "tc", "qdisc", "show", "dev", "tsn0"]))
+      (await run(["tc", "qdisc", "show", "dev", "tsn0"], { netns: n.topo.node }))
         .stdout.includes("clsact"),
       false,
     );

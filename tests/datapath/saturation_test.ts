@@ -65,14 +65,10 @@ const CASES: Case[] = [
 /** Sends one datagram from the node to the far end and waits for its address to resolve. */
 async function resolveFarEnd(env: DatapathEnv): Promise<void> {
   await run([
-    "ip",
-    "netns",
-    "exec",
-    env.topo.node,
     "python3",
     "-c",
     `import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("${FAR_V4}", ${PORT}))`,
-  ]);
+  ], { netns: env.topo.node });
   await until(`${FAR_V4} resolved on tsn0`, async () => {
     const out = await run(["ip", "-n", env.topo.node, "neigh", "show", FAR_V4, "dev", "tsn0"]);
     return /REACHABLE/.test(out.stdout);
@@ -90,7 +86,8 @@ for (const c of CASES) {
         await env.attachPod(pod);
         const cpus = Array.from({ length: navigator.hardwareConcurrency }, (_, i) => i);
         const flows = 4 * cpus.length;
-        await run(["ip", "netns", "exec", env.topo.far, "nft", "-f", "-"], {
+        await run(["nft", "-f", "-"], {
+          netns: env.topo.far,
           stdin: "table ip sat {\n chain pre {\n type filter hook prerouting priority -300;\n" +
             ` udp dport ${PORT}-${PORT + flows - 1} drop\n }\n}\n`,
         });

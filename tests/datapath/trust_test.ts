@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { DatapathEnv } from "../lib/datapath_env.ts";
+import { run } from "../lib/run.ts";
 import { FAR_V4 } from "../lib/topology.ts";
 import { podCookie } from "../../src/bpf/pod.ts";
 
@@ -27,11 +28,14 @@ for (const carrier of ["tag", "table"] as const) {
       const [pod] = env.topo.pods;
       try {
         await env.attachPod(pod);
-        await env.topo.exec(pod.netns, ["tc", "qdisc", "add", "dev", "eth0", "clsact"], true);
-        await env.topo.exec(
-          pod.netns,
+        await run(["tc", "qdisc", "add", "dev", "eth0", "clsact"], {
+          netns: pod.netns,
+          allowFail: true,
+        });
+        await run(
           ["tc", "filter", "add", "dev", "eth0", "egress", "pref", "2"]
             .concat(["u32", "match", "u32", "0", "0", "classid", "1:a00f"]),
+          { netns: pod.netns },
         );
         env.observer.filter(UDP, 8080);
         await env.send(pod.netns, { dst: FAR_V4, count: 300, prio: 6 });
@@ -126,11 +130,14 @@ Deno.test(
       const { detach } = await import("../../src/bpf/attach.ts");
       const { PinLayout } = await import("../../src/bpf/pins.ts");
       detach(new PinLayout(env.bpffs).pod(DatapathEnv.containerId(pod), "eth0", "host"), {});
-      await env.topo.exec(pod.netns, ["tc", "qdisc", "add", "dev", "eth0", "clsact"], true);
-      await env.topo.exec(
-        pod.netns,
+      await run(["tc", "qdisc", "add", "dev", "eth0", "clsact"], {
+        netns: pod.netns,
+        allowFail: true,
+      });
+      await run(
         ["tc", "filter", "add", "dev", "eth0", "egress", "pref", "2"]
           .concat(["u32", "match", "u32", "0", "0", "classid", "1:a00f"]),
+        { netns: pod.netns },
       );
       env.observer.filter(UDP, 8080);
       await env.send(pod.netns, { dst: FAR_V4, count: 200, prio: 0 });

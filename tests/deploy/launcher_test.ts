@@ -5,6 +5,7 @@
  * checkout: the real launcher, a main.ts that echoes, and the real deno binary.
  */
 import assert from "node:assert/strict";
+import { run } from "../lib/run.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const NOBODY = 65534;
@@ -37,15 +38,11 @@ async function launch(
   const cmd = opts.asNobody
     ? ["setpriv", `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", ...argv]
     : argv;
-  const out = await new Deno.Command(cmd[0], {
-    args: cmd.slice(1),
+  return await run(cmd, {
     env: { PATH: "/usr/bin:/bin", ...opts.env },
     clearEnv: true,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+    allowFail: true,
+  });
 }
 
 Deno.test({

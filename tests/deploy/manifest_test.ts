@@ -18,6 +18,7 @@ import { Pod } from "kubernetes-models/v1/Pod";
 import { DaemonSet } from "kubernetes-models/apps/v1/DaemonSet";
 import { parseNodeConfig } from "../../src/config/node.ts";
 import { VERSION } from "../../src/version.ts";
+import { installed, run } from "../lib/run.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const DEPLOY = `${ROOT}deploy/`;
@@ -107,15 +108,19 @@ async function strictCheck(sets: Array<[string, Obj[]]>): Promise<{ ok: boolean;
   const file = `${ROOT}tests/deploy/_strict_${crypto.randomUUID().slice(0, 8)}.ts`;
   await Deno.writeTextFile(file, [...head, ...lines].join("\n") + "\n");
   try {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["check", "--quiet", "--config", `${ROOT}deno.json`, file],
+    const out = await run([
+      Deno.execPath(),
+      "check",
+      "--quiet",
+      "--config",
+      `${ROOT}deno.json`,
+      file,
+    ], {
       cwd: ROOT,
       env: { NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const dec = new TextDecoder();
-    return { ok: out.success, out: dec.decode(out.stdout) + dec.decode(out.stderr) };
+      allowFail: true,
+    });
+    return { ok: out.code === 0, out: out.stdout + out.stderr };
   } finally {
     await Deno.remove(file);
   }
@@ -123,28 +128,18 @@ async function strictCheck(sets: Array<[string, Obj[]]>): Promise<{ ok: boolean;
 
 // --- kubectl kustomize (Debian's kubernetes-client; scripts/setup.sh installs it)
 
-function kubectlMissing(): string | false {
-  try {
-    new Deno.Command("kubectl", { args: ["version", "--client"], stdout: "null", stderr: "null" })
-      .outputSync();
-    return false;
-  } catch {
-    const why =
-      "kubectl is not installed (apt-get install kubernetes-client; scripts/setup.sh does)";
-    console.log(`ignored: kustomize renders: ${why}`);
-    return why;
-  }
+async function kubectlMissing(): Promise<string | false> {
+  if (await installed("kubectl", ["version", "--client"])) return false;
+  const why = "kubectl is not installed (apt-get install kubernetes-client; scripts/setup.sh does)";
+  console.log(`ignored: kustomize renders: ${why}`);
+  return why;
 }
-const NO_KUBECTL = kubectlMissing();
+const NO_KUBECTL = await kubectlMissing();
 
 async function kustomize(dir: string): Promise<Obj[]> {
-  const out = await new Deno.Command("kubectl", {
-    args: ["kustomize", dir],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.equal(out.code, 0, `kubectl kustomize ${dir}: ${new TextDecoder().decode(out.stderr)}`);
-  return parseDocs(new TextDecoder().decode(out.stdout), dir);
+  const out = await run(["kubectl", "kustomize", dir], { allowFail: true });
+  assert.equal(out.code, 0, `kubectl kustomize ${dir}: ${out.stderr}`);
+  return parseDocs(out.stdout, dir);
 }
 
 function overlays(): string[] {

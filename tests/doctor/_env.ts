@@ -10,6 +10,7 @@ import { collectReport } from "../../src/doctor/report.ts";
 import type { DoctorRunOptions } from "../../src/doctor/context.ts";
 import type { Check, DoctorReport } from "../../src/doctor/schema.ts";
 import { randomId, run, type RunResult } from "../lib/run.ts";
+import { addVeth, Netns } from "../lib/netns.ts";
 import { setUpNode, tearDownNode } from "../lib/node.ts";
 import { until } from "../lib/wait.ts";
 import { queryTcx } from "../../src/bpf/attach.ts";
@@ -58,7 +59,8 @@ export class DoctorEnv {
   readonly binDir = `${this.dir}/bin`;
   readonly config = `${this.dir}/config.yaml`;
   readonly conflist = `${this.dir}/net.d/10-testnet.conflist`;
-  readonly netnsToDelete: string[] = [];
+  /** The node's namespace (first) and the pods', deleted with the env. */
+  readonly #namespaces: Netns[] = [];
 
   private constructor() {}
 
@@ -74,21 +76,9 @@ export class DoctorEnv {
   }
 
   async #setup(): Promise<void> {
-    await run(["ip", "netns", "add", this.node]);
-    await this.ip(
-      "link",
-      "add",
-      "tsn0",
-      "numtxqueues",
-      "4",
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "tsnpeer",
-    );
-    await this.ip("link", "set", "tsn0", "up");
-    await this.ip("link", "set", "tsnpeer", "up");
+    const node = await Netns.create({ name: this.node, lo: false });
+    this.#namespaces.push(node);
+    await addVeth({ name: "tsn0", netns: node, txQueues: 4 }, { name: "tsnpeer", netns: node });
     Deno.mkdirSync(this.confDir);
     Deno.mkdirSync(this.binDir);
     this.writeConfig();
@@ -154,8 +144,9 @@ export class DoctorEnv {
     await apply(await planUninstall({ confDir: this.confDir }));
   }
 
-  ip(...args: string[]) {
-    return run(["ip", "-n", this.node, ...args]);
+  /** `ip -n <node> ...`: its stdout. */
+  ip(...args: string[]): Promise<string> {
+    return this.#namespaces[0].ip(...args);
   }
 
   /**
@@ -163,11 +154,12 @@ export class DoctorEnv {
    * namespace. Returns the pod namespace's name.
    */
   async addPod(hostVeth: string): Promise<string> {
-    const pod = `tnd-pod-${randomId()}`;
-    await run(["ip", "netns", "add", pod]);
-    this.netnsToDelete.push(pod);
-    await this.ip("link", "add", hostVeth, "type", "veth", "peer", "name", "eth0", "netns", pod);
-    return pod;
+    const pod = await Netns.create({ prefix: "tnd-pod", lo: false });
+    this.#namespaces.push(pod);
+    await addVeth({ name: hostVeth, netns: this.node }, { name: "eth0", netns: pod }, {
+      up: false,
+    });
+    return pod.name;
   }
 
   /**
@@ -235,8 +227,9 @@ export class DoctorEnv {
       },
     };
     return run(
-      ["nsenter", `--net=${this.nodePath}`, Deno.execPath(), "run", "-A", "--quiet", MAIN, "cni"],
+      [Deno.execPath(), "run", "-A", "--quiet", MAIN, "cni"],
       {
+        netns: this.nodePath,
         env: {
           PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
           CNI_COMMAND: command,
@@ -252,8 +245,9 @@ export class DoctorEnv {
     );
   }
 
-  nsExec(...args: string[]) {
-    return run(["ip", "netns", "exec", this.node, ...args]);
+  /** Runs argv in the node's namespace. */
+  nsExec(...args: string[]): Promise<RunResult> {
+    return run(args, { netns: this.node });
   }
 
   /** Options as the CLI would pass them, with the node namespace for the network checks. */
@@ -295,9 +289,7 @@ export class DoctorEnv {
         Deno.removeSync(this.bpffs, { recursive: true });
       } catch { /* gone */ }
     }
-    for (const ns of [...this.netnsToDelete, this.node]) {
-      await run(["ip", "netns", "del", ns], { allowFail: true });
-    }
+    for (const ns of this.#namespaces.reverse()) await ns.delete();
     Deno.removeSync(this.dir, { recursive: true });
   }
 }

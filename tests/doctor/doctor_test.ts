@@ -16,6 +16,7 @@ import { withNetns } from "../../src/util/netns.ts";
 import { doctorReportSchema } from "../../src/doctor/schema.ts";
 import { compileTestBpf } from "../netlink/_bpf.ts";
 import { randomId, run } from "../lib/run.ts";
+import { addBridge, addVeth, deleteNetns } from "../lib/netns.ts";
 import { describe, DoctorEnv, find, ROOT } from "./_env.ts";
 import type { DoctorReport } from "../../src/doctor/schema.ts";
 import { type CniServer, serveCni } from "../../src/agent/cni_server.ts";
@@ -144,13 +145,10 @@ Deno.test(
       assert.equal(out.code, r.exitCode);
       assert.ok(out.code === 0 || out.code === 3, out.stdout); // passes or warnings only
       // Human output: no color when not a terminal, a table naming every check.
-      const human = await run([
-        "nsenter",
-        `--net=${env.nodePath}`,
-        `${ROOT}/scripts/tsnproxy`,
-        "doctor",
-        ...env.cliArgs(),
-      ], { allowFail: true });
+      const human = await run([`${ROOT}/scripts/tsnproxy`, "doctor", ...env.cliArgs()], {
+        netns: env.nodePath,
+        allowFail: true,
+      });
       assert.equal(human.code, r.exitCode);
       assert.ok(!human.stdout.includes("\x1b["), "no ANSI colors on a pipe");
       for (const c of r.checks) assert.ok(human.stdout.includes(c.id), c.id);
@@ -340,9 +338,7 @@ Deno.test("doctor: restorer detached, TSN interface down and missing", opts, asy
     expect(r, "interface.restorer", "skip");
     // A skipped check keeps the title it has when it runs (one id, one title).
     assert.equal(find(r, "qdisc.priomap").title, "Priority map covers allowed priorities");
-    await env.ip("link", "add", "tsn0", "type", "veth", "peer", "name", "tsnpeer");
-    await env.ip("link", "set", "tsn0", "up");
-    await env.ip("link", "set", "tsnpeer", "up");
+    await addVeth({ name: "tsn0", netns: env.node }, { name: "tsnpeer", netns: env.node });
     r = await env.report();
     expect(r, "config.tsn_interface", "pass");
     expect(r, "interface.restorer", "fail"); // the old link died with the old interface
@@ -405,7 +401,7 @@ Deno.test(
 
 Deno.test("doctor: XDP program on a host veth, then removed", opts, async () => {
   const env = await DoctorEnv.create();
-  const bpf = compileTestBpf();
+  const bpf = await compileTestBpf();
   try {
     await env.addPod("hv0");
     await env.ip("link", "set", "hv0", "up");
@@ -461,7 +457,7 @@ Deno.test(
   opts,
   async () => {
     const env = await DoctorEnv.create();
-    const bpf = compileTestBpf();
+    const bpf = await compileTestBpf();
     let foreignPin: string | undefined;
     try {
       // A primary CNI that attaches a classic filter before tsnproxy's ADD: the pod takes the
@@ -542,9 +538,9 @@ Deno.test(
   opts,
   async () => {
     const env = await DoctorEnv.create();
-    const bpf = compileTestBpf();
+    const bpf = await compileTestBpf();
     try {
-      await env.ip("link", "add", "br-x", "type", "bridge");
+      await addBridge("br-x", { netns: env.node, up: false });
       await classicFilter(env, "br-x", bpf.object);
       let r = await env.report();
       expect(
@@ -599,11 +595,11 @@ Deno.test("doctor: leaked pod attachments (netns deleted) and orphaned entries",
     expect(r, "pods.entries", "pass", /1 pod entry, each owned by an attachment/);
     expect(r, "pods.carrier", "pass", /1 pod interface: 1 on the tag/);
 
-    await run(["ip", "netns", "del", pod.netns]); // the pod is gone; no DEL came
+    await deleteNetns(pod.netns); // the pod is gone; no DEL came
     // netns teardown is asynchronous: the host veth goes with its peer
     await until(
       "the host veth to go",
-      async () => !(await env.ip("link", "show")).stdout.includes("hv1"),
+      async () => !(await env.ip("link", "show")).includes("hv1"),
     );
     const pins = podPins(env.bpffs, pod.containerId, "eth0");
     assert.equal(pins.length, 2);

@@ -12,7 +12,8 @@ import { Timespec } from "../../src/ffi/structs/libc.ts";
 import { decode } from "../../src/ffi/structs/layout.ts";
 import { SYS, sys } from "../../src/ffi/libc.ts";
 import type { DoctorReport } from "../../src/doctor/schema.ts";
-import { randomId, run } from "../lib/run.ts";
+import { type Child, spawn } from "../lib/run.ts";
+import { Netns } from "../lib/netns.ts";
 import { describe, DoctorEnv, find } from "./_env.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
@@ -47,44 +48,9 @@ function clockNs(clockid: number): bigint {
   return t.tv_sec * 1_000_000_000n + t.tv_nsec;
 }
 
-/** A daemon started in a network namespace; stopped by its own pid. */
-class Daemon {
-  readonly child: Deno.ChildProcess;
-  #out = "";
-  #done: Promise<unknown>;
-
-  constructor(netns: string, argv: string[]) {
-    this.child = new Deno.Command("ip", {
-      args: ["netns", "exec", netns, ...argv],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const dec = new TextDecoder();
-    const pump = async (s: ReadableStream<Uint8Array>) => {
-      for await (const c of s) this.#out += dec.decode(c);
-    };
-    this.#done = Promise.all([pump(this.child.stdout), pump(this.child.stderr)]);
-  }
-
-  /** Waits until the output shows `re` (ptp4l -m logs its port states). */
-  async started(re: RegExp, ms = 10_000): Promise<void> {
-    const until = Date.now() + ms;
-    while (!re.test(this.#out)) {
-      if (Date.now() > until) throw new Error(`daemon did not start: ${this.#out}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-
-  async stop(): Promise<void> {
-    try {
-      this.child.kill("SIGTERM");
-    } catch {
-      // already gone
-    }
-    await this.child.status;
-    await this.#done;
-  }
+/** ptp4l (-m, which logs its port states) in a network namespace, with the namespace's /sys. */
+function daemon(netns: string, argv: string[]): Child {
+  return spawn(argv, { netns, netnsSysfs: true });
 }
 
 Deno.test(
@@ -126,10 +92,10 @@ Deno.test({
   ...opts,
   fn: async () => {
     const env = await DoctorEnv.create();
-    const other = `tnd-other-${randomId()}`;
-    const daemons: Daemon[] = [];
+    let other: Netns | undefined;
+    const daemons: Child[] = [];
     const ptp4l = (netns: string, ...args: string[]) => {
-      const d = new Daemon(netns, [
+      const d = daemon(netns, [
         PTP4L!,
         "-m",
         "--free_running",
@@ -142,7 +108,7 @@ Deno.test({
       return d;
     };
     const stopAll = async () => {
-      for (const d of daemons.splice(0)) await d.stop();
+      for (const d of daemons.splice(0)) await d.stop("SIGTERM");
     };
     try {
       let r = await env.report();
@@ -150,7 +116,7 @@ Deno.test({
 
       // On the TSN veth, named by -i.
       let d = ptp4l(env.node, "-S", "-i", "tsn0");
-      await d.started(/INITIALIZING to LISTENING/);
+      await d.ready(/INITIALIZING to LISTENING/, 10_000);
       r = await env.report();
       let c = expect(
         r,
@@ -158,23 +124,21 @@ Deno.test({
         "pass",
         /ptp4l pid \d+ runs on tsn0 \(-i\), software time stamping: it steers CLOCK_REALTIME/,
       );
-      assert.equal((c.data?.matched as { pid: number }[])[0].pid, d.child.pid);
+      assert.equal((c.data?.matched as { pid: number }[])[0].pid, d.pid);
       await stopAll();
 
       // On the veth's peer only: another interface, listed but not matched.
       d = ptp4l(env.node, "-S", "-i", "tsnpeer");
-      await d.started(/INITIALIZING to LISTENING/);
+      await d.ready(/INITIALIZING to LISTENING/, 10_000);
       // In another namespace, on an interface that is also called tsn0.
-      await run(["ip", "netns", "add", other]);
-      await run(["ip", "-n", other, "link", "add", "tsn0", "type", "veth", "peer", "name", "p"]);
-      await run(["ip", "-n", other, "link", "set", "tsn0", "up"]);
-      await run(["ip", "-n", other, "link", "set", "p", "up"]);
-      const elsewhere = ptp4l(other, "-S", "-i", "tsn0");
-      await elsewhere.started(/INITIALIZING to LISTENING/);
+      other = await Netns.create({ prefix: "tnd-other", lo: false });
+      await other.addVeth("tsn0", "p");
+      const elsewhere = ptp4l(other.name, "-S", "-i", "tsn0");
+      await elsewhere.ready(/INITIALIZING to LISTENING/, 10_000);
       r = await env.report();
       c = expect(r, "time.ptp4l", "warn", /no ptp4l runs for tsn0; other ptp4l: /);
-      assert.match(c.found, new RegExp(`pid ${d.child.pid} on tsnpeer \\(-i\\)`));
-      assert.match(c.found, new RegExp(`pid ${elsewhere.child.pid} on tsn0 \\(-i\\)`));
+      assert.match(c.found, new RegExp(`pid ${d.pid} on tsnpeer \\(-i\\)`));
+      assert.match(c.found, new RegExp(`pid ${elsewhere.pid} on tsn0 \\(-i\\)`));
       await stopAll();
 
       // On the TSN veth, named by a section of its config file (and stamping set there).
@@ -185,7 +149,7 @@ Deno.test({
           "free_running 1\n\n[tsn0]\n",
       );
       d = ptp4l(env.node, "-f", conf);
-      await d.started(/INITIALIZING to LISTENING/);
+      await d.ready(/INITIALIZING to LISTENING/, 10_000);
       r = await env.report();
       expect(
         r,
@@ -200,7 +164,7 @@ Deno.test({
       expect(r, "time.ptp4l", "warn", /no ptp4l runs for tsn0/);
     } finally {
       await stopAll();
-      await run(["ip", "netns", "del", other], { allowFail: true });
+      await other?.delete();
       await env.destroy();
     }
   },

@@ -3,6 +3,7 @@
  * host's kernel, so the real condition runs in the Debian VMs only), exit codes, rendering.
  */
 import assert from "node:assert/strict";
+import { run } from "../lib/run.ts";
 import {
   allowedPriorities,
   defaultedToClass0,
@@ -125,13 +126,12 @@ Deno.test("human table: wrapped, fixes shown, color only when asked", () => {
 
 Deno.test("NO_COLOR and pipes: the CLI never colors non-terminal output", async () => {
   const root = new URL("../../", import.meta.url).pathname;
-  const out = await new Deno.Command(`${root}/scripts/tsnproxy`, {
-    args: ["doctor", "--bpffs", "/sys/fs/bpf/tsnp-test-none", "--cni-conf-dir", "/nonexistent"],
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout);
+  const out = await run(
+    [`${root}/scripts/tsnproxy`, "doctor", "--bpffs", "/sys/fs/bpf/tsnp-test-none"]
+      .concat(["--cni-conf-dir", "/nonexistent"]),
+    { env: { NO_COLOR: "1" }, allowFail: true },
+  );
+  const text = out.stdout;
   assert.equal(out.code, 1, text); // failures
   assert.ok(!text.includes("\x1b["));
   assert.match(text, /FAIL\s+cni\.entry\s+cannot tell which CNI config/);

@@ -6,7 +6,8 @@
  * busybox-static, containernetworking-plugins, socat and python3 (scripts/setup.sh).
  */
 import assert from "node:assert/strict";
-import { type CniCall, CniEnv, linkExists } from "./lib/cni.ts";
+import { type CniCall, CniEnv } from "./lib/cni.ts";
+import { linkExists } from "../lib/netns.ts";
 import { type Containerd, type Pod, shimSocketPath, startContainerd } from "./lib/containerd.ts";
 import { PAUSE_IMAGE, WORKLOAD_IMAGE } from "./lib/image.ts";
 import { pySendUdp, udpListen } from "./lib/net.ts";

@@ -21,6 +21,7 @@
 import { handleCni } from "../../src/cni/main.ts";
 import { setUpNode, tearDownNode, type TestNode } from "../lib/node.ts";
 import { randomId, run } from "../lib/run.ts";
+import { addBridge, Netns } from "../lib/netns.ts";
 import { type NodeState, snapshot } from "./oracle.ts";
 
 export const REFERENCE_PLUGINS = "/usr/lib/cni";
@@ -93,10 +94,6 @@ export function containerIdFor(id: string, tag: string): string {
   return `${id}${tag}`.padEnd(64, "0");
 }
 
-async function ip(...args: string[]): Promise<void> {
-  await run(["ip", ...args]);
-}
-
 /** Runs a reference plugin as a runtime does; its Result. */
 async function referencePlugin(
   type: string,
@@ -137,11 +134,11 @@ async function makePod(
   listVersion: string,
   plugin: JsonObject,
 ): Promise<FuzzPod> {
-  const netnsName = `tsnp-fz-${f.id}-${tag}`;
-  await ip("netns", "add", netnsName);
-  f.cleanups.push(() => ip("netns", "del", netnsName).catch(() => {}));
+  const ns = await Netns.create({ name: `tsnp-fz-${f.id}-${tag}`, lo: false });
+  f.cleanups.push(() => ns.delete());
+  const netnsName = ns.name;
   const pod = {
-    netns: `/run/netns/${netnsName}`,
+    netns: ns.path,
     ifname: "eth0",
     containerId: containerIdFor(f.id, tag),
   };
@@ -234,7 +231,7 @@ export async function createFixture(id = randomId(6)): Promise<Fixture> {
 }
 
 async function build(f: Fixture): Promise<void> {
-  await ip("link", "set", "lo", "up");
+  await run(["ip", "link", "set", "lo", "up"]);
   await Deno.mkdir(`${f.tmp}/ipam`, { recursive: true });
   f.cleanups.push(() => Deno.remove(f.tmp, { recursive: true }).catch(() => {}));
   const hadLogRoot = await exists("/var/log/tsnproxy");
@@ -322,18 +319,14 @@ async function build(f: Fixture): Promise<void> {
   });
 
   // Odd namespaces.
-  for (
-    const [path, setup] of [
-      [f.paths.emptyNs, []],
-      [f.paths.bridgeEth0Ns, [["link", "add", "eth0", "type", "bridge"]]],
-      [f.paths.sameNsVethNs, [["link", "add", "eth0", "type", "veth", "peer", "name", "peer0"]]],
-    ] as const
-  ) {
-    const name = path.slice("/run/netns/".length);
-    await ip("netns", "add", name);
-    f.cleanups.push(() => ip("netns", "del", name).catch(() => {}));
-    for (const cmd of setup) await ip("-n", name, ...cmd);
-  }
+  const odd = async (path: string) => {
+    const ns = await Netns.create({ name: path.slice("/run/netns/".length), lo: false });
+    f.cleanups.push(() => ns.delete());
+    return ns;
+  };
+  await odd(f.paths.emptyNs);
+  await addBridge("eth0", { netns: await odd(f.paths.bridgeEth0Ns), up: false });
+  await (await odd(f.paths.sameNsVethNs)).addVeth("eth0", "peer0", { up: false });
 
   // Pin-shaped files outside the bpf filesystem: an entry's bpffs naming this directory must
   // not make any verb delete them.

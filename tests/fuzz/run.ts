@@ -12,7 +12,8 @@
  */
 import type { DriverReport } from "./driver.ts";
 import { randomSeed } from "./prng.ts";
-import { randomId, run } from "../lib/run.ts";
+import { randomId, spawn } from "../lib/run.ts";
+import { deleteNetns, listNetns, Netns } from "../lib/netns.ts";
 import { replayCommand } from "./report.ts";
 
 const DRIVER = new URL("./driver.ts", import.meta.url).pathname;
@@ -34,10 +35,10 @@ const WATCHDOG_MS = 150_000;
 
 export async function runFuzz(o: FuzzOptions): Promise<DriverReport> {
   const id = randomId(6);
-  const ns = `tsnp-fuzz-${id}`;
+
   const report = await Deno.makeTempFile({ prefix: "tsnp-fuzz-report-" });
   const progress = await Deno.makeTempFile({ prefix: "tsnp-fuzz-progress-" });
-  await run(["ip", "netns", "add", ns]);
+  const ns = await Netns.create({ name: `tsnp-fuzz-${id}`, lo: false });
   let hung: string | undefined;
   let clean = false;
   try {
@@ -54,11 +55,11 @@ export async function runFuzz(o: FuzzOptions): Promise<DriverReport> {
       ...(o.timeoutMs ? [`--timeout-ms=${o.timeoutMs}`] : []),
       ...(o.replay ? [`--replay=${o.replay}`] : []),
     ];
-    const child = new Deno.Command("nsenter", {
-      args: [`--net=/run/netns/${ns}`, "--", Deno.execPath(), "run", "-A", DRIVER, ...args],
+    const child = spawn([Deno.execPath(), "run", "-A", DRIVER, ...args], {
+      netns: ns.name,
       stdout: "inherit",
       stderr: "inherit",
-    }).spawn();
+    });
     // The driver calls the plugin in its own thread: a call that blocks (a FIFO opened
     // without O_NONBLOCK) stops it for good. No progress for WATCHDOG_MS: kill it, say where.
     const watchdog = setInterval(() => {
@@ -72,18 +73,18 @@ export async function runFuzz(o: FuzzOptions): Promise<DriverReport> {
       const [index, via] = Deno.readTextFileSync(progress).trim().split(" ");
       hung = `the fuzz driver hung in case ${index} (seed ${o.seed}, via ${via}): a plugin call ` +
         `blocked for ${WATCHDOG_MS / 1000} s; replay: ${replayCommand(o.seed, Number(index), via)}`;
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
+      child.kill();
     }, 2000);
-    const status = await child.status;
+    const status = await child.wait();
     clearInterval(watchdog);
     if (hung) throw new Error(hung);
-    if (!status.success) throw new Error(`the fuzz driver exited ${status.code} (seed ${o.seed})`);
+    if (status.code !== 0) {
+      throw new Error(`the fuzz driver exited ${status.code} (seed ${o.seed})`);
+    }
     clean = true;
     return JSON.parse(await Deno.readTextFile(report)) as DriverReport;
   } finally {
-    await run(["ip", "netns", "del", ns], { allowFail: true });
+    await ns.delete();
     // A driver that did not finish left its fixtures (the progress file names them).
     if (!clean) {
       const ids = (await Deno.readTextFile(progress).catch(() => "")).trim().split(" ")[2];
@@ -96,10 +97,7 @@ export async function runFuzz(o: FuzzOptions): Promise<DriverReport> {
 
 /** What a killed driver's fixture left (tests/fuzz/fixture.ts names it all after its id). */
 export async function forceCleanup(id: string): Promise<void> {
-  for (const name of (await run(["ip", "netns", "list"])).stdout.split("\n")) {
-    const ns = name.split(" ")[0];
-    if (ns.startsWith(`tsnp-fz-${id}-`)) await run(["ip", "netns", "del", ns], { allowFail: true });
-  }
+  for (const ns of await listNetns()) if (ns.startsWith(`tsnp-fz-${id}-`)) await deleteNetns(ns);
   for (const e of Deno.readDirSync("/sys/fs/bpf")) {
     if (e.name === `tsnp-fz-${id}` || e.name.startsWith(`tsnp-fz-${id}-`)) {
       await Deno.remove(`/sys/fs/bpf/${e.name}`, { recursive: true }).catch(() => {});

@@ -129,40 +129,16 @@ export async function asProcess(inv: Invocation, via: Via, timeoutMs: number): P
   };
   // The launcher prefers a compiled dist/tsnproxy, which may be another build.
   if (via === "launcher") env.TSNPROXY_DENO_RUN = "1";
-  const child = new Deno.Command(cmd[0], {
-    args: cmd.slice(1),
+  // A plugin that stops reading its stdin tells by its reply.
+  const out = await run(cmd, {
     env,
     clearEnv: true,
     cwd: "/",
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-  }, timeoutMs);
-  const writer = child.stdin.getWriter();
-  const write = (async () => {
-    try {
-      await writer.write(inv.stdin);
-      await writer.close();
-    } catch { /* the plugin stopped reading: its reply tells */ }
-  })();
-  const out = await child.output();
-  clearTimeout(timer);
-  await write;
-  return {
-    code: out.code,
-    stdout: DECODER.decode(out.stdout),
-    stderr: DECODER.decode(out.stderr),
-    signal: out.signal,
-    timedOut,
-    ms: performance.now() - started,
-  };
+    stdin: inv.stdin,
+    timeoutMs,
+    allowFail: true,
+  });
+  return { ...out, ms: performance.now() - started };
 }
 
 function verbOf(inv: Invocation): string | undefined {

@@ -5,7 +5,8 @@
  * machine exactly as before.
  */
 import { queryTcx } from "../../src/bpf/attach.ts";
-import { randomId, run } from "../lib/run.ts";
+import { type Child, randomId, run, spawn } from "../lib/run.ts";
+import { addVeth, deleteLink } from "../lib/netns.ts";
 
 export const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 export const DENO = Deno.execPath();
@@ -61,14 +62,17 @@ export async function createNode(opts: { fixture?: string; config?: string } = {
     await Deno.copyFile(`${FIXTURES}${fixture}/${e.name}`, `${node.confDir}/${e.name}`);
   }
   await Deno.writeTextFile(node.configPath, opts.config ?? "qdisc:\n  kind: keep\n");
-  await run(["ip", "link", "add", node.tsn, "type", "veth", "peer", "name", node.peer]);
-  await run(["ip", "link", "set", node.tsn, "up"]);
-  await run(["ip", "link", "set", node.peer, "up"]);
+  await addTsn(node);
   return node;
 }
 
+/** The node's TSN veth (tsn <-> peer, both up) in the caller's namespace; `txQueues` on tsn. */
+export async function addTsn(node: TestNode, txQueues?: number): Promise<void> {
+  await addVeth({ name: node.tsn, txQueues }, node.peer);
+}
+
 export async function destroyNode(node: TestNode): Promise<void> {
-  await run(["ip", "link", "del", node.tsn], { allowFail: true });
+  await deleteLink(node.tsn);
   await run([DENO, "run", "-A", "--quiet", MAIN, "uninstall", ...node.flags], { allowFail: true });
   try {
     await Deno.remove(node.bpffs, { recursive: true });
@@ -92,9 +96,10 @@ export async function tsnproxy(
 export function spawnAgent(
   node: TestNode,
   o: { port: number; reconcileSeconds: number; extra?: string[]; stdout?: "piped" | "null" },
-): Deno.ChildProcess {
-  return new Deno.Command(DENO, {
-    args: [
+): Child {
+  return spawn(
+    [
+      DENO,
       "run",
       "-A",
       "--quiet",
@@ -107,9 +112,8 @@ export function spawnAgent(
       "--reconcile-seconds",
       String(o.reconcileSeconds),
     ],
-    stdout: o.stdout ?? "piped",
-    stderr: "piped",
-  }).spawn();
+    { stdout: o.stdout ?? "piped" },
+  );
 }
 
 async function files(dir: string): Promise<Record<string, string>> {

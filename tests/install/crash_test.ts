@@ -19,6 +19,7 @@ import {
   recoverInterruptedWrites,
   writeFileAtomic,
 } from "../../src/install/atomic.ts";
+import { type Child, spawn } from "../lib/run.ts";
 
 const DENO = Deno.execPath();
 const WRITER = new URL("./crash_writer.ts", import.meta.url).pathname;
@@ -117,47 +118,17 @@ function scratchAfter(steps: Step[]): Set<string> {
   return live;
 }
 
-/** Starts the writer and collects its stdout in the background (it never blocks on the pipe). */
-function startWriter(dir: string, mode: string, target?: { step: string; skip: number }) {
-  const child = new Deno.Command(DENO, {
-    args: [
-      "run",
-      "-A",
-      "--no-check",
-      WRITER,
-      dir,
-      mode,
-      ...(target ? [target.step, String(target.skip)] : []),
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let text = "";
-  let wake = () => {};
-  const done = (async () => {
-    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
-      text += chunk;
-      wake();
-    }
-    wake();
-  })();
-  let eof = false;
-  done.finally(() => eof = true);
-  return {
-    child,
-    /** Resolves true once stdout matches `re`, false if it ended first. */
-    async until(re: RegExp): Promise<boolean> {
-      while (!re.test(text)) {
-        if (eof) return false;
-        await new Promise<void>((r) => wake = r);
-      }
-      return true;
-    },
-    async all(): Promise<string> {
-      await done;
-      return text;
-    },
-  };
+/** Starts the writer; its output is collected as it comes (it never blocks on the pipe). */
+function startWriter(dir: string, mode: string, target?: { step: string; skip: number }): Child {
+  return spawn([
+    ...[DENO, "run", "-A", "--no-check", WRITER, dir, mode],
+    ...(target ? [target.step, String(target.skip)] : []),
+  ]);
+}
+
+/** Resolves true once the writer's stdout matches `re`, false if it exited first. */
+function said(w: Child, re: RegExp): Promise<boolean> {
+  return w.until((c) => re.test(c.stdout), 600_000);
 }
 
 /**
@@ -193,20 +164,13 @@ async function crashLoop(files: Record<string, string>, mode: "rename" | "inplac
     const w = startWriter(dir, mode, target);
     const ctx = `${mode} kill #${k}${target ? ` before ${target.step} (skip ${target.skip})` : ""}`;
     // "ready": the loop is about to start; a targeted writer then stops itself at its step.
-    assert.ok(await w.until(/^ready$/m), `${ctx}: writer exited before its loop`);
-    if (target) assert.ok(await w.until(/^pause(-fallback)? \d+$/m), `${ctx}: writer exited`);
+    assert.ok(await said(w, /^ready$/m), `${ctx}: writer exited before its loop`);
+    if (target) assert.ok(await said(w, /^pause(-fallback)? \d+$/m), `${ctx}: writer exited`);
     else await new Promise((r) => setTimeout(r, Math.random() * 40));
-    try {
-      w.child.kill("SIGKILL");
-    } catch {
-      // Exited before the kill: it failed on its own; its stderr says why (asserted below).
-    }
-    const status = await w.child.status;
-    const trace = parseTrace(await w.all());
-    const err = new TextDecoder().decode(
-      (await new Response(w.child.stderr).arrayBuffer()) as ArrayBuffer,
-    );
-    assert.equal(status.signal, "SIGKILL", `${ctx}: writer died on its own: ${err}`);
+    // Exited before the kill: it failed on its own; its stderr says why (asserted below).
+    const out = await w.stop("SIGKILL");
+    const trace = parseTrace(out.stdout);
+    assert.equal(out.signal, "SIGKILL", `${ctx}: writer died on its own: ${out.stderr}`);
 
     // Where did the kill land? Every step before the last reported one has completed, so the
     // scratch files they leave existed at the kill: a write was in flight (begun, not done).

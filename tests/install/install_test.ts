@@ -22,8 +22,8 @@ import { installWithConfig } from "../../src/install/command.ts";
 import { parseCniDocument } from "../../src/install/conflist.ts";
 import { createPod, deletePod, prevResultFor } from "../cni/helpers.ts";
 import { ignoredBecause, qdiscKinds } from "../lib/qdisc_kinds.ts";
-import { run } from "../lib/run.ts";
-import { createNode, destroyNode, snapshot, type TestNode, tsnproxy } from "./_node.ts";
+import { run, spawn } from "../lib/run.ts";
+import { addTsn, createNode, destroyNode, snapshot, type TestNode, tsnproxy } from "./_node.ts";
 
 async function ok(node: TestNode, ...args: string[]): Promise<string> {
   const r = await tsnproxy(node, ...args);
@@ -132,16 +132,7 @@ for (const api of ["tcx", "clsact"] as const) {
       // the namespace its pin records.
       assert.deepEqual(queryTcx("eth0", "egress", pod.netns), [], "pod saver's tcx link");
       assert.equal(
-        (await run([
-          "nsenter",
-          `--net=${pod.netns}`,
-          "tc",
-          "filter",
-          "show",
-          "dev",
-          "eth0",
-          "egress",
-        ]))
+        (await run(["tc", "filter", "show", "dev", "eth0", "egress"], { netns: pod.netns }))
           .stdout,
         "",
         "pod saver's cls_bpf filter",
@@ -237,7 +228,7 @@ const TAPRIO = `qdisc:
     - {gateMask: 0x2, intervalNs: 700000}
 `;
 
-const taprio = qdiscKinds("taprio");
+const taprio = await qdiscKinds("taprio");
 console.log(
   taprio.taprio
     ? `kernel ${Deno.osRelease()} has sch_taprio: the missing-module install case is ignored`
@@ -248,20 +239,7 @@ console.log(
 /** The node's TSN veth again, with `queues` tx queues (so a config fits and the kernel is asked). */
 async function tsnVeth(node: TestNode, queues: number): Promise<void> {
   await run(["ip", "link", "del", node.tsn]);
-  await run([
-    "ip",
-    "link",
-    "add",
-    node.tsn,
-    "numtxqueues",
-    String(queues),
-    "type",
-    "veth",
-    "peer",
-    "name",
-    node.peer,
-  ]);
-  await run(["ip", "link", "set", node.tsn, "up"]);
+  await addTsn(node, queues);
 }
 
 Deno.test({
@@ -330,25 +308,19 @@ Deno.test("crash: SIGKILL during install keeps every conflist valid; a re-run co
   try {
     const before = await snapshot(node);
     for (let i = 0; i < 6; i++) {
-      const p = new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          "--quiet",
-          new URL("../../main.ts", import.meta.url).pathname,
-          "install",
-          "--attach-mode",
-          i % 2 ? "clsact" : "tcx",
-          ...node.flags,
-        ],
-        stdout: "null",
-        stderr: "null",
-      }).spawn();
+      const p = spawn([
+        Deno.execPath(),
+        "run",
+        "-A",
+        "--quiet",
+        new URL("../../main.ts", import.meta.url).pathname,
+        "install",
+        "--attach-mode",
+        i % 2 ? "clsact" : "tcx",
+        ...node.flags,
+      ], { stdout: "null", stderr: "null" });
       await new Promise((r) => setTimeout(r, 150 + Math.random() * 500));
-      try {
-        p.kill("SIGKILL");
-      } catch { /* already done */ }
-      await p.status;
+      await p.stop(); // SIGKILL, unless it is already done
       for await (const e of Deno.readDir(node.confDir)) {
         if (!/\.(conf|conflist|json)$/.test(e.name)) continue;
         const text = await Deno.readTextFile(`${node.confDir}/${e.name}`);

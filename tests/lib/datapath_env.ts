@@ -9,8 +9,8 @@ import { DatapathMaps } from "../../src/bpf/maps.ts";
 import type { TcApi } from "../../src/bpf/attach.ts";
 import type { PodPolicy } from "../../src/policy/types.ts";
 import { Observer } from "./observer.ts";
-import { randomId, run } from "./run.ts";
-import { createTopology, type Pod, type Topology } from "./topology.ts";
+import { type Child, run, type RunResult, spawn } from "./run.ts";
+import { createTopology, farSinks, type Pod, type Topology } from "./topology.ts";
 import { setUpNode, tearDownNode, type TestNode } from "./node.ts";
 
 export const SENDER = new URL("./sender.py", import.meta.url).pathname;
@@ -44,14 +44,8 @@ export interface PodLayers {
   args?: string;
 }
 
-export interface CniRun {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 export class DatapathEnv {
-  #procs: Deno.ChildProcess[] = [];
+  #procs: Child[] = [];
 
   private constructor(
     readonly topo: Topology,
@@ -82,13 +76,7 @@ export class DatapathEnv {
       });
       observer = Observer.attach(topo.nodePath, "tsn0");
       const env = new DatapathEnv(topo, api, observer, node);
-      env.spawn(topo.far, ["socat", "-u", "UDP6-RECV:8080,ipv6only=0", "/dev/null"]);
-      env.spawn(topo.far, [
-        "socat",
-        "-u",
-        "TCP6-LISTEN:8080,ipv6only=0,reuseaddr,fork",
-        "/dev/null",
-      ]);
+      env.#procs.push(...farSinks(topo));
       await new Promise((r) => setTimeout(r, 200));
       return env;
     } catch (e) {
@@ -131,19 +119,11 @@ export class DatapathEnv {
   }
 
   /** Runs the plugin in the node's namespace as a runtime would (nsenter keeps /sys/fs/bpf). */
-  async cni(command: string, pod: Pod, layers: PodLayers = {}): Promise<CniRun> {
+  async cni(command: string, pod: Pod, layers: PodLayers = {}): Promise<RunResult> {
     return await run(
-      [
-        "nsenter",
-        `--net=${this.topo.nodePath}`,
-        Deno.execPath(),
-        "run",
-        "-A",
-        "--quiet",
-        MAIN,
-        "cni",
-      ],
+      [Deno.execPath(), "run", "-A", "--quiet", MAIN, "cni"],
       {
+        netns: this.topo.nodePath,
         env: {
           PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
           CNI_COMMAND: command,
@@ -175,12 +155,9 @@ export class DatapathEnv {
     return DatapathMaps.open(this.bpffs);
   }
 
-  spawn(ns: string, argv: string[]): Deno.ChildProcess {
-    const p = new Deno.Command("ip", {
-      args: ["netns", "exec", ns, ...argv],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
+  /** A long-running child in namespace `ns` (a traffic sink), killed by destroy(). */
+  spawn(ns: string, argv: string[]): Child {
+    const p = spawn(argv, { netns: ns, stdout: "null", stderr: "null" });
     this.#procs.push(p);
     return p;
   }
@@ -209,25 +186,14 @@ export class DatapathEnv {
     const argv = o.cpu !== undefined
       ? ["taskset", "-c", String(o.cpu), "python3", ...args]
       : ["python3", ...args];
-    const r = await this.topo.exec(ns, argv, true);
+    const r = await run(argv, { netns: ns, allowFail: true });
     if (r.code !== 0) throw new Error(`sender failed: ${r.stderr}`);
   }
 
   async destroy(): Promise<void> {
-    for (const p of this.#procs) {
-      try {
-        p.kill("SIGKILL");
-        await p.status;
-      } catch {
-        // already gone
-      }
-    }
+    for (const p of this.#procs) await p.stop();
     this.observer.detach();
     tearDownNode(this.node);
     await this.topo.destroy();
   }
-}
-
-export function uniqueName(prefix: string): string {
-  return `${prefix}-${randomId()}`;
 }

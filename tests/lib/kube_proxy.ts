@@ -117,10 +117,9 @@ function nftTable(s: KubeService): string {
   ].join("\n") + "\n";
 }
 
-/** `ip netns exec ns` (ns undefined: this process's own namespace, as in a test VM). */
+/** Runs in namespace `ns` (undefined: this process's own namespace, as in a test VM). */
 function inNode(ns: string | undefined) {
-  return (argv: string[], stdin?: string) =>
-    run(ns ? ["ip", "netns", "exec", ns, ...argv] : argv, stdin === undefined ? {} : { stdin });
+  return (argv: string[], stdin?: string) => run(argv, { netns: ns, stdin });
 }
 
 /** Installs the Service in the node's namespace `ns` (a name under /run/netns). */

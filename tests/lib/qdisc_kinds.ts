@@ -23,15 +23,9 @@ import {
   TCA_KIND,
 } from "../../src/netlink/mod.ts";
 import { withNetns } from "../../src/util/netns.ts";
+import { Netns } from "./netns.ts";
 
 const LO = 1; // ifindex of lo in every netns
-
-function ip(...args: string[]): void {
-  const out = new Deno.Command("ip", { args, stdout: "null", stderr: "piped" }).outputSync();
-  if (!out.success) {
-    throw new Error(`ip ${args.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`);
-  }
-}
 
 function request(kind: string): NlRequest {
   const req = new NlRequest(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL);
@@ -41,27 +35,22 @@ function request(kind: string): NlRequest {
 }
 
 /** kind -> whether this kernel has it. */
-export function qdiscKinds<K extends string>(...kinds: K[]): Record<K, boolean> {
-  const name = `tsnp-probe-${crypto.randomUUID().slice(0, 8)}`;
-  ip("netns", "add", name);
-  try {
-    return withNetns(`/var/run/netns/${name}`, () => {
-      using s = RtnlSocket.open();
-      const out = {} as Record<K, boolean>;
-      for (const kind of kinds) {
-        try {
-          s.request(request(kind), { what: `probe qdisc ${kind}` });
-          out[kind] = true; // accepted without options (clsact, mq): it goes with the netns
-        } catch (e) {
-          if (!(e instanceof KernelError)) throw e;
-          out[kind] = e.errno !== Errno.ENOENT;
-        }
+export async function qdiscKinds<K extends string>(...kinds: K[]): Promise<Record<K, boolean>> {
+  await using ns = await Netns.create({ prefix: "tsnp-probe", lo: false });
+  return withNetns(ns.path, () => {
+    using s = RtnlSocket.open();
+    const out = {} as Record<K, boolean>;
+    for (const kind of kinds) {
+      try {
+        s.request(request(kind), { what: `probe qdisc ${kind}` });
+        out[kind] = true; // accepted without options (clsact, mq): it goes with the netns
+      } catch (e) {
+        if (!(e instanceof KernelError)) throw e;
+        out[kind] = e.errno !== Errno.ENOENT;
       }
-      return out;
-    });
-  } finally {
-    ip("netns", "del", name);
-  }
+    }
+    return out;
+  });
 }
 
 /** "this kernel (6.18...) has no sch_taprio, sch_etf" for a test's printed ignore reason. */

@@ -4,7 +4,7 @@
  * linked in (the dependencies of every release so far are a subset of today's), its BPF
  * objects compiled by its own build script. Cached per commit under .cache/releases.
  */
-import { run } from "./run.ts";
+import { commandLine, run } from "./run.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -68,28 +68,14 @@ export async function buildRelease(
     version: rel.version,
     commit,
     dir,
-    argv: (args, netns) => [
-      ...(netns ? ["nsenter", `--net=${netns}`] : []),
-      Deno.execPath(),
-      "run",
-      "-A",
-      "--quiet",
-      `${dir}/main.ts`,
-      ...args,
-    ],
+    argv: (args, netns) =>
+      commandLine([Deno.execPath(), "run", "-A", "--quiet", `${dir}/main.ts`, ...args], { netns }),
   };
 }
 
 /** This checkout's CLI, the same way. */
 export const CURRENT = {
   dir: ROOT,
-  argv: (args: string[], netns?: string) => [
-    ...(netns ? ["nsenter", `--net=${netns}`] : []),
-    Deno.execPath(),
-    "run",
-    "-A",
-    "--quiet",
-    `${ROOT}/main.ts`,
-    ...args,
-  ],
+  argv: (args: string[], netns?: string) =>
+    commandLine([Deno.execPath(), "run", "-A", "--quiet", `${ROOT}/main.ts`, ...args], { netns }),
 };

@@ -20,6 +20,7 @@
  * environment, config on stdin, result or error on stdout.
  */
 import { ifNameToIndex } from "../../src/ffi/libc.ts";
+import { run, type RunOptions } from "./run.ts";
 import {
   ATTACH,
   attachPinned,
@@ -79,27 +80,13 @@ class CniError extends Error {
 
 const env = (k: string) => Deno.env.get(k) ?? "";
 
-async function sh(argv: string[], stdin?: string): Promise<string> {
-  const p = new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  if (stdin !== undefined) {
-    const w = p.stdin.getWriter();
-    await w.write(new TextEncoder().encode(stdin));
-    await w.close();
+/** run(); a failure is a CNI error (code 999) the runtime gets as the result. Its stdout. */
+async function sh(argv: string[], opts: RunOptions = {}): Promise<string> {
+  const r = await run(argv, { ...opts, allowFail: true });
+  if (r.code !== 0) {
+    throw new CniError(999, `${argv.join(" ")} exited ${r.code}: ${r.stdout}${r.stderr}`);
   }
-  const out = await p.output();
-  const text = new TextDecoder().decode(out.stdout);
-  if (!out.success) {
-    throw new CniError(
-      999,
-      `${argv.join(" ")} exited ${out.code}: ${text}${new TextDecoder().decode(out.stderr)}`,
-    );
-  }
-  return text;
+  return r.stdout;
 }
 
 /** A hash-based name, as Calico (cali + 11 hex) and Cilium (lxc + 11 hex) name theirs. */
@@ -125,14 +112,13 @@ async function ipam(conf: Conf, command: "ADD" | "DEL"): Promise<Result | undefi
     }
   });
   if (!bin) throw new CniError(7, `IPAM plugin ${type} not found in CNI_PATH`);
-  const out = await sh(
-    [bin],
-    JSON.stringify({ cniVersion: conf.cniVersion, name: conf.name, ipam: conf.ipam }),
-  );
+  const out = await sh([bin], {
+    stdin: JSON.stringify({ cniVersion: conf.cniVersion, name: conf.name, ipam: conf.ipam }),
+  });
   return command === "ADD" ? JSON.parse(out) as Result : undefined;
 }
 
-const nsExec = (netns: string, argv: string[]) => sh(["nsenter", `--net=${netns}`, ...argv]);
+const nsExec = (netns: string, argv: string[]) => sh(argv, { netns });
 
 async function macOf(netns: string | undefined, dev: string): Promise<string> {
   const argv = ["ip", "-j", "link", "show", "dev", dev];

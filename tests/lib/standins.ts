@@ -22,8 +22,9 @@ import { ifNameToIndex } from "../../src/ffi/libc.ts";
 import { withNetns } from "../../src/util/netns.ts";
 import { chainAdd, chainDel, type Conflist } from "../../scripts/lib/cni_chain.ts";
 import { Observer } from "./observer.ts";
-import { run } from "./run.ts";
-import { createTopology, FAR_V4, type Topology } from "./topology.ts";
+import { type Child, netnsPath, run } from "./run.ts";
+import { deleteNetns, Netns } from "./netns.ts";
+import { createTopology, FAR_V4, farSinks, type Topology } from "./topology.ts";
 import { STANDIN_BPF_OBJECTS } from "./standin_objects.gen.ts";
 import {
   addrBytes,
@@ -260,8 +261,8 @@ export class StandinDatapath {
       pins.link(this.pinDir, containerId),
       pins.prog(this.pinDir, STANDINS[this.kind].podProgram),
     );
-    const argv = ["tc", "filter", "del", "dev", hostIf, "ingress"];
-    await run(this.cfg.netns ? ["nsenter", `--net=${this.cfg.netns}`, ...argv] : argv, {
+    await run(["tc", "filter", "del", "dev", hostIf, "ingress"], {
+      netns: this.cfg.netns,
       allowFail: true, // no clsact qdisc: nothing to delete
     });
   }
@@ -312,7 +313,7 @@ export class CoexistNode {
   readonly standin?: StandinDatapath;
   observer?: Observer;
   readonly pods: CoexistPod[] = [];
-  #sinks: Deno.ChildProcess[] = [];
+  #sinks: Child[] = [];
   #installed = false;
 
   private constructor(
@@ -402,15 +403,7 @@ export class CoexistNode {
     await run(["ip", "-n", topo.far, "route", "add", POD_NET4, "via", "198.18.0.1"]);
     // A node has a default route; proxy ARP (Calico's gateway 169.254.1.1) needs one.
     await run(["ip", "-n", topo.node, "route", "add", "default", "via", FAR_V4]);
-    for (const l of ["UDP6-RECV:8080,ipv6only=0", "TCP6-LISTEN:8080,ipv6only=0,reuseaddr,fork"]) {
-      this.#sinks.push(
-        new Deno.Command("ip", {
-          args: ["netns", "exec", topo.far, "socat", "-u", l, "/dev/null"],
-          stdout: "null",
-          stderr: "null",
-        }).spawn(),
-      );
-    }
+    this.#sinks = farSinks(topo);
     // Cilium's cil_to_netdev ends tsn0's tcx egress chain with TC_ACT_OK, which skips every
     // clsact filter: then the observer goes on tcx, right before it (and after tsnproxy's
     // restorer, which install puts first).
@@ -419,25 +412,12 @@ export class CoexistNode {
       ? Observer.attachTcxBefore(topo.nodePath, "tsn0", before)
       : Observer.attach(topo.nodePath, "tsn0");
     // Resolve the far end's neighbour entry first, so no case loses packets to ARP.
-    await run([
-      "ip",
-      "netns",
-      "exec",
-      topo.node,
-      "python3",
-      SENDER,
-      "--dst",
-      FAR_V4,
-      "--count",
-      "2",
-    ]);
+    await run(["python3", SENDER, "--dst", FAR_V4, "--count", "2"], { netns: topo.node });
   }
 
   /** Runs the tsnproxy CLI in the node's namespace (nsenter keeps /sys/fs/bpf). */
   async tsnproxy(args: string[], allowFail = false) {
-    return await run(["nsenter", `--net=${this.topo.nodePath}`, TSNPROXY_LAUNCHER, ...args], {
-      allowFail,
-    });
+    return await run([TSNPROXY_LAUNCHER, ...args], { netns: this.topo.nodePath, allowFail });
   }
 
   /** `tsnproxy install`: binary, pinned datapath, restorer on tsn0, entry appended last. */
@@ -455,8 +435,7 @@ export class CoexistNode {
   async addPod(): Promise<CoexistPod> {
     const n = this.pods.length;
     const id = `coexist${n}-${this.topo.id}`;
-    await run(["ip", "netns", "add", id]);
-    const netnsPath = `/run/netns/${id}`;
+    const ns = await Netns.create({ name: id, lo: false });
     const conf = this.conflist();
     const result = await chainAdd(conf, this.#ctx(id)) as Record<string, unknown> & {
       interfaces: Array<{ name: string; sandbox?: string }>;
@@ -465,7 +444,7 @@ export class CoexistNode {
     const pod: CoexistPod = {
       id,
       netns: id,
-      netnsPath,
+      netnsPath: ns.path,
       ipv4: result.ips.find((i) => !i.address.includes(":"))!.address.split("/")[0],
       hostIf: result.interfaces.find((i) => !i.sandbox)!.name,
       result,
@@ -478,7 +457,7 @@ export class CoexistNode {
   #ctx(id: string) {
     return {
       containerId: id,
-      netns: `/run/netns/${id}`,
+      netns: netnsPath(id),
       binDir: `${this.tmp}/bin`,
       nodeNetns: this.topo.nodePath,
     };
@@ -486,14 +465,12 @@ export class CoexistNode {
 
   /** The sender (tests/lib/sender.py) in a pod: argv after the script. */
   async send(pod: CoexistPod, args: string[]): Promise<void> {
-    const r = await run(["ip", "netns", "exec", pod.netns, "python3", SENDER, ...args], {
-      allowFail: true,
-    });
+    const r = await run(["python3", SENDER, ...args], { netns: pod.netns, allowFail: true });
     if (r.code !== 0) throw new Error(`sender in ${pod.id} failed: ${r.stderr}`);
   }
 
   async sysctl(...kv: string[]): Promise<void> {
-    await run(["ip", "netns", "exec", this.topo.node, "sysctl", "-qw", ...kv]);
+    await run(["sysctl", "-qw", ...kv], { netns: this.topo.node });
   }
 
   async destroy(): Promise<void> {
@@ -502,16 +479,11 @@ export class CoexistNode {
       await chainDel(conf, this.#ctx(p.id), p.result).catch((e) =>
         console.error(`DEL ${p.id}: ${e.message}`)
       );
-      await run(["ip", "netns", "del", p.id], { allowFail: true });
+      await deleteNetns(p.id);
     }
     if (this.#installed) await this.tsnproxy(["uninstall", ...this.loc], true);
     this.observer?.detach();
-    for (const p of this.#sinks) {
-      try {
-        p.kill("SIGKILL");
-        await p.status;
-      } catch { /* gone */ }
-    }
+    for (const p of this.#sinks) await p.stop();
     this.standin?.destroy();
     await this.topo.destroy();
     await Deno.remove(this.tmp, { recursive: true }).catch(() => {});

@@ -10,9 +10,10 @@
  * between the two: tsn1 (198.19.0.1, 2001:db8:19::1) --veth--> far2 netns (far1 198.19.0.2,
  * ...::2, and 203.0.113.2 on its loopback, reached through a route via tsn1).
  *
- * All addresses live only inside these namespaces.
+ * All addresses live only inside these namespaces, made with ./netns.ts.
  */
-import { randomId, run, runAll } from "./run.ts";
+import { type Child, netnsPath, randomId, spawn } from "./run.ts";
+import { addBridge, addVeth, Netns } from "./netns.ts";
 
 export const SERVICE_V4 = "10.96.0.10";
 export const SERVICE_V6 = "fd00:96::10";
@@ -49,12 +50,6 @@ export interface Topology {
   /** The second far end's namespace (secondTsn; undefined otherwise). */
   far2?: string;
   pods: Pod[];
-  /** Runs argv inside a namespace (ip netns exec). */
-  exec(
-    ns: string,
-    argv: string[],
-    allowFail?: boolean,
-  ): Promise<{ code: number; stdout: string; stderr: string }>;
   addPod(): Promise<Pod>;
   /**
    * A VXLAN overlay from the node to the far end over tsn0, the way Flannel's default
@@ -66,109 +61,96 @@ export interface Topology {
   destroy(): Promise<void>;
 }
 
-const nsPath = (n: string) => `/run/netns/${n}`;
+/**
+ * Traffic sinks on the far end: UDP and TCP on port 8080 (IPv4 and IPv6), so what pods send
+ * there is taken (no ICMP port unreachable). The caller stops them before topo.destroy().
+ */
+export function farSinks(topo: Pick<Topology, "far">): Child[] {
+  return ["UDP6-RECV:8080,ipv6only=0", "TCP6-LISTEN:8080,ipv6only=0,reuseaddr,fork"].map((l) =>
+    spawn(["socat", "-u", l, "/dev/null"], { netns: topo.far, stdout: "null", stderr: "null" })
+  );
+}
 
 export async function createTopology(
   opts: { pods?: number; tsnTxQueues?: number; bridge?: boolean; secondTsn?: boolean } = {},
 ): Promise<Topology> {
   const id = randomId();
-  const node = `tn-node-${id}`;
-  const far = `tn-far-${id}`;
-  const far2 = opts.secondTsn ? `tn-far2-${id}` : undefined;
+  const created: Netns[] = [];
+  const make = async (name: string) => {
+    const ns = await Netns.create({ name });
+    created.push(ns);
+    return ns;
+  };
   const pods: Pod[] = [];
-  const created: string[] = [];
-  const ip = (...a: string[]) => ["ip", ...a];
-  const inNode = (...a: string[]) => ["ip", "-n", node, ...a];
-  const q = String(opts.tsnTxQueues ?? 1);
+  const q = opts.tsnTxQueues ?? 1;
+  const tsnQueues = { txQueues: q, rxQueues: q };
+  const names = {
+    node: `tn-node-${id}`,
+    far: `tn-far-${id}`,
+    far2: opts.secondTsn ? `tn-far2-${id}` : undefined,
+  };
+  let node: Netns | undefined;
 
   const topo: Topology = {
     id,
-    node,
-    nodePath: nsPath(node),
-    far,
-    farPath: nsPath(far),
-    far2,
+    node: names.node,
+    nodePath: netnsPath(names.node),
+    far: names.far,
+    farPath: netnsPath(names.far),
+    far2: names.far2,
     pods,
-    exec: (ns, argv, allowFail = false) => run(["ip", "netns", "exec", ns, ...argv], { allowFail }),
     async addPod() {
       const n = pods.length;
-      const name = `tn-pod${n}-${id}`;
-      const hostVeth = `tnv${n}${id}`.slice(0, 15);
-      await run(ip("netns", "add", name));
-      created.push(name);
-      await runAll([
-        ip(
-          "link",
-          "add",
-          "eth0",
-          "netns",
-          name,
-          "type",
-          "veth",
-          "peer",
-          "name",
-          hostVeth,
-          "netns",
-          node,
-        ),
-        ip("-n", name, "link", "set", "lo", "up"),
-        ip("-n", name, "link", "set", "eth0", "up"),
-        ip("-n", name, "addr", "add", `10.244.0.${10 + n}/24`, "dev", "eth0"),
-        ip(
-          "-n",
-          name,
-          "addr",
-          "add",
-          `fd00:244::${(10 + n).toString(16)}/64`,
-          "dev",
-          "eth0",
-          "nodad",
-        ),
-        ip("-n", name, "route", "add", "default", "via", "10.244.0.1"),
-        ip("-n", name, "-6", "route", "add", "default", "via", "fd00:244::1"),
-        // unprivileged ICMP echo sockets, as a pod's ping has
-        ["ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"],
-        inNode("link", "set", hostVeth, "master", "br0"),
-        inNode("link", "set", hostVeth, "up"),
-      ]);
       const pod: Pod = {
-        name,
-        netns: name,
-        netnsPath: nsPath(name),
+        name: `tn-pod${n}-${id}`,
+        netns: `tn-pod${n}-${id}`,
+        netnsPath: netnsPath(`tn-pod${n}-${id}`),
         ifname: "eth0",
-        hostVeth,
+        hostVeth: `tnv${n}${id}`.slice(0, 15),
         ipv4: `10.244.0.${10 + n}`,
         ipv6: `fd00:244::${(10 + n).toString(16)}`,
       };
+      const ns = await make(pod.name);
+      await addVeth({ name: "eth0", netns: ns }, { name: pod.hostVeth, netns: node! }, {
+        up: false,
+      });
+      await ns.ip("link", "set", "eth0", "up");
+      await ns.ip("addr", "add", `${pod.ipv4}/24`, "dev", "eth0");
+      await ns.ip("addr", "add", `${pod.ipv6}/64`, "dev", "eth0", "nodad");
+      await ns.ip("route", "add", "default", "via", "10.244.0.1");
+      await ns.ip("-6", "route", "add", "default", "via", "fd00:244::1");
+      // unprivileged ICMP echo sockets, as a pod's ping has
+      await ns.run(["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"]);
+      await node!.ip("link", "set", pod.hostVeth, "master", "br0");
+      await node!.ip("link", "set", pod.hostVeth, "up");
       pods.push(pod);
       return pod;
     },
     async addOverlay() {
-      const vxlan = (ns: string, local: string, remote: string, dev: string) => [
-        ...ip("-n", ns, "link", "add", "vxlan0", "type", "vxlan", "id", "42"),
-        ...["local", local, "remote", remote, "dstport", String(VXLAN_PORT), "dev", dev],
-      ];
-      await runAll([
-        vxlan(node, NODE_TSN_V4, FAR_V4, "tsn0"),
-        inNode("addr", "add", "10.250.0.1/24", "dev", "vxlan0"),
-        inNode("link", "set", "vxlan0", "up"),
-        vxlan(far, FAR_V4, NODE_TSN_V4, "far0"),
-        ip("-n", far, "addr", "add", `${OVERLAY_FAR_V4}/24`, "dev", "vxlan0"),
-        ip("-n", far, "link", "set", "vxlan0", "up"),
-        ip("-n", far, "route", "add", "10.244.0.0/24", "via", "10.250.0.1"),
-      ]);
+      const vxlan = (ns: Netns, local: string, remote: string, dev: string) =>
+        ns.ip(
+          ...["link", "add", "vxlan0", "type", "vxlan", "id", "42"],
+          ...["local", local, "remote", remote, "dstport", String(VXLAN_PORT), "dev", dev],
+        );
+      const far = created.find((n) => n.name === names.far)!;
+      await vxlan(node!, NODE_TSN_V4, FAR_V4, "tsn0");
+      await node!.ip("addr", "add", "10.250.0.1/24", "dev", "vxlan0");
+      await node!.ip("link", "set", "vxlan0", "up");
+      await vxlan(far, FAR_V4, NODE_TSN_V4, "far0");
+      await far.ip("addr", "add", `${OVERLAY_FAR_V4}/24`, "dev", "vxlan0");
+      await far.ip("link", "set", "vxlan0", "up");
+      await far.ip("route", "add", "10.244.0.0/24", "via", "10.250.0.1");
     },
     async destroy() {
-      for (const n of created.reverse()) await run(ip("netns", "del", n), { allowFail: true });
+      for (const n of created.reverse()) await n.delete();
       created.length = 0;
     },
   };
 
   try {
-    for (const n of [node, far, ...(far2 ? [far2] : [])]) {
-      await run(ip("netns", "add", n));
-      created.push(n);
-    }
+    node = await make(names.node);
+    const far = await make(names.far);
+    const far2 = names.far2 ? await make(names.far2) : undefined;
     const nft = [
       "table inet tsnp_test {",
       "  chain pre { type nat hook prerouting priority dstnat;",
@@ -182,71 +164,38 @@ export async function createTopology(
       "  }",
       "}",
     ].join("\n");
-    await runAll([
-      inNode("link", "set", "lo", "up"),
-      // Without `bridge` a CNI bridge plugin creates the pods' bridge and gateway itself.
-      ...(opts.bridge === false ? [] : [
-        inNode("link", "add", "br0", "type", "bridge"),
-        inNode("addr", "add", "10.244.0.1/24", "dev", "br0"),
-        inNode("addr", "add", "fd00:244::1/64", "dev", "br0", "nodad"),
-        inNode("link", "set", "br0", "up"),
-      ]),
-      inNode(
-        "link",
-        "add",
-        "tsn0",
-        "numtxqueues",
-        q,
-        "numrxqueues",
-        q,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "far0",
-        "netns",
-        far,
-      ),
-      inNode("addr", "add", `${NODE_TSN_V4}/24`, "dev", "tsn0"),
-      inNode("addr", "add", "2001:db8:18::1/64", "dev", "tsn0", "nodad"),
-      inNode("link", "set", "tsn0", "up"),
-      ip("-n", far, "link", "set", "lo", "up"),
-      ip("-n", far, "addr", "add", `${FAR_V4}/24`, "dev", "far0"),
-      ip("-n", far, "addr", "add", `${FAR_V6}/64`, "dev", "far0", "nodad"),
-      ip("-n", far, "link", "set", "far0", "up"),
-      ["ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
-      ["ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"],
-    ]);
-    if (far2) {
-      await runAll([
-        inNode(
-          "link",
-          "add",
-          "tsn1",
-          "numtxqueues",
-          q,
-          "numrxqueues",
-          q,
-          "type",
-          "veth",
-          "peer",
-          "name",
-          "far1",
-          "netns",
-          far2,
-        ),
-        inNode("addr", "add", "198.19.0.1/24", "dev", "tsn1"),
-        inNode("addr", "add", "2001:db8:19::1/64", "dev", "tsn1", "nodad"),
-        inNode("link", "set", "tsn1", "up"),
-        inNode("route", "add", `${FAR2_ROUTED_V4}/32`, "via", FAR2_V4, "dev", "tsn1"),
-        ip("-n", far2, "link", "set", "lo", "up"),
-        ip("-n", far2, "addr", "add", `${FAR2_ROUTED_V4}/32`, "dev", "lo"),
-        ip("-n", far2, "addr", "add", `${FAR2_V4}/24`, "dev", "far1"),
-        ip("-n", far2, "addr", "add", `${FAR2_V6}/64`, "dev", "far1", "nodad"),
-        ip("-n", far2, "link", "set", "far1", "up"),
-      ]);
+    // Without `bridge` a CNI bridge plugin creates the pods' bridge and gateway itself.
+    if (opts.bridge !== false) {
+      await addBridge("br0", { netns: node, up: false });
+      await node.ip("addr", "add", "10.244.0.1/24", "dev", "br0");
+      await node.ip("addr", "add", "fd00:244::1/64", "dev", "br0", "nodad");
+      await node.ip("link", "set", "br0", "up");
     }
-    await run(["ip", "netns", "exec", node, "nft", "-f", "-"], { stdin: nft });
+    await addVeth({ name: "tsn0", netns: node, ...tsnQueues }, { name: "far0", netns: far }, {
+      up: false,
+    });
+    await node.ip("addr", "add", `${NODE_TSN_V4}/24`, "dev", "tsn0");
+    await node.ip("addr", "add", "2001:db8:18::1/64", "dev", "tsn0", "nodad");
+    await node.ip("link", "set", "tsn0", "up");
+    await far.ip("addr", "add", `${FAR_V4}/24`, "dev", "far0");
+    await far.ip("addr", "add", `${FAR_V6}/64`, "dev", "far0", "nodad");
+    await far.ip("link", "set", "far0", "up");
+    await node.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    await node.run(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    if (far2) {
+      await addVeth({ name: "tsn1", netns: node, ...tsnQueues }, { name: "far1", netns: far2 }, {
+        up: false,
+      });
+      await node.ip("addr", "add", "198.19.0.1/24", "dev", "tsn1");
+      await node.ip("addr", "add", "2001:db8:19::1/64", "dev", "tsn1", "nodad");
+      await node.ip("link", "set", "tsn1", "up");
+      await node.ip("route", "add", `${FAR2_ROUTED_V4}/32`, "via", FAR2_V4, "dev", "tsn1");
+      await far2.ip("addr", "add", `${FAR2_ROUTED_V4}/32`, "dev", "lo");
+      await far2.ip("addr", "add", `${FAR2_V4}/24`, "dev", "far1");
+      await far2.ip("addr", "add", `${FAR2_V6}/64`, "dev", "far1", "nodad");
+      await far2.ip("link", "set", "far1", "up");
+    }
+    await node.run(["nft", "-f", "-"], { stdin: nft });
     for (let i = 0; i < (opts.pods ?? 1); i++) await topo.addPod();
     return topo;
   } catch (e) {

@@ -1,5 +1,6 @@
 /** Polling, a free TCP port and a stale unix socket, for tests that drive long-running processes. */
 import assert from "node:assert/strict";
+import { run } from "./run.ts";
 
 /** Polls fn every 100 ms until it holds; fails the test after ms. */
 export async function until(
@@ -31,6 +32,6 @@ export async function staleSocket(path: string): Promise<void> {
   const py = `import os, socket; socket.socket(socket.AF_UNIX).bind(${
     JSON.stringify(path)
   }); os.kill(os.getpid(), 9)`;
-  await new Deno.Command("python3", { args: ["-c", py], stderr: "null" }).output();
+  await run(["python3", "-c", py], { allowFail: true }); // it kills itself
   assert.ok(Deno.lstatSync(path).isSocket, `no stale socket at ${path}`);
 }

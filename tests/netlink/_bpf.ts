@@ -2,7 +2,7 @@
  * A trivial BPF object for tests, compiled with clang at test time: tc classifiers returning
  * TC_ACT_UNSPEC (section classifier) and TC_ACT_OK (classifier_ok), and an XDP_PASS program.
  */
-import { run } from "./_netns.ts";
+import { run } from "../lib/run.ts";
 
 const SOURCE = `
 __attribute__((section("classifier"), used)) int tn_cls(void *ctx) { return -1; }
@@ -11,9 +11,9 @@ __attribute__((section("xdp"), used)) int tn_xdp(void *ctx) { return 2; }
 char _license[] __attribute__((section("license"), used)) = "GPL";
 `;
 
-export function compileTestBpf(): { object: string; cleanup(): void } {
+export async function compileTestBpf(): Promise<{ object: string; cleanup(): void }> {
   const dir = Deno.makeTempDirSync({ prefix: "tn-nl-bpf-" });
   Deno.writeTextFileSync(`${dir}/prog.c`, SOURCE);
-  run("clang", "-O2", "-target", "bpf", "-c", `${dir}/prog.c`, "-o", `${dir}/prog.o`);
+  await run(["clang", "-O2", "-target", "bpf", "-c", `${dir}/prog.c`, "-o", `${dir}/prog.o`]);
   return { object: `${dir}/prog.o`, cleanup: () => Deno.removeSync(dir, { recursive: true }) };
 }

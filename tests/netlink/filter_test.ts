@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { clsactParent, getLink, listBpfFilters, RtnlSocket } from "../../src/netlink/mod.ts";
 import { withNetns } from "../../src/util/netns.ts";
 import { compileTestBpf } from "./_bpf.ts";
-import { addVeth, withTestNetns } from "./_netns.ts";
+import { withTestNetns } from "../lib/netns.ts";
 
 Deno.test("clsact parents", () => {
   assert.equal(clsactParent("ingress"), 0xfffffff2);
@@ -14,19 +14,19 @@ Deno.test("clsact parents", () => {
 });
 
 Deno.test("listBpfFilters: handle, priority, protocol, prog id/name/tag, direct-action", async () => {
-  const bpf = compileTestBpf();
+  const bpf = await compileTestBpf();
   try {
-    await withTestNetns((ns) => {
-      addVeth(ns, "va", "vb");
+    await withTestNetns(async (ns) => {
+      await ns.addVeth("va", "vb");
       const ifindex = withNetns(ns.path, () => getLink("va").index);
       assert.deepEqual(
         withNetns(ns.path, () => listBpfFilters(ifindex, "ingress")),
         [],
         "no clsact",
       );
-      ns.tc("qdisc", "add", "dev", "va", "clsact");
+      await ns.tc("qdisc", "add", "dev", "va", "clsact");
       assert.deepEqual(withNetns(ns.path, () => listBpfFilters(ifindex, "egress")), []);
-      ns.tc(
+      await ns.tc(
         "filter",
         "add",
         "dev",
@@ -39,7 +39,7 @@ Deno.test("listBpfFilters: handle, priority, protocol, prog id/name/tag, direct-
         "sec",
         "classifier",
       );
-      ns.tc(
+      await ns.tc(
         "filter",
         "add",
         "dev",
@@ -83,10 +83,10 @@ Deno.test("listBpfFilters: handle, priority, protocol, prog id/name/tag, direct-
         assert.equal(e.tag, i.tag, "same instructions, same tag");
       });
       // The program ids agree with what tc itself prints.
-      const shown = ns.tc("filter", "show", "dev", "va", "ingress");
+      const shown = await ns.tc("filter", "show", "dev", "va", "ingress");
       const id = withNetns(ns.path, () => listBpfFilters(ifindex, "ingress")[0].progId);
       assert.match(shown, new RegExp(` id ${id} `));
-    });
+    }, { ipv6: false });
   } finally {
     bpf.cleanup();
   }

@@ -4,16 +4,16 @@ import { NotFoundError } from "../../src/errors.ts";
 import { ifNameToIndex } from "../../src/ffi/libc.ts";
 import { findLink, getLink, listLinks, RtnlSocket } from "../../src/netlink/mod.ts";
 import { withNetns } from "../../src/util/netns.ts";
-import { addVeth, run, uniqueName, withTestNetns } from "./_netns.ts";
+import { Netns, withTestNetns } from "../lib/netns.ts";
 import { compileTestBpf } from "./_bpf.ts";
 
 Deno.test("veth and bridge: kind, peer, queues, master, mac, state", async () => {
-  await withTestNetns((ns) => {
-    addVeth(ns, "va", "vb", 3);
-    ns.ip("link", "add", "br-tn", "type", "bridge");
-    ns.ip("link", "set", "vb", "master", "br-tn");
-    ns.ip("link", "set", "va", "address", "02:00:00:00:0a:01");
-    ns.ip("link", "set", "va", "mtu", "1400");
+  await withTestNetns(async (ns) => {
+    await ns.addVeth("va", "vb", { queues: 3 });
+    await ns.ip("link", "add", "br-tn", "type", "bridge");
+    await ns.ip("link", "set", "vb", "master", "br-tn");
+    await ns.ip("link", "set", "va", "address", "02:00:00:00:0a:01");
+    await ns.ip("link", "set", "va", "mtu", "1400");
     withNetns(ns.path, () => {
       using s = RtnlSocket.open();
       const va = getLink("va", s);
@@ -50,43 +50,38 @@ Deno.test("veth and bridge: kind, peer, queues, master, mac, state", async () =>
       assert.throws(() => getLink("nope0", s), NotFoundError);
       assert.throws(() => getLink(99999, s), NotFoundError);
     });
-  });
+  }, { ipv6: false });
 });
 
 Deno.test("veth peer in another netns: IFLA_LINK_NETNSID and the peer's index there", async () => {
-  await withTestNetns((ns) => {
-    const other = uniqueName();
-    run("ip", "netns", "add", other);
-    try {
-      addVeth(ns, "va", "vb");
-      ns.ip("link", "set", "vb", "netns", other);
-      const vbIndex = withNetns(`/var/run/netns/${other}`, () => getLink("vb").index);
-      const va = withNetns(ns.path, () => getLink("va"));
-      assert.equal(va.link, vbIndex);
-      assert.equal(typeof va.linkNetnsId, "number");
-      assert.ok(va.linkNetnsId! >= 0);
-      assert.notEqual(va.operstate, "up", "peer moved away and down: no carrier");
-      assert.equal(va.running, false);
-    } finally {
-      run("ip", "netns", "del", other);
-    }
-  });
+  await withTestNetns(async (ns) => {
+    await using other = await Netns.create({ lo: false });
+    await ns.addVeth("va", "vb");
+    await ns.ip("link", "set", "vb", "netns", other.name);
+    const vbIndex = withNetns(other.path, () => getLink("vb").index);
+    const va = withNetns(ns.path, () => getLink("va"));
+    assert.equal(va.link, vbIndex);
+    assert.equal(typeof va.linkNetnsId, "number");
+    assert.ok(va.linkNetnsId! >= 0);
+    assert.notEqual(va.operstate, "up", "peer moved away and down: no carrier");
+    assert.equal(va.running, false);
+  }, { ipv6: false });
 });
 
 Deno.test("XDP attachment: program id and mode reported while attached", async () => {
-  const bpf = compileTestBpf();
+  const bpf = await compileTestBpf();
   try {
-    await withTestNetns((ns) => {
-      addVeth(ns, "va", "vb");
-      ns.ip("link", "set", "dev", "va", "xdpgeneric", "obj", bpf.object, "sec", "xdp");
+    await withTestNetns(async (ns) => {
+      await ns.addVeth("va", "vb");
+      await ns.ip("link", "set", "dev", "va", "xdpgeneric", "obj", bpf.object, "sec", "xdp");
       const va = withNetns(ns.path, () => getLink("va"));
       assert.equal(va.xdpMode, "generic");
       assert.ok(va.xdpProgId && va.xdpProgId > 0);
-      ns.ip("link", "set", "dev", "va", "xdpgeneric", "off");
+      await ns.ip("link", "set", "dev", "va", "xdpgeneric", "off");
       const after = withNetns(ns.path, () => getLink("va"));
       assert.equal(after.xdpMode, "none");
       assert.equal(after.xdpProgId, undefined);
-    });
+    }, { ipv6: false });
   } finally {
     bpf.cleanup();
   }

@@ -43,11 +43,11 @@ import {
 } from "../../src/netlink/mod.ts";
 import { withNetns } from "../../src/util/netns.ts";
 import { ignoredBecause, qdiscKinds } from "../lib/qdisc_kinds.ts";
-import { addVeth, quiet, run, uniqueName, withTestNetns } from "./_netns.ts";
+import { addVeth, Netns, withTestNetns } from "../lib/netns.ts";
 
 /** The Debian guest kernels carry no sch_htb/sch_tbf module; this host has no TSN qdiscs. */
-const shaping = qdiscKinds("htb", "tbf");
-const tsn = qdiscKinds("taprio", "mqprio", "etf");
+const shaping = await qdiscKinds("htb", "tbf");
+const tsn = await qdiscKinds("taprio", "mqprio", "etf");
 const hasShaping = shaping.htb && shaping.tbf;
 const hasTsn = tsn.taprio && tsn.mqprio && tsn.etf;
 if (!hasShaping) console.log(`htb/tbf tests ignored: ${ignoredBecause(shaping)}`);
@@ -68,8 +68,8 @@ function requestedOptions(msg: Uint8Array): Uint8Array {
 Deno.test(
   { name: "htb: requested global options read back field for field", ignore: !hasShaping },
   async () => {
-    await withTestNetns((ns) => {
-      addVeth(ns, "va", "vb");
+    await withTestNetns(async (ns) => {
+      await ns.addVeth("va", "vb");
       withNetns(ns.path, () => {
         using s = RtnlSocket.open();
         const ifindex = getLink("va", s).index;
@@ -116,7 +116,7 @@ Deno.test(
           encode(tc_htb_glob, { rate2quantum: 10 }).subarray(4),
         );
       });
-    });
+    }, { ipv6: false });
   },
 );
 
@@ -124,8 +124,8 @@ Deno.test({
   name: "tbf: TCA_TBF_PARMS echoed byte for byte, 64-bit rates through TCA_TBF_RATE64",
   ignore: !hasShaping,
 }, async () => {
-  await withTestNetns((ns) => {
-    addVeth(ns, "va", "vb");
+  await withTestNetns(async (ns) => {
+    await ns.addVeth("va", "vb");
     withNetns(ns.path, () => {
       using s = RtnlSocket.open();
       const ifindex = getLink("va", s).index;
@@ -160,7 +160,7 @@ Deno.test({
       deleteQdisc({ ifindex, parent: TC_H_ROOT, handle: tcHandle(2, 0) }, s);
       assert.equal(rootQdisc(listQdiscs(ifindex, s))?.kind, "noqueue");
     });
-  });
+  }, { ipv6: false });
 });
 
 /** The plan for the interface `va` of the calling thread's netns, and its step names. */
@@ -175,8 +175,8 @@ function applyPlan(p: QdiscPlan, prev?: InterfaceState): InstallState {
 }
 
 Deno.test("clsact: the plan adds it once, read back, a second add refused, ordering facts", async () => {
-  await withTestNetns((ns) => {
-    addVeth(ns, "va", "vb");
+  await withTestNetns(async (ns) => {
+    await ns.addVeth("va", "vb");
     withNetns(ns.path, () => {
       using s = RtnlSocket.open();
       const ifindex = getLink("va", s).index;
@@ -206,52 +206,42 @@ Deno.test("clsact: the plan adds it once, read back, a second add refused, order
       deleteQdisc({ ifindex, kind: "clsact" }, s);
       assert.equal(listQdiscs(ifindex, s).some((q) => q.kind === "clsact"), false);
     });
-  });
+  }, { ipv6: false });
 });
+
+/** va (4 queues, 192.0.2.1/24) in `ns`, its peer vb (192.0.2.2/24) in a new far namespace. */
+async function farPeer(ns: Netns): Promise<Netns> {
+  const far = await Netns.create({ lo: false, ipv6: false });
+  const q4 = { txQueues: 4, rxQueues: 4 };
+  await addVeth({ name: "va", netns: ns, ...q4 }, { name: "vb", netns: far, ...q4 });
+  await ns.ip("addr", "add", "192.0.2.1/24", "dev", "va");
+  await far.ip("addr", "add", "192.0.2.2/24", "dev", "vb");
+  return far;
+}
 
 Deno.test("mq on a 4-queue veth: one class per tx queue with per-class packet counts", async () => {
   await withTestNetns(async (ns) => {
-    const far = uniqueName();
-    run("ip", "netns", "add", far);
-    try {
-      quiet(far);
-      addVeth(ns, "va", "vb", 4);
-      ns.ip("link", "set", "vb", "netns", far);
-      ns.ip("addr", "add", "192.0.2.1/24", "dev", "va");
-      run("ip", "-n", far, "addr", "add", "192.0.2.2/24", "dev", "vb");
-      run("ip", "-n", far, "link", "set", "vb", "up");
-      const ifindex = withNetns(ns.path, () => {
-        using s = RtnlSocket.open();
-        const link = getLink("va", s);
-        assert.equal(link.numTxQueues, 4);
-        replaceQdisc({ ifindex: link.index, handle: tcHandle(3, 0) }, { kind: "mq" }, s);
-        return link.index;
-      });
-      // 5 UDP datagrams (bash's /dev/udp; no ping binary needed) plus ARP
-      run(
-        "ip",
-        "netns",
-        "exec",
-        ns.name,
-        "bash",
-        "-c",
-        "for i in 1 2 3 4 5; do echo x > /dev/udp/192.0.2.2/9; done",
-      );
-      const classes = withNetns(ns.path, () => listClasses(ifindex));
-      assert.deepEqual(classes.map((c) => c.handle), [1, 2, 3, 4].map((m) => tcHandle(3, m)));
-      assert.ok(classes.every((c) => c.kind === "mq" && c.parent === TC_H_ROOT));
-      const packets = classes.reduce((n, c) => n + c.stats.packets, 0);
-      const bytes = classes.reduce((n, c) => n + c.stats.bytes, 0n);
-      // compare with the root's own counters (mq sums its children)
-      assert.ok(packets >= 6, `mq classes counted ${packets} packets`);
-      const root = withNetns(ns.path, () => rootQdisc(listQdiscs(ifindex)));
-      assert.equal(root?.stats.packets, packets);
-      assert.equal(root?.stats.bytes, bytes);
-      await Promise.resolve();
-    } finally {
-      run("ip", "netns", "del", far);
-    }
-  });
+    await using _far = await farPeer(ns);
+    const ifindex = withNetns(ns.path, () => {
+      using s = RtnlSocket.open();
+      const link = getLink("va", s);
+      assert.equal(link.numTxQueues, 4);
+      replaceQdisc({ ifindex: link.index, handle: tcHandle(3, 0) }, { kind: "mq" }, s);
+      return link.index;
+    });
+    // 5 UDP datagrams (bash's /dev/udp; no ping binary needed) plus ARP
+    await ns.run(["bash", "-c", "for i in 1 2 3 4 5; do echo x > /dev/udp/192.0.2.2/9; done"]);
+    const classes = withNetns(ns.path, () => listClasses(ifindex));
+    assert.deepEqual(classes.map((c) => c.handle), [1, 2, 3, 4].map((m) => tcHandle(3, m)));
+    assert.ok(classes.every((c) => c.kind === "mq" && c.parent === TC_H_ROOT));
+    const packets = classes.reduce((n, c) => n + c.stats.packets, 0);
+    const bytes = classes.reduce((n, c) => n + c.stats.bytes, 0n);
+    // compare with the root's own counters (mq sums its children)
+    assert.ok(packets >= 6, `mq classes counted ${packets} packets`);
+    const root = withNetns(ns.path, () => rootQdisc(listQdiscs(ifindex)));
+    assert.equal(root?.stats.packets, packets);
+    assert.equal(root?.stats.bytes, bytes);
+  }, { ipv6: false });
 });
 
 const taprioYamlLike = {
@@ -280,8 +270,8 @@ Deno.test({
   ignore: hasTsn,
 }, async () => {
   const { taprio, mqprio } = tsnConfigs();
-  await withTestNetns((ns) => {
-    addVeth(ns, "va", "vb", 4);
+  await withTestNetns(async (ns) => {
+    await ns.addVeth("va", "vb", { queues: 4 });
     withNetns(ns.path, () => {
       using s = RtnlSocket.open();
       const ifindex = getLink("va", s).index;
@@ -321,7 +311,7 @@ Deno.test({
         (e: unknown) => e instanceof KernelError && /module sch_etf is missing/.test(e.message),
       );
     });
-  });
+  }, { ipv6: false });
 });
 
 Deno.test({
@@ -330,8 +320,8 @@ Deno.test({
   ignore: !hasTsn,
 }, async () => {
   const { taprio, mqprio } = tsnConfigs();
-  await withTestNetns((ns) => {
-    addVeth(ns, "va", "vb", 4);
+  await withTestNetns(async (ns) => {
+    await ns.addVeth("va", "vb", { queues: 4 });
     withNetns(ns.path, () => {
       using s = RtnlSocket.open();
       const ifindex = getLink("va", s).index;
@@ -393,12 +383,12 @@ Deno.test({
       assert.equal(root.options.skipSockCheck, true);
       deleteQdisc({ ifindex, parent: TC_H_ROOT, handle: tcHandle(0x200, 0) }, s);
     });
-  });
+  }, { ipv6: false });
 });
 
 Deno.test("a TSN root whose queues do not fit the interface is refused by the plan", async () => {
-  await withTestNetns((ns) => {
-    addVeth(ns, "va", "vb", 4);
+  await withTestNetns(async (ns) => {
+    await ns.addVeth("va", "vb", { queues: 4 });
     withNetns(ns.path, () => {
       assert.throws(
         () =>
@@ -406,12 +396,12 @@ Deno.test("a TSN root whose queues do not fit the interface is refused by the pl
         (e: unknown) => e instanceof ConfigError && /va has 4 tx queues/.test(e.message),
       );
     });
-  });
+  }, { ipv6: false });
 });
 
 Deno.test("extack: the kernel's own message and the errno string reach the KernelError", async () => {
-  await withTestNetns((ns) => {
-    addVeth(ns, "va", "vb");
+  await withTestNetns(async (ns) => {
+    await ns.addVeth("va", "vb");
     withNetns(ns.path, () => {
       using s = RtnlSocket.open();
       const ifindex = getLink("va", s).index;
@@ -434,65 +424,49 @@ Deno.test("extack: the kernel's own message and the errno string reach the Kerne
         /kernel says "Cannot delete qdisc with handle of zero"/,
       );
     });
-  });
+  }, { ipv6: false });
 });
 
 Deno.test({ name: "taprio classes count packets per priority", ignore: !hasTsn }, async () => {
   // No etf here: etf drops packets without a txtime, ARP included.
   const { etf: _etf, ...noEtf } = taprioYamlLike;
   const cfg = parseQdiscConfig(noEtf) as TaprioConfig;
-  await withTestNetns((ns) => {
-    const far = uniqueName();
-    run("ip", "netns", "add", far);
-    try {
-      quiet(far);
-      addVeth(ns, "va", "vb", 4);
-      ns.ip("link", "set", "vb", "netns", far);
-      ns.ip("addr", "add", "192.0.2.1/24", "dev", "va");
-      run("ip", "-n", far, "addr", "add", "192.0.2.2/24", "dev", "vb");
-      run("ip", "-n", far, "link", "set", "vb", "up");
-      const ifindex = withNetns(ns.path, () => {
-        applyQdiscPlan(plan(cfg, true).plan, undefined);
-        return getLink("va").index;
-      });
-      const send = (prio: number, n: number) =>
-        run(
-          "ip",
-          "netns",
-          "exec",
-          ns.name,
-          "bash",
-          "-c",
-          `for i in $(seq ${n}); do echo x | socat -u - UDP:192.0.2.2:9,so-priority=${prio}; done`,
-        );
-      send(1, 3);
-      send(2, 2);
-      const classes = withNetns(ns.path, () => listClasses(ifindex));
-      console.log(
-        "taprio classes:",
-        classes.map((c) =>
-          `${c.handle.toString(16)} leaf ${c.leaf.toString(16)} ` +
-          `class ${c.stats.packets} child ${c.leafStats?.packets}`
-        ).join("; "),
-      );
-      if (classes.every((c) => c.leaf === tcHandle(0x100, 0) && !c.leafStats)) {
-        // Debian 6.1 software taprio (measured): every tx queue's qdisc is the taprio root
-        // itself, so each class reports the root's totals and no per-queue child is dumped.
-        assert.ok(classes.every((c) => c.stats.packets === classes[0].stats.packets));
-        assert.ok(classes[0].stats.packets >= 5);
-        return;
-      }
-      const count = (minor: number) => {
-        const c = classes.find((c) => c.handle === tcHandle(0x100, minor));
-        return c?.leafStats?.packets ?? c?.stats.packets ?? -1;
-      };
-      assert.deepEqual(classes.map((c) => c.kind), ["taprio", "taprio", "taprio", "taprio"]);
-      assert.equal(count(2), 3, "priority 1 -> tc 1 -> queue 1 -> class 100:2");
-      assert.equal(count(3), 2, "priority 2 -> class 100:3");
-      assert.equal(count(4), 0);
-      assert.ok(count(1) >= 1, "ARP at priority 0 -> class 100:1");
-    } finally {
-      run("ip", "netns", "del", far);
+  await withTestNetns(async (ns) => {
+    await using _far = await farPeer(ns);
+    const ifindex = withNetns(ns.path, () => {
+      applyQdiscPlan(plan(cfg, true).plan, undefined);
+      return getLink("va").index;
+    });
+    const send = (prio: number, n: number) =>
+      ns.run([
+        ...["bash", "-c"],
+        `for i in $(seq ${n}); do echo x | socat -u - UDP:192.0.2.2:9,so-priority=${prio}; done`,
+      ]);
+    await send(1, 3);
+    await send(2, 2);
+    const classes = withNetns(ns.path, () => listClasses(ifindex));
+    console.log(
+      "taprio classes:",
+      classes.map((c) =>
+        `${c.handle.toString(16)} leaf ${c.leaf.toString(16)} ` +
+        `class ${c.stats.packets} child ${c.leafStats?.packets}`
+      ).join("; "),
+    );
+    if (classes.every((c) => c.leaf === tcHandle(0x100, 0) && !c.leafStats)) {
+      // Debian 6.1 software taprio (measured): every tx queue's qdisc is the taprio root
+      // itself, so each class reports the root's totals and no per-queue child is dumped.
+      assert.ok(classes.every((c) => c.stats.packets === classes[0].stats.packets));
+      assert.ok(classes[0].stats.packets >= 5);
+      return;
     }
-  });
+    const count = (minor: number) => {
+      const c = classes.find((c) => c.handle === tcHandle(0x100, minor));
+      return c?.leafStats?.packets ?? c?.stats.packets ?? -1;
+    };
+    assert.deepEqual(classes.map((c) => c.kind), ["taprio", "taprio", "taprio", "taprio"]);
+    assert.equal(count(2), 3, "priority 1 -> tc 1 -> queue 1 -> class 100:2");
+    assert.equal(count(3), 2, "priority 2 -> class 100:3");
+    assert.equal(count(4), 0);
+    assert.ok(count(1) >= 1, "ARP at priority 0 -> class 100:1");
+  }, { ipv6: false });
 });

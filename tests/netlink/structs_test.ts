@@ -8,7 +8,7 @@ import { netlinkLayouts } from "../../src/ffi/structs/netlink.ts";
 import { fieldSize } from "../../src/ffi/structs/layout.ts";
 import { CLOCK_IDS, constantHeaders, probedConstants } from "../../src/netlink/constants.ts";
 import * as constants from "../../src/netlink/constants.ts";
-import { run } from "./_netns.ts";
+import { run } from "../lib/run.ts";
 
 function probeSource(): string {
   const headers = new Set<string>(["stdio.h", "stddef.h", "time.h", ...constantHeaders]);
@@ -35,12 +35,12 @@ function probeSource(): string {
   return lines.join("\n") + "\n";
 }
 
-Deno.test("netlink struct layouts and constants match the uapi headers", () => {
+Deno.test("netlink struct layouts and constants match the uapi headers", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "tn-nl-probe-" });
   try {
     Deno.writeTextFileSync(`${dir}/probe.c`, probeSource());
-    run("clang", "-Wall", "-Werror", "-o", `${dir}/probe`, `${dir}/probe.c`);
-    const out = run(`${dir}/probe`).trim().split("\n");
+    await run(["clang", "-Wall", "-Werror", "-o", `${dir}/probe`, `${dir}/probe.c`]);
+    const out = (await run([`${dir}/probe`])).stdout.trim().split("\n");
     const byName = new Map(netlinkLayouts.map((l) => [l.cName, l]));
     let checked = 0;
     for (const line of out) {

@@ -5,6 +5,7 @@
  * offset fails the build with the assertion's message.
  */
 import assert from "node:assert/strict";
+import { run } from "../lib/run.ts";
 import * as bpf from "../../src/ffi/structs/bpf.ts";
 import * as datapath from "../../src/ffi/structs/datapath.ts";
 import * as libcStructs from "../../src/ffi/structs/libc.ts";
@@ -49,11 +50,13 @@ async function compile(source: string, args: string[]): Promise<{ ok: boolean; s
   const dir = await Deno.makeTempDir({ prefix: "tsnp-structs-" });
   try {
     await Deno.writeTextFile(`${dir}/probe.c`, source);
-    const out = await new Deno.Command("clang", {
-      args: [...args, "-fsyntax-only", "-Wall", "-Werror", `${dir}/probe.c`],
-      stderr: "piped",
-    }).output();
-    return { ok: out.success, stderr: new TextDecoder().decode(out.stderr) };
+    const out = await run(
+      ["clang", ...args, "-fsyntax-only", "-Wall", "-Werror", `${dir}/probe.c`],
+      {
+        allowFail: true,
+      },
+    );
+    return { ok: out.code === 0, stderr: out.stderr };
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { DatapathEnv } from "../lib/datapath_env.ts";
 import { setUpNode, tearDownNode } from "../lib/node.ts";
 import { createTopology, FAR_V4 } from "../lib/topology.ts";
-import { run } from "../lib/run.ts";
+import { commandLine, run } from "../lib/run.ts";
 import { CURRENT } from "../lib/release.ts";
 import { programsOn } from "../../src/bpf/hooks.ts";
 import { BpfObject } from "../../src/bpf/object.ts";
@@ -68,14 +68,9 @@ Deno.test({ name: "bpffs not mounted: the error names the mount", ...opts }, asy
       "-c",
       'umount -l /sys/fs/bpf && exec "$@"',
       "sh",
-      "nsenter",
-      `--net=${env.topo.nodePath}`,
-      Deno.execPath(),
-      "run",
-      "-A",
-      "--quiet",
-      `${CURRENT.dir}/main.ts`,
-      "cni",
+      ...commandLine([Deno.execPath(), "run", "-A", "--quiet", `${CURRENT.dir}/main.ts`, "cni"], {
+        netns: env.topo.nodePath,
+      }),
     ];
     const r = await run([bin, ...args], {
       env: {

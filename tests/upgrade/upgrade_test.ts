@@ -15,7 +15,7 @@ import { createTopology, FAR_V4, type Pod } from "../lib/topology.ts";
 import { Observer } from "../lib/observer.ts";
 import { SENDER } from "../lib/datapath_env.ts";
 import { buildRelease, type BuiltRelease, CURRENT, PREVIOUS_RELEASE } from "../lib/release.ts";
-import { run } from "../lib/run.ts";
+import { run, spawn } from "../lib/run.ts";
 import { queryTcx } from "../../src/bpf/attach.ts";
 import { statusReportSchema } from "../../src/doctor/schema.ts";
 
@@ -90,10 +90,6 @@ Deno.test({ name: "upgrade from 0.1.0 and downgrade back, under traffic", ...opt
   };
   const send = (pod: Pod, prio: number, count: number, txtime?: string) =>
     run([
-      "ip",
-      "netns",
-      "exec",
-      pod.netns,
       "python3",
       SENDER,
       "--dst",
@@ -105,12 +101,12 @@ Deno.test({ name: "upgrade from 0.1.0 and downgrade back, under traffic", ...opt
       "--pps",
       "400",
       ...(txtime ? ["--txtime", txtime] : []),
-    ]);
-  const sink = new Deno.Command("ip", {
-    args: ["netns", "exec", topo.far, "socat", "-u", "UDP-RECV:8080", "/dev/null"],
+    ], { netns: pod.netns });
+  const sink = spawn(["socat", "-u", "UDP-RECV:8080", "/dev/null"], {
+    netns: topo.far,
     stdout: "null",
     stderr: "null",
-  }).spawn();
+  });
   const obs = Observer.attach(topo.nodePath, "tsn0");
   const pins = () => {
     const out: string[] = [];
@@ -203,10 +199,7 @@ Deno.test({ name: "upgrade from 0.1.0 and downgrade back, under traffic", ...opt
     );
   } finally {
     obs.detach();
-    try {
-      sink.kill("SIGKILL");
-      await sink.status;
-    } catch { /* gone */ }
+    await sink.stop();
     await run(CURRENT.argv(["uninstall", ...loc, "--state-dir", state], topo.nodePath), {
       allowFail: true,
     });

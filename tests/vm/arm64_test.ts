@@ -8,7 +8,9 @@
  */
 import assert from "node:assert/strict";
 import { runGuest, selectedKernels } from "./_vm.ts";
+import { installed, run } from "../lib/run.ts";
 import { ensureImage } from "../../scripts/vm/images.ts";
+import { bpfCflags } from "../../scripts/build_bpf.ts";
 import { versionInfo } from "../../src/build_info.ts";
 
 interface Phase {
@@ -40,18 +42,16 @@ interface Arm64 {
   totalMs: number;
 }
 
-function skipReason(): string | false {
+async function skipReason(): Promise<string | false> {
   if (!selectedKernels().includes("6.1-arm64")) {
     return `TSNPROXY_VM_KERNELS=${Deno.env.get("TSNPROXY_VM_KERNELS")} leaves out 6.1-arm64`;
   }
-  try {
-    new Deno.Command("qemu-system-aarch64", { args: ["--version"], stdout: "null" }).outputSync();
-  } catch {
+  if (!(await installed("qemu-system-aarch64"))) {
     return "qemu-system-aarch64 is not installed (apt-get install qemu-system-arm; scripts/setup.sh does)";
   }
   return false;
 }
-const skip = skipReason();
+const skip = await skipReason();
 if (skip) console.log(`ignored: vm 6.1-arm64: ${skip}`);
 
 Deno.test({
@@ -125,26 +125,11 @@ Deno.test({
       for (const { name } of sources) {
         const obj = name.replace(/\.c$/, ".o");
         // scripts/build_bpf.ts's flags, the arm64 include dir instead of the host's.
-        const r = await new Deno.Command("clang", {
-          args: [
-            "-O2",
-            "-g",
-            "-target",
-            "bpf",
-            "-mcpu=v3",
-            "-Wall",
-            "-Werror",
-            `-I${inc}`,
-            `-I${root}bpf`,
-            "-c",
-            `${root}bpf/${name}`,
-            "-o",
-            `${out}/${obj}`,
-          ],
-          cwd: root,
-          stderr: "piped",
-        }).output();
-        assert.ok(r.success, new TextDecoder().decode(r.stderr));
+        const r = await run(
+          ["clang", ...bpfCflags(inc), "-c", `${root}bpf/${name}`, "-o", `${out}/${obj}`],
+          { cwd: root, allowFail: true },
+        );
+        assert.equal(r.code, 0, r.stderr);
         assert.deepEqual(
           Deno.readFileSync(`${out}/${obj}`),
           Deno.readFileSync(`${root}build/bpf/${obj}`),

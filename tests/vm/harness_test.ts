@@ -16,6 +16,7 @@ import {
 } from "../../scripts/vm/images.ts";
 import { VmError } from "../../scripts/vm/errors.ts";
 import { thrown } from "../lib/thrown.ts";
+import { run } from "../lib/run.ts";
 import { ALL_KERNELS, kernels, selectedKernels } from "./_vm.ts";
 
 Deno.test("vm harness: every kernel has a pin with an exact version and a SHA-256", () => {
@@ -91,11 +92,10 @@ Deno.test("vm harness: --bump reads the arm64 kernel from apt's arm64 index", as
   assert.match(arm.package, /^linux-image-6\.1\.\d+-\d+-arm64$/);
   assert.match(amd.package, /^linux-image-6\.1\.\d+-\d+-amd64$/);
   assert.notEqual(arm.sha256, amd.sha256);
-  const show = await new Deno.Command("apt-cache", {
-    args: ["show", `${arm.package}:arm64=${arm.version}`],
-    stdout: "piped",
-  }).output();
-  const stanza = new TextDecoder().decode(show.stdout);
+  const show = await run(["apt-cache", "show", `${arm.package}:arm64=${arm.version}`], {
+    allowFail: true,
+  });
+  const stanza = show.stdout;
   assert.match(stanza, /^Architecture: arm64$/m);
   assert.match(stanza, new RegExp(`^SHA256: ${arm.sha256}$`, "m"));
 });
@@ -121,15 +121,16 @@ Deno.test("vm harness: TSNPROXY_VM_KERNELS selects kernels and rejects unknown n
 });
 
 Deno.test("vm harness: a VM test file fails to load, registering nothing, for an unknown kernel", async () => {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["test", "--allow-all", "--no-check", "tests/vm/deno_in_guest_test.ts"],
-    cwd: new URL("../..", import.meta.url).pathname,
-    env: { TSNPROXY_VM_KERNELS: "6.13", NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-  assert.equal(out.success, false, text);
+  const out = await run(
+    [Deno.execPath(), "test", "--allow-all", "--no-check", "tests/vm/deno_in_guest_test.ts"],
+    {
+      cwd: new URL("../..", import.meta.url).pathname,
+      env: { TSNPROXY_VM_KERNELS: "6.13", NO_COLOR: "1" },
+      allowFail: true,
+    },
+  );
+  const text = out.stdout + out.stderr;
+  assert.notEqual(out.code, 0, text);
   assert.match(text, /TSNPROXY_VM_KERNELS="6\.13" names unknown kernels: 6\.13/);
   assert.match(text, /valid values: 6\.1, 6\.12, 6\.1-arm64/);
   assert.doesNotMatch(text, /vm 6\.1/, "a guest test ran");

@@ -2,7 +2,9 @@
  * CNI side of the e2e fixtures: a plugin directory (reference plugins plus plugins under test),
  * conflists, and a tiny chained logging plugin that records what the runtime passes.
  */
-import { exists, run, runOk } from "./proc.ts";
+import { exists } from "./proc.ts";
+import { run } from "../../lib/run.ts";
+import { addBridge, deleteLink, linkExists } from "../../lib/netns.ts";
 
 /** Where Debian's containernetworking-plugins installs the reference plugins. */
 export const REFERENCE_PLUGIN_DIR = "/usr/lib/cni";
@@ -109,16 +111,6 @@ export async function writeConflist(
   const path = `${confDir}/${fileName}`;
   await Deno.writeTextFile(path, JSON.stringify(conflist, null, 2) + "\n");
   return path;
-}
-
-/** Delete a bridge device left by the bridge plugin (its DEL never removes the bridge). */
-export async function deleteLink(name: string): Promise<void> {
-  await run(["ip", "link", "del", name]);
-}
-
-/** True when a network device with this name exists in the host namespace. */
-export async function linkExists(name: string): Promise<boolean> {
-  return (await run(["ip", "link", "show", "dev", name])).code === 0;
 }
 
 // ---- the logging plugin ----
@@ -321,16 +313,17 @@ export class CniEnv {
    */
   async ensureBridge(): Promise<void> {
     const br = this.network.bridge;
-    if (!(await linkExists(br))) await runOk(["ip", "link", "add", "name", br, "type", "bridge"]);
+    if (!(await linkExists(br))) await addBridge(br, { up: false });
     const prefix = this.network.subnet.split("/")[1];
-    const has = (await runOk(["ip", "-4", "-o", "addr", "show", "dev", br])).includes(
+    const has = (await run(["ip", "-4", "-o", "addr", "show", "dev", br])).stdout.includes(
       ` ${this.gateway}/`,
     );
-    if (!has) await runOk(["ip", "addr", "add", `${this.gateway}/${prefix}`, "dev", br]);
-    await runOk(["ip", "link", "set", br, "up"]);
+    if (!has) await run(["ip", "addr", "add", `${this.gateway}/${prefix}`, "dev", br]);
+    await run(["ip", "link", "set", br, "up"]);
   }
 
   async cleanup(): Promise<void> {
+    // The bridge plugin's DEL never removes the bridge.
     await deleteLink(this.network.bridge);
     await Deno.remove(this.dir, { recursive: true }).catch(() => {});
   }
@@ -345,7 +338,8 @@ export class CniEnv {
  * rarely pick the same one; a clash shows up as an address already in use on the bridge).
  */
 export async function freeSubnet(): Promise<string> {
-  const used = (await run(["ip", "-4", "route", "show", "table", "all"])).stdout;
+  const used =
+    (await run(["ip", "-4", "route", "show", "table", "all"], { allowFail: true })).stdout;
   for (let tries = 0; tries < 200; tries++) {
     const n = 1 + Math.floor(Math.random() * 254);
     if (!used.includes(`10.123.${n}.`)) return `10.123.${n}.0/24`;

@@ -28,9 +28,9 @@ import {
   removeCgroup,
   removeNetnsFile,
   removeTree,
-  run,
   waitFor,
 } from "./proc.ts";
+import { type Child, run, spawn } from "../../lib/run.ts";
 
 export interface ContainerdOptions {
   /** The single CNI plugin directory containerd 1.6 searches (see makeCniBinDir). */
@@ -170,7 +170,7 @@ export class Containerd {
   readonly cgroupParent: string;
   readonly options: ContainerdOptions;
   #cri: CriClient | undefined;
-  #child: Deno.ChildProcess | undefined;
+  #child: Child | undefined;
   #exited: Deno.CommandStatus | undefined;
   #ownsDir: boolean;
   /** Every pod this fixture created (also after removal), for the final sweep. */
@@ -230,13 +230,14 @@ export class Containerd {
     // A shell redirect, so containerd's output goes straight to a file and no pump (an async op
     // Deno's test sanitizer would track) is needed; exec keeps the pid containerd's own.
     this.#exited = undefined;
-    const child = new Deno.Command("/bin/sh", {
-      args: ["-c", 'exec "$0" --config "$1" >>"$2" 2>&1', bin, this.configPath, this.logPath],
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-      env: { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" },
-    }).spawn();
+    const child = spawn(
+      ["/bin/sh", "-c", 'exec "$0" --config "$1" >>"$2" 2>&1', bin, this.configPath, this.logPath],
+      {
+        stdout: "null",
+        stderr: "null",
+        env: { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" },
+      },
+    );
     this.#child = child;
     child.status.then((s) => {
       if (this.#child === child) this.#exited = s;
@@ -279,18 +280,12 @@ export class Containerd {
     const child = this.#child;
     if (!child) return;
     if (!this.#exited) {
-      try {
-        child.kill("SIGTERM");
-      } catch { /* gone */ }
+      child.kill("SIGTERM");
       const done = await Promise.race([
         child.status.then(() => true),
         new Promise<false>((r) => setTimeout(() => r(false), 15_000)),
       ]);
-      if (!done) {
-        try {
-          child.kill("SIGKILL");
-        } catch { /* gone */ }
-      }
+      if (!done) child.kill("SIGKILL");
     }
     this.#exited = await child.status;
     this.#child = undefined;
@@ -453,7 +448,9 @@ export class Containerd {
     for await (const ns of readDirNames(runcRoot)) {
       for await (const id of readDirNames(`${runcRoot}/${ns}`)) {
         problems.push(`runc container ${id} left running`);
-        await run(["runc", "--root", `${runcRoot}/${ns}`, "delete", "--force", id]);
+        await run(["runc", "--root", `${runcRoot}/${ns}`, "delete", "--force", id], {
+          allowFail: true,
+        });
       }
     }
     for (const pid of await pidsWithCmdline(`-address ${this.socket}`)) {

@@ -6,7 +6,8 @@
  * Workloads get python3/socat by bind-mounting the host's /usr read-only (see containerd.ts).
  * The tarball is cached between runs, keyed on the busybox and umoci binaries.
  */
-import { cacheDir, exists, fileStamp, runOk } from "./proc.ts";
+import { cacheDir, exists, fileStamp } from "./proc.ts";
+import { run } from "../../lib/run.ts";
 
 export const BUSYBOX = "/bin/busybox";
 /** Repository the OCI tags are imported under (`ctr images import --base-name`). */
@@ -26,9 +27,9 @@ export async function busyboxImageTarball(): Promise<string> {
   try {
     const layout = `${work}/oci`;
     const bundle = `${work}/bundle`;
-    await runOk([umoci, "init", "--layout", layout]);
-    await runOk([umoci, "new", "--image", `${layout}:base`]);
-    await runOk([umoci, "unpack", "--image", `${layout}:base`, bundle]);
+    await run([umoci, "init", "--layout", layout]);
+    await run([umoci, "new", "--image", `${layout}:base`]);
+    await run([umoci, "unpack", "--image", `${layout}:base`, bundle]);
     const rootfs = `${bundle}/rootfs`;
     for (const d of ["bin", "etc", "tmp", "proc", "sys", "dev", "root", "usr", "lib", "lib64"]) {
       await Deno.mkdir(`${rootfs}/${d}`, { recursive: true });
@@ -36,15 +37,15 @@ export async function busyboxImageTarball(): Promise<string> {
     await Deno.chmod(`${rootfs}/tmp`, 0o1777);
     await Deno.copyFile(BUSYBOX, `${rootfs}/bin/busybox`);
     await Deno.chmod(`${rootfs}/bin/busybox`, 0o755);
-    const applets = (await runOk([BUSYBOX, "--list"])).split("\n").filter((a) =>
+    const applets = (await run([BUSYBOX, "--list"])).stdout.split("\n").filter((a) =>
       /^[\w.[\]-]+$/.test(a) && a !== "busybox"
     );
     for (const a of applets) await Deno.symlink("busybox", `${rootfs}/bin/${a}`);
     await Deno.writeTextFile(`${rootfs}/etc/passwd`, "root:x:0:0:root:/root:/bin/sh\n");
     await Deno.writeTextFile(`${rootfs}/etc/group`, "root:x:0:\n");
-    await runOk([umoci, "repack", "--image", `${layout}:base`, bundle]);
+    await run([umoci, "repack", "--image", `${layout}:base`, bundle]);
     const env = "--config.env=PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
-    await runOk([
+    await run([
       umoci,
       "config",
       "--image",
@@ -55,7 +56,7 @@ export async function busyboxImageTarball(): Promise<string> {
       "--config.entrypoint=/bin/sleep",
       "--config.cmd=2147483647",
     ]);
-    await runOk([
+    await run([
       umoci,
       "config",
       "--image",
@@ -65,10 +66,10 @@ export async function busyboxImageTarball(): Promise<string> {
       env,
       "--config.cmd=/bin/sh",
     ]);
-    await runOk([umoci, "rm", "--image", `${layout}:base`]);
-    await runOk([umoci, "gc", "--layout", layout]);
+    await run([umoci, "rm", "--image", `${layout}:base`]);
+    await run([umoci, "gc", "--layout", layout]);
     const tmp = `${tarball}.tmp-${Deno.pid}`;
-    await runOk(["tar", "-C", layout, "-cf", tmp, "."]);
+    await run(["tar", "-C", layout, "-cf", tmp, "."]);
     await Deno.rename(tmp, tarball);
     return tarball;
   } finally {
@@ -82,7 +83,7 @@ export async function busyboxImageTarball(): Promise<string> {
  */
 export async function importIntoContainerd(socket: string): Promise<void> {
   const tarball = await busyboxImageTarball();
-  await runOk([
+  await run([
     "ctr",
     "-n",
     "k8s.io",

@@ -9,15 +9,9 @@
  */
 import type { Conflist } from "./cni.ts";
 import { busyboxImageTarball, IMAGE_REPO } from "./image.ts";
-import {
-  exists,
-  mountsUnder,
-  removeCgroup,
-  removeTree,
-  run,
-  runOk,
-  type RunResult,
-} from "./proc.ts";
+import { exists, mountsUnder, removeCgroup, removeTree } from "./proc.ts";
+import { run, type RunResult } from "../../lib/run.ts";
+import { deleteLink } from "../../lib/netns.ts";
 
 export interface PodmanOptions {
   /** Directories podman searches for CNI plugins, first match wins. */
@@ -149,7 +143,7 @@ export class Podman {
       "--runroot",
       `${this.dir}/run`,
       ...args,
-    ], { env: this.env, timeoutMs });
+    ], { allowFail: true, env: this.env, timeoutMs });
   }
 
   async podmanOk(args: string[], timeoutMs?: number): Promise<string> {
@@ -208,7 +202,7 @@ export class Podman {
       const left = await this.podman(["ps", "-aq"]);
       if (left.stdout.trim()) problems.push(`containers left: ${left.stdout.trim()}`);
     }
-    for (const b of this.bridges) await run(["ip", "link", "del", b]);
+    for (const b of this.bridges) await deleteLink(b);
     for (const cg of await removeCgroup(this.cgroupParent)) problems.push(`cgroup ${cg} busy`);
     if (this.#ownsDir) await removeTree(this.dir);
     if (problems.length) console.error(`podman fixture cleanup:\n  ${problems.join("\n  ")}`);
@@ -227,5 +221,5 @@ export function startPodman(options: PodmanOptions): Promise<Podman> {
 
 /** Check podman is usable at all (for skipping with a clear message). */
 export async function podmanVersion(path = "/usr/bin/podman"): Promise<string> {
-  return (await runOk([path, "--version"])).trim();
+  return (await run([path, "--version"])).stdout.trim();
 }

@@ -1,60 +1,8 @@
 /**
- * Small process and filesystem helpers shared by the e2e fixtures: run a command and collect its
- * output, poll for a condition, find what the runtimes left mounted under a directory.
+ * Small helpers shared by the e2e fixtures (commands run through tests/lib/run.ts): poll for a
+ * condition, find what the runtimes left mounted under a directory, cgroups, the cache.
  */
-
-export interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-export interface RunOptions {
-  env?: Record<string, string>;
-  stdin?: string;
-  cwd?: string;
-  /** Kill the command after this many milliseconds (default 120 s). */
-  timeoutMs?: number;
-}
-
-/** Run a command to completion; never throws for a non-zero exit (see {@link runOk}). */
-export async function run(argv: string[], opts: RunOptions = {}): Promise<RunResult> {
-  const [cmd, ...args] = argv;
-  const child = new Deno.Command(cmd, {
-    args,
-    env: opts.env,
-    cwd: opts.cwd,
-    stdin: opts.stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  if (opts.stdin !== undefined) {
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(opts.stdin));
-    await w.close();
-  }
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* already gone */ }
-  }, opts.timeoutMs ?? 120_000);
-  try {
-    const out = await child.output();
-    const dec = new TextDecoder();
-    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Run a command and throw with its stderr when it fails. */
-export async function runOk(argv: string[], opts: RunOptions = {}): Promise<string> {
-  const r = await run(argv, opts);
-  if (r.code !== 0) {
-    throw new Error(`${argv.join(" ")} exited ${r.code}: ${r.stderr.trim() || r.stdout.trim()}`);
-  }
-  return r.stdout;
-}
+import { run } from "../../lib/run.ts";
 
 /** Thrown by a {@link waitFor} check to stop waiting at once (e.g. the daemon died). */
 export class GiveUp extends Error {}
@@ -117,8 +65,8 @@ export async function unmountAll(dir: string): Promise<string[]> {
     const points = await mountsUnder(dir);
     if (points.length === 0) break;
     for (const p of points) {
-      const r = await run(["umount", p]);
-      if (r.code !== 0) await run(["umount", "-l", p]);
+      const r = await run(["umount", p], { allowFail: true });
+      if (r.code !== 0) await run(["umount", "-l", p], { allowFail: true });
       done.push(p);
     }
   }
@@ -128,8 +76,8 @@ export async function unmountAll(dir: string): Promise<string[]> {
 /** Remove a network namespace file that `ip netns add` or a runtime bind-mounted. */
 export async function removeNetnsFile(path: string): Promise<void> {
   if (!(await exists(path))) return;
-  await run(["umount", path]);
-  await run(["umount", "-l", path]);
+  await run(["umount", path], { allowFail: true });
+  await run(["umount", "-l", path], { allowFail: true });
   try {
     await Deno.remove(path);
   } catch (e) {

@@ -28,7 +28,9 @@ import { reconfigureNode, setUpNode, tearDownNode, type TestNode } from "../../l
 import { pluginEntry } from "../../../src/install/plan.ts";
 import { Observer, type ObserverCounts } from "../../lib/observer.ts";
 import type { Mount } from "./cri.ts";
-import { exists, repoRoot, run, runOk } from "./proc.ts";
+import { exists, repoRoot } from "./proc.ts";
+import { type Child, run, spawn } from "../../lib/run.ts";
+import { addVeth, deleteNetns, Netns } from "../../lib/netns.ts";
 
 export const UDP = 17;
 export const TCP = 6;
@@ -99,8 +101,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A free 198.19.<x>.0/24 (no address or route of the host uses it yet). */
 async function freeThirdOctet(): Promise<number> {
-  const used = (await run(["ip", "-4", "route", "show", "table", "all"])).stdout +
-    (await run(["ip", "-4", "-o", "addr"])).stdout;
+  const used =
+    (await run(["ip", "-4", "route", "show", "table", "all"], { allowFail: true })).stdout +
+    (await run(["ip", "-4", "-o", "addr"], { allowFail: true })).stdout;
   for (let i = 0; i < 200; i++) {
     const x = 1 + Math.floor(Math.random() * 254);
     if (!used.includes(`198.19.${x}.`) && !used.includes(`198.18.${x}.`)) return x;
@@ -155,7 +158,7 @@ export class TsnNode {
   observer: Observer | undefined;
   /** The node as install set it up (its parsed config included). */
   node: TestNode | undefined;
-  #procs: Deno.ChildProcess[] = [];
+  #procs: Child[] = [];
   #savedForward: string | undefined;
   #cleaned = false;
 
@@ -194,24 +197,21 @@ export class TsnNode {
 
   async #setup(): Promise<void> {
     const [tsn, far, ns] = [this.tsnIf, this.farIf, this.farNs];
-    await runOk(["ip", "netns", "add", ns]);
-    await runOk(["ip", "link", "add", tsn, "type", "veth", "peer", "name", far, "netns", ns]);
+    const farNs = await Netns.create({ name: ns, ipv6: false });
+    await addVeth(tsn, { name: far, netns: farNs }, { up: false });
     // No IPv6 on the TSN link: only the test's IPv4 traffic leaves it.
     await Deno.writeTextFile(`/proc/sys/net/ipv6/conf/${tsn}/disable_ipv6`, "1");
-    await runOk(["ip", "addr", "add", `${this.hostIp}/24`, "dev", tsn]);
-    await runOk(["ip", "link", "set", tsn, "up"]);
-    const inFar = (argv: string[]) => runOk(["ip", "netns", "exec", ns, ...argv]);
-    await inFar(["sysctl", "-qw", `net.ipv6.conf.all.disable_ipv6=1`]);
-    await inFar(["ip", "link", "set", "lo", "up"]);
-    await inFar(["ip", "addr", "add", `${this.farIp}/24`, "dev", far]);
-    await inFar(["ip", "link", "set", far, "up"]);
+    await run(["ip", "addr", "add", `${this.hostIp}/24`, "dev", tsn]);
+    await run(["ip", "link", "set", tsn, "up"]);
+    await farNs.ip("addr", "add", `${this.farIp}/24`, "dev", far);
+    await farNs.ip("link", "set", far, "up");
 
     this.#savedForward = (await Deno.readTextFile("/proc/sys/net/ipv4/ip_forward")).trim();
     await Deno.writeTextFile("/proc/sys/net/ipv4/ip_forward", "1");
 
     const t = this.nftTable;
     const p = this.farPort;
-    await runOk(["nft", "-f", "-"], {
+    await run(["nft", "-f", "-"], {
       stdin: `table ip ${t} {
   chain pre {
     type nat hook prerouting priority dstnat; policy accept;
@@ -237,8 +237,9 @@ export class TsnNode {
     this.#spawn(["socat", "-u", `UDP-RECV:${p}`, "/dev/null"]);
     this.#spawn(["socat", "-u", `TCP-LISTEN:${p},reuseaddr,fork`, "/dev/null"]);
     // A static neighbour: no first packet waits in the neighbour queue, no ARP noise.
-    const mac = (await inFar(["cat", `/sys/class/net/${far}/address`])).trim();
-    await runOk([
+    const mac = (await farNs.run(["cat", `/sys/class/net/${far}/address`], { netnsSysfs: true }))
+      .stdout.trim();
+    await run([
       "ip",
       "neigh",
       "replace",
@@ -254,14 +255,7 @@ export class TsnNode {
   }
 
   #spawn(argv: string[]): void {
-    this.#procs.push(
-      new Deno.Command("ip", {
-        args: ["netns", "exec", this.farNs, ...argv],
-        stdin: "null",
-        stdout: "null",
-        stderr: "null",
-      }).spawn(),
-    );
+    this.#procs.push(spawn(argv, { netns: this.farNs, stdout: "null", stderr: "null" }));
   }
 
   /**
@@ -374,7 +368,7 @@ export class TsnNode {
   /** BPF links anywhere on the system running one of the node's programs (tcx attachments). */
   async links(role: ProgramRole): Promise<Array<{ id: number; ifindex?: number }>> {
     const prog = this.progId(role);
-    const out = await runOk(["bpftool", "-j", "link", "show"]);
+    const out = (await run(["bpftool", "-j", "link", "show"])).stdout;
     const links = JSON.parse(out) as Array<{ id: number; prog_id: number; ifindex?: number }>;
     return links.filter((l) => l.prog_id === prog).map((l) => ({ id: l.id, ifindex: l.ifindex }));
   }
@@ -395,16 +389,7 @@ export class TsnNode {
    */
   async podEgressPrograms(netns: string, ifname = "eth0"): Promise<string[]> {
     if (this.podApi === "tcx") return queryTcx(ifname, "egress", netns).map((p) => p.name);
-    const out = await runOk([
-      "nsenter",
-      `--net=${netns}`,
-      "tc",
-      "filter",
-      "show",
-      "dev",
-      ifname,
-      "egress",
-    ]);
+    const out = (await run(["tc", "filter", "show", "dev", ifname, "egress"], { netns })).stdout;
     return [...out.matchAll(/bpf .*?name (\S+)/g)].map((m) => m[1]);
   }
 
@@ -423,26 +408,18 @@ export class TsnNode {
     await step("observer", () => this.observer?.detach());
     this.observer = undefined;
     for (const p of this.#procs) {
-      await step("far sink", async () => {
-        try {
-          p.kill("SIGKILL");
-        } catch { /* gone */ }
-        await p.status;
-      });
+      await step("far sink", () => p.stop());
     }
     this.#procs = [];
     await step("datapath", () => tearDownNode({ bpffs: this.bpffs }));
     if (await exists(this.bpffs)) problems.push(`pin root ${this.bpffs} left`);
     await step("TSN veth", async () => {
-      const r = await run(["ip", "link", "del", this.tsnIf]);
+      const r = await run(["ip", "link", "del", this.tsnIf], { allowFail: true });
       if (r.code !== 0 && !/Cannot find device/.test(r.stderr)) throw new Error(r.stderr.trim());
     });
-    await step("far netns", async () => {
-      const r = await run(["ip", "netns", "del", this.farNs]);
-      if (r.code !== 0 && !/No such file/.test(r.stderr)) throw new Error(r.stderr.trim());
-    });
+    await step("far netns", () => deleteNetns(this.farNs));
     await step("nft table", async () => {
-      const r = await run(["nft", "delete", "table", "ip", this.nftTable]);
+      const r = await run(["nft", "delete", "table", "ip", this.nftTable], { allowFail: true });
       if (r.code !== 0 && !/No such file/.test(r.stderr)) throw new Error(r.stderr.trim());
     });
     if (this.#savedForward !== undefined) {
@@ -457,11 +434,13 @@ export class TsnNode {
   async leftovers(): Promise<string[]> {
     const left: string[] = [];
     if (await exists(this.bpffs)) left.push(`pin root ${this.bpffs}`);
-    if ((await run(["ip", "link", "show", "dev", this.tsnIf])).code === 0) {
+    if ((await run(["ip", "link", "show", "dev", this.tsnIf], { allowFail: true })).code === 0) {
       left.push(`link ${this.tsnIf}`);
     }
     if (await exists(`/run/netns/${this.farNs}`)) left.push(`netns ${this.farNs}`);
-    if ((await run(["nft", "list", "table", "ip", this.nftTable])).code === 0) {
+    if (
+      (await run(["nft", "list", "table", "ip", this.nftTable], { allowFail: true })).code === 0
+    ) {
       left.push(`nft table ${this.nftTable}`);
     }
     return left;
@@ -475,7 +454,7 @@ export class TsnNode {
 /** Wait until the far end's TCP sink accepts connections. */
 async function waitListening(ns: string, port: number): Promise<void> {
   for (let i = 0; i < 100; i++) {
-    const r = await run(["ip", "netns", "exec", ns, "ss", "-Hltn", `sport = :${port}`]);
+    const r = await run(["ss", "-Hltn", `sport = :${port}`], { netns: ns, allowFail: true });
     if (r.stdout.trim()) return;
     await sleep(50);
   }
@@ -484,7 +463,7 @@ async function waitListening(ns: string, port: number): Promise<void> {
 
 /** Host-side ports of a bridge (pod veths still plugged in). */
 export async function bridgePorts(bridge: string): Promise<string[]> {
-  const r = await run(["ip", "-o", "link", "show", "master", bridge]);
+  const r = await run(["ip", "-o", "link", "show", "master", bridge], { allowFail: true });
   if (r.code !== 0) return [];
   return [...r.stdout.matchAll(/^\d+: ([^:@]+)/gm)].map((m) => m[1]);
 }

@@ -33,7 +33,9 @@ import { PinLayout, PROGRAMS } from "../../../src/bpf/pins.ts";
 import { findLink, listClasses } from "../../../src/netlink/mod.ts";
 import { withNetns } from "../../../src/util/netns.ts";
 import { versionInfo } from "../../../src/build_info.ts";
-import { report, run } from "./report.ts";
+import { report } from "./report.ts";
+import { run } from "../../lib/run.ts";
+import { addVeth, Netns } from "../../lib/netns.ts";
 
 const CHECKOUT = new URL("../../..", import.meta.url).pathname.replace(/\/$/, "");
 const MAIN = `${CHECKOUT}/main.ts`;
@@ -69,9 +71,10 @@ function noIpv6(netns?: string): void {
 noIpv6();
 write("/proc/sys/net/ipv4/ip_forward", "1");
 
-await ip("netns", "add", "far");
-noIpv6("/run/netns/far");
-await ip("link", "add", "tsn0", "type", "veth", "peer", "name", "far0", "netns", "far");
+// The arm64 userland has iproute2 but no nsenter: namespaces through `ip` and withNetns only.
+const far = await Netns.create({ name: "far", lo: false });
+noIpv6(far.path);
+await addVeth("tsn0", { name: "far0", netns: far }, { up: false });
 await ip("addr", "add", "198.18.0.1/24", "dev", "tsn0");
 await ip("link", "set", "tsn0", "up");
 await ip("-n", "far", "addr", "add", `${FAR}/24`, "dev", "far0");
@@ -106,9 +109,9 @@ async function addPod(n: number): Promise<Pod> {
     addr: `10.244.${n}.10`,
     gateway: `10.244.${n}.1`,
   };
-  await ip("netns", "add", pod.name);
+  await Netns.create({ name: pod.name, lo: false });
   noIpv6(pod.netns);
-  await ip("link", "add", "eth0", "netns", pod.name, "type", "veth", "peer", "name", pod.host);
+  await addVeth({ name: "eth0", netns: pod.name }, pod.host, { up: false });
   await ip("addr", "add", `${pod.gateway}/24`, "dev", pod.host);
   await ip("link", "set", pod.host, "up");
   await ip("-n", pod.name, "link", "set", "lo", "up");
@@ -160,8 +163,7 @@ async function cni(command: "ADD" | "DEL", pod: Pod): Promise<void> {
       ips: [{ address: `${pod.addr}/24`, gateway: pod.gateway, interface: 1 }],
     },
   };
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", "--no-lock", MAIN, "cni"],
+  const out = await run([Deno.execPath(), "run", "-A", "--quiet", "--no-lock", MAIN, "cni"], {
     clearEnv: true,
     env: {
       PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
@@ -171,20 +173,11 @@ async function cni(command: "ADD" | "DEL", pod: Pod): Promise<void> {
       CNI_IFNAME: "eth0",
       CNI_PATH: "/opt/cni/bin",
     },
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const w = child.stdin.getWriter();
-  await w.write(new TextEncoder().encode(JSON.stringify(entry)));
-  await w.close();
-  const out = await child.output();
-  if (!out.success) {
-    const dec = new TextDecoder();
-    throw new Error(
-      `CNI ${command} ${pod.name} exited ${out.code}: ${dec.decode(out.stdout)} ` +
-        dec.decode(out.stderr),
-    );
+    stdin: JSON.stringify(entry),
+    allowFail: true,
+  });
+  if (out.code !== 0) {
+    throw new Error(`CNI ${command} ${pod.name} exited ${out.code}: ${out.stdout} ${out.stderr}`);
   }
 }
 

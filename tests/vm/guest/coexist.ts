@@ -25,7 +25,9 @@ import { Observer, type ObserverCounts } from "../../lib/observer.ts";
 import { chainAdd, type Conflist } from "../../../scripts/lib/cni_chain.ts";
 import { type StandinCounts, StandinDatapath } from "../../lib/standins.ts";
 import { installKubeProxy, ipvsServices, kubeMarkSeen } from "../../lib/kube_proxy.ts";
-import { loadModules, report, run } from "./report.ts";
+import { loadModules, report } from "./report.ts";
+import { run } from "../../lib/run.ts";
+import { Netns } from "../../lib/netns.ts";
 
 const KERNEL = Deno.osRelease();
 const NETKIT = !KERNEL.startsWith("6.1.");
@@ -51,7 +53,7 @@ const MAC = (n: number) => `02:00:00:00:00:${n.toString(16).padStart(2, "0")}`;
 
 async function topology() {
   await sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv4.ip_forward=1");
-  await sh("ip", "netns", "add", "far");
+  await Netns.create({ name: "far", lo: false });
   const batch = async (lines: string[], ns?: string) => {
     await Deno.writeTextFile(`${DIR}/ip.batch`, lines.join("\n") + "\n");
     await run(["ip", ...(ns ? ["-n", ns] : []), "-batch", `${DIR}/ip.batch`]);
@@ -85,7 +87,7 @@ for argv in json.loads(sys.argv[2]):
             raise
 `;
 async function send(ns: string, argvs: string[][]) {
-  await run(["ip", "netns", "exec", ns, "python3", "-c", RUNPY, SENDER, JSON.stringify(argvs)]);
+  await run(["python3", "-c", RUNPY, SENDER, JSON.stringify(argvs)], { netns: ns });
 }
 
 interface Case {
@@ -160,9 +162,9 @@ async function measure(
 }
 
 async function addPod(conf: Conflist, id: string): Promise<void> {
-  await sh("ip", "netns", "add", id);
+  const { path } = await Netns.create({ name: id, lo: false });
   const t = performance.now();
-  await chainAdd(conf, { containerId: id, netns: `/run/netns/${id}`, binDir: LOC.cniBinDir });
+  await chainAdd(conf, { containerId: id, netns: path, binDir: LOC.cniBinDir });
   timings[`ADD ${id} (ms)`] = Math.round(performance.now() - t);
 }
 
@@ -225,7 +227,7 @@ try {
       ],
     };
     await addPod(conf, "nkpod");
-    const links = (await run(["ip", "-d", "link", "show"])).out;
+    const links = (await run(["ip", "-d", "link", "show"])).stdout;
     notes.push(...links.split("\n").filter((l) => /netkit/.test(l)).map((l) => l.trim()));
     sti.reset();
     await measure(obs, "cilium-netkit", "pod -> far end", "nkpod", FAR, 8080);
@@ -269,7 +271,7 @@ try {
   await addPod(ipvsConf, "ipvspod");
   await measure(obs, "kube-proxy ipvs", "ClusterIP", "ipvspod", svc.clusterIp, svc.port);
   await measure(obs, "kube-proxy ipvs", "NodePort", "ipvspod", NODE, svc.nodePort);
-  notes.push((await run(["ipvsadm", "-L", "-n", "--stats"])).out);
+  notes.push((await run(["ipvsadm", "-L", "-n", "--stats"])).stdout);
   const marked = await kubeMarkSeen("ipvs");
   if (marked) failures.push(`kube-proxy ipvs: ${marked} pod packets arrived with 0x4000 set`);
 } catch (e) {

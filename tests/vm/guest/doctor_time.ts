@@ -17,7 +17,9 @@ import { encode } from "../../../src/ffi/structs/layout.ts";
 import { ADJ_TAI, Timex } from "../../../src/ffi/structs/time.ts";
 import { findLink } from "../../../src/netlink/mod.ts";
 import { DEFAULTS } from "../../../src/options.ts";
-import { report, run } from "./report.ts";
+import { report } from "./report.ts";
+import { type Child, run, spawn } from "../../lib/run.ts";
+import { addVeth } from "../../lib/netns.ts";
 
 interface Verdict {
   status: string;
@@ -54,7 +56,7 @@ async function measuredTaiMinusUtc(): Promise<number> {
     "-c",
     "import time; print(round((time.clock_gettime_ns(time.CLOCK_TAI) - time.time_ns()) / 1e9))",
   ]);
-  return Number(out.out.trim());
+  return Number(out.stdout.trim());
 }
 
 async function look(step: string, ifname: string): Promise<Step> {
@@ -88,58 +90,25 @@ async function runFix(s: Step, id: string): Promise<void> {
     return;
   }
   s.ranFix = fix;
-  const r = await run(["bash", "-c", fix], false);
-  if (r.code !== 0) failures.push(`${s.step}: the fix for ${id} failed: ${fix}\n${r.out}`);
+  const r = await run(["bash", "-c", fix], { allowFail: true });
+  if (r.code !== 0) {
+    failures.push(`${s.step}: the fix for ${id} failed: ${fix}\n${r.stdout}${r.stderr}`);
+  }
 }
 
-class Daemon {
-  readonly child: Deno.ChildProcess;
-  out = "";
-  exited?: number;
-  #done: Promise<unknown>;
-  constructor(readonly argv: string[]) {
-    this.child = new Deno.Command(argv[0], {
-      args: argv.slice(1),
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const dec = new TextDecoder();
-    const pump = async (st: ReadableStream<Uint8Array>) => {
-      for await (const c of st) this.out += dec.decode(c);
-    };
-    this.#done = Promise.all([pump(this.child.stdout), pump(this.child.stderr)]);
-    this.child.status.then((st) => this.exited = st.code);
-  }
-  /** Waits until the process runs its main loop (a line matching re), or 60 s under TCG. */
-  async started(re: RegExp): Promise<void> {
-    const until = Date.now() + 60_000;
-    while (!re.test(this.out)) {
-      if (Date.now() > until) throw new Error(`${this.argv.join(" ")} did not start: ${this.out}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  async stop(): Promise<void> {
-    try {
-      this.child.kill("SIGTERM");
-    } catch {
-      // gone
-    }
-    await this.child.status;
-    await this.#done;
-  }
-}
+/** A daemon (ptp4l, phc2sys) running while the checks look; -m logs its states. */
+const daemon = (argv: string[]) => spawn(argv);
+/** Under TCG a daemon may take a minute to reach its main loop. */
+const STARTED_MS = 60_000;
 
 const tc = (...args: string[]) => run(["tc", ...args]);
 const MAP2 = ["map", "0", "1", ..."00000000000000".split(""), "queues", "1@0", "1@1"];
 const originalTai = readClockState().taiOffset;
-const daemons: Daemon[] = [];
+const daemons: Child[] = [];
 
 try {
   await run(["ip", "link", "set", "eth0", "up"]);
-  await run(["ip", "link", "add", "veth0", "numtxqueues", "4", "type", "veth", "peer", "veth1"]);
-  await run(["ip", "link", "set", "veth0", "up"]);
-  await run(["ip", "link", "set", "veth1", "up"]);
+  await addVeth({ name: "veth0", txQueues: 4 }, "veth1");
 
   // The NIC with nothing running: a PHC, no ptp4l, no phc2sys; the TAI offset unset.
   setTai(0);
@@ -257,9 +226,9 @@ try {
   await look("veth: after the txtime-assist fix", "veth0");
 
   // ptp4l with hardware time stamping on the NIC, then phc2sys in four ways.
-  const ptp4l = new Daemon(["ptp4l", "-i", "eth0", "-H", "-m"]);
+  const ptp4l = daemon(["ptp4l", "-i", "eth0", "-H", "-m"]);
   daemons.push(ptp4l);
-  await ptp4l.started(/INITIALIZING to LISTENING/);
+  await ptp4l.ready(/INITIALIZING to LISTENING/, STARTED_MS);
   await look("nic: ptp4l -H", "eth0");
   for (
     const [name, argv] of [
@@ -271,26 +240,26 @@ try {
       ["phc2sys -a", ["phc2sys", "-a", "-m"]],
     ] as const
   ) {
-    const d = new Daemon([...argv]);
+    const d = daemon([...argv]);
     daemons.push(d);
     // Started: the process exists (phc2sys -w/-a wait for ptp4l before printing anything).
     await new Promise((r) => setTimeout(r, 1000));
-    if (d.exited !== undefined) failures.push(`${argv.join(" ")} exited ${d.exited}: ${d.out}`);
+    if (d.exited) failures.push(`${argv.join(" ")} exited ${d.exited.code}: ${d.output}`);
     await look(`nic: ptp4l -H, ${name}`, "eth0");
-    await d.stop();
+    await d.stop("SIGTERM");
   }
-  await ptp4l.stop();
+  await ptp4l.stop("SIGTERM");
 
-  const soft = new Daemon(["ptp4l", "-i", "eth0", "-S", "-m"]);
+  const soft = daemon(["ptp4l", "-i", "eth0", "-S", "-m"]);
   daemons.push(soft);
-  await soft.started(/INITIALIZING to LISTENING/);
+  await soft.ready(/INITIALIZING to LISTENING/, STARTED_MS);
   await look("nic: ptp4l -S", "eth0");
-  await soft.stop();
+  await soft.stop("SIGTERM");
   await look("nic: all stopped", "eth0");
 } catch (e) {
   failures.push(e instanceof Error ? e.stack ?? e.message : String(e));
 } finally {
-  for (const d of daemons) await d.stop();
+  for (const d of daemons) await d.stop("SIGTERM");
   setTai(originalTai);
 }
 

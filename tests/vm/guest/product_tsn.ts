@@ -33,8 +33,9 @@ import { formatNodePlan, type NodePlan, planIsEmpty } from "../../../src/install
 import { runUninstall } from "../../../src/install/uninstall.ts";
 import { findLink, listBpfFilters, listQdiscs, TC_H_ROOT } from "../../../src/netlink/mod.ts";
 import { withNetns } from "../../../src/util/netns.ts";
-import { report, run } from "./report.ts";
-import { run as runProcess } from "../../lib/run.ts";
+import { report } from "./report.ts";
+import { run } from "../../lib/run.ts";
+import { Netns } from "../../lib/netns.ts";
 
 /** Guest uptime when this module started running (its imports loaded): start-up cost. */
 const UPTIME_AT_START = Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]);
@@ -74,13 +75,14 @@ const SCHEDULE = "base-time 0 sched-entry S 0f 500000 sched-entry S 05 500000 cl
 // topology
 
 const sh = (...argv: string[]) => run(argv);
-const inNs = (ns: string, ...argv: string[]) => run(["ip", "netns", "exec", ns, ...argv]);
 /** Runs `ip` commands (one a line) in one process: process starts are slow under TCG. */
 async function ipBatch(lines: string[], ns?: string) {
   await Deno.writeTextFile(`${DIR}/ip.batch`, lines.join("\n") + "\n");
   await run(["ip", ...(ns ? ["-n", ns] : []), "-batch", `${DIR}/ip.batch`]);
 }
 const NO_IPV6 = ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"];
+/** A namespace with IPv6 off (no autoconf or MLD frames in the counts). */
+const quietNetns = (name: string) => Netns.create({ name, lo: false, ipv6: false });
 /** Fixed MACs: static neighbours and prevResult need no lookups. */
 const MAC = (n: number) => `02:00:00:00:00:${n.toString(16).padStart(2, "0")}`;
 
@@ -102,8 +104,7 @@ async function loadNftModules() {
  * static neighbours both ways, MACs 02:..:m and m+1.
  */
 async function addTsnVeth(dev: string, peer: string, ns: string, net: string, m: number) {
-  await sh("ip", "netns", "add", ns);
-  await inNs(ns, "sysctl", "-qw", ...NO_IPV6);
+  await quietNetns(ns);
   await ipBatch([
     `link add ${dev} address ${MAC(m)} numtxqueues 4 numrxqueues 4 type veth peer name ${peer} ` +
     `address ${MAC(m + 1)} netns ${ns} numtxqueues 4 numrxqueues 4`,
@@ -122,8 +123,7 @@ async function addTsnVeth(dev: string, peer: string, ns: string, net: string, m:
 /** pod<n>: eth0 10.244.n.10/24 (MAC m+1), default via the node's vpod<n> (10.244.n.1, MAC m). */
 async function addPod(n: number, m: number) {
   const ns = `pod${n}`;
-  await sh("ip", "netns", "add", ns);
-  await inNs(ns, "sysctl", "-qw", ...NO_IPV6);
+  await quietNetns(ns);
   await ipBatch([
     `link add vpod${n} address ${MAC(m)} type veth peer name eth0 address ${
       MAC(m + 1)
@@ -231,7 +231,7 @@ async function send(ns: string, sends: Send[], dst = FAR) {
     ...(s.txtime ? ["--txtime", "tai", "--txtime-offset-ms", String(TXTIME_OFFSET_MS)] : []),
   ]);
   const argv = ["python3", "-c", RUNPY, SENDER, JSON.stringify(argvs)];
-  await (ns ? inNs(ns, ...argv) : run(argv));
+  await run(argv, { netns: ns || undefined });
 }
 
 interface Row {
@@ -292,7 +292,7 @@ async function cniExec(
   stdin: unknown,
 ): Promise<CniRun> {
   const t = performance.now();
-  const out = await runProcess([`${LOC.cniBinDir}/tsnproxy`], {
+  const out = await run([`${LOC.cniBinDir}/tsnproxy`], {
     env: {
       CNI_COMMAND: command,
       CNI_CONTAINERID: containerId,
@@ -413,7 +413,7 @@ function leftovers(): string[] {
 /** One string per qdisc of `dev` (its `tc qdisc show` lines joined), sorted. */
 async function qdiscShape(dev = "tsn0"): Promise<string[]> {
   const out: string[] = [];
-  for (const line of (await run(["tc", "qdisc", "show", "dev", dev])).out.split("\n")) {
+  for (const line of (await run(["tc", "qdisc", "show", "dev", dev])).stdout.split("\n")) {
     if (line.startsWith("qdisc ")) out.push(line.trim());
     else if (line.trim() && out.length) out[out.length - 1] += " " + line.trim();
   }
@@ -658,7 +658,9 @@ console.log(`timings (ms since start): ${JSON.stringify(timings)}`);
 console.log(`CNI plugin runs (ms): ${JSON.stringify(cniRuns)}`);
 if (failures.length > 0) {
   console.log("\nFAILURES:\n  " + failures.join("\n  "));
-  console.log((await run(["tc", "-s", "-d", "qdisc", "show", "dev", "tsn0"], false)).out);
+  console.log(
+    (await run(["tc", "-s", "-d", "qdisc", "show", "dev", "tsn0"], { allowFail: true })).stdout,
+  );
 }
 report("product", {
   kernel: KERNEL,

@@ -12,7 +12,9 @@
  * (the product's libmnl code will take over).
  * Prints a table and a TSNVM-JSON "tsn-baseline" result; exits 1 when a leaf count is off.
  */
-import { report, run } from "./report.ts";
+import { report } from "./report.ts";
+import { run } from "../../lib/run.ts";
+import { addVeth, Netns } from "../../lib/netns.ts";
 
 const PRIOS = [0, 1, 2, 3];
 /** Distinct per priority so a swapped mapping cannot pass. */
@@ -42,7 +44,7 @@ for prio, count, offset_ns in json.loads(sys.argv[1]):
 const tcA = (...args: string[]) => run(["tc", "-n", "a", ...args]);
 
 async function send(plan: [prio: number, count: number, txtimeOffsetNs: number][]) {
-  await run(["ip", "netns", "exec", "a", "python3", "-c", SENDER, JSON.stringify(plan)]);
+  await run(["python3", "-c", SENDER, JSON.stringify(plan)], { netns: "a" });
 }
 
 interface Stat {
@@ -70,8 +72,8 @@ function parseStats(text: string, what: "class" | "qdisc"): Map<string, Stat> {
 
 async function readStats() {
   return {
-    classes: parseStats((await tcA("-s", "class", "show", "dev", "veth0")).out, "class"),
-    qdiscs: parseStats((await tcA("-s", "qdisc", "show", "dev", "veth0")).out, "qdisc"),
+    classes: parseStats((await tcA("-s", "class", "show", "dev", "veth0")).stdout, "class"),
+    qdiscs: parseStats((await tcA("-s", "qdisc", "show", "dev", "veth0")).stdout, "qdisc"),
   };
 }
 type Stats = Awaited<ReturnType<typeof readStats>>;
@@ -130,15 +132,11 @@ function record(scenario: string, major: string, stats: Stats, sent: (p: number)
 }
 
 // --- topology: a/veth0 (4 tx queues) <-> b/veth1; no IPv6, static ARP: only our UDP leaves
-for (const ns of ["a", "b"]) {
-  await run(["ip", "netns", "add", ns]);
-  await run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-  await run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
-}
-await run([
-  ..."ip -n a link add veth0 numtxqueues 4 numrxqueues 4 type veth peer name veth1".split(" "),
-  ..."netns b numtxqueues 4 numrxqueues 4".split(" "),
-]);
+for (const name of ["a", "b"]) await Netns.create({ name, lo: false, ipv6: false });
+const q4 = { txQueues: 4, rxQueues: 4 };
+await addVeth({ name: "veth0", netns: "a", ...q4 }, { name: "veth1", netns: "b", ...q4 }, {
+  up: false,
+});
 await run(["ip", "-n", "a", "addr", "add", "10.0.0.1/24", "dev", "veth0"]);
 await run(["ip", "-n", "b", "addr", "add", "10.0.0.2/24", "dev", "veth1"]);
 for (const [ns, dev] of [["a", "veth0"], ["b", "veth1"], ["a", "lo"], ["b", "lo"]]) {
@@ -146,7 +144,7 @@ for (const [ns, dev] of [["a", "veth0"], ["b", "veth1"], ["a", "lo"], ["b", "lo"
 }
 // Static neighbours both ways: no ARP (priority 0) on veth0, not even for b's ICMP replies.
 const mac = async (ns: string, dev: string): Promise<string> =>
-  JSON.parse((await run(["ip", "-n", ns, "-j", "link", "show", dev])).out)[0].address;
+  JSON.parse((await run(["ip", "-n", ns, "-j", "link", "show", dev])).stdout)[0].address;
 await run([
   "ip",
   "-n",
@@ -264,8 +262,8 @@ for (const r of rows) {
 console.log(`timings (ms since start): ${JSON.stringify(timings)}`);
 if (failures.length > 0) {
   console.log("\nFAILURES:\n  " + failures.join("\n  "));
-  console.log((await tcA("-s", "-d", "qdisc", "show", "dev", "veth0")).out);
-  console.log((await tcA("-s", "class", "show", "dev", "veth0")).out);
+  console.log((await tcA("-s", "-d", "qdisc", "show", "dev", "veth0")).stdout);
+  console.log((await tcA("-s", "class", "show", "dev", "veth0")).stdout);
 }
 report("tsn-baseline", { kernel, rows, failures, taprioClassStats, timings });
 Deno.exit(failures.length === 0 ? 0 : 1);

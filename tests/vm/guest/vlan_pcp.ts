@@ -31,8 +31,10 @@ import { interfaceChecks } from "../../../src/doctor/checks_net.ts";
 import { parseNodeConfig } from "../../../src/config/node.ts";
 import { findLink } from "../../../src/netlink/mod.ts";
 import { restorerAttached } from "../../../src/bpf/node.ts";
-import { loadModules, report, run } from "./report.ts";
-import { run as runProcess } from "../../lib/run.ts";
+import { loadModules, report } from "./report.ts";
+import { run } from "../../lib/run.ts";
+import { Netns } from "../../lib/netns.ts";
+import { capturePcp, type PcpCounts } from "../../lib/pcp_capture.ts";
 
 const failures: string[] = [];
 const check = (ok: boolean, what: string) => {
@@ -42,7 +44,6 @@ const check = (ok: boolean, what: string) => {
 
 const KERNEL = Deno.osRelease();
 const SENDER = new URL("../../lib/sender.py", import.meta.url).pathname;
-const CAPTURE = new URL("../../lib/pcp_capture.py", import.meta.url).pathname;
 const CHECKOUT = new URL("../../..", import.meta.url).pathname.replace(/\/$/, "");
 const FIXTURE = `${CHECKOUT}/tests/fixtures/cni/bridge/10-bridge.conflist`;
 const DIR = "/tmp/tsnp";
@@ -60,10 +61,11 @@ const COUNT = [3, 4, 5, 6, 7, 8];
 const MAP: Record<string, number> = { "0": 1, "1": 2, "2": 4, "3": 6, "5": 7 };
 const PORT = (prio: number) => 9000 + prio;
 const NO_IPV6 = ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"];
+/** A namespace with IPv6 off (no autoconf or MLD frames in the capture). */
+const quietNetns = (name: string) => Netns.create({ name, lo: false, ipv6: false });
 const MAC = (n: number) => `02:00:00:00:00:${n.toString(16).padStart(2, "0")}`;
 
 const sh = (...argv: string[]) => run(argv);
-const inNs = (ns: string, ...argv: string[]) => run(["ip", "netns", "exec", ns, ...argv]);
 async function ipBatch(lines: string[], ns?: string) {
   await Deno.writeTextFile(`${DIR}/ip.batch`, lines.join("\n") + "\n");
   await run(["ip", ...(ns ? ["-n", ns] : []), "-batch", `${DIR}/ip.batch`]);
@@ -71,8 +73,7 @@ async function ipBatch(lines: string[], ns?: string) {
 
 async function topology() {
   await sh("sysctl", "-qw", ...NO_IPV6, "net.ipv4.ip_forward=1");
-  await sh("ip", "netns", "add", "far");
-  await inNs("far", "sysctl", "-qw", ...NO_IPV6);
+  await quietNetns("far");
   await ipBatch([
     `link add tsn0 address ${MAC(1)} type veth peer name far0 address ${MAC(2)} netns far`,
     "link set tsn0 up",
@@ -84,8 +85,7 @@ async function topology() {
   await ipBatch(["link set far0 up", "link set lo up"], "far");
   for (const n of [0, 1]) {
     const ns = `pod${n}`;
-    await sh("ip", "netns", "add", ns);
-    await inNs(ns, "sysctl", "-qw", ...NO_IPV6);
+    await quietNetns(ns);
     await ipBatch([
       `link add vpod${n} address ${MAC(0x10 + 2 * n)} type veth peer name eth0 address ${
         MAC(0x11 + 2 * n)
@@ -123,42 +123,15 @@ async function sendAll(ns: string, sends: { prio: number; count: number; port: n
     ...["--prio", String(s.prio)],
   ]);
   const argv = ["python3", "-c", RUNPY, SENDER, JSON.stringify(argvs)];
-  await (ns ? inNs(ns, ...argv) : run(argv));
-}
-
-interface Capture {
-  ports: Record<string, Record<string, number>>;
-  untagged: Record<string, number>;
-  vids: number[];
-  stopped: boolean;
+  await run(argv, { netns: ns || undefined });
 }
 
 /** What far0 saw while `pod` sent every priority: port -> PCP -> frames. */
-async function capture(pod: string): Promise<Capture> {
-  const child = new Deno.Command("ip", {
-    args: ["netns", "exec", "far", "python3", CAPTURE, "--ifname", "far0", "--stop-port", "9999"],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const reader = child.stdout.getReader();
-  const dec = new TextDecoder();
-  let out = "";
-  while (!out.includes("ready\n")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    out += dec.decode(value);
-  }
-  await sendAll(pod, PRIOS.map((p) => ({ prio: p, count: COUNT[p], port: PORT(p) })));
-  await sendAll("", [{ prio: 0, count: 1, port: 9999 }]);
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    out += dec.decode(value);
-  }
-  const status = await child.status;
-  const err = dec.decode(await new Response(child.stderr).arrayBuffer());
-  if (!status.success) throw new Error(`capture failed: ${err}`);
-  return JSON.parse(out.slice(out.indexOf("ready\n") + 6).trim());
+function capture(pod: string): Promise<PcpCounts> {
+  return capturePcp("far", "far0", async () => {
+    await sendAll(pod, PRIOS.map((p) => ({ prio: p, count: COUNT[p], port: PORT(p) })));
+    await sendAll("", [{ prio: 0, count: 1, port: 9999 }]);
+  });
 }
 
 interface Row {
@@ -201,7 +174,7 @@ async function measure(
 /** tsn0.100's egress map as our netlink layer reads it, and as iproute2 prints it. */
 async function maps(): Promise<{ ours: [number, number][]; iproute2: string }> {
   const ours = findLink("tsn0.100")?.vlan?.egress ?? [];
-  const d = (await run(["ip", "-d", "link", "show", "dev", "tsn0.100"])).out;
+  const d = (await run(["ip", "-d", "link", "show", "dev", "tsn0.100"])).stdout;
   const m = /egress-qos-map \{([^}]*)\}/.exec(d);
   return { ours, iproute2: (m?.[1] ?? "").trim().replace(/\s+/g, " ") };
 }
@@ -222,7 +195,7 @@ async function cniAdd(n: number): Promise<boolean> {
     routes: [{ dst: "0.0.0.0/0" }],
     dns: {},
   };
-  const r = await runProcess([`${LOC.cniBinDir}/tsnproxy`], {
+  const r = await run([`${LOC.cniBinDir}/tsnproxy`], {
     env: {
       CNI_COMMAND: "ADD",
       CNI_CONTAINERID: `pod${n}-${"0".repeat(60)}`.slice(0, 64),

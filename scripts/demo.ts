@@ -40,6 +40,7 @@
  * pod and phase), `doctor`, `status`, `standin` (the stand-in's view), `vlan` (the VLAN PCP
  * row: `skipped` with the reason, or its `rows` by PCP seen at the far end) and `leftovers`.
  */
+import { lexists } from "../src/util/fs.ts";
 import { chainAdd, chainDel, type Conflist } from "./lib/cni_chain.ts";
 import { Observer } from "../tests/lib/observer.ts";
 import { tearDownNode } from "../tests/lib/node.ts";
@@ -437,15 +438,6 @@ async function tsnproxy(node: Topology, args: string[], allowFail = false) {
   return await run([launcher, ...args], { netns: node.nodePath, allowFail });
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 const topo = await createTopology({ pods: 0, bridge: false });
 const tmp = await Deno.makeTempDir({ prefix: "tsnproxy-demo-" });
 const bpffs = `/sys/fs/bpf/tsnproxy-demo-${topo.id}`;
@@ -574,7 +566,7 @@ function teardown(): Promise<void> {
     }
     say("    tsnproxy uninstall");
     if (installed) await tsnproxy(topo, ["uninstall", ...loc], true);
-    if (await exists(bpffs)) {
+    if (lexists(bpffs)) {
       // An install that failed halfway, or an uninstall that did: remove what is ours.
       try {
         tearDownNode({ bpffs, netns: topo.nodePath });
@@ -597,7 +589,7 @@ function teardown(): Promise<void> {
     for (const name of await listNetns()) {
       if (name.includes(topo.id)) leftovers.push(`netns ${name}`);
     }
-    for (const p of [bpffs, `${bpffs}-sti`, tmp]) if (await exists(p)) leftovers.push(p);
+    for (const p of [bpffs, `${bpffs}-sti`, tmp]) if (lexists(p)) leftovers.push(p);
     say(`    left behind: ${leftovers.length ? leftovers.join(", ") : "nothing"}`);
   })();
   return tornDown;

@@ -3,6 +3,7 @@
  * code, each with the plugin run as a process the way runtimes run it. The fuzz seed and case
  * that found each are named; `deno run -A tests/fuzz/run.ts --seed=S --case=N` replays them.
  */
+import { lexists } from "../../src/util/fs.ts";
 import assert from "node:assert/strict";
 import {
   assertCniError,
@@ -22,15 +23,6 @@ import { programsOn } from "../../src/bpf/hooks.ts";
 import { ifNameToIndex } from "../../src/ffi/libc.ts";
 import { NODE_DIRS } from "../../src/config/paths.ts";
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await Deno.lstat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 Deno.test("DEL with an invalid entry never deletes files outside /sys/fs/bpf (fuzz seed 4 case 1394)", async () => {
   await withPod(async (pod) => {
     // An entry whose bpffs is outside the bpf filesystem is invalid; DEL still cleans up, but
@@ -49,7 +41,7 @@ Deno.test("DEL with an invalid entry never deletes files outside /sys/fs/bpf (fu
         stdin: { cniVersion: "1.0.0", name: "n", type: "tsnproxy", bpffs: dir },
       });
       assertOk(r);
-      for (const f of files) assert.ok(await exists(f), `DEL deleted ${f}`);
+      for (const f of files) assert.ok(lexists(f), `DEL deleted ${f}`);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -76,7 +68,7 @@ Deno.test("the plugin hands off only to an agentSocket under /run/tsnproxy/ (fuz
     await withPod(async (pod) => {
       const outsideDir = await Deno.makeTempDir({ prefix: "tsnp-sock-" });
       const insideDir = `/run/tsnproxy/test-${randomId(8)}`;
-      const hadRunDir = await exists("/run/tsnproxy");
+      const hadRunDir = lexists("/run/tsnproxy");
       await Deno.mkdir(insideDir, { recursive: true });
       const outside = deadAgent(`${outsideDir}/cni.sock`);
       const inside = deadAgent(`${insideDir}/cni.sock`);
@@ -181,9 +173,9 @@ Deno.test("a DEL whose bpffs names the pin root's ABI directory never retires th
       });
       assertOk(r); // DEL cleans up with the default root instead: nothing of this node's
       const pins = new PinLayout(node.bpffs);
-      for (const m of MAPS) assert.ok(await exists(pins.map(m)), `${m} still pinned`);
+      for (const m of MAPS) assert.ok(lexists(pins.map(m)), `${m} still pinned`);
       for (const role of ["save", "admit", "restore"] as const) {
-        assert.ok(await exists(pins.prog(role)), `${role} still pinned`);
+        assert.ok(lexists(pins.prog(role)), `${role} still pinned`);
       }
       const add = await cni({
         command: "ADD",

@@ -18,6 +18,7 @@
  * Every name derives from one 6-hex-digit id (and the bridge's veth names, recorded), so a
  * saved failing case replays against a fresh fixture by substituting them (same lengths).
  */
+import { lexists } from "../../src/util/fs.ts";
 import { handleCni } from "../../src/cni/main.ts";
 import { setUpNode, tearDownNode, type TestNode } from "../lib/node.ts";
 import { randomId, run } from "../lib/run.ts";
@@ -234,7 +235,7 @@ async function build(f: Fixture): Promise<void> {
   await run(["ip", "link", "set", "lo", "up"]);
   await Deno.mkdir(`${f.tmp}/ipam`, { recursive: true });
   f.cleanups.push(() => Deno.remove(f.tmp, { recursive: true }).catch(() => {}));
-  const hadLogRoot = await exists("/var/log/tsnproxy");
+  const hadLogRoot = lexists("/var/log/tsnproxy");
   await Deno.mkdir(f.logDir, { recursive: true });
   f.cleanups.push(async () => {
     await Deno.remove(f.logDir, { recursive: true }).catch(() => {});
@@ -257,7 +258,7 @@ async function build(f: Fixture): Promise<void> {
 
   // Agent sockets that accept and hang up at once: the plugin must fall back to itself. One
   // where an entry may name it (/run/tsnproxy/), one outside, which nothing may connect to.
-  const hadRunRoot = await exists("/run/tsnproxy");
+  const hadRunRoot = lexists("/run/tsnproxy");
   await Deno.mkdir(f.paths.insideSocket.slice(0, f.paths.insideSocket.lastIndexOf("/")), {
     recursive: true,
   });
@@ -354,13 +355,4 @@ export async function destroyFixture(f: Fixture): Promise<void> {
     }
   }
   f.cleanups = [];
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await Deno.lstat(p);
-    return true;
-  } catch {
-    return false;
-  }
 }

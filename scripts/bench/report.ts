@@ -824,7 +824,7 @@ export function markdown(r: Report): string {
 function profileRows(p: LatencyResult["profile"]): Array<[string, number]> {
   return [
     ["deno run of an empty module (runtime floor)", r1(p.denoEmptyMs)],
-    ["VERSION via launcher (floor + launcher + main.ts + the hand-off)", r1(p.versionMs)],
+    ["VERSION via launcher (floor + launcher + main.ts + hand-off + bundle)", r1(p.versionMs)],
     ["  in-process: import build/cni.js (the CNI code bundled)", r1(p.importMs.bundle)],
     ["  in-process: import src/cni/main.ts (as modules)", r1(p.importMs.cniMain)],
     ["  in-process: import src/cni/verbs.ts (datapath modules)", r1(p.importMs.verbs)],

@@ -15,13 +15,16 @@
  *      thousands of cases (--fuzz-cases=N); cases/s and failing cases
  *
  * Every comparison is measured side by side in one run: on a shared 2-core machine only the
- * ratios mean something. Writes .cache/bench/report.json (--out) and docs/bench.svg (--svg).
+ * ratios mean something. Writes .cache/bench/report.json (--out), and from it the chart
+ * docs/bench.svg (--svg) and the figures block of docs/benchmarks.md (--docs: between its
+ * bench:figures markers; every figure with its goal and met / NOT MET).
  *
  *   --quick            fewer packets, pods and alternations (about 3 minutes)
  *   --only=a,b         sections: throughput, cost, fidelity, cni, scale, fuzz
  *   --fuzz-cases=N     cases for the fuzz section (default 3000, --quick 1000)
- *   --out=PATH --svg=PATH
- *   --render           print the tables and draw the chart again from an existing --out report
+ *   --out=PATH --svg=PATH --docs=PATH
+ *   --render           print the tables, draw the chart and write the figures block again
+ *                      from an existing --out report
  */
 import { round, runCleanups } from "./bench/common.ts";
 import { spawn } from "../tests/lib/run.ts";
@@ -36,6 +39,7 @@ interface Args {
   fuzzCases?: number;
   out: string;
   svg: string;
+  docs: string;
 }
 
 const SECTIONS = ["throughput", "cost", "fidelity", "cni", "scale"];
@@ -49,6 +53,7 @@ function parseArgs(argv: string[]): Args {
     only: new Set(SECTIONS),
     out: `${ROOT}.cache/bench/report.json`,
     svg: `${ROOT}docs/bench.svg`,
+    docs: `${ROOT}docs/benchmarks.md`,
   };
   for (const arg of argv) {
     const [k, v] = arg.split("=", 2);
@@ -64,20 +69,40 @@ function parseArgs(argv: string[]): Args {
     } else if (k === "--fuzz-cases" && v) a.fuzzCases = Number(v);
     else if (k === "--out" && v) a.out = v;
     else if (k === "--svg" && v) a.svg = v;
+    else if (k === "--docs" && v) a.docs = v;
     else throw new Error(`unknown argument ${arg} (see the header of scripts/bench.ts)`);
   }
   return a;
 }
 
+/** `git describe` of the checkout (with -dirty), or undefined outside a git checkout. */
+async function commitOf(): Promise<string | undefined> {
+  try {
+    const o = await new Deno.Command("git", {
+      args: ["-C", ROOT, "describe", "--always", "--dirty"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    return o.success ? new TextDecoder().decode(o.stdout).trim() : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 const log = (s: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${s}`);
 
 async function output(r: Report, args: Args): Promise<void> {
-  const { render } = await import("./bench/report.ts");
-  const { tables, svg } = render(r);
+  const { render, replaceFigures } = await import("./bench/report.ts");
+  const { tables, svg, markdown } = render(r);
   for (const t of tables) console.log(t);
   await Deno.mkdir(args.svg.replace(/\/[^/]*$/, ""), { recursive: true });
   await Deno.writeTextFile(args.svg, svg);
-  console.log(`\nreport: ${args.out}\nchart:  ${args.svg}\ntook ${r.seconds} s`);
+  await Deno.writeTextFile(args.docs, replaceFigures(await Deno.readTextFile(args.docs), markdown));
+  // The block is markdown the formatter owns: keep `deno task check` clean.
+  await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", args.docs] }).output();
+  console.log(
+    `\nreport: ${args.out}\nchart:  ${args.svg}\nfigures: ${args.docs}\ntook ${r.seconds} s`,
+  );
 }
 
 async function main(): Promise<number> {
@@ -100,6 +125,7 @@ async function main(): Promise<number> {
   const started = performance.now();
   const q = args.quick;
   const r = report(q);
+  r.commit = await commitOf();
   const sig = () => {
     console.error("bench: interrupted, cleaning up");
     runCleanups().finally(() => Deno.exit(130));

@@ -4,16 +4,18 @@
  * Latency: fresh pod network namespaces with a veth (tests/cni/helpers.ts), a bridge-shaped
  * prevResult, and the plugins exec'd as a runtime does (env + stdin, result on stdout), in
  * rotating order per pod: tsnproxy (scripts/tsnproxy, the launcher a node without a compiled
- * binary uses) doing the work itself, the same with an agentSocket in its entry (the agent's
- * CNI server, scripts/bench/cni_agent.ts, runs the verbs), Debian's Go /usr/lib/cni/tuning
- * (one sysctl), and the research design's process-per-step bash plugin
+ * binary uses) doing the work itself, the same with an agentSocket in its entry (the node's
+ * `tsnproxy agent`, started through the same launcher as deploy/ starts it, with its own node
+ * config, conf dir, bin dir and TSN interface, runs the verbs), Debian's Go
+ * /usr/lib/cni/tuning (one sysctl), and the research design's process-per-step bash plugin
  * (scripts/bench/research_plugin.sh). With a compiled dist/tsnproxy of this checkout (built
  * first when DENORT_BIN names a mirrored denort) the binary gets a row of its own.
  *
  * Scale: N pods ADD then DEL at concurrency 1 and 16, tsnproxy alone and with the agent
- * running the verbs, each plugin process under /usr/bin/time for its peak RSS (and the
- * agent's own peak), then a leftover census (pins, pod entries, tcx/cls_bpf programs on the
- * pods' interfaces) that must be all zero.
+ * running the verbs, each plugin process under /usr/bin/time for its peak RSS, and the
+ * agent's resident set (VmRSS once ready, VmHWM after each run, the anonymous and file-backed
+ * parts), then a leftover census (pins, pod entries, tcx/cls_bpf programs on the pods'
+ * interfaces) that must be all zero.
  */
 import { CLSACT_HANDLES, clsactProgId, queryTcx } from "../../src/bpf/attach.ts";
 import { ifNameToIndex } from "../../src/ffi/libc.ts";
@@ -26,9 +28,9 @@ import { onCleanup, sleep, summarize, type Summary } from "./common.ts";
 import { run, type RunResult, spawn } from "../../tests/lib/run.ts";
 import { addVeth, deleteLink } from "../../tests/lib/netns.ts";
 import { setUpNode, tearDownNode } from "../../tests/lib/node.ts";
+import { freePort } from "../../tests/lib/wait.ts";
 import { ResearchDatapath } from "./research_dp.ts";
 import { udp4 } from "./progcost.ts";
-import type { CniServerStats } from "../../src/agent/cni_server.ts";
 import { type VersionInfo, versionInfo } from "../../src/build_info.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
@@ -36,10 +38,29 @@ export const LAUNCHER = `${ROOT}/scripts/tsnproxy`;
 export const RESEARCH_PLUGIN = `${ROOT}/scripts/bench/research_plugin.sh`;
 export const GO_TUNING = "/usr/lib/cni/tuning";
 
-export type Plugin = "tsnproxy" | "tsnproxy-binary" | "tsnproxy-agent" | "go-tuning" | "research";
-/** The rows every run has; "tsnproxy-binary" joins them when there is a binary to measure. */
-export const PLUGINS: readonly Plugin[] = ["tsnproxy", "tsnproxy-agent", "go-tuning", "research"];
+export type Plugin =
+  | "runtime-floor"
+  | "tsnproxy"
+  | "tsnproxy-binary"
+  | "tsnproxy-agent"
+  | "go-tuning"
+  | "research";
+/**
+ * The rows every run has; "tsnproxy-binary" joins them when there is a binary to measure.
+ * "runtime-floor" is `deno run` of an empty module with the launcher's flags on the CNI path,
+ * exec'd like the plugins, in the same rotation: what any plugin run by `deno run` pays.
+ */
+export const PLUGINS: readonly Plugin[] = [
+  "runtime-floor",
+  "tsnproxy",
+  "tsnproxy-agent",
+  "go-tuning",
+  "research",
+];
 export const BINARY = `${ROOT}/dist/tsnproxy`;
+
+/** The verbs the agent ran, by verb and result, from its metrics. */
+export type AgentServed = Record<string, { ok: number; error: number }>;
 
 interface Fixture {
   id: string;
@@ -48,11 +69,34 @@ interface Fixture {
   tmp: string;
   dummy: string;
   agentSocket: string;
-  /** Stops the agent's CNI server; what it served. */
-  stopAgent: () => Promise<CniServerStats>;
+  /** Stops the agent; what it served. */
+  stopAgent: () => Promise<AgentServed>;
   agentPid: number;
+  /** The agent's resident set once it was ready (its first reconcile done). */
+  agentReady: AgentMemory;
   /** Verbs the "tsnproxy-agent" row asked, each of which the agent must have served. */
   agentAsked: Record<"ADD" | "DEL", number>;
+}
+
+/** A process's resident set now and at its peak, and what of it is anonymous memory. */
+export interface AgentMemory {
+  rssMiB: number;
+  peakMiB: number;
+  /** RssAnon: the heaps (V8, malloc); the rest is file-backed, mostly deno's own code. */
+  anonMiB: number;
+  fileMiB: number;
+}
+
+/** /proc/<pid>/status's VmRSS, VmHWM, RssAnon and RssFile. */
+export function processMemory(pid: number): AgentMemory {
+  const st = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const kib = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB$`, "m").exec(st)?.[1] ?? NaN);
+  return {
+    rssMiB: kib("VmRSS") / 1024,
+    peakMiB: kib("VmHWM") / 1024,
+    anonMiB: kib("RssAnon") / 1024,
+    fileMiB: kib("RssFile") / 1024,
+  };
 }
 
 /** tsnproxy installed on a private pin root; the research programs pinned on a bpffs that
@@ -68,6 +112,7 @@ async function fixture(): Promise<Fixture> {
     agentSocket: "",
     stopAgent: () => Promise.reject(new Error("no agent")),
     agentPid: 0,
+    agentReady: { rssMiB: NaN, peakMiB: NaN, anonMiB: NaN, fileMiB: NaN },
     agentAsked: { ADD: 0, DEL: 0 },
   };
   // The plugin accepts an agentSocket only under /run/tsnproxy/ (src/config/paths.ts).
@@ -93,41 +138,108 @@ async function fixture(): Promise<Fixture> {
     r.close(); // the pins keep the programs (and their maps) alive
   }
   await Deno.writeFile(`${f.tmp}/pkt`, udp4(1));
+  await Deno.writeTextFile(`${f.tmp}/empty.ts`, "");
   await addVeth(f.dummy, `${f.dummy}p`, { up: false });
   onCleanup(`dummy ${f.dummy}`, () => deleteLink(f.dummy));
   await run(["ip", "link", "set", f.dummy, "up"]);
   const agent = await startAgent(f);
   f.stopAgent = agent.stop;
   f.agentPid = agent.pid;
+  f.agentReady = processMemory(agent.pid);
   return f;
 }
 
-/** The agent's CNI server on f.agentSocket, until cleanup or the stop it returns. */
+const CONFLIST = new URL("../../tests/fixtures/cni/bridge/10-bridge.conflist", import.meta.url)
+  .pathname;
+
+/**
+ * `tsnproxy agent` as deploy/ runs it (through the launcher here: scripts/tsnproxy), serving
+ * f.agentSocket for the node set up on f.bpffs, with a conf dir, a bin dir and a TSN interface
+ * of its own (a veth: the research plugin has f.dummy), until cleanup or the stop it returns.
+ * Ready (its first reconcile done, /readyz 200) before the first pod.
+ */
 async function startAgent(
   f: Fixture,
-): Promise<{ stop: () => Promise<CniServerStats>; pid: number }> {
-  const proc = spawn(
-    [DENO, "run", "--quiet", "--allow-all", `${ROOT}/scripts/bench/cni_agent.ts`, f.agentSocket],
-    { env: DENO_ENV, stderr: "inherit" },
+): Promise<{ stop: () => Promise<AgentServed>; pid: number }> {
+  const tsn = `tsnpa${f.id}`;
+  await addVeth(tsn, `${tsn}p`);
+  onCleanup(`agent's TSN interface ${tsn}`, () => deleteLink(tsn));
+  const dir = `${f.tmp}/agent`;
+  for (const d of ["net.d", "bin", "state"]) Deno.mkdirSync(`${dir}/${d}`, { recursive: true });
+  Deno.copyFileSync(CONFLIST, `${dir}/net.d/10-bridge.conflist`);
+  Deno.writeTextFileSync(
+    `${dir}/config.yaml`,
+    [
+      `bpffs: ${f.bpffs}`,
+      `tsnInterface: ${tsn}`,
+      "qdisc:",
+      "  kind: keep",
+      "cni:",
+      `  confDir: ${dir}/net.d`,
+      `  binDir: ${dir}/bin`,
+      `  agentSocket: ${f.agentSocket}`,
+      "",
+    ].join("\n"),
   );
-  let stopped: Promise<CniServerStats> | undefined;
+  const env = { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" };
+  const where = ["--config", `${dir}/config.yaml`, "--state-dir", `${dir}/state`];
+  // The init container's step: the plugin in the bin dir and the conflist entry, which the
+  // agent's readiness requires (the datapath is setUpNode's, the same build's).
+  await run([LAUNCHER, "install", ...where], { env, clearEnv: true });
+  const port = freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const proc = spawn([
+    LAUNCHER,
+    "agent",
+    ...where,
+    "--metrics-address",
+    `127.0.0.1:${port}`,
+    "--reconcile-seconds",
+    "86400",
+    "--log-level",
+    "warn",
+  ], { env, clearEnv: true, stdout: "null", stderr: "inherit" });
+  let stopped: Promise<AgentServed> | undefined;
   const stop = () =>
     stopped ??= (async () => {
-      const out = await proc.stop("SIGTERM");
-      return JSON.parse(out.stdout) as CniServerStats;
+      const served = parseServed(await (await fetch(`${base}/metrics`)).text());
+      await proc.stop("SIGTERM");
+      return served;
     })();
-  onCleanup("agent CNI server", async () => {
-    await stop().catch(() => undefined);
+  onCleanup("agent", async () => {
+    await stop().catch(() => {
+      try {
+        proc.kill("SIGKILL");
+      } catch { /* gone */ }
+    });
   });
-  for (let i = 0; i < 200; i++) {
+  let last = "";
+  for (let i = 0; i < 600; i++) {
     try {
-      (await Deno.connect({ transport: "unix", path: f.agentSocket })).close();
-      return { stop, pid: proc.pid };
+      const r = await fetch(`${base}/readyz`);
+      last = await r.text();
+      if (r.status === 200) {
+        (await Deno.connect({ transport: "unix", path: f.agentSocket })).close();
+        return { stop, pid: proc.pid };
+      }
     } catch {
-      await sleep(50);
+      // not listening yet
     }
+    await sleep(50);
   }
-  throw new Error(`the agent CNI server did not listen on ${f.agentSocket}`);
+  throw new Error(`the agent was not ready on ${base} with its socket ${f.agentSocket}: ${last}`);
+}
+
+/** tsnproxy_agent_cni_requests_total's verbs (src/agent/metrics.ts). */
+function parseServed(metrics: string): AgentServed {
+  const out: AgentServed = {};
+  const re = /^tsnproxy_agent_cni_requests_total\{command="(\w+)",result="(\w+)"\} (\d+)$/gm;
+  for (const m of metrics.matchAll(re)) {
+    const v = (out[m[1]] ??= { ok: 0, error: 0 });
+    if (m[2] === "ok") v.ok = Number(m[3]);
+    else if (m[2] === "error") v.error = Number(m[3]);
+  }
+  return out;
 }
 
 function stdinFor(plugin: Plugin, f: Fixture, pod: TestPod, extra: Record<string, unknown> = {}) {
@@ -197,7 +309,11 @@ export async function execPlugin(
   return { ms: performance.now() - t0, ...r };
 }
 
-function argvFor(plugin: Plugin): string[] {
+function argvFor(plugin: Plugin, f?: Fixture): string[] {
+  if (plugin === "runtime-floor") {
+    if (!f) throw new Error("the runtime floor needs the fixture's empty module");
+    return [DENO, ...CNI_DENO_ARGS, `${f.tmp}/empty.ts`];
+  }
   if (plugin === "tsnproxy-binary") return [BINARY];
   return plugin.startsWith("tsnproxy") ? [LAUNCHER] : plugin === "go-tuning" ? [GO_TUNING] : [
     "/bin/bash",
@@ -206,6 +322,7 @@ function argvFor(plugin: Plugin): string[] {
 }
 
 function envFor(plugin: Plugin, f: Fixture): Record<string, string> {
+  if (plugin === "runtime-floor") return DENO_ENV;
   return plugin === "research"
     ? { RSCH_PINS: f.researchPins, RSCH_LOG: `${f.tmp}/research.log`, RSCH_PKT: `${f.tmp}/pkt` }
     : {};
@@ -214,7 +331,7 @@ function envFor(plugin: Plugin, f: Fixture): Record<string, string> {
 async function invoke(plugin: Plugin, cmd: "ADD" | "DEL", f: Fixture, pod: TestPod) {
   if (plugin === "tsnproxy-agent") f.agentAsked[cmd]++;
   const r = await execPlugin(
-    argvFor(plugin),
+    argvFor(plugin, f),
     cmd,
     pod,
     stdinFor(plugin, f, pod),
@@ -291,6 +408,15 @@ export interface Profile {
 }
 
 const DENO = `${ROOT}/tools/deno/node_modules/deno/deno`;
+/** The launcher's flags on the CNI path (scripts/tsnproxy). */
+const CNI_DENO_ARGS = [
+  "run",
+  "--quiet",
+  "--allow-all",
+  "--no-lock",
+  "--no-config",
+  "--v8-flags=--no-lazy",
+] as const;
 const DENO_ENV = {
   DENO_DIR: `${ROOT}/.cache/deno`,
   DENO_NO_UPDATE_CHECK: "1",
@@ -305,16 +431,7 @@ async function profile(
 ): Promise<Profile> {
   const med = (xs: number[]) => summarize(xs).p50;
   const empty = `${f.tmp}/empty.ts`;
-  await Deno.writeTextFile(empty, "");
-  // The launcher's flags on the CNI path (scripts/tsnproxy).
-  const denoArgs = [
-    "run",
-    "--quiet",
-    "--allow-all",
-    "--no-lock",
-    "--no-config",
-    "--v8-flags=--no-lazy",
-  ];
+  const denoArgs = CNI_DENO_ARGS;
   const pod0 = pods[0];
   const emptyMs: number[] = [];
   const versionMs: number[] = [];
@@ -410,7 +527,7 @@ async function profile(
   for (const plugin of plugins) {
     const out = `${f.tmp}/strace-${plugin}`;
     const r = await execPlugin(
-      ["strace", "-f", "-qq", "-e", "trace=execve", "-o", out, ...argvFor(plugin)],
+      ["strace", "-f", "-qq", "-e", "trace=execve", "-o", out, ...argvFor(plugin, f)],
       "ADD",
       pod0,
       stdinFor(plugin, f, pod0),
@@ -460,7 +577,7 @@ export async function runLatency(
 ): Promise<LatencyResult> {
   const binary = await compiledBinary(o.log);
   const plugins: Plugin[] = binary.measured
-    ? ["tsnproxy", "tsnproxy-binary", "tsnproxy-agent", "go-tuning", "research"]
+    ? ["runtime-floor", "tsnproxy", "tsnproxy-binary", "tsnproxy-agent", "go-tuning", "research"]
     : [...PLUGINS];
   const f = await fixture();
   o.log(`cni latency: creating ${o.pods} pod namespaces`);
@@ -515,23 +632,17 @@ export async function runLatency(
 
 /** Stops the agent: its rows are the agent's only if it ran every verb they asked of it. */
 async function agentServedAll(f: Fixture): Promise<void> {
-  const st = await f.stopAgent();
+  const served = await f.stopAgent();
   for (const verb of ["ADD", "DEL"] as const) {
-    const ok = st.served[verb]?.ok ?? 0;
+    const ok = served[verb]?.ok ?? 0;
     if (ok !== f.agentAsked[verb]) {
       throw new Error(
-        `the agent ran ${ok} of the ${f.agentAsked[verb]} ${verb}s asked of it (declined ` +
-          `${st.declined}, bad ${st.bad}): the plugin ran the rest itself, its figures would ` +
+        `the agent ran ${ok} of the ${f.agentAsked[verb]} ${verb}s asked of it ` +
+          `(${JSON.stringify(served)}): the plugin ran the rest itself, its figures would ` +
           "not be the agent's",
       );
     }
   }
-}
-
-/** The peak resident set of a process so far (VmHWM), in KiB. */
-function peakRssKiB(pid: number): number {
-  const m = /^VmHWM:\s+(\d+) kB$/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
-  return m ? Number(m[1]) : NaN;
 }
 
 /**
@@ -599,6 +710,8 @@ export interface ScaleRun {
   peakRssMiB: number;
   /** The agent's peak so far (VmHWM), for the agent's runs. */
   agentPeakRssMiB?: number;
+  /** The agent's resident set right after the run (its peak so far included). */
+  agentMemory?: AgentMemory;
   failures: number;
   /** hookPrograms: tcx programs and our cls_bpf filter on the pods' egress hooks. */
   leftovers: { pins: number; policies: number; hookPrograms: number; podCounters: number };
@@ -619,6 +732,8 @@ export interface ScaleResult {
   >;
   mapMemlockKiBTotal: number;
   leftoversAfterTeardown: { pinRootExists: boolean };
+  /** The agent's resident set once ready, before the first pod (its steady state idle). */
+  agentReady?: AgentMemory;
 }
 
 async function timed(
@@ -719,7 +834,12 @@ export async function runScale(
         addP50Ms: summarize(adds).p50,
         delP50Ms: summarize(dels).p50,
         peakRssMiB: rss / 1024,
-        ...(plugin === "tsnproxy-agent" ? { agentPeakRssMiB: peakRssKiB(f.agentPid) / 1024 } : {}),
+        ...(plugin === "tsnproxy-agent"
+          ? (() => {
+            const m = processMemory(f.agentPid);
+            return { agentPeakRssMiB: m.peakMiB, agentMemory: m };
+          })()
+          : {}),
         failures,
         leftovers: { pins: pinCount, policies, hookPrograms: hooked, podCounters },
       });
@@ -749,6 +869,7 @@ export async function runScale(
       maps,
       mapMemlockKiBTotal: maps.reduce((a, m) => a + m.memlockKiB, 0),
       leftoversAfterTeardown: { pinRootExists: false },
+      agentReady: f.agentReady,
     };
   } finally {
     await deletePods(pods);

@@ -3,7 +3,14 @@
  * the SVG chart (docs/bench.svg).
  */
 import { median, round, table } from "./common.ts";
-import { type LatencyResult, type Plugin, PLUGINS, type ScaleResult } from "./cni.ts";
+import {
+  type AgentMemory,
+  type LatencyResult,
+  type Plugin,
+  PLUGINS,
+  type ScalePlugin,
+  type ScaleResult,
+} from "./cni.ts";
 import type { FidelityResult } from "./fidelity.ts";
 import type { CostRow } from "./progcost.ts";
 import { COLORS, type Panel, renderSvg } from "./svg.ts";
@@ -22,6 +29,8 @@ export interface Report {
   version: 1;
   date: string;
   quick: boolean;
+  /** The checkout's commit (git describe), when it could be read. */
+  commit?: string;
   machine: { kernel: string; cpus: number };
   seconds?: number;
   throughput?: ThroughputResult;
@@ -41,6 +50,7 @@ export function report(quick: boolean): Report {
 }
 
 const PLUGIN_LABEL: Record<Plugin, string> = {
+  "runtime-floor": "runtime floor: deno run of an empty module",
   tsnproxy: "tsnproxy (scripts/tsnproxy)",
   "tsnproxy-binary": "tsnproxy, compiled binary",
   "tsnproxy-agent": "tsnproxy, agent runs the verb",
@@ -57,8 +67,31 @@ const STATE_LABEL = {
 
 const met = (ok: boolean) => (ok ? "met" : "NOT MET");
 
+/**
+ * Issue 21: the CNI verbs over the runtime floor (`deno run` of an empty module, measured in
+ * the same rotation), through the agent and alone, and against the research plugin; ADD and
+ * DEL alike.
+ */
+export const CNI_GOALS = { agentOverFloorMs: 3, aloneOverFloorMs: 8, vsResearch: 0.15 };
+/**
+ * Issue 21: the agent's peak resident set through the scale run at concurrency 16, and any
+ * plugin process's.
+ */
+export const MEMORY_GOALS = { agentPeakMiB: 48, pluginPeakMiB: 40 };
+
+/** One figure of the report, with its goal when it has one. */
+export interface Figure {
+  section: string;
+  what: string;
+  value: string;
+  /** What it is compared with, from the same run. */
+  baseline?: string;
+  goal?: string;
+  /** Undefined: no goal (a reference figure). */
+  met?: boolean;
+}
+
 function renderThroughput(t: ThroughputResult, tables: string[], panels: Panel[]): void {
-  const r1 = (x: number) => round(x, 1);
   const range = (xs: number[], f: (x: number) => number | string = r1) =>
     xs.length ? `${f(Math.min(...xs))}-${f(Math.max(...xs))}` : "";
   const s = t.sender;
@@ -216,10 +249,9 @@ const VARIANT_LABEL = {
 
 const FLOOD_LABEL = { none: "no flood", prio0: "prio-0 flood", prio6: "prio-6 flood" } as const;
 
-export function render(r: Report): { tables: string[]; svg: string } {
+export function render(r: Report): { tables: string[]; svg: string; markdown: string } {
   const tables: string[] = [];
   const panels: Panel[] = [];
-  const r1 = (x: number) => round(x, 1);
   if (r.throughput) renderThroughput(r.throughput, tables, panels);
   if (r.programCost) {
     tables.push(table(
@@ -294,40 +326,24 @@ export function render(r: Report): { tables: string[]; svg: string } {
       ]),
     ));
     tables.push(table(
-      "3. ADD p50 ratios (goals: vs research <= 0.2, vs Go <= 10)",
-      ["ratio", "value", "goal", "met"],
-      ([
-        ["tsnproxy / research", l.ratios.tsnproxyVsResearch, 0.2, 3],
-        ["tsnproxy / Go tuning", l.ratios.tsnproxyVsGo, 10, 2],
-        ["tsnproxy, compiled binary / research", l.ratios.binaryVsResearch, 0.2, 3],
-        ["tsnproxy, compiled binary / Go tuning", l.ratios.binaryVsGo, 10, 2],
-        ["tsnproxy, agent runs the verb / research", l.ratios.agentVsResearch, 0.2, 3],
-        ["tsnproxy, agent runs the verb / Go tuning", l.ratios.agentVsGo, 10, 2],
-      ] as Array<[string, number | undefined, number, number]>).flatMap((
-        [name, value, goal, digits],
-      ) =>
-        value === undefined
-          ? []
-          : [[name, round(value, digits), `<= ${goal}`, value <= goal ? "yes" : "no"]]
-      ),
+      "3. CNI goals: over the runtime floor (same rotation) and against the research plugin, p50 (its DEL only logs: no ratio goal for DEL)",
+      ["verb", "tsnproxy", "ms", "over floor", "goal", "", "/ research", "goal", ""],
+      cniGoalRows(l).map((g) => [
+        g.verb,
+        g.label,
+        r1(g.ms),
+        r1(g.overFloor),
+        `<= ${g.overGoal}`,
+        met(g.overFloor <= g.overGoal),
+        round(g.vsResearch, 3),
+        g.verb === "ADD" ? `<= ${CNI_GOALS.vsResearch}` : "(see below)",
+        g.verb === "ADD" ? met(g.vsResearch <= CNI_GOALS.vsResearch) : "",
+      ]),
     ));
     const p = l.profile;
-    tables.push(table(
-      "3. Where tsnproxy's ADD time goes (medians, ms)",
-      ["step", "ms"],
-      [
-        ["deno run of an empty module (runtime floor)", r1(p.denoEmptyMs)],
-        ["VERSION via launcher (floor + launcher + main.ts + the bundle)", r1(p.versionMs)],
-        ["  in-process: import build/cni.js (the CNI code bundled)", r1(p.importMs.bundle)],
-        ["  in-process: import src/cni/main.ts (as modules)", r1(p.importMs.cniMain)],
-        ["  in-process: import src/cni/verbs.ts (datapath modules)", r1(p.importMs.verbs)],
-        ["  in-process: open libbpf", r1(p.importMs.libbpfOpen)],
-        ["ADD via `deno run main.ts` directly", r1(p.addDirectMs)],
-        ["ADD via scripts/tsnproxy (launcher)", r1(p.addWallMs)],
-        ["  of which runCni() start to done (logged by the plugin)", r1(p.addInPluginMs)],
-        ["ADD via launcher, CNI code as modules (TSNPROXY_CNI_BUNDLE=0)", r1(p.addModulesMs)],
-      ],
-    ));
+    tables.push(
+      table("3. Where tsnproxy's ADD time goes (medians, ms)", ["step", "ms"], profileRows(p)),
+    );
     tables.push(table(
       `3. Syscalls of one tsnproxy ADD (strace -f -c; ${p.syscallsTotal} in total)`,
       ["syscall", "calls", "seconds"],
@@ -337,7 +353,9 @@ export function render(r: Report): { tables: string[]; svg: string } {
       title: `CNI ADD p50 (${l.pods} pods, same run)`,
       unit: "ms",
       groups: plugins.map((pl) => ({
-        label: pl === "go-tuning"
+        label: pl === "runtime-floor"
+          ? "deno floor"
+          : pl === "go-tuning"
           ? "Go tuning"
           : pl === "research"
           ? "research (bash)"
@@ -354,6 +372,8 @@ export function render(r: Report): { tables: string[]; svg: string } {
             ? COLORS.tsnproxy
             : pl === "research"
             ? COLORS.research
+            : pl === "runtime-floor"
+            ? COLORS.without
             : COLORS.go,
         }],
       })),
@@ -407,6 +427,66 @@ export function render(r: Report): { tables: string[]; svg: string } {
         r1(m.memlockKiB),
       ]),
     ));
+    const mem = memory(s);
+    if (mem) {
+      tables.push(table(
+        "4. Memory (MiB): the agent (`tsnproxy agent` via scripts/tsnproxy) once ready and after each of its scale runs (VmRSS now, VmHWM its peak so far; anonymous = V8's and malloc's heaps, file = mostly deno's own code paged in); the largest plugin process (/usr/bin/time)",
+        ["process", "when", "RSS", "peak", "anonymous", "file-backed", "goal", ""],
+        [
+          ...mem.agent.map((a) => [
+            "agent",
+            a.when,
+            r1(a.m.rssMiB),
+            r1(a.m.peakMiB),
+            r1(a.m.anonMiB),
+            r1(a.m.fileMiB),
+            a.goal ? `peak <= ${MEMORY_GOALS.agentPeakMiB}` : "",
+            a.goal ? met(a.m.peakMiB <= MEMORY_GOALS.agentPeakMiB) : "",
+          ]),
+          ...mem.plugin.map((x) => [
+            PLUGIN_LABEL[x.plugin],
+            "largest of the scale runs",
+            "",
+            r1(x.peakMiB),
+            "",
+            "",
+            `<= ${MEMORY_GOALS.pluginPeakMiB}`,
+            met(x.peakMiB <= MEMORY_GOALS.pluginPeakMiB),
+          ]),
+        ],
+      ));
+      panels.push({
+        title: `Memory: peak resident set (${s.pods} pods, concurrency 1 and 16)`,
+        unit: "MiB",
+        lines: [
+          { value: MEMORY_GOALS.agentPeakMiB, label: `agent goal ${MEMORY_GOALS.agentPeakMiB}` },
+          { value: MEMORY_GOALS.pluginPeakMiB, label: `plugin goal ${MEMORY_GOALS.pluginPeakMiB}` },
+        ],
+        groups: [
+          ...(mem.ready
+            ? [{
+              label: "agent, ready",
+              bars: [{ label: "", value: mem.ready.rssMiB, color: COLORS.without }],
+            }]
+            : []),
+          ...(mem.peak
+            ? [{ label: "agent, peak", bars: [{ label: "", value: mem.peak.peakMiB }] }]
+            : []),
+          ...mem.plugin.map((x) => ({
+            label: x.plugin === "tsnproxy" ? "plugin alone" : "plugin via agent",
+            bars: [{ label: "", value: x.peakMiB }],
+          })),
+        ],
+      });
+    }
+  }
+  const goals = figures(r).filter((f) => f.goal !== undefined);
+  if (goals.length) {
+    tables.push(table(
+      "Goals (issues 16 and 21), every figure from this run",
+      ["section", "figure", "value", "goal", ""],
+      goals.map((f) => [f.section, f.what, f.value, f.goal!, met(f.met!)]),
+    ));
   }
   const svg = renderSvg(
     "tsnproxy benchmarks (scripts/bench.ts)",
@@ -415,5 +495,354 @@ export function render(r: Report): { tables: string[]; svg: string } {
     }; every panel measured side by side in one run: compare ratios, not absolutes`,
     panels,
   );
-  return { tables, svg };
+  return { tables, svg, markdown: markdown(r) };
+}
+
+interface CniGoalRow {
+  verb: "ADD" | "DEL";
+  plugin: Plugin;
+  label: string;
+  ms: number;
+  overFloor: number;
+  overGoal: number;
+  vsResearch: number;
+}
+
+/** The CNI goals' rows (empty for a report from before the floor was a row of its own). */
+function cniGoalRows(l: LatencyResult): CniGoalRow[] {
+  const out: CniGoalRow[] = [];
+  for (const verb of ["ADD", "DEL"] as const) {
+    const s = verb === "ADD" ? l.add : l.del;
+    const floor = s["runtime-floor"]?.p50;
+    const research = s.research?.p50;
+    if (floor === undefined || research === undefined) continue;
+    for (
+      const [plugin, label, overGoal] of [
+        ["tsnproxy-agent", "via the agent", CNI_GOALS.agentOverFloorMs],
+        ["tsnproxy", "alone", CNI_GOALS.aloneOverFloorMs],
+      ] as const
+    ) {
+      const ms = s[plugin]?.p50;
+      if (ms === undefined) continue;
+      out.push({
+        verb,
+        plugin,
+        label,
+        ms,
+        overFloor: ms - floor,
+        overGoal,
+        vsResearch: ms / research,
+      });
+    }
+  }
+  return out;
+}
+
+interface MemoryView {
+  ready?: AgentMemory;
+  /** After the agent's last scale run at the highest concurrency. */
+  peak?: AgentMemory;
+  agent: Array<{ when: string; m: AgentMemory; goal: boolean }>;
+  plugin: Array<{ plugin: ScalePlugin; peakMiB: number }>;
+}
+
+function memory(s: ScaleResult): MemoryView | undefined {
+  const agentRuns = s.runs.filter((x) => x.plugin === "tsnproxy-agent" && x.agentMemory);
+  if (!agentRuns.length && !s.agentReady) return undefined;
+  const top = Math.max(...s.runs.map((x) => x.concurrency));
+  const last = agentRuns.filter((x) => x.concurrency === top).pop();
+  const agent: MemoryView["agent"] = [];
+  if (s.agentReady) {
+    agent.push({ when: "ready, before the first pod", m: s.agentReady, goal: false });
+  }
+  for (const x of agentRuns) {
+    agent.push({
+      when: `after ${s.pods} pods at concurrency ${x.concurrency}`,
+      m: x.agentMemory!,
+      goal: x === last,
+    });
+  }
+  const plugin = (["tsnproxy", "tsnproxy-agent"] as const).flatMap((p) => {
+    const runs = s.runs.filter((x) => (x.plugin ?? "tsnproxy") === p);
+    return runs.length ? [{ plugin: p, peakMiB: Math.max(...runs.map((x) => x.peakRssMiB)) }] : [];
+  });
+  return { ready: s.agentReady, peak: last?.agentMemory, agent, plugin };
+}
+
+const r1 = (x: number) => round(x, 1);
+
+/** Every figure of the report, goals first in each section. */
+export function figures(r: Report): Figure[] {
+  const out: Figure[] = [];
+  const t = r.throughput;
+  if (t) {
+    const w = t.udp.without;
+    const without = `without: ${r1(median(w.map((x) => x.kpps)))} kpps, ${
+      Math.round(median(w.map((x) => x.cpuNsPerPacket)))
+    } CPU ns/packet`;
+    for (const c of CARRIERS) {
+      const x = t.ratios[c];
+      out.push({
+        section: "throughput",
+        what: `UDP with/without, ${c} carrier (per CPU, every packet prioritized)`,
+        value: `${round(x.perCpu, 3)} (quartiles ${round(x.perCpuQuartiles[0], 3)}-${
+          round(x.perCpuQuartiles[1], 3)
+        }), +${Math.round(x.netNsPerPacket)} CPU ns/packet`,
+        baseline: without,
+        goal: `>= ${RATIO_GOALS[c]}`,
+        met: x.perCpu >= RATIO_GOALS[c],
+      });
+    }
+    out.push({
+      section: "throughput",
+      what: "UDP with/without, empty programs at the 3 hooks (the hooks' own cost)",
+      value: `${round(t.ratios.empty.perCpu, 3)}, +${
+        Math.round(t.ratios.empty.netNsPerPacket)
+      } CPU ns/packet`,
+      baseline: without,
+    });
+    out.push({
+      section: "throughput",
+      what: "TCP with/without (iperf3, priority 0)",
+      value: CARRIERS.map((c) => `${c} ${round(t.ratios[c].tcp, 3)}`).join(", "),
+    });
+    for (const c of CARRIERS) {
+      const x = t.inSitu[c];
+      if (!x) continue;
+      const table = c === "table";
+      out.push({
+        section: "program cost, in situ",
+        what: `${c}: save + admit, net ns per packet`,
+        value: String(r1(x.saveAdmitNetNs)),
+        ...(table
+          ? {
+            goal: `<= ${TABLE_COST_GOALS.saveAdmitNs}`,
+            met: x.saveAdmitNetNs <= TABLE_COST_GOALS.saveAdmitNs,
+          }
+          : {}),
+      });
+      out.push({
+        section: "program cost, in situ",
+        what: `${c}: restore, net ns per packet`,
+        value: String(r1(x.restoreNetNs)),
+        ...(table
+          ? {
+            goal: `<= ${TABLE_COST_GOALS.restoreNs}`,
+            met: x.restoreNetNs <= TABLE_COST_GOALS.restoreNs,
+          }
+          : {}),
+      });
+    }
+  }
+  if (r.programCost) {
+    const net = (program: string) =>
+      r.programCost!.filter((c) => c.program === program && !c.case.startsWith("("))
+        .map((c) => `${c.case} ${c.netNs}`).join(", ");
+    const programs = [...new Set(r.programCost.map((c) => c.program))];
+    // The empty program's floor and the pieces of admit and restore are in the printed table.
+    for (const program of programs.filter((p) => !p.startsWith("("))) {
+      const v = net(program);
+      if (v) out.push({ section: "program cost, test run", what: `${program}, net ns`, value: v });
+    }
+  }
+  if (r.fidelity) {
+    for (const v of ["tag", "table"] as const) {
+      const rows = r.fidelity.filter((f) => f.variant === v);
+      if (!rows.length) continue;
+      const worst = Math.min(...rows.map((f) => f.restoredPct));
+      const wrong = rows.reduce(
+        (n, f) => n + f.nodeWrong + Object.values(f.podWrongByPrio).reduce((a, b) => a + b, 0),
+        0,
+      );
+      const research = r.fidelity.filter((f) => f.variant === "research");
+      out.push({
+        section: "fidelity",
+        what: `${v} carrier: priority-3 packets restored (worst of ${
+          rows.map((f) => f.flood).join(", ")
+        }), packets given a wrong priority`,
+        value: `${worst.toFixed(3)}%, ${wrong} wrong`,
+        baseline: research.length
+          ? `research: ${research.map((f) => `${r1(f.restoredPct)}%`).join(" / ")}, ${
+            research.reduce((n, f) => n + f.nodeWrong, 0)
+          } node packets given a pod's priority`
+          : undefined,
+        goal: "100%, 0 wrong",
+        met: worst === 100 && wrong === 0,
+      });
+    }
+  }
+  const l = r.cniLatency;
+  if (l) {
+    const research = l.add.research;
+    const go = l.add["go-tuning"];
+    const floor = l.add["runtime-floor"];
+    const base = [
+      floor ? `floor ${r1(floor.p50)} / ${r1(l.del["runtime-floor"]!.p50)}` : "",
+      go ? `Go tuning ${r1(go.p50)} / ${r1(l.del["go-tuning"]!.p50)}` : "",
+      research ? `research ${r1(research.p50)} / ${r1(l.del.research!.p50)}` : "",
+    ].filter(Boolean).join(", ") + " ms (ADD / DEL)";
+    for (const g of cniGoalRows(l)) {
+      out.push({
+        section: "CNI latency",
+        what: `${g.verb} p50 ${g.label} over the runtime floor`,
+        value: `${r1(g.ms)} ms: floor + ${r1(g.overFloor)}`,
+        baseline: base,
+        goal: `<= floor + ${g.overGoal} ms`,
+        met: g.overFloor <= g.overGoal,
+      });
+      // The research plugin's DEL only appends a log line (it never detaches anything): a
+      // ratio to it is reported, but it is no goal a DEL that cleans up could meet.
+      out.push({
+        section: "CNI latency",
+        what: `${g.verb} p50 ${g.label} / research plugin${
+          g.verb === "DEL" ? " (whose DEL only logs: no goal)" : ""
+        }`,
+        value: String(round(g.vsResearch, 3)),
+        ...(g.verb === "ADD"
+          ? { goal: `<= ${CNI_GOALS.vsResearch}`, met: g.vsResearch <= CNI_GOALS.vsResearch }
+          : {}),
+      });
+    }
+    if (l.binary?.measured && l.add["tsnproxy-binary"]) {
+      out.push({
+        section: "CNI latency",
+        what: "ADD p50, compiled binary",
+        value: `${r1(l.add["tsnproxy-binary"].p50)} ms`,
+        baseline: base,
+      });
+    }
+  }
+  const s = r.scale;
+  if (s) {
+    const failures = s.runs.reduce((n, x) => n + x.failures, 0);
+    const left = s.runs.reduce(
+      (n, x) =>
+        n + x.leftovers.pins + x.leftovers.policies + x.leftovers.hookPrograms +
+        x.leftovers.podCounters,
+      0,
+    );
+    out.push({
+      section: "scale",
+      what: `${s.pods} pods ADD then DEL at concurrency ${
+        [...new Set(s.runs.map((x) => x.concurrency))].join(" and ")
+      }, alone and via the agent: failures, leftovers`,
+      value: `${failures} failures, ${left} left`,
+      goal: "0, 0",
+      met: failures === 0 && left === 0,
+    });
+    for (const x of s.runs) {
+      out.push({
+        section: "scale",
+        what: `${PLUGIN_LABEL[x.plugin ?? "tsnproxy"]}, concurrency ${x.concurrency}`,
+        value: `ADD ${r1(x.addTotalS)} s in all (p50 ${r1(x.addP50Ms)} ms), DEL ${
+          r1(x.delTotalS)
+        } s (p50 ${r1(x.delP50Ms)} ms)`,
+      });
+    }
+    const mem = memory(s);
+    if (mem?.peak) {
+      out.push({
+        section: "memory",
+        what: `agent's peak resident set through ${s.pods} pods at concurrency ${
+          Math.max(...s.runs.map((x) => x.concurrency))
+        } (VmHWM)`,
+        value: `${r1(mem.peak.peakMiB)} MiB (after: ${r1(mem.peak.anonMiB)} anonymous, ${
+          r1(mem.peak.fileMiB)
+        } file-backed)`,
+        goal: `<= ${MEMORY_GOALS.agentPeakMiB} MiB`,
+        met: mem.peak.peakMiB <= MEMORY_GOALS.agentPeakMiB,
+      });
+    }
+    if (mem?.ready) {
+      out.push({
+        section: "memory",
+        what: "agent's resident set once ready, before the first pod (steady state)",
+        value: `${r1(mem.ready.rssMiB)} MiB (${r1(mem.ready.anonMiB)} anonymous, ${
+          r1(mem.ready.fileMiB)
+        } file-backed)`,
+      });
+    }
+    for (const x of mem?.plugin ?? []) {
+      out.push({
+        section: "memory",
+        what: `plugin process's peak resident set, ${
+          x.plugin === "tsnproxy" ? "alone" : "via the agent"
+        } (largest of the scale runs)`,
+        value: `${r1(x.peakMiB)} MiB`,
+        goal: `<= ${MEMORY_GOALS.pluginPeakMiB} MiB`,
+        met: x.peakMiB <= MEMORY_GOALS.pluginPeakMiB,
+      });
+    }
+  }
+  return out;
+}
+
+/** A markdown table cell: pipes escaped, one line. */
+const cell = (s: string) => s.replace(/\|/g, "\\|").replace(/\n/g, " ");
+
+/**
+ * The figures block of docs/benchmarks.md (between its bench:figures markers): every figure
+ * with its goal and whether this run met it, and where the CNI time goes.
+ */
+export function markdown(r: Report): string {
+  const sections = [
+    r.throughput && "throughput",
+    r.programCost && "cost",
+    r.fidelity && "fidelity",
+    r.cniLatency && "cni",
+    r.scale && "scale",
+  ].filter(Boolean).join(", ");
+  const lines = [
+    `Generated from \`.cache/bench/report.json\` by \`deno task bench\` (\`-- --render\` redraws it): ${
+      r.date.slice(0, 16).replace("T", " ")
+    } UTC${r.commit ? `, ${r.commit}` : ""}, kernel ${r.machine.kernel}, ${r.machine.cpus} CPUs${
+      r.quick ? ", **--quick**" : ""
+    }${r.seconds ? `, ${Math.round(r.seconds)} s` : ""}; sections: ${sections}.`,
+    "",
+    "| section | figure | this run | baseline (same run) | goal | |",
+    "| --- | --- | --- | --- | --- | --- |",
+    ...figures(r).map((f) =>
+      `| ${f.section} | ${cell(f.what)} | ${cell(f.value)} | ${cell(f.baseline ?? "")} | ${
+        cell(f.goal ?? "")
+      } | ${f.met === undefined ? "" : f.met ? "met" : "**NOT MET**"} |`
+    ),
+  ];
+  const p = r.cniLatency?.profile;
+  if (p) {
+    lines.push(
+      "",
+      "Where tsnproxy's ADD time goes (medians of the profile runs, ms):",
+      "",
+      "| step | ms |",
+      "| --- | --- |",
+      ...profileRows(p).map(([k, v]) => `| ${cell(String(k))} | ${v} |`),
+    );
+  }
+  return lines.join("\n");
+}
+
+function profileRows(p: LatencyResult["profile"]): Array<[string, number]> {
+  return [
+    ["deno run of an empty module (runtime floor)", r1(p.denoEmptyMs)],
+    ["VERSION via launcher (floor + launcher + main.ts + hand-off + bundle)", r1(p.versionMs)],
+    ["  in-process: import build/cni.js (the CNI code bundled)", r1(p.importMs.bundle)],
+    ["  in-process: import src/cni/main.ts (as modules)", r1(p.importMs.cniMain)],
+    ["  in-process: import src/cni/verbs.ts (datapath modules)", r1(p.importMs.verbs)],
+    ["  in-process: open libbpf", r1(p.importMs.libbpfOpen)],
+    ["ADD via `deno run main.ts` directly", r1(p.addDirectMs)],
+    ["ADD via scripts/tsnproxy (launcher)", r1(p.addWallMs)],
+    ["  of which runCni() start to done (logged by the plugin)", r1(p.addInPluginMs)],
+    ["ADD via launcher, CNI code as modules (TSNPROXY_CNI_BUNDLE=0)", r1(p.addModulesMs)],
+  ];
+}
+
+const BEGIN = "<!-- bench:figures:begin -->";
+const END = "<!-- bench:figures:end -->";
+
+/** `doc` with its figures block replaced by `block`; throws without the markers. */
+export function replaceFigures(doc: string, block: string): string {
+  const a = doc.indexOf(BEGIN);
+  const b = doc.indexOf(END);
+  if (a < 0 || b < a) throw new Error(`no ${BEGIN} ... ${END} block`);
+  return `${doc.slice(0, a + BEGIN.length)}\n\n${block}\n\n${doc.slice(b)}`;
 }

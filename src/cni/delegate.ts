@@ -196,7 +196,12 @@ export class LineReader {
   #chunks: Uint8Array[] = [];
   #bytes = 0;
   #eof = false;
-  readonly #buf = new Uint8Array(65536);
+  /**
+   * 16 KiB: a request (the network configuration with its prevResult) is a few KiB; a larger
+   * one takes more reads. The agent holds one per open connection: 64 KiB each left its malloc
+   * heap growing under concurrent plugins.
+   */
+  readonly #buf = new Uint8Array(16384);
 
   constructor(
     private readonly read: (buf: Uint8Array<ArrayBuffer>) => Promise<number | null>,

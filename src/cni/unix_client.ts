@@ -62,14 +62,29 @@ const bound: Partial<Symbols> = {};
 // Bound functions live as long as their library handle: keep the handles.
 const handles: Deno.DynamicLibrary<Deno.ForeignLibraryInterface>[] = [];
 
-/** One libc symbol, bound on first use (each binding costs a few tenths of a ms). */
+/** The unread last argument of every blocking call (see symbol()). */
+const UNREAD = new Uint8Array(1);
+
+/**
+ * One libc symbol, bound on first use. As src/ffi/open.ts bindSymbol (not imported: this
+ * module loads before the plugin's own code): a blocking symbol is declared with one more
+ * parameter, a 1-byte struct its C function never reads, so that Deno compiles no fast-call
+ * trampoline for it (~0.6 ms for a process's first, measured), which a plugin process never
+ * runs anyway.
+ */
 function symbol<K extends keyof Symbols>(name: K): Symbols[K] {
   const have = bound[name];
   if (have) return have;
-  const lib = Deno.dlopen(Deno.env.get("TSNPROXY_LIBC") ?? "libc.so.6", { [name]: symbols[name] });
+  const def: Deno.ForeignFunction = symbols[name];
+  const lean = def.nonblocking ? def : { ...def, parameters: [...def.parameters, UNREAD_TYPE] };
+  const lib = Deno.dlopen(Deno.env.get("TSNPROXY_LIBC") ?? "libc.so.6", { [name]: lean });
   handles.push(lib);
-  return (bound[name] = lib.symbols[name] as Symbols[K]);
+  const raw = lib.symbols[name] as (...args: unknown[]) => unknown;
+  const fn = def.nonblocking ? raw : (...args: unknown[]) => raw(...args, UNREAD);
+  return (bound[name] = fn as Symbols[K]);
 }
+
+const UNREAD_TYPE = { struct: ["u8"] } as const;
 
 type Arg = number | bigint | Uint8Array<ArrayBuffer>;
 

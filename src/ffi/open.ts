@@ -15,6 +15,9 @@ export interface LibrarySpec {
   debianPackage: string;
 }
 
+/** The libraries located so far, open for as long as the process runs. */
+const located: Deno.DynamicLibrary<Record<string, never>>[] = [];
+
 /** The file name that dlopen accepts for the library (env override first). */
 export function locateLibrary(spec: LibrarySpec): string {
   const override = Deno.env.get(spec.envVar);
@@ -22,7 +25,9 @@ export function locateLibrary(spec: LibrarySpec): string {
   const failures: string[] = [];
   for (const path of candidates) {
     try {
-      Deno.dlopen(path, {}).close();
+      // Kept open: closing it unmapped the library (and libbpf's libelf and libz) only for
+      // the first symbol bound from it to map them all again.
+      located.push(Deno.dlopen(path, {}));
       return path;
     } catch (e) {
       failures.push(`${path}: ${e instanceof Error ? e.message : String(e)}`);
@@ -44,6 +49,47 @@ export function openLibrary<S extends Deno.ForeignLibraryInterface>(
   return Deno.dlopen(locateLibrary(spec), symbols);
 }
 
+/**
+ * The one byte passed by value as every bound function's last argument, which no C function
+ * reads (see bindSymbol).
+ */
+const UNREAD = new Uint8Array(1);
+
+/**
+ * Binds one symbol of the library at `path`, without the fast-call trampoline Deno would
+ * compile for it (Cranelift: ~0.15 ms a symbol, ~0.7 ms for a process's first, measured). V8
+ * calls through that trampoline only from optimized code, which a plugin process living
+ * ~20 ms never runs: it called every function through the slow path anyway (~0.4 us a call,
+ * which is also what an optimized caller in the agent costs now, against ~0.25 us). Deno
+ * compiles no trampoline for a function with a struct parameter, so the binding declares one
+ * more parameter, a 1-byte struct, and every call passes UNREAD there: on x86-64 (System V)
+ * and aarch64 (AAPCS64), the ABIs tsnproxy runs on, the caller owns the argument registers
+ * and the stack it pushes, so a trailing argument the callee does not declare is never read.
+ * Non-blocking symbols (run on a worker thread) get no trampoline either and are bound as
+ * declared. The handle is kept in `handles`: a bound function lives as long as its handle.
+ */
+export function bindSymbol<F extends Deno.ForeignFunction>(
+  path: string,
+  name: string,
+  def: F,
+  handles: Deno.DynamicLibrary<Deno.ForeignLibraryInterface>[],
+): Deno.StaticForeignSymbol<F> {
+  if (def.nonblocking) {
+    const lib = Deno.dlopen(path, { [name]: def } as Record<string, F>);
+    handles.push(lib);
+    return lib.symbols[name] as Deno.StaticForeignSymbol<F>;
+  }
+  const lean: Deno.ForeignFunction = {
+    ...def,
+    name: def.name ?? name,
+    parameters: [...def.parameters, { struct: ["u8"] }],
+  };
+  const lib = Deno.dlopen(path, { [name]: lean });
+  handles.push(lib);
+  const raw = lib.symbols[name] as (...args: unknown[]) => unknown;
+  return ((...args: unknown[]) => raw(...args, UNREAD)) as Deno.StaticForeignSymbol<F>;
+}
+
 export interface LazyLibrary<S extends Deno.ForeignLibraryInterface> {
   symbols: Deno.DynamicLibrary<S>["symbols"];
   /** Locates the library now (throws LibraryError when it is missing). */
@@ -51,9 +97,9 @@ export interface LazyLibrary<S extends Deno.ForeignLibraryInterface> {
 }
 
 /**
- * The library's symbols, each bound on first use. Binding a symbol costs Deno a dlsym plus
- * a call trampoline: opening libbpf's whole table took ~25 ms here, too much for the CNI
- * plugin, which runs once per pod and calls a handful of them.
+ * The library's symbols, each bound on first use (bindSymbol). Bound eagerly with their fast-call
+ * trampolines, libbpf's whole table took ~25 ms here, too much for the CNI plugin, which runs
+ * once per pod and calls a handful of them.
  */
 export function lazyLibrary<S extends Deno.ForeignLibraryInterface>(
   spec: LibrarySpec,
@@ -73,9 +119,8 @@ export function lazyLibrary<S extends Deno.ForeignLibraryInterface>(
       enumerable: true,
       get() {
         ensure();
-        const lib = Deno.dlopen(path!, { [name]: symbols[name] });
-        handles.push(lib); // never closed: bound functions live as long as the process
-        const fn = lib.symbols[name];
+        // never closed: bound functions live as long as the process
+        const fn = bindSymbol(path!, name, symbols[name] as Deno.ForeignFunction, handles);
         Object.defineProperty(out, name, { value: fn, enumerable: true });
         return fn;
       },

@@ -51,6 +51,21 @@ export interface RequestContext {
 }
 
 const RECV_SIZE = 65536;
+
+/**
+ * The one receive buffer of every socket: #recv fills it and splitMessages copies the messages
+ * out before it returns, all synchronously, so no two receives ever share it. A 64 KiB buffer
+ * per socket (several per CNI verb) left the agent's malloc heap growing by ~0.1 MiB a verb.
+ */
+let rxBuffer: { bytes: Uint8Array<ArrayBuffer>; ptr: Deno.PointerObject } | undefined;
+
+function receiveBuffer(): { bytes: Uint8Array<ArrayBuffer>; ptr: Deno.PointerObject } {
+  if (rxBuffer) return rxBuffer;
+  const bytes = new Uint8Array(new ArrayBuffer(RECV_SIZE));
+  const ptr = Deno.UnsafePointer.of(bytes);
+  if (ptr === null) throw new TsnproxyError("no receive buffer", "this is a bug in tsnproxy");
+  return (rxBuffer = { bytes, ptr });
+}
 const DUMP_RETRIES = 3;
 
 /** Generic hint by errno, used when the caller has nothing more specific. */
@@ -111,16 +126,11 @@ export class RtnlSocket implements Disposable {
   #nl: Deno.PointerObject | null;
   #seq: number;
   readonly #portid: number;
-  readonly #rx = new Uint8Array(new ArrayBuffer(RECV_SIZE));
-  readonly #rxPtr: Deno.PointerObject;
 
   private constructor(nl: Deno.PointerObject) {
     this.#nl = nl;
     this.#portid = libmnl().mnl_socket_get_portid(nl);
     this.#seq = (Date.now() & 0x3fffffff) >>> 0;
-    const p = Deno.UnsafePointer.of(this.#rx);
-    if (p === null) throw new TsnproxyError("no receive buffer", "this is a bug in tsnproxy");
-    this.#rxPtr = p;
   }
 
   /** Opens and binds a NETLINK_ROUTE socket in the calling thread's network namespace. */
@@ -179,7 +189,8 @@ export class RtnlSocket implements Disposable {
 
   #recv(ctx: RequestContext): NlMessage[] {
     for (;;) {
-      const n = libmnl().mnl_socket_recvfrom(this.#handle(), this.#rxPtr, BigInt(RECV_SIZE));
+      const rx = receiveBuffer();
+      const n = libmnl().mnl_socket_recvfrom(this.#handle(), rx.ptr, BigInt(RECV_SIZE));
       if (n < 0) {
         const e = errno();
         if (e === 4) continue; // EINTR
@@ -189,7 +200,7 @@ export class RtnlSocket implements Disposable {
           e,
         );
       }
-      return splitMessages(this.#rx.subarray(0, Number(n)));
+      return splitMessages(rx.bytes.subarray(0, Number(n)));
     }
   }
 

@@ -140,30 +140,31 @@ static __always_inline struct tsnp_req_entry *take_request(struct __sk_buff *skb
 }
 
 /*
- * The way a new entry takes in its bucket: the one holding the same fingerprint (the newest
- * admit of identical packets decides, as for a pod that routes another pod's packets: what
- * it sends on is its own), else one never used, already read by a restorer or aged out;
- * else the oldest, whose packet has not reached a restorer yet (counted).
+ * The way a new entry takes in its bucket, read off the bucket's header: the one holding
+ * the same fingerprint (the newest admit of identical packets decides, as for a pod that
+ * routes another pod's packets: what it sends on is its own), else one never used, already
+ * read by a restorer or aged out; else the oldest, whose packet has not reached a restorer
+ * yet (counted).
  */
-static __always_inline struct tsnp_stage_entry *
-free_way(struct tsnp_stage_entry *b, const struct tsnp_fp *fp, __u64 now, __u64 max_age)
+static __always_inline __u32 free_way(struct tsnp_stage_bucket *b, struct tsnp_stage_at *at,
+				      const struct tsnp_fp *fp, __u32 now, __u64 max_age)
 {
-	struct tsnp_stage_entry *oldest = b, *free = NULL;
+	__u32 free = TSNP_STAGE_WAYS, oldest = 0;
 	int i;
 
 #pragma unroll
 	for (i = 0; i < TSNP_STAGE_WAYS; i++) {
-		struct tsnp_stage_entry *w = &b[i];
+		__u32 sig = b->sig[i];
 
-		if (w->when && tsnp_fp_equal(&w->fp, fp))
-			return w;
-		if (!free && (!w->when || (w->flags & TSNP_STAGED_RESTORED) ||
-			      tsnp_older_than(now, w->when, max_age)))
-			free = w;
-		if (w->when < oldest->when)
-			oldest = w;
+		if (tsnp_sig_is(sig, at->sig) && tsnp_fp_equal(&b->e[i].fp, fp))
+			return i;
+		if (free == TSNP_STAGE_WAYS &&
+		    (!sig || (sig & TSNP_SIG_READ) || tsnp_aged32(now, b->when[i], max_age)))
+			free = i;
+		if ((__s32)(b->when[i] - b->when[oldest & (TSNP_STAGE_WAYS - 1)]) < 0)
+			oldest = i;
 	}
-	if (free)
+	if (free < TSNP_STAGE_WAYS)
 		return free;
 	tsnp_count(TSNP_STAGE_UNREAD);
 	return oldest;
@@ -174,30 +175,36 @@ static __always_inline void stage(struct __sk_buff *skb, struct parsed *p, __u32
 				  __u64 launch, struct tsnp_pod *pod)
 {
 	struct tsnp_config *cfg = tsnp_config_get();
+	struct tsnp_stage_bucket *b;
 	struct tsnp_stage_meta *meta;
 	struct tsnp_stage_part *part;
 	struct tsnp_stage_entry *e;
-	struct tsnp_bucket_at at;
-	__u32 zero = 0;
+	struct tsnp_stage_at at;
+	__u32 zero = 0, w;
 	__u64 now, *seen;
 
 	parse(skb, p); /* not IP (an AVTP stream): its ethertype and first payload bytes */
-	at = tsnp_bucket_of(&p->fp);
+	at = tsnp_stage_at(&p->fp);
 	part = bpf_map_lookup_elem(&tsnp_stage, &at.part);
 	meta = bpf_map_lookup_elem(&tsnp_stage_meta, &zero);
 	if (!part || !meta || !cfg)
 		return;
 	now = bpf_ktime_get_coarse_ns();
-	e = free_way(&part->e[at.first & TSNP_STAGE_FIRST_MASK], &p->fp, now,
-		     cfg->stage_max_age_ns);
-	e->when = 0; /* a restorer on another CPU skips it while it is rewritten */
+	b = tsnp_bucket(part, at.bucket);
+	w = free_way(b, &at, &p->fp, tsnp_time32(now), cfg->stage_max_age_ns) &
+	    (TSNP_STAGE_WAYS - 1);
+	e = &b->e[w];
+	b->sig[w] = 0; /* a restorer on another CPU skips it while it is rewritten */
+	tsnp_compiler_barrier();
 	e->fp = p->fp;
 	e->priority = prio;
 	e->tstamp = launch;
 	e->flags = (launch ? TSNP_STAGED_TSTAMP : 0) |
 		   (pod->flags & TSNP_POD_NETKIT ? TSNP_STAGED_ANY_IIF : 0);
 	e->slot = pod->slot;
-	e->when = now;
+	b->when[w] = tsnp_time32(now);
+	tsnp_compiler_barrier();
+	b->sig[w] = at.sig;
 	meta->last_when = now;
 	seen = bpf_map_lookup_elem(&tsnp_stage_seen, &zero);
 	if (seen && tsnp_older_than(now, *seen, cfg->stage_max_age_ns >> 3))

@@ -67,33 +67,33 @@ static __always_inline int inner_l3(struct tsnp_pkt *pk, struct tsnp_fp *outer, 
 	return tsnp_l3_after_eth(pk, l3->l4off + 8 + 8 + (g[0] & 0x3f) * 4);
 }
 
-/* This packet's staged entry in a CPU's part of the stage (the newest that matches, fresh
- * or not), or NULL. */
-static __always_inline struct tsnp_stage_entry *lookup(struct tsnp_stage_part *part,
-						       const struct tsnp_fp *fp)
+/* This packet's way in a CPU's part of the stage (fresh or not): found = 0 when none. The
+ * bucket's header says which way can hold it; only that way's entry is read. */
+static __always_inline int lookup(struct tsnp_stage_part *part, const struct tsnp_fp *fp,
+				  struct tsnp_way *at)
 {
-	struct tsnp_bucket_at at = tsnp_bucket_of(fp);
-	struct tsnp_stage_entry *b, *hit = NULL;
+	struct tsnp_stage_at where = tsnp_stage_at(fp);
+	struct tsnp_stage_bucket *b = tsnp_bucket(part, where.bucket);
 	int i;
 
-	b = &part->e[at.first & TSNP_STAGE_FIRST_MASK];
 #pragma unroll
 	for (i = 0; i < TSNP_STAGE_WAYS; i++) {
-		struct tsnp_stage_entry *w = &b[i];
-
-		if (w->when && tsnp_fp_equal(&w->fp, fp) && (!hit || w->when > hit->when))
-			hit = w;
+		if (tsnp_sig_is(b->sig[i], where.sig) && tsnp_fp_equal(&b->e[i].fp, fp)) {
+			at->b = b;
+			at->w = i;
+			return 1;
+		}
 	}
-	return hit;
+	return 0;
 }
 
-/* The packet's entry in this CPU's stage, or NULL. */
-static __always_inline struct tsnp_stage_entry *lookup_here(const struct tsnp_fp *fp)
+/* The packet's way in this CPU's stage: found = 0 when none. */
+static __always_inline int lookup_here(const struct tsnp_fp *fp, struct tsnp_way *at)
 {
-	struct tsnp_bucket_at at = tsnp_bucket_of(fp);
-	struct tsnp_stage_part *part = bpf_map_lookup_elem(&tsnp_stage, &at.part);
+	struct tsnp_stage_at where = tsnp_stage_at(fp);
+	struct tsnp_stage_part *part = bpf_map_lookup_elem(&tsnp_stage, &where.part);
 
-	return part ? lookup(part, fp) : NULL;
+	return part ? lookup(part, fp, at) : 0;
 }
 
 /* What a restore writes back, from this CPU's stage or another's. */
@@ -104,21 +104,30 @@ struct hit {
 	__u8 flags;
 };
 
-static __always_inline void take(struct hit *h, struct tsnp_stage_entry *e)
+static __always_inline void take(struct hit *h, struct tsnp_way *at)
 {
+	__u32 w = at->w & (TSNP_STAGE_WAYS - 1);
+	struct tsnp_stage_entry *e = &at->b->e[w];
+
 	h->priority = e->priority;
 	h->tstamp = e->tstamp;
 	h->slot = e->slot;
 	h->flags = e->flags;
-	if (!(e->flags & TSNP_STAGED_RESTORED))
-		e->flags |= TSNP_STAGED_RESTORED;
+	if (!(at->b->sig[w] & TSNP_SIG_READ))
+		at->b->sig[w] |= TSNP_SIG_READ;
+}
+
+/* Whether a way is past the age limit. */
+static __always_inline int aged(struct tsnp_way *at, __u64 now, __u64 max_age)
+{
+	return tsnp_aged32(tsnp_time32(now), at->b->when[at->w & (TSNP_STAGE_WAYS - 1)], max_age);
 }
 
 /* Whether an entry may restore this packet: one of a veth pod's packets arrives forwarded
  * (it has an ingress interface); a netkit pod's, redirected from the peer hook, may not. */
-static __always_inline int may_restore(const struct tsnp_stage_entry *e, __u32 ingress)
+static __always_inline int may_restore(struct tsnp_way *at, __u32 ingress)
 {
-	return ingress || (e->flags & TSNP_STAGED_ANY_IIF);
+	return ingress || (at->b->e[at->w & (TSNP_STAGE_WAYS - 1)].flags & TSNP_STAGED_ANY_IIF);
 }
 
 /* The search of the other CPUs' stages (bpf_loop), for a packet held on the way. */
@@ -134,11 +143,11 @@ struct elsewhere {
 
 static long look_on_cpu(__u32 cpu, void *ctx)
 {
-	struct tsnp_bucket_at at = tsnp_bucket_of(&((struct elsewhere *)ctx)->fp);
 	struct elsewhere *x = ctx;
+	struct tsnp_stage_at where = tsnp_stage_at(&x->fp);
 	struct tsnp_stage_meta *meta;
 	struct tsnp_stage_part *part;
-	struct tsnp_stage_entry *e;
+	struct tsnp_way at;
 	__u32 zero = 0;
 
 	if (cpu == x->self)
@@ -148,11 +157,11 @@ static long look_on_cpu(__u32 cpu, void *ctx)
 		return 1; /* past the last possible CPU */
 	if (tsnp_older_than(x->now, meta->last_when, x->max_age))
 		return 0; /* staged nothing lately */
-	part = bpf_map_lookup_percpu_elem(&tsnp_stage, &at.part, cpu);
-	e = part ? lookup(part, &x->fp) : NULL;
-	if (!e || !may_restore(e, x->ingress) || tsnp_older_than(x->now, e->when, x->max_age))
+	part = bpf_map_lookup_percpu_elem(&tsnp_stage, &where.part, cpu);
+	if (!part || !lookup(part, &x->fp, &at) || !may_restore(&at, x->ingress) ||
+	    aged(&at, x->now, x->max_age))
 		return 0;
-	take(&x->hit, e);
+	take(&x->hit, &at);
 	x->found = 1;
 	return 1;
 }
@@ -184,14 +193,14 @@ int tsnp_restore(struct __sk_buff *skb)
 	struct tsnp_pkt pk = tsnp_pkt_of(skb);
 	struct elsewhere x = {};
 	struct tsnp_frag_follow *f;
-	struct tsnp_stage_entry *e = NULL;
+	struct tsnp_way at = {};
 	struct tsnp_config *cfg;
 	struct tsnp_l3 l3 = {};
 	struct tsnp_stage_meta *st;
 	struct hit h = {};
 	__u64 now, max_age, *seen;
 	__u32 zero = 0;
-	int ip, in, idle;
+	int ip, in, idle, found = 0;
 
 	if (tsnp_is_tag(tci) && restore_tag(skb, tci))
 		return TSNP_NEXT;
@@ -215,27 +224,24 @@ int tsnp_restore(struct __sk_buff *skb)
 	 * only one it encapsulates may be. Forwarded packets, redirected ones included, keep
 	 * the interface they entered by; a netkit pod's, redirected from the peer hook, never
 	 * had one. */
-	if (!idle) {
-		e = lookup_here(&x.fp);
-		if (e && !may_restore(e, ingress))
-			e = NULL;
-	}
-	if (!e && ip) {
+	if (!idle)
+		found = lookup_here(&x.fp, &at) && may_restore(&at, ingress);
+	if (!found && ip) {
 		/* A tunnel: admit saw the encapsulated packet. */
 		in = inner_l3(&pk, &x.fp, &l3);
 		if (in >= 0) {
 			__builtin_memset(&x.fp, 0, sizeof(x.fp));
 			if (tsnp_fp_at(skb, in, &x.fp, &l3) && !idle)
-				e = lookup_here(&x.fp);
+				found = lookup_here(&x.fp, &at);
 		}
 	}
-	if (e) {
-		if (tsnp_older_than(now, e->when, max_age)) {
-			e->when = 0;
+	if (found) {
+		if (aged(&at, now, max_age)) {
+			at.b->sig[at.w & (TSNP_STAGE_WAYS - 1)] = 0;
 			tsnp_count(TSNP_STAGE_EXPIRED);
 			return TSNP_NEXT;
 		}
-		take(&h, e);
+		take(&h, &at);
 	} else {
 		/* A later fragment of a datagram the node fragmented after admit. */
 		f = &st->follow;

@@ -211,18 +211,15 @@ struct tsnp_config {
 
 /* What a staged packet carries. */
 #define TSNP_STAGED_TSTAMP 0x1	 /* tstamp holds an untyped launch time to write back */
-#define TSNP_STAGED_RESTORED 0x2 /* a restorer has read it (set by the restorer) */
 #define TSNP_STAGED_ANY_IIF 0x4	 /* from a netkit pod: may arrive without an ingress interface */
 
 struct tsnp_stage_entry {
 	struct tsnp_fp fp;
-	__u64 when;	/* bpf_ktime_get_coarse_ns() at admit; 0: empty or consumed */
 	__u64 tstamp;
 	__u32 priority;
 	__u16 slot;
 	__u8 flags;	/* TSNP_STAGED_* */
 	__u8 _pad;
-	__u64 _pad2;
 };
 
 /* The last first-fragment restored on this CPU: later fragments of its datagram, made by
@@ -246,15 +243,34 @@ struct tsnp_frag_follow {
  * of held packets (ARP/ND keep ~100-280 small ones per unresolved neighbour) next to the
  * traffic that keeps coming, so 2048 entries per CPU, in buckets of 8 ways. A per-CPU map
  * value is at most 32 KiB, so the table is TSNP_STAGE_PARTS values of one part each.
+ *
+ * A bucket starts with one cache line that says what its ways hold: a signature (the hash
+ * bits the bucket's place does not use) and the admit time of each. Admit and restore read
+ * that line, then only the entry whose signature matches: two lines a packet, not eight.
  */
-#define TSNP_STAGE_WAYS 8	    /* entries per bucket */
+#define TSNP_STAGE_WAYS 8	    /* entries per bucket; a power of two */
 #define TSNP_STAGE_PART_BUCKETS 32 /* buckets per part; a power of two */
 #define TSNP_STAGE_PART_BITS 3
 #define TSNP_STAGE_PARTS (1 << TSNP_STAGE_PART_BITS) /* parts per CPU */
+#define TSNP_STAGE_PLACE_BITS 8    /* hash bits that pick the part and the bucket */
 #define TSNP_MAX_CPUS 1024	    /* the restorer's look at other CPUs stops at the last one */
 
+#define TSNP_SIG_READ 0x1	/* a restorer has read the way's entry */
+#define TSNP_SIG_USED 0x2	/* the way holds an entry (a signature of 0: never used) */
+#define TSNP_SIG_HASH 0xffffff00 /* the hash bits above TSNP_STAGE_PLACE_BITS */
+#define TSNP_STAGE_TIME_SHIFT 20 /* bucket times count 2^20 ns (~1 ms), wrapping */
+
+_Static_assert(TSNP_STAGE_PARTS * TSNP_STAGE_PART_BUCKETS == 1 << TSNP_STAGE_PLACE_BITS,
+	       "the part and the bucket take the hash's low TSNP_STAGE_PLACE_BITS bits");
+
+struct tsnp_stage_bucket {
+	__u32 sig[TSNP_STAGE_WAYS];  /* TSNP_SIG_*; 0: empty */
+	__u32 when[TSNP_STAGE_WAYS]; /* admit's bpf_ktime_get_coarse_ns() >> TIME_SHIFT */
+	struct tsnp_stage_entry e[TSNP_STAGE_WAYS];
+};
+
 struct tsnp_stage_part {
-	struct tsnp_stage_entry e[TSNP_STAGE_PART_BUCKETS * TSNP_STAGE_WAYS];
+	struct tsnp_stage_bucket b[TSNP_STAGE_PART_BUCKETS];
 };
 _Static_assert(sizeof(struct tsnp_stage_part) <= 32768, "a per-CPU value is at most 32 KiB");
 
@@ -264,27 +280,61 @@ struct tsnp_stage_meta {
 	struct tsnp_frag_follow follow;
 };
 
-/* A bucket's first way in its part, as a mask (buckets and ways are powers of two): applied
- * where the index is used, it is the bound the verifier sees, whatever the compiler spilled. */
-#define TSNP_STAGE_FIRST_MASK ((TSNP_STAGE_PART_BUCKETS - 1) * TSNP_STAGE_WAYS)
-
-/* Where a fingerprint's bucket is: which part, and its first way there. */
-struct tsnp_bucket_at {
+/* Where a fingerprint is staged: its part, its bucket there, its signature. */
+struct tsnp_stage_at {
 	__u32 part;
-	__u32 first;
+	__u32 bucket;
+	__u32 sig;
 };
 
-static __always_inline struct tsnp_bucket_at tsnp_bucket_of(const struct tsnp_fp *fp)
+static __always_inline struct tsnp_stage_at tsnp_stage_at(const struct tsnp_fp *fp)
 {
 	__u32 h = tsnp_fp_hash(fp);
-	struct tsnp_bucket_at at = {
+	struct tsnp_stage_at at = {
 		.part = h & (TSNP_STAGE_PARTS - 1),
-		.first = ((h >> TSNP_STAGE_PART_BITS) & (TSNP_STAGE_PART_BUCKETS - 1)) *
-			 TSNP_STAGE_WAYS,
+		.bucket = (h >> TSNP_STAGE_PART_BITS) & (TSNP_STAGE_PART_BUCKETS - 1),
+		.sig = (h & TSNP_SIG_HASH) | TSNP_SIG_USED,
 	};
 
 	return at;
 }
+
+/* The bucket in a part; the mask is the bound the verifier sees, whatever was spilled. */
+static __always_inline struct tsnp_stage_bucket *tsnp_bucket(struct tsnp_stage_part *part,
+							    __u32 bucket)
+{
+	return &part->b[bucket & (TSNP_STAGE_PART_BUCKETS - 1)];
+}
+
+/* A bucket time (see TSNP_STAGE_TIME_SHIFT) and whether one is older than an age. */
+static __always_inline __u32 tsnp_time32(__u64 ns)
+{
+	return ns >> TSNP_STAGE_TIME_SHIFT;
+}
+
+/* Signed, so that a time another CPU stored a tick after `now` is not old; wrapping, so an
+ * entry left untouched for 2^31 ticks (~26 days) may look fresh: its fingerprint still has
+ * to match a packet's. */
+static __always_inline int tsnp_aged32(__u32 now, __u32 then, __u64 max_age_ns)
+{
+	return (__s32)(now - then) > (__s32)(max_age_ns >> TSNP_STAGE_TIME_SHIFT);
+}
+
+/* Where a fingerprint's entry is in its bucket. */
+struct tsnp_way {
+	struct tsnp_stage_bucket *b;
+	__u32 w; /* < TSNP_STAGE_WAYS */
+};
+
+/* Whether a way holds this signature's entry (read or not). */
+static __always_inline int tsnp_sig_is(__u32 sig, __u32 want)
+{
+	return (sig & ~TSNP_SIG_READ) == want;
+}
+
+/* Keeps the compiler from moving stores across it: a way's signature is cleared before its
+ * entry is rewritten and set after, for a restorer reading it from another CPU. */
+#define tsnp_compiler_barrier() asm volatile("" ::: "memory")
 
 /*
  * The request stage: what the tag-sized request cannot hold, from the saver to admit on the

@@ -75,8 +75,12 @@ Deno.test("status: node and per-pod counters, --json schema, --watch rates", opt
     assert.equal(mine.carrier, "tag");
     assert.match(mine.carrierReason, /nothing else on the pod's way/);
     assert.deepEqual(mine.policy, { maxPriority: 7 });
-    assert.equal(mine.admitted, "20");
-    assert.equal(mine.clamped, "5");
+    // Deltas, as for the node's counters: a packet the pod sent while its interface came up
+    // (before IPv6 was off) counts too.
+    const mineBefore = before.pods?.find((p) => p.containerId === pod.containerId);
+    assert.ok(mineBefore);
+    assert.equal(BigInt(mine.admitted) - BigInt(mineBefore.admitted), 20n);
+    assert.equal(BigInt(mine.clamped) - BigInt(mineBefore.clamped), 5n);
     assert.equal(mine.restored, "0", "to 10.250.0.1: delivered to the node, never on tsn0");
     assert.equal(mine.saver, THIS_BUILD);
     assert.equal(mine.admit, THIS_BUILD);
@@ -86,7 +90,11 @@ Deno.test("status: node and per-pod counters, --json schema, --watch rates", opt
     assert.match(text, /carrier: tag \(/);
     assert.match(
       text,
-      new RegExp(`${pod.containerId.slice(0, 16)}\\s+eth0\\s+hv2\\s+tag\\s+20\\s+5\\s+0`),
+      new RegExp(
+        `${
+          pod.containerId.slice(0, 16)
+        }\\s+eth0\\s+hv2\\s+tag\\s+${mine.admitted}\\s+${mine.clamped}\\s+0`,
+      ),
     );
 
     // --watch: two samples, the second with per-second rates; JSON lines. The pod sends 10

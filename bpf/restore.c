@@ -67,18 +67,17 @@ static __always_inline int inner_l3(struct tsnp_pkt *pk, struct tsnp_fp *outer, 
 	return tsnp_l3_after_eth(pk, l3->l4off + 8 + 8 + (g[0] & 0x3f) * 4);
 }
 
-/* This packet's way in a CPU's part of the stage (fresh or not): found = 0 when none. The
- * bucket's header says which way can hold it; only that way's entry is read. */
+/* This packet's way in a CPU's part of the stage (fresh or not), into *at; 0 when none.
+ * The bucket's header says which way can hold it; only that way's entry is read. */
 static __always_inline int lookup(struct tsnp_stage_part *part, const struct tsnp_fp *fp,
-				  struct tsnp_way *at)
+				  const struct tsnp_stage_at *where, struct tsnp_way *at)
 {
-	struct tsnp_stage_at where = tsnp_stage_at(fp);
-	struct tsnp_stage_bucket *b = tsnp_bucket(part, where.bucket);
+	struct tsnp_stage_bucket *b = tsnp_bucket(part, where->bucket);
 	int i;
 
 #pragma unroll
 	for (i = 0; i < TSNP_STAGE_WAYS; i++) {
-		if (tsnp_sig_is(b->sig[i], where.sig) && tsnp_fp_equal(&b->e[i].fp, fp)) {
+		if (tsnp_sig_is(b->sig[i], where->sig) && tsnp_fp_equal(&b->e[i].fp, fp)) {
 			at->b = b;
 			at->w = i;
 			return 1;
@@ -87,13 +86,13 @@ static __always_inline int lookup(struct tsnp_stage_part *part, const struct tsn
 	return 0;
 }
 
-/* The packet's way in this CPU's stage: found = 0 when none. */
+/* The packet's way in this CPU's stage, into *at; 0 when none. */
 static __always_inline int lookup_here(const struct tsnp_fp *fp, struct tsnp_way *at)
 {
 	struct tsnp_stage_at where = tsnp_stage_at(fp);
 	struct tsnp_stage_part *part = bpf_map_lookup_elem(&tsnp_stage, &where.part);
 
-	return part ? lookup(part, fp, at) : 0;
+	return part ? lookup(part, fp, &where, at) : 0;
 }
 
 /* What a restore writes back, from this CPU's stage or another's. */
@@ -133,6 +132,7 @@ static __always_inline int may_restore(struct tsnp_way *at, __u32 ingress)
 /* The search of the other CPUs' stages (bpf_loop), for a packet held on the way. */
 struct elsewhere {
 	struct tsnp_fp fp;
+	struct tsnp_stage_at where; /* of fp: the same part and bucket on every CPU */
 	__u64 now;
 	__u64 max_age;
 	__u32 self;
@@ -144,7 +144,6 @@ struct elsewhere {
 static long look_on_cpu(__u32 cpu, void *ctx)
 {
 	struct elsewhere *x = ctx;
-	struct tsnp_stage_at where = tsnp_stage_at(&x->fp);
 	struct tsnp_stage_meta *meta;
 	struct tsnp_stage_part *part;
 	struct tsnp_way at;
@@ -157,8 +156,8 @@ static long look_on_cpu(__u32 cpu, void *ctx)
 		return 1; /* past the last possible CPU */
 	if (tsnp_older_than(x->now, meta->last_when, x->max_age))
 		return 0; /* staged nothing lately */
-	part = bpf_map_lookup_percpu_elem(&tsnp_stage, &where.part, cpu);
-	if (!part || !lookup(part, &x->fp, &at) || !may_restore(&at, x->ingress) ||
+	part = bpf_map_lookup_percpu_elem(&tsnp_stage, &x->where.part, cpu);
+	if (!part || !lookup(part, &x->fp, &x->where, &at) || !may_restore(&at, x->ingress) ||
 	    aged(&at, x->now, x->max_age))
 		return 0;
 	take(&x->hit, &at);
@@ -256,6 +255,7 @@ int tsnp_restore(struct __sk_buff *skb)
 			return TSNP_NEXT;
 		}
 		/* Held on the way (a next hop's ARP/ND) and sent from another CPU. */
+		x.where = tsnp_stage_at(&x.fp);
 		x.now = now;
 		x.max_age = max_age;
 		x.self = bpf_get_smp_processor_id();

@@ -106,19 +106,6 @@ static __always_inline int tsnp_is_req(__u32 tc_index)
 	return (tc_index & TSNP_REQ_MASK) == TSNP_REQ;
 }
 
-/*
- * The priority IPv4 forwarding gives a packet from its TOS byte when
- * net.ipv4.ip_forward_update_priority is 1 (the default): rt_tos2priority(), whose table maps
- * (tos & 0x1e) >> 1 in four runs of four to 0 (best effort), 2 (bulk), 6 (interactive) and
- * 4 (interactive bulk).
- */
-static __always_inline __u32 tsnp_tos2prio(__u8 tos)
-{
-	__u32 i = (tos >> 3) & 0x3;
-
-	return i == 0 ? 0 : i == 1 ? 2 : i == 2 ? 6 : 4;
-}
-
 #define TSNP_PAYLOAD_SAMPLE 12
 
 /* Offsets below this are read in place when the linear area holds them (headers, sample). */
@@ -668,8 +655,8 @@ struct tsnp_l3 {
 	__u32 saddr;	/* IPv4 only */
 	__u32 daddr;
 	__u16 id;	/* IPv4 id (network order) */
-	__u8 tos;	/* IPv4 TOS / IPv6 traffic class */
 	__u8 more_frags;
+	__u8 _pad;
 };
 
 #define TSNP_FP_L2 0xff /* struct tsnp_fp.family of a frame that is not IP */
@@ -704,7 +691,6 @@ __noinline int tsnp_fp_at(struct __sk_buff *skb, int l3, struct tsnp_fp *fp,
 		fp->l3id = info->id;
 		__builtin_memcpy(&info->saddr, &h[12], 4);
 		__builtin_memcpy(&info->daddr, &h[16], 4);
-		info->tos = h[1];
 		fo = ((__u16)(h[6] & 0x1f) << 8) | h[7];
 		info->more_frags = (h[6] & 0x20) != 0;
 		plen = ((__u32)h[2] << 8) | h[3];
@@ -726,7 +712,6 @@ __noinline int tsnp_fp_at(struct __sk_buff *skb, int l3, struct tsnp_fp *fp,
 		fp->family = 6;
 		fp->l4proto = h[6];
 		fp->l3id = bpf_htonl(((__u32)(h[1] & 0x0f) << 16) | ((__u32)h[2] << 8) | h[3]);
-		info->tos = (h[0] << 4) | (h[1] >> 4);
 		plen = ((__u32)h[4] << 8) | h[5];
 		/* payload length 0: a jumbogram (BIG TCP), bounded by the skb */
 		end = plen ? l3 + 40 + plen : skb->len;

@@ -12,4 +12,3 @@ export const ExitCode = {
   /** doctor only: no check failed, some warned. */
   Warnings: 3,
 } as const;
-export type ExitCodeValue = typeof ExitCode[keyof typeof ExitCode];

@@ -70,7 +70,6 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
     reconciles: { ok: 0, error: 0 },
     conflistReinjected: 0,
     restorerReattached: 0,
-    restorerAttached: false,
     restorers: {},
     installed: exists(pins.root),
     startedAt: Date.now(),

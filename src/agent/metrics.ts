@@ -245,8 +245,6 @@ export interface AgentStats {
   reconciles: { ok: number; error: number };
   conflistReinjected: number;
   restorerReattached: number;
-  /** The restorer is on every TSN interface. */
-  restorerAttached: boolean;
   /** Per TSN interface: the restorer is on it (restoreAt tsn-egress; empty otherwise). */
   restorers: Record<string, boolean>;
   installed: boolean;

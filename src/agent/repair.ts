@@ -15,7 +15,6 @@
  * CNI bin dir the entry is not added: the runtime would fail every pod on it (install writes
  * the binary first for the same reason).
  */
-import type { ProgramState } from "../bpf/loader.ts";
 import { PROGRAMS } from "../bpf/pins.ts";
 import { formatRelease } from "../bpf/release.ts";
 import {
@@ -51,8 +50,6 @@ export interface RestorerRepair {
 export interface RepairOutcome {
   /** What changed, as the plan prints it ("+" lines); empty: nothing was to do. */
   changes: string[];
-  /** This build's programs as loaded, when the datapath step ran. */
-  programs?: ProgramState[];
   replaced: Replaced[];
   /**
    * The tsnproxy version that last ran install here, when its state file says (the file
@@ -113,7 +110,6 @@ export async function converge(t: InstallTarget, scope: RepairScope): Promise<Re
   return {
     ...empty,
     changes: changedLines(text),
-    programs: res.programs,
     replaced: programs.filter((p) => p.action === "replaced").map((p) => ({
       program: PROGRAMS[p.role],
       from: before.get(p.role)?.tag ?? "?",

@@ -65,17 +65,11 @@ export function restorerStates(t: InstallTarget): RestorerState[] {
 /** Records the states in the agent's stats (the per-interface metric). */
 export function noteRestorers(stats: AgentStats, states: RestorerState[]): void {
   for (const s of states) stats.restorers[s.ifname] = s.ok;
-  stats.restorerAttached = Object.values(stats.restorers).every(Boolean);
 }
 
 /** Whether the restorer is on every TSN interface now (read from the kernel, never throws). */
 export function restorersAttachedNow(t: InstallTarget): boolean {
   return restorerStates(t).every((s) => s.ok);
-}
-
-/** The TSN interfaces that do not exist now. */
-export function missingInterfaces(t: InstallTarget): string[] {
-  return t.tsnInterfaces.map((i) => i.name).filter((n) => ifNameToIndex(n) === 0);
 }
 
 /**
@@ -98,7 +92,6 @@ export function watchInterfaces(
       if (idx !== 0) appeared = true;
       else if (name in stats.restorers) stats.restorers[name] = false;
     }
-    stats.restorerAttached = Object.values(stats.restorers).every(Boolean);
     if (appeared) reconcile("interface re-appeared");
   }, 1000);
   return () => clearInterval(timer);

@@ -130,13 +130,9 @@ function agentTimeout(getEnv: (k: string) => string | undefined): number | undef
   return parseAgentTimeout(getEnv(AGENT_TIMEOUT_ENV));
 }
 
-/** The verb lock this process holds until it exits (the kernel releases it then). */
-let held: Deno.FsFile | undefined;
-
-/** The verb lock this process holds, if any (its path is the agent socket's locks/ file). */
-export function heldVerbLock(): boolean {
-  return held !== undefined;
-}
+/** The verb lock this process holds until it exits (the kernel releases it then); referenced
+ * here so that nothing closes the handle before. */
+let _held: Deno.FsFile | undefined;
 
 /**
  * Takes the container's verb lock, waiting for an agent that still runs a verb for it. Without
@@ -155,5 +151,5 @@ function holdVerbLock(socket: string, containerId: string): void {
     return; // no lock directory (or not ours to write): no agent can be running the verb
   }
   f.lockSync(true);
-  held = f;
+  _held = f;
 }

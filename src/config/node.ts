@@ -370,11 +370,6 @@ export function requireTsnInterfaces(
   );
 }
 
-/** The configured TSN interfaces' names, in config order. */
-export function tsnInterfaceNames(cfg: NodeConfig): string[] {
-  return cfg.tsnInterfaces.map((t) => t.name);
-}
-
 /** A commented example that loads to the defaults plus `tsnInterface: tsn0`. */
 export const EXAMPLE_NODE_CONFIG =
   `# tsnproxy node config (/etc/tsnproxy/config.yaml). Every key is optional; the values

@@ -26,14 +26,6 @@ import { STATUS_SCHEMA_VERSION, type StatusReport, statusReportSchema } from "./
 export { statusReportSchema } from "./schema.ts";
 
 /**
- * The pin root status looks at: --bpffs when given, else the node config's (whose errors are
- * reported: a broken config must not make status look at some other pin root).
- */
-export async function resolveBpffs(opts: StatusOptions): Promise<string> {
-  return (await loadNodeConfigFor(opts)).bpffs;
-}
-
-/**
  * Each TSN interface, configured (`configured`, in config order) or holding a restorer pin
  * under the root: whether it exists and whether the restorer is on its egress, with which
  * tc API and release. The restorer's counters are the node's (one program on every

@@ -23,7 +23,6 @@
 import { flockWithinSync, openForLock } from "../util/flock.ts";
 import { KernelError, TsnproxyError } from "../errors.ts";
 import { type Attachment, type TcApi } from "../bpf/attach.ts";
-import { resolveTcApi } from "../bpf/features.ts";
 import { loadDatapath, type ProgramState } from "../bpf/loader.ts";
 import { type DatapathConfig, DatapathMaps } from "../bpf/maps.ts";
 import {
@@ -769,9 +768,4 @@ export async function executeNodePlan(p: NodePlan): Promise<NodeResult> {
   if (!sameState(state, intent)) await writeState(t.stateDir, state);
   await applyConflist(p.conflist, { inPlace: t.inPlace });
   return res;
-}
-
-/** The tc API for the node config (flag > config > kernel). */
-export function tcApiFor(cfg: NodeConfig): TcApi {
-  return resolveTcApi(cfg.attachMode);
 }

@@ -210,7 +210,6 @@ const stats = (): AgentStats => ({
   reconciles: { ok: 0, error: 0 },
   conflistReinjected: 0,
   restorerReattached: 0,
-  restorerAttached: true,
   restorers: { tsn0: true },
   installed: true,
   startedAt: Date.now(),

@@ -43,10 +43,6 @@ export type TsnproxyEntry = { type: string } & { [k: string]: JsonValue };
 export function baseName(path: string): string {
   return path.slice(path.lastIndexOf("/") + 1);
 }
-export function dirName(path: string): string {
-  const i = path.lastIndexOf("/");
-  return i < 0 ? "." : i === 0 ? "/" : path.slice(0, i);
-}
 export function extOf(path: string): string {
   const b = baseName(path);
   const i = b.lastIndexOf(".");

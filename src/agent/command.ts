@@ -36,12 +36,7 @@ import { DEFAULT_CNI_RESULTS_DIR } from "./pods.ts";
 import { type CniServer, serveCni } from "./cni_server.ts";
 import { datapathConditions, evaluate, formatReadiness, type Readiness } from "./readiness.ts";
 import { converge } from "./repair.ts";
-import {
-  noteRestorers,
-  restorersAttachedNow,
-  restorerStates,
-  watchInterfaces,
-} from "./tsn_interfaces.ts";
+import { noteRestorers, restorersAttachedNow, watchInterfaces } from "./tsn_interfaces.ts";
 import { exists } from "../util/fs.ts";
 
 /** How long SIGTERM may take before the agent exits regardless. */
@@ -78,14 +73,14 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
   const stop = new AbortController();
   const me = versionInfo();
 
-  const conditions = datapathConditions(target);
+  // The restorer condition's reading is also the per-interface metric's: read once.
+  const conditions = datapathConditions(target, (s) => noteRestorers(stats, s));
   let readiness: Readiness | undefined;
 
   /** Records a readiness reading: metrics, and a log line when it changes. */
   const note = (r: Readiness) => {
     stats.installed = r.conditions.find((c) => c.name === "datapath.pinned")?.ok ?? false;
     stats.readiness = r.conditions.map((c) => ({ name: c.name, ok: c.ok }));
-    noteRestorers(stats, restorerStates(target));
     const failing = r.conditions.filter((c) => !c.ok);
     const key = (x: Readiness | undefined) =>
       x?.conditions.filter((c) => !c.ok).map((c) => c.name).join(",");

@@ -14,7 +14,7 @@
 import { versionInfo } from "../build_info.ts";
 import { DatapathMaps } from "../bpf/maps.ts";
 import type { CounterName } from "../ffi/structs/datapath.ts";
-import { listPodAttachments } from "../bpf/pod.ts";
+import { listPodAttachments, type PodAttachmentRecord } from "../bpf/pod.ts";
 import { isLegacyPod } from "../bpf/legacy.ts";
 import { PodIdentities } from "./pods.ts";
 import type { CniServerStats } from "./cni_server.ts";
@@ -262,6 +262,8 @@ export interface MetricsInput {
   pods?: Map<bigint, { containerId: string; namespace?: string; name?: string }>;
   /** cni.agentSocket is configured: the socket families are written. */
   agentSocket?: boolean;
+  /** The pod pins, when the caller listed them already (else listed here, once). */
+  attachments?: PodAttachmentRecord[];
 }
 
 function podLabelsOf(pods: MetricsInput["pods"], cookie: bigint) {
@@ -284,9 +286,12 @@ export function renderMetrics(inp: MetricsInput): string {
     compiled: String(info.compiled),
   }, 1]]);
   let maps: DatapathMaps | undefined;
+  let attached = 0;
   try {
     maps = inp.stats.installed ? DatapathMaps.open(inp.bpffs) : undefined;
     if (maps) {
+      const attachments = inp.attachments ?? listPodAttachments(inp.bpffs);
+      attached = attachments.length;
       const c = maps.counters();
       for (const name of Object.keys(DATAPATH_COUNTERS) as CounterName[]) {
         out.add(counterFamilyName(name), [[{}, c[name]]]);
@@ -317,10 +322,7 @@ export function renderMetrics(inp: MetricsInput): string {
           ]),
         );
       }
-      out.add("tsnproxy_legacy_pods", [[
-        {},
-        listPodAttachments(inp.bpffs).filter(isLegacyPod).length,
-      ]]);
+      out.add("tsnproxy_legacy_pods", [[{}, attachments.filter(isLegacyPod).length]]);
     }
   } catch {
     inp.stats.installed = false;
@@ -335,7 +337,7 @@ export function renderMetrics(inp: MetricsInput): string {
       on ? 1 : 0,
     ]),
   );
-  out.add("tsnproxy_pod_attachments", [[{}, inp.stats.installed ? attachments(inp.bpffs) : 0]]);
+  out.add("tsnproxy_pod_attachments", [[{}, inp.stats.installed ? attached : 0]]);
   out.add("tsnproxy_agent_reconciles_total", [
     [{ result: "ok" }, inp.stats.reconciles.ok],
     [{ result: "error" }, inp.stats.reconciles.error],
@@ -366,14 +368,6 @@ export function renderMetrics(inp: MetricsInput): string {
   return out.text();
 }
 
-function attachments(bpffs: string): number {
-  try {
-    return listPodAttachments(bpffs).length;
-  } catch {
-    return 0;
-  }
-}
-
 export interface MetricsEndpointOptions {
   bpffs: string;
   stats: AgentStats;
@@ -394,11 +388,16 @@ export class MetricsEndpoint {
   }
 
   scrape(): string {
+    // One listing of the pod pins a scrape, for the pods' names and the families.
+    const attachments = this.pods && this.opts.stats.installed
+      ? listPodAttachments(this.opts.bpffs)
+      : undefined;
     return renderMetrics({
       bpffs: this.opts.bpffs,
       stats: this.opts.stats,
-      pods: this.pods && this.opts.stats.installed ? this.pods.current() : undefined,
+      pods: attachments && this.pods?.current(attachments),
       agentSocket: this.opts.agentSocket,
+      attachments,
     });
   }
 }

@@ -147,9 +147,10 @@ export class PodIdentities {
     this.results = new ResultCache(resultsDir);
   }
 
-  current(): Map<bigint, PodIdentity> {
+  /** From the pod pins (`attachments`: as listPodAttachments gives them, when listed already). */
+  current(attachments = listPodAttachments(this.bpffs)): Map<bigint, PodIdentity> {
     const out = new Map<bigint, PodIdentity>();
-    for (const a of listPodAttachments(this.bpffs)) {
+    for (const a of attachments) {
       // The pin-name codec's parse; a release-0.1.0 name with a lossy id: its longest guess.
       const id = a.containerId !== undefined && a.ifname !== undefined
         ? { containerId: a.containerId, ifname: a.ifname }

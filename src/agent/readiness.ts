@@ -25,7 +25,7 @@ import { planInstall as planConflistInstall } from "../install/conflist.ts";
 import { type InstallTarget, pluginEntry } from "../install/plan.ts";
 import { binaryPath } from "../install/binary.ts";
 import { exists, lexists } from "../util/fs.ts";
-import { restorerStates } from "./tsn_interfaces.ts";
+import { type RestorerState, restorerStates } from "./tsn_interfaces.ts";
 
 export interface ConditionState {
   name: string;
@@ -106,11 +106,15 @@ function buildCondition(bpffs: string): Condition {
   };
 }
 
-function restorerCondition(t: InstallTarget): Condition {
+function restorerCondition(
+  t: InstallTarget,
+  seen?: (states: RestorerState[]) => void,
+): Condition {
   return {
     name: "restorer.attached",
     check() {
       const states = restorerStates(t);
+      seen?.(states);
       const bad = states.filter((s) => !s.ok);
       if (bad.length > 0) return { ok: false, detail: bad.map((s) => s.detail).join("; ") };
       return { ok: true, detail: states.map((s) => s.detail).join("; ") };
@@ -166,9 +170,12 @@ function conflistCondition(t: InstallTarget): Condition {
 }
 
 /** The conditions for this node, in the order they are reported. */
-export function datapathConditions(t: InstallTarget): Condition[] {
+export function datapathConditions(
+  t: InstallTarget,
+  restorersSeen?: (states: RestorerState[]) => void,
+): Condition[] {
   const out = [pinnedCondition(t.cfg.bpffs), buildCondition(t.cfg.bpffs)];
-  if (t.cfg.restoreAt === "tsn-egress") out.push(restorerCondition(t));
+  if (t.cfg.restoreAt === "tsn-egress") out.push(restorerCondition(t, restorersSeen));
   out.push(binaryCondition(t), conflistCondition(t));
   return out;
 }

@@ -12,6 +12,7 @@
  * the names it has not seen. The work per refresh and the entries kept are bounded.
  */
 import { listPodAttachments, podCookie } from "../bpf/pod.ts";
+import { attachmentId } from "../bpf/pins.ts";
 
 export interface PodIdentity {
   containerId: string;
@@ -151,10 +152,7 @@ export class PodIdentities {
   current(attachments = listPodAttachments(this.bpffs)): Map<bigint, PodIdentity> {
     const out = new Map<bigint, PodIdentity>();
     for (const a of attachments) {
-      // The pin-name codec's parse; a release-0.1.0 name with a lossy id: its longest guess.
-      const id = a.containerId !== undefined && a.ifname !== undefined
-        ? { containerId: a.containerId, ifname: a.ifname }
-        : a.legacy?.[0];
+      const id = attachmentId(a);
       if (id) out.set(podCookie(id.containerId), id);
     }
     if (out.size === 0) return out;

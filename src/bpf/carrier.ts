@@ -39,9 +39,13 @@ const REASON_TEXT: Record<ReasonName, string> = {
   admitOnly: "restoreAt host-veth-ingress: admit restores on the host side, nothing is carried",
 };
 
+/** The reason a code in tsnp_pods or tsnp_config stands for ("unknown": another build's). */
+export function reasonName(code: number): ReasonName {
+  return (Object.keys(REASONS) as ReasonName[]).find((k) => REASONS[k] === code) ?? "unknown";
+}
+
 export function reasonText(code: number): string {
-  const name = (Object.keys(REASONS) as ReasonName[]).find((k) => REASONS[k] === code);
-  return REASON_TEXT[name ?? "unknown"];
+  return REASON_TEXT[reasonName(code)];
 }
 
 export interface CarrierChoice {

@@ -196,6 +196,13 @@ export function parsePodPin(file: string): PodPin | undefined {
   return undefined;
 }
 
+/** The pod interface a pin stands for: its exact name, or a 0.1.0 name's longest guess. */
+export function attachmentId(pin: PodPin): { containerId: string; ifname: string } | undefined {
+  return pin.containerId !== undefined && pin.ifname !== undefined
+    ? { containerId: pin.containerId, ifname: pin.ifname }
+    : pin.legacy?.[0];
+}
+
 /** True when a pod pin may belong to this container (exactly, or as a 0.1.0 guess). */
 export function podPinMatches(pin: PodPin, containerId: string): boolean {
   if (pin.containerId !== undefined) return pin.containerId === containerId;

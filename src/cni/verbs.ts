@@ -42,7 +42,14 @@ import {
 } from "../bpf/pod.ts";
 import { hasTcx, resolvePodTcApi } from "../bpf/features.ts";
 import { type DatapathConfig, DatapathMaps } from "../bpf/maps.ts";
-import { assertBpffs, MAPS, PinLayout, podPinMatches, PROGRAMS } from "../bpf/pins.ts";
+import {
+  assertBpffs,
+  attachmentId,
+  MAPS,
+  PinLayout,
+  podPinMatches,
+  PROGRAMS,
+} from "../bpf/pins.ts";
 import {
   type Attachment,
   CLSACT_HANDLES,
@@ -50,7 +57,13 @@ import {
   describePin,
   pinsOf,
 } from "../bpf/attach.ts";
-import { admitApi, type CarrierChoice, choosePodCarrier, REASONS } from "../bpf/carrier.ts";
+import {
+  admitApi,
+  type CarrierChoice,
+  choosePodCarrier,
+  reasonName,
+  REASONS,
+} from "../bpf/carrier.ts";
 import { foreign, programsOn } from "../bpf/hooks.ts";
 import {
   isLegacyPod,
@@ -185,9 +198,7 @@ export function resolvePodPolicy(inv: Invocation, node: DatapathConfig): Resolve
 
 /** The node's carrier choice, as install wrote it into tsnp_config. */
 export function nodeCarrier(cfg: DatapathConfig): CarrierChoice {
-  const reason = (Object.keys(REASONS) as Array<keyof typeof REASONS>)
-    .find((k) => REASONS[k] === cfg.carrierReason) ?? "unknown";
-  return { carrier: cfg.tags ? "tag" : "stage", reason };
+  return { carrier: cfg.tags ? "tag" : "stage", reason: reasonName(cfg.carrierReason) };
 }
 
 /**
@@ -234,10 +245,11 @@ function quietLibbpf(): void {
  * (a node just booted, or a container without the host's /sys/fs/bpf), or a node where this
  * build's datapath is not (yet) loaded, e.g. after a reboot before the agent re-installed it.
  */
-function openMaps(bpffs: string): DatapathMaps {
+function openMaps(bpffs: string): { maps: DatapathMaps; node: DatapathConfig } {
   const maps = DatapathMaps.open(bpffs);
   try {
-    maps.readConfig(); // opens the pins: not installed (or another ABI only) fails here
+    // Opens the pins: not installed (or another ABI only) fails here.
+    return { maps, node: maps.readConfig() };
   } catch (e) {
     maps.close();
     if (e instanceof NotInstalledError) {
@@ -250,7 +262,6 @@ function openMaps(bpffs: string): DatapathMaps {
     }
     throw e;
   }
-  return maps;
 }
 
 // ---- ADD --------------------------------------------------------------------------------
@@ -261,9 +272,8 @@ export async function cmdAdd(inv: Invocation): Promise<void> {
   if (!prev) throw missingPrevResult("ADD");
   netnsMustExist(env.netns);
   quietLibbpf();
-  const maps = openMaps(config.bpffs);
+  const { maps, node } = openMaps(config.bpffs);
   try {
-    const node = maps.readConfig();
     const resolved = resolvePodPolicy(inv, node); // a bad layer fails here, before anything
     const host = await findHostSide(env.netns, env.ifname, prev);
     const hostPrograms = programsOn(host.name, "ingress", { netkit: host.kind === "netkit" });
@@ -425,6 +435,7 @@ function checkAttachment(
   netns: string | undefined,
   program: string,
   handles: readonly number[],
+  wantApi?: string,
 ): string[] {
   let a: Attachment;
   try {
@@ -432,8 +443,13 @@ function checkAttachment(
   } catch (e) {
     return [`${pin}: ${e instanceof Error ? e.message : String(e)}`];
   }
+  const apiProblem = wantApi !== undefined && a.api !== wantApi
+    ? [`${ROLE_OF[program]} is attached with ${a.api}, attachMode asks for ${wantApi}`]
+    : [];
   const ifindex = withNetns(netns, () => ifNameToIndex(ifname));
-  if (ifindex === 0) return [`interface ${ifname} does not exist${netns ? ` in ${netns}` : ""}`];
+  if (ifindex === 0) {
+    return [`interface ${ifname} does not exist${netns ? ` in ${netns}` : ""}`, ...apiProblem];
+  }
   const out: string[] = [];
   if (a.ifindex !== ifindex) {
     out.push(`${pin} is on ifindex ${a.ifindex}, but ${ifname} is ifindex ${ifindex} (recreated?)`);
@@ -444,7 +460,7 @@ function checkAttachment(
   if (a.api === "clsact" && !clsactRunsPin(pin, a, handles, netns)) {
     out.push(`${ROLE_OF[program]}'s clsact filter on ${ifname} ${a.direction} is gone`);
   }
-  return out;
+  return [...out, ...apiProblem];
 }
 
 export async function cmdCheck(inv: Invocation): Promise<void> {
@@ -463,20 +479,12 @@ export async function cmdCheck(inv: Invocation): Promise<void> {
   const podSide = pinsOf(pins.pod(env.containerId, env.ifname, "pod"));
   const hostSide = pinsOf(pins.pod(env.containerId, env.ifname, "host"));
   if (podSide.length === 0) problems.push(`no saver attached for ${env.containerId} ${env.ifname}`);
+  // The saver's tc API, when the entry names one.
+  const wantApi = config.attachMode === "auto" ? undefined : resolvePodTcApi(config.attachMode);
   for (const p of podSide) {
     problems.push(
-      ...checkAttachment(p, env.ifname, env.netns, "tsnp_save", [CLSACT_HANDLES.save]),
+      ...checkAttachment(p, env.ifname, env.netns, "tsnp_save", [CLSACT_HANDLES.save], wantApi),
     );
-    let api: string | undefined;
-    try {
-      api = describePin(p).api;
-    } catch {
-      api = undefined; // reported by checkAttachment
-    }
-    const want = resolvePodTcApi(config.attachMode);
-    if (config.attachMode !== "auto" && api !== undefined && api !== want) {
-      problems.push(`the saver is attached with ${api}, attachMode asks for ${want}`);
-    }
   }
   const host = await findHostSide(env.netns, env.ifname, prev);
   if (hostSide.length === 0) problems.push(`no admit attached on ${host.name}`);
@@ -564,11 +572,10 @@ export async function cmdGc(
         // Pod side: a link detaches on unpin; a clsact filter lives in a namespace we cannot
         // name safely (the recorded path may have been reused by another pod), so only
         // unpin: it dies with its namespace. Host side: in our namespace.
-        const ids = a.containerId !== undefined && a.ifname !== undefined
-          ? [{ containerId: a.containerId, ifname: a.ifname }]
-          : a.legacy ?? [];
+        const id = attachmentId(a);
         const legacy = isLegacyPod(a);
-        for (const { containerId, ifname } of ids.slice(0, 1)) {
+        if (id) {
+          const { containerId, ifname } = id;
           const hostIndex = admitIfindex({ bpffs: config.bpffs, containerId, ifname });
           const req = { bpffs: config.bpffs, containerId, ifname };
           removed += detachPodSide(req) + detachHostSide(req, ownedByEntry(maps, containerId));

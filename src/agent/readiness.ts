@@ -17,9 +17,8 @@
  * Liveness is not here: it is the agent process answering at all (command.ts).
  */
 import { MAPS, PinLayout, type ProgramRole, PROGRAMS } from "../bpf/pins.ts";
-import { closeFd, objGet, progInfo } from "../bpf/sys.ts";
-import { formatRelease, type Release, releaseOfProgram, releaseStamp } from "../bpf/release.ts";
-import { RELEASE_STAMP } from "../bpf/loader.ts";
+import { formatRelease } from "../bpf/release.ts";
+import { isThisBuild, pinnedProgram, RELEASE_STAMP } from "../bpf/loader.ts";
 import { asTsnproxyError } from "../errors.ts";
 import { planInstall as planConflistInstall } from "../install/conflist.ts";
 import { type InstallTarget, pluginEntry } from "../install/plan.ts";
@@ -41,30 +40,6 @@ export interface Condition {
 export interface Readiness {
   ready: boolean;
   conditions: ConditionState[];
-}
-
-/** What is pinned for a role: its program's name, tag and release; undefined without a pin. */
-export interface PinnedProgram {
-  name: string;
-  tag: string;
-  release: Release | undefined;
-}
-
-export function pinnedProgram(bpffs: string, role: ProgramRole): PinnedProgram | undefined {
-  const fd = objGet(new PinLayout(bpffs).prog(role));
-  if (fd === undefined) return undefined;
-  try {
-    const info = progInfo(fd);
-    return { name: info.name, tag: info.tag, release: releaseOfProgram(fd) };
-  } finally {
-    closeFd(fd);
-  }
-}
-
-/** Whether a pinned program is the one this build loads for `role`. */
-export function isThisBuild(role: ProgramRole, p: PinnedProgram): boolean {
-  return p.name === PROGRAMS[role] && p.release !== undefined &&
-    releaseStamp(p.release.version, p.release.objects) === RELEASE_STAMP;
 }
 
 function pinnedCondition(bpffs: string): Condition {

@@ -26,7 +26,8 @@ import {
 } from "../install/plan.ts";
 import { type InstallState, statePath } from "../install/state.ts";
 import { exists } from "../util/fs.ts";
-import { binaryProblem, pinnedProgram } from "./readiness.ts";
+import { pinnedProgram } from "../bpf/loader.ts";
+import { binaryProblem } from "./readiness.ts";
 import { log } from "../log.ts";
 
 /** A pinned program of another build (or another program under its pin), replaced. */

@@ -41,7 +41,7 @@ import {
   progInfo,
   readPinned,
 } from "./sys.ts";
-import { exists } from "../util/fs.ts";
+import { dirNames, exists } from "../util/fs.ts";
 import { addressOf } from "../ffi/open.ts";
 import { type ClsactMarker, clsactSuffix, splitMarker } from "./pins.ts";
 
@@ -316,15 +316,7 @@ export function pinsOf(pin: string): string[] {
   const slash = pin.lastIndexOf("/");
   const dir = pin.slice(0, slash);
   const base = pin.slice(slash + 1);
-  try {
-    return [...Deno.readDirSync(dir)]
-      .map((e) => e.name)
-      .filter((n) => n === base || splitMarker(n).name === base && n !== base)
-      .map((n) => `${dir}/${n}`);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return [];
-    throw e;
-  }
+  return dirNames(dir).filter((n) => splitMarker(n).name === base).map((n) => `${dir}/${n}`);
 }
 
 /** Where detach() finds the clsact filters a pin records. */

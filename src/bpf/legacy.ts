@@ -12,10 +12,10 @@
  *   <root>/node/restore_<if>[marker]       its restorer            <root>/pods/...  shared
  */
 import { CLSACT_HANDLE, describePin, detach } from "./attach.ts";
-import { PinnedMap } from "./maps.ts";
+import { PinnedMap, releaseSlots } from "./maps.ts";
 import { type PodAttachmentRecord, podCookie } from "./pod.ts";
 import { splitMarker } from "./pins.ts";
-import { closeFd, fdById, linkInfo, objGet, progInfo, readPinned } from "./sys.ts";
+import { closeFd, fdById, linkInfo, objGet, progInfo, unpinIfPresent } from "./sys.ts";
 import { dirNames, exists, removeIfEmpty } from "../util/fs.ts";
 
 export const LEGACY_MAPS = [
@@ -108,13 +108,7 @@ export function removeLegacyPod(bpffs: string, containerId: string): void {
   const slots = openLegacyMap(bpffs, "tsnp_slots");
   if (slots) {
     try {
-      for (let s = 1; s < 512; s++) {
-        const key = new Uint8Array(new Uint32Array([s]).buffer);
-        const v = slots.lookup(key, 8);
-        if (v && new DataView(v.buffer).getBigUint64(0, true) === cookie) {
-          slots.update(key, new Uint8Array(8));
-        }
-      }
+      releaseSlots(slots, cookie);
     } finally {
       slots.close();
     }
@@ -133,18 +127,8 @@ export function retireLegacy(bpffs: string, netns?: string): number {
     const base = file.replace(/@clsact-.*$/, "");
     n += detach(`${l.nodeDir}/${base}`, { netns, handles: [CLSACT_HANDLE] });
   }
-  for (const p of LEGACY_PROGS) {
-    if (readPinned(`${l.progsDir}/${p}`, () => true)) {
-      Deno.removeSync(`${l.progsDir}/${p}`);
-      n++;
-    }
-  }
-  for (const m of LEGACY_MAPS) {
-    if (readPinned(`${l.mapsDir}/${m}`, () => true)) {
-      Deno.removeSync(`${l.mapsDir}/${m}`);
-      n++;
-    }
-  }
+  for (const p of LEGACY_PROGS) n += unpinIfPresent(`${l.progsDir}/${p}`);
+  for (const m of LEGACY_MAPS) n += unpinIfPresent(`${l.mapsDir}/${m}`);
   for (const d of [l.nodeDir, l.progsDir, l.mapsDir]) removeIfEmpty(d);
   return n;
 }

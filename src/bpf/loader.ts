@@ -5,17 +5,16 @@
  * program and keeps the maps (their state, the pods' entries, survives an upgrade). Pods
  * attached earlier keep running the program they were attached with until their DEL.
  */
-import { KernelError } from "../errors.ts";
 import { libbpf } from "../ffi/libbpf.ts";
 import { BpfTestRunOpts, SkBuff } from "../ffi/structs/bpf.ts";
 import { decode, encode, type Values } from "../ffi/structs/layout.ts";
 import { BpfObject } from "./object.ts";
 import { objectBytes, OBJECTS_SHA256 } from "./objects.ts";
 import { assertBpffs, PinLayout, PROGRAM_OBJECT, type ProgramRole, PROGRAMS } from "./pins.ts";
-import { check, closeFd, objGet, objPin, progInfo } from "./sys.ts";
+import { check, objPin, progInfo, readPinned } from "./sys.ts";
 import { exists } from "../util/fs.ts";
 import { addressOf } from "../ffi/open.ts";
-import { releaseBytes, releaseOfProgram, releaseStamp } from "./release.ts";
+import { type Release, releaseBytes, releaseOfProgram, releaseStamp } from "./release.ts";
 import { VERSION } from "../version.ts";
 
 export interface LoadOptions {
@@ -57,34 +56,38 @@ export function loadDatapath(opts: LoadOptions): ProgramState[] {
   }
 }
 
-function pinnedProgram(
-  path: string,
-): { id: number; name: string; tag: string; stamp: string | undefined } | undefined {
-  const fd = objGet(path);
-  if (fd === undefined) return undefined;
-  try {
+/** What is pinned for a role: its program's id, name, tag and release. */
+export interface PinnedProgram {
+  id: number;
+  name: string;
+  tag: string;
+  release: Release | undefined;
+}
+
+/** The program pinned for `role`; undefined without a pin. */
+export function pinnedProgram(bpffs: string, role: ProgramRole): PinnedProgram | undefined {
+  return readPinned(new PinLayout(bpffs).prog(role), (fd) => {
     const i = progInfo(fd);
-    const r = releaseOfProgram(fd);
-    return { id: i.id, name: i.name, tag: i.tag, stamp: r && releaseStamp(r.version, r.objects) };
-  } finally {
-    closeFd(fd);
-  }
+    return { id: i.id, name: i.name, tag: i.tag, release: releaseOfProgram(fd) };
+  });
+}
+
+/** Whether a pinned program is the one this build loads for `role`: this build's stamp on
+ * the role's own program means these very objects. */
+export function isThisBuild(role: ProgramRole, p: PinnedProgram): boolean {
+  return p.name === PROGRAMS[role] && p.release !== undefined &&
+    releaseStamp(p.release.version, p.release.objects) === RELEASE_STAMP;
 }
 
 function loadProgram(pins: PinLayout, role: ProgramRole, opts: LoadOptions): ProgramState {
-  const existing = pinnedProgram(pins.prog(role));
+  const existing = pinnedProgram(opts.bpffs, role);
   if (opts.dryRun) {
     return {
       role,
       id: existing?.id ?? 0,
       tag: existing?.tag ?? "",
-      // This build's stamp on the role's own program means these very objects; another
-      // stamp, or another program under the pin, means a replacement.
-      action: !existing
-        ? "pinned"
-        : existing.stamp === RELEASE_STAMP && existing.name === PROGRAMS[role]
-        ? "kept"
-        : "replaced",
+      // Another stamp, or another program under the pin, means a replacement.
+      action: !existing ? "pinned" : isThisBuild(role, existing) ? "kept" : "replaced",
     };
   }
   const objName = PROGRAM_OBJECT[role];
@@ -96,7 +99,7 @@ function loadProgram(pins: PinLayout, role: ProgramRole, opts: LoadOptions): Pro
     const info = progInfo(fd);
     // The same instructions of another build (its stamp differs) are replaced too, so every
     // pinned program says which release loaded it.
-    if (existing?.tag === info.tag && existing.stamp === RELEASE_STAMP) {
+    if (existing?.tag === info.tag && isThisBuild(role, existing)) {
       return { role, id: existing.id, tag: info.tag, action: "kept" };
     }
     if (existing) Deno.removeSync(pins.prog(role));
@@ -156,13 +159,4 @@ export function testRunSkb(
   check(libbpf().bpf_prog_test_run_opts(progFd, opts), "BPF_PROG_TEST_RUN failed", "run as root");
   const retval = new DataView(opts.buffer).getInt32(BpfTestRunOpts.fields.retval[0], true);
   return { retval, skb: decode(SkBuff, ctxOut) };
-}
-
-/** A KernelError for a datapath whose pins are not there (for callers that need them). */
-export function notLoaded(pins: PinLayout): KernelError {
-  return new KernelError(
-    `the datapath is not loaded under ${pins.abiDir}`,
-    "run `tsnproxy install` (or wait for the agent to converge the node)",
-    2,
-  );
 }

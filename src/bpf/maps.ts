@@ -238,6 +238,34 @@ export function decodePod(bytes: Uint8Array): PodEntry {
 }
 
 /** The datapath's maps, opened from their pins. Close when done. */
+/**
+ * The owner (pod cookie, 0 = free) of every counter slot in a tsnp_slots map, index = slot.
+ * One BPF_MAP_LOOKUP_BATCH: CNI ADD and DEL read it under the node lock.
+ */
+export function slotOwners(slots: PinnedMap): BigUint64Array<ArrayBuffer> {
+  const owners = new BigUint64Array(TSNP_SLOTS);
+  const { ret, count } = mapLookupBatch(slots.fd, {
+    inBatch: null,
+    outBatch: new Uint8Array(4),
+    keys: new Uint8Array(4 * TSNP_SLOTS),
+    values: new Uint8Array(owners.buffer),
+    count: TSNP_SLOTS,
+  });
+  if (ret < 0 && ret !== -Errno.ENOENT) check(ret, "batch lookup of tsnp_slots", "run as root");
+  if (count !== TSNP_SLOTS) {
+    throw new Error(`tsnp_slots returned ${count} of ${TSNP_SLOTS} slots`);
+  }
+  return owners;
+}
+
+/** Frees a pod's slots in a tsnp_slots map (ABI 1's has the same layout). */
+export function releaseSlots(slots: PinnedMap, podCookie: bigint): void {
+  const owners = slotOwners(slots);
+  for (let s = 1; s < TSNP_SLOTS; s++) {
+    if (owners[s] === podCookie) slots.update(u32Key(s), new Uint8Array(8));
+  }
+}
+
 export class DatapathMaps {
   readonly #maps = new Map<MapName, PinnedMap>();
   readonly #ncpus: number;
@@ -318,24 +346,8 @@ export class DatapathMaps {
     return out;
   }
 
-  /**
-   * The owner (pod cookie, 0 = free) of every counter slot, index = slot. One
-   * BPF_MAP_LOOKUP_BATCH: CNI ADD and DEL read it under the node lock.
-   */
   #slotOwners(): BigUint64Array<ArrayBuffer> {
-    const owners = new BigUint64Array(TSNP_SLOTS);
-    const { ret, count } = mapLookupBatch(this.#get("tsnp_slots").fd, {
-      inBatch: null,
-      outBatch: new Uint8Array(4),
-      keys: new Uint8Array(4 * TSNP_SLOTS),
-      values: new Uint8Array(owners.buffer),
-      count: TSNP_SLOTS,
-    });
-    if (ret < 0 && ret !== -Errno.ENOENT) check(ret, "batch lookup of tsnp_slots", "run as root");
-    if (count !== TSNP_SLOTS) {
-      throw new Error(`tsnp_slots returned ${count} of ${TSNP_SLOTS} slots`);
-    }
-    return owners;
+    return slotOwners(this.#get("tsnp_slots"));
   }
 
   /**
@@ -359,10 +371,7 @@ export class DatapathMaps {
 
   /** Frees the pod's slots; its counters stay until the slot's next owner zeroes them. */
   releaseSlot(podCookie: bigint): void {
-    const owners = this.#slotOwners();
-    for (let s = 1; s < TSNP_SLOTS; s++) {
-      if (owners[s] === podCookie) this.#get("tsnp_slots").update(u32Key(s), new Uint8Array(8));
-    }
+    releaseSlots(this.#get("tsnp_slots"), podCookie);
   }
 
   /** Per-pod counters (summed over CPUs) of every pod that holds a slot. */

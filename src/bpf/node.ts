@@ -7,7 +7,6 @@ import { dirNames, removeIfEmpty } from "../util/fs.ts";
 import {
   attach,
   type Attachment,
-  CLSACT_HANDLE,
   CLSACT_HANDLES,
   clsactProgId,
   describePin,
@@ -17,13 +16,22 @@ import {
   type TcApi,
 } from "./attach.ts";
 import { parseNodePin, parsePodPin, PinLayout } from "./pins.ts";
-import { closeFd, linkInfo, objGetRequired, progIdAt, progInfo, readPinned } from "./sys.ts";
+import {
+  closeFd,
+  linkInfo,
+  objGetRequired,
+  progIdAt,
+  progInfo,
+  readPinned,
+  unpinIfPresent,
+} from "./sys.ts";
 import { ifNameToIndex } from "../ffi/libc.ts";
 import { withNetns } from "../util/netns.ts";
 import { NotFoundError } from "../errors.ts";
 import { foreign, type HookProgram, programsOn } from "./hooks.ts";
 import { listLinks } from "../netlink/link.ts";
-import { LEGACY_MAPS, LEGACY_PROGS, LegacyLayout, retireLegacy } from "./legacy.ts";
+import { retireLegacy } from "./legacy.ts";
+import { HOST_HANDLES } from "./pod.ts";
 import { MAPS, PROGRAMS } from "./pins.ts";
 
 /** True when a pinned restorer attachment still sits on the interface's current index. */
@@ -181,12 +189,6 @@ export function nodeForeignPrograms(
   });
 }
 
-function unpinIfPresent(path: string): number {
-  if (!readPinned(path, () => true)) return 0;
-  Deno.removeSync(path);
-  return 1;
-}
-
 /**
  * Uninstall's datapath part: detaches and unpins everything tsnproxy pinned under the root,
  * of this ABI and of release 0.1.0's, and nothing else: every file is matched by a name we
@@ -198,10 +200,7 @@ function unpinIfPresent(path: string): number {
 export function teardownNode(bpffs: string, netns?: string): number {
   const pins = new PinLayout(bpffs);
   let n = 0;
-  for (const f of dirNames(pins.nodeDir)) {
-    const p = parseNodePin(f);
-    if (p) n += detachRestorer(bpffs, p.ifname, netns);
-  }
+  for (const ifname of restorerInterfaces(bpffs)) n += detachRestorer(bpffs, ifname, netns);
   const seen = new Set<string>();
   for (const f of dirNames(pins.podsDir)) {
     const p = parsePodPin(f);
@@ -210,7 +209,7 @@ export function teardownNode(bpffs: string, netns?: string): number {
     if (seen.has(base)) continue;
     seen.add(base);
     n += p.side === "host"
-      ? detach(base, { netns, handles: [CLSACT_HANDLES.admit, CLSACT_HANDLE] })
+      ? detach(base, { netns, handles: HOST_HANDLES })
       : detach(base, { recorded: true, handles: [CLSACT_HANDLES.save] });
   }
   n += retireLegacy(bpffs, netns);
@@ -222,5 +221,3 @@ export function teardownNode(bpffs: string, netns?: string): number {
   removeIfEmpty(pins.root);
   return n;
 }
-
-export { LEGACY_MAPS, LEGACY_PROGS, LegacyLayout };

@@ -22,7 +22,7 @@ import { parsePodPin, PinLayout, type PodPin, podPinMatches } from "./pins.ts";
 import { closeFd, objGetRequired } from "./sys.ts";
 import type { DatapathPolicy } from "../policy/types.ts";
 import { ifIndexToName } from "../ffi/libc.ts";
-import { sameFile } from "../util/fs.ts";
+import { dirNames, sameFile } from "../util/fs.ts";
 
 /** A host-side clsact attachment is admit's, or a release-0.1.0 host-veth restorer's. */
 export const HOST_HANDLES = [CLSACT_HANDLES.admit, CLSACT_HANDLE] as const;
@@ -237,13 +237,7 @@ export interface PodAttachmentRecord extends PodPin {
 export function listPodAttachments(bpffs: string): PodAttachmentRecord[] {
   const dir = new PinLayout(bpffs).podsDir;
   const byName = new Map<string, PodAttachmentRecord>();
-  let names: string[] = [];
-  try {
-    names = [...Deno.readDirSync(dir)].map((e) => e.name);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  for (const file of names) {
+  for (const file of dirNames(dir)) {
     const p = parsePodPin(file);
     if (!p) continue;
     const rec = byName.get(p.name) ?? { ...p, side: "pod" as const, pins: [] };

@@ -169,13 +169,10 @@ export function progIdAt(path: string): number | undefined {
  * same hook in between would find it still there. 0, or -errno (e.g. no such pin).
  */
 export function linkDetachAt(path: string): number {
-  const fd = objGet(path);
-  if (fd === undefined) return -Errno.ENOENT;
-  try {
-    return bpf(BpfCmd.BPF_LINK_DETACH, encode(BpfAttrLinkDetach, { "link_detach.link_fd": fd }));
-  } finally {
-    closeFd(fd);
-  }
+  return readPinned(
+    path,
+    (fd) => bpf(BpfCmd.BPF_LINK_DETACH, encode(BpfAttrLinkDetach, { "link_detach.link_fd": fd })),
+  ) ?? -Errno.ENOENT;
 }
 
 /**
@@ -184,10 +181,8 @@ export function linkDetachAt(path: string): number {
  * the link still runs that program. 0, or -errno.
  */
 export function linkUpdateAt(path: string, progFd: number, oldProgFd?: number): number {
-  const fd = objGet(path);
-  if (fd === undefined) return -Errno.ENOENT;
-  try {
-    return bpf(
+  return readPinned(path, (fd) =>
+    bpf(
       BpfCmd.BPF_LINK_UPDATE,
       encode(BpfAttrLinkUpdate, {
         "link_update.link_fd": fd,
@@ -195,10 +190,14 @@ export function linkUpdateAt(path: string, progFd: number, oldProgFd?: number): 
         "link_update.flags": oldProgFd === undefined ? 0 : BPF_F_REPLACE,
         "link_update.old_prog_fd": oldProgFd ?? 0,
       }),
-    );
-  } finally {
-    closeFd(fd);
-  }
+    )) ?? -Errno.ENOENT;
+}
+
+/** Removes the pin at path when a BPF object is pinned there (1), else nothing (0). */
+export function unpinIfPresent(path: string): number {
+  if (!readPinned(path, () => true)) return 0;
+  Deno.removeSync(path);
+  return 1;
 }
 
 /** Opens a pinned object that must exist (the node was installed). */

@@ -20,7 +20,7 @@ import {
 import { restorerAttached, restorerStatus } from "../../src/bpf/node.ts";
 import { PinLayout } from "../../src/bpf/pins.ts";
 import { closeFd, objGetRequired, objPin } from "../../src/bpf/sys.ts";
-import { isThisBuild, pinnedProgram } from "../../src/agent/readiness.ts";
+import { isThisBuild, pinnedProgram } from "../../src/bpf/loader.ts";
 import { formatRelease, parseRelease } from "../../src/bpf/release.ts";
 import { versionInfo } from "../../src/build_info.ts";
 import { OTHER_STAMP, pinOfAnotherBuild } from "../lib/other_build.ts";

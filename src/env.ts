@@ -9,6 +9,7 @@
  * plugin logs a warning for TSNPROXY_LOG_LEVEL).
  */
 import { UsageError } from "./errors.ts";
+import { ATTACH_MODES } from "./options.ts";
 import { LOG_LEVEL_ENV, LOG_LEVELS, parseLogLevel } from "./log.ts";
 import { AGENT_TIMEOUT_ENV, parseAgentTimeout } from "./cni/handoff.ts";
 
@@ -33,9 +34,9 @@ export const ENV_VARS: readonly EnvVar[] = [
   },
   {
     name: "TSNPROXY_ATTACH_MODE",
-    values: "auto, tcx, clsact",
+    values: ATTACH_MODES.join(", "),
     meaning: "the tc API where the node config's attachMode is auto (tests and benchmarks)",
-    accepts: oneOf("auto", "tcx", "clsact"),
+    accepts: oneOf(...ATTACH_MODES),
   },
   {
     name: "TSNPROXY_LIBBPF",

@@ -2,15 +2,15 @@
  * The tsnproxy entry's field names, values and defaults: shared by the entry's validator
  * (./config.ts) and its zod schema (./schema.ts), which import this leaf and not each other.
  */
+import { DEFAULTS } from "../options.ts";
 
-export const RESTORE_AT = ["tsn-egress", "host-veth-ingress"] as const;
-export const ATTACH_MODES = ["auto", "tcx", "clsact"] as const;
-export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
+export { ATTACH_MODES, RESTORE_AT } from "../options.ts";
+export { LOG_LEVELS } from "../log.ts";
 
 export const PLUGIN_DEFAULTS = {
-  restoreAt: "tsn-egress",
-  bpffs: "/sys/fs/bpf/tsnproxy",
-  attachMode: "auto",
+  restoreAt: DEFAULTS.restoreAt,
+  bpffs: DEFAULTS.bpffs,
+  attachMode: DEFAULTS.attachMode,
   logLevel: "info",
 } as const;
 

@@ -67,7 +67,8 @@ export function kernelConfig(): Promise<Map<string, string> | undefined> {
 
 export type ModuleState = "loaded" | "builtin" | "loadable" | "missing" | "unknown";
 
-function readOr(path: string): string | undefined {
+/** A text file's contents; undefined when it cannot be read. */
+export function readOr(path: string): string | undefined {
   try {
     return Deno.readTextFileSync(path);
   } catch {

@@ -6,7 +6,7 @@
  */
 import { DatapathMaps } from "../bpf/maps.ts";
 import { closeFd, fdById, linkInfo, objGet } from "../bpf/sys.ts";
-import { PinLayout, type ProgramRole, PROGRAMS, splitMarker } from "../bpf/pins.ts";
+import { parsePodPin, PinLayout, type ProgramRole, PROGRAMS, splitMarker } from "../bpf/pins.ts";
 import { listPodAttachments, type PodAttachmentRecord, podCookie } from "../bpf/pod.ts";
 import { isLegacyPod } from "../bpf/legacy.ts";
 import { formatRelease, releaseOfProgram } from "../bpf/release.ts";
@@ -70,9 +70,8 @@ export function releaseAt(pin: string): string | null {
 }
 
 function sideRelease(rec: PodAttachmentRecord | undefined, host: boolean): string | null {
-  const pin = rec?.pins.find((p) =>
-    /@host(@clsact-.*)?$/.test(p.slice(p.lastIndexOf("/") + 1)) === host
-  );
+  const side = host ? "host" : "pod";
+  const pin = rec?.pins.find((p) => parsePodPin(p.slice(p.lastIndexOf("/") + 1))?.side === side);
   return pin ? releaseAt(pin) : null;
 }
 

@@ -4,7 +4,7 @@
  * it runs, and etf has no change operation: both are deleted and added again).
  */
 import {
-  CLOCK_IDS,
+  clockNameOf,
   formatHandle,
   type QdiscInfo,
   type QdiscOptions,
@@ -18,8 +18,7 @@ type TaprioOptions = Extract<QdiscOptions, { kind: "taprio" }>;
 
 export function clockLabel(id: number | undefined): string {
   if (id === undefined) return "none";
-  const hit = Object.entries(CLOCK_IDS).find(([, v]) => v === id);
-  return hit ? hit[0] : `clock ${id}`;
+  return clockNameOf(id) ?? `clock ${id}`;
 }
 
 /**

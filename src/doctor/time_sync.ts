@@ -13,6 +13,7 @@
  *   steer the clock); `leapsectz`.
  * Interface names resolve to PHCs in the daemon's own network namespace (the caller does that).
  */
+import { readOr } from "./probe.ts";
 
 /** A running process of interest. */
 export interface DaemonProcess {
@@ -49,14 +50,6 @@ export function findProcesses(names: readonly string[], proc = "/proc"): DaemonP
 /** A path as the process sees it (its root and working directory), from outside. */
 export function procPath(pid: number, path: string, proc = "/proc"): string {
   return path.startsWith("/") ? `${proc}/${pid}/root${path}` : `${proc}/${pid}/cwd/${path}`;
-}
-
-function readText(path: string): string | undefined {
-  try {
-    return Deno.readTextFileSync(path);
-  } catch {
-    return undefined;
-  }
 }
 
 /**
@@ -135,7 +128,7 @@ export interface Ptp4lView {
 /** What a ptp4l command line (and its config file, read by `read`) says it runs on. */
 export function ptp4lView(
   p: DaemonProcess,
-  read: (path: string) => string | undefined = (path) => readText(procPath(p.pid, path)),
+  read: (path: string) => string | undefined = (path) => readOr(procPath(p.pid, path)),
 ): Ptp4lView {
   const { short, long } = parseArgs(p.argv, "fipl");
   const view: Ptp4lView = {
@@ -268,7 +261,7 @@ function listMatching(
 
 export function chronydView(
   p: DaemonProcess,
-  read: (path: string) => string | undefined = (path) => readText(procPath(p.pid, path)),
+  read: (path: string) => string | undefined = (path) => readOr(procPath(p.pid, path)),
   list: (dir: string) => string[] | undefined = (dir) => {
     try {
       return [...Deno.readDirSync(procPath(p.pid, dir))].map((e) => e.name);

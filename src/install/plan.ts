@@ -38,6 +38,7 @@ import { type CarrierChoice, chooseNodeCarrier, REASONS, reasonText } from "../b
 import { isLegacyPod, legacyPresent, retireLegacyIfUnused } from "../bpf/legacy.ts";
 import { type CarrierChange, listPodAttachments, retunePodCarriers } from "../bpf/pod.ts";
 import type { NodeConfig, TsnInterfaceConfig } from "../config/node.ts";
+import { qosPairs } from "../config/vlan.ts";
 import { compileNode, describePolicy, samePolicy } from "../policy/resolve.ts";
 import { POD_ANNOTATIONS_CAPABILITY } from "../policy/types.ts";
 import { closeFd, ifIndexToName, ifNameToIndex, O_RDONLY } from "../ffi/libc.ts";
@@ -548,7 +549,7 @@ export function formatNodePlan(p: NodePlan, verb = "install"): string {
       : "",
     rec.vlan
       ? `egress-qos-map of ${rec.ifname} before install: ${
-        formatQosMap(Object.entries(rec.vlan.previous).map(([k, v]) => [Number(k), v] as const))
+        formatQosMap(qosPairs(rec.vlan.previous))
       }`
       : "",
   ]).filter(Boolean);

@@ -7,6 +7,7 @@ import type { EtfChildConfig, EtfOptions, MqprioConfig, TaprioConfig } from "../
 import {
   CLOCK_IDS,
   type ClockName,
+  clockNameOf,
   listQdiscs,
   type MqprioLayout,
   type QdiscInfo,
@@ -48,7 +49,11 @@ export interface QdiscOrder {
  * clsact, clsact is added and the root re-created (recreate-root) so taprio comes after it.
  */
 export function inspectQdiscOrder(ifindex: number, sock?: RtnlSocket): QdiscOrder {
-  const qdiscs = listQdiscs(ifindex, sock);
+  return qdiscOrder(ifindex, listQdiscs(ifindex, sock));
+}
+
+/** inspectQdiscOrder from the interface's qdiscs as listQdiscs read them. */
+export function qdiscOrder(ifindex: number, qdiscs: QdiscInfo[]): QdiscOrder {
   const clsact = qdiscs.some((q) =>
     (q.kind === "clsact" || q.kind === "ingress") && q.parent === TC_H_CLSACT
   );
@@ -67,15 +72,8 @@ export function inspectQdiscOrder(ifindex: number, sock?: RtnlSocket): QdiscOrde
   return out;
 }
 
-/**
- * Makes sure clsact exists on the interface. When it had to be added and a software taprio
- * root was already running, the root is re-created (with its etf children) so it comes after
- * clsact. Returns what it did.
- */
 function clockName(id: number | undefined): ClockName | undefined {
-  if (id === undefined) return undefined;
-  const hit = Object.entries(CLOCK_IDS).find(([, v]) => v === id);
-  return hit ? hit[0] as ClockName : undefined;
+  return id === undefined ? undefined : clockNameOf(id);
 }
 
 /** Turns a read-back etf into config options (clock ids tsnproxy does not know -> TAI). */

@@ -38,7 +38,7 @@ import {
   tcHandle,
   withRtnl,
 } from "../netlink/mod.ts";
-import { configFromKernel, inspectQdiscOrder, rootMatches } from "./qdisc_inspect.ts";
+import { configFromKernel, inspectQdiscOrder, qdiscOrder, rootMatches } from "./qdisc_inspect.ts";
 import { type InstallState, type InterfaceState, interfaceState } from "./state.ts";
 
 export type QdiscStep =
@@ -94,7 +94,7 @@ export function planQdisc(
     }
     const qdiscs = listQdiscs(link.index, s);
     const root = rootQdisc(qdiscs);
-    const order = inspectQdiscOrder(link.index, s);
+    const order = qdiscOrder(link.index, qdiscs);
     const plan: QdiscPlan = {
       ifname,
       ifindex: link.index,
@@ -316,7 +316,7 @@ export function planQdiscRemoval(
   if (!link) return undefined;
   const qdiscs = listQdiscs(link.index);
   const root = rootQdisc(qdiscs);
-  const order = inspectQdiscOrder(link.index);
+  const order = qdiscOrder(link.index, qdiscs);
   const plan: QdiscPlan = {
     ifname: state.ifname,
     ifindex: link.index,
@@ -369,11 +369,8 @@ export function planQdiscRemoval(
   return plan;
 }
 
-/** The qdisc state after uninstall's steps ran (the records that still describe something). */
-export function stateAfterRemoval(
-  state: InterfaceState,
-  plan: QdiscPlan | undefined,
-): InterfaceState {
+/** The qdisc records uninstall's steps leave, as planned (before they run). */
+export function predictRemoval(state: InterfaceState, plan: QdiscPlan | undefined): InterfaceState {
   const out: InterfaceState = { ...state };
   if (!plan) return { ifname: state.ifname, clsactCreated: false }; // interface gone
   for (const s of plan.steps) {
@@ -383,6 +380,16 @@ export function stateAfterRemoval(
     }
     if (s.op === "delete-clsact") out.clsactCreated = false;
   }
+  return out;
+}
+
+/** The qdisc state after uninstall's steps ran (the records that still describe something). */
+export function stateAfterRemoval(
+  state: InterfaceState,
+  plan: QdiscPlan | undefined,
+): InterfaceState {
+  const out = predictRemoval(state, plan);
+  if (!plan) return out; // interface gone
   const link = findLink(state.ifname);
   if (link && out.rootCreated) {
     const root = rootQdisc(listQdiscs(link.index));

@@ -33,6 +33,7 @@
  */
 import { ConfigError } from "../errors.ts";
 import { DEFAULTS } from "../options.ts";
+import { qosPairs } from "../config/vlan.ts";
 import { VERSION } from "../version.ts";
 import { removeFileDurable, writeFileAtomic } from "./atomic.ts";
 
@@ -167,11 +168,6 @@ export function stateIsEmpty(s: InstallState): boolean {
   return s.interfaces.every(interfaceIsEmpty);
 }
 
-function sortedPairs(r: Record<string, number> | undefined): [number, number][] {
-  return Object.entries(r ?? {}).map(([k, v]): [number, number] => [Number(k), v])
-    .sort((a, b) => a[0] - b[0]);
-}
-
 function canonical(s: InstallState): string {
   return JSON.stringify(
     s.interfaces.filter((q) => !interfaceIsEmpty(q)).map((q) => [
@@ -180,8 +176,8 @@ function canonical(s: InstallState): string {
       q.rootCreated?.kind,
       q.rootCreated?.handle,
       q.replacedRoot,
-      sortedPairs(q.vlan?.previous),
-      sortedPairs(q.vlan?.set),
+      qosPairs(q.vlan?.previous ?? {}),
+      qosPairs(q.vlan?.set ?? {}),
     ]),
   );
 }

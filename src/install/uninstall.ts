@@ -30,6 +30,7 @@ import {
   applyQdiscPlan,
   formatQdiscStep,
   planQdiscRemoval,
+  predictRemoval,
   type QdiscPlan,
   stateAfterRemoval,
 } from "./qdisc_plan.ts";
@@ -50,16 +51,7 @@ import {
   type VlanPlan,
 } from "./vlan_plan.ts";
 import { loadConfig } from "./target.ts";
-import { lexists } from "../util/fs.ts";
-
-function listDir(dir: string): string[] {
-  try {
-    return [...Deno.readDirSync(dir)].map((e) => e.name).sort();
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return [];
-    throw e;
-  }
-}
+import { dirNames, lexists } from "../util/fs.ts";
 
 export async function runUninstall(opts: UninstallOptions): Promise<number> {
   const cfg = await loadConfig(opts);
@@ -114,7 +106,7 @@ export async function runUninstall(opts: UninstallOptions): Promise<number> {
   const rootExists = lexists(pins.root);
   doc.datapath = { root: pins.root, exists: rootExists, nodeAttachments: [], podAttachments: 0 };
   if (rootExists) {
-    const node = listDir(pins.nodeDir);
+    const node = dirNames(pins.nodeDir).sort();
     const pods = listPodAttachments(cfg.bpffs);
     doc.datapath.nodeAttachments = node;
     doc.datapath.podAttachments = pods.length;
@@ -278,15 +270,5 @@ interface Removal {
 /** An interface's record after uninstall's steps (the qdisc records that remain, no vlan). */
 function predictInterfaceState(r: Removal): InterfaceState {
   const { vlan: _restored, ...q } = r.rec;
-  if (!r.hasQdisc) return q;
-  if (!r.qplan) return { ifname: q.ifname, clsactCreated: false };
-  const out = { ...q };
-  for (const s of r.qplan.steps) {
-    if (s.op === "delete-root") {
-      delete out.rootCreated;
-      delete out.replacedRoot;
-    }
-    if (s.op === "delete-clsact") out.clsactCreated = false;
-  }
-  return out;
+  return r.hasQdisc ? predictRemoval(q, r.qplan) : q;
 }

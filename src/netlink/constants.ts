@@ -159,6 +159,11 @@ export const CLOCK_IDS = {
 } as const;
 export type ClockName = keyof typeof CLOCK_IDS;
 
+/** The name of a clock id; undefined for one not in CLOCK_IDS. */
+export function clockNameOf(id: number): ClockName | undefined {
+  return (Object.keys(CLOCK_IDS) as ClockName[]).find((k) => CLOCK_IDS[k] === id);
+}
+
 /** Builds a tc handle "major:minor" as the kernel stores it. */
 export function tcHandle(major: number, minor: number): number {
   return (((major & 0xffff) << 16) | (minor & 0xffff)) >>> 0;

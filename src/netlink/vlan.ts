@@ -58,7 +58,6 @@ function protocolName(p: number | undefined): string {
 
 /** Decodes IFLA_INFO_DATA of a "vlan" link. */
 export function parseVlanInfo(data: Attrs | undefined): VlanLinkInfo {
-  const flagsRaw = data?.raw(IFLA_VLAN_FLAGS);
   const proto = data?.raw(IFLA_VLAN_PROTOCOL);
   return {
     id: data?.u16(IFLA_VLAN_ID) ?? 0,
@@ -66,9 +65,7 @@ export function parseVlanInfo(data: Attrs | undefined): VlanLinkInfo {
     protocol: protocolName(
       proto && proto.length >= 2 ? (proto[0] << 8) | proto[1] : undefined, // big endian
     ),
-    flags: flagsRaw && flagsRaw.length >= 4
-      ? new DataView(flagsRaw.buffer, flagsRaw.byteOffset, 4).getUint32(0, true)
-      : 0,
+    flags: data?.u32(IFLA_VLAN_FLAGS) ?? 0,
     egress: mappings(data?.nested(IFLA_VLAN_EGRESS_QOS)),
     ingress: mappings(data?.nested(IFLA_VLAN_INGRESS_QOS)),
   };

@@ -20,6 +20,7 @@ import { compileRule, formatRule } from "./validate.ts";
 import {
   type DatapathPolicy,
   type PodPolicy,
+  POLICY_LAYERS,
   type PolicyLayerName,
   PRIORITY_MAX,
   REMAP_SLOTS,
@@ -44,7 +45,8 @@ export function compileNode(node: PodPolicy | undefined): DatapathPolicy {
 }
 
 export type PodLayers = Partial<Record<Exclude<PolicyLayerName, "node">, PodPolicy | undefined>>;
-const POD_LAYERS = ["entry", "annotations", "runtimeConfig", "cniArgs"] as const;
+/** The pod's own layers, lowest precedence first: every layer but the node's. */
+const POD_LAYERS = POLICY_LAYERS.filter((l): l is keyof PodLayers => l !== "node");
 
 export interface ResolvedPolicy {
   policy: DatapathPolicy;

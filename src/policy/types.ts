@@ -66,7 +66,6 @@ export interface DatapathPolicy {
 /** Where a pod's policy comes from, lowest precedence first. */
 export const POLICY_LAYERS = ["node", "entry", "annotations", "runtimeConfig", "cniArgs"] as const;
 export type PolicyLayerName = typeof POLICY_LAYERS[number];
-export type PolicyLayers = Partial<Record<PolicyLayerName, PodPolicy | undefined>>;
 
 export const ANNOTATION_MAX_PRIORITY = "tsnproxy.io/max-priority";
 export const ANNOTATION_PRIORITY_REMAP = "tsnproxy.io/priority-remap";

@@ -27,22 +27,16 @@ import {
   objGetRequired,
 } from "../../src/bpf/sys.ts";
 import { type Carrier, DatapathMaps, type PodEntry } from "../../src/bpf/maps.ts";
-import { Errno, sys } from "../../src/ffi/libc.ts";
+import { Errno } from "../../src/ffi/libc.ts";
 import { libbpf } from "../../src/ffi/libbpf.ts";
-import { BpfTestRunOpts } from "../../src/ffi/structs/bpf.ts";
+import { BpfTestRunOpts, SkBuff } from "../../src/ffi/structs/bpf.ts";
 import { encode } from "../../src/ffi/structs/layout.ts";
 import { setUpNode, tearDownNode } from "../../tests/lib/node.ts";
+import { allowedCpus, setAffinity } from "../../tests/lib/affinity.ts";
 import { median, onCleanup, sleep } from "./common.ts";
 import { BENCH_BPF_OBJECTS } from "./objects.gen.ts";
 import { ResearchDatapath } from "./research_dp.ts";
 import { addressOf } from "../../src/ffi/open.ts";
-
-/** struct __sk_buff (uapi/linux/bpf.h, checked with offsetof on this machine). */
-const SKB_SIZE = 192;
-const SKB_MARK = 8;
-const SKB_PRIORITY = 32;
-const SKB_INGRESS_IFINDEX = 36;
-const SKB_TSTAMP = 152;
 
 /** bpf/tsnproxy.h: the saver's request and the tag. */
 const REQ = 0xc000;
@@ -64,18 +58,18 @@ export function testRunCtx(
   repeat: number,
   ctx: SkbCtx = {},
 ): { retval: number; ns: number } {
-  const skb = new Uint8Array(SKB_SIZE);
-  const dv = new DataView(skb.buffer);
-  dv.setUint32(SKB_MARK, ctx.mark ?? 0, true);
-  dv.setUint32(SKB_PRIORITY, ctx.priority ?? 0, true);
-  dv.setUint32(SKB_INGRESS_IFINDEX, ctx.ingressIfindex ?? 0, true);
-  dv.setBigUint64(SKB_TSTAMP, ctx.tstamp ?? 0n, true);
+  const skb = encode(SkBuff, {
+    mark: ctx.mark ?? 0,
+    priority: ctx.priority ?? 0,
+    ingress_ifindex: ctx.ingressIfindex ?? 0,
+    tstamp: ctx.tstamp ?? 0n,
+  });
   const opts = encode(BpfTestRunOpts, {
     sz: BigInt(BpfTestRunOpts.size),
     data_in: addressOf(packet),
     data_size_in: packet.length,
     ctx_in: addressOf(skb),
-    ctx_size_in: SKB_SIZE,
+    ctx_size_in: SkBuff.size,
     repeat,
   });
   check(libbpf().bpf_prog_test_run_opts(fd, opts), "BPF_PROG_TEST_RUN", "run as root");
@@ -145,23 +139,6 @@ function clearMap(fd: number, keySize: number): void {
   }
 }
 
-const SCHED_SETAFFINITY: Record<string, number> = { x86_64: 203, aarch64: 122 };
-const SCHED_GETAFFINITY: Record<string, number> = { x86_64: 204, aarch64: 123 };
-
-/** Pins the calling thread to one CPU; returns a function that restores its former mask. */
-function pinThread(cpu: number): () => void {
-  const set = SCHED_SETAFFINITY[Deno.build.arch];
-  const get = SCHED_GETAFFINITY[Deno.build.arch];
-  const old = new Uint8Array(128);
-  const n = sys(get, 0, old.length, old);
-  if (n < 0) throw new Error(`sched_getaffinity: errno ${-n}`);
-  const mask = new Uint8Array(128);
-  mask[cpu >> 3] = 1 << (cpu & 7);
-  const r = sys(set, 0, mask.length, mask);
-  if (r < 0) throw new Error(`sched_setaffinity(CPU ${cpu}): errno ${-r}`);
-  return () => void sys(set, 0, n, old.subarray(0, n));
-}
-
 const LOOPBACK = 1;
 
 export async function runProgCost(o: CostOptions): Promise<CostRow[]> {
@@ -184,7 +161,10 @@ export async function runProgCost(o: CostOptions): Promise<CostRow[]> {
   const maps = DatapathMaps.open(bpffs);
   const fds: Partial<Record<ProgramRole, number>> = {};
   const prog = (r: ProgramRole) => (fds[r] ??= objGetRequired(pins.prog(r)));
-  const unpin = pinThread(0);
+  // One CPU for every run: the stage is per CPU, and a test run runs on the caller's.
+  const before = allowedCpus();
+  setAffinity([0]);
+  const unpin = () => setAffinity(before);
   const rows: CostRow[] = [];
   try {
     const nop = calib.programFd("bench_nop");

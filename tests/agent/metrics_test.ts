@@ -16,7 +16,7 @@ import {
 } from "../../src/agent/metrics.ts";
 import { ResultCache } from "../../src/agent/pods.ts";
 import { podPins } from "../../src/bpf/pod.ts";
-import { createNode, destroyNode, spawnAgent, type TestNode, tsnproxy } from "../install/_node.ts";
+import { createNode, destroyNode, spawnAgent, tsnproxy } from "../install/_node.ts";
 import {
   assertOk,
   cni,
@@ -26,6 +26,7 @@ import {
   type TestPod,
 } from "../cni/helpers.ts";
 import { freePort, until } from "../lib/wait.ts";
+import { installedEntry } from "./_agent.ts";
 import { type Child, installed, run } from "../lib/run.ts";
 import { nodeSocketDir, removeNodePath } from "../lib/node_dirs.ts";
 
@@ -215,14 +216,6 @@ const stats = (): AgentStats => ({
   startedAt: Date.now(),
   readiness: [],
 });
-
-/** The tsnproxy entry install wrote into the node's conflist, for a plugin run. */
-function installedEntry(node: TestNode): Record<string, unknown> {
-  const conflist = JSON.parse(Deno.readTextFileSync(`${node.confDir}/10-bridge.conflist`));
-  const e = conflist.plugins.find((p: { type: string }) => p.type === "tsnproxy");
-  assert.ok(e, "install put the entry into the conflist");
-  return { cniVersion: conflist.cniVersion, name: conflist.name, ...e };
-}
 
 Deno.test({
   name: "metrics: a running agent's /metrics passes promtool; scrapes do not re-read the cache",

@@ -5,6 +5,7 @@
  * conflist and the tsnproxy entry injected by planInstall/apply, a CNI bin dir with the
  * checkout's launcher, and pods attached by the real plugin (CNI ADD in the node's namespace).
  */
+import assert from "node:assert/strict";
 import { apply, planInstall, planUninstall } from "../../src/install/conflist.ts";
 import { collectReport } from "../../src/doctor/report.ts";
 import type { DoctorRunOptions } from "../../src/doctor/context.ts";
@@ -302,4 +303,14 @@ export function find(r: DoctorReport, id: string): Check {
 
 export function describe(c: Check): string {
   return `${c.id} ${c.status}: ${c.found}${c.fix ? ` | fix: ${c.fix}` : ""}`;
+}
+
+/** Asserts a check's status and that its found/fix text matches each pattern; a warn or a
+ * fail must say how to fix it. */
+export function expect(r: DoctorReport, id: string, status: string, ...inFoundOrFix: RegExp[]) {
+  const c = find(r, id);
+  assert.equal(c.status, status, describe(c));
+  for (const re of inFoundOrFix) assert.match(`${c.found}\n${c.fix ?? ""}`, re, describe(c));
+  if (status === "warn" || status === "fail") assert.ok(c.fix, `${id} has no fix`);
+  return c;
 }

@@ -9,32 +9,23 @@ import { podPins } from "../../src/bpf/pod.ts";
 import { DatapathMaps } from "../../src/bpf/maps.ts";
 import { PinLayout } from "../../src/bpf/pins.ts";
 import { BpfObject } from "../../src/bpf/object.ts";
-import { objectBytes } from "../../src/bpf/objects.ts";
-import { releaseBytes } from "../../src/bpf/release.ts";
 import { closeFd, objGetRequired, objPin } from "../../src/bpf/sys.ts";
 import { withNetns } from "../../src/util/netns.ts";
 import { doctorReportSchema } from "../../src/doctor/schema.ts";
 import { compileTestBpf } from "../netlink/_bpf.ts";
 import { randomId, run } from "../lib/run.ts";
 import { addBridge, addVeth, deleteNetns } from "../lib/netns.ts";
-import { describe, DoctorEnv, find, ROOT } from "./_env.ts";
+import { DoctorEnv, expect, find, ROOT } from "./_env.ts";
 import type { DoctorReport } from "../../src/doctor/schema.ts";
 import { type CniServer, serveCni } from "../../src/agent/cni_server.ts";
 import { readLine, writeLine } from "../../src/cni/delegate.ts";
 import { versionInfo } from "../../src/build_info.ts";
 import { staleSocket, until } from "../lib/wait.ts";
 import { nodeSocketDir, removeNodePath } from "../lib/node_dirs.ts";
+import { pinOfAnotherBuild } from "../lib/other_build.ts";
+import { assertOk } from "../cni/helpers.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
-
-function expect(r: DoctorReport, id: string, status: string, ...inFixOrFound: RegExp[]): void {
-  const c = find(r, id);
-  assert.equal(c.status, status, describe(c));
-  for (const re of inFixOrFound) {
-    assert.match(`${c.found}\n${c.fix ?? ""}`, re, describe(c));
-  }
-  if (status === "warn" || status === "fail") assert.ok(c.fix, `${id} has no fix`);
-}
 
 Deno.test("doctor: a freshly set-up node passes the datapath checks", opts, async () => {
   const env = await DoctorEnv.create();
@@ -174,24 +165,10 @@ Deno.test("doctor: unpinned program, then re-pinned", opts, async () => {
   }
 });
 
-/** Loads this build's admit object with another build's release stamp, pinned as admit. */
-function pinAdmitOfAnotherBuild(bpffs: string): void {
-  const pins = new PinLayout(bpffs);
-  const obj = BpfObject.open("tsnp_admit", objectBytes("admit"), pins.mapsDir);
-  try {
-    obj.setInitialValue(".rodata.release", releaseBytes("tsnproxy 0.0.9 0123456789ab"));
-    obj.load();
-    Deno.removeSync(pins.prog("admit"));
-    objPin(obj.programFd("tsnp_admit"), pins.prog("admit"));
-  } finally {
-    obj.close();
-  }
-}
-
 Deno.test("doctor: pinned programs of another build, then this build's", opts, async () => {
   const env = await DoctorEnv.create();
   try {
-    pinAdmitOfAnotherBuild(env.bpffs);
+    pinOfAnotherBuild(env.bpffs, "admit");
     let r = await env.report();
     expect(
       r,
@@ -218,7 +195,7 @@ Deno.test({
   fn: async () => {
     const env = await DoctorEnv.create();
     try {
-      pinAdmitOfAnotherBuild(env.bpffs);
+      pinOfAnotherBuild(env.bpffs, "admit");
       expect(await env.report(), "pins.programs", "warn", /another build/);
       env.setupDatapath();
       expect(await env.report(), "pins.programs", "pass", /loaded by this build/);
@@ -522,8 +499,8 @@ Deno.test(
       Deno.removeSync(foreignPin); // unpinning the link detaches it
       foreignPin = undefined;
       expect(await env.report(), "pods.carrier", "pass");
-      assertOkCni(await env.cni("DEL", before));
-      assertOkCni(await env.cni("DEL", after));
+      assertOk(await env.cni("DEL", before));
+      assertOk(await env.cni("DEL", after));
       expect(await env.report(), "pods.carrier", "pass", /no pod attached/);
     } finally {
       if (foreignPin) Deno.removeSync(foreignPin);
@@ -581,10 +558,6 @@ Deno.test(
   },
 );
 
-function assertOkCni(r: { code: number; stdout: string; stderr: string }): void {
-  assert.equal(r.code, 0, `plugin failed: ${r.stdout} ${r.stderr}`);
-}
-
 Deno.test("doctor: leaked pod attachments (netns deleted) and orphaned entries", opts, async () => {
   const env = await DoctorEnv.create();
   try {
@@ -625,11 +598,11 @@ Deno.test("doctor: leaked pod attachments (netns deleted) and orphaned entries",
     expect(r, "pods.carrier", "fail", /hv6: admit is not attached/);
     // Re-created (the carrier check's fix): attached again, its entry owned again.
     await env.linksGone(live);
-    assertOkCni(await env.cni("ADD", live));
+    assertOk(await env.cni("ADD", live));
     r = await env.report();
     expect(r, "pods.entries", "pass");
     expect(r, "pods.carrier", "pass");
-    assertOkCni(await env.cni("DEL", live));
+    assertOk(await env.cni("DEL", live));
     r = await env.report();
     expect(r, "pods.entries", "pass", /^0 pod entr/);
     expect(r, "pods.carrier", "pass", /no pod attached/);

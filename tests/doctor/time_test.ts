@@ -11,10 +11,9 @@ import assert from "node:assert/strict";
 import { Timespec } from "../../src/ffi/structs/libc.ts";
 import { decode } from "../../src/ffi/structs/layout.ts";
 import { SYS, sys } from "../../src/ffi/libc.ts";
-import type { DoctorReport } from "../../src/doctor/schema.ts";
 import { type Child, spawn } from "../lib/run.ts";
 import { Netns } from "../lib/netns.ts";
-import { describe, DoctorEnv, find } from "./_env.ts";
+import { describe, DoctorEnv, expect, find } from "./_env.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -32,14 +31,6 @@ function which(bin: string): string | undefined {
 
 const PTP4L = which("ptp4l");
 if (!PTP4L) console.log("time_test: ptp4l is not installed (apt-get install linuxptp): skipped");
-
-function expect(r: DoctorReport, id: string, status: string, ...res: RegExp[]) {
-  const c = find(r, id);
-  assert.equal(c.status, status, describe(c));
-  for (const re of res) assert.match(`${c.found}\n${c.fix ?? ""}`, re, describe(c));
-  if (status === "warn" || status === "fail") assert.ok(c.fix, `${id} has no fix`);
-  return c;
-}
 
 function clockNs(clockid: number): bigint {
   const buf = new Uint8Array(Timespec.size);

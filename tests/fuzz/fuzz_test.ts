@@ -12,6 +12,10 @@ import { replayCommand } from "./report.ts";
 const SEED = Number(Deno.env.get("TSNPROXY_FUZZ_SEED") ?? 20261204) >>> 0;
 const CASES = Number(Deno.env.get("TSNPROXY_FUZZ_CASES") ?? 300);
 
+if (Deno.uid() !== 0) {
+  console.log("fuzz_test: ignored: the plugin attaches programs, which needs root");
+}
+
 Deno.test({
   name: `CNI fuzz: ${CASES} cases of seed ${SEED} (TSNPROXY_FUZZ_SEED picks another)`,
   ignore: Deno.uid() !== 0,

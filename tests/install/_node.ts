@@ -4,6 +4,7 @@
  * unique name) and a snapshot of everything install may touch, to prove uninstall leaves the
  * machine exactly as before.
  */
+import assert from "node:assert/strict";
 import { queryTcx } from "../../src/bpf/attach.ts";
 import { type Child, randomId, run, spawn } from "../lib/run.ts";
 import { addVeth, deleteLink } from "../lib/netns.ts";
@@ -87,6 +88,13 @@ export async function tsnproxy(
   return await run([DENO, "run", "-A", "--quiet", MAIN, ...args, ...node.flags], {
     allowFail: true,
   });
+}
+
+/** `tsnproxy` against the node, which must succeed; its stdout. */
+export async function ok(node: TestNode, ...args: string[]): Promise<string> {
+  const r = await tsnproxy(node, ...args);
+  assert.equal(r.code, 0, `tsnproxy ${args.join(" ")} failed:\n${r.stdout}\n${r.stderr}`);
+  return r.stdout;
 }
 
 /**

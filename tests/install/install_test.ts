@@ -23,13 +23,7 @@ import { parseCniDocument } from "../../src/install/conflist.ts";
 import { createPod, deletePod, prevResultFor } from "../cni/helpers.ts";
 import { ignoredBecause, qdiscKinds } from "../lib/qdisc_kinds.ts";
 import { run, spawn } from "../lib/run.ts";
-import { addTsn, createNode, destroyNode, snapshot, type TestNode, tsnproxy } from "./_node.ts";
-
-async function ok(node: TestNode, ...args: string[]): Promise<string> {
-  const r = await tsnproxy(node, ...args);
-  assert.equal(r.code, 0, `tsnproxy ${args.join(" ")} failed:\n${r.stdout}\n${r.stderr}`);
-  return r.stdout;
-}
+import { addTsn, createNode, destroyNode, ok, snapshot, type TestNode, tsnproxy } from "./_node.ts";
 
 /** The tsnproxy entry of the installed conflist, as the runtime would pass it on stdin. */
 async function installedEntry(node: TestNode): Promise<Record<string, unknown>> {

@@ -27,13 +27,7 @@ import { releaseOfProgram, releaseStamp } from "../../src/bpf/release.ts";
 import { closeFd, fdById, linkInfo, progIdAt, readPinned } from "../../src/bpf/sys.ts";
 import { type InstallPlanJson, installPlanSchema } from "../../src/install/plan_schema.ts";
 import { pinOfAnotherBuild } from "../lib/other_build.ts";
-import { createNode, destroyNode, type TestNode, tsnproxy } from "./_node.ts";
-
-async function ok(node: TestNode, ...args: string[]): Promise<string> {
-  const r = await tsnproxy(node, ...args);
-  assert.equal(r.code, 0, `tsnproxy ${args.join(" ")} failed:\n${r.stdout}\n${r.stderr}`);
-  return r.stdout;
-}
+import { createNode, destroyNode, ok, type TestNode } from "./_node.ts";
 
 async function plan(node: TestNode, api: string): Promise<InstallPlanJson> {
   return installPlanSchema.parse(

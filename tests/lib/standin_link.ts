@@ -5,11 +5,19 @@
  * datapaths use), the per-pod endpoint entries and the counters' layout. Small on purpose:
  * the CNI plugin imports it on every ADD.
  */
-import { bpf, check, closeFd, mapDelete, mapUpdate, objGet, objPin } from "../../src/bpf/sys.ts";
+import {
+  bpf,
+  check,
+  closeFd,
+  linkUpdateAt,
+  mapDelete,
+  mapUpdate,
+  objGet,
+  objPin,
+} from "../../src/bpf/sys.ts";
 import { BPF_ANY } from "../../src/ffi/structs/bpf.ts";
 
 export const BPF_LINK_CREATE = 28;
-export const BPF_LINK_UPDATE = 29;
 /** enum bpf_attach_type (include/uapi/linux/bpf.h): tcx 46/47; netkit 54/55 (6.7+). */
 export const ATTACH = {
   tcxIngress: 46,
@@ -51,19 +59,12 @@ export function linkCreate(
  * do when they regenerate an endpoint; the link keeps its position on the hook.
  */
 export function updatePinnedLink(linkPin: string, progPin: string): void {
-  const link = objGet(linkPin), prog = objGet(progPin);
+  const prog = objGet(progPin);
+  if (prog === undefined) throw new Error(`stand-in: no program at ${progPin}`);
   try {
-    if (link === undefined || prog === undefined) {
-      throw new Error(`stand-in: no link at ${linkPin} or program at ${progPin}`);
-    }
-    const attr = new Uint8Array(16);
-    const v = new DataView(attr.buffer);
-    v.setUint32(0, link, true);
-    v.setUint32(4, prog, true);
-    check(bpf(BPF_LINK_UPDATE, attr), `stand-in: update link ${linkPin}`, "run as root");
+    check(linkUpdateAt(linkPin, prog), `stand-in: update link ${linkPin}`, "run as root");
   } finally {
-    if (link !== undefined) closeFd(link);
-    if (prog !== undefined) closeFd(prog);
+    closeFd(prog);
   }
 }
 

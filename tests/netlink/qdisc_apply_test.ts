@@ -455,6 +455,10 @@ Deno.test({ name: "taprio classes count packets per priority", ignore: !hasTsn }
     if (classes.every((c) => c.leaf === tcHandle(0x100, 0) && !c.leafStats)) {
       // Debian 6.1 software taprio (measured): every tx queue's qdisc is the taprio root
       // itself, so each class reports the root's totals and no per-queue child is dumped.
+      console.log(
+        `kernel ${Deno.osRelease()} reports the root's totals for every taprio class: ` +
+          "per-priority counts are not checkable here, only that the packets went through taprio",
+      );
       assert.ok(classes.every((c) => c.stats.packets === classes[0].stats.packets));
       assert.ok(classes[0].stats.packets >= 5);
       return;

@@ -18,6 +18,7 @@ import { buildRelease, type BuiltRelease, CURRENT, PREVIOUS_RELEASE } from "../l
 import { run, spawn } from "../lib/run.ts";
 import { queryTcx } from "../../src/bpf/attach.ts";
 import { statusReportSchema } from "../../src/doctor/schema.ts";
+import { withNetns } from "../../src/util/netns.ts";
 
 const UDP = 17;
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -168,7 +169,7 @@ Deno.test({ name: "upgrade from 0.1.0 and downgrade back, under traffic", ...opt
       const left = pins();
       assert.ok(!left.some((p) => /^(maps|progs|node)\//.test(p)), `0.1.0 left: ${left}`);
       assert.ok(!left.some((p) => p.includes(`ctr-${p1.name}`) || p.includes(`ctr-${p2.name}`)));
-      const onNic = await inNode(topo.nodePath, () => queryTcx("tsn0", "egress"));
+      const onNic = withNetns(topo.nodePath, () => queryTcx("tsn0", "egress"));
       assert.deepEqual(onNic.map((p) => p.name), ["tsnp_restore"], "0.1.0's restorer detached");
     });
 
@@ -193,7 +194,7 @@ Deno.test({ name: "upgrade from 0.1.0 and downgrade back, under traffic", ...opt
         });
         assert.equal(r.code, 0, r.stderr);
         assert.deepEqual(pins(), []);
-        const onNic = await inNode(topo.nodePath, () => queryTcx("tsn0", "egress"));
+        const onNic = withNetns(topo.nodePath, () => queryTcx("tsn0", "egress"));
         assert.deepEqual(onNic, []);
       },
     );
@@ -207,8 +208,3 @@ Deno.test({ name: "upgrade from 0.1.0 and downgrade back, under traffic", ...opt
     Deno.removeSync(dir, { recursive: true });
   }
 });
-
-async function inNode<T>(netns: string, fn: () => T): Promise<T> {
-  const { withNetns } = await import("../../src/util/netns.ts");
-  return withNetns(netns, fn);
-}

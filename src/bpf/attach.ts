@@ -32,13 +32,12 @@ import { withNetns } from "../util/netns.ts";
 import {
   check,
   closeFd,
-  fdById,
   linkDetachAt,
   linkInfo,
   linkUpdateAt,
   objPin,
   progIdAt,
-  progInfo,
+  progNameById,
   readPinned,
 } from "./sys.ts";
 import { dirNames, exists } from "../util/fs.ts";
@@ -417,15 +416,7 @@ export function queryHook(
     if (r === -Errno.EINVAL || r === -Errno.EOPNOTSUPP) return [];
     check(r, `cannot query ${api} programs on ${ifname}`, "run as root");
     const cnt = new DataView(opts.buffer).getUint32(BpfProgQueryOpts.fields.prog_cnt[0], true);
-    return [...ids.subarray(0, cnt)].map((id) => {
-      const fd = fdById("prog", id);
-      if (fd < 0) return { id, name: "?" };
-      try {
-        return { id, name: progInfo(fd).name };
-      } finally {
-        closeFd(fd);
-      }
-    });
+    return [...ids.subarray(0, cnt)].map((id) => ({ id, name: progNameById(id) ?? "?" }));
   });
 }
 

@@ -5,7 +5,7 @@
  */
 import { type Direction, queryHook } from "./attach.ts";
 import { listBpfFilters } from "../netlink/filter.ts";
-import { closeFd, fdById, progInfo } from "./sys.ts";
+import { progNameById } from "./sys.ts";
 import { withNetns } from "../util/netns.ts";
 import { ifNameToIndex } from "../ffi/libc.ts";
 
@@ -25,16 +25,6 @@ export interface HookProgram {
 /** tsnproxy's program names, of every release (0.1.0 had tsnp_gc_start too). */
 export function isOurProgram(name: string): boolean {
   return /^tsnp_(save|admit|restore|gc_start)$/.test(name);
-}
-
-function nameOf(id: number): string {
-  const fd = fdById("prog", id);
-  if (fd < 0) return "?";
-  try {
-    return progInfo(fd).name;
-  } finally {
-    closeFd(fd);
-  }
 }
 
 /**
@@ -66,7 +56,7 @@ export function programsOn(
     return ifindex ? listBpfFilters(ifindex, direction) : [];
   }).sort((a, b) => a.priority - b.priority || a.chain - b.chain);
   filters.forEach((f, i) => {
-    const name = f.progId !== undefined ? nameOf(f.progId) : (f.name ?? "?");
+    const name = f.progId !== undefined ? progNameById(f.progId) ?? "?" : (f.name ?? "?");
     out.push({
       hook: "clsact",
       direction,

@@ -15,7 +15,7 @@ import { CLSACT_HANDLE, describePin, detach } from "./attach.ts";
 import { PinnedMap, releaseSlots } from "./maps.ts";
 import { type PodAttachmentRecord, podCookie } from "./pod.ts";
 import { splitMarker } from "./pins.ts";
-import { closeFd, fdById, linkInfo, objGet, progInfo, unpinIfPresent } from "./sys.ts";
+import { closeFd, linkInfo, objGet, progInfo, progNameById, unpinIfPresent } from "./sys.ts";
 import { dirNames, exists, removeIfEmpty } from "../util/fs.ts";
 
 export const LEGACY_MAPS = [
@@ -63,13 +63,7 @@ export function programNameAt(pin: string): string | undefined {
   try {
     // A clsact marker pins the program itself; any other attachment pin is a link.
     if (splitMarker(pin.slice(pin.lastIndexOf("/") + 1)).clsact) return progInfo(fd).name;
-    const p = fdById("prog", linkInfo(fd).progId);
-    if (p < 0) return undefined;
-    try {
-      return progInfo(p).name;
-    } finally {
-      closeFd(p);
-    }
+    return progNameById(linkInfo(fd).progId);
   } finally {
     closeFd(fd);
   }

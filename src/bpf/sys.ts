@@ -340,6 +340,17 @@ export function fdById(kind: ObjectKind, id: number): number {
   return bpf(GET_FD_BY_ID[kind], encode(BpfAttrGetFdById, { prog_id: id }));
 }
 
+/** A loaded program's name by its id; undefined when it is gone. */
+export function progNameById(id: number): string | undefined {
+  const fd = fdById("prog", id);
+  if (fd < 0) return undefined;
+  try {
+    return progInfo(fd).name;
+  } finally {
+    closeFd(fd);
+  }
+}
+
 /**
  * Turns on the kernel's per-program run-time accounting (BPF_ENABLE_STATS) for as long as
  * the returned fd is open. It costs two clock reads per program run, so it is for

@@ -25,7 +25,6 @@ const SO_PEERCRED = 17;
 const MSG_NOSIGNAL = 0x4000;
 const POLLIN = 0x1;
 const POLLOUT = 0x4;
-const SENDTO = Deno.build.arch === "x86_64" ? 44 : 206;
 const EINTR = 4;
 const EAGAIN = 11;
 
@@ -291,7 +290,7 @@ export class UnixClient {
     let off = 0;
     while (off < bytes.length) {
       const part = bytes.subarray(off);
-      const n = call(SENDTO, this.#fd, part, part.length, MSG_NOSIGNAL, 0, 0);
+      const n = call(SYS.sendto, this.#fd, part, part.length, MSG_NOSIGNAL, 0, 0);
       if (n >= 0) {
         off += n;
         continue;

@@ -7,12 +7,11 @@
 export const SYSCALL_NUMBERS = {
   x86_64: {
     read: 0,
-    write: 1,
     close: 3,
     ioctl: 16,
     socket: 41,
     connect: 42,
-    setsockopt: 54,
+    sendto: 44,
     getsockopt: 55,
     flock: 73,
     fstatfs: 138,
@@ -26,12 +25,11 @@ export const SYSCALL_NUMBERS = {
   },
   aarch64: {
     read: 63,
-    write: 64,
     close: 57,
     ioctl: 29,
     socket: 198,
     connect: 203,
-    setsockopt: 208,
+    sendto: 206,
     getsockopt: 209,
     flock: 32,
     fstatfs: 44,

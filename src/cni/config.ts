@@ -25,7 +25,7 @@
  * runtime). Anything else is rejected with code 7, naming the field and the valid ones.
  */
 import { CniCode, ConfigError } from "../errors.ts";
-import { policyProblems, validatePolicy } from "../policy/validate.ts";
+import { normalizePolicy, policyProblems } from "../policy/validate.ts";
 import { type ConfinedPath, pathProblem } from "../config/paths.ts";
 import type { PluginEntry } from "./schema.ts";
 import {
@@ -149,6 +149,6 @@ export function parsePluginEntry(input: unknown): PluginConfig {
     );
   }
   const entry = e as unknown as PluginEntry;
-  if (entry.policy) entry.policy = validatePolicy(entry.policy, "policy");
+  if (entry.policy) entry.policy = normalizePolicy(entry.policy); // checked above
   return withDefaults(entry);
 }

@@ -7,7 +7,7 @@
  */
 import * as z from "zod/mini";
 import type { PodPolicy } from "../policy/types.ts";
-import { policyProblems, validatePolicy } from "../policy/validate.ts";
+import { normalizePolicy, policyProblems } from "../policy/validate.ts";
 import { type ConfinedPath, pathProblem } from "../config/paths.ts";
 import { ATTACH_MODES, IFNAME, LOG_LEVELS, RESTORE_AT, withoutReserved } from "./entry_fields.ts";
 
@@ -28,7 +28,7 @@ const policy = z.pipe(
       }
     }),
   ),
-  z.transform((v): PodPolicy => validatePolicy(v, "policy")),
+  z.transform((v): PodPolicy => normalizePolicy(v)),
 );
 
 export const pluginEntrySchema = z.strictObject({

@@ -9,7 +9,7 @@ import { z } from "zod";
 import { ConfigError, UsageError } from "../errors.ts";
 import { ATTACH_MODES, DEFAULTS, type NodeConfigOverrides, RESTORE_AT } from "../options.ts";
 import type { PodPolicy } from "../policy/types.ts";
-import { policyProblems, validatePolicy } from "../policy/validate.ts";
+import { normalizePolicy, policyIssues } from "../policy/validate.ts";
 import { type ConfinedPath, pathProblem } from "./paths.ts";
 import { qdiscSchema } from "./qdisc.ts";
 import { vlanSchema } from "./vlan.ts";
@@ -38,18 +38,15 @@ const confined = (kind: ConfinedPath) =>
  * and column of the offending value (or key, for a bad remap key).
  */
 const nodePolicy = z.unknown().superRefine((v, ctx) => {
-  for (const p of policyProblems(v, "policy")) {
-    const m = /^policy((?:\.[^.[:\s]+|\[\d+\])*): ([\s\S]*)$/.exec(p);
-    if (!m) {
-      ctx.addIssue({ code: "custom", message: p });
-      continue;
-    }
-    const path = [...m[1].matchAll(/\.([^.[]+)|\[(\d+)\]/g)]
-      .map((s) => s[2] === undefined ? s[1] : Number(s[2]));
-    const atKey = m[2].startsWith("remap keys are");
-    ctx.addIssue({ code: "custom", message: m[2], path, params: atKey ? { at: "key" } : {} });
+  for (const i of policyIssues(v)) {
+    ctx.addIssue({
+      code: "custom",
+      message: i.message,
+      path: i.path,
+      params: i.atKey ? { at: "key" } : {},
+    });
   }
-}).transform((v): PodPolicy => validatePolicy(v, "policy"));
+}).transform((v): PodPolicy => normalizePolicy(v));
 
 const mapEntries = z.int({ error: "expected an integer" }).refine(
   (n) => n >= 1024 && n <= 1 << 20 && (n & (n - 1)) === 0,

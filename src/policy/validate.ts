@@ -67,71 +67,101 @@ function portRange(v: unknown): { from: number; to: number } | undefined {
   return undefined;
 }
 
-/** Problems of one rule object, as "path: message". */
-function ruleProblems(r: unknown, where: string): string[] {
-  if (!isRecord(r)) return [`${where}: expected {protocol?, ports?, destination?, priority}`];
-  const out: string[] = [];
+/** One problem of a policy: where in the object (keys and list indexes) and what. */
+export interface PolicyIssue {
+  path: (string | number)[];
+  message: string;
+  /** The problem is the key at `path` (a remap key), not its value. */
+  atKey?: boolean;
+}
+
+/** Problems of one rule object at `at`. */
+function ruleIssues(r: unknown, at: (string | number)[]): PolicyIssue[] {
+  const issue = (message: string, ...sub: string[]) => ({ path: [...at, ...sub], message });
+  if (!isRecord(r)) return [issue("expected {protocol?, ports?, destination?, priority}")];
+  const out: PolicyIssue[] = [];
   const unknown = Object.keys(r).filter((k) => !RULE_KEYS.includes(k));
-  if (unknown.length) out.push(`${where}: unknown key ${unknown.join(", ")} (valid: ${RULE_KEYS})`);
-  if (!isPriority(r.priority)) out.push(`${where}.priority: ${PRIORITY_MSG}`);
+  if (unknown.length) out.push(issue(`unknown key ${unknown.join(", ")} (valid: ${RULE_KEYS})`));
+  if (!isPriority(r.priority)) out.push(issue(PRIORITY_MSG, "priority"));
   if (r.protocol !== undefined && protocolNumber(r.protocol) === undefined) {
-    out.push(
-      `${where}.protocol: ${show(r.protocol)} is not one of ${
+    out.push(issue(
+      `${show(r.protocol)} is not one of ${
         Object.keys(PROTOCOLS).join(", ")
       } or a protocol number 1..255`,
-    );
+      "protocol",
+    ));
   }
   if (r.ports !== undefined) {
     if (portRange(r.ports) === undefined) {
-      out.push(`${where}.ports: expected a port 1..65535 or a range "from-to"`);
+      out.push(issue(`expected a port 1..65535 or a range "from-to"`, "ports"));
     } else if (!["tcp", "udp", "sctp", 6, 17, 132, undefined].includes(r.protocol as string)) {
-      out.push(`${where}.ports: a port range needs protocol tcp, udp or sctp (or none)`);
+      out.push(issue("a port range needs protocol tcp, udp or sctp (or none)", "ports"));
     }
   }
   if (r.destination !== undefined) {
     if (typeof r.destination !== "string" || !parsePrefix(r.destination)) {
-      out.push(`${where}.destination: expected an address or prefix such as "10.0.0.0/8"`);
+      out.push(issue(`expected an address or prefix such as "10.0.0.0/8"`, "destination"));
     }
   }
   return out;
 }
 
-/** Problems of a policy object, as "path: message"; empty when valid. */
-export function policyProblems(input: unknown, where: string): string[] {
-  if (!isRecord(input)) return [`${where}: expected an object, got ${show(input)}`];
-  const out: string[] = [];
+/** Problems of a policy object; empty when valid. */
+export function policyIssues(input: unknown): PolicyIssue[] {
+  if (!isRecord(input)) return [{ path: [], message: `expected an object, got ${show(input)}` }];
+  const out: PolicyIssue[] = [];
   const unknown = Object.keys(input).filter((k) => !POLICY_KEYS.includes(k));
   if (unknown.length) {
-    out.push(
-      `${where}: unknown key${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")} ` +
+    out.push({
+      path: [],
+      message: `unknown key${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")} ` +
         `(valid: ${POLICY_KEYS.join(", ")})`,
-    );
+    });
   }
   for (const k of ["maxPriority", "defaultPriority"]) {
-    if (input[k] !== undefined && !isPriority(input[k])) out.push(`${where}.${k}: ${PRIORITY_MSG}`);
+    if (input[k] !== undefined && !isPriority(input[k])) {
+      out.push({ path: [k], message: PRIORITY_MSG });
+    }
   }
   if (input.remap !== undefined) {
-    if (!isRecord(input.remap)) out.push(`${where}.remap: expected an object`);
+    if (!isRecord(input.remap)) out.push({ path: ["remap"], message: "expected an object" });
     else {
       for (const [k, v] of Object.entries(input.remap)) {
-        if (/^0+$/.test(k)) out.push(`${where}.remap.${k}: ${REMAP_ZERO}`);
+        if (/^0+$/.test(k)) out.push({ path: ["remap", k], message: REMAP_ZERO, atKey: true });
         else if (!REMAP_KEY.test(k)) {
-          out.push(`${where}.remap.${k}: remap keys are the priorities "1" to "15"`);
+          out.push({
+            path: ["remap", k],
+            message: 'remap keys are the priorities "1" to "15"',
+            atKey: true,
+          });
         }
-        if (!isPriority(v)) out.push(`${where}.remap.${k}: ${PRIORITY_MSG}`);
+        if (!isPriority(v)) out.push({ path: ["remap", k], message: PRIORITY_MSG });
       }
     }
   }
   if (input.rules !== undefined) {
-    if (!Array.isArray(input.rules)) out.push(`${where}.rules: expected a list of rules`);
-    else {
+    if (!Array.isArray(input.rules)) {
+      out.push({ path: ["rules"], message: "expected a list of rules" });
+    } else {
       if (input.rules.length > MAX_RULES) {
-        out.push(`${where}.rules: at most ${MAX_RULES} rules (the datapath holds ${MAX_RULES})`);
+        out.push({
+          path: ["rules"],
+          message: `at most ${MAX_RULES} rules (the datapath holds ${MAX_RULES})`,
+        });
       }
-      input.rules.forEach((r, i) => out.push(...ruleProblems(r, `${where}.rules[${i}]`)));
+      input.rules.forEach((r, i) => out.push(...ruleIssues(r, ["rules", i])));
     }
   }
   return out;
+}
+
+/** Problems of a policy object, as "path: message" under `where`; empty when valid. */
+export function policyProblems(input: unknown, where: string): string[] {
+  return policyIssues(input).map((i) =>
+    `${where}${
+      i.path.map((p) => typeof p === "number" ? `[${p}]` : `.${p}`).join("")
+    }: ${i.message}`
+  );
 }
 
 function normalizeRule(r: Record<string, unknown>): Rule {
@@ -150,6 +180,11 @@ export function validatePolicy(
 ): PodPolicy {
   const problems = policyProblems(input, where);
   if (problems.length) throw new ConfigError(problems.join("; "), POLICY_HINT, code);
+  return normalizePolicy(input);
+}
+
+/** A policy object that policyIssues found no problem with, in its normal form. */
+export function normalizePolicy(input: unknown): PodPolicy {
   const p = input as Record<string, unknown>;
   const out: PodPolicy = {};
   if (p.maxPriority !== undefined) out.maxPriority = p.maxPriority as number;

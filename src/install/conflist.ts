@@ -53,7 +53,6 @@ export {
   BACKUP_SUFFIX,
   type ChangeAction,
   type FileChange,
-  formatPlan,
   type Plan,
   planInstall,
   type PlanOptions,

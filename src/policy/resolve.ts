@@ -18,6 +18,7 @@
  */
 import { compileRule, formatRule } from "./validate.ts";
 import {
+  type CompiledRule,
   type DatapathPolicy,
   type PodPolicy,
   POLICY_LAYERS,
@@ -26,22 +27,29 @@ import {
   REMAP_SLOTS,
 } from "./types.ts";
 
-/** The node layer alone, as install writes it into the datapath's tsnp_config. */
-export function compileNode(node: PodPolicy | undefined): DatapathPolicy {
-  const ceiling = node?.maxPriority ?? PRIORITY_MAX;
-  const remap = Array.from(
-    { length: REMAP_SLOTS },
-    (_, p) => Math.min(node?.remap?.[String(p)] ?? p, ceiling),
-  );
+/** A policy with every priority it can give (remap, default, rules) held to its ceiling. */
+function capped(
+  ceiling: number,
+  remap: number[],
+  defaultPriority: number,
+  rules: CompiledRule[],
+): DatapathPolicy {
   return {
     maxPriority: ceiling,
-    remap,
-    defaultPriority: Math.min(node?.defaultPriority ?? 0, ceiling),
-    rules: (node?.rules ?? []).map((r) => ({
-      ...compileRule(r),
-      priority: Math.min(r.priority, ceiling),
-    })),
+    remap: remap.map((q) => Math.min(q, ceiling)),
+    defaultPriority: Math.min(defaultPriority, ceiling),
+    rules: rules.map((r) => ({ ...r, priority: Math.min(r.priority, ceiling) })),
   };
+}
+
+/** The node layer alone, as install writes it into the datapath's tsnp_config. */
+export function compileNode(node: PodPolicy | undefined): DatapathPolicy {
+  return capped(
+    node?.maxPriority ?? PRIORITY_MAX,
+    Array.from({ length: REMAP_SLOTS }, (_, p) => node?.remap?.[String(p)] ?? p),
+    node?.defaultPriority ?? 0,
+    (node?.rules ?? []).map(compileRule),
+  );
 }
 
 export type PodLayers = Partial<Record<Exclude<PolicyLayerName, "node">, PodPolicy | undefined>>;
@@ -103,13 +111,7 @@ export function resolvePolicy(node: DatapathPolicy, layers: PodLayers): Resolved
       from.rules = name;
     }
   }
-  const policy: DatapathPolicy = {
-    maxPriority: ceiling,
-    remap: remap.map((q) => Math.min(q, ceiling)),
-    defaultPriority: Math.min(defaultPriority, ceiling),
-    rules: rules.map((r) => ({ ...r, priority: Math.min(r.priority, ceiling) })),
-  };
-  return { policy, from, refused };
+  return { policy: capped(ceiling, remap, defaultPriority, rules), from, refused };
 }
 
 /** True when two compiled policies act the same on every packet. */

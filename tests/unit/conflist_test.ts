@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import {
   apply,
   discover,
-  formatPlan,
   inject,
   parseCniDocument,
   parseJsonWithSpans,
@@ -14,6 +13,7 @@ import {
   unifiedDiff,
 } from "../../src/install/conflist.ts";
 import { ConfigError, NotFoundError, TsnproxyError } from "../../src/errors.ts";
+import { formatConflistChanges } from "../../src/install/plan.ts";
 
 const FIXTURES = new URL("../fixtures/cni/", import.meta.url).pathname;
 const ENTRY: TsnproxyEntry = { type: "tsnproxy", tsnInterface: "tsn0", restoreAt: "tsn-egress" };
@@ -69,7 +69,7 @@ for (const shape of SHAPES) {
       "update",
       "conflist",
     ]]);
-    assert.match(formatPlan(plan), /\+.*"tsnproxy"/);
+    assert.match(formatConflistChanges(plan), /\+.*"tsnproxy"/);
     await apply(plan);
 
     const after = await Deno.readTextFile(path);

@@ -460,10 +460,3 @@ export async function apply(plan: Plan, opts: ApplyOptions = {}): Promise<void> 
     }
   }
 }
-
-/** Text for `--dry-run`: one block per file change. */
-export function formatPlan(plan: Plan): string {
-  if (plan.changes.length === 0) return `${plan.target}: no change (${plan.status})\n`;
-  const parts = plan.changes.map((c) => `# ${c.action} ${c.path}: ${c.why}\n${c.diff}`);
-  return parts.join("\n") + plan.warnings.map((w) => `warning: ${w}\n`).join("");
-}

@@ -150,30 +150,23 @@ function agentBuild(v: unknown): AgentBuild | undefined {
 }
 
 /**
- * Reads from `read` until EOF, or with `untilNewline` until the first newline (not included).
- * Undefined: EOF came before the newline. Throws past `limit` bytes. The plugin's stdin
- * (src/cni/handoff.ts) and one-shot peers (tests) read with it.
+ * Reads from `read` until EOF; throws past `limit` bytes. The plugin's stdin
+ * (src/cni/handoff.ts) reads with it; newline-terminated messages go through LineReader.
  */
 export async function readMessage(
   read: (buf: Uint8Array<ArrayBuffer>) => Promise<number | null> | number | null,
   limit: number,
-  untilNewline: boolean,
-): Promise<string | undefined> {
+): Promise<string> {
   const chunks: Uint8Array[] = [];
   let total = 0;
   const buf = new Uint8Array(65536);
   for (;;) {
     const n = await read(buf);
-    if (n === null) {
-      if (untilNewline) return undefined;
-      break;
-    }
-    const nl = untilNewline ? buf.subarray(0, n).indexOf(10) : -1;
-    const part = buf.slice(0, nl >= 0 ? nl : n);
+    if (n === null) break;
+    const part = buf.slice(0, n);
     chunks.push(part);
     total += part.length;
     if (total > limit) throw new RangeError(`message exceeds ${limit} bytes`);
-    if (nl >= 0) break;
   }
   return new TextDecoder().decode(concat(chunks, total));
 }
@@ -234,13 +227,9 @@ export class LineReader {
   }
 }
 
-/** One newline-terminated message from the socket (undefined: EOF before the newline). */
-export function readLine(conn: Deno.Conn, limit = MAX_MESSAGE): Promise<string | undefined> {
-  return readMessage((b) => conn.read(b), limit, true);
-}
-
+/** Writes a value as one JSON line. */
 export async function writeLine(conn: Deno.Conn, value: unknown): Promise<void> {
-  const bytes = new TextEncoder().encode(JSON.stringify(value) + "\n");
+  const bytes = encodeLine(value);
   let off = 0;
   while (off < bytes.length) off += await conn.write(bytes.subarray(off));
 }

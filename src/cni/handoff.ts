@@ -60,8 +60,8 @@ async function readInput(): Promise<PluginInput> {
   try {
     // readSync: the plugin has nothing else to do while it waits, and the async read's first
     // trip through the event loop cost 0.3-10 ms against ~0.1 ms (measured).
-    const text = await readMessage((b) => Deno.stdin.readSync(b), MAX_MESSAGE, false);
-    return { text: text ?? "" };
+    const text = await readMessage((b) => Deno.stdin.readSync(b), MAX_MESSAGE);
+    return { text };
   } catch (e) {
     return {
       unreadable: e instanceof RangeError

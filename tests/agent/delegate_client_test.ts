@@ -8,13 +8,7 @@
  * e2e.
  */
 import assert from "node:assert/strict";
-import {
-  delegate,
-  type Delegation,
-  LineReader,
-  readLine,
-  writeLine,
-} from "../../src/cni/delegate.ts";
+import { delegate, type Delegation, LineReader, writeLine } from "../../src/cni/delegate.ts";
 import { staleSocket } from "../lib/wait.ts";
 import { spawn } from "../lib/run.ts";
 import { nodeSocketDir, removeNodePath } from "../lib/node_dirs.ts";
@@ -71,7 +65,7 @@ async function ready(conn: Deno.UnixConn): Promise<LineReader> {
 
 Deno.test("delegate: a peer that never answers costs the deadline, then in-process", async () => {
   await withPeer(async (conn) => {
-    await readLine(conn); // reads the request, then says nothing until the plugin hangs up
+    await new LineReader((b) => conn.read(b)).next(); // reads the request, then says nothing until the plugin hangs up
     await conn.read(new Uint8Array(1));
   }, async (socket) => {
     // The reason names the deadline only when the deadline fired (no wall-clock assertion).
@@ -108,7 +102,7 @@ Deno.test("delegate: each malformed first reply is a cause, not a throw", async 
   ];
   for (const c of cases) {
     await withPeer(async (conn) => {
-      await readLine(conn);
+      await new LineReader((b) => conn.read(b)).next();
       if (c.reply !== undefined) await conn.write(new TextEncoder().encode(c.reply));
       conn.close();
     }, async (socket) => {

@@ -18,7 +18,7 @@ import { addBridge, addVeth, deleteNetns } from "../lib/netns.ts";
 import { DoctorEnv, expect, find, ROOT } from "./_env.ts";
 import type { DoctorReport } from "../../src/doctor/schema.ts";
 import { type CniServer, serveCni } from "../../src/agent/cni_server.ts";
-import { readLine, writeLine } from "../../src/cni/delegate.ts";
+import { LineReader, writeLine } from "../../src/cni/delegate.ts";
 import { versionInfo } from "../../src/build_info.ts";
 import { staleSocket, until } from "../lib/wait.ts";
 import { nodeSocketDir, removeNodePath } from "../lib/node_dirs.ts";
@@ -687,7 +687,7 @@ Deno.test(
       const other = Deno.listen({ transport: "unix", path: socket });
       const answering = (async () => {
         for await (const conn of other) {
-          await readLine(conn);
+          await new LineReader((b) => conn.read(b)).next();
           await writeLine(conn, {
             v: 3,
             code: 0,

@@ -38,9 +38,13 @@ export interface RunOptions extends ExecOptions {
   stdin?: string | Uint8Array;
   /** Return a non-zero exit (or a kill) instead of throwing. */
   allowFail?: boolean;
-  /** Kill it (SIGKILL) after this many milliseconds. */
+  /** Kill it (SIGKILL) after this many milliseconds (default RUN_TIMEOUT_MS). */
   timeoutMs?: number;
 }
+
+/** How long run() lets a command take unless told otherwise: every wait is bounded, so a hung
+ * command fails its test with its output instead of stalling the suite. */
+export const RUN_TIMEOUT_MS = 10 * 60_000;
 
 const NETNS_DIR = "/run/netns";
 
@@ -100,12 +104,13 @@ export async function run(argv: string[], opts: RunOptions = {}): Promise<RunRes
     stderr: "piped",
   }).spawn();
   let timedOut = false;
-  const timer = opts.timeoutMs === undefined ? undefined : setTimeout(() => {
+  const timeoutMs = opts.timeoutMs ?? RUN_TIMEOUT_MS;
+  const timer = setTimeout(() => {
     timedOut = true;
     try {
       child.kill("SIGKILL");
     } catch { /* already gone */ }
-  }, opts.timeoutMs);
+  }, timeoutMs);
   // Written while the output is read; a child that stops reading early tells by its exit.
   const written = opts.stdin === undefined ? undefined : (async () => {
     const w = child.stdin.getWriter();
@@ -124,7 +129,7 @@ export async function run(argv: string[], opts: RunOptions = {}): Promise<RunRes
       stderr: decoder.decode(out.stderr),
       timedOut,
     };
-    if (!out.success && !opts.allowFail) throw failure(argv, r, opts.timeoutMs);
+    if (!out.success && !opts.allowFail) throw failure(argv, r, timeoutMs);
     return r;
   } finally {
     clearTimeout(timer);
